@@ -1,0 +1,1 @@
+//! Config types: builder (filled in by its owner).

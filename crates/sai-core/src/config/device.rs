@@ -1,0 +1,1 @@
+//! Config types: device (filled in by its owner).

@@ -1,0 +1,1 @@
+//! Config types: expect (filled in by its owner).

@@ -1,0 +1,1 @@
+//! Config types: jig (filled in by its owner).

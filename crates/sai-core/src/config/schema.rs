@@ -1,0 +1,1 @@
+//! Schema generation for every config kind.

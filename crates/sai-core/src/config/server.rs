@@ -1,0 +1,1 @@
+//! Config types: server (filled in by its owner).

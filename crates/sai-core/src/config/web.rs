@@ -1,0 +1,1 @@
+//! Config types: web (filled in by its owner).

@@ -1,0 +1,1 @@
+//! Tuple platform names (filled in by the saifile work).

@@ -1,0 +1,1 @@
+//! Builder <-> server protocol (filled in by the sai-server work).

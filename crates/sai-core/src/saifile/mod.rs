@@ -1,0 +1,1 @@
+//! `.sai.json` parsing and task expansion (filled in by the saifile work).

@@ -1,0 +1,1 @@
+//! sai-jig library.

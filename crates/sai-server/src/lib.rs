@@ -1,0 +1,1 @@
+//! sai-server library.

@@ -1,0 +1,1 @@
+//! sai-web library.

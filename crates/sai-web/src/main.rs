@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("sai-web: not yet implemented");
+    std::process::exit(2);
+}
