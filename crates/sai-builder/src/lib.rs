@@ -1,1 +1,30 @@
-//! sai-builder library.
+//! sai-builder library: the I/O building blocks of the builder daemon.
+//!
+//! Each module does one job and is usable (and tested) on its own; the daemon
+//! loop that wires them to the server websocket lives elsewhere.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`jobdir`] | on-disk layout under the builder home (`jobs/<VN>/src`, `run/<VN>`, `git-mirror/`) |
+//! | [`log`] | [`log::LogChunk`]: bytes on a log channel (1 stdout, 2 stderr, 3 notices, 4/5 tty) |
+//! | [`git_mirror`] | per-project bare mirror, fetch-once, network-free checkout |
+//! | [`instances`] | `SAI_INSTANCE_IDX` allocation per platform |
+//! | [`env`](mod@env) | the environment of a build step |
+//! | [`step_runner`] | runs one step in its own process group with timeout, log cap and cancel |
+//! | [`logproxy`] | per-task unix sockets whose bytes become log records on channels 3, 4, 5 |
+//! | [`connection`] | websocket link to a server: hello/welcome, credit-limited binary frames |
+//! | [`artifacts`] | saifile artifact globs rooted at `src/`, hashed, read in chunks |
+//! | [`housekeeping`] | removal of old job dirs, free-disk checks |
+//! | [`task`] | one task from offer to result, composed of the modules above |
+
+pub mod artifacts;
+pub mod connection;
+pub mod env;
+pub mod git_mirror;
+pub mod housekeeping;
+pub mod instances;
+pub mod jobdir;
+pub mod log;
+pub mod logproxy;
+pub mod step_runner;
+pub mod task;

@@ -1,1 +1,489 @@
-//! Builder <-> server protocol (filled in by the sai-server work).
+//! Builder <-> server protocol, version [`PROTOCOL_VERSION`].
+//!
+//! Sans-I/O: this module only defines the messages and their encodings; the
+//! server (`sai-server`) and the builder (`sai-builder`) own the websocket.
+//! The full description, with a sequence example, is in `docs/protocol.md`.
+//!
+//! # Transport
+//! A builder opens a websocket to `ws[s]://<server>/builder` (also
+//! `/sai/builder`) with `Authorization: Bearer <PASETO v4.public builder
+//! token>` in the upgrade request. Without a valid token the upgrade is
+//! refused with HTTP 401 before any message is exchanged.
+//!
+//! # Text frames
+//! One JSON object per text frame, internally tagged by `"type"`:
+//! [`BuilderMessage`] from the builder, [`ServerMessage`] from the server.
+//! The builder's first message must be [`BuilderMessage::Hello`]; the server
+//! answers [`ServerMessage::Welcome`] or closes with
+//! [`CLOSE_UNSUPPORTED_VERSION`] / [`CLOSE_POLICY`] and a reason. A builder
+//! receiving a `welcome` with another `protocol_version` closes with
+//! [`CLOSE_UNSUPPORTED_VERSION`] too.
+//!
+//! # Binary frames
+//! Log bytes and artifact contents travel as binary frames, never as JSON or
+//! base64: a [`FRAME_HEADER_LEN`]-byte header ([`FrameHeader`]) followed by at
+//! most [`MAX_FRAME_PAYLOAD`] payload bytes. See [`encode_frame`] and
+//! [`decode_frame`].
+//!
+//! # Flow control
+//! Credit based, per connection: `welcome.log_window` is the initial credit
+//! in payload bytes. Every binary frame consumes its payload length; the
+//! builder must not send a frame larger than its remaining credit. The server
+//! returns credit with [`ServerMessage::Credit`] once the bytes are stored.
+//! A builder exceeding its credit is closed with [`CLOSE_POLICY`].
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Websocket path of the builder endpoint (also served under `/sai/builder`).
+pub const BUILDER_PATH: &str = "/builder";
+/// Length of an event id: 32 uppercase hex characters.
+pub const EVENT_ID_LEN: usize = 32;
+/// Length of a task id: its event id followed by 32 more uppercase hex characters.
+pub const TASK_ID_LEN: usize = 64;
+/// Largest payload of one binary frame.
+pub const MAX_FRAME_PAYLOAD: usize = 64 * 1024;
+/// Size of the binary frame header.
+pub const FRAME_HEADER_LEN: usize = 4 + 8 + TASK_ID_LEN;
+
+/// Websocket close code: the peer speaks a protocol version we do not.
+pub const CLOSE_UNSUPPORTED_VERSION: u16 = 4001;
+/// Websocket close code: the peer broke a rule (standard 1008 "policy violation"):
+/// hello not matching the token, credit exceeded, revoked token.
+pub const CLOSE_POLICY: u16 = 1008;
+/// Websocket close code: malformed message (standard 1002 "protocol error").
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+
+/// Log channel: stdout of a step.
+pub const CHANNEL_STDOUT: u8 = 1;
+/// Log channel: stderr of a step.
+pub const CHANNEL_STDERR: u8 = 2;
+/// Log channel: Sai notices (builder messages, `SAI_LOGPROXY`).
+pub const CHANNEL_NOTICE: u8 = 3;
+/// Log channel: device tty0.
+pub const CHANNEL_TTY0: u8 = 4;
+/// Log channel: device tty1.
+pub const CHANNEL_TTY1: u8 = 5;
+
+/// One platform a builder offers, with how many tasks of it may run at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformOffer {
+    /// Platform tuple, e.g. `linux-debian-12/x86_64-amd/gcc`.
+    pub name: String,
+    /// Concurrent task slots for this platform (at least 1).
+    pub instances: u32,
+}
+
+/// Messages from builder to server (text frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BuilderMessage {
+    /// First message on a connection.
+    Hello {
+        /// Must equal the server's [`PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// Builder name; must equal the token's `sub`.
+        builder: String,
+        /// Platforms offered; each must be matched by a platform of the token.
+        platforms: Vec<PlatformOffer>,
+        /// Builder software name and version, informational.
+        software: String,
+    },
+    /// The builder takes the offered task and starts it.
+    Accept {
+        /// Task offered.
+        task_id: String,
+    },
+    /// The builder will not run the offered task now (busy, no space...);
+    /// the server offers it elsewhere and does not count an attempt.
+    Reject {
+        /// Task offered.
+        task_id: String,
+        /// Human readable reason.
+        reason: String,
+    },
+    /// A step (0-based index into `offer.steps`) started.
+    StepStarted {
+        /// Running task.
+        task_id: String,
+        /// 0-based step index.
+        step: u32,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Running task.
+        task_id: String,
+        /// 0-based step index.
+        step: u32,
+        /// Exit status of the step's shell.
+        exit_code: i32,
+        /// Wall clock duration in milliseconds.
+        duration_ms: u64,
+    },
+    /// An artifact upload starts; `size` bytes follow as binary frames of kind
+    /// [`FrameKind::Artifact`] for this task, then [`BuilderMessage::ArtifactEnd`].
+    /// Only one artifact per task is open at a time.
+    ArtifactBegin {
+        /// Running task.
+        task_id: String,
+        /// File name (no directories); the server sanitises it.
+        name: String,
+        /// Total bytes that follow.
+        size: u64,
+        /// Lowercase hex sha256 of the content.
+        sha256: String,
+    },
+    /// All bytes of the open artifact were sent.
+    ArtifactEnd {
+        /// Running task.
+        task_id: String,
+    },
+    /// The task is over. Log frames for it must be sent before this message.
+    TaskFinished {
+        /// Running task.
+        task_id: String,
+        /// Outcome.
+        result: TaskResult,
+    },
+}
+
+/// How a task ended on the builder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TaskResult {
+    /// Every step exited 0.
+    Success,
+    /// A step failed: the build is broken.
+    Failed {
+        /// Exit status of the failing step.
+        exit_code: i32,
+        /// 0-based index of the failing step.
+        step: u32,
+    },
+    /// Stopped after a [`ServerMessage::Cancel`].
+    Cancelled,
+    /// The builder could not run the task (checkout failed, disk full...):
+    /// not the build's fault; counts as an infrastructure attempt.
+    InfraError {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Messages from server to builder (text frames).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Answer to a valid hello.
+    Welcome {
+        /// The server's [`PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// Server software name and version.
+        server: String,
+        /// Initial flow-control credit in payload bytes.
+        log_window: u64,
+        /// Largest payload of one binary frame.
+        max_frame_payload: u32,
+    },
+    /// Run this task (all its steps) on one instance of `task.offer_platform`.
+    Offer {
+        /// The task (boxed: it is much larger than the other messages).
+        task: Box<TaskOffer>,
+    },
+    /// Stop this task; answer with `task_finished` / `cancelled`.
+    Cancel {
+        /// Task to stop.
+        task_id: String,
+        /// Why (operator cancel, rebuild, event deleted).
+        reason: String,
+    },
+    /// More flow-control credit, in payload bytes.
+    Credit {
+        /// Bytes granted.
+        bytes: u64,
+    },
+    /// A message was refused; the connection stays up.
+    Error {
+        /// Task concerned, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_id: Option<String>,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Everything a builder needs to run a task without asking again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOffer {
+    /// 64-hex task id.
+    pub task_id: String,
+    /// 32-hex event id (the first half of the task id).
+    pub event_id: String,
+    /// Project (repository) name; `SAI_PROJECT`.
+    pub project: String,
+    /// Git URL to fetch from.
+    pub fetch_url: String,
+    /// Ref pushed, e.g. `refs/heads/main`; `SAI_REMOTE_REF`.
+    pub git_ref: String,
+    /// Commit hash to check out.
+    pub hash: String,
+    /// Configuration name from the saifile.
+    pub configuration: String,
+    /// Platform the task asked for.
+    pub platform: String,
+    /// The builder's offered platform this task was matched to (its slot).
+    pub offer_platform: String,
+    /// Shell steps, run in order in the checkout; the first failing one ends the task.
+    pub steps: Vec<String>,
+    /// Artifact globs to upload after success.
+    pub artifacts: Vec<String>,
+    /// Packages the build environment needs.
+    pub packages: Vec<String>,
+    /// 1 for the first try; higher after infrastructure failures.
+    pub attempt: u32,
+}
+
+/// Kind of a binary frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Log bytes of a channel.
+    Log = 1,
+    /// Bytes of the open artifact.
+    Artifact = 2,
+}
+
+/// Header of a binary frame.
+///
+/// Layout (big endian): `kind: u8`, `channel: u8` (log channel 1..=5, 0 for
+/// artifacts), `reserved: u16 = 0`, `timestamp_us: u64` (unix microseconds
+/// when the bytes were read), `task_id: [u8; 64]` ASCII, then the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Log or artifact.
+    pub kind: FrameKind,
+    /// Log channel (0 for artifacts).
+    pub channel: u8,
+    /// Unix time in microseconds.
+    pub timestamp_us: u64,
+    /// Task the bytes belong to.
+    pub task_id: String,
+}
+
+/// Why a binary frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer bytes than a header.
+    #[error("binary frame of {0} bytes is shorter than its {FRAME_HEADER_LEN}-byte header")]
+    Short(usize),
+    /// Unknown kind byte.
+    #[error("binary frame kind {0} is unknown (1 log, 2 artifact)")]
+    Kind(u8),
+    /// Channel outside 1..=5 for a log frame, or not 0 for an artifact frame.
+    #[error("binary frame channel {0} is invalid for its kind")]
+    Channel(u8),
+    /// Reserved bytes not zero.
+    #[error("binary frame reserved bytes are not zero")]
+    Reserved,
+    /// The task id is not 64 uppercase hex characters.
+    #[error("binary frame task id is not 64 uppercase hex characters")]
+    TaskId,
+    /// Payload larger than [`MAX_FRAME_PAYLOAD`].
+    #[error("binary frame payload of {0} bytes exceeds {MAX_FRAME_PAYLOAD}")]
+    TooLarge(usize),
+}
+
+/// Encode a binary frame. Panics only in debug builds if `payload` exceeds
+/// [`MAX_FRAME_PAYLOAD`] or the header is invalid; callers split payloads.
+pub fn encode_frame(header: &FrameHeader, payload: &[u8]) -> Vec<u8> {
+    debug_assert!(payload.len() <= MAX_FRAME_PAYLOAD);
+    debug_assert!(is_task_id(&header.task_id));
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    out.push(header.kind as u8);
+    out.push(header.channel);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&header.timestamp_us.to_be_bytes());
+    out.extend_from_slice(header.task_id.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Decode a binary frame into its header and payload.
+pub fn decode_frame(bytes: &[u8]) -> Result<(FrameHeader, &[u8]), FrameError> {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return Err(FrameError::Short(bytes.len()));
+    }
+    let kind = match bytes[0] {
+        1 => FrameKind::Log,
+        2 => FrameKind::Artifact,
+        k => return Err(FrameError::Kind(k)),
+    };
+    let channel = bytes[1];
+    match kind {
+        FrameKind::Log if !(CHANNEL_STDOUT..=CHANNEL_TTY1).contains(&channel) => {
+            return Err(FrameError::Channel(channel));
+        }
+        FrameKind::Artifact if channel != 0 => return Err(FrameError::Channel(channel)),
+        _ => {}
+    }
+    if bytes[2] != 0 || bytes[3] != 0 {
+        return Err(FrameError::Reserved);
+    }
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&bytes[4..12]);
+    let id = &bytes[12..FRAME_HEADER_LEN];
+    let task_id = std::str::from_utf8(id).map_err(|_| FrameError::TaskId)?;
+    if !is_task_id(task_id) {
+        return Err(FrameError::TaskId);
+    }
+    let payload = &bytes[FRAME_HEADER_LEN..];
+    if payload.len() > MAX_FRAME_PAYLOAD {
+        return Err(FrameError::TooLarge(payload.len()));
+    }
+    Ok((
+        FrameHeader {
+            kind,
+            channel,
+            timestamp_us: u64::from_be_bytes(ts),
+            task_id: task_id.to_string(),
+        },
+        payload,
+    ))
+}
+
+fn is_upper_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
+/// True for a 32-character uppercase hex event id.
+pub fn is_event_id(s: &str) -> bool {
+    is_upper_hex(s, EVENT_ID_LEN)
+}
+
+/// True for a 64-character uppercase hex task id.
+pub fn is_task_id(s: &str) -> bool {
+    is_upper_hex(s, TASK_ID_LEN)
+}
+
+/// The event id a task id belongs to, if `task_id` is valid.
+pub fn event_of_task(task_id: &str) -> Option<&str> {
+    is_task_id(task_id).then(|| &task_id[..EVENT_ID_LEN])
+}
+
+/// The protocol version a first text frame announces, without requiring the
+/// rest of it to match this version's `hello` shape. `None` if the frame is
+/// not a JSON object of `"type": "hello"` with an integer `protocol_version`.
+pub fn hello_version(text: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "type")]
+        kind: String,
+        protocol_version: u64,
+    }
+    let p: Probe = serde_json::from_str(text).ok()?;
+    (p.kind == "hello").then_some(p.protocol_version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TID: &str = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF";
+
+    #[test]
+    fn frame_round_trip() {
+        let h = FrameHeader {
+            kind: FrameKind::Log,
+            channel: CHANNEL_STDERR,
+            timestamp_us: 1_700_000_000_000_000,
+            task_id: TID.into(),
+        };
+        let bytes = encode_frame(&h, b"hello\n");
+        assert_eq!(bytes.len(), FRAME_HEADER_LEN + 6);
+        let (h2, p) = decode_frame(&bytes).unwrap();
+        assert_eq!(h2, h);
+        assert_eq!(p, b"hello\n");
+    }
+
+    #[test]
+    fn frame_rejections() {
+        let h = FrameHeader {
+            kind: FrameKind::Artifact,
+            channel: 0,
+            timestamp_us: 0,
+            task_id: TID.into(),
+        };
+        let good = encode_frame(&h, b"x");
+        assert_eq!(decode_frame(&good[..10]), Err(FrameError::Short(10)));
+        let mut b = good.clone();
+        b[0] = 9;
+        assert_eq!(decode_frame(&b), Err(FrameError::Kind(9)));
+        let mut b = good.clone();
+        b[1] = 1;
+        assert_eq!(decode_frame(&b), Err(FrameError::Channel(1)));
+        let mut b = good.clone();
+        b[0] = 1;
+        b[1] = 6;
+        assert_eq!(decode_frame(&b), Err(FrameError::Channel(6)));
+        let mut b = good.clone();
+        b[3] = 1;
+        assert_eq!(decode_frame(&b), Err(FrameError::Reserved));
+        let mut b = good.clone();
+        b[12] = b'a';
+        assert_eq!(decode_frame(&b), Err(FrameError::TaskId));
+        let mut b = good;
+        b.truncate(FRAME_HEADER_LEN);
+        b.extend(std::iter::repeat_n(0u8, MAX_FRAME_PAYLOAD + 1));
+        assert_eq!(
+            decode_frame(&b),
+            Err(FrameError::TooLarge(MAX_FRAME_PAYLOAD + 1))
+        );
+    }
+
+    #[test]
+    fn messages_are_type_tagged_snake_case() {
+        let m = BuilderMessage::TaskFinished {
+            task_id: TID.into(),
+            result: TaskResult::Failed {
+                exit_code: 2,
+                step: 1,
+            },
+        };
+        let j = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            j,
+            format!(
+                r#"{{"type":"task_finished","task_id":"{TID}","result":{{"outcome":"failed","exit_code":2,"step":1}}}}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<BuilderMessage>(&j).unwrap(), m);
+        let c = ServerMessage::Credit { bytes: 5 };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"type":"credit","bytes":5}"#
+        );
+    }
+
+    #[test]
+    fn hello_version_probe() {
+        assert_eq!(
+            hello_version(r#"{"type":"hello","protocol_version":7,"whatever":1}"#),
+            Some(7)
+        );
+        assert_eq!(
+            hello_version(r#"{"type":"accept","protocol_version":1}"#),
+            None
+        );
+        assert_eq!(hello_version("nope"), None);
+    }
+
+    #[test]
+    fn ids() {
+        assert!(is_task_id(TID));
+        assert_eq!(event_of_task(TID), Some(&TID[..32]));
+        assert!(!is_event_id("../../etc/passwd"));
+        assert!(!is_task_id(&TID.to_lowercase()));
+    }
+}

@@ -1,4 +1,147 @@
-fn main() {
-    eprintln!("sai-server: not yet implemented");
-    std::process::exit(2);
+//! `sai-server` binary: flags, logging, config, then [`sai_server::run`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sai_server::auth::{TokenKeys, TokenKind};
+use tokio_util::sync::CancellationToken;
+
+/// Sai CI server: git hook intake, scheduler, builder websocket, operations API.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Config file (JSON with # comments, or YAML).
+    #[arg(short = 'c', long = "config", global = true, env = "SAI_SERVER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve (the default).
+    Run,
+    /// Load and validate the config, then exit.
+    CheckConfig,
+    /// Mint a PASETO token signed by this server's key.
+    Token {
+        #[command(subcommand)]
+        kind: TokenCmd,
+        /// Use the key under this data dir instead of the config's.
+        #[arg(long, global = true)]
+        data: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// A builder token: the builder name and the platforms it may offer.
+    Builder {
+        /// Builder (host) name; the builder's hello must use it.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated platform tuples the builder may offer (prefix rule).
+        #[arg(long, value_delimiter = ',', required = true)]
+        platforms: Vec<String>,
+        /// Lifetime, e.g. 90d, 12h.
+        #[arg(long, default_value = "90d")]
+        ttl: humantime::Duration,
+    },
+    /// A user token for privileged API calls.
+    User {
+        /// User name.
+        #[arg(long)]
+        name: String,
+        /// Lifetime, e.g. 30d.
+        #[arg(long, default_value = "30d")]
+        ttl: humantime::Duration,
+    },
+}
+
+fn settings(config: Option<&Path>) -> Result<sai_server::Settings> {
+    let path = config.context("no config: pass -c <file> or set SAI_SERVER_CONFIG")?;
+    let cfg = sai_server::load_config(path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    sai_server::Settings::resolve(cfg, base)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::CheckConfig => {
+            settings(cli.config.as_deref())?;
+            println!("config ok");
+            Ok(())
+        }
+        Cmd::Token { kind, data } => {
+            let key_path = match data {
+                Some(d) => d.join("token.key"),
+                None => settings(cli.config.as_deref())?.token_key_path,
+            };
+            let keys = TokenKeys::load_or_create(&key_path)?;
+            let token = match kind {
+                TokenCmd::Builder {
+                    name,
+                    platforms,
+                    ttl,
+                } => {
+                    for p in &platforms {
+                        sai_core::platform::Platform::parse(p)
+                            .map_err(|e| anyhow::anyhow!("--platforms {p:?}: {e}"))?;
+                    }
+                    keys.mint(TokenKind::Builder, &name, &platforms, ttl.into())?
+                }
+                TokenCmd::User { name, ttl } => {
+                    keys.mint(TokenKind::User, &name, &[], Duration::from(ttl))?
+                }
+            };
+            println!("{token}");
+            Ok(())
+        }
+        Cmd::Run => {
+            let settings = settings(cli.config.as_deref())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve(settings))
+        }
+    }
+}
+
+async fn serve(settings: sai_server::Settings) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&settings.config.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.config.listen))?;
+    let addr = listener.local_addr()?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("signal received, shutting down");
+        sd.cancel();
+    });
+    let data_dir = settings.data_dir.clone();
+    let server = sai_server::Server::open(settings, shutdown)?;
+    std::fs::write(data_dir.join("server.addr"), format!("{addr}\n"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "sai-server listening on http://{addr}")?;
+        out.flush()?;
+    }
+    sai_server::serve(server, listener).await
 }

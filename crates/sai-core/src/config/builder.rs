@@ -1,1 +1,481 @@
-//! Config types: builder (filled in by its owner).
+//! Config of `sai-builder`, the daemon that runs build steps.
+//!
+//! Default path `/etc/sai/builder/conf`. The builder dials out to every
+//! server named by its platforms (one connection per distinct URL, shared by
+//! the platforms that list it) and offers `instances` slots per platform.
+//! Example:
+//!
+//! ```json
+//! {
+//!   "schema": "sai-builder",
+//!   "home": "/home/sai",
+//!   "host": "rpi4",
+//!   "platforms": [{
+//!     "name": "linux-debian-12/aarch64-a72-bcm2711-rpi4/gcc",
+//!     "servers": [{"url": "wss://ci.example.org/sai/builder",
+//!                  "token_file": "/etc/sai/builder/ci.example.org.token"}],
+//!     "instances": 2
+//!   }]
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema::{ConfigProblem, FieldPath};
+
+/// Value of the optional `schema` marker of a builder config.
+pub const SCHEMA_MARKER: &str = "sai-builder";
+
+/// Default time one build step may run: 30 minutes, as in the original.
+pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 1800;
+
+/// Default cap on the log bytes one task may produce: 64 MiB.
+pub const DEFAULT_LOG_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default time a finished job directory is kept: 24 hours, as in the original.
+pub const DEFAULT_JOB_RETENTION_SECS: u64 = 24 * 3600;
+
+/// Default free space under `home` needed before a task is accepted: 2 GiB.
+pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Longest host name accepted (the original's builder name limit).
+pub const MAX_HOST_LEN: usize = 64;
+
+/// Configuration of `sai-builder`: its home, its name and the platforms it
+/// offers to which servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderConfig {
+    /// Optional marker naming this config kind: `"sai-builder"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Absolute path of the builder's home: git mirrors under `git-mirror/`,
+    /// job directories under `jobs/`. Must exist.
+    pub home: String,
+    /// Name of this builder host; instance names are `<host>.<n>`. Letters,
+    /// digits, `-` and `_`, at most 64 characters.
+    pub host: String,
+    /// The platforms this builder offers, each with the servers it takes
+    /// work from.
+    pub platforms: Vec<BuilderPlatform>,
+    /// Longest time one build step may run, in seconds, before it is killed
+    /// and the task fails. Default 1800 (30 minutes).
+    #[serde(default = "default_step_timeout_secs")]
+    pub step_timeout_secs: u64,
+    /// Most log bytes one task may produce; past that the step is killed as
+    /// spewing. Default 67108864 (64 MiB).
+    #[serde(default = "default_log_limit_bytes")]
+    pub log_limit_bytes: u64,
+    /// Value of `SAI_PARALLEL` given to build steps (the `-j` of make and
+    /// ctest). Default: the number of CPUs of the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
+    /// Unprivileged user that build steps run as when sai-builder is started
+    /// as root. Default: the owner of `home`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+    /// How long the directory of a finished job is kept, in seconds. Default
+    /// 86400 (24 hours).
+    #[serde(default = "default_job_retention_secs")]
+    pub job_retention_secs: u64,
+    /// Free bytes needed on the file system of `home` before a task is
+    /// accepted. Default 2147483648 (2 GiB); 0 turns the check off.
+    #[serde(default = "default_min_free_disk_bytes")]
+    pub min_free_disk_bytes: u64,
+}
+
+/// One platform offered by the builder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderPlatform {
+    /// Platform tuple `os[-distro[-ver]]/arch[-vendor[-chip[-board]]][/toolchain]`,
+    /// no dots, e.g. `linux-debian-12/x86_64-amd/gcc`.
+    #[schemars(regex(pattern = crate::platform::PLATFORM_PATTERN))]
+    pub name: String,
+    /// Servers this platform takes tasks from; the builder keeps one
+    /// connection to each distinct URL.
+    pub servers: Vec<BuilderServer>,
+    /// How many tasks of this platform may run at once. Default 1.
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    /// Extra environment variables for this platform's build steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Limits for this platform that override the builder-wide ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PlatformLimits>,
+}
+
+/// One server a platform takes work from, and the token the builder proves
+/// itself with. Give `token_file` (preferred) or `token`, never both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderServer {
+    /// Websocket URL of the server's builder endpoint:
+    /// `wss://host[:port][/prefix]/builder` (or `ws://` on trusted networks).
+    pub url: String,
+    /// File holding the token this builder presents to the server (trailing
+    /// newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// The token inline; prefer `token_file` so the config can be shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Per-platform limits; each one left out falls back to the builder-wide value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformLimits {
+    /// Longest time one build step of this platform may run, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout_secs: Option<u64>,
+    /// Most log bytes one task of this platform may produce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_limit_bytes: Option<u64>,
+    /// `SAI_PARALLEL` for this platform's build steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
+}
+
+fn default_step_timeout_secs() -> u64 {
+    DEFAULT_STEP_TIMEOUT_SECS
+}
+
+fn default_log_limit_bytes() -> u64 {
+    DEFAULT_LOG_LIMIT_BYTES
+}
+
+fn default_job_retention_secs() -> u64 {
+    DEFAULT_JOB_RETENTION_SECS
+}
+
+fn default_min_free_disk_bytes() -> u64 {
+    DEFAULT_MIN_FREE_DISK_BYTES
+}
+
+fn default_instances() -> u32 {
+    1
+}
+
+/// Environment variables the builder sets itself; `env` must not override them.
+const RESERVED_ENV: &[&str] = &["HOME", "PATH"];
+
+impl BuilderConfig {
+    /// Check what the schema cannot express. Returns every problem found,
+    /// each with the path of the field it concerns; empty means valid.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let root = FieldPath::root();
+        let mut push = |path: FieldPath, message: String| {
+            problems.push(ConfigProblem::new(path, message));
+        };
+        if let Some(marker) = &self.schema
+            && marker != SCHEMA_MARKER
+        {
+            push(
+                root.key("schema"),
+                format!("expected \"{SCHEMA_MARKER}\", found \"{marker}\""),
+            );
+        }
+        if !self.home.starts_with('/') {
+            push(
+                root.key("home"),
+                format!("\"{}\" must be an absolute path", self.home),
+            );
+        }
+        if let Err(why) = check_host(&self.host) {
+            push(root.key("host"), why);
+        }
+        if self.platforms.is_empty() {
+            push(
+                root.key("platforms"),
+                "list at least one platform this builder offers".to_string(),
+            );
+        }
+        if let Some(user) = &self.run_as
+            && !is_user_name(user)
+        {
+            push(
+                root.key("run_as"),
+                format!("\"{user}\" is not a valid user name"),
+            );
+        }
+        check_limits(
+            &root,
+            Some(self.step_timeout_secs),
+            Some(self.log_limit_bytes),
+            self.parallel,
+            &mut push,
+        );
+        if self.job_retention_secs == 0 {
+            push(
+                root.key("job_retention_secs"),
+                "must be at least 1 second (finished jobs are deleted after this long)".to_string(),
+            );
+        }
+
+        let mut platform_names: BTreeMap<&str, usize> = BTreeMap::new();
+        // URL -> (platform index, server index, token source) of its first use.
+        let mut tokens: BTreeMap<&str, (usize, usize, TokenSource<'_>)> = BTreeMap::new();
+        for (pi, platform) in self.platforms.iter().enumerate() {
+            let at = root.key("platforms").index(pi);
+            match check_platform_name(&platform.name) {
+                Err(why) => push(at.key("name"), why),
+                Ok(()) => {
+                    if let Some(first) = platform_names.insert(&platform.name, pi) {
+                        push(
+                            at.key("name"),
+                            format!(
+                                "platform \"{}\" is already offered by platforms[{first}]; list it once",
+                                platform.name
+                            ),
+                        );
+                    }
+                }
+            }
+            if platform.servers.is_empty() {
+                push(
+                    at.key("servers"),
+                    "list at least one server this platform takes work from".to_string(),
+                );
+            }
+            if platform.instances == 0 {
+                push(
+                    at.key("instances"),
+                    "must be at least 1 (how many tasks of this platform run at once)".to_string(),
+                );
+            }
+            let mut urls = std::collections::BTreeSet::new();
+            for (si, server) in platform.servers.iter().enumerate() {
+                let sat = at.key("servers").index(si);
+                if let Err(why) = check_builder_url(&server.url) {
+                    push(sat.key("url"), why);
+                }
+                if !urls.insert(server.url.as_str()) {
+                    push(
+                        sat.key("url"),
+                        format!(
+                            "server \"{}\" is listed twice for this platform",
+                            server.url
+                        ),
+                    );
+                }
+                let source = match (&server.token_file, &server.token) {
+                    (Some(_), Some(_)) => {
+                        push(
+                            sat.key("token"),
+                            "give token_file or token, not both (token_file is preferred)"
+                                .to_string(),
+                        );
+                        None
+                    }
+                    (None, None) => {
+                        push(
+                            sat.clone(),
+                            "missing token_file (or inline token) for this server".to_string(),
+                        );
+                        None
+                    }
+                    (Some(file), None) => {
+                        if file.trim().is_empty() {
+                            push(sat.key("token_file"), "must not be empty".to_string());
+                        }
+                        Some(TokenSource::File(file))
+                    }
+                    (None, Some(token)) => {
+                        if token.trim().is_empty() {
+                            push(sat.key("token"), "must not be empty".to_string());
+                        }
+                        Some(TokenSource::Inline(token))
+                    }
+                };
+                if let Some(source) = source {
+                    match tokens.get(server.url.as_str()) {
+                        Some((fp, fs, first)) if *first != source => push(
+                            sat.clone(),
+                            format!(
+                                "server \"{}\" gets a different token than in platforms[{fp}].servers[{fs}]; the builder keeps one connection, and so one token, per server",
+                                server.url
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            tokens.insert(&server.url, (pi, si, source));
+                        }
+                    }
+                }
+            }
+            for name in platform.env.keys() {
+                if !is_env_name(name) {
+                    push(
+                        at.key("env").key(name),
+                        format!(
+                            "\"{name}\" is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                        ),
+                    );
+                } else if name.starts_with("SAI_") || RESERVED_ENV.contains(&name.as_str()) {
+                    push(
+                        at.key("env").key(name),
+                        format!("\"{name}\" is set by sai-builder itself and cannot be overridden"),
+                    );
+                }
+            }
+            if let Some(limits) = &platform.limits {
+                check_limits(
+                    &at.key("limits"),
+                    limits.step_timeout_secs,
+                    limits.log_limit_bytes,
+                    limits.parallel,
+                    &mut push,
+                );
+            }
+        }
+        problems
+    }
+
+    /// The distinct server URLs, in first-seen order, with the platforms
+    /// that take work from each.
+    pub fn servers(&self) -> Vec<(&BuilderServer, Vec<&str>)> {
+        let mut out: Vec<(&BuilderServer, Vec<&str>)> = Vec::new();
+        for platform in &self.platforms {
+            for server in &platform.servers {
+                match out.iter_mut().find(|(s, _)| s.url == server.url) {
+                    Some((_, names)) => names.push(&platform.name),
+                    None => out.push((server, vec![platform.name.as_str()])),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl BuilderPlatform {
+    /// Step timeout in force for this platform.
+    pub fn step_timeout_secs(&self, config: &BuilderConfig) -> u64 {
+        self.limits
+            .as_ref()
+            .and_then(|l| l.step_timeout_secs)
+            .unwrap_or(config.step_timeout_secs)
+    }
+
+    /// Log cap in force for this platform.
+    pub fn log_limit_bytes(&self, config: &BuilderConfig) -> u64 {
+        self.limits
+            .as_ref()
+            .and_then(|l| l.log_limit_bytes)
+            .unwrap_or(config.log_limit_bytes)
+    }
+
+    /// `SAI_PARALLEL` for this platform, given the host's CPU count.
+    pub fn parallel(&self, config: &BuilderConfig, cpus: u32) -> u32 {
+        self.limits
+            .as_ref()
+            .and_then(|l| l.parallel)
+            .or(config.parallel)
+            .unwrap_or(cpus)
+            .max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource<'a> {
+    File(&'a str),
+    Inline(&'a str),
+}
+
+fn check_limits(
+    at: &FieldPath,
+    step_timeout_secs: Option<u64>,
+    log_limit_bytes: Option<u64>,
+    parallel: Option<u32>,
+    push: &mut impl FnMut(FieldPath, String),
+) {
+    if step_timeout_secs == Some(0) {
+        push(
+            at.key("step_timeout_secs"),
+            "must be at least 1 second".to_string(),
+        );
+    }
+    if let Some(bytes) = log_limit_bytes
+        && bytes < 4096
+    {
+        push(
+            at.key("log_limit_bytes"),
+            format!("{bytes} is too small: give at least 4096 bytes"),
+        );
+    }
+    if parallel == Some(0) {
+        push(
+            at.key("parallel"),
+            "must be at least 1 (leave it out to use the CPU count)".to_string(),
+        );
+    }
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if host.len() > MAX_HOST_LEN {
+        return Err(format!(
+            "\"{host}\" is longer than {MAX_HOST_LEN} characters"
+        ));
+    }
+    if let Some(bad) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+    {
+        return Err(format!(
+            "\"{host}\" contains {bad:?}; use letters, digits, '-' and '_' (instance names are <host>.<n>)"
+        ));
+    }
+    Ok(())
+}
+
+/// Check a platform tuple name.
+fn check_platform_name(name: &str) -> Result<(), String> {
+    crate::platform::Platform::parse(name)
+        .map(|_| ())
+        .map_err(|e| format!("\"{name}\": {e}"))
+}
+
+/// `ws://` or `wss://` URL whose path ends in `/builder`.
+fn check_builder_url(url: &str) -> Result<(), String> {
+    super::web::check_base_url(url, &["wss", "ws"], false)?;
+    let after_scheme = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    let path = after_scheme
+        .find('/')
+        .map(|i| &after_scheme[i..])
+        .unwrap_or("");
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if !path.trim_end_matches('/').ends_with("/builder") {
+        return Err(format!(
+            "\"{url}\" must end with the server's builder path, e.g. wss://ci.example.org/sai/builder"
+        ));
+    }
+    Ok(())
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// POSIX-ish user name: starts with a letter or `_`, then letters, digits,
+/// `_`, `-`, `.`; at most 32 characters.
+fn is_user_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    s.len() <= 32 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}

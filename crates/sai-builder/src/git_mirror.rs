@@ -1,0 +1,521 @@
+//! Per-project bare git mirror and network-free checkouts from it.
+//!
+//! * [`Mirror::open`] opens (creating if needed) the bare repository
+//!   `<home>/git-mirror/<sanitised url>-<hash8>` (see [`mirror_dir_name`]).
+//! * [`Mirror::ensure_commit`] returns at once, without any network I/O, when
+//!   the commit is already in the mirror. Otherwise it fetches
+//!   `+<ref>:refs/sai/<hash>` with gix (falling back to fetching the hash
+//!   itself if the ref has moved on) and checks the commit arrived. Fetches
+//!   are serialised by an exclusive `flock(2)` on `<mirror>.lock`: the kernel
+//!   drops it when the holder dies, so a killed builder never leaves a stale
+//!   lock (the reference used a lock directory, reference 8.2).
+//! * [`Mirror::checkout`] makes a fresh worktree at `dest` (normally
+//!   `<home>/jobs/<VN>/src`) without any transport: `dest/.git` is a new
+//!   repository whose `objects/info/alternates` points at the mirror, the
+//!   files are written from the mirror's object database by gix's worktree
+//!   checkout, the index is written and `HEAD` is detached at the commit, so
+//!   `git status`, `git log` and `git describe` work inside a build step.
+//!
+//! Everything here is blocking; async callers use [`Mirror::prepare_source`]
+//! (which runs on `spawn_blocking`) or wrap calls themselves.
+//!
+//! Local-path and `file://` fetch URLs make gix spawn `git-upload-pack`, so
+//! `git` must be installed for those (tests use them).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+
+/// How long [`Mirror`] waits for another fetch of the same mirror by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A git operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// A filesystem operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The commit hash is not a full hex object id.
+    #[error("invalid commit hash {0:?}: expected 40 hex characters")]
+    BadHash(String),
+    /// The ref cannot be used as the source of a fetch refspec.
+    #[error("invalid git ref {0:?}")]
+    BadRef(String),
+    /// gix reported an error.
+    #[error("{what} ({path}): {message}")]
+    Gix {
+        /// What was being done.
+        what: &'static str,
+        /// The repository concerned.
+        path: PathBuf,
+        /// gix's message, with its causes.
+        message: String,
+    },
+    /// The fetch succeeded but did not bring the wanted commit.
+    #[error(
+        "commit {hash} is not in what was fetched from {url} (ref {git_ref:?}); was the ref force-pushed or the hash mistyped?"
+    )]
+    NotFetched {
+        /// The wanted commit.
+        hash: String,
+        /// The ref that was fetched.
+        git_ref: String,
+        /// The fetch URL.
+        url: String,
+    },
+    /// Another fetch of the same mirror held the lock too long.
+    #[error("timed out after {waited:?} waiting for the mirror lock {path}")]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The checkout destination exists and is not empty.
+    #[error("checkout destination {0} exists and is not empty")]
+    DestNotEmpty(PathBuf),
+    /// Writing the worktree failed for some files.
+    #[error("checkout into {path} failed: {message}")]
+    Checkout {
+        /// The destination.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The blocking task running a git operation panicked or was cancelled.
+    #[error("git worker task failed: {0}")]
+    Join(String),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> GitError + use<'a> {
+    move |source| GitError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An error and its causes on one line, without repeats.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn gix_err<'a, E: std::error::Error + 'static>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(E) -> GitError + use<'a, E> {
+    move |e| GitError::Gix {
+        what,
+        path: path.to_path_buf(),
+        message: chain(&e),
+    }
+}
+
+/// What [`Mirror::ensure_commit`] had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// The commit was already in the mirror: no network I/O happened.
+    AlreadyPresent,
+    /// The commit was fetched from the origin.
+    Fetched,
+}
+
+/// Result of a checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckoutStats {
+    /// Files written.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// `url` without the password or token of a `scheme://user:secret@host/...`
+/// URL, for names and messages: the secret becomes `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let shown = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        "***".to_string()
+    };
+    format!("{}://{shown}@{}", &url[..scheme_end], &rest[at + 1..])
+}
+
+/// The mirror directory name for `url`: the (redacted, see [`redact_url`])
+/// URL with every character
+/// outside `[A-Za-z0-9_-]` mapped to `_` (at most 100 of them), then `-` and
+/// the first 8 hex digits of the URL's sha256, so URLs that sanitise alike
+/// still get distinct mirrors.
+pub fn mirror_dir_name(url: &str) -> String {
+    let mut name: String = redact_url(url)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let digest = Sha256::digest(url.as_bytes());
+    name.push('-');
+    name.push_str(&hex::encode(&digest[..4]));
+    name
+}
+
+fn parse_hash(hash: &str) -> Result<ObjectId, GitError> {
+    if hash.len() != 40 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(GitError::BadHash(hash.to_string()));
+    }
+    ObjectId::from_hex(hash.as_bytes()).map_err(|_| GitError::BadHash(hash.to_string()))
+}
+
+fn check_ref(git_ref: &str) -> Result<(), GitError> {
+    let bad = git_ref.starts_with(['-', '+', '^'])
+        || git_ref.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, ':' | '*' | '?' | '[' | '\\' | '~')
+        })
+        || git_ref.contains("..");
+    if bad {
+        return Err(GitError::BadRef(git_ref.to_string()));
+    }
+    Ok(())
+}
+
+/// A per-project bare mirror under `<home>/git-mirror/`.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    path: PathBuf,
+    lock_path: PathBuf,
+    url: String,
+    lock_timeout: Duration,
+}
+
+impl Mirror {
+    /// Open the mirror of `fetch_url` under `home`, creating the bare
+    /// repository (under the lock) if it does not exist yet.
+    pub fn open(home: &Path, fetch_url: &str) -> Result<Self, GitError> {
+        let dir = home.join("git-mirror");
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let name = mirror_dir_name(fetch_url);
+        let mirror = Self {
+            path: dir.join(&name),
+            lock_path: dir.join(format!("{name}.lock")),
+            url: fetch_url.to_string(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        };
+        if !mirror.path.join("HEAD").exists() {
+            let _lock = mirror.lock()?;
+            if !mirror.path.join("HEAD").exists() {
+                gix::init_bare(&mirror.path)
+                    .map_err(gix_err("creating bare mirror", &mirror.path))?;
+            }
+        }
+        Ok(mirror)
+    }
+
+    /// Use `timeout` instead of [`DEFAULT_LOCK_TIMEOUT`] when waiting for the lock.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The bare repository's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The fetch URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Take the exclusive mirror lock, waiting up to the lock timeout.
+    /// Released when the returned value drops (or the process dies).
+    pub fn lock(&self) -> Result<Flock<File>, GitError> {
+        let start = Instant::now();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(io("opening lock", &self.lock_path))?;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => {
+                    if start.elapsed() >= self.lock_timeout {
+                        return Err(GitError::LockTimeout {
+                            path: self.lock_path.clone(),
+                            waited: start.elapsed(),
+                        });
+                    }
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err((_, e)) => {
+                    return Err(GitError::Io {
+                        what: "locking",
+                        path: self.lock_path.clone(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn repo(&self) -> Result<gix::Repository, GitError> {
+        gix::open(&self.path).map_err(gix_err("opening mirror", &self.path))
+    }
+
+    /// Whether the mirror holds commit `hash` (no network I/O).
+    pub fn has_commit(&self, hash: &str) -> Result<bool, GitError> {
+        let id = parse_hash(hash)?;
+        self.has_id(&id)
+    }
+
+    fn has_id(&self, id: &ObjectId) -> Result<bool, GitError> {
+        let repo = self.repo()?;
+        let found = repo
+            .try_find_header(*id)
+            .map_err(gix_err("looking up commit", &self.path))?;
+        Ok(matches!(found, Some(h) if h.kind() == gix::objs::Kind::Commit))
+    }
+
+    /// Make sure commit `hash` (pushed as `git_ref`, which may be empty) is in
+    /// the mirror, fetching it only if it is not there yet.
+    pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
+        let id = parse_hash(hash)?;
+        check_ref(git_ref)?;
+        if self.has_id(&id)? {
+            return Ok(Ensured::AlreadyPresent);
+        }
+        let _lock = self.lock()?;
+        // Another task may have fetched it while we waited for the lock.
+        if self.has_id(&id)? {
+            return Ok(Ensured::AlreadyPresent);
+        }
+        let dest = format!("refs/sai/{hash}");
+        let ref_result = if git_ref.is_empty() {
+            None
+        } else {
+            let r = self.fetch(&format!("+{git_ref}:{dest}"));
+            if self.has_id(&id)? {
+                return Ok(Ensured::Fetched);
+            }
+            Some(r)
+        };
+        // The ref moved on (or none was given): ask for the commit itself.
+        // Servers may refuse this; then the ref fetch's outcome is the useful one.
+        let hash_result = self.fetch(&format!("+{hash}:{dest}"));
+        if self.has_id(&id)? {
+            return Ok(Ensured::Fetched);
+        }
+        match ref_result.unwrap_or(hash_result) {
+            Err(e) => Err(e),
+            Ok(()) => Err(GitError::NotFetched {
+                hash: hash.to_string(),
+                git_ref: git_ref.to_string(),
+                url: redact_url(&self.url),
+            }),
+        }
+    }
+
+    fn fetch(&self, refspec: &str) -> Result<(), GitError> {
+        let repo = self.repo()?;
+        let err = |e: gix::Error| GitError::Gix {
+            what: "fetching",
+            path: self.path.clone(),
+            message: format!("{refspec} from {}: {}", redact_url(&self.url), chain(&e)),
+        };
+        let remote = repo
+            .remote_at(self.url.as_str())
+            .map_err(err)?
+            .with_fetch_tags(gix::remote::fetch::Tags::None)
+            .with_refspecs([refspec], gix::remote::Direction::Fetch)
+            .map_err(err)?;
+        let connection = remote.connect(gix::remote::Direction::Fetch).map_err(err)?;
+        connection
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(err)?
+            .receive(gix::progress::Discard, &AtomicBool::new(false))
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Write a fresh worktree of commit `hash` at `dest` from the mirror
+    /// alone (no transport; see the module doc). `dest` must not exist or be
+    /// an empty directory.
+    pub fn checkout(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        let id = parse_hash(hash)?;
+        if dest.exists() {
+            let mut entries = std::fs::read_dir(dest).map_err(io("reading", dest))?;
+            if entries.next().is_some() {
+                return Err(GitError::DestNotEmpty(dest.to_path_buf()));
+            }
+        }
+        std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
+        let objects = std::fs::canonicalize(self.path.join("objects"))
+            .map_err(io("resolving", &self.path))?;
+        let what = "checking out";
+        let git_dir = dest.join(".git");
+        gix::init(dest).map_err(gix_err("creating checkout repository", dest))?;
+        let alternates = git_dir.join("objects").join("info").join("alternates");
+        std::fs::create_dir_all(git_dir.join("objects").join("info"))
+            .map_err(io("creating", &git_dir))?;
+        std::fs::write(&alternates, format!("{}\n", objects.display()))
+            .map_err(io("writing", &alternates))?;
+
+        let repo = gix::open(dest).map_err(gix_err(what, dest))?;
+        let commit = repo.find_commit(id).map_err(gix_err(what, dest))?;
+        let tree = commit.tree_id().map_err(gix_err(what, dest))?;
+        let mut index = repo.index_from_tree(&tree).map_err(gix_err(what, dest))?;
+        let mut opts = repo
+            .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
+            .map_err(gix_err(what, dest))?;
+        opts.destination_is_initially_empty = true;
+        let odb = repo
+            .objects
+            .clone()
+            .into_arc()
+            .map_err(gix_err(what, dest))?;
+        let outcome = gix::worktree::state::checkout(
+            &mut index,
+            dest,
+            odb,
+            &gix::progress::Discard,
+            &gix::progress::Discard,
+            &AtomicBool::new(false),
+            opts,
+        )
+        .map_err(gix_err(what, dest))?;
+        if !outcome.errors.is_empty() || !outcome.collisions.is_empty() {
+            let mut message = String::new();
+            for e in &outcome.errors {
+                message.push_str(&format!("{}: {}; ", e.path, e.error));
+            }
+            for c in &outcome.collisions {
+                message.push_str(&format!("{}: collision; ", c.path));
+            }
+            return Err(GitError::Checkout {
+                path: dest.to_path_buf(),
+                message,
+            });
+        }
+        index
+            .write(Default::default())
+            .map_err(gix_err("writing index", dest))?;
+        let head = git_dir.join("HEAD");
+        std::fs::write(&head, format!("{hash}\n")).map_err(io("writing", &head))?;
+        Ok(CheckoutStats {
+            files: outcome.files_updated,
+            bytes: outcome.bytes_written,
+        })
+    }
+
+    /// Async convenience for the daemon: [`ensure_commit`](Self::ensure_commit)
+    /// then [`checkout`](Self::checkout), on tokio's blocking pool.
+    pub async fn prepare_source(
+        &self,
+        git_ref: &str,
+        hash: &str,
+        dest: &Path,
+    ) -> Result<(Ensured, CheckoutStats), GitError> {
+        let mirror = self.clone();
+        let (git_ref, hash, dest) = (git_ref.to_string(), hash.to_string(), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let ensured = mirror.ensure_commit(&git_ref, &hash)?;
+            let stats = mirror.checkout(&hash, &dest)?;
+            Ok((ensured, stats))
+        })
+        .await
+        .map_err(|e| GitError::Join(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_names_are_sanitised_and_distinct() {
+        let a = mirror_dir_name("https://example.com/a/b.git");
+        assert!(a.starts_with("https___example_com_a_b_git-"), "{a}");
+        assert_eq!(a.len(), "https___example_com_a_b_git-".len() + 8);
+        let b = mirror_dir_name("https://example.com/a_b.git");
+        assert_ne!(a, b);
+        assert!(
+            mirror_dir_name(&"x/".repeat(200))
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        );
+        assert!(mirror_dir_name(&"x".repeat(500)).len() <= 109);
+    }
+
+    #[test]
+    fn secrets_stay_out_of_names_and_messages() {
+        assert_eq!(
+            redact_url("https://bot:s3cret@git.example.com/a.git"),
+            "https://bot:***@git.example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("https://tok3n@git.example.com/a.git"),
+            "https://***@git.example.com/a.git"
+        );
+        assert_eq!(redact_url("ssh://git@host/x@y"), "ssh://***@host/x@y");
+        assert_eq!(redact_url("/srv/git/a.git"), "/srv/git/a.git");
+        assert_eq!(redact_url("git@host:a.git"), "git@host:a.git");
+        let name = mirror_dir_name("https://bot:s3cret@git.example.com/a.git");
+        assert!(!name.contains("s3cret"), "{name}");
+        assert_ne!(
+            name,
+            mirror_dir_name("https://bot:other@git.example.com/a.git")
+        );
+    }
+
+    #[test]
+    fn hashes_and_refs_are_validated() {
+        assert!(parse_hash("0123456789abcdef0123456789abcdef01234567").is_ok());
+        assert!(parse_hash("0123").is_err());
+        assert!(parse_hash("g123456789abcdef0123456789abcdef01234567").is_err());
+        assert!(check_ref("refs/heads/main").is_ok());
+        assert!(check_ref("").is_ok());
+        assert!(check_ref("refs/heads/a:refs/heads/b").is_err());
+        assert!(check_ref("--upload-pack=x").is_err());
+        assert!(check_ref("+refs/heads/x").is_err());
+        assert!(check_ref("refs/heads/*").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! On-disk layout under the builder home.
+//!
+//! ```text
+//! <home>/git-mirror/<sanitised url>-<hash8>     bare mirror per project (see git_mirror)
+//! <home>/git-mirror/<sanitised url>-<hash8>.lock  flock(2) file serialising fetches
+//! <home>/jobs/<VN>/                               one dir per task (VN: see [`vn`])
+//! <home>/jobs/<VN>/src/                           checkout; build steps run here
+//! <home>/run/<VN>/logproxy.{sai,tty0,tty1}        log proxy sockets of the task
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// A task id that cannot name a job directory.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid task id {0:?}: expected at least 8 ASCII letters or digits")]
+pub struct InvalidTaskId(pub String);
+
+/// The "virtual name" of a task: the first 4 plus the last 4 characters of
+/// its id (reference 8.1), e.g. `ABCD…WXYZ` -> `ABCDWXYZ`.
+///
+/// The id must be at least 8 ASCII alphanumerics so the result is always a
+/// safe single path component (task ids are 64 hex characters).
+pub fn vn(task_id: &str) -> Result<String, InvalidTaskId> {
+    if task_id.len() < 8 || !task_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(InvalidTaskId(task_id.to_string()));
+    }
+    Ok(format!(
+        "{}{}",
+        &task_id[..4],
+        &task_id[task_id.len() - 4..]
+    ))
+}
+
+/// Whether `name` looks like a job directory made by [`Layout::job_dir`]:
+/// exactly 8 ASCII letters or digits. Housekeeping only ever removes those.
+pub fn is_job_dir_name(name: &str) -> bool {
+    name.len() == 8 && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Paths under one builder home directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    home: PathBuf,
+}
+
+impl Layout {
+    /// Layout rooted at `home` (nothing is created).
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Self { home: home.into() }
+    }
+
+    /// The builder home.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// `<home>/git-mirror`: parent of all project mirrors.
+    pub fn mirrors_dir(&self) -> PathBuf {
+        self.home.join("git-mirror")
+    }
+
+    /// `<home>/jobs`: parent of all job dirs.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.home.join("jobs")
+    }
+
+    /// `<home>/jobs/<vn>`.
+    pub fn job_dir(&self, vn: &str) -> PathBuf {
+        self.jobs_dir().join(vn)
+    }
+
+    /// `<home>/jobs/<vn>/src`: the checkout, cwd of every step.
+    pub fn src_dir(&self, vn: &str) -> PathBuf {
+        self.job_dir(vn).join("src")
+    }
+
+    /// `<home>/run/<vn>`: the task's log proxy sockets.
+    pub fn run_dir(&self, vn: &str) -> PathBuf {
+        self.home.join("run").join(vn)
+    }
+}
+
+/// Change the owner of `root` and everything below it to `uid`/`gid`
+/// (used when steps run as an unprivileged user and the builder is root).
+/// Symlinks are changed themselves, never followed.
+pub fn chown_tree(
+    root: &Path,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+) -> std::io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vn_is_first_and_last_four() {
+        let id = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABWXYZ";
+        assert_eq!(vn(id).unwrap(), "0123WXYZ");
+        assert_eq!(vn("abcdefgh").unwrap(), "abcdefgh");
+    }
+
+    #[test]
+    fn vn_rejects_short_or_unsafe_ids() {
+        assert!(vn("abc").is_err());
+        assert!(vn("../../etc/passwd").is_err());
+        assert!(vn("abcd/efgh").is_err());
+        assert!(vn("").is_err());
+    }
+
+    #[test]
+    fn job_dir_names() {
+        assert!(is_job_dir_name("0123WXYZ"));
+        assert!(!is_job_dir_name(".sai-uploads"));
+        assert!(!is_job_dir_name("0123WXY"));
+        assert!(!is_job_dir_name("0123WXY."));
+    }
+
+    #[test]
+    fn layout_paths() {
+        let l = Layout::new("/h");
+        assert_eq!(l.src_dir("ABCDWXYZ"), Path::new("/h/jobs/ABCDWXYZ/src"));
+        assert_eq!(l.run_dir("ABCDWXYZ"), Path::new("/h/run/ABCDWXYZ"));
+        assert_eq!(l.mirrors_dir(), Path::new("/h/git-mirror"));
+    }
+}

@@ -1,0 +1,620 @@
+//! Runs one build step.
+//!
+//! A step is run as `<shell> -e -c <step text>`, where the shell is
+//! `/bin/bash` when it exists (saifiles written for the reference, which ran
+//! steps in a bash script with `set -e`, may use bash syntax) and `/bin/sh`
+//! otherwise ([`shell`]). The child:
+//!
+//! * has its cwd at [`StepSpec::cwd`] (the task's `src/`);
+//! * gets exactly [`StepSpec::env`] as its environment (see [`crate::env`]);
+//! * has stdin on `/dev/null`, stdout and stderr on pipes that are streamed
+//!   live as [`LogChunk`]s on channels 1 and 2;
+//! * leads its own process group, so the whole step (including background
+//!   children) can be signalled at once;
+//! * runs as [`StepSpec::run_as`] (uid, gid and that user's supplementary
+//!   groups) when set; this needs the builder to run as root.
+//!
+//! Builder notices (`>saib> ...`, channel 3) mark the start and the end of
+//! the step (exit code or reason, wall time). The step ends with a
+//! [`StepOutcome`]:
+//!
+//! * it exits ([`StepOutcome::Exited`] / [`StepOutcome::Signalled`]);
+//!   processes it left behind in its group are killed;
+//! * it runs longer than [`StepSpec::timeout`] ([`StepOutcome::TimedOut`]);
+//! * stdout+stderr exceed [`StepSpec::log_limit`] bytes
+//!   ([`StepOutcome::LogLimitExceeded`]; the bytes up to the limit are sent);
+//! * the cancellation token fires ([`StepOutcome::Cancelled`]).
+//!
+//! In the last three cases the process group gets SIGTERM, then SIGKILL after
+//! [`StepSpec::kill_grace`], and [`run_step`] returns only once no live
+//! process of the group remains (zombies awaiting a reaper do not count).
+//! A process that left the group (`setsid`) escapes this; cgroups would be
+//! needed for that.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Gid, Pid, Uid, User};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{CH_STDERR, CH_STDOUT, LogChunk, LogSender};
+
+/// Default per-step time limit (the reference's 30 minutes).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default cap on a step's stdout+stderr bytes.
+pub const DEFAULT_LOG_LIMIT: u64 = 64 * 1024 * 1024;
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long output is still read after the step's process group is gone
+/// (only matters when an escaped process keeps a pipe open).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Read size for stdout/stderr.
+const READ_SIZE: usize = 4096;
+
+/// A step that could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The configured user does not exist.
+    #[error("step user {0:?} does not exist")]
+    NoSuchUser(String),
+    /// Looking the user up failed.
+    #[error("looking up step user {name:?}: {source}")]
+    UserLookup {
+        /// The user name.
+        name: String,
+        /// The error.
+        source: Errno,
+    },
+    /// The owner of a path could not be read.
+    #[error("reading the owner of {path}: {source}")]
+    Owner {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A step user is configured but the builder is not root.
+    #[error("cannot run steps as {0:?}: the builder is not running as root")]
+    NotRoot(String),
+    /// The shell could not be started.
+    #[error("starting {shell} in {cwd}: {source}")]
+    Spawn {
+        /// The shell.
+        shell: PathBuf,
+        /// The working directory.
+        cwd: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Waiting for the step failed.
+    #[error("waiting for the step: {0}")]
+    Wait(std::io::Error),
+}
+
+/// The unprivileged user steps run as when the builder runs as root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// User name.
+    pub name: String,
+    /// User id.
+    pub uid: Uid,
+    /// Primary group id.
+    pub gid: Gid,
+    /// Supplementary groups (from the group database, incl. the primary).
+    pub groups: Vec<Gid>,
+}
+
+impl RunAs {
+    /// Look `name` up in the user and group databases.
+    pub fn lookup(name: &str) -> Result<Self, StepError> {
+        let user = User::from_name(name)
+            .map_err(|source| StepError::UserLookup {
+                name: name.to_string(),
+                source,
+            })?
+            .ok_or_else(|| StepError::NoSuchUser(name.to_string()))?;
+        let cname = CString::new(name).map_err(|_| StepError::NoSuchUser(name.to_string()))?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid).map_err(|source| {
+            StepError::UserLookup {
+                name: name.to_string(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+        })
+    }
+
+    /// The user owning `path` (the config's default step user is the owner
+    /// of the builder home).
+    pub fn owner_of(path: &Path) -> Result<Self, StepError> {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata(path)
+            .map_err(|e| StepError::Owner {
+                path: path.to_path_buf(),
+                source: e,
+            })?
+            .uid();
+        let user = User::from_uid(Uid::from_raw(uid))
+            .map_err(|source| StepError::UserLookup {
+                name: format!("uid {uid}"),
+                source,
+            })?
+            .ok_or_else(|| StepError::NoSuchUser(format!("uid {uid}")))?;
+        Self::lookup(&user.name)
+    }
+}
+
+/// One step to run.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// Step number, for notices.
+    pub step_no: u32,
+    /// The step's shell text.
+    pub script: String,
+    /// Working directory (the task's `src/`).
+    pub cwd: PathBuf,
+    /// The complete environment.
+    pub env: BTreeMap<String, String>,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Cap on stdout+stderr bytes.
+    pub log_limit: u64,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Run as this user (requires root), or as the builder's own user.
+    pub run_as: Option<RunAs>,
+}
+
+impl StepSpec {
+    /// A step with the default timeout, log limit and kill grace, run as the
+    /// builder's own user.
+    pub fn new(
+        step_no: u32,
+        script: impl Into<String>,
+        cwd: impl Into<PathBuf>,
+        env: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            step_no,
+            script: script.into(),
+            cwd: cwd.into(),
+            env,
+            timeout: DEFAULT_TIMEOUT,
+            log_limit: DEFAULT_LOG_LIMIT,
+            kill_grace: DEFAULT_KILL_GRACE,
+            run_as: None,
+        }
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The shell exited with this status (0 = success).
+    Exited(i32),
+    /// The shell was killed by this signal.
+    Signalled(i32),
+    /// The step ran past its timeout and was killed.
+    TimedOut,
+    /// The step wrote more than its log limit and was killed.
+    LogLimitExceeded,
+    /// The step was cancelled and killed.
+    Cancelled,
+}
+
+impl StepOutcome {
+    /// Whether the step succeeded.
+    pub fn success(&self) -> bool {
+        matches!(self, Self::Exited(0))
+    }
+
+    /// The reference's `ecode` for this outcome (reference 8.4): `0x8000 |
+    /// status` exited, `0x4000 | signo` signalled, `0x2000` cancelled or log
+    /// spew, `0x1000` timeout.
+    pub fn reference_ecode(&self) -> u32 {
+        match *self {
+            Self::Exited(s) => 0x8000 | (s as u32 & 0xff),
+            Self::Signalled(n) => 0x4000 | (n as u32 & 0xff),
+            Self::LogLimitExceeded | Self::Cancelled => 0x2000,
+            Self::TimedOut => 0x1000,
+        }
+    }
+}
+
+/// What [`run_step`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepReport {
+    /// How the step ended.
+    pub outcome: StepOutcome,
+    /// Wall time from spawn to the end of the process group.
+    pub duration: Duration,
+    /// stdout+stderr bytes the step wrote (may exceed what was forwarded).
+    pub log_bytes: u64,
+    /// The step's process group id (= pid of its shell).
+    pub pgid: i32,
+}
+
+/// The shell steps run in: `/bin/bash` if present, else `/bin/sh`.
+pub fn shell() -> PathBuf {
+    let bash = Path::new("/bin/bash");
+    if bash.exists() {
+        bash.to_path_buf()
+    } else {
+        PathBuf::from("/bin/sh")
+    }
+}
+
+#[allow(unsafe_code)]
+fn drop_privileges(cmd: &mut tokio::process::Command, run_as: &RunAs) {
+    let (uid, gid, groups) = (run_as.uid, run_as.gid, run_as.groups.clone());
+    // SAFETY: the closure runs in the forked child between fork and exec. It
+    // only issues the async-signal-safe syscalls setgroups(2), setgid(2) and
+    // setuid(2) on data prepared before the fork, and does not allocate.
+    // It cannot use Command::uid/gid: std would drop all supplementary
+    // groups there, before pre_exec closures run.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            Ok(())
+        });
+    }
+}
+
+/// Whether any live (non-zombie) process is left in process group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    if killpg(Pid::from_raw(pgid), None) == Err(Errno::ESRCH) {
+        return false;
+    }
+    // Members exist; zombies (waiting for a reaper we don't control) don't count.
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp ..."; comm may contain spaces and ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let pgrp = fields.nth(1).and_then(|s| s.parse::<i32>().ok());
+        if pgrp == Some(pgid) && state != "Z" && state != "X" {
+            return true;
+        }
+    }
+    false
+}
+
+async fn wait_group_gone(pgid: i32, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGTERM the process group, SIGKILL it after `grace`, and wait until no
+/// live member is left (giving up, with a warning, a minute after SIGKILL).
+/// Returns whether any member had to be signalled.
+pub async fn kill_group(pgid: i32, grace: Duration) -> bool {
+    if !group_alive(pgid) {
+        return false;
+    }
+    let pg = Pid::from_raw(pgid);
+    let _ = killpg(pg, Signal::SIGTERM);
+    if wait_group_gone(pgid, grace).await {
+        return true;
+    }
+    // SIGKILL cannot be ignored, but a process stuck in uninterruptible
+    // sleep (D state) only dies when its syscall returns: give up waiting
+    // after a minute rather than hang the builder.
+    for _ in 0..60 {
+        let _ = killpg(pg, Signal::SIGKILL);
+        if wait_group_gone(pgid, Duration::from_secs(1)).await {
+            return true;
+        }
+    }
+    tracing::warn!(
+        pgid,
+        "process group still has live members a minute after SIGKILL"
+    );
+    true
+}
+
+/// SIGKILLs the step's process group if [`run_step`] is dropped before it
+/// finished (e.g. the daemon aborted the task), so no step outlives it.
+struct GroupGuard {
+    pgid: i32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed && self.pgid > 0 {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+struct LogCounter {
+    total: AtomicU64,
+    limit: u64,
+    exceeded: CancellationToken,
+}
+
+fn spawn_reader<R>(
+    mut pipe: R,
+    channel: u8,
+    tx: LogSender,
+    counter: Arc<LogCounter>,
+) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; READ_SIZE];
+        let mut forwarding = true;
+        loop {
+            let n = match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let before = counter.total.fetch_add(n as u64, Ordering::SeqCst);
+            let room = counter.limit.saturating_sub(before);
+            let take = usize::try_from(room).unwrap_or(usize::MAX).min(n);
+            if take < n {
+                counter.exceeded.cancel();
+            }
+            if forwarding && take > 0 {
+                let chunk = LogChunk {
+                    channel,
+                    bytes: Bytes::copy_from_slice(&buf[..take]),
+                };
+                // A closed receiver: keep draining so the step never blocks.
+                forwarding = tx.send(chunk).await.is_ok();
+            }
+        }
+    })
+}
+
+async fn notice(tx: &LogSender, text: String) {
+    let _ = tx.send(LogChunk::notice(text)).await;
+}
+
+/// Run one step, streaming its output to `tx`; see the module doc.
+pub async fn run_step(
+    spec: &StepSpec,
+    tx: &LogSender,
+    cancel: &CancellationToken,
+) -> Result<StepReport, StepError> {
+    if let Some(run_as) = &spec.run_as
+        && !Uid::effective().is_root()
+        && Uid::effective() != run_as.uid
+    {
+        return Err(StepError::NotRoot(run_as.name.clone()));
+    }
+    let shell = shell();
+    let mut cmd = tokio::process::Command::new(&shell);
+    cmd.arg("-e")
+        .arg("-c")
+        .arg(&spec.script)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(run_as) = &spec.run_as
+        && Uid::effective().is_root()
+    {
+        drop_privileges(&mut cmd, run_as);
+    }
+    let as_user = spec
+        .run_as
+        .as_ref()
+        .map(|r| format!(" as {}", r.name))
+        .unwrap_or_default();
+    let mut lines = spec.script.lines();
+    let first = lines.next().unwrap_or("");
+    let more = if lines.next().is_some() { " ..." } else { "" };
+    notice(
+        tx,
+        format!("Starting step {}{as_user}: {first}{more}", spec.step_no),
+    )
+    .await;
+    if cancel.is_cancelled() {
+        notice(
+            tx,
+            format!("Step {} cancelled before it started", spec.step_no),
+        )
+        .await;
+        return Ok(StepReport {
+            outcome: StepOutcome::Cancelled,
+            duration: Duration::ZERO,
+            log_bytes: 0,
+            pgid: 0,
+        });
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| StepError::Spawn {
+        shell: shell.clone(),
+        cwd: spec.cwd.clone(),
+        source,
+    })?;
+    // A running child always has an id; pids fit in i32.
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    let mut guard = GroupGuard { pgid, armed: true };
+    let counter = Arc::new(LogCounter {
+        total: AtomicU64::new(0),
+        limit: spec.log_limit,
+        exceeded: CancellationToken::new(),
+    });
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(spawn_reader(out, CH_STDOUT, tx.clone(), counter.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(spawn_reader(err, CH_STDERR, tx.clone(), counter.clone()));
+    }
+
+    enum End {
+        Exit(std::io::Result<ExitStatus>),
+        TimedOut,
+        LogLimit,
+        Cancelled,
+    }
+    let end = tokio::select! {
+        status = child.wait() => End::Exit(status),
+        _ = tokio::time::sleep(spec.timeout) => End::TimedOut,
+        _ = counter.exceeded.cancelled() => End::LogLimit,
+        _ = cancel.cancelled() => End::Cancelled,
+    };
+    let step = spec.step_no;
+    let outcome = match end {
+        End::Exit(status) => {
+            let status = status.map_err(StepError::Wait)?;
+            if pgid > 0 && kill_group(pgid, spec.kill_grace).await {
+                notice(tx, format!("Step {step}: killed processes it left running")).await;
+            }
+            match (status.code(), status.signal()) {
+                (Some(code), _) => StepOutcome::Exited(code),
+                (None, Some(sig)) => StepOutcome::Signalled(sig),
+                (None, None) => StepOutcome::Exited(255),
+            }
+        }
+        other => {
+            let (outcome, why) = match other {
+                End::TimedOut => (
+                    StepOutcome::TimedOut,
+                    format!("Step {step} TIMED OUT after {:?}: killing it", spec.timeout),
+                ),
+                End::LogLimit => (
+                    StepOutcome::LogLimitExceeded,
+                    format!(
+                        "Step {step} exceeded the log limit of {} bytes: killing it",
+                        spec.log_limit
+                    ),
+                ),
+                _ => (
+                    StepOutcome::Cancelled,
+                    format!("Step {step} cancelled: killing it"),
+                ),
+            };
+            notice(tx, why).await;
+            if pgid > 0 {
+                kill_group(pgid, spec.kill_grace).await;
+            }
+            // The leader is dead: reap it.
+            let _ = child.wait().await;
+            outcome
+        }
+    };
+    guard.armed = false;
+    // Output of a dead group ends at EOF; an escaped process holding a pipe
+    // gets DRAIN_GRACE.
+    for r in &mut readers {
+        if tokio::time::timeout(DRAIN_GRACE, &mut *r).await.is_err() {
+            r.abort();
+        }
+    }
+    let duration = start.elapsed();
+    let secs = duration.as_secs_f64();
+    let text = match outcome {
+        StepOutcome::Exited(0) => format!("Step {step} succeeded after {secs:.3}s"),
+        StepOutcome::Exited(code) => {
+            format!("Step {step} FAILED, exit code {code}, after {secs:.3}s")
+        }
+        StepOutcome::Signalled(sig) => {
+            format!("Step {step} FAILED, killed by signal {sig}, after {secs:.3}s")
+        }
+        StepOutcome::TimedOut => format!("Step {step} FAILED: timed out after {secs:.3}s"),
+        StepOutcome::LogLimitExceeded => {
+            format!("Step {step} FAILED: log limit exceeded after {secs:.3}s")
+        }
+        StepOutcome::Cancelled => format!("Step {step} cancelled after {secs:.3}s"),
+    };
+    notice(tx, text).await;
+    Ok(StepReport {
+        outcome,
+        duration,
+        log_bytes: counter.total.load(Ordering::SeqCst),
+        pgid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecodes_follow_the_reference() {
+        assert_eq!(StepOutcome::Exited(0).reference_ecode(), 0x8000);
+        assert_eq!(StepOutcome::Exited(2).reference_ecode(), 0x8002);
+        assert_eq!(StepOutcome::Signalled(9).reference_ecode(), 0x4009);
+        assert_eq!(StepOutcome::Cancelled.reference_ecode(), 0x2000);
+        assert_eq!(StepOutcome::LogLimitExceeded.reference_ecode(), 0x2000);
+        assert_eq!(StepOutcome::TimedOut.reference_ecode(), 0x1000);
+        assert!(StepOutcome::Exited(0).success());
+        assert!(!StepOutcome::Exited(1).success());
+    }
+
+    #[test]
+    fn unknown_user_is_an_error() {
+        match RunAs::lookup("no-such-user-sai-test") {
+            Err(StepError::NoSuchUser(n)) => assert_eq!(n, "no-such-user-sai-test"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn root_lookup() {
+        let root = RunAs::lookup("root").unwrap();
+        assert!(root.uid.is_root());
+        assert!(root.groups.contains(&root.gid));
+    }
+
+    #[test]
+    fn owner_lookup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let owner = RunAs::owner_of(tmp.path()).unwrap();
+        assert_eq!(owner.uid, Uid::effective());
+        assert!(matches!(
+            RunAs::owner_of(&tmp.path().join("missing")),
+            Err(StepError::Owner { .. })
+        ));
+    }
+
+    #[test]
+    fn shell_exists() {
+        assert!(shell().exists());
+    }
+}

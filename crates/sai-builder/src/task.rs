@@ -1,0 +1,328 @@
+//! One task from offer to result, built from the other modules.
+//!
+//! [`run_task`] takes a [`TaskOffer`] and:
+//!
+//! 1. takes an instance index of the platform (none free: infra error);
+//! 2. makes a fresh `<home>/jobs/<VN>` (a leftover dir of the same VN, e.g.
+//!    from a reset task, is removed first), makes sure the commit is in the
+//!    project mirror and checks it out into `src/` ([`crate::git_mirror`]);
+//!    with a step user, chowns the job dir to it;
+//! 3. opens the task's log proxies ([`crate::logproxy`]) and builds the
+//!    environment ([`crate::env`]);
+//! 4. runs the steps in order ([`crate::step_runner`]) until one fails, with
+//!    the task's log budget shared by its steps;
+//! 5. after success, scans the artifact globs ([`crate::artifacts`]).
+//!
+//! Everything the server must hear about is sent as [`TaskEvent`]s, in
+//! order; the return value is the [`TaskResult`] for `task_finished`.
+//! Failures of the builder itself (fetch, checkout, disk) are
+//! [`TaskResult::InfraError`], not build failures. The job dir is left in
+//! place for inspection; [`crate::housekeeping`] removes it later.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sai_core::protocol::{TaskOffer, TaskResult};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::artifacts::{Artifact, scan};
+use crate::env::{StepEnvInput, build_env};
+use crate::git_mirror::Mirror;
+use crate::instances::InstancePool;
+use crate::jobdir::{Layout, chown_tree, vn};
+use crate::log::LogChunk;
+use crate::logproxy::LogProxy;
+use crate::step_runner::{
+    DEFAULT_KILL_GRACE, DEFAULT_LOG_LIMIT, DEFAULT_TIMEOUT, RunAs, StepOutcome, StepSpec, run_step,
+};
+
+/// Exit code reported for a step killed by its timeout (as `timeout(1)`).
+pub const EXIT_TIMED_OUT: i32 = 124;
+/// Exit code reported for a step killed for exceeding the log budget.
+pub const EXIT_LOG_LIMIT: i32 = 125;
+/// Time log proxies get to deliver bytes written just before a task ended.
+const PROXY_DRAIN: Duration = Duration::from_secs(1);
+
+/// What one platform's tasks run with.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The builder home.
+    pub layout: Layout,
+    /// Instance indexes of the platform.
+    pub instances: InstancePool,
+    /// The platform's extra environment.
+    pub platform_env: BTreeMap<String, String>,
+    /// `SAI_PARALLEL`.
+    pub parallel: u32,
+    /// Per-step time limit.
+    pub step_timeout: Duration,
+    /// Log bytes (stdout+stderr) one task may write, over all its steps.
+    pub log_limit: u64,
+    /// SIGTERM-to-SIGKILL grace.
+    pub kill_grace: Duration,
+    /// Step user (when the builder is root).
+    pub run_as: Option<RunAs>,
+}
+
+impl TaskContext {
+    /// A context with the default limits, running steps as the builder's user.
+    pub fn new(layout: Layout, instances: InstancePool, parallel: u32) -> Self {
+        Self {
+            layout,
+            instances,
+            platform_env: BTreeMap::new(),
+            parallel,
+            step_timeout: DEFAULT_TIMEOUT,
+            log_limit: DEFAULT_LOG_LIMIT,
+            kill_grace: DEFAULT_KILL_GRACE,
+            run_as: None,
+        }
+    }
+}
+
+/// Progress of a task, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// Log bytes (steps, notices, proxies).
+    Log(LogChunk),
+    /// Step `step` (0-based) started.
+    StepStarted {
+        /// 0-based step index.
+        step: u32,
+    },
+    /// Step `step` ended.
+    StepFinished {
+        /// 0-based step index.
+        step: u32,
+        /// Exit code: the shell's, `128 + signal`, [`EXIT_TIMED_OUT`],
+        /// [`EXIT_LOG_LIMIT`], or -1 when cancelled.
+        exit_code: i32,
+        /// Wall time.
+        duration: Duration,
+    },
+    /// A file to upload (only after every step succeeded).
+    Artifact(Artifact),
+}
+
+fn exit_code(outcome: StepOutcome) -> i32 {
+    match outcome {
+        StepOutcome::Exited(c) => c,
+        StepOutcome::Signalled(s) => 128 + s,
+        StepOutcome::TimedOut => EXIT_TIMED_OUT,
+        StepOutcome::LogLimitExceeded => EXIT_LOG_LIMIT,
+        StepOutcome::Cancelled => -1,
+    }
+}
+
+fn infra(reason: impl Into<String>) -> TaskResult {
+    TaskResult::InfraError {
+        reason: reason.into(),
+    }
+}
+
+/// Forward log chunks as events until every sender is gone.
+fn spawn_forwarder(
+    mut rx: mpsc::Receiver<LogChunk>,
+    events: mpsc::Sender<TaskEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(c) = rx.recv().await {
+            if events.send(TaskEvent::Log(c)).await.is_err() {
+                // Nobody listens: keep draining so producers never block.
+                while rx.recv().await.is_some() {}
+            }
+        }
+    })
+}
+
+/// Run `offer` to the end; see the module doc.
+///
+/// Ordering: a step's log chunks all come between its `StepStarted` and
+/// `StepFinished`; builder notices are in line with them; bytes from the log
+/// proxies (written by any process at any time) are forwarded as they come.
+/// Everything is sent before this returns.
+pub async fn run_task(
+    ctx: &TaskContext,
+    offer: &TaskOffer,
+    events: &mpsc::Sender<TaskEvent>,
+    cancel: &CancellationToken,
+) -> TaskResult {
+    let result = run_inner(ctx, offer, events, cancel).await;
+    if let TaskResult::InfraError { reason } = &result {
+        let _ = events
+            .send(TaskEvent::Log(LogChunk::notice(format!(
+                "Builder problem: {reason}"
+            ))))
+            .await;
+    }
+    result
+}
+
+async fn run_inner(
+    ctx: &TaskContext,
+    offer: &TaskOffer,
+    events: &mpsc::Sender<TaskEvent>,
+    cancel: &CancellationToken,
+) -> TaskResult {
+    let notice = |text: String| async move {
+        let _ = events.send(TaskEvent::Log(LogChunk::notice(text))).await;
+    };
+    let vn = match vn(&offer.task_id) {
+        Ok(v) => v,
+        Err(e) => return infra(e.to_string()),
+    };
+    let Some(instance) = ctx.instances.acquire() else {
+        return infra(format!(
+            "no free instance of platform {}",
+            offer.offer_platform
+        ));
+    };
+    notice(format!(
+        "Task {} ({}) on instance {}: {} {} at {}",
+        offer.task_id,
+        offer.platform,
+        instance.idx(),
+        offer.project,
+        offer.git_ref,
+        offer.hash
+    ))
+    .await;
+
+    // Source.
+    let job_dir = ctx.layout.job_dir(&vn);
+    let src = ctx.layout.src_dir(&vn);
+    if job_dir.exists()
+        && let Err(e) = tokio::fs::remove_dir_all(&job_dir).await
+    {
+        return infra(format!("removing old {}: {e}", job_dir.display()));
+    }
+    let mirror = {
+        let (home, url) = (ctx.layout.home().to_path_buf(), offer.fetch_url.clone());
+        match tokio::task::spawn_blocking(move || Mirror::open(&home, &url)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return infra(e.to_string()),
+            Err(e) => return infra(format!("mirror worker: {e}")),
+        }
+    };
+    let prepared = tokio::select! {
+        r = mirror.prepare_source(&offer.git_ref, &offer.hash, &src) => r,
+        _ = cancel.cancelled() => {
+            notice("Task cancelled while fetching".to_string()).await;
+            return TaskResult::Cancelled;
+        }
+    };
+    match prepared {
+        Ok((ensured, stats)) => {
+            notice(format!(
+                "Checked out {} ({:?}, {} files)",
+                offer.hash, ensured, stats.files
+            ))
+            .await;
+        }
+        Err(e) => return infra(e.to_string()),
+    }
+    if let Some(user) = &ctx.run_as {
+        let (dir, uid, gid) = (job_dir.clone(), user.uid, user.gid);
+        match tokio::task::spawn_blocking(move || chown_tree(&dir, uid, gid)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return infra(format!("chown {}: {e}", job_dir.display())),
+            Err(e) => return infra(format!("chown worker: {e}")),
+        }
+    }
+
+    // Log proxies and environment.
+    let owner = ctx.run_as.as_ref().map(|u| (u.uid, u.gid));
+    let (proxy_tx, proxy_rx) = mpsc::channel::<LogChunk>(64);
+    let proxy_forwarder = spawn_forwarder(proxy_rx, events.clone());
+    let proxy = match LogProxy::bind(&ctx.layout.run_dir(&vn), proxy_tx, owner) {
+        Ok(p) => p,
+        Err(e) => return infra(format!("log proxy sockets: {e}")),
+    };
+    let env = match build_env(&StepEnvInput {
+        project: &offer.project,
+        git_ref: &offer.git_ref,
+        task_id: &offer.task_id,
+        instance_idx: instance.idx(),
+        parallel: ctx.parallel,
+        home: ctx.layout.home(),
+        logproxy: Some(proxy.paths()),
+        platform_env: &ctx.platform_env,
+    }) {
+        Ok(e) => e,
+        Err(e) => return infra(e.to_string()),
+    };
+
+    // Steps.
+    let mut budget = ctx.log_limit;
+    let mut result = TaskResult::Success;
+    for (i, script) in offer.steps.iter().enumerate() {
+        let step = u32::try_from(i).unwrap_or(u32::MAX);
+        let _ = events.send(TaskEvent::StepStarted { step }).await;
+        let mut spec = StepSpec::new(step, script.clone(), &src, env.clone());
+        spec.timeout = ctx.step_timeout;
+        spec.log_limit = budget;
+        spec.kill_grace = ctx.kill_grace;
+        spec.run_as = ctx.run_as.clone();
+        let (step_tx, step_rx) = mpsc::channel::<LogChunk>(64);
+        let step_forwarder = spawn_forwarder(step_rx, events.clone());
+        let ran = run_step(&spec, &step_tx, cancel).await;
+        drop(step_tx);
+        let _ = step_forwarder.await;
+        let report = match ran {
+            Ok(r) => r,
+            Err(e) => {
+                result = infra(e.to_string());
+                break;
+            }
+        };
+        budget = budget.saturating_sub(report.log_bytes);
+        let code = exit_code(report.outcome);
+        let _ = events
+            .send(TaskEvent::StepFinished {
+                step,
+                exit_code: code,
+                duration: report.duration,
+            })
+            .await;
+        match report.outcome {
+            o if o.success() => {}
+            StepOutcome::Cancelled => {
+                result = TaskResult::Cancelled;
+                break;
+            }
+            _ => {
+                result = TaskResult::Failed {
+                    exit_code: code,
+                    step,
+                };
+                break;
+            }
+        }
+    }
+    proxy.shutdown(PROXY_DRAIN).await;
+    let _ = proxy_forwarder.await;
+    drop(instance);
+
+    // Artifacts.
+    if result == TaskResult::Success && !offer.artifacts.is_empty() {
+        let (dir, patterns) = (src.clone(), offer.artifacts.clone());
+        match tokio::task::spawn_blocking(move || scan(&dir, &patterns)).await {
+            Ok(found) => {
+                for n in found.notices {
+                    notice(n).await;
+                }
+                for a in found.artifacts {
+                    notice(format!(
+                        "Artifact {} ({} bytes, sha256 {})",
+                        a.name, a.size, a.sha256
+                    ))
+                    .await;
+                    let _ = events.send(TaskEvent::Artifact(a)).await;
+                }
+            }
+            Err(e) => notice(format!("artifact scan failed: {e}")).await,
+        }
+    }
+    result
+}

@@ -1,0 +1,255 @@
+//! Mirror + checkout against real repositories made with the `git` CLI.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+
+use sai_builder::git_mirror::{Ensured, GitError, Mirror};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Sai Test",
+            "-c",
+            "user.email=sai@example.invalid",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// An origin repository with one commit: files at the top, in a subdir, and
+/// an executable script. Returns (origin path, commit hash).
+fn make_origin(root: &Path) -> (PathBuf, String) {
+    let origin = root.join("origin");
+    std::fs::create_dir_all(origin.join("sub/dir")).unwrap();
+    git(&origin, &["init", "-q"]);
+    std::fs::write(origin.join("README"), "hello\n").unwrap();
+    std::fs::write(origin.join("sub/dir/file.txt"), "nested content\n").unwrap();
+    std::fs::write(origin.join("build.sh"), "#!/bin/sh\necho built\n").unwrap();
+    std::fs::set_permissions(
+        origin.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    git(&origin, &["add", "."]);
+    git(&origin, &["commit", "-q", "-m", "first"]);
+    let hash = git(&origin, &["rev-parse", "HEAD"]);
+    (origin, hash)
+}
+
+fn commit_more(origin: &Path, name: &str) -> String {
+    std::fs::write(origin.join(name), name).unwrap();
+    git(origin, &["add", "."]);
+    git(origin, &["commit", "-q", "-m", name]);
+    git(origin, &["rev-parse", "HEAD"])
+}
+
+fn assert_checkout(src: &Path, hash: &str) {
+    assert_eq!(
+        std::fs::read_to_string(src.join("README")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(src.join("sub/dir/file.txt")).unwrap(),
+        "nested content\n"
+    );
+    let mode = std::fs::metadata(src.join("build.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o111, 0, "executable bit kept: {mode:o}");
+    // A real git worktree: HEAD at the commit, clean status.
+    assert_eq!(git(src, &["rev-parse", "HEAD"]), hash);
+    assert_eq!(git(src, &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn second_run_of_a_commit_needs_no_origin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, hash) = make_origin(tmp.path());
+    let home = tmp.path().join("home");
+    let url = origin.to_str().unwrap().to_string();
+
+    let mirror = Mirror::open(&home, &url).unwrap();
+    assert!(mirror.path().starts_with(home.join("git-mirror")));
+    assert!(!mirror.has_commit(&hash).unwrap());
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &hash).unwrap(),
+        Ensured::Fetched
+    );
+    let src1 = home.join("jobs/AAAA0001/src");
+    let stats = mirror.checkout(&hash, &src1).unwrap();
+    assert_eq!(stats.files, 3);
+    assert_checkout(&src1, &hash);
+
+    // Take the origin away: nothing may touch it any more.
+    std::fs::rename(&origin, tmp.path().join("origin-gone")).unwrap();
+
+    let mirror = Mirror::open(&home, &url).unwrap();
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &hash).unwrap(),
+        Ensured::AlreadyPresent
+    );
+    let src2 = home.join("jobs/AAAA0002/src");
+    mirror.checkout(&hash, &src2).unwrap();
+    assert_checkout(&src2, &hash);
+    // The first job's files are independent of the second's.
+    std::fs::write(src2.join("README"), "changed").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(src1.join("README")).unwrap(),
+        "hello\n"
+    );
+}
+
+#[test]
+fn new_pushes_are_fetched_incrementally_over_file_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, first) = make_origin(tmp.path());
+    let home = tmp.path().join("home");
+    let url = format!("file://{}", origin.display());
+    let mirror = Mirror::open(&home, &url).unwrap();
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &first).unwrap(),
+        Ensured::Fetched
+    );
+
+    git(&origin, &["checkout", "-q", "-b", "feature"]);
+    let second = commit_more(&origin, "second.txt");
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/feature", &second).unwrap(),
+        Ensured::Fetched
+    );
+    let src = home.join("jobs/BBBB0001/src");
+    mirror.checkout(&second, &src).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(src.join("second.txt")).unwrap(),
+        "second.txt"
+    );
+    assert_eq!(git(&src, &["rev-parse", "HEAD"]), second);
+    // The first commit is still there, for a task of the older push.
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &first).unwrap(),
+        Ensured::AlreadyPresent
+    );
+}
+
+#[test]
+fn a_hash_not_in_the_fetch_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, _hash) = make_origin(tmp.path());
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, origin.to_str().unwrap()).unwrap();
+    let bogus = "0123456789abcdef0123456789abcdef01234567";
+    match mirror.ensure_commit("refs/heads/main", bogus) {
+        Err(GitError::NotFetched { hash, git_ref, .. }) => {
+            assert_eq!(hash, bogus);
+            assert_eq!(git_ref, "refs/heads/main");
+        }
+        other => panic!("expected NotFetched, got {other:?}"),
+    }
+    assert!(matches!(
+        mirror.ensure_commit("refs/heads/main", "abc"),
+        Err(GitError::BadHash(_))
+    ));
+}
+
+#[test]
+fn an_unreachable_origin_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let url = tmp.path().join("no-such-repo");
+    let mirror = Mirror::open(&home, url.to_str().unwrap()).unwrap();
+    let err = mirror
+        .ensure_commit(
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    println!("{text}");
+    assert!(text.contains("no-such-repo"), "{text}");
+}
+
+#[test]
+fn checkout_refuses_a_non_empty_destination() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, hash) = make_origin(tmp.path());
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, origin.to_str().unwrap()).unwrap();
+    mirror.ensure_commit("refs/heads/main", &hash).unwrap();
+    let src = home.join("jobs/CCCC0001/src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("junk"), "x").unwrap();
+    assert!(matches!(
+        mirror.checkout(&hash, &src),
+        Err(GitError::DestNotEmpty(_))
+    ));
+}
+
+#[test]
+fn concurrent_tasks_share_the_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, hash) = make_origin(tmp.path());
+    let home = tmp.path().join("home");
+    let url = origin.to_str().unwrap().to_string();
+    let n = 4;
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (home, url, hash, barrier) =
+                (home.clone(), url.clone(), hash.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mirror = Mirror::open(&home, &url).unwrap();
+                let ensured = mirror.ensure_commit("refs/heads/main", &hash).unwrap();
+                let src = home.join(format!("jobs/DDDD000{i}/src"));
+                mirror.checkout(&hash, &src).unwrap();
+                (ensured, src)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let fetched = results
+        .iter()
+        .filter(|(e, _)| *e == Ensured::Fetched)
+        .count();
+    assert_eq!(fetched, 1, "exactly one task fetched: {results:?}");
+    for (_, src) in &results {
+        assert_checkout(src, &hash);
+    }
+}
+
+#[tokio::test]
+async fn prepare_source_runs_off_the_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, hash) = make_origin(tmp.path());
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, origin.to_str().unwrap()).unwrap();
+    let src = home.join("jobs/EEEE0001/src");
+    let (ensured, stats) = mirror
+        .prepare_source("refs/heads/main", &hash, &src)
+        .await
+        .unwrap();
+    assert_eq!(ensured, Ensured::Fetched);
+    assert_eq!(stats.files, 3);
+    assert_checkout(&src, &hash);
+}

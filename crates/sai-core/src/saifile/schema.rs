@@ -1,0 +1,134 @@
+//! Serde types describing the `.sai.json` format, for its JSON Schema.
+//!
+//! These mirror what [`super::parse`] accepts and exist to generate
+//! `schemas/saifile.schema.json` (editor completion and `sai validate`); the
+//! parser itself works on the positioned tree so it can report duplicate keys
+//! and positions. The schema lists every known key and rejects others, while
+//! the parser accepts unknown keys with a warning.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A `.sai.json` file: the build platforms a project supports and the
+/// configurations to build on them. Sai creates one task per configuration
+/// and selected platform on every push. `#` starts a comment (outside strings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Sai .sai.json")]
+pub struct SaifileDoc {
+    /// Format marker, `"sai-1"`. Its value is not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub schema: Option<String>,
+    /// Build platforms, keyed by platform tuple
+    /// `os[-distro[-ver]]/arch[-vendor...][/toolchain]` (e.g.
+    /// `linux-fedora-32/x86_64-amd/gcc`; no dots). A task's platform is this key.
+    #[serde(default)]
+    pub platforms: BTreeMap<String, PlatformDoc>,
+    /// Build configurations, keyed by name (the task name). Each configuration
+    /// is built on every platform it selects.
+    #[serde(default)]
+    pub configurations: BTreeMap<String, ConfigurationDoc>,
+}
+
+/// How to build on one platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformDoc {
+    /// Shell script run in the checked-out source; each line is one build step.
+    /// `${prep}`, `${cmake}` and `${cpack}` are replaced by the configuration's
+    /// values; any other `${name}` is an error; `$VAR` is left to the shell.
+    /// A platform without build steps is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "BuildDoc")]
+    pub build: Option<BuildDoc>,
+    /// Whether configurations without an explicit `platforms` list build on
+    /// this platform. Absent means yes; `false`, `0` or any string other than
+    /// `on`/`yes`/`true` (or a non-zero number) means only when selected by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "DefaultDoc")]
+    pub default: Option<DefaultDoc>,
+}
+
+/// A platform's build script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BuildDoc {
+    /// The whole script; lines separated by `\n`.
+    Script(String),
+    /// Steps, joined with `\n`.
+    Steps(Vec<String>),
+    /// Named steps; the values are joined with `\n` in file order.
+    Named(BTreeMap<String, String>),
+}
+
+/// A platform's `default` flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DefaultDoc {
+    /// `true` or `false`.
+    Bool(bool),
+    /// Non-zero means default.
+    Number(f64),
+    /// `on`, `yes`, `true` (any case) or a non-zero number mean default.
+    Text(String),
+}
+
+/// One build configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationDoc {
+    /// Replaces `${prep}` in platform build scripts (commands run first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub prep: Option<String>,
+    /// Replaces `${cmake}` in platform build scripts (usually cmake options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub cmake: Option<String>,
+    /// Replaces `${cpack}` in platform build scripts (packaging commands or
+    /// other per-configuration text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub cpack: Option<String>,
+    /// Comma-separated packages the build depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub deps: Option<String>,
+    /// Platform selection, tokens separated by commas or spaces: `none` drops
+    /// the default platforms, `not X` drops platforms matching `X`, `X` adds
+    /// platforms matching `X`. `X` matches per `/`-element by prefix (`linux`
+    /// matches `linux-fedora-32/x86_64-amd/gcc`; `linux//gcc` skips the arch).
+    /// Without it, the default platforms are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub platforms: Option<String>,
+    /// Comma-separated globs (relative to the source) of files to upload as
+    /// artifacts after a successful build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub artifacts: Option<String>,
+    /// Comma- or space-separated branch names: only pushes to these branches
+    /// build this configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub branches: Option<String>,
+    /// Idle-time scheduling value used by newer saifiles (e.g. `2`). Accepted
+    /// and passed on; its meaning belongs to the scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub idle: Option<u64>,
+    /// Name of a builder/resource pool used by newer saifiles (e.g. `fuzz`).
+    /// Accepted and passed on; its meaning belongs to the scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub pool: Option<String>,
+}
+
+/// The JSON Schema of `.sai.json` files (written to
+/// `schemas/saifile.schema.json`).
+pub fn saifile_schema() -> schemars::Schema {
+    schemars::schema_for!(SaifileDoc)
+}

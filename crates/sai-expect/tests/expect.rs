@@ -1,0 +1,470 @@
+//! Runs the real `sai-expect` binary against pty "boards" held by the test.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sai-expect");
+
+/// A pty pair: the test is the board on the master side.
+struct Board {
+    master: File,
+    _slave: OwnedFd,
+    path: PathBuf,
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Board {
+    fn new() -> Board {
+        use nix::sys::termios;
+        let p = nix::pty::openpty(None, None).unwrap();
+        let mut t = termios::tcgetattr(&p.slave).unwrap();
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(&p.slave, termios::SetArg::TCSANOW, &t).unwrap();
+        let path = nix::unistd::ttyname(&p.slave).unwrap();
+        let master = File::from(p.master);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Board {
+            master,
+            _slave: p.slave,
+            path,
+            received,
+        }
+    }
+
+    fn say(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn heard(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+/// A log-proxy listener collecting everything written to it.
+struct Proxy {
+    path: PathBuf,
+    got: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Proxy {
+    fn new(dir: &Path, name: &str) -> Proxy {
+        let path = dir.join(name);
+        let listener = UnixListener::bind(&path).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Proxy { path, got }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.got.lock().unwrap()).into_owned()
+    }
+}
+
+struct Rig {
+    dir: tempfile::TempDir,
+    notices: Proxy,
+    tty0: Proxy,
+    tty1: Proxy,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let notices = Proxy::new(dir.path(), "lp");
+        let tty0 = Proxy::new(dir.path(), "lp0");
+        let tty1 = Proxy::new(dir.path(), "lp1");
+        Rig {
+            dir,
+            notices,
+            tty0,
+            tty1,
+        }
+    }
+
+    fn cmd(&self, tty0: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("SAI_DEVICE_TTY0", tty0)
+            .env_remove("SAI_DEVICE_TTY1")
+            .env_remove("SAI_DEVICE_TTY0_RATE")
+            .env("SAI_LOGPROXY", &self.notices.path)
+            .env("SAI_LOGPROXY_TTY0", &self.tty0.path)
+            .env("SAI_LOGPROXY_TTY1", &self.tty1.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn script(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Wait until the proxies have seen the final notice (the child has exited,
+/// but the listener threads may still be reading).
+fn settle(rig: &Rig, needle: &str) {
+    wait_for(needle, Duration::from_secs(5), || {
+        rig.notices.text().contains(needle)
+    });
+}
+
+#[test]
+fn passes_on_completed_pass_and_logs_on_channels_3_and_4() {
+    let rig = Rig::new();
+    let mut board = Board::new();
+    let child = rig.cmd(&board.path, &[]).spawn().unwrap();
+    board.say("U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    settle(&rig, "completed: PASS");
+    wait_for("tty bytes on channel 4", Duration::from_secs(5), || {
+        rig.tty0.text().contains("Completed: PASS")
+    });
+    assert_eq!(
+        rig.tty0.text(),
+        "U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n"
+    );
+    assert!(rig.tty1.text().is_empty());
+    assert!(
+        rig.notices.text().contains("watching tty0"),
+        "{}",
+        rig.notices.text()
+    );
+}
+
+#[test]
+fn partial_line_reaches_the_proxy_without_a_newline() {
+    let rig = Rig::new();
+    let mut board = Board::new();
+    let mut child = rig.cmd(&board.path, &["--timeout", "20"]).spawn().unwrap();
+    board.say("login: ");
+    wait_for("partial line flushed", Duration::from_secs(5), || {
+        rig.tty0.text() == "login: "
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "flushed by the age limit, not at exit"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn fail_pattern_gives_exit_1() {
+    let rig = Rig::new();
+    let mut board = Board::new();
+    let script = rig.script(
+        "s.json",
+        "# panics fail the run\n{\"schema\": \"sai-expect\", \"fail\": [\"Kernel panic\", \"Completed: FAIL\"]}",
+    );
+    let child = rig
+        .cmd(&board.path, &["--script", &script])
+        .spawn()
+        .unwrap();
+    board.say("Kernel panic - not syncing: VFS\nCompleted: PASS\n");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 1, "{stderr}");
+    settle(&rig, "completed: FAIL");
+    assert!(
+        rig.notices.text().contains("Kernel panic"),
+        "{}",
+        rig.notices.text()
+    );
+}
+
+#[test]
+fn overall_and_step_timeouts_give_exit_2() {
+    let rig = Rig::new();
+    let board = Board::new();
+    let start = Instant::now();
+    let (code, stderr) = finish(rig.cmd(&board.path, &["--timeout", "0.5"]).spawn().unwrap());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    settle(&rig, "TIMEOUT");
+
+    let rig = Rig::new();
+    let script = rig.script(
+        "s.yaml",
+        "steps:\n  - expect: 'login:'\n    description: login prompt\n    timeout: 0.3\n",
+    );
+    let (code, _) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    assert_eq!(code, 2);
+    settle(&rig, "TIMEOUT");
+    assert!(
+        rig.notices.text().contains("login prompt"),
+        "{}",
+        rig.notices.text()
+    );
+}
+
+#[test]
+fn sends_input_after_expectations() {
+    let rig = Rig::new();
+    let mut board = Board::new();
+    let script = rig.script(
+        "login.yaml",
+        "schema: sai-expect\ntimeout: 20\nsteps:\n  - expect: 'login: $'\n    send: \"root\\n\"\n  - expect: 'Password:'\n    send: \"secret\\n\"\n",
+    );
+    let child = rig
+        .cmd(&board.path, &["--script", &script])
+        .spawn()
+        .unwrap();
+    board.say("\nbuildroot login: ");
+    wait_for("user name", Duration::from_secs(5), || {
+        board.heard() == "root\n"
+    });
+    board.say("root\nPassword: ");
+    wait_for("password", Duration::from_secs(5), || {
+        board.heard() == "root\nsecret\n"
+    });
+    board.say("\n# run-tests\nCompleted: PASS\n");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn second_tty_goes_to_channel_5() {
+    let rig = Rig::new();
+    let mut b0 = Board::new();
+    let mut b1 = Board::new();
+    let child = rig
+        .cmd(&b0.path, &[])
+        .env("SAI_DEVICE_TTY1", &b1.path)
+        .spawn()
+        .unwrap();
+    b1.say("aux: hello from the second port\n");
+    wait_for("tty1 data", Duration::from_secs(5), || {
+        rig.tty1.text().contains("second port")
+    });
+    b0.say("Completed: PASS\n");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    settle(&rig, "completed: PASS");
+    assert_eq!(rig.tty1.text(), "aux: hello from the second port\n");
+    assert_eq!(rig.tty0.text(), "Completed: PASS\n");
+}
+
+#[test]
+fn tty_that_vanishes_and_comes_back_is_reopened() {
+    let rig = Rig::new();
+    let link = rig.dir.path().join("ttyUSB0");
+    let mut first = Board::new();
+    std::os::unix::fs::symlink(&first.path, &link).unwrap();
+    let child = rig
+        .cmd(&link, &["--reopen-window", "5", "--timeout", "30"])
+        .spawn()
+        .unwrap();
+    first.say("first boot\n");
+    wait_for("first output", Duration::from_secs(5), || {
+        rig.tty0.text().contains("first boot")
+    });
+    // USB re-enumeration: the node goes away, the old descriptor hits EIO...
+    std::fs::remove_file(&link).unwrap();
+    drop(first);
+    wait_for("vanish notice", Duration::from_secs(5), || {
+        rig.notices.text().contains("vanished")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // ...and a new node appears under the same name.
+    let mut second = Board::new();
+    std::os::unix::fs::symlink(&second.path, &link).unwrap();
+    wait_for("reopen notice", Duration::from_secs(5), || {
+        rig.notices.text().contains("is back")
+    });
+    second.say("second boot\nCompleted: PASS\n");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    settle(&rig, "completed: PASS");
+    assert_eq!(
+        rig.tty0.text(),
+        "first boot\nsecond boot\nCompleted: PASS\n"
+    );
+}
+
+#[test]
+fn relinked_tty_is_reopened_even_while_the_old_one_lives() {
+    let rig = Rig::new();
+    let link = rig.dir.path().join("ttyACM0");
+    let mut old = Board::new();
+    std::os::unix::fs::symlink(&old.path, &link).unwrap();
+    let child = rig.cmd(&link, &["--timeout", "30"]).spawn().unwrap();
+    old.say("old\n");
+    wait_for("old output", Duration::from_secs(5), || {
+        rig.tty0.text().contains("old")
+    });
+    let mut new = Board::new();
+    let tmp = rig.dir.path().join("ttyACM0.new");
+    std::os::unix::fs::symlink(&new.path, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    wait_for("reopen notice", Duration::from_secs(5), || {
+        rig.notices.text().contains("is back")
+    });
+    old.say("Completed: PASS\n"); // no longer watched
+    new.say("Completed: PASS\n");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    settle(&rig, "completed: PASS");
+    assert_eq!(rig.tty0.text(), "old\nCompleted: PASS\n");
+}
+
+#[test]
+fn tty_gone_longer_than_the_window_is_an_infrastructure_error() {
+    let rig = Rig::new();
+    let link = rig.dir.path().join("ttyUSB1");
+    let board = Board::new();
+    std::os::unix::fs::symlink(&board.path, &link).unwrap();
+    let child = rig
+        .cmd(&link, &["--reopen-window", "0.5", "--timeout", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&link).unwrap();
+    drop(board);
+    let start = Instant::now();
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    settle(&rig, "INFRASTRUCTURE ERROR");
+    assert!(
+        rig.notices.text().contains("did not come back"),
+        "{}",
+        rig.notices.text()
+    );
+}
+
+#[test]
+fn missing_tty_is_an_infrastructure_error() {
+    let rig = Rig::new();
+    let (code, _) = finish(rig.cmd(Path::new("/dev/no-such-tty"), &[]).spawn().unwrap());
+    assert_eq!(code, 3);
+    settle(&rig, "cannot open tty0");
+    let out = Command::new(BIN)
+        .env_remove("SAI_DEVICE_TTY0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SAI_DEVICE_TTY0 is not set"));
+}
+
+#[test]
+fn bad_scripts_and_usage_give_exit_4() {
+    let rig = Rig::new();
+    let board = Board::new();
+    let script = rig.script("bad.json", "{\n  \"steps\": [],\n  \"passs\": []\n}\n");
+    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    assert_eq!(code, 4);
+    assert!(stderr.contains("bad.json:3:"), "{stderr}");
+    let script = rig.script("re.yaml", "fail: ['(unclosed']\n");
+    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    assert_eq!(code, 4);
+    assert!(stderr.contains("invalid regular expression"), "{stderr}");
+    let script = rig.script("tty1.yaml", "steps: [{expect: x, tty: 1}]\n");
+    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    assert_eq!(code, 4);
+    assert!(stderr.contains("uses tty1"), "{stderr}");
+    let (code, _) = finish(rig.cmd(&board.path, &["--bogus"]).spawn().unwrap());
+    assert_eq!(code, 4);
+    let (code, _) = finish(rig.cmd(&board.path, &["--baud", "12345"]).spawn().unwrap());
+    assert_eq!(code, 4);
+    let good = rig.script("ok.yaml", "steps: [{expect: x}]\npass: []\n");
+    let (code, _) = finish(
+        rig.cmd(&board.path, &["-s", &good, "--check"])
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(code, 0);
+}
+
+/// sai-device keeps an exclusive `flock` on the tty while a device is in use.
+/// sai-expect must still open it.
+#[test]
+fn opens_a_tty_locked_by_sai_device() {
+    let rig = Rig::new();
+    let mut board = Board::new();
+    let config: sai_core::config::device::DeviceConfig =
+        serde_json::from_value(serde_json::json!({"devices": [{"name": "b", "type": "t",
+            "ttys": [{"name": "console", "tty": board.path}]}]}))
+        .unwrap();
+    let held = sai_device::try_acquire(&config.devices[0]).expect("device lock");
+    let child = rig.cmd(&board.path, &["--timeout", "10"]).spawn().unwrap();
+    board.say("Completed: PASS\n");
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    drop(held);
+}
+
+/// Why sai-expect does not open ports with tokio-serial: serialport takes its
+/// own non-blocking flock, which fails while sai-device holds the device.
+#[tokio::test]
+async fn tokio_serial_cannot_open_a_tty_locked_by_sai_device() {
+    let board = Board::new();
+    let config: sai_core::config::device::DeviceConfig =
+        serde_json::from_value(serde_json::json!({"devices": [{"name": "b", "type": "t",
+            "ttys": [{"name": "console", "tty": board.path}]}]}))
+        .unwrap();
+    let held = sai_device::try_acquire(&config.devices[0]).expect("device lock");
+    let path = board.path.to_str().unwrap();
+    for exclusive in [true, false] {
+        let r = tokio_serial::SerialStream::open(
+            &tokio_serial::new(path, 115_200).exclusive(exclusive),
+        );
+        assert!(
+            r.is_err(),
+            "tokio-serial opened a locked tty (exclusive={exclusive})"
+        );
+    }
+    drop(held);
+    assert!(tokio_serial::SerialStream::open(&tokio_serial::new(path, 115_200)).is_ok());
+}

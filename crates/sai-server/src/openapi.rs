@@ -1,0 +1,142 @@
+//! The OpenAPI 3.1 document served at `/api/openapi.json`.
+
+use serde_json::{Value, json};
+
+fn id_param(name: &str, len: usize) -> Value {
+    json!({"name": name, "in": "path", "required": true,
+           "schema": {"type": "string", "pattern": format!("^[0-9A-F]{{{len}}}$")}})
+}
+
+fn resp(desc: &str, schema: Value) -> Value {
+    json!({"description": desc, "content": {"application/json": {"schema": schema}}})
+}
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn errors() -> Value {
+    json!({
+        "401": resp("missing or invalid user token", r("Error")),
+        "404": resp("not found", r("Error")),
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let ev = id_param("id", 32);
+    let task = id_param("id", 64);
+    let auth = json!([{"bearer": []}]);
+    let with_errors = |mut ok: Value| {
+        if let (Some(o), Some(e)) = (ok.as_object_mut(), errors().as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        ok
+    };
+    json!({
+      "openapi": "3.1.0",
+      "info": {"title": "sai-server operations API", "version": env!("CARGO_PKG_VERSION"),
+               "description": "JSON API of sai-server. Privileged operations need `Authorization: Bearer <user token>` minted by `sai-server token user`. States: waiting, running, success, failed, cancelled; events also running-with-failures. Errors are `{\"error\", \"detail\"?}`."},
+      "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "PASETO v4.public"}},
+        "schemas": {
+          "Error": {"type": "object", "required": ["error"], "properties": {
+              "error": {"type": "string"}, "detail": {"type": "string"}}},
+          "TaskState": {"type": "string", "enum": ["waiting", "running", "success", "failed", "cancelled"]},
+          "EventState": {"type": "string", "enum": ["waiting", "running", "running-with-failures", "success", "failed", "cancelled"]},
+          "Project": {"type": "object", "required": ["name"], "properties": {
+              "name": {"type": "string"}, "fetch_url": {"type": "string"},
+              "created": {"type": "integer"}, "event_count": {"type": "integer"}}},
+          "Event": {"type": "object", "required": ["id", "ref", "hash", "state"], "properties": {
+              "id": {"type": "string"}, "project": {"type": "string"}, "ref": {"type": "string"},
+              "hash": {"type": "string"}, "fetch_url": {"type": "string"},
+              "source_ip": {"type": ["string", "null"]}, "created": {"type": "integer"},
+              "last_updated": {"type": "integer"}, "state": r("EventState"), "sec": {"type": "boolean"},
+              "task_count": {"type": "integer"},
+              "tasks": {"type": "array", "items": r("Task")},
+              "task_states": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+          "Artifact": {"type": "object", "properties": {
+              "name": {"type": "string"}, "size": {"type": "integer"},
+              "sha256": {"type": "string"}, "created": {"type": "integer"}}},
+          "Task": {"type": "object", "required": ["id", "configuration", "platform", "state", "builder", "exit_code"], "properties": {
+              "id": {"type": "string"}, "event_id": {"type": "string"},
+              "configuration": {"type": "string"}, "platform": {"type": "string"},
+              "state": r("TaskState"),
+              "detail": {"type": "string", "description": "for waiting tasks no connected builder can take: `no builder offers <platform>`"},
+              "builder": {"type": ["string", "null"]}, "exit_code": {"type": ["integer", "null"]},
+              "failed_step": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
+              "attempt": {"type": "integer"}, "infra_failures": {"type": "integer"},
+              "build_step": {"type": "integer"}, "step_count": {"type": "integer"},
+              "priority": {"type": "boolean"}, "created": {"type": "integer"},
+              "started": {"type": ["integer", "null"]}, "ended": {"type": ["integer", "null"]},
+              "steps": {"type": "array", "items": {"type": "string"}},
+              "artifacts": {"type": "array", "items": r("Artifact")},
+              "log_bytes": {"type": "integer"}}},
+          "Log": {"type": "object", "properties": {
+              "task_id": {"type": "string"}, "offset": {"type": "integer"},
+              "next_offset": {"type": "integer"}, "total": {"type": "integer"},
+              "complete": {"type": "boolean"},
+              "records": {"type": "array", "items": {"type": "object", "properties": {
+                  "offset": {"type": "integer"}, "channel": {"type": "integer", "minimum": 1, "maximum": 5},
+                  "timestamp_us": {"type": "integer"}, "len": {"type": "integer"},
+                  "text": {"type": "string", "description": "bytes as UTF-8, invalid sequences replaced; use format=raw for exact bytes"}}}}}},
+          "Builder": {"type": "object", "properties": {
+              "name": {"type": "string"}, "online": {"type": "boolean"},
+              "peer": {"type": ["string", "null"]}, "software": {"type": "string"},
+              "since": {"type": "integer"},
+              "platforms": {"type": "array", "items": {"type": "object"}}}}
+        }
+      },
+      "paths": {
+        "/update-hook": {"post": {
+            "summary": "Git hook notification (also /sai/update-hook)",
+            "description": "multipart/form-data with one JSON file part, or application/json. Authorization: sai sha256=<hex HMAC of the file bytes>.",
+            "responses": {
+                "200": resp("accepted, duplicate or ignored", json!({"type": "object"})),
+                "400": resp("bad notification", r("Error")), "401": resp("missing or malformed signature", r("Error")),
+                "403": resp("signature mismatch", r("Error")), "404": resp("unknown project", r("Error")),
+                "413": resp("body or saifile too large", r("Error")),
+                "422": resp("saifile does not parse or expand; detail is file:line:col: message", r("Error"))}}},
+        "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+        "/api/projects": {"get": {"summary": "Projects", "responses": {
+            "200": resp("projects", json!({"type": "array", "items": r("Project")}))}}},
+        "/api/projects/{project}/events": {"get": {"summary": "Events of a project, newest first",
+            "parameters": [{"name": "project", "in": "path", "required": true, "schema": {"type": "string"}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50}}],
+            "responses": with_errors(json!({"200": resp("events (without tasks)", json!({"type": "array", "items": r("Event")}))}))}},
+        "/api/events/{id}": {
+            "get": {"summary": "An event with its tasks", "parameters": [ev.clone()],
+                    "responses": with_errors(json!({"200": resp("event", r("Event"))}))},
+            "delete": {"summary": "Delete an event (cancels its running tasks)", "security": auth.clone(),
+                       "parameters": [ev.clone()],
+                       "responses": with_errors(json!({"200": resp("deleted", json!({"type": "object"}))}))}},
+        "/api/events/{id}/rebuild": {"post": {"summary": "Reset every task of an event to waiting",
+            "security": auth.clone(), "parameters": [ev],
+            "responses": with_errors(json!({"200": resp("event", r("Event"))}))}},
+        "/api/tasks/{id}": {"get": {"summary": "A task with its steps and artifacts", "parameters": [task.clone()],
+            "responses": with_errors(json!({"200": resp("task", r("Task"))}))}},
+        "/api/tasks/{id}/log": {"get": {"summary": "Log records from a byte offset",
+            "parameters": [task.clone(),
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "default": 0}},
+                {"name": "max", "in": "query", "schema": {"type": "integer", "default": 1048576}},
+                {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "raw"]}}],
+            "responses": with_errors(json!({"200": resp("log", r("Log"))}))}},
+        "/api/tasks/{id}/artifacts/{name}": {"get": {"summary": "Download an artifact",
+            "parameters": [task.clone(), {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": with_errors(json!({"200": {"description": "bytes", "content": {"application/octet-stream": {}}}}))}},
+        "/api/tasks/{id}/rebuild": {"post": {"summary": "Reset a task to waiting (logs and artifacts cleared)",
+            "security": auth.clone(), "parameters": [task.clone()],
+            "responses": with_errors(json!({"200": resp("task", r("Task"))}))}},
+        "/api/tasks/{id}/cancel": {"post": {"summary": "Cancel a waiting or running task",
+            "security": auth, "parameters": [task],
+            "responses": with_errors(json!({"200": resp("task", r("Task")), "409": resp("already finished", r("Error"))}))}},
+        "/api/builders": {"get": {"summary": "Builders, connected first", "responses": {
+            "200": resp("builders", json!({"type": "array", "items": r("Builder")}))}}},
+        "/builder": {"get": {"summary": "Builder websocket (also /sai/builder); see docs/protocol.md",
+            "security": [{"bearer": []}],
+            "responses": {"101": {"description": "upgraded"}, "401": resp("missing, invalid or revoked builder token", r("Error"))}}}
+      }
+    })
+}

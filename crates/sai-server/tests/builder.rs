@@ -1,0 +1,405 @@
+//! The builder protocol with a protocol-level fake builder over a real
+//! websocket: authentication, platform matching, logs with flow control,
+//! artifacts, completion, requeue and the infrastructure attempt limit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sai_core::protocol::{
+    BuilderMessage, CLOSE_POLICY, CLOSE_UNSUPPORTED_VERSION, FrameHeader, FrameKind, ServerMessage,
+    TaskResult, encode_frame,
+};
+use sai_testkit::hook::Push;
+use sai_testkit::{FakeBuilder, wait_for};
+
+async fn task_state(
+    s: &sai_testkit::TestServer,
+    id: &str,
+    want: &'static str,
+) -> serde_json::Value {
+    let id = id.to_string();
+    wait_for(&format!("task {id} {want}"), T, || {
+        let id = id.clone();
+        async move {
+            let t = task(s, &id).await;
+            (t["state"] == want).then_some(t)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
+    let env = start(|c| c.log_window_bytes = 65536);
+    let s = &env.server;
+    let ev = push_ok(s, &Push::new("demo", SMALL)).await;
+    let token = s.builder_token("host1", &["linux-debian"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+
+    let o1 = b.offer(T).await.unwrap();
+    assert_eq!(o1.platform, LINUX);
+    assert_eq!(o1.offer_platform, LINUX);
+    assert_eq!(o1.event_id, ev);
+    assert_eq!(o1.project, "demo");
+    assert_eq!(o1.git_ref, "refs/heads/main");
+    assert_eq!(
+        o1.steps,
+        vec!["echo one".to_string(), "echo two".to_string()]
+    );
+    assert_eq!(o1.attempt, 1);
+    let t1 = task(s, &o1.task_id).await;
+    assert_eq!(t1["state"], "running");
+    assert_eq!(t1["builder"], "host1");
+
+    // 300 KiB of log against a 64 KiB window: needs credit returned 4+ times.
+    let log: Vec<u8> = (0..300 * 1024)
+        .map(|i| b"0123456789abcdef\n"[i % 17])
+        .collect();
+    b.run_task(&o1, &log, TaskResult::Success).await.unwrap();
+    assert!(
+        b.credit_received >= 200 * 1024,
+        "credit flowed back: {}",
+        b.credit_received
+    );
+
+    let o2 = b.offer(T).await.unwrap();
+    assert_eq!(o2.platform, LINUX);
+    assert_ne!(o2.task_id, o1.task_id);
+    b.log(&o2.task_id, 2, b"compile error\n").await.unwrap();
+    b.send(&BuilderMessage::TaskFinished {
+        task_id: o2.task_id.clone(),
+        result: TaskResult::Failed {
+            exit_code: 2,
+            step: 1,
+        },
+    })
+    .await
+    .unwrap();
+
+    let t1 = task_state(s, &o1.task_id, "success").await;
+    assert_eq!(t1["exit_code"], 0);
+    assert_eq!(t1["builder"], "host1");
+    assert_eq!(t1["log_bytes"], log.len());
+    let t2 = task_state(s, &o2.task_id, "failed").await;
+    assert_eq!(t2["exit_code"], 2);
+    assert_eq!(t2["failed_step"], 1);
+
+    // Logs: raw bytes, and channel-tagged records by offset.
+    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o1.task_id)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&raw[..], &log[..]);
+    let (_, l) = get(s, &format!("/api/tasks/{}/log?offset=100000", o1.task_id)).await;
+    assert_eq!(l["offset"], 100000);
+    assert_eq!(l["next_offset"], log.len());
+    assert_eq!(l["complete"], true);
+    let first = &l["records"][0];
+    assert_eq!(first["offset"], 100000);
+    assert_eq!(first["channel"], 1);
+    let (_, l2) = get(s, &format!("/api/tasks/{}/log", o2.task_id)).await;
+    assert_eq!(l2["records"][0]["channel"], 2);
+    assert_eq!(l2["records"][0]["text"], "compile error\n");
+
+    // Nothing else for this builder: the rest is esp32.
+    assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
+    let e = event(s, &ev).await;
+    assert_eq!(e["state"], "running-with-failures");
+    for t in e["tasks"].as_array().unwrap() {
+        if t["platform"] == ESP32 {
+            assert_eq!(t["state"], "waiting");
+            assert_eq!(t["detail"], format!("no builder offers {ESP32}"));
+        }
+    }
+    let (_, builders) = get(s, "/api/builders").await;
+    assert_eq!(builders[0]["name"], "host1");
+    assert_eq!(builders[0]["online"], true);
+
+    // Operator cancels the rest: the event ends, mixed results included.
+    let user = s.user_token("alice").unwrap();
+    for t in e["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["platform"] == ESP32)
+    {
+        let path = format!("/api/tasks/{}/cancel", t["id"].as_str().unwrap());
+        let (st, _) = post_auth(s, reqwest::Method::POST, &path, None).await;
+        assert_eq!(st, 401);
+        let (st, _) = post_auth(s, reqwest::Method::POST, &path, Some(&token)).await;
+        assert_eq!(st, 401, "a builder token is not a user token");
+        let (st, v) = post_auth(s, reqwest::Method::POST, &path, Some(&user)).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["state"], "cancelled");
+    }
+    assert_eq!(event(s, &ev).await["state"], "failed");
+
+    // Rebuild the failed task: it is offered again, with its log cleared.
+    let (st, v) = post_auth(
+        s,
+        reqwest::Method::POST,
+        &format!("/api/tasks/{}/rebuild", o2.task_id),
+        Some(&user),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let o3 = b.offer(T).await.unwrap();
+    assert_eq!(o3.task_id, o2.task_id);
+    assert_eq!(
+        get(s, &format!("/api/tasks/{}", o2.task_id)).await.1["log_bytes"],
+        0
+    );
+    b.run_task(&o3, b"ok now\n", TaskResult::Success)
+        .await
+        .unwrap();
+    task_state(s, &o2.task_id, "success").await;
+    wait_for("event cancelled", T, || async {
+        (event(s, &ev).await["state"] == "cancelled").then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_and_mismatched_builders_are_refused() {
+    let env = start(|c| c.revoked_builders = vec!["evil".into()]);
+    let s = &env.server;
+    let ev = push_ok(s, &Push::new("demo", SMALL)).await;
+    let url = s.builder_url();
+
+    let r = FakeBuilder::connect(&url, None)
+        .await
+        .unwrap()
+        .err()
+        .expect("refused");
+    assert_eq!(r.status, 401);
+    let r = FakeBuilder::connect(&url, Some("v4.public.garbage"))
+        .await
+        .unwrap()
+        .err()
+        .expect("refused");
+    assert_eq!(r.status, 401);
+    let user = s.user_token("host1").unwrap();
+    let r = FakeBuilder::connect(&url, Some(&user))
+        .await
+        .unwrap()
+        .err()
+        .expect("refused");
+    assert_eq!(r.status, 401);
+    let revoked = s.builder_token("evil", &["linux"]).unwrap();
+    let r = FakeBuilder::connect(&url, Some(&revoked))
+        .await
+        .unwrap()
+        .err()
+        .expect("refused");
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("revoked"), "{}", r.body);
+
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    // Name not matching the token.
+    let mut b = FakeBuilder::connect(&url, Some(&token))
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    b.hello(1, "host2", &[(LINUX, 1)]).await.unwrap();
+    let (code, reason) = b.closed_by_server(T).await.unwrap();
+    assert_eq!(code, CLOSE_POLICY);
+    assert!(reason.contains("token"), "{reason}");
+    // Platform not covered by the token.
+    let mut b = FakeBuilder::connect(&url, Some(&token))
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    b.hello(1, "host1", &[(ESP32, 1)]).await.unwrap();
+    let (code, reason) = b.closed_by_server(T).await.unwrap();
+    assert_eq!(code, CLOSE_POLICY);
+    assert!(reason.contains(ESP32), "{reason}");
+    // Unknown protocol version.
+    let mut b = FakeBuilder::connect(&url, Some(&token))
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    b.hello(2, "host1", &[(LINUX, 1)]).await.unwrap();
+    let (code, reason) = b.closed_by_server(T).await.unwrap();
+    assert_eq!(code, CLOSE_UNSUPPORTED_VERSION);
+    assert!(reason.contains("version 2"), "{reason}");
+
+    // None of them was offered anything.
+    let e = event(s, &ev).await;
+    assert!(
+        e["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "waiting" && t["attempt"] == 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastructure() {
+    let env = start(|c| c.max_infra_attempts = 2);
+    let s = &env.server;
+    push_ok(s, &Push::new("demo", SMALL)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+
+    // Attempt 1: the builder drops the TCP connection mid-task.
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    b.send(&BuilderMessage::Accept {
+        task_id: o.task_id.clone(),
+    })
+    .await
+    .unwrap();
+    b.log(&o.task_id, 1, b"half a build\n").await.unwrap();
+    b.drop_connection();
+    let t = task_state(s, &o.task_id, "waiting").await;
+    assert_eq!(t["infra_failures"], 1);
+    assert!(
+        t["reason"].as_str().unwrap().contains("infrastructure"),
+        "{t}"
+    );
+
+    // Attempt 2: the builder stops answering pings; the server notices.
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o2 = b.offer(T).await.unwrap();
+    assert_eq!(o2.task_id, o.task_id, "the requeued task goes first");
+    assert_eq!(o2.attempt, 2);
+    b.send(&BuilderMessage::Accept {
+        task_id: o2.task_id.clone(),
+    })
+    .await
+    .unwrap();
+    // Not reading: pongs are never sent.
+    let t = task_state(s, &o.task_id, "failed").await;
+    let reason = t["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("infrastructure failure, not a build failure"),
+        "{reason}"
+    );
+    assert_eq!(t["infra_failures"], 2);
+    assert!(t["exit_code"].is_null());
+    drop(b);
+
+    // A fresh builder gets the other linux task, never the failed one.
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o3 = b.offer(T).await.unwrap();
+    assert_ne!(o3.task_id, o.task_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_about_other_connections_tasks_are_refused() {
+    let env = start(|_| {});
+    let s = &env.server;
+    push_ok(s, &Push::new("demo", SMALL)).await;
+    let ta = s.builder_token("a", &["linux"]).unwrap();
+    let tb = s.builder_token("b", &["freertos"]).unwrap();
+    let mut a = FakeBuilder::start(&s.builder_url(), &ta, "a", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &tb, "b", &[(ESP32, 1)])
+        .await
+        .unwrap();
+    let oa = a.offer(T).await.unwrap();
+    let ob = b.offer(T).await.unwrap();
+    assert_eq!(ob.platform, ESP32);
+
+    b.send(&BuilderMessage::TaskFinished {
+        task_id: oa.task_id.clone(),
+        result: TaskResult::Success,
+    })
+    .await
+    .unwrap();
+    match b.next(T).await.unwrap() {
+        ServerMessage::Error { task_id, message } => {
+            assert_eq!(task_id.as_deref(), Some(oa.task_id.as_str()));
+            assert!(message.contains("not assigned"), "{message}");
+        }
+        m => panic!("expected an error, got {m:?}"),
+    }
+    b.log(&oa.task_id, 1, b"injected").await.unwrap();
+    assert!(matches!(
+        b.next(T).await.unwrap(),
+        ServerMessage::Error { .. }
+    ));
+    let t = task(s, &oa.task_id).await;
+    assert_eq!(t["state"], "running");
+    assert_eq!(t["builder"], "a");
+    assert_eq!(t["log_bytes"], 0);
+
+    // Artifacts: sanitised name, size and sha256 recorded, downloadable.
+    a.send(&BuilderMessage::Accept {
+        task_id: oa.task_id.clone(),
+    })
+    .await
+    .unwrap();
+    let blob: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    a.artifact(&oa.task_id, "../../evil name.bin", &blob)
+        .await
+        .unwrap();
+    a.run_task(&oa, b"", TaskResult::Success).await.unwrap();
+    let t = task_state(s, &oa.task_id, "success").await;
+    let arts = t["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), 1, "{t}");
+    assert_eq!(arts[0]["name"], "evil_name.bin");
+    assert_eq!(arts[0]["size"], blob.len());
+    let got = reqwest::get(s.url(&format!(
+        "/api/tasks/{}/artifacts/evil_name.bin",
+        oa.task_id
+    )))
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    assert_eq!(&got[..], &blob[..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exceeding_the_credit_window_closes_the_connection() {
+    // Credit only comes back on a flush; with a one-minute flush interval
+    // and a one-frame window, the second frame is always over the limit.
+    let env = start(|c| {
+        c.log_window_bytes = 65536;
+        c.log_flush_ms = 60_000;
+    });
+    let s = &env.server;
+    push_ok(s, &Push::new("demo", SMALL)).await;
+    let tb = s.builder_token("b", &["freertos"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &tb, "b", &[(ESP32, 1)])
+        .await
+        .unwrap();
+    let ob = b.offer(T).await.unwrap();
+    let frame = encode_frame(
+        &FrameHeader {
+            kind: FrameKind::Log,
+            channel: 1,
+            timestamp_us: 0,
+            task_id: ob.task_id.clone(),
+        },
+        &vec![b'x'; 65536],
+    );
+    b.raw_binary(frame.clone()).await.unwrap();
+    let _ = b.raw_binary(frame).await;
+    let (code, reason) = b.closed_by_server(T).await.unwrap();
+    assert_eq!(code, CLOSE_POLICY, "{reason}");
+    assert!(reason.contains("credit"), "{reason}");
+    // The builder's task went back to waiting.
+    let t = task_state(s, &ob.task_id, "waiting").await;
+    assert_eq!(t["infra_failures"], 1);
+}

@@ -1,0 +1,148 @@
+//! Shared helpers of the sai-server integration tests: the real binary, a
+//! temp data dir, loopback HTTP.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sai_core::config::server::ServerConfig;
+use sai_testkit::TestServer;
+use sai_testkit::hook::{HookRequest, Push};
+use serde_json::Value;
+
+pub const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Two platforms x two configurations = 4 tasks.
+pub const SMALL: &[u8] = br#"{
+  "schema": "sai-1",
+  # a comment, as real saifiles have
+  "platforms": {
+    "linux-debian-12/x86_64-amd/gcc": { "build": "echo one\necho two" },
+    "freertos-espidf/xl6-esp32/gcc": { "build": "idf.py build" }
+  },
+  "configurations": {
+    "default": { "cmake": "" },
+    "noopt": { "cmake": "-DX=1" }
+  }
+}
+"#;
+
+pub const LINUX: &str = "linux-debian-12/x86_64-amd/gcc";
+pub const ESP32: &str = "freertos-espidf/xl6-esp32/gcc";
+
+pub const T: Duration = Duration::from_secs(30);
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sai-server"))
+}
+
+pub fn lws_saifile() -> Vec<u8> {
+    let p = std::env::var("SAI_TESTDATA").unwrap_or_else(|_| "/work/shared/testdata".into());
+    let path = PathBuf::from(p).join("saifiles/libwebsockets/20210817-e49a5f3698.sai.json");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub server: TestServer,
+}
+
+impl Env {
+    pub fn config(&self) -> ServerConfig {
+        config_in(self.tmp.path().join("data"))
+    }
+}
+
+pub fn config_in(data: PathBuf) -> ServerConfig {
+    let mut c = sai_testkit::test_config(&data, KEY);
+    c.builder_ping_interval_ms = 300;
+    c.builder_dead_timeout_ms = 1500;
+    c
+}
+
+pub fn start(edit: impl FnOnce(&mut ServerConfig)) -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config_in(tmp.path().join("data"));
+    edit(&mut c);
+    let server = TestServer::start(&bin(), &c, &[]).unwrap();
+    Env { tmp, server }
+}
+
+pub async fn get(server: &TestServer, path: &str) -> (u16, Value) {
+    let r = reqwest::get(server.url(path)).await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn post_auth(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut rb = reqwest::Client::new().request(method, server.url(path));
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let r = rb.send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Push with the hook's exact framing; returns status and body.
+pub async fn push(server: &TestServer, p: &Push) -> (u16, Value) {
+    let r = HookRequest::like_sai_sh(p, KEY)
+        .send(&server.url("/sai/update-hook"))
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Push and return the new event id.
+pub async fn push_ok(server: &TestServer, p: &Push) -> String {
+    let (st, v) = push(server, p).await;
+    assert_eq!(st, 200, "{v}\n{}", server.log());
+    v["event_id"].as_str().unwrap().to_string()
+}
+
+pub async fn event(server: &TestServer, id: &str) -> Value {
+    let (st, v) = get(server, &format!("/api/events/{id}")).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+pub async fn task(server: &TestServer, id: &str) -> Value {
+    let (st, v) = get(server, &format!("/api/tasks/{id}")).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Number of event rows (through the API, every project).
+pub async fn event_count(server: &TestServer) -> usize {
+    let (_, projects) = get(server, "/api/projects").await;
+    let mut n = 0;
+    for p in projects.as_array().unwrap() {
+        let (_, evs) = get(
+            server,
+            &format!(
+                "/api/projects/{}/events?limit=1000",
+                p["name"].as_str().unwrap()
+            ),
+        )
+        .await;
+        n += evs.as_array().unwrap().len();
+    }
+    n
+}
+
+/// Entries in the data dir's events folder.
+pub fn event_folders(server: &TestServer) -> Vec<String> {
+    std::fs::read_dir(server.data_dir.join("events"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,91 @@
+//! Restart durability: what the server acknowledged survives a crash
+//! (SIGKILL) and a clean stop (SIGTERM).
+
+mod common;
+
+use common::*;
+use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_testkit::hook::Push;
+use sai_testkit::{FakeBuilder, TestServer, wait_for};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_keeps_every_acknowledged_event_task_and_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config_in(tmp.path().join("data"));
+    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    let ev = push_ok(&s, &Push::new("demo", SMALL)).await;
+    let ev2 = push_ok(&s, &Push::new("other", SMALL)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+
+    // One finished task with a log.
+    let o1 = b.offer(T).await.unwrap();
+    let log1: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    b.run_task(&o1, &log1, TaskResult::Success).await.unwrap();
+    // One running task whose log the server acknowledged (credit returned).
+    let o2 = b.offer(T).await.unwrap();
+    b.send(&BuilderMessage::Accept {
+        task_id: o2.task_id.clone(),
+    })
+    .await
+    .unwrap();
+    b.log(&o2.task_id, 2, b"still building\n").await.unwrap();
+    b.acknowledged(T).await.unwrap();
+    let before_kill = event(&s, &ev).await;
+
+    // Crash.
+    s.guard.kill();
+    drop(b);
+    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    let after = event(&s, &ev).await;
+    assert_eq!(after["tasks"].as_array().unwrap().len(), 4);
+    assert_eq!(after["hash"], before_kill["hash"]);
+    assert_eq!(event(&s, &ev2).await["tasks"].as_array().unwrap().len(), 4);
+    let t1 = task(&s, &o1.task_id).await;
+    assert_eq!(t1["state"], "success");
+    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o1.task_id)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&raw[..], &log1[..]);
+    let t2 = task(&s, &o2.task_id).await;
+    assert_eq!(
+        t2["state"], "waiting",
+        "running tasks are requeued after a restart: {t2}"
+    );
+    let (_, l2) = get(&s, &format!("/api/tasks/{}/log", o2.task_id)).await;
+    assert_eq!(l2["records"][0]["text"], "still building\n");
+
+    // The requeued task is offered again and appends to its log.
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o2b = b.offer(T).await.unwrap();
+    assert_eq!(o2b.task_id, o2.task_id);
+    b.run_task(&o2b, b"done\n", TaskResult::Success)
+        .await
+        .unwrap();
+    wait_for("task done", T, || async {
+        (task(&s, &o2.task_id).await["state"] == "success").then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Clean stop: exit status 0, and everything is still there.
+    let st = s.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", s.log());
+    drop(b);
+    let s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o2.task_id)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&raw[..], b"still building\ndone\n");
+    assert_eq!(event_count(&s).await, 2);
+}

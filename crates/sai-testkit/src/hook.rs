@@ -1,0 +1,142 @@
+//! Hook requests built the way the original `hooks/sai.sh` builds them:
+//! the notification JSON plus a trailing newline written to a temp file,
+//! `openssl dgst -sha256 -hmac <key>` over that file for
+//! `Authorization: sai sha256=<hex>`, then
+//! `curl -F "file=@<tmp>;type=application/json"` (multipart/form-data with
+//! curl's boundary style) and user agent `sai-notifier`.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+
+/// One push.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// `repository.name`.
+    pub project: String,
+    /// `repository.fetchurl`.
+    pub fetch_url: String,
+    /// `ref`.
+    pub git_ref: String,
+    /// `hash`.
+    pub hash: String,
+    /// The `.sai.json` bytes.
+    pub saifile: Vec<u8>,
+}
+
+impl Push {
+    /// A push of `saifile` to `refs/heads/main` with a random hash.
+    pub fn new(project: &str, saifile: &[u8]) -> Push {
+        Push {
+            project: project.into(),
+            fetch_url: format!("https://git.example.invalid/{project}"),
+            git_ref: "refs/heads/main".into(),
+            hash: random_hex(20),
+            saifile: saifile.to_vec(),
+        }
+    }
+
+    /// The hook's file content: the notification JSON and a newline.
+    pub fn file_bytes(&self) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.saifile);
+        let v = json!({
+            "schema": "com-warmcat-sai-notification",
+            "action": "repo-update",
+            "repository": {"name": self.project, "fetchurl": self.fetch_url},
+            "nonce": random_hex(16),
+            "ref": self.git_ref,
+            "hash": self.hash,
+            "saifile_len": b64.len(),
+            "saifile": b64,
+        });
+        let mut out = serde_json::to_vec(&v).expect("json");
+        out.push(b'\n');
+        out
+    }
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::fill(&mut b[..]);
+    hex::encode(b)
+}
+
+/// `sai sha256=<hex>` over `body` with the ASCII bytes of `key`.
+pub fn signature(key: &str, body: &[u8]) -> String {
+    let mut m = <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key.as_bytes())
+        .expect("any key length");
+    m.update(body);
+    format!("sai sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+/// curl's multipart framing of one file part: returns the content type
+/// header value and the body.
+pub fn curl_multipart(file_name: &str, file: &[u8]) -> (String, Vec<u8>) {
+    const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut r = [0u8; 22];
+    rand::fill(&mut r[..]);
+    let tail: String = r
+        .iter()
+        .map(|b| ALNUM[*b as usize % ALNUM.len()] as char)
+        .collect();
+    let boundary = format!("------------------------{tail}");
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+    body.extend_from_slice(
+        format!("Content-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(b"Content-Type: application/json\r\n\r\n");
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A complete hook request.
+#[derive(Debug, Clone)]
+pub struct HookRequest {
+    /// `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// `Content-Type` header.
+    pub content_type: String,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HookRequest {
+    /// Exactly what `hooks/sai.sh` sends for `push` with `key`.
+    pub fn like_sai_sh(push: &Push, key: &str) -> HookRequest {
+        let file = push.file_bytes();
+        let auth = signature(key, &file);
+        let (ct, body) = curl_multipart("sai-notification.json", &file);
+        HookRequest {
+            authorization: Some(auth),
+            content_type: ct,
+            body,
+        }
+    }
+
+    /// A plain `application/json` request.
+    pub fn json(push: &Push, key: &str) -> HookRequest {
+        let file = push.file_bytes();
+        HookRequest {
+            authorization: Some(signature(key, &file)),
+            content_type: "application/json".into(),
+            body: file,
+        }
+    }
+
+    /// POST it to `url` (e.g. `http://addr/sai/update-hook`).
+    pub async fn send(&self, url: &str) -> reqwest::Result<reqwest::Response> {
+        let mut rb = reqwest::Client::new()
+            .post(url)
+            .header("user-agent", "sai-notifier")
+            .header("content-type", &self.content_type)
+            .body(self.body.clone());
+        if let Some(a) = &self.authorization {
+            rb = rb.header("authorization", a);
+        }
+        rb.send().await
+    }
+}

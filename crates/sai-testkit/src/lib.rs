@@ -1,0 +1,277 @@
+//! Dev-only helpers for Sai's integration tests.
+//!
+//! * [`ProcessGuard`]: a child process that gets SIGTERM, then SIGKILL after
+//!   a grace period, when dropped.
+//! * [`TestServer`]: the real `sai-server` binary on `127.0.0.1:0` with a
+//!   temporary (or given) data dir; reads the bound address from its
+//!   `sai-server listening on http://...` line.
+//! * [`hook`]: notification bodies, HMAC headers and curl-style multipart
+//!   framing, as the original `hooks/sai.sh` sends them.
+//! * [`FakeBuilder`]: a builder speaking the real protocol over a real
+//!   websocket, with credit-based flow control.
+//! * [`wait_for`]: poll a condition until a deadline (no fixed sleeps).
+
+pub mod builder;
+pub mod hook;
+
+pub use builder::FakeBuilder;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sai_core::config::server::ServerConfig;
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct ProcessGuard {
+    child: Option<Child>,
+    grace: Duration,
+}
+
+impl ProcessGuard {
+    /// Guard `child`; on drop it gets `grace` to exit after SIGTERM.
+    pub fn new(child: Child, grace: Duration) -> ProcessGuard {
+        ProcessGuard {
+            child: Some(child),
+            grace,
+        }
+    }
+
+    /// Process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, wait up to the grace period, then SIGKILL. Returns the exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// SIGKILL now (a crash), and reap.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// Wait for the process to exit by itself, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Poll `cond` every 20 ms until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut cond: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Path of a workspace binary from an integration test: `env!("CARGO_BIN_EXE_sai-server")`.
+/// Falls back to `target/debug/<name>` next to the test executable.
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    dir.join(name)
+}
+
+/// A running `sai-server`.
+pub struct TestServer {
+    /// The process.
+    pub guard: ProcessGuard,
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Config file used.
+    pub config_path: PathBuf,
+    /// Server's stderr log file.
+    pub log_path: PathBuf,
+    bin: PathBuf,
+}
+
+/// Config for a test server: loopback, port 0, the given data dir and key.
+pub fn test_config(data_dir: &Path, notification_key: &str) -> ServerConfig {
+    ServerConfig {
+        schema: Some("sai-server".into()),
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.display().to_string(),
+        notification_key: Some(notification_key.into()),
+        ..ServerConfig::default()
+    }
+}
+
+impl TestServer {
+    /// Start `bin` with `config` (written as JSON next to the data dir), with
+    /// extra environment variables; wait up to 60 s for its listening line.
+    pub fn start(bin: &Path, config: &ServerConfig, env: &[(&str, &str)]) -> Result<TestServer> {
+        let data_dir = PathBuf::from(&config.data_dir);
+        std::fs::create_dir_all(&data_dir)?;
+        let parent = data_dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
+        let config_path = parent.join(format!(
+            "{}.conf",
+            data_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("server")
+        ));
+        std::fs::write(&config_path, serde_json::to_vec_pretty(config)?)?;
+        let log_path = parent.join(format!(
+            "{}.{}.log",
+            data_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("server"),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c")
+            .arg(&config_path)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("info".into()),
+            );
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let guard = ProcessGuard::new(child, Duration::from_secs(10));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if let Some(a) = line.trim().strip_prefix("sai-server listening on http://")
+                        {
+                            let _ = tx.send(a.to_string());
+                        }
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().context("parsing listening address")?,
+            Err(_) => {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("sai-server did not report listening; its log:\n{log}");
+            }
+        };
+        Ok(TestServer {
+            guard,
+            addr,
+            data_dir,
+            config_path,
+            log_path,
+            bin: bin.to_path_buf(),
+        })
+    }
+
+    /// `http://addr<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://addr/builder`.
+    pub fn builder_url(&self) -> String {
+        format!("ws://{}/builder", self.addr)
+    }
+
+    /// The server's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn token(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("token")
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "sai-server token failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    /// Mint a builder token with `sai-server token builder`.
+    pub fn builder_token(&self, name: &str, platforms: &[&str]) -> Result<String> {
+        self.token(&[
+            "builder",
+            "--name",
+            name,
+            "--platforms",
+            &platforms.join(","),
+            "--ttl",
+            "1h",
+        ])
+    }
+
+    /// Mint a user token with `sai-server token user`.
+    pub fn user_token(&self, name: &str) -> Result<String> {
+        self.token(&["user", "--name", name, "--ttl", "1h"])
+    }
+}

@@ -1,0 +1,122 @@
+//! Command-line surface of `sai` (clap derive) and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sai_core::config::schema::ConfigKind;
+
+/// Operator tool of Sai, a distributed CI system.
+#[derive(Debug, Parser)]
+#[command(name = "sai", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check config files and .sai.json files: JSON Schema, parser and
+    /// semantic rules. Prints every problem as file:line:col: message.
+    Validate {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Treat every file as this kind instead of detecting it from its
+        /// `schema` member or its name.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+    },
+    /// Print the JSON Schema of one kind, or write the schemas to a folder.
+    Schema {
+        /// Kind to print (or, with --write, to write; default all).
+        #[arg(value_enum, required_unless_present = "write")]
+        kind: Option<KindArg>,
+        /// Write `<kind>.schema.json` files into this folder.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+    },
+    /// Work with .sai.json files.
+    Saifile {
+        #[command(subcommand)]
+        command: SaifileCommand,
+    },
+    /// Start a local Sai (server, web and builder). Not implemented yet:
+    /// tracked in the sai-builder issue.
+    Up,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SaifileCommand {
+    /// Show the tasks a .sai.json expands to.
+    Expand {
+        /// The .sai.json file.
+        file: PathBuf,
+        /// Pushed ref, e.g. refs/heads/main; configurations with `branches`
+        /// only yield tasks for matching branches. Without it `branches`
+        /// filters nothing.
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// Print a JSON array of {configuration, platform, steps, artifacts}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A config kind as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// A project's .sai.json.
+    Saifile,
+    /// sai-server config.
+    Server,
+    /// sai-web config.
+    Web,
+    /// sai-builder config.
+    Builder,
+    /// sai-device config.
+    Device,
+    /// sai-jig config.
+    Jig,
+    /// sai-expect script.
+    Expect,
+}
+
+impl From<KindArg> for ConfigKind {
+    fn from(k: KindArg) -> ConfigKind {
+        match k {
+            KindArg::Saifile => ConfigKind::Saifile,
+            KindArg::Server => ConfigKind::Server,
+            KindArg::Web => ConfigKind::Web,
+            KindArg::Builder => ConfigKind::Builder,
+            KindArg::Device => ConfigKind::Device,
+            KindArg::Jig => ConfigKind::Jig,
+            KindArg::Expect => ConfigKind::ExpectScript,
+        }
+    }
+}
+
+/// Run a parsed command line; the exit code on success paths.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { files, kind } => Ok(crate::validate::run(&files, kind.map(Into::into))),
+        Command::Schema { kind, write } => {
+            crate::schema::run(kind.map(Into::into), write.as_deref())
+        }
+        Command::Saifile {
+            command:
+                SaifileCommand::Expand {
+                    file,
+                    git_ref,
+                    json,
+                },
+        } => crate::expand::run(&file, git_ref.as_deref(), json),
+        Command::Up => {
+            eprintln!(
+                "sai up: not implemented yet: tracked in the sai-builder issue \
+                 (it will start sai-server, sai-web and a local sai-builder)"
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
