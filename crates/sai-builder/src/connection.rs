@@ -15,6 +15,12 @@
 //! * [`Link::incoming`]: every other server message, in order; it ends when
 //!   the link closes.
 //!
+//! Heartbeat: the writer sends a websocket ping every
+//! [`ConnectOptions::keepalive`] (the server answers with a pong, and pings
+//! on its own); the reader closes the link when nothing at all arrives for
+//! [`ConnectOptions::dead_after`], so a silently dead server or network is
+//! noticed and the daemon reconnects.
+//!
 //! Only `ws://` is supported by the current dependency features; `wss://`
 //! needs a TLS feature of `tokio-tungstenite`.
 
@@ -48,6 +54,11 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default depth of the outgoing queue (messages, not bytes).
 pub const DEFAULT_QUEUE: usize = 256;
+/// Default interval of the builder's websocket pings.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Default time without any frame from the server (pong, ping, message)
+/// after which the link is considered dead and closed.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(45);
 
 /// Why a link could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +149,10 @@ pub struct ConnectOptions {
     pub handshake_timeout: Duration,
     /// Depth of the outgoing queue.
     pub queue: usize,
+    /// Interval of the websocket pings this side sends (heartbeat).
+    pub keepalive: Duration,
+    /// The link is closed when nothing arrives from the server for this long.
+    pub dead_after: Duration,
 }
 
 impl ConnectOptions {
@@ -157,6 +172,8 @@ impl ConnectOptions {
             software: format!("sai-builder {}", env!("CARGO_PKG_VERSION")),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             queue: DEFAULT_QUEUE,
+            keepalive: DEFAULT_KEEPALIVE,
+            dead_after: DEFAULT_DEAD_AFTER,
         }
     }
 }
@@ -333,7 +350,7 @@ fn now_us() -> u64 {
 pub async fn connect(opts: &ConnectOptions) -> Result<Link, ConnectError> {
     let url = opts.url.clone();
     match tokio::time::timeout(opts.handshake_timeout, handshake(opts)).await {
-        Ok(Ok((ws, welcome))) => Ok(start(ws, welcome, opts.queue)),
+        Ok(Ok((ws, welcome))) => Ok(start(ws, welcome, opts)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(ConnectError::Timeout(url)),
     }
@@ -448,7 +465,8 @@ async fn handshake(opts: &ConnectOptions) -> Result<(Ws, Welcome), ConnectError>
     }
 }
 
-fn start(ws: Ws, welcome: Welcome, queue: usize) -> Link {
+fn start(ws: Ws, welcome: Welcome, opts: &ConnectOptions) -> Link {
+    let queue = opts.queue;
     let (sink, stream) = ws.split();
     let credit = Arc::new(Semaphore::new(0));
     credit.add_permits(
@@ -465,8 +483,9 @@ fn start(ws: Ws, welcome: Welcome, queue: usize) -> Link {
         credit.clone(),
         welcome.max_frame_payload,
         gone.clone(),
+        opts.keepalive,
     ));
-    let reader = tokio::spawn(read_loop(stream, in_tx, credit, gone));
+    let reader = tokio::spawn(read_loop(stream, in_tx, credit, gone, opts.dead_after));
     Link {
         welcome,
         sender: LinkSender { tx: out_tx },
@@ -493,24 +512,49 @@ async fn take_credit(credit: &Semaphore, want: usize) -> Option<usize> {
     Some(1)
 }
 
+/// Send one message; `false` when it failed or the link was declared gone
+/// meanwhile (a dead peer can block a send for as long as TCP retries).
+async fn send_or_gone(
+    sink: &mut SplitSink<Ws, Message>,
+    msg: Message,
+    gone: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        r = sink.send(msg) => r.is_ok(),
+        _ = gone.cancelled() => false,
+    }
+}
+
 async fn write_loop(
     mut sink: SplitSink<Ws, Message>,
     mut rx: mpsc::Receiver<Outbound>,
     credit: Arc<Semaphore>,
     max_payload: usize,
     gone: CancellationToken,
+    keepalive: Duration,
 ) {
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + keepalive,
+        keepalive.max(Duration::from_millis(10)),
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let out = tokio::select! {
             out = rx.recv() => match out {
                 Some(out) => out,
                 None => break,
             },
+            _ = ping.tick() => {
+                if !send_or_gone(&mut sink, Message::Ping(Bytes::new()), &gone).await {
+                    break;
+                }
+                continue;
+            }
             _ = gone.cancelled() => return,
         };
         match out {
             Outbound::Text(text) => {
-                if sink.send(Message::text(text)).await.is_err() {
+                if !send_or_gone(&mut sink, Message::text(text), &gone).await {
                     break;
                 }
             }
@@ -532,11 +576,8 @@ async fn write_loop(
                         timestamp_us,
                         task_id: task_id.clone(),
                     };
-                    if sink
-                        .send(Message::binary(encode_frame(&header, &part)))
-                        .await
-                        .is_err()
-                    {
+                    let frame = Message::binary(encode_frame(&header, &part));
+                    if !send_or_gone(&mut sink, frame, &gone).await {
                         credit.close();
                         return;
                     }
@@ -544,7 +585,11 @@ async fn write_loop(
             }
         }
     }
-    let _ = sink.close().await;
+    // A clean close, unless the link is dead (then the socket just drops).
+    tokio::select! {
+        _ = tokio::time::timeout(Duration::from_secs(10), sink.close()) => {}
+        _ = gone.cancelled() => {}
+    }
 }
 
 async fn read_loop(
@@ -552,8 +597,19 @@ async fn read_loop(
     tx: mpsc::Sender<ServerMessage>,
     credit: Arc<Semaphore>,
     gone: CancellationToken,
+    dead_after: Duration,
 ) {
-    while let Some(msg) = stream.next().await {
+    loop {
+        let msg = match tokio::time::timeout(dead_after, stream.next()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    "nothing heard from the server for {dead_after:?}; closing the link"
+                );
+                break;
+            }
+        };
         match msg {
             Ok(Message::Text(t)) => match serde_json::from_str::<ServerMessage>(&t) {
                 Ok(ServerMessage::Credit { bytes }) => {

@@ -1,7 +1,7 @@
 //! sai-builder library: the I/O building blocks of the builder daemon.
 //!
-//! Each module does one job and is usable (and tested) on its own; the daemon
-//! loop that wires them to the server websocket lives elsewhere.
+//! Each module does one job and is usable (and tested) on its own;
+//! [`daemon::run`] wires them to the server websockets.
 //!
 //! | module | job |
 //! |---|---|
@@ -16,9 +16,14 @@
 //! | [`artifacts`] | saifile artifact globs rooted at `src/`, hashed, read in chunks |
 //! | [`housekeeping`] | removal of old job dirs, free-disk checks |
 //! | [`task`] | one task from offer to result, composed of the modules above |
+//! | [`backoff`] | exponential reconnect delays with jitter |
+//! | [`server_link`] | one server: connect, accept/reject offers, run tasks, reconnect |
+//! | [`daemon`] | config loading, the links, hourly housekeeping, shutdown |
 
 pub mod artifacts;
+pub mod backoff;
 pub mod connection;
+pub mod daemon;
 pub mod env;
 pub mod git_mirror;
 pub mod housekeeping;
@@ -26,5 +31,6 @@ pub mod instances;
 pub mod jobdir;
 pub mod log;
 pub mod logproxy;
+pub mod server_link;
 pub mod step_runner;
 pub mod task;

@@ -1,4 +1,79 @@
-fn main() {
-    eprintln!("sai-builder: not yet implemented");
-    std::process::exit(2);
+//! `sai-builder` binary: flags, logging, config, then [`sai_builder::daemon::run`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sai_builder::daemon::{DEFAULT_CONFIG, check, load_config, run};
+use tokio_util::sync::CancellationToken;
+
+/// Sai CI builder: dials out to sai-server(s) and runs build steps.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Config file (JSON with # comments, or YAML).
+    #[arg(short = 'c', long = "config", env = "SAI_BUILDER_CONFIG", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Load and validate the config (and check the home, the step user and
+    /// the server URL schemes), print "config ok" and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = match load_config(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sai-builder: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        if let Err(e) = check(&config) {
+            eprintln!("sai-builder: {}: {e:#}", cli.config.display());
+            return ExitCode::from(2);
+        }
+        println!("config ok");
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sai-builder: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let sd = shutdown.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("signal received: stopping (running tasks are killed and handed back)");
+            sd.cancel();
+        });
+        run(config, shutdown).await
+    });
+    // A git fetch still running in a blocking thread must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sai-builder: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

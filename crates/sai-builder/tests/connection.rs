@@ -324,3 +324,47 @@ async fn artifacts_are_sent_as_begin_frames_end() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn pings_are_sent_and_a_silent_server_is_dropped() {
+    let (l, url) = listener().await;
+    let (seen_ping_tx, seen_ping_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let mut ws = accept(&l).await;
+        let _hello = next_text(&mut ws).await;
+        ws.send(welcome(PROTOCOL_VERSION, 1024, 1024))
+            .await
+            .unwrap();
+        // The builder's heartbeat arrives without any message from it.
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Ping(_))) => {}
+            other => panic!("expected a ping, got {other:?}"),
+        }
+        let _ = seen_ping_tx.send(());
+        // Then the server goes silent: it holds the socket and reads nothing
+        // (so it answers no further ping) until the builder gives up.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(ws);
+    });
+    let mut opts = options(&url, TOKEN);
+    opts.keepalive = Duration::from_millis(100);
+    opts.dead_after = Duration::from_millis(800);
+    let mut link = connect(&opts).await.unwrap();
+    seen_ping_rx.await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), link.incoming.recv())
+        .await
+        .expect("the dead link is noticed");
+    assert!(ended.is_none());
+    // The writer side follows: senders see the link closed.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !link.sender.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("sender closed");
+    server.abort();
+}

@@ -479,6 +479,33 @@ mod tests {
         assert_eq!(hello_version("nope"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_frame_round_trips(
+            log in proptest::bool::ANY,
+            channel in 1u8..=5,
+            ts in proptest::num::u64::ANY,
+            id in "[0-9A-F]{64}",
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+        ) {
+            let h = FrameHeader {
+                kind: if log { FrameKind::Log } else { FrameKind::Artifact },
+                channel: if log { channel } else { 0 },
+                timestamp_us: ts,
+                task_id: id,
+            };
+            let bytes = encode_frame(&h, &payload);
+            let (h2, p2) = decode_frame(&bytes).unwrap();
+            proptest::prop_assert_eq!(h2, h);
+            proptest::prop_assert_eq!(p2, &payload[..]);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = decode_frame(&bytes);
+        }
+    }
+
     #[test]
     fn ids() {
         assert!(is_task_id(TID));

@@ -178,9 +178,23 @@ pub struct Held<'a> {
     _locks: Vec<File>,
 }
 
+/// Why a device could not be taken just now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Someone else holds one of its ttys.
+    Busy,
+    /// A tty cannot be opened or locked (missing, no permission...).
+    Problem(String),
+}
+
 /// Try to take every lockable tty of `device` at once, without blocking.
 /// Either all are locked or none is.
 pub fn try_acquire(device: &Device) -> Option<Held<'_>> {
+    try_acquire_why(device).ok()
+}
+
+/// [`try_acquire`], telling why it failed.
+pub fn try_acquire_why(device: &Device) -> Result<Held<'_>, Unavailable> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut locks = Vec::new();
     for tty in device.ttys.iter().filter(|t| t.lock) {
@@ -189,11 +203,19 @@ pub fn try_acquire(device: &Device) -> Option<Held<'_>> {
             .write(true)
             .custom_flags((nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_NONBLOCK).bits())
             .open(&tty.tty)
-            .ok()?;
-        file.try_lock().ok()?;
-        locks.push(file);
+            .map_err(|e| Unavailable::Problem(format!("cannot open {}: {e}", tty.tty)))?;
+        match file.try_lock() {
+            Ok(()) => locks.push(file),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Unavailable::Busy),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Unavailable::Problem(format!(
+                    "cannot lock {}: {e}",
+                    tty.tty
+                )));
+            }
+        }
     }
-    Some(Held {
+    Ok(Held {
         device,
         _locks: locks,
     })
@@ -276,6 +298,7 @@ pub fn acquire<'a>(
             state_dir.display()
         ))
     })?;
+    let mut reported = std::collections::HashSet::new();
     notices.line(&format!(
         "sai-device: queueing for device compatible with '{}'",
         req.devtype
@@ -288,7 +311,22 @@ pub fn acquire<'a>(
             if ahead.iter().any(|w| dev.is_compatible(&w.devtype)) {
                 continue; // an earlier waiter could use it: its turn first
             }
-            if let Some(held) = try_acquire(dev) {
+            let got = match try_acquire_why(dev) {
+                Ok(held) => Some(held),
+                Err(Unavailable::Busy) => None,
+                Err(Unavailable::Problem(why)) => {
+                    // Say it once: a missing tty or a permission problem is
+                    // an infrastructure issue worth seeing in the log.
+                    if reported.insert(why.clone()) {
+                        notices.line(&format!(
+                            "sai-device: device '{}' is unavailable: {why}",
+                            dev.name
+                        ));
+                    }
+                    None
+                }
+            };
+            if let Some(held) = got {
                 drop(ticket);
                 notices.line(&format!(
                     "sai-device: acquired device '{}' ({}) after {:.1}s",

@@ -389,3 +389,29 @@ fn config_and_program_errors_have_distinct_codes() {
     assert!(stderr.contains("duplicate device name"), "{stderr}");
     assert!(stderr.contains("must be absolute"), "{stderr}");
 }
+
+#[test]
+fn missing_tty_is_reported_once_and_another_device_is_used() {
+    let s = Setup::new(2);
+    // dev0's tty goes missing (board unplugged): dev1 serves, and the log says why.
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(s._ptys[0].path.to_str().unwrap(), "/dev/sai-test-unplugged");
+    std::fs::write(&s.config, text).unwrap();
+    let (code, stderr) = output(s.spawn_sh(&[], "echo $SAI_DEVICE_NAME > name"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read_to_string(s.path("name")).unwrap(), "dev1\n");
+    assert!(
+        stderr.contains("device 'dev0' is unavailable: cannot open /dev/sai-test-unplugged"),
+        "{stderr}"
+    );
+    // With only the missing one it keeps waiting, saying so once.
+    let s = Setup::new(1);
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(s._ptys[0].path.to_str().unwrap(), "/dev/sai-test-unplugged");
+    std::fs::write(&s.config, text).unwrap();
+    let (code, stderr) = output(s.spawn_sh(&["--timeout", "0.5"], "true"));
+    assert_eq!(code, 124, "{stderr}");
+    assert_eq!(stderr.matches("is unavailable").count(), 1, "{stderr}");
+}

@@ -43,7 +43,8 @@ Exit codes:
   1  test failure (a fail pattern matched; default 'Completed: FAIL')
   2  timeout (overall --timeout / script timeout, or a step's timeout)
   3  infrastructure error (tty missing, cannot be opened, or gone longer than the reopen window)
-  4  usage or script error";
+  4  usage or script error
+  128+<s>  stopped by signal <s> (SIGTERM, SIGINT, SIGHUP), after flushing the logs";
 
 /// Default baud rate.
 pub const DEFAULT_BAUD: u32 = 115_200;
@@ -62,6 +63,8 @@ pub enum Outcome {
     Timeout(String),
     /// Infrastructure error.
     Infra(String),
+    /// Stopped by a signal (SIGTERM, SIGINT, SIGHUP) after flushing the logs.
+    Signalled(i32),
 }
 
 impl Outcome {
@@ -72,6 +75,7 @@ impl Outcome {
             Outcome::Fail(_) => exit::FAIL,
             Outcome::Timeout(_) => exit::TIMEOUT,
             Outcome::Infra(_) => exit::INFRA,
+            Outcome::Signalled(sig) => 128 + sig,
         }
     }
 
@@ -82,6 +86,7 @@ impl Outcome {
             Outcome::Fail(why) => format!("sai-expect: completed: FAIL ({why})"),
             Outcome::Timeout(why) => format!("sai-expect: TIMEOUT: {why}"),
             Outcome::Infra(why) => format!("sai-expect: INFRASTRUCTURE ERROR: {why}"),
+            Outcome::Signalled(sig) => format!("sai-expect: stopped by signal {sig}"),
         }
     }
 }
@@ -218,6 +223,29 @@ async fn run_inner(opts: &mut Options, log: &Logger) -> Outcome {
     let mut step_idx = m.current_step().map(|(i, _)| i);
     let mut step_since = start;
 
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigs = Vec::new();
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+    ] {
+        match signal(kind) {
+            Ok(s) => sigs.push(s),
+            Err(e) => return Outcome::Infra(format!("cannot handle signals: {e}")),
+        }
+    }
+    let [mut term, mut int, mut hup]: [tokio::signal::unix::Signal; 3] =
+        sigs.try_into().expect("three signals");
+    let stopped = async move {
+        tokio::select! {
+            _ = term.recv() => 15,
+            _ = int.recv() => 2,
+            _ = hup.recv() => 1,
+        }
+    };
+    tokio::pin!(stopped);
+
     let outcome = loop {
         for (i, bytes) in m.take_sends() {
             if let Some(w) = writers.get(i) {
@@ -256,6 +284,7 @@ async fn run_inner(opts: &mut Options, log: &Logger) -> Outcome {
             .unwrap_or(now + Duration::from_secs(3600));
 
         tokio::select! {
+            sig = &mut stopped => break Outcome::Signalled(sig),
             ev = ev_rx.recv() => match ev {
                 None => break Outcome::Infra("all ttys closed".into()),
                 Some(TtyEvent::Data(i, bytes)) => {

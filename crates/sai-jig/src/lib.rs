@@ -427,6 +427,15 @@ pub fn load_token(config: &JigConfig) -> std::io::Result<Option<String>> {
         let t = std::fs::read_to_string(path).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot read token_file {path}: {e}"))
         })?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    token_file = %path,
+                    "token file is readable by group or others; chmod 600 it"
+                );
+            }
+        }
         let t = t.trim().to_string();
         if t.is_empty() {
             return Err(std::io::Error::other(format!("token_file {path} is empty")));

@@ -43,7 +43,13 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Hook to offer latency.
     let token = s.builder_token("lat", &["linux"])?;
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "lat", &[("linux-debian-12/x86_64-amd/gcc", 1)]).await?;
+    let mut b = FakeBuilder::start(
+        &s.builder_url(),
+        &token,
+        "lat",
+        &[("linux-debian-12/x86_64-amd/gcc", 1)],
+    )
+    .await?;
     let n = 200;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
@@ -72,8 +78,13 @@ async fn main() -> anyhow::Result<()> {
     let mut handles = Vec::new();
     let ready = Arc::new(tokio::sync::Barrier::new(platforms.len() + 1));
     for p in &platforms {
-        let (url, token, p, done, ready) =
-            (s.builder_url(), token.clone(), p.clone(), done.clone(), ready.clone());
+        let (url, token, p, done, ready) = (
+            s.builder_url(),
+            token.clone(),
+            p.clone(),
+            done.clone(),
+            ready.clone(),
+        );
         handles.push(tokio::spawn(async move {
             let mut b = FakeBuilder::start(&url, &token, "farm", &[(p.as_str(), 4)]).await?;
             ready.wait().await;
@@ -81,9 +92,12 @@ async fn main() -> anyhow::Result<()> {
                 if done.load(Ordering::SeqCst) >= total {
                     break;
                 }
-                let Some(m) = b.poll(Duration::from_millis(200)).await? else { continue };
+                let Some(m) = b.poll(Duration::from_millis(200)).await? else {
+                    continue;
+                };
                 if let sai_core::protocol::ServerMessage::Offer { task } = m {
-                    b.run_task(&task, b"building...\nok\n", TaskResult::Success).await?;
+                    b.run_task(&task, b"building...\nok\n", TaskResult::Success)
+                        .await?;
                     done.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -102,20 +116,56 @@ async fn main() -> anyhow::Result<()> {
     for h in handles {
         h.await??;
     }
+    // Done when the server has recorded every completion: the event is terminal.
+    let e = sai_testkit::wait_for("event success", T, || {
+        let u = s.url(&format!("/api/events/{ev}"));
+        async move {
+            let e: serde_json::Value = reqwest::get(u).await.ok()?.json().await.ok()?;
+            (e["state"] == "success").then_some(e)
+        }
+    })
+    .await;
+    let e = match e {
+        Ok(e) => e,
+        Err(err) => {
+            let e: serde_json::Value = reqwest::get(s.url(&format!("/api/events/{ev}")))
+                .await?
+                .json()
+                .await?;
+            eprintln!("task states: {}; server log: {}", e["task_states"], s.log());
+            return Err(err);
+        }
+    };
     let all = t0.elapsed();
-    // Event reaches success.
-    let e: serde_json::Value = reqwest::get(s.url(&format!("/api/events/{ev}"))).await?.json().await?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
 
     println!();
     println!("sai-server benchmark ({cores} cores, release build, loopback, real sqlite)");
     println!("| measurement | value |");
     println!("|---|---|");
-    println!("| hook POST -> offer on idle builder, p50 ({} pushes) | {:.2} ms |", lat.len(), pct(&lat, 0.5).as_secs_f64() * 1e3);
-    println!("| hook POST -> offer on idle builder, p95 | {:.2} ms |", pct(&lat, 0.95).as_secs_f64() * 1e3);
-    println!("| libwebsockets 2021-08-17 push accepted (548 tasks, one transaction) | {:.1} ms |", accepted.as_secs_f64() * 1e3);
-    println!("| 548 tasks completed over 30 platforms x 4 instances | {:.2} s |", all.as_secs_f64());
-    println!("| completions per second | {:.0} |", total as f64 / all.as_secs_f64());
+    println!(
+        "| hook POST -> offer on idle builder, p50 ({} pushes) | {:.2} ms |",
+        lat.len(),
+        pct(&lat, 0.5).as_secs_f64() * 1e3
+    );
+    println!(
+        "| hook POST -> offer on idle builder, p95 | {:.2} ms |",
+        pct(&lat, 0.95).as_secs_f64() * 1e3
+    );
+    println!(
+        "| libwebsockets 2021-08-17 push accepted (548 tasks, one transaction) | {:.1} ms |",
+        accepted.as_secs_f64() * 1e3
+    );
+    println!(
+        "| 548 tasks completed over 30 platforms x 4 instances | {:.2} s |",
+        all.as_secs_f64()
+    );
+    println!(
+        "| completions per second | {:.0} |",
+        total as f64 / all.as_secs_f64()
+    );
     println!("| final event state | {} |", e["state"]);
     Ok(())
 }

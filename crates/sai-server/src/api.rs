@@ -489,7 +489,6 @@ fn cancel(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
             tracing::info!(task = %id, user = %who, "cancel");
             get_task(server, headers, id)
         }
-        OpResult::NotFound => Err(ApiError::new(StatusCode::NOT_FOUND, "no such task", None)),
         OpResult::Conflict(m) => Err(ApiError::new(StatusCode::CONFLICT, &m, None)),
     }
 }

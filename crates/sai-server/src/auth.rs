@@ -200,13 +200,19 @@ pub enum SigError {
     Mismatch,
 }
 
-/// Verify `Authorization: sai shaNNN=<hex>` over `body` with `key`, in
-/// constant time.
-pub fn verify_hook_signature(
-    header: Option<&str>,
-    key: &[u8],
-    body: &[u8],
-) -> Result<(), SigError> {
+/// HMAC algorithm of a hook signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAlg {
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA384.
+    Sha384,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+/// Parse `Authorization: sai shaNNN=<hex>` into the algorithm and the MAC.
+pub fn parse_hook_signature(header: Option<&str>) -> Result<(HookAlg, Vec<u8>), SigError> {
     let h = header.ok_or(SigError::Missing)?.trim();
     let rest = h
         .strip_prefix("sai ")
@@ -215,25 +221,40 @@ pub fn verify_hook_signature(
         .trim();
     let (alg, hexmac) = rest.split_once('=').ok_or(SigError::Malformed)?;
     let mac = hex::decode(hexmac.trim()).map_err(|_| SigError::Malformed)?;
+    let (alg, len) = match alg {
+        "sha256" => (HookAlg::Sha256, 32),
+        "sha384" => (HookAlg::Sha384, 48),
+        "sha512" => (HookAlg::Sha512, 64),
+        _ => return Err(SigError::Malformed),
+    };
+    if mac.len() != len {
+        return Err(SigError::Malformed);
+    }
+    Ok((alg, mac))
+}
+
+/// Verify `Authorization: sai shaNNN=<hex>` over `body` with `key`, in
+/// constant time.
+pub fn verify_hook_signature(
+    header: Option<&str>,
+    key: &[u8],
+    body: &[u8],
+) -> Result<(), SigError> {
+    let (alg, mac) = parse_hook_signature(header)?;
     fn check<M: Mac + hmac::digest::KeyInit>(
         key: &[u8],
         body: &[u8],
         mac: &[u8],
-        len: usize,
     ) -> Result<(), SigError> {
-        if mac.len() != len {
-            return Err(SigError::Malformed);
-        }
         let mut m =
             <M as hmac::digest::KeyInit>::new_from_slice(key).map_err(|_| SigError::Mismatch)?;
         m.update(body);
         m.verify_slice(mac).map_err(|_| SigError::Mismatch)
     }
     match alg {
-        "sha256" => check::<Hmac<sha2::Sha256>>(key, body, &mac, 32),
-        "sha384" => check::<Hmac<sha2::Sha384>>(key, body, &mac, 48),
-        "sha512" => check::<Hmac<sha2::Sha512>>(key, body, &mac, 64),
-        _ => Err(SigError::Malformed),
+        HookAlg::Sha256 => check::<Hmac<sha2::Sha256>>(key, body, &mac),
+        HookAlg::Sha384 => check::<Hmac<sha2::Sha384>>(key, body, &mac),
+        HookAlg::Sha512 => check::<Hmac<sha2::Sha512>>(key, body, &mac),
     }
 }
 

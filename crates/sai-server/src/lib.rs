@@ -238,6 +238,34 @@ impl Server {
     }
 }
 
+/// Bind the listening socket. `TCP_NODELAY` is set on it so that accepted
+/// connections inherit it (Linux): small protocol messages (offers, credit)
+/// must not wait for delayed ACKs.
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving {addr}"))?
+    {
+        let sock = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        sock.set_reuseaddr(true)?;
+        sock.set_nodelay(true)?;
+        match sock.bind(a).and_then(|_| sock.listen(1024)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "binding {addr}: {}",
+        last.map(|e| e.to_string())
+            .unwrap_or_else(|| "no address".into())
+    ))
+}
+
 /// Open the server and serve on `listener` until `shutdown` fires.
 pub async fn run(
     settings: Settings,

@@ -117,9 +117,7 @@ fn main() -> Result<()> {
 }
 
 async fn serve(settings: sai_server::Settings) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(&settings.config.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.config.listen))?;
+    let listener = sai_server::bind(&settings.config.listen).await?;
     let addr = listener.local_addr()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating {}", settings.data_dir.display()))?;

@@ -220,8 +220,6 @@ pub struct Sched {
 pub enum OpResult {
     /// Done.
     Done,
-    /// No such task or event.
-    NotFound,
     /// Not possible in the current state.
     Conflict(String),
 }

@@ -1053,6 +1053,21 @@ mod tests {
     }
 
     #[test]
+    fn schema_version_is_recorded_and_newer_databases_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(MAIN_DB)).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MAIN_MIGRATIONS.len() as i64);
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
     fn orphans_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());

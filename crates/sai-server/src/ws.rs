@@ -473,27 +473,27 @@ async fn connection(
                 close(&mut sink, 1001, "sai-server is shutting down").await;
                 break "server shut down".into();
             }
+            _ = tokio::time::sleep_until((last_rx + dead_after).into()) => {
+                close(&mut sink, 1001, "no traffic within the dead timeout").await;
+                break format!("went silent for {} ms", dead_after.as_millis());
+            }
             _ = ping.tick() => {
-                if last_rx.elapsed() > dead_after {
-                    close(&mut sink, 1001, "no traffic within the dead timeout").await;
-                    break format!("went silent for {} ms", dead_after.as_millis());
-                }
-                if sink.send(Message::ping(Vec::new())).await.is_err() {
-                    break "connection failed".into();
+                if let Err(e) = sink.send(Message::ping(Vec::new())).await {
+                    break format!("connection failed: {e}");
                 }
             }
             out = rx.recv() => match out {
                 Some(Outgoing::Msg(m)) => {
                     let text = serde_json::to_string(&m).unwrap_or_default();
-                    if sink.send(Message::text(text)).await.is_err() {
-                        break "connection failed".into();
+                    if let Err(e) = sink.send(Message::text(text)).await {
+                        break format!("connection failed: {e}");
                     }
                 }
                 Some(Outgoing::Credit(n)) => {
                     st.credit += n as i64;
                     let text = serde_json::to_string(&ServerMessage::Credit { bytes: n }).unwrap_or_default();
-                    if sink.send(Message::text(text)).await.is_err() {
-                        break "connection failed".into();
+                    if let Err(e) = sink.send(Message::text(text)).await {
+                        break format!("connection failed: {e}");
                     }
                 }
                 Some(Outgoing::Close(code, reason)) => {
@@ -526,6 +526,25 @@ async fn connection(
             }
         }
     };
+    if why.starts_with("connection failed") {
+        // Writing failed (the peer may have closed after its last messages):
+        // still honour what it sent before, e.g. a final task_finished.
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+        {
+            let res = if m.is_text() {
+                let t = m.to_str().unwrap_or_default().to_string();
+                st.text(&t).await
+            } else if m.is_binary() {
+                st.binary(m.as_bytes())
+            } else {
+                Ok(())
+            };
+            if res.is_err() || m.is_close() {
+                break;
+            }
+        }
+    }
     st.abort_upload("connection ended");
     tracing::info!(builder = %ident.name, conn = cid, reason = %why, "builder disconnected");
     server.sched().conn_lost(&server.store, cid, &why);

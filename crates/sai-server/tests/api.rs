@@ -119,3 +119,42 @@ async fn retention_keeps_the_newest_finished_events_and_never_active_ones() {
         assert_eq!(get(s, &format!("/api/events/{id}")).await.0, 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_events_need_a_user_token() {
+    use base64::Engine;
+    let env = start(|_| {});
+    let s = &env.server;
+    let v = serde_json::json!({
+        "schema": "com-warmcat-sai-notification", "action": "repo-update",
+        "repository": {"name": "secret", "fetchurl": "https://x.invalid/secret"},
+        "ref": "refs/heads/main", "hash": "0123456789abcdef0123456789abcdef01234567",
+        "saifile": base64::engine::general_purpose::STANDARD.encode(SMALL), "sec": 1,
+    });
+    let mut body = serde_json::to_vec(&v).unwrap();
+    body.push(b'\n');
+    let req = sai_testkit::hook::HookRequest {
+        authorization: Some(sai_testkit::hook::signature(KEY, &body)),
+        content_type: "application/json".into(),
+        body,
+    };
+    let r = req.send(&s.url("/update-hook")).await.unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(get(s, &format!("/api/events/{id}")).await.0, 404);
+    assert_eq!(
+        get(s, "/api/projects/secret/events")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let user = s.user_token("ops").unwrap();
+    let (st, e) = post_auth(s, Method::GET, &format!("/api/events/{id}"), Some(&user)).await;
+    assert_eq!(st, 200);
+    assert_eq!(e["sec"], true);
+}

@@ -403,3 +403,70 @@ async fn exceeding_the_credit_window_closes_the_connection() {
     let t = task_state(s, &ob.task_id, "waiting").await;
     assert_eq!(t["infra_failures"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
+    let env = start(|_| {});
+    let s = &env.server;
+    push_ok(s, &Push::new("demo", SMALL)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut a = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = a.offer(T).await.unwrap();
+    a.send(&BuilderMessage::Reject {
+        task_id: o.task_id.clone(),
+        reason: "disk full".into(),
+    })
+    .await
+    .unwrap();
+    // The same connection gets the other linux task, not the rejected one.
+    let o2 = a.offer(T).await.unwrap();
+    assert_ne!(o2.task_id, o.task_id);
+    let t = task(s, &o.task_id).await;
+    assert_eq!(t["state"], "waiting");
+    assert_eq!(t["attempt"], 0, "a reject is not an attempt");
+    assert!(t["reason"].as_str().unwrap().contains("disk full"));
+    // A second builder takes the rejected task.
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    assert_eq!(b.offer(T).await.unwrap().task_id, o.task_id);
+
+    // An artifact whose bytes do not match its announced sha256 is refused.
+    a.send(&BuilderMessage::Accept {
+        task_id: o2.task_id.clone(),
+    })
+    .await
+    .unwrap();
+    a.send(&BuilderMessage::ArtifactBegin {
+        task_id: o2.task_id.clone(),
+        name: "x.bin".into(),
+        size: 3,
+        sha256: "00".repeat(32),
+    })
+    .await
+    .unwrap();
+    let frame = encode_frame(
+        &FrameHeader {
+            kind: FrameKind::Artifact,
+            channel: 0,
+            timestamp_us: 0,
+            task_id: o2.task_id.clone(),
+        },
+        b"abc",
+    );
+    a.raw_binary(frame).await.unwrap();
+    a.send(&BuilderMessage::ArtifactEnd {
+        task_id: o2.task_id.clone(),
+    })
+    .await
+    .unwrap();
+    match a.next(T).await.unwrap() {
+        ServerMessage::Error { message, .. } => assert!(message.contains("discarded"), "{message}"),
+        m => panic!("expected an error, got {m:?}"),
+    }
+    a.run_task(&o2, b"", TaskResult::Success).await.unwrap();
+    let t = task_state(s, &o2.task_id, "success").await;
+    assert_eq!(t["artifacts"].as_array().unwrap().len(), 0);
+}

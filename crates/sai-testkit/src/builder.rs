@@ -63,7 +63,7 @@ impl FakeBuilder {
             req.headers_mut()
                 .insert("authorization", format!("Bearer {t}").parse()?);
         }
-        match tokio_tungstenite::connect_async(req).await {
+        match tokio_tungstenite::connect_async_with_config(req, None, true).await {
             Ok((ws, _)) => Ok(Ok(FakeBuilder {
                 ws,
                 credit: 0,

@@ -344,7 +344,10 @@ listen: nonsense
         assert!(has("value must be 0 or 1"), "{p:?}");
         assert!(has("duplicate gpio name"), "{p:?}");
         assert!(has("targets[0].gpios[1].safe: must be 0 or 1"), "{p:?}");
-        assert!(has("targets[0].sequences[0].seq[0].gpio: unknown gpio"), "{p:?}");
+        assert!(
+            has("targets[0].sequences[0].seq[0].gpio: unknown gpio"),
+            "{p:?}"
+        );
         assert!(has("also used by"), "{p:?}");
         assert!(has("duplicate sequence name"), "{p:?}");
         assert!(has("reserved"), "{p:?}");

@@ -1,0 +1,582 @@
+//! The link to one server: connect, serve offers, reconnect forever.
+//!
+//! [`run_link`] runs for the life of the daemon, one per distinct server URL:
+//!
+//! 1. reads the server's token (a `token_file` is re-read on every attempt,
+//!    so a rotated token is picked up without a restart) and connects
+//!    ([`crate::connection::connect`]), saying hello with exactly the
+//!    platforms configured for this server and their instance counts;
+//! 2. answers every [`ServerMessage::Offer`]: `reject` when the builder is
+//!    stopping, the platform is not offered on this link, the disk under the
+//!    home has less than `min_free_disk_bytes` free
+//!    ([`crate::housekeeping::has_room`]) or every instance of the platform
+//!    is busy (instances are shared by all links, so two servers offering
+//!    the same platform cannot overbook it); otherwise `accept` and run
+//!    [`crate::task::run_task`] in its own tokio task, translating its
+//!    [`TaskEvent`]s to `step_started` / `step_finished` / log frames /
+//!    artifact uploads and its result to `task_finished`;
+//! 3. [`ServerMessage::Cancel`] cancels that task (its process group is
+//!    killed; the result is `cancelled`);
+//! 4. when the link is lost, every task bound to it is cancelled and killed
+//!    (the server requeues them); once they are gone the link reconnects
+//!    after an exponential, jittered delay ([`crate::backoff`]), reset when
+//!    the previous connection stayed up for [`LinkConfig::stable_after`];
+//! 5. on shutdown, offers are rejected, running tasks are killed and
+//!    reported as `infra_error` (so the server runs them again elsewhere or
+//!    later, not as build failures), and the websocket is closed cleanly.
+//!
+//! Declined offers: the server does not offer a task this link declined
+//! again until one of the link's tasks finishes, and the protocol has no
+//! "ready again" message. So a link that declined a task for lack of room
+//! (busy instances, full disk) and has nothing running reconnects as soon as
+//! a slot frees up anywhere in the builder, or after
+//! [`LinkConfig::retry_declined_after`], to have such tasks offered again.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sai_core::protocol::{BuilderMessage, PlatformOffer, ServerMessage, TaskOffer, TaskResult};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::connection::{
+    ArtifactSendError, ConnectOptions, DEFAULT_DEAD_AFTER, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_KEEPALIVE, Link, LinkClosed, LinkSender, connect,
+};
+use crate::housekeeping::{free_disk_bytes, has_room};
+use crate::jobdir::{Layout, vn};
+use crate::log::LogChunk;
+use crate::task::{TaskContext, TaskEvent, run_task};
+
+/// Default time a connection must stay up for the backoff to start over.
+pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Default time after which an idle link that declined offers for lack of
+/// room reconnects to have them offered again.
+pub const DEFAULT_RETRY_DECLINED_AFTER: Duration = Duration::from_secs(30);
+/// Longest wait for queued messages to leave when closing on shutdown.
+const CLOSE_FLUSH: Duration = Duration::from_secs(10);
+
+/// One platform of the builder: its slots (shared by every link) and what
+/// its tasks run with.
+#[derive(Debug)]
+pub struct PlatformSlots {
+    /// Configured `instances`.
+    pub instances: u32,
+    /// One permit per instance; held by a running task.
+    pub slots: Arc<Semaphore>,
+    /// Task settings of the platform.
+    pub ctx: TaskContext,
+}
+
+impl PlatformSlots {
+    /// `instances` slots running tasks with `ctx`.
+    pub fn new(instances: u32, ctx: TaskContext) -> Self {
+        Self {
+            instances,
+            slots: Arc::new(Semaphore::new(instances as usize)),
+            ctx,
+        }
+    }
+}
+
+/// State shared by every link of the daemon.
+#[derive(Debug)]
+pub struct Shared {
+    /// Builder name (the `host` of the config; the hello's `builder`).
+    pub host: String,
+    /// The builder home.
+    pub layout: Layout,
+    /// Free bytes needed under the home to accept a task (0: no check).
+    pub min_free_disk_bytes: u64,
+    /// Platforms by name.
+    pub platforms: HashMap<String, PlatformSlots>,
+    /// VNs of the tasks running now (kept by housekeeping).
+    pub active: Mutex<HashSet<String>>,
+    /// Woken whenever a task ends and frees its slot.
+    pub slot_freed: Notify,
+}
+
+impl Shared {
+    /// The VNs of the running tasks.
+    pub fn active_vns(&self) -> HashSet<String> {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Where a server's token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Given inline in the config.
+    Inline(String),
+    /// Read from this file (trailing whitespace ignored) on every connect.
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The token now.
+    pub fn read(&self) -> anyhow::Result<String> {
+        let t = match self {
+            TokenSource::Inline(t) => t.trim().to_string(),
+            TokenSource::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("reading token file {}: {e}", p.display()))?
+                .trim()
+                .to_string(),
+        };
+        anyhow::ensure!(!t.is_empty(), "the token is empty");
+        Ok(t)
+    }
+}
+
+/// One server link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// `ws://host[:port][/prefix]/builder`.
+    pub url: String,
+    /// The token for this server.
+    pub token: TokenSource,
+    /// Names of the platforms offered on this link (each in [`Shared::platforms`]).
+    pub platforms: Vec<String>,
+    /// Limit for connecting plus hello/welcome.
+    pub handshake_timeout: Duration,
+    /// Ping interval.
+    pub keepalive: Duration,
+    /// Silence after which the link counts as dead.
+    pub dead_after: Duration,
+    /// A connection up this long resets the backoff.
+    pub stable_after: Duration,
+    /// First reconnect delay bound.
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay.
+    pub backoff_cap: Duration,
+    /// An idle link that declined offers for lack of room reconnects after
+    /// this long (or as soon as a slot frees up) to get them offered again.
+    pub retry_declined_after: Duration,
+}
+
+impl LinkConfig {
+    /// A link with the default timings.
+    pub fn new(url: impl Into<String>, token: TokenSource, platforms: Vec<String>) -> Self {
+        Self {
+            url: url.into(),
+            token,
+            platforms,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+            dead_after: DEFAULT_DEAD_AFTER,
+            stable_after: DEFAULT_STABLE_AFTER,
+            backoff_initial: crate::backoff::INITIAL,
+            backoff_cap: crate::backoff::CAP,
+            retry_declined_after: DEFAULT_RETRY_DECLINED_AFTER,
+        }
+    }
+}
+
+/// How [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The connection broke or the server closed it.
+    Lost,
+    /// Shutdown: tasks handed back, websocket closed.
+    Shutdown,
+    /// Closed on purpose to have declined offers offered again.
+    Retry,
+}
+
+/// An offer this builder cannot take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decline {
+    reason: String,
+    /// No room now (busy instances, full disk); could fit later.
+    for_now: bool,
+}
+
+impl Decline {
+    fn never(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            for_now: false,
+        }
+    }
+
+    fn for_now(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            for_now: true,
+        }
+    }
+}
+
+/// Why a running task was stopped (the first reason wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The server sent `cancel`.
+    Server,
+    /// The daemon is shutting down.
+    Shutdown,
+    /// The link broke; nothing more can be sent for the task.
+    LinkLost,
+}
+
+#[derive(Debug)]
+struct Running {
+    cancel: CancellationToken,
+    stop: Arc<OnceLock<Stop>>,
+}
+
+impl Running {
+    fn stop(&self, why: Stop) {
+        let _ = self.stop.set(why);
+        self.cancel.cancel();
+    }
+}
+
+/// Connect to one server and serve it until `shutdown`; see the module doc.
+pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::with_bounds(lc.backoff_initial, lc.backoff_cap);
+    let offers: Vec<PlatformOffer> = lc
+        .platforms
+        .iter()
+        .map(|name| PlatformOffer {
+            name: name.clone(),
+            instances: shared.platforms.get(name).map_or(1, |p| p.instances),
+        })
+        .collect();
+    let url = lc.url.as_str();
+    while !shutdown.is_cancelled() {
+        let attempt = async {
+            let token = lc.token.read()?;
+            let mut opts = ConnectOptions::new(url, token, &shared.host, offers.clone());
+            opts.handshake_timeout = lc.handshake_timeout;
+            opts.keepalive = lc.keepalive;
+            opts.dead_after = lc.dead_after;
+            anyhow::Ok(connect(&opts).await?)
+        };
+        let connected = tokio::select! {
+            r = attempt => r,
+            _ = shutdown.cancelled() => break,
+        };
+        match connected {
+            Ok(link) => {
+                tracing::info!(
+                    server = url,
+                    software = %link.welcome.server,
+                    platforms = ?lc.platforms,
+                    "connected"
+                );
+                let up = Instant::now();
+                let ended = serve(link, &lc, &shared, &shutdown).await;
+                if shutdown.is_cancelled() || ended == Ended::Shutdown {
+                    tracing::info!(server = url, "link closed for shutdown");
+                    break;
+                }
+                if ended == Ended::Retry {
+                    tracing::info!(
+                        server = url,
+                        "reconnecting to have the offers declined for lack of room offered again"
+                    );
+                    backoff.reset();
+                    continue;
+                }
+                tracing::warn!(server = url, "link lost");
+                if up.elapsed() >= lc.stable_after {
+                    backoff.reset();
+                }
+            }
+            Err(e) => tracing::warn!(server = url, "cannot connect: {e:#}"),
+        }
+        let delay = backoff.next_delay();
+        tracing::info!(server = url, "reconnecting in {:.1} s", delay.as_secs_f64());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Serve one established link until it is lost, the daemon stops and its
+/// tasks are gone, or it should reconnect for declined offers.
+async fn serve(
+    mut link: Link,
+    lc: &LinkConfig,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let sender = link.sender.clone();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut set: JoinSet<()> = JoinSet::new();
+    let mut stopping = false;
+    let mut lost = false;
+    let mut retry = false;
+    // Set when an offer was declined for lack of room.
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        if ((stopping || lost) && running.is_empty()) || retry {
+            break;
+        }
+        let idle_declined = retry_at.is_some() && running.is_empty() && !stopping && !lost;
+        let retry_deadline = retry_at.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            _ = shared.slot_freed.notified(), if idle_declined => retry = true,
+            _ = tokio::time::sleep_until(retry_deadline), if idle_declined => retry = true,
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                for r in running.values() {
+                    r.stop(Stop::Shutdown);
+                }
+            }
+            msg = link.incoming.recv(), if !lost => match msg {
+                None => {
+                    lost = true;
+                    for (id, r) in &running {
+                        tracing::warn!(task = %id, "link lost: killing the task (the server requeues it)");
+                        r.stop(Stop::LinkLost);
+                    }
+                }
+                Some(ServerMessage::Offer { task }) => {
+                    let task = *task;
+                    let id = task.task_id.clone();
+                    let decision = if stopping {
+                        Err(Decline::never("the builder is shutting down"))
+                    } else if running.contains_key(&id) {
+                        Err(Decline::never("this task is already running here"))
+                    } else {
+                        admit(&task, lc, shared)
+                    };
+                    match decision {
+                        Err(Decline { reason, for_now }) => {
+                            tracing::info!(task = %id, %reason, "offer rejected");
+                            if for_now && retry_at.is_none() {
+                                retry_at = Some(tokio::time::Instant::now() + lc.retry_declined_after);
+                            }
+                            let _ = sender
+                                .send(&BuilderMessage::Reject { task_id: id, reason })
+                                .await;
+                        }
+                        Ok((permit, ctx)) => {
+                            if sender
+                                .send(&BuilderMessage::Accept { task_id: id.clone() })
+                                .await
+                                .is_err()
+                            {
+                                continue;
+                            }
+                            tracing::info!(
+                                task = %id,
+                                project = %task.project,
+                                platform = %task.offer_platform,
+                                attempt = task.attempt,
+                                "offer accepted"
+                            );
+                            let r = Running {
+                                cancel: CancellationToken::new(),
+                                stop: Arc::new(OnceLock::new()),
+                            };
+                            let handle = set.spawn(run_one(
+                                task,
+                                ctx,
+                                sender.clone(),
+                                r.cancel.clone(),
+                                r.stop.clone(),
+                                shared.clone(),
+                                permit,
+                            ));
+                            ids.insert(handle.id(), id.clone());
+                            running.insert(id, r);
+                        }
+                    }
+                }
+                Some(ServerMessage::Cancel { task_id, reason }) => match running.get(&task_id) {
+                    Some(r) => {
+                        tracing::info!(task = %task_id, %reason, "cancelled by the server");
+                        r.stop(Stop::Server);
+                    }
+                    None => tracing::debug!(task = %task_id, "cancel for a task not running here"),
+                },
+                Some(ServerMessage::Error { task_id, message }) => {
+                    tracing::warn!(server = lc.url, task = ?task_id, "server error: {message}");
+                }
+                Some(other) => tracing::debug!(server = lc.url, "ignored {other:?}"),
+            },
+            Some(done) = set.join_next_with_id(), if !set.is_empty() => {
+                let tid = match done {
+                    Ok((tid, ())) => tid,
+                    Err(e) => {
+                        tracing::error!("task runner failed: {e}");
+                        e.id()
+                    }
+                };
+                if let Some(id) = ids.remove(&tid) {
+                    running.remove(&id);
+                }
+                // A finished task makes the server offer declined tasks again.
+                retry_at = None;
+            }
+        }
+    }
+    drop(sender);
+    if lost {
+        link.closed().await;
+        Ended::Lost
+    } else {
+        // Let the last messages leave, then close the websocket.
+        let _ = tokio::time::timeout(CLOSE_FLUSH, link.closed()).await;
+        if retry { Ended::Retry } else { Ended::Shutdown }
+    }
+}
+
+/// Decide on an offer: a slot permit and the task context, or why not.
+fn admit(
+    task: &TaskOffer,
+    lc: &LinkConfig,
+    shared: &Shared,
+) -> Result<(OwnedSemaphorePermit, TaskContext), Decline> {
+    let name = &task.offer_platform;
+    let platform = match shared.platforms.get(name) {
+        Some(p) if lc.platforms.iter().any(|n| n == name) => p,
+        _ => {
+            return Err(Decline::never(format!(
+                "platform {name} is not offered on this connection"
+            )));
+        }
+    };
+    let home = shared.layout.home();
+    if shared.min_free_disk_bytes > 0 {
+        match has_room(home, shared.min_free_disk_bytes) {
+            Ok(true) => {}
+            Ok(false) => {
+                let free = free_disk_bytes(home).unwrap_or(0);
+                return Err(Decline::for_now(format!(
+                    "only {free} bytes free under {}, {} needed",
+                    home.display(),
+                    shared.min_free_disk_bytes
+                )));
+            }
+            Err(e) => {
+                return Err(Decline::for_now(format!(
+                    "cannot check free space of {}: {e}",
+                    home.display()
+                )));
+            }
+        }
+    }
+    let permit = platform.slots.clone().try_acquire_owned().map_err(|_| {
+        Decline::for_now(format!(
+            "all {} instances of platform {name} are busy",
+            platform.instances
+        ))
+    })?;
+    Ok((permit, platform.ctx.clone()))
+}
+
+/// Send one task event to the server.
+async fn forward(ev: TaskEvent, id: &str, sender: &LinkSender) -> Result<(), LinkClosed> {
+    match ev {
+        TaskEvent::Log(chunk) => sender.send_log(id, chunk).await,
+        TaskEvent::StepStarted { step } => {
+            sender
+                .send(&BuilderMessage::StepStarted {
+                    task_id: id.to_string(),
+                    step,
+                })
+                .await
+        }
+        TaskEvent::StepFinished {
+            step,
+            exit_code,
+            duration,
+        } => {
+            sender
+                .send(&BuilderMessage::StepFinished {
+                    task_id: id.to_string(),
+                    step,
+                    exit_code,
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                })
+                .await
+        }
+        TaskEvent::Artifact(a) => match sender.send_artifact(id, &a).await {
+            Ok(()) => Ok(()),
+            Err(ArtifactSendError::Closed(c)) => Err(c),
+            Err(e) => {
+                tracing::warn!(task = id, artifact = %a.name, "artifact not uploaded: {e}");
+                sender
+                    .send_log(
+                        id,
+                        LogChunk::notice(format!("artifact {} not uploaded: {e}", a.name)),
+                    )
+                    .await
+            }
+        },
+    }
+}
+
+/// Run one accepted task and report it; see the module doc.
+async fn run_one(
+    offer: TaskOffer,
+    ctx: TaskContext,
+    sender: LinkSender,
+    cancel: CancellationToken,
+    stop: Arc<OnceLock<Stop>>,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let id = offer.task_id.clone();
+    let task_vn = vn(&id).ok();
+    if let Some(v) = &task_vn {
+        shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(v.clone());
+    }
+    let (tx, mut rx) = mpsc::channel::<TaskEvent>(256);
+    let run = async {
+        let r = run_task(&ctx, &offer, &tx, &cancel).await;
+        drop(tx);
+        r
+    };
+    let relay = async {
+        let mut link_ok = true;
+        while let Some(ev) = rx.recv().await {
+            if link_ok && forward(ev, &id, &sender).await.is_err() {
+                link_ok = false;
+                let _ = stop.set(Stop::LinkLost);
+                cancel.cancel();
+            }
+        }
+        link_ok
+    };
+    let (result, link_ok) = tokio::join!(run, relay);
+    let result = match (stop.get(), result) {
+        (Some(Stop::Shutdown), TaskResult::Cancelled) => TaskResult::InfraError {
+            reason: format!("sai-builder on {} shut down during the task", shared.host),
+        },
+        (_, r) => r,
+    };
+    tracing::info!(task = %id, result = ?result, "task ended");
+    if link_ok && stop.get() != Some(&Stop::LinkLost) {
+        let _ = sender
+            .send(&BuilderMessage::TaskFinished {
+                task_id: id.clone(),
+                result,
+            })
+            .await;
+    }
+    if let Some(v) = &task_vn {
+        shared
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(v);
+    }
+    drop(permit);
+    shared.slot_freed.notify_waiters();
+}

@@ -1,0 +1,273 @@
+//! The real `sai-builder` binary against the real `sai-server` binary: a
+//! push of a real git repository, tasks that succeed and fail, logs and
+//! artifacts through the server's `/api`; and config checking.
+
+mod daemon_common;
+
+use std::process::Command;
+
+use daemon_common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn builder_runs_pushed_tasks_to_success_and_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server(&tmp.path().join("data"));
+    let token = server.builder_token("b1", &["linux"]).unwrap();
+    std::fs::write(tmp.path().join("s1.token"), format!("{token}\n")).unwrap();
+    let s1 = ServerRef {
+        url: server.builder_url(),
+        // Relative: resolved against the config's folder.
+        token_file: "s1.token".into(),
+    };
+    let conf = write_builder_config(tmp.path(), "b1", &[(LINUX, 2, &[&s1])]);
+    let builder = BuilderProc::start(&conf);
+    let why = || {
+        format!(
+            "builder log:\n{}\nserver log:\n{}",
+            builder.log(),
+            server.log()
+        )
+    };
+    builder_online(&server, "b1", &why).await;
+
+    let (repo, hash) = make_repo(tmp.path());
+    let build = [
+        "echo \"hello from $SAI_PROJECT at $SAI_REMOTE_REF\"",
+        "cat README; echo oops >&2",
+        "sh -c 'exit ${cmake}'",
+        "echo END-${cmake} | tee out.txt",
+    ]
+    .join("\n");
+    let sf = saifile(
+        LINUX,
+        &build,
+        json!({
+            "good": { "cmake": "0", "artifacts": "out.txt" },
+            "bad": { "cmake": "3" },
+        }),
+    );
+    let ev = push(&server, "proj", &repo, &hash, &sf).await;
+    let e = event_done(&server, &ev, &why).await;
+    let tasks = e["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{e}");
+    let good = tasks.iter().find(|t| t["configuration"] == "good").unwrap();
+    let bad = tasks.iter().find(|t| t["configuration"] == "bad").unwrap();
+    let good_id = good["id"].as_str().unwrap();
+    let bad_id = bad["id"].as_str().unwrap();
+
+    let g = get(&server, &format!("/api/tasks/{good_id}")).await;
+    assert_eq!(g["state"], "success", "{g}\n{}", why());
+    assert_eq!(g["exit_code"], 0);
+    assert_eq!(g["builder"], "b1");
+    let log = raw_log(&server, good_id).await;
+    assert!(log.contains("hello from proj at main"), "{log}");
+    assert!(log.contains("the readme of the test project"), "{log}");
+    assert!(log.contains("oops"), "stderr arrives too: {log}");
+    assert!(log.contains("END-0"), "{log}");
+    // Channel-tagged records: stdout, stderr and builder notices.
+    let records = get(&server, &format!("/api/tasks/{good_id}/log")).await;
+    let channels: std::collections::BTreeSet<i64> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["channel"].as_i64().unwrap())
+        .collect();
+    assert!(
+        channels.contains(&1) && channels.contains(&2) && channels.contains(&3),
+        "{channels:?}"
+    );
+    // The artifact arrived with its content.
+    let arts = g["artifacts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(arts.len(), 1, "{g}\n{}", why());
+    let name = arts[0]["name"].as_str().unwrap();
+    let body = reqwest::get(server.url(&format!("/api/tasks/{good_id}/artifacts/{name}")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"END-0\n");
+
+    let b = get(&server, &format!("/api/tasks/{bad_id}")).await;
+    assert_eq!(b["state"], "failed", "{b}\n{}", why());
+    assert_eq!(b["exit_code"], 3);
+    assert_eq!(b["failed_step"], 2);
+    let log = raw_log(&server, bad_id).await;
+    assert!(log.contains("hello from proj at main"), "{log}");
+    assert!(
+        !log.contains("END-"),
+        "no step after the failing one: {log}"
+    );
+
+    // A second push of the same repository reuses the mirror.
+    std::fs::write(repo.join("README"), "second version\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "second"]);
+    let hash2 = git(&repo, &["rev-parse", "HEAD"]);
+    let sf2 = saifile(LINUX, "cat README", json!({ "default": { "cmake": "" } }));
+    let ev2 = push(&server, "proj", &repo, &hash2, &sf2).await;
+    let e2 = event_done(&server, &ev2, &why).await;
+    let t = &e2["tasks"][0];
+    assert_eq!(t["state"], "success", "{e2}\n{}", why());
+    let log = raw_log(&server, t["id"].as_str().unwrap()).await;
+    assert!(log.contains("second version"), "{log}");
+}
+
+#[test]
+fn check_config_reports_problems_with_file_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = ServerRef {
+        url: "ws://127.0.0.1:1/builder".into(),
+        token_file: "t".into(),
+    };
+    let good = write_builder_config(tmp.path(), "b1", &[(LINUX, 1, &[&s])]);
+    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        .args(["--check-config", "-c"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config ok");
+
+    // A semantic problem (instances 0) on line 3 of the file.
+    let bad = tmp.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        format!(
+            "{{\"home\": \"{}\", \"host\": \"b1\",\n \"platforms\": [{{\"name\": \"{LINUX}\",\n   \"instances\": 0,\n   \"servers\": [{{\"url\": \"ws://127.0.0.1:1/builder\", \"token\": \"x\"}}]}}]}}\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        .args(["--check-config", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:4: platforms[0].instances", bad.display())),
+        "{err}"
+    );
+
+    // Valid, but not runnable here: a wss:// server.
+    let wss = ServerRef {
+        url: "wss://ci.example.org/sai/builder".into(),
+        token_file: "t".into(),
+    };
+    let conf = write_builder_config(tmp.path(), "b1", &[(LINUX, 1, &[&wss])]);
+    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        .args(["--check-config", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wss:// is not supported"), "{err}");
+
+    // A syntax problem: an unknown key.
+    std::fs::write(&bad, "{\n  \"hme\": \"/x\"\n}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        .args(["--check-config", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
+    assert!(err.contains("hme"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_root_steps_run_as_the_run_as_user() {
+    if !nix::unistd::geteuid().is_root()
+        || nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        eprintln!("skipped: needs root and a nobody user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // The step user must be able to reach the home.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let server = start_server(&tmp.path().join("data"));
+    std::fs::write(
+        tmp.path().join("s.token"),
+        server.builder_token("b1", &["linux"]).unwrap(),
+    )
+    .unwrap();
+    let s = ServerRef {
+        url: server.builder_url(),
+        token_file: "s.token".into(),
+    };
+    let conf = write_builder_config_with(tmp.path(), "b1", &[(LINUX, 1, &[&s])], |c| {
+        c["run_as"] = json!("nobody");
+    });
+    let builder = BuilderProc::start(&conf);
+    let why = || {
+        format!(
+            "builder log:\n{}\nserver log:\n{}",
+            builder.log(),
+            server.log()
+        )
+    };
+    let (repo, hash) = make_repo(tmp.path());
+    let sf = saifile(
+        LINUX,
+        "echo \"user=$(id -un)\"; cat README; touch made-by-step",
+        json!({ "default": { "cmake": "" } }),
+    );
+    let ev = push(&server, "proj", &repo, &hash, &sf).await;
+    let e = event_done(&server, &ev, &why).await;
+    let task = e["tasks"][0]["id"].as_str().unwrap();
+    assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why());
+    let log = raw_log(&server, task).await;
+    assert!(log.contains("user=nobody"), "{log}");
+    assert!(log.contains("the readme of the test project"), "{log}");
+    assert!(builder.log().contains("build steps run as this user"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_job_dirs_go_at_start_and_sigterm_stops_an_unconnected_builder() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Nothing listens here: the builder keeps backing off.
+    let s = ServerRef {
+        url: format!("ws://{}/builder", free_addr()),
+        token_file: "s.token".into(),
+    };
+    std::fs::write(tmp.path().join("s.token"), "unused").unwrap();
+    let conf = write_builder_config_with(tmp.path(), "b1", &[(LINUX, 1, &[&s])], |c| {
+        c["job_retention_secs"] = json!(3600);
+    });
+    let jobs = tmp.path().join("home/jobs");
+    for name in ["OLD0OLD0", "NEW0NEW0", "not-a-job-dir"] {
+        std::fs::create_dir_all(jobs.join(name).join("src")).unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for name in ["OLD0OLD0", "not-a-job-dir"] {
+        std::fs::File::open(jobs.join(name))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+    }
+    let mut builder = BuilderProc::start(&conf);
+    builder.wait_log("old job dirs removed").await;
+    assert!(!jobs.join("OLD0OLD0").exists());
+    assert!(jobs.join("NEW0NEW0").exists());
+    assert!(jobs.join("not-a-job-dir").exists());
+    builder.wait_log("reconnecting in").await;
+    let st = builder.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", builder.log());
+    assert!(builder.log().contains("sai-builder stopped"));
+}

@@ -1,0 +1,358 @@
+//! Shared helpers of the daemon tests: the real `sai-server` and
+//! `sai-builder` binaries, a real git repository, hook pushes, API polling.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sai_core::config::server::ServerConfig;
+use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::{ProcessGuard, TestServer, wait_for};
+use serde_json::{Value, json};
+
+pub const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const LINUX: &str = "linux-debian-12/x86_64-amd/gcc";
+pub const ESP32: &str = "freertos-espidf/xl6-esp32/gcc";
+/// Generous deadline for anything event-driven.
+pub const T: Duration = Duration::from_secs(90);
+
+/// The `sai-server` binary next to this test's target dir (built by
+/// `cargo test --workspace` / `cargo build -p sai-server`).
+pub fn server_bin() -> PathBuf {
+    let p = sai_testkit::bin_path("sai-server");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p sai-server` (or `cargo test --workspace`) first",
+        p.display()
+    );
+    p
+}
+
+pub fn server_config(data: &Path) -> ServerConfig {
+    let mut c = sai_testkit::test_config(data, KEY);
+    c.builder_ping_interval_ms = 1000;
+    c.builder_dead_timeout_ms = 15_000;
+    c
+}
+
+pub fn start_server(data: &Path) -> TestServer {
+    TestServer::start(&server_bin(), &server_config(data), &[]).unwrap()
+}
+
+pub fn start_server_at(data: &Path, addr: SocketAddr) -> TestServer {
+    let mut c = server_config(data);
+    c.listen = addr.to_string();
+    TestServer::start(&server_bin(), &c, &[]).unwrap()
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Mint a builder token with the server binary, without a running server:
+/// the key is created in (or read from) `data/token.key`.
+pub fn mint_builder_token(data: &Path, name: &str, platforms: &str) -> String {
+    std::fs::create_dir_all(data).unwrap();
+    let out = Command::new(server_bin())
+        .arg("token")
+        .arg("--data")
+        .arg(data)
+        .args([
+            "builder",
+            "--name",
+            name,
+            "--platforms",
+            platforms,
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository with one commit; returns its path and the commit hash.
+pub fn make_repo(dir: &Path) -> (PathBuf, String) {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("README"), "the readme of the test project\n").unwrap();
+    git(&repo, &["add", "README"]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let hash = git(&repo, &["rev-parse", "HEAD"]);
+    (repo, hash)
+}
+
+/// Commit a new README to `repo`; returns the new hash.
+pub fn new_commit(repo: &Path, readme: &str) -> String {
+    std::fs::write(repo.join("README"), readme).unwrap();
+    git(repo, &["commit", "-q", "-am", readme]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// A saifile with one platform whose build is `build` (one step per line)
+/// and the given configurations (name -> configuration object).
+pub fn saifile(platform: &str, build: &str, configurations: Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(&json!({
+        "schema": "sai-1",
+        "platforms": { platform: { "build": build } },
+        "configurations": configurations,
+    }))
+    .unwrap()
+}
+
+/// Push `saifile` for commit `hash` of the repository at `repo`; returns the event id.
+pub async fn push(
+    server: &TestServer,
+    project: &str,
+    repo: &Path,
+    hash: &str,
+    saifile: &[u8],
+) -> String {
+    let p = Push {
+        project: project.into(),
+        fetch_url: repo.display().to_string(),
+        git_ref: "refs/heads/main".into(),
+        hash: hash.into(),
+        saifile: saifile.to_vec(),
+    };
+    let r = HookRequest::like_sai_sh(&p, KEY)
+        .send(&server.url("/sai/update-hook"))
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(st, 200, "{v}\n{}", server.log());
+    v["event_id"].as_str().unwrap().to_string()
+}
+
+pub async fn get(server: &TestServer, path: &str) -> Value {
+    let r = reqwest::get(server.url(path)).await.unwrap();
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+pub async fn raw_log(server: &TestServer, task: &str) -> String {
+    let r = reqwest::get(server.url(&format!("/api/tasks/{task}/log?format=raw")))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&r.bytes().await.unwrap()).to_string()
+}
+
+fn terminal(state: &Value) -> bool {
+    matches!(state.as_str(), Some("success" | "failed" | "cancelled"))
+}
+
+/// Wait until every task of the event is in a terminal state; returns the event.
+pub async fn event_done(server: &TestServer, ev: &str, why: &dyn Fn() -> String) -> Value {
+    let r = wait_for(&format!("event {ev} done"), T, || async {
+        let e = get(server, &format!("/api/events/{ev}")).await;
+        let tasks = e["tasks"].as_array()?;
+        (!tasks.is_empty() && tasks.iter().all(|t| terminal(&t["state"]))).then_some(e)
+    })
+    .await;
+    match r {
+        Ok(e) => e,
+        Err(err) => panic!("{err}\n{}", why()),
+    }
+}
+
+/// Wait until `cond` holds for the task's JSON; returns it.
+pub async fn task_until(
+    server: &TestServer,
+    task: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+    why: &dyn Fn() -> String,
+) -> Value {
+    let r = wait_for(what, T, || async {
+        let t = get(server, &format!("/api/tasks/{task}")).await;
+        cond(&t).then_some(t)
+    })
+    .await;
+    match r {
+        Ok(t) => t,
+        Err(err) => panic!("{err}\n{}", why()),
+    }
+}
+
+/// Wait until the task's raw log contains `needle`.
+pub async fn log_contains(server: &TestServer, task: &str, needle: &str, why: &dyn Fn() -> String) {
+    let r = wait_for(&format!("{needle:?} in the log of {task}"), T, || async {
+        raw_log(server, task).await.contains(needle).then_some(())
+    })
+    .await;
+    if let Err(err) = r {
+        panic!(
+            "{err}\nlog so far:\n{}\n{}",
+            raw_log(server, task).await,
+            why()
+        );
+    }
+}
+
+/// Wait until the server lists builder `name` online; returns its entry.
+pub async fn builder_online(server: &TestServer, name: &str, why: &dyn Fn() -> String) -> Value {
+    let r = wait_for(&format!("builder {name} online"), T, || async {
+        let bs = get(server, "/api/builders").await;
+        bs.as_array()?
+            .iter()
+            .find(|b| b["name"] == name && b["online"] == true)
+            .cloned()
+    })
+    .await;
+    match r {
+        Ok(b) => b,
+        Err(err) => panic!("{err}\n{}", why()),
+    }
+}
+
+/// One server entry of a builder config: URL and token file.
+pub struct ServerRef {
+    pub url: String,
+    pub token_file: String,
+}
+
+/// Write a builder config under `dir` (home `dir/home`, host `host`);
+/// `platforms` lists (name, instances, servers).
+pub fn write_builder_config(
+    dir: &Path,
+    host: &str,
+    platforms: &[(&str, u32, &[&ServerRef])],
+) -> PathBuf {
+    write_builder_config_with(dir, host, platforms, |_| {})
+}
+
+/// [`write_builder_config`] with a last edit of the JSON.
+pub fn write_builder_config_with(
+    dir: &Path,
+    host: &str,
+    platforms: &[(&str, u32, &[&ServerRef])],
+    edit: impl FnOnce(&mut Value),
+) -> PathBuf {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let plats: Vec<Value> = platforms
+        .iter()
+        .map(|(name, instances, servers)| {
+            json!({
+                "name": name,
+                "instances": instances,
+                "servers": servers.iter().map(|s| json!({"url": s.url, "token_file": s.token_file})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut conf = json!({
+        "schema": "sai-builder",
+        "home": home.display().to_string(),
+        "host": host,
+        "platforms": plats,
+        "min_free_disk_bytes": 1024 * 1024,
+        "step_timeout_secs": 300,
+    });
+    edit(&mut conf);
+    let path = dir.join("builder.conf");
+    let text = format!(
+        "# sai-builder test config\n{}\n",
+        serde_json::to_string_pretty(&conf).unwrap()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `sai-builder` with its stderr in a file.
+pub struct BuilderProc {
+    pub guard: ProcessGuard,
+    pub log_path: PathBuf,
+}
+
+impl BuilderProc {
+    pub fn start(config: &Path) -> BuilderProc {
+        let dir = config.parent().unwrap();
+        let n = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| e.file_name().to_string_lossy().starts_with("builder."))
+                    .unwrap_or(false)
+            })
+            .count();
+        let log_path = dir.join(format!("builder.{n}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+            .arg("-c")
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sai_builder=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        BuilderProc {
+            guard: ProcessGuard::new(child, Duration::from_secs(30)),
+            log_path,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Wait until the builder's log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        let r = wait_for(&format!("{needle:?} in the builder log"), T, || async {
+            self.log().contains(needle).then_some(())
+        })
+        .await;
+        if let Err(e) = r {
+            panic!("{e}\nbuilder log:\n{}", self.log());
+        }
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
