@@ -75,7 +75,10 @@ pub fn parse<T: DeserializeOwned>(
             })
         }
         Format::Yaml => serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             fail(line, column, strip_serde_position(&e.to_string()))
         }),
     }
