@@ -13,6 +13,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # the reason) when a test starts to need a system tool.
 APT_PACKAGES=(
 	git # gix spawns git-upload-pack for local fetches (sai-builder tests)
+	curl # hooks/sai-notify posts the notification (sai e2e tests)
+	openssl # hooks/sai-notify signs and base64-encodes it (sai e2e tests)
 )
 # ---------------------------------------------------------------------------
 

@@ -132,7 +132,7 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
         min_free_disk_bytes: config.min_free_disk_bytes,
         platforms,
         active: Mutex::new(Default::default()),
-        slot_freed: Default::default(),
+        capacity: tokio::sync::watch::Sender::new(0),
     });
     let links = config
         .servers()
@@ -207,6 +207,9 @@ async fn housekeeping(shared: Arc<Shared>, retention: Duration, shutdown: Cancel
             Ok(Ok(c)) => {
                 if !c.removed.is_empty() {
                     tracing::info!(removed = ?c.removed, "old job dirs removed");
+                    // Disk was freed: links that declined for lack of it
+                    // tell their servers.
+                    shared.capacity_changed();
                 }
                 for (name, why) in c.failed {
                     tracing::warn!(job = %name, "cannot remove old job dir: {why}");

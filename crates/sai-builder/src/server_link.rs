@@ -22,23 +22,27 @@
 //!    after an exponential, jittered delay ([`crate::backoff`]), reset when
 //!    the previous connection stayed up for [`LinkConfig::stable_after`];
 //! 5. on shutdown, offers are rejected, running tasks are killed and
-//!    reported as `infra_error` (so the server runs them again elsewhere or
-//!    later, not as build failures), and the websocket is closed cleanly.
+//!    reported as `handed_back` (the server requeues them at once, without
+//!    counting an attempt or an infrastructure failure), and the websocket
+//!    is closed cleanly.
 //!
 //! Declined offers: the server does not offer a task this link declined
-//! again until one of the link's tasks finishes, and the protocol has no
-//! "ready again" message. So a link that declined a task for lack of room
-//! (busy instances, full disk) and has nothing running reconnects as soon as
-//! a slot frees up anywhere in the builder, or after
-//! [`LinkConfig::retry_declined_after`], to have such tasks offered again.
+//! again until one of the link's tasks finishes or the link reports free
+//! capacity. Whenever capacity frees up anywhere in the builder (a task on
+//! any link ends and releases its instance, housekeeping frees disk:
+//! [`Shared::capacity_changed`]) every link sends
+//! [`BuilderMessage::Capacity`] with the free instances of its platforms, and
+//! the server offers the declined tasks again on the same connection.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use sai_core::protocol::{BuilderMessage, PlatformOffer, ServerMessage, TaskOffer, TaskResult};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use sai_core::protocol::{
+    BuilderMessage, PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -54,9 +58,6 @@ use crate::task::{TaskContext, TaskEvent, run_task};
 
 /// Default time a connection must stay up for the backoff to start over.
 pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Default time after which an idle link that declined offers for lack of
-/// room reconnects to have them offered again.
-pub const DEFAULT_RETRY_DECLINED_AFTER: Duration = Duration::from_secs(30);
 /// Longest wait for queued messages to leave when closing on shutdown.
 const CLOSE_FLUSH: Duration = Duration::from_secs(10);
 
@@ -96,11 +97,37 @@ pub struct Shared {
     pub platforms: HashMap<String, PlatformSlots>,
     /// VNs of the tasks running now (kept by housekeeping).
     pub active: Mutex<HashSet<String>>,
-    /// Woken whenever a task ends and frees its slot.
-    pub slot_freed: Notify,
+    /// Bumped whenever free capacity grows (a task ended and freed its
+    /// instance, housekeeping freed disk); every link watches it and reports
+    /// its capacity to its server.
+    pub capacity: watch::Sender<u64>,
 }
 
 impl Shared {
+    /// Tell every link that free capacity grew.
+    pub fn capacity_changed(&self) {
+        self.capacity.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Free instances of each of `platforms` now: 0 for all when the disk
+    /// under the home has less than `min_free_disk_bytes` free.
+    pub fn free_capacity(&self, platforms: &[String]) -> Vec<PlatformCapacity> {
+        let disk_ok = self.min_free_disk_bytes == 0
+            || has_room(self.layout.home(), self.min_free_disk_bytes).unwrap_or(false);
+        platforms
+            .iter()
+            .map(|name| PlatformCapacity {
+                name: name.clone(),
+                free: match self.platforms.get(name) {
+                    Some(p) if disk_ok => {
+                        u32::try_from(p.slots.available_permits()).unwrap_or(u32::MAX)
+                    }
+                    _ => 0,
+                },
+            })
+            .collect()
+    }
+
     /// The VNs of the running tasks.
     pub fn active_vns(&self) -> HashSet<String> {
         self.active
@@ -155,9 +182,6 @@ pub struct LinkConfig {
     pub backoff_initial: Duration,
     /// Largest reconnect delay.
     pub backoff_cap: Duration,
-    /// An idle link that declined offers for lack of room reconnects after
-    /// this long (or as soon as a slot frees up) to get them offered again.
-    pub retry_declined_after: Duration,
 }
 
 impl LinkConfig {
@@ -173,7 +197,6 @@ impl LinkConfig {
             stable_after: DEFAULT_STABLE_AFTER,
             backoff_initial: crate::backoff::INITIAL,
             backoff_cap: crate::backoff::CAP,
-            retry_declined_after: DEFAULT_RETRY_DECLINED_AFTER,
         }
     }
 }
@@ -185,33 +208,11 @@ enum Ended {
     Lost,
     /// Shutdown: tasks handed back, websocket closed.
     Shutdown,
-    /// Closed on purpose to have declined offers offered again.
-    Retry,
 }
 
-/// An offer this builder cannot take.
+/// Why this builder cannot take an offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Decline {
-    reason: String,
-    /// No room now (busy instances, full disk); could fit later.
-    for_now: bool,
-}
-
-impl Decline {
-    fn never(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            for_now: false,
-        }
-    }
-
-    fn for_now(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            for_now: true,
-        }
-    }
-}
+struct Decline(String);
 
 /// Why a running task was stopped (the first reason wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,14 +277,6 @@ pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancellatio
                     tracing::info!(server = url, "link closed for shutdown");
                     break;
                 }
-                if ended == Ended::Retry {
-                    tracing::info!(
-                        server = url,
-                        "reconnecting to have the offers declined for lack of room offered again"
-                    );
-                    backoff.reset();
-                    continue;
-                }
                 tracing::warn!(server = url, "link lost");
                 if up.elapsed() >= lc.stable_after {
                     backoff.reset();
@@ -300,8 +293,8 @@ pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancellatio
     }
 }
 
-/// Serve one established link until it is lost, the daemon stops and its
-/// tasks are gone, or it should reconnect for declined offers.
+/// Serve one established link until it is lost, or the daemon stops and its
+/// tasks are gone.
 async fn serve(
     mut link: Link,
     lc: &LinkConfig,
@@ -314,18 +307,19 @@ async fn serve(
     let mut set: JoinSet<()> = JoinSet::new();
     let mut stopping = false;
     let mut lost = false;
-    let mut retry = false;
-    // Set when an offer was declined for lack of room.
-    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut capacity = shared.capacity.subscribe();
+    capacity.mark_unchanged();
     loop {
-        if ((stopping || lost) && running.is_empty()) || retry {
+        if (stopping || lost) && running.is_empty() {
             break;
         }
-        let idle_declined = retry_at.is_some() && running.is_empty() && !stopping && !lost;
-        let retry_deadline = retry_at.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
-            _ = shared.slot_freed.notified(), if idle_declined => retry = true,
-            _ = tokio::time::sleep_until(retry_deadline), if idle_declined => retry = true,
+            Ok(()) = capacity.changed(), if !stopping && !lost => {
+                capacity.mark_unchanged();
+                let platforms = shared.free_capacity(&lc.platforms);
+                tracing::debug!(server = lc.url, ?platforms, "reporting free capacity");
+                let _ = sender.send(&BuilderMessage::Capacity { platforms }).await;
+            }
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 for r in running.values() {
@@ -344,18 +338,15 @@ async fn serve(
                     let task = *task;
                     let id = task.task_id.clone();
                     let decision = if stopping {
-                        Err(Decline::never("the builder is shutting down"))
+                        Err(Decline("the builder is shutting down".into()))
                     } else if running.contains_key(&id) {
-                        Err(Decline::never("this task is already running here"))
+                        Err(Decline("this task is already running here".into()))
                     } else {
                         admit(&task, lc, shared)
                     };
                     match decision {
-                        Err(Decline { reason, for_now }) => {
+                        Err(Decline(reason)) => {
                             tracing::info!(task = %id, %reason, "offer rejected");
-                            if for_now && retry_at.is_none() {
-                                retry_at = Some(tokio::time::Instant::now() + lc.retry_declined_after);
-                            }
                             let _ = sender
                                 .send(&BuilderMessage::Reject { task_id: id, reason })
                                 .await;
@@ -416,8 +407,6 @@ async fn serve(
                 if let Some(id) = ids.remove(&tid) {
                     running.remove(&id);
                 }
-                // A finished task makes the server offer declined tasks again.
-                retry_at = None;
             }
         }
     }
@@ -428,7 +417,7 @@ async fn serve(
     } else {
         // Let the last messages leave, then close the websocket.
         let _ = tokio::time::timeout(CLOSE_FLUSH, link.closed()).await;
-        if retry { Ended::Retry } else { Ended::Shutdown }
+        Ended::Shutdown
     }
 }
 
@@ -442,7 +431,7 @@ fn admit(
     let platform = match shared.platforms.get(name) {
         Some(p) if lc.platforms.iter().any(|n| n == name) => p,
         _ => {
-            return Err(Decline::never(format!(
+            return Err(Decline(format!(
                 "platform {name} is not offered on this connection"
             )));
         }
@@ -453,14 +442,14 @@ fn admit(
             Ok(true) => {}
             Ok(false) => {
                 let free = free_disk_bytes(home).unwrap_or(0);
-                return Err(Decline::for_now(format!(
+                return Err(Decline(format!(
                     "only {free} bytes free under {}, {} needed",
                     home.display(),
                     shared.min_free_disk_bytes
                 )));
             }
             Err(e) => {
-                return Err(Decline::for_now(format!(
+                return Err(Decline(format!(
                     "cannot check free space of {}: {e}",
                     home.display()
                 )));
@@ -468,7 +457,7 @@ fn admit(
         }
     }
     let permit = platform.slots.clone().try_acquire_owned().map_err(|_| {
-        Decline::for_now(format!(
+        Decline(format!(
             "all {} instances of platform {name} are busy",
             platform.instances
         ))
@@ -556,8 +545,11 @@ async fn run_one(
     };
     let (result, link_ok) = tokio::join!(run, relay);
     let result = match (stop.get(), result) {
-        (Some(Stop::Shutdown), TaskResult::Cancelled) => TaskResult::InfraError {
-            reason: format!("sai-builder on {} shut down during the task", shared.host),
+        (Some(Stop::Shutdown), TaskResult::Cancelled) => TaskResult::HandedBack {
+            reason: format!(
+                "sai-builder on {} shut down during the task (operator request)",
+                shared.host
+            ),
         },
         (_, r) => r,
     };
@@ -578,5 +570,5 @@ async fn run_one(
             .remove(v);
     }
     drop(permit);
-    shared.slot_freed.notify_waiters();
+    shared.capacity_changed();
 }

@@ -35,7 +35,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Websocket path of the builder endpoint (also served under `/sai/builder`).
 pub const BUILDER_PATH: &str = "/builder";
 /// Length of an event id: 32 uppercase hex characters.
@@ -73,6 +73,16 @@ pub struct PlatformOffer {
     pub name: String,
     /// Concurrent task slots for this platform (at least 1).
     pub instances: u32,
+}
+
+/// Free capacity of one offered platform, in [`BuilderMessage::Capacity`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformCapacity {
+    /// Platform tuple, as offered in the hello.
+    pub name: String,
+    /// Instances of it that could take a task now (0 when none is free or
+    /// the disk is too full to accept work).
+    pub free: u32,
 }
 
 /// Messages from builder to server (text frames).
@@ -139,6 +149,14 @@ pub enum BuilderMessage {
         /// Running task.
         task_id: String,
     },
+    /// The builder's free capacity changed (an instance was freed, possibly
+    /// by another connection sharing it, or housekeeping freed disk). The
+    /// server offers this connection again the tasks it declined on the
+    /// platforms listed with `free > 0`, without waiting for a task to end.
+    Capacity {
+        /// Every platform offered on this connection with its free instances.
+        platforms: Vec<PlatformCapacity>,
+    },
     /// The task is over. Log frames for it must be sent before this message.
     TaskFinished {
         /// Running task.
@@ -167,6 +185,13 @@ pub enum TaskResult {
     /// not the build's fault; counts as an infrastructure attempt.
     InfraError {
         /// What went wrong.
+        reason: String,
+    },
+    /// The builder stopped the task because it is going away by operator
+    /// request (e.g. SIGTERM): the server requeues it at once, without
+    /// counting an infrastructure failure, and notes `reason` in the task log.
+    HandedBack {
+        /// Why, e.g. "sai-builder on host1 is shutting down".
         reason: String,
     },
 }
@@ -464,6 +489,28 @@ mod tests {
             serde_json::to_string(&c).unwrap(),
             r#"{"type":"credit","bytes":5}"#
         );
+    }
+
+    #[test]
+    fn capacity_and_handed_back_shapes() {
+        let m = BuilderMessage::Capacity {
+            platforms: vec![PlatformCapacity {
+                name: "linux".into(),
+                free: 1,
+            }],
+        };
+        let j = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            j,
+            r#"{"type":"capacity","platforms":[{"name":"linux","free":1}]}"#
+        );
+        assert_eq!(serde_json::from_str::<BuilderMessage>(&j).unwrap(), m);
+        let r = TaskResult::HandedBack {
+            reason: "stopping".into(),
+        };
+        let j = serde_json::to_string(&r).unwrap();
+        assert_eq!(j, r#"{"outcome":"handed_back","reason":"stopping"}"#);
+        assert_eq!(serde_json::from_str::<TaskResult>(&j).unwrap(), r);
     }
 
     #[test]

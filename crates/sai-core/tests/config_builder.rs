@@ -96,7 +96,7 @@ fn every_problem_is_reported_with_its_path() {
         {"url": "wss://ci/sai/other"},
         {"url": "wss://shared/builder", "token_file": "/one"}
       ],
-      "env": {"SAI_PARALLEL": "1", "1BAD": "x", "GOOD": "y"},
+      "env": {"SAI_PARALLEL": "1", "1BAD": "x", "GOOD": "y", "HOME": "/h", "PATH": "/opt/cross/bin:/usr/bin"},
       "limits": {"parallel": 0}
     },
     {
@@ -127,6 +127,7 @@ fn every_problem_is_reported_with_its_path() {
         "platforms[0].servers[1]: missing token_file",
         "platforms[0].env.SAI_PARALLEL: \"SAI_PARALLEL\" is set by sai-builder",
         "platforms[0].env.1BAD: \"1BAD\" is not an environment variable name",
+        "platforms[0].env.HOME: \"HOME\" is set by sai-builder",
         "platforms[0].limits.parallel: must be at least 1",
         "platforms[1].servers[0]: server \"wss://shared/builder\" gets a different token",
         "platforms[1].servers[1].url: server \"wss://shared/builder\" is listed twice",

@@ -3,8 +3,8 @@
 //! All non-terminal events and their tasks are held in memory ([`Sched`]);
 //! the event databases are the source of truth and every state change is
 //! written there before it becomes visible. Dispatch runs when something
-//! changes (push, builder hello, task end, reject, requeue, grace expiry),
-//! never on a polling timer.
+//! changes (push, builder hello, task end, reject, builder capacity report,
+//! requeue, grace expiry), never on a polling timer.
 //!
 //! Rules:
 //! * A task runs wholly on one builder instance (one slot of one offered
@@ -18,6 +18,12 @@
 //!   infrastructure error puts the task back to `waiting` and counts an
 //!   infrastructure failure; at `max_infra_attempts` the task fails with a
 //!   reason saying so.
+//! * A task a builder hands back because it is going away by operator
+//!   request (`handed_back`) goes back to `waiting` at once without counting
+//!   an attempt or an infrastructure failure.
+//! * A declined task is not offered to the same connection again until one
+//!   of that connection's tasks ends or it reports free capacity
+//!   (`capacity`) on the platform it was declined on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use sai_core::platform::tuple_matches;
-use sai_core::protocol::{PlatformOffer, ServerMessage, TaskOffer, TaskResult};
+use sai_core::protocol::{PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::store::{EventDb, EventRow, Store, TaskRow, TaskUpdate, now_ms};
@@ -163,7 +169,8 @@ struct Conn {
     slots: Vec<Slot>,
     tx: UnboundedSender<Outgoing>,
     assigned: HashMap<String, usize>,
-    rejected: HashSet<String>,
+    /// Tasks declined (or failed) here, with the slot they were offered in.
+    rejected: HashMap<String, usize>,
     cancelled: HashSet<String>,
     since: i64,
 }
@@ -316,7 +323,7 @@ impl Sched {
                     .collect(),
                 tx,
                 assigned: HashMap::new(),
-                rejected: HashSet::new(),
+                rejected: HashMap::new(),
                 cancelled: HashSet::new(),
                 since: now_ms(),
             },
@@ -458,7 +465,7 @@ impl Sched {
                 .enumerate()
                 .filter(|(_, t)| {
                     t.state == TaskState::Waiting
-                        && !c.rejected.contains(&t.row.id)
+                        && !c.rejected.contains_key(&t.row.id)
                         && tuple_matches(&t.row.platform, offer)
                 })
                 .min_by_key(|(_, t)| (!t.row.priority, t.row.idx));
@@ -503,12 +510,12 @@ impl Sched {
         self.persist(seq, i);
     }
 
-    fn release(&mut self, cid: ConnId, task_id: &str) {
-        if let Some(c) = self.conns.get_mut(&cid)
-            && let Some(si) = c.assigned.remove(task_id)
-        {
-            c.slots[si].running.remove(task_id);
-        }
+    /// Free the task's slot on `cid`; returns the slot index.
+    fn release(&mut self, cid: ConnId, task_id: &str) -> Option<usize> {
+        let c = self.conns.get_mut(&cid)?;
+        let si = c.assigned.remove(task_id)?;
+        c.slots[si].running.remove(task_id);
+        Some(si)
     }
 
     fn assigned_index(&self, cid: ConnId, task_id: &str) -> Option<(i64, usize)> {
@@ -531,14 +538,15 @@ impl Sched {
     }
 
     /// The builder declined an offer: back to waiting, not offered to this
-    /// connection again until one of its tasks ends.
+    /// connection again until one of its tasks ends or it reports free
+    /// capacity on that platform ([`Sched::capacity`]).
     pub fn reject(&mut self, store: &Store, cid: ConnId, task_id: &str, reason: &str) -> bool {
         let Some((seq, i)) = self.assigned_index(cid, task_id) else {
             return false;
         };
-        self.release(cid, task_id);
-        if let Some(c) = self.conns.get_mut(&cid) {
-            c.rejected.insert(task_id.to_string());
+        let si = self.release(cid, task_id);
+        if let (Some(c), Some(si)) = (self.conns.get_mut(&cid), si) {
+            c.rejected.insert(task_id.to_string(), si);
         }
         let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
         t.state = TaskState::Waiting;
@@ -551,6 +559,30 @@ impl Sched {
         self.persist(seq, i);
         self.refresh(store, seq);
         true
+    }
+
+    /// The builder reported its free capacity: the tasks it declined on the
+    /// platforms with free instances may be offered to it again. Returns
+    /// whether anything changed (the caller then dispatches).
+    pub fn capacity(&mut self, cid: ConnId, platforms: &[PlatformCapacity]) -> bool {
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return false;
+        };
+        let free: HashSet<usize> = c
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                platforms
+                    .iter()
+                    .any(|p| p.name == s.offer.name && p.free > 0)
+            })
+            .map(|(si, _)| si)
+            .collect();
+        let before = c.rejected.len();
+        c.rejected.retain(|_, si| !free.contains(si));
+        // Free room is worth a dispatch even with nothing declined.
+        before != c.rejected.len() || !free.is_empty()
     }
 
     /// A step started.
@@ -578,7 +610,7 @@ impl Sched {
         let Some((seq, i)) = self.assigned_index(cid, task_id) else {
             return false;
         };
-        self.release(cid, task_id);
+        let si = self.release(cid, task_id);
         let max = self.max_infra as i64;
         if let Some(c) = self.conns.get_mut(&cid) {
             c.rejected.clear();
@@ -604,8 +636,21 @@ impl Sched {
             }
             TaskResult::InfraError { reason } => {
                 Self::infra_failure(t, max, &format!("builder {builder} reported: {reason}"));
-                if let Some(c) = self.conns.get_mut(&cid) {
-                    c.rejected.insert(task_id.to_string());
+                if let (Some(c), Some(si)) = (self.conns.get_mut(&cid), si) {
+                    c.rejected.insert(task_id.to_string(), si);
+                }
+            }
+            TaskResult::HandedBack { reason } => {
+                // Not the task's fault nor an infrastructure failure: the
+                // builder is going away on purpose. The try does not count.
+                t.state = TaskState::Waiting;
+                t.row.started = None;
+                t.row.attempt = (t.row.attempt - 1).max(0);
+                t.row.reason = Some(format!(
+                    "requeued: handed back by builder {builder}: {reason}"
+                ));
+                if let (Some(c), Some(si)) = (self.conns.get_mut(&cid), si) {
+                    c.rejected.insert(task_id.to_string(), si);
                 }
             }
         }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use sai_core::platform::{Platform, tuple_matches};
 use sai_core::protocol::{
-    BuilderMessage, CLOSE_POLICY, CLOSE_PROTOCOL_ERROR, CLOSE_UNSUPPORTED_VERSION, FrameKind,
-    MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, ServerMessage, decode_frame, hello_version,
+    BuilderMessage, CHANNEL_NOTICE, CLOSE_POLICY, CLOSE_PROTOCOL_ERROR, CLOSE_UNSUPPORTED_VERSION,
+    FrameKind, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, ServerMessage, TaskResult, decode_frame,
+    hello_version,
 };
 use sha2::Digest;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
@@ -200,6 +201,12 @@ impl ConnState {
                     self.not_yours(&task_id);
                 }
             }
+            BuilderMessage::Capacity { platforms } => {
+                tracing::debug!(builder = %self.name, ?platforms, "capacity");
+                if server.sched().capacity(self.cid, &platforms) {
+                    server.kick();
+                }
+            }
             BuilderMessage::StepStarted { task_id, step } => {
                 if !server.sched().step_started(self.cid, &task_id, step) {
                     self.not_yours(&task_id);
@@ -235,12 +242,26 @@ impl ConnState {
             BuilderMessage::ArtifactEnd { task_id } => self.artifact_end(&task_id).await,
             BuilderMessage::TaskFinished { task_id, result } => {
                 match self.lookup(&task_id) {
-                    Lookup::Assigned(..) => {
+                    Lookup::Assigned(db, _) => {
                         if self.upload.as_ref().is_some_and(|u| u.task_id == task_id) {
                             self.abort_upload("task finished during the upload");
                         }
                         // Everything logged before this message is stored first.
                         server.logs.flush().await;
+                        if let TaskResult::HandedBack { reason } = &result {
+                            let notice = format!(
+                                "sai-server: task handed back by builder {}: {reason}; requeued without counting an attempt\n",
+                                self.name
+                            );
+                            server.logs.record(
+                                db,
+                                task_id.clone(),
+                                CHANNEL_NOTICE,
+                                crate::store::now_ms() * 1000,
+                                notice.into_bytes(),
+                                None,
+                            );
+                        }
                         if server
                             .sched()
                             .finished(&server.store, self.cid, &task_id, &result)

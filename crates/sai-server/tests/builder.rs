@@ -1,6 +1,7 @@
 //! The builder protocol with a protocol-level fake builder over a real
 //! websocket: authentication, platform matching, logs with flow control,
-//! artifacts, completion, requeue and the infrastructure attempt limit.
+//! artifacts, completion, requeue, the infrastructure attempt limit,
+//! capacity reports and hand-backs.
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use sai_core::protocol::{
-    BuilderMessage, CLOSE_POLICY, CLOSE_UNSUPPORTED_VERSION, FrameHeader, FrameKind, ServerMessage,
-    TaskResult, encode_frame,
+    BuilderMessage, CLOSE_POLICY, CLOSE_UNSUPPORTED_VERSION, FrameHeader, FrameKind,
+    PROTOCOL_VERSION, PlatformCapacity, ServerMessage, TaskResult, encode_frame,
 };
 use sai_testkit::hook::Push;
 use sai_testkit::{FakeBuilder, wait_for};
@@ -209,7 +210,7 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
         .unwrap()
         .ok()
         .unwrap();
-    b.hello(1, "host2", &[(LINUX, 1)]).await.unwrap();
+    b.hello(PROTOCOL_VERSION, "host2", &[(LINUX, 1)]).await.unwrap();
     let (code, reason) = b.closed_by_server(T).await.unwrap();
     assert_eq!(code, CLOSE_POLICY);
     assert!(reason.contains("token"), "{reason}");
@@ -219,20 +220,27 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
         .unwrap()
         .ok()
         .unwrap();
-    b.hello(1, "host1", &[(ESP32, 1)]).await.unwrap();
+    b.hello(PROTOCOL_VERSION, "host1", &[(ESP32, 1)]).await.unwrap();
     let (code, reason) = b.closed_by_server(T).await.unwrap();
     assert_eq!(code, CLOSE_POLICY);
     assert!(reason.contains(ESP32), "{reason}");
-    // Unknown protocol version.
-    let mut b = FakeBuilder::connect(&url, Some(&token))
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    b.hello(2, "host1", &[(LINUX, 1)]).await.unwrap();
-    let (code, reason) = b.closed_by_server(T).await.unwrap();
-    assert_eq!(code, CLOSE_UNSUPPORTED_VERSION);
-    assert!(reason.contains("version 2"), "{reason}");
+    // Unknown protocol versions: a newer one, and version 1 (before
+    // `capacity` and `handed_back`).
+    for v in [PROTOCOL_VERSION + 1, 1] {
+        let mut b = FakeBuilder::connect(&url, Some(&token))
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+        b.hello(v, "host1", &[(LINUX, 1)]).await.unwrap();
+        let (code, reason) = b.closed_by_server(T).await.unwrap();
+        assert_eq!(code, CLOSE_UNSUPPORTED_VERSION);
+        assert!(
+            reason.contains(&format!("version {v};"))
+                && reason.contains(&format!("speaks {PROTOCOL_VERSION}")),
+            "{reason}"
+        );
+    }
 
     // None of them was offered anything.
     let e = event(s, &ev).await;
@@ -469,4 +477,137 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
     a.run_task(&o2, b"", TaskResult::Success).await.unwrap();
     let t = task_state(s, &o2.task_id, "success").await;
     assert_eq!(t["artifacts"].as_array().unwrap().len(), 0);
+}
+
+/// One linux task only.
+const ONE_LINUX: &[u8] = br#"{
+  "schema": "sai-1",
+  "platforms": { "linux-debian-12/x86_64-amd/gcc": { "build": "echo one" } },
+  "configurations": { "default": { "cmake": "" } }
+}
+"#;
+
+fn connections_of(s: &sai_testkit::TestServer) -> usize {
+    s.log().matches("builder connected").count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_report_brings_declined_offers_back_on_the_same_connection() {
+    let env = start(|_| {});
+    let s = &env.server;
+    push_ok(s, &Push::new("demo", ONE_LINUX)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    b.send(&BuilderMessage::Reject {
+        task_id: o.task_id.clone(),
+        reason: "all 1 instances of platform linux are busy".into(),
+    })
+    .await
+    .unwrap();
+    let t = task_state(s, &o.task_id, "waiting").await;
+    assert!(t["reason"].as_str().unwrap().contains("busy"), "{t}");
+    // Not offered again by itself.
+    assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
+    // Still no room: nothing happens.
+    b.send(&BuilderMessage::Capacity {
+        platforms: vec![PlatformCapacity {
+            name: LINUX.into(),
+            free: 0,
+        }],
+    })
+    .await
+    .unwrap();
+    assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
+    // Room again: the declined task comes back on the same connection.
+    b.send(&BuilderMessage::Capacity {
+        platforms: vec![PlatformCapacity {
+            name: LINUX.into(),
+            free: 1,
+        }],
+    })
+    .await
+    .unwrap();
+    let o2 = b.offer(T).await.unwrap();
+    assert_eq!(o2.task_id, o.task_id);
+    assert_eq!(o2.attempt, 1);
+    b.run_task(&o2, b"built\n", TaskResult::Success).await.unwrap();
+    task_state(s, &o.task_id, "success").await;
+    // One connection all along: no reconnect was needed.
+    assert_eq!(connections_of(s), 1, "{}", s.log());
+    let (_, bs) = get(s, "/api/builders").await;
+    let host1: Vec<_> = bs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["name"] == "host1" && b["online"] == true)
+        .collect();
+    assert_eq!(host1.len(), 1, "{bs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handed_back_tasks_are_requeued_without_counting_an_attempt() {
+    let env = start(|c| c.max_infra_attempts = 3);
+    let s = &env.server;
+    push_ok(s, &Push::new("demo", ONE_LINUX)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut id: Option<String> = None;
+    // Four builders in a row go away mid-task by operator request.
+    for n in 1..=4 {
+        let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+            .await
+            .unwrap();
+        let o = b.offer(T).await.unwrap();
+        assert_eq!(o.attempt, 1, "hand-back {n} counted an attempt");
+        assert!(id.as_ref().is_none_or(|i| *i == o.task_id));
+        id = Some(o.task_id.clone());
+        b.send(&BuilderMessage::Accept {
+            task_id: o.task_id.clone(),
+        })
+        .await
+        .unwrap();
+        b.log(&o.task_id, 1, format!("run {n}\n").as_bytes())
+            .await
+            .unwrap();
+        b.send(&BuilderMessage::TaskFinished {
+            task_id: o.task_id.clone(),
+            result: TaskResult::HandedBack {
+                reason: "sai-builder on host1 shut down during the task".into(),
+            },
+        })
+        .await
+        .unwrap();
+        let t = task_state(s, &o.task_id, "waiting").await;
+        assert_eq!(t["infra_failures"], 0, "{t}");
+        assert_eq!(t["attempt"], 0, "{t}");
+        assert!(t["reason"].as_str().unwrap().contains("handed back"), "{t}");
+        // The going-away connection is not offered it again.
+        assert!(b.poll(Duration::from_millis(200)).await.unwrap().is_none());
+        b.close().await;
+    }
+    let id = id.unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    assert_eq!(o.task_id, id);
+    b.run_task(&o, b"built\n", TaskResult::Success).await.unwrap();
+    let t = task_state(s, &id, "success").await;
+    assert_eq!(t["infra_failures"], 0, "{t}");
+    // Each hand-back left a Sai notice (channel 3) saying why.
+    let (_, l) = get(s, &format!("/api/tasks/{id}/log")).await;
+    let notices: Vec<&serde_json::Value> = l["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["channel"] == 3)
+        .collect();
+    assert_eq!(notices.len(), 4, "{l}");
+    for r in notices {
+        let text = r["text"].as_str().unwrap();
+        assert!(text.contains("handed back by builder host1"), "{text}");
+        assert!(text.contains("shut down"), "{text}");
+    }
 }

@@ -41,9 +41,16 @@ pub enum Command {
         #[command(subcommand)]
         command: SaifileCommand,
     },
-    /// Start a local Sai (server, web and builder). Not implemented yet:
-    /// tracked in the sai-builder issue.
-    Up,
+    /// Start a local Sai: sai-server and a sai-builder for this machine, in
+    /// one process, on loopback, with its data under ./.sai; hook up the
+    /// current repository and queue a build of its HEAD. Runs until Ctrl-C.
+    Up(crate::up::UpArgs),
+    /// Send a signed push notification for a commit of a repository to a
+    /// sai-server (what the git hooks send).
+    Notify(crate::notify::NotifyArgs),
+    /// Mint a builder or user token with a sai-server's key (as
+    /// `sai-server token`).
+    Token(crate::token::TokenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,12 +118,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                 },
         } => crate::expand::run(&file, git_ref.as_deref(), json),
-        Command::Up => {
-            eprintln!(
-                "sai up: not implemented yet: tracked in the sai-builder issue \
-                 (it will start sai-server, sai-web and a local sai-builder)"
-            );
-            Ok(ExitCode::from(2))
-        }
+        Command::Up(args) => crate::up::run(args),
+        Command::Notify(args) => crate::notify::run(args),
+        Command::Token(args) => crate::token::run(args),
     }
 }

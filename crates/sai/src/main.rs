@@ -2,12 +2,16 @@
 //!
 //! `sai validate` checks config files and `.sai.json` files, `sai schema`
 //! prints or writes the JSON Schemas, `sai saifile expand` shows the tasks a
-//! `.sai.json` makes. Exit codes: 0 success, 1 a file has errors, 2 usage
-//! error (or a subcommand that does not exist yet).
+//! `.sai.json` makes, `sai up` runs a local server and builder, `sai notify`
+//! sends a push notification, `sai token` mints tokens. Exit codes: 0
+//! success, 1 a file has errors (or a command failed), 2 usage error.
 
 mod cli;
 mod expand;
+mod notify;
 mod schema;
+mod token;
+mod up;
 mod validate;
 
 use std::process::ExitCode;

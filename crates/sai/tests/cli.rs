@@ -426,9 +426,10 @@ fn usage_errors_exit_2() {
     assert_eq!(sai(["frobnicate"]).code, 2);
     assert_eq!(sai(["schema"]).code, 2);
     assert_eq!(sai(["schema", "nope"]).code, 2);
-    let up = sai(["up"]);
-    assert_eq!(up.code, 2);
-    assert!(up.stderr.contains("not implemented yet"), "{}", up.stderr);
+    assert_eq!(sai(["up", "--instances", "0"]).code, 2);
+    assert_eq!(sai(["up", "--repo", "x", "--no-repo"]).code, 2);
+    assert_eq!(sai(["notify"]).code, 2);
+    assert_eq!(sai(["token", "builder", "--name", "x"]).code, 2);
 }
 
 #[test]

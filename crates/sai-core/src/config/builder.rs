@@ -101,7 +101,9 @@ pub struct BuilderPlatform {
     /// How many tasks of this platform may run at once. Default 1.
     #[serde(default = "default_instances")]
     pub instances: u32,
-    /// Extra environment variables for this platform's build steps.
+    /// Extra environment variables for this platform's build steps. They may
+    /// replace the defaults `PATH` and `LANG`; `HOME` and `SAI_*` are set by
+    /// the builder and refused here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Limits for this platform that override the builder-wide ones.
@@ -161,8 +163,10 @@ fn default_instances() -> u32 {
     1
 }
 
-/// Environment variables the builder sets itself; `env` must not override them.
-const RESERVED_ENV: &[&str] = &["HOME", "PATH"];
+/// Environment variables the builder sets itself; `env` must not override
+/// them. `PATH` and `LANG` are defaults a platform may change (a cross
+/// toolchain's `bin/` first, say).
+const RESERVED_ENV: &[&str] = &["HOME"];
 
 impl BuilderConfig {
     /// Check what the schema cannot express. Returns every problem found,
