@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use sai_testkit::git::GitRepo;
 use sai_testkit::hook::{HookRequest, Push};
 use sai_testkit::{ProcessGuard, TestServer};
 use serde_json::{Value, json};
@@ -23,27 +24,6 @@ const LINUX: &str = "linux-debian-12/x86_64-amd/gcc";
 const T: Duration = Duration::from_secs(300);
 const BIG: u64 = 100_000_000;
 const LATENCY_RUNS: usize = 20;
-
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=b", "-c", "user.email=b@example.invalid"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
 
 fn now_ns() -> u128 {
     SystemTime::now()
@@ -218,13 +198,10 @@ async fn main() -> Result<()> {
     let _guard = ProcessGuard::new(child, Duration::from_secs(20));
     wait_online(&server).await?;
 
-    let repo: PathBuf = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo)?;
-    git(&repo, &["init", "-q"])?;
-    std::fs::write(repo.join("README"), "bench\n")?;
-    git(&repo, &["add", "README"])?;
-    git(&repo, &["commit", "-q", "-m", "bench"])?;
-    let hash = git(&repo, &["rev-parse", "HEAD"])?;
+    let git_repo = GitRepo::init(tmp.path().join("repo"));
+    git_repo.write("README", "bench\n");
+    let hash = git_repo.commit("bench");
+    let repo: PathBuf = git_repo.path().to_path_buf();
 
     // A first task warms the mirror and the job dir code paths.
     let warm = push(

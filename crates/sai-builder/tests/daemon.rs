@@ -13,22 +13,10 @@ use serde_json::json;
 async fn builder_runs_pushed_tasks_to_success_and_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let server = start_server(&tmp.path().join("data"));
-    let token = server.builder_token("b1", &["linux"]).unwrap();
-    std::fs::write(tmp.path().join("s1.token"), format!("{token}\n")).unwrap();
-    let s1 = ServerRef {
-        url: server.builder_url(),
-        // Relative: resolved against the config's folder.
-        token_file: "s1.token".into(),
-    };
-    let conf = write_builder_config(tmp.path(), "b1", &[(LINUX, 2, &[&s1])]);
+    // The token file is named relative to the config's folder.
+    let conf = one_server_config(&server, tmp.path(), 2);
     let builder = BuilderProc::start(&conf);
-    let why = || {
-        format!(
-            "builder log:\n{}\nserver log:\n{}",
-            builder.log(),
-            server.log()
-        )
-    };
+    let why = || logs(&builder, &server);
     builder_online(&server, "b1", &why).await;
 
     let (repo, hash) = make_repo(tmp.path());
@@ -101,9 +89,7 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
     );
 
     // A second push of the same repository reuses the mirror.
-    std::fs::write(repo.join("README"), "second version\n").unwrap();
-    git(&repo, &["commit", "-q", "-am", "second"]);
-    let hash2 = git(&repo, &["rev-parse", "HEAD"]);
+    let hash2 = new_commit(&repo, "second version\n");
     let sf2 = saifile(LINUX, "cat README", json!({ "default": { "cmake": "" } }));
     let ev2 = push(&server, "proj", &repo, &hash2, &sf2).await;
     let e2 = event_done(&server, &ev2, &why).await;
@@ -111,6 +97,15 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
     assert_eq!(t["state"], "success", "{e2}\n{}", why());
     let log = raw_log(&server, t["id"].as_str().unwrap()).await;
     assert!(log.contains("second version"), "{log}");
+}
+
+/// `sai-builder --check-config -c <config>`.
+fn check_config(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        .args(["--check-config", "-c"])
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -121,11 +116,7 @@ fn check_config_reports_problems_with_file_line_and_column() {
         token_file: "t".into(),
     };
     let good = write_builder_config(tmp.path(), "b1", &[(LINUX, 1, &[&s])]);
-    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
-        .args(["--check-config", "-c"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = check_config(&good);
     assert!(
         out.status.success(),
         "{}",
@@ -143,11 +134,7 @@ fn check_config_reports_problems_with_file_line_and_column() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
-        .args(["--check-config", "-c"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check_config(&bad);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -161,22 +148,14 @@ fn check_config_reports_problems_with_file_line_and_column() {
         token_file: "t".into(),
     };
     let conf = write_builder_config(tmp.path(), "b1", &[(LINUX, 1, &[&wss])]);
-    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
-        .args(["--check-config", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = check_config(&conf);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("wss:// is not supported"), "{err}");
 
     // A syntax problem: an unknown key.
     std::fs::write(&bad, "{\n  \"hme\": \"/x\"\n}\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
-        .args(["--check-config", "-c"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check_config(&bad);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
@@ -202,26 +181,11 @@ async fn as_root_steps_run_as_the_run_as_user() {
     )
     .unwrap();
     let server = start_server(&tmp.path().join("data"));
-    std::fs::write(
-        tmp.path().join("s.token"),
-        server.builder_token("b1", &["linux"]).unwrap(),
-    )
-    .unwrap();
-    let s = ServerRef {
-        url: server.builder_url(),
-        token_file: "s.token".into(),
-    };
-    let conf = write_builder_config_with(tmp.path(), "b1", &[(LINUX, 1, &[&s])], |c| {
+    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
         c["run_as"] = json!("nobody");
     });
     let builder = BuilderProc::start(&conf);
-    let why = || {
-        format!(
-            "builder log:\n{}\nserver log:\n{}",
-            builder.log(),
-            server.log()
-        )
-    };
+    let why = || logs(&builder, &server);
     let (repo, hash) = make_repo(tmp.path());
     let sf = saifile(
         LINUX,

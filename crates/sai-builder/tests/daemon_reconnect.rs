@@ -48,13 +48,7 @@ async fn builder_started_first_connects_when_the_server_comes_up_and_after_its_r
     );
     let mut server = start_server_at(&data, addr);
     let ev1 = {
-        let why = || {
-            format!(
-                "builder log:\n{}\nserver log:\n{}",
-                builder.log(),
-                server.log()
-            )
-        };
+        let why = || logs(&builder, &server);
         builder_online(&server, "b1", &why).await;
         let ev = push(&server, "proj", &repo, &hash, &sf).await;
         let e = event_done(&server, &ev, &why).await;
@@ -68,13 +62,7 @@ async fn builder_started_first_connects_when_the_server_comes_up_and_after_its_r
     assert!(st.success(), "{st:?}");
     builder.wait_log("link lost").await;
     let server = start_server_at(&data, addr);
-    let why = || {
-        format!(
-            "builder log:\n{}\nserver log:\n{}",
-            builder.log(),
-            server.log()
-        )
-    };
+    let why = || logs(&builder, &server);
     builder_online(&server, "b1", &why).await;
     let hash2 = new_commit(&repo, "after the restart\n");
     let sf2 = saifile(
@@ -98,38 +86,15 @@ async fn each_server_is_offered_only_its_platforms() {
     let b = start_server(&tmp.path().join("data-b"));
     // Server A's token does not even allow the esp32 platform: offering it
     // there would get the link refused.
-    std::fs::write(
-        tmp.path().join("a.token"),
-        a.builder_token("b1", &["linux"]).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("b.token"),
-        b.builder_token("b1", &["linux", "freertos"]).unwrap(),
-    )
-    .unwrap();
-    let sa = ServerRef {
-        url: a.builder_url(),
-        token_file: "a.token".into(),
-    };
-    let sb = ServerRef {
-        url: b.builder_url(),
-        token_file: "b.token".into(),
-    };
+    let sa = server_ref(&a, tmp.path(), "a.token", "b1", &["linux"]);
+    let sb = server_ref(&b, tmp.path(), "b.token", "b1", &["linux", "freertos"]);
     let conf = write_builder_config(
         tmp.path(),
         "b1",
         &[(LINUX, 2, &[&sa, &sb]), (ESP32, 1, &[&sb])],
     );
     let builder = BuilderProc::start(&conf);
-    let why = || {
-        format!(
-            "builder log:\n{}\nserver A log:\n{}\nserver B log:\n{}",
-            builder.log(),
-            a.log(),
-            b.log()
-        )
-    };
+    let why = || logs_ab(&builder, &a, &b);
     let on_a = builder_online(&a, "b1", &why).await;
     let on_b = builder_online(&b, "b1", &why).await;
     assert_eq!(platform_names(&on_a), vec![(LINUX.to_string(), 2)]);
@@ -165,32 +130,12 @@ async fn instances_are_shared_by_servers_and_declined_offers_come_back_without_r
     let tmp = tempfile::tempdir().unwrap();
     let a = start_server(&tmp.path().join("data-a"));
     let b = start_server(&tmp.path().join("data-b"));
-    for (s, f) in [(&a, "a.token"), (&b, "b.token")] {
-        std::fs::write(
-            tmp.path().join(f),
-            s.builder_token("b1", &["linux"]).unwrap(),
-        )
-        .unwrap();
-    }
-    let sa = ServerRef {
-        url: a.builder_url(),
-        token_file: "a.token".into(),
-    };
-    let sb = ServerRef {
-        url: b.builder_url(),
-        token_file: "b.token".into(),
-    };
+    let sa = server_ref(&a, tmp.path(), "a.token", "b1", &["linux"]);
+    let sb = server_ref(&b, tmp.path(), "b.token", "b1", &["linux"]);
     // One instance, taken from both servers.
     let conf = write_builder_config(tmp.path(), "b1", &[(LINUX, 1, &[&sa, &sb])]);
     let builder = BuilderProc::start(&conf);
-    let why = || {
-        format!(
-            "builder log:\n{}\nserver A log:\n{}\nserver B log:\n{}",
-            builder.log(),
-            a.log(),
-            b.log()
-        )
-    };
+    let why = || logs_ab(&builder, &a, &b);
     builder_online(&a, "b1", &why).await;
     builder_online(&b, "b1", &why).await;
 
@@ -209,10 +154,7 @@ async fn instances_are_shared_by_servers_and_declined_offers_come_back_without_r
         &saifile(LINUX, &wait, json!({ "default": { "cmake": "" } })),
     )
     .await;
-    let task_a = get(&a, &format!("/api/events/{ev_a}")).await["tasks"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task_a = first_task(&a, &ev_a).await;
     log_contains(&a, &task_a, "holding", &why).await;
 
     // B's task is declined: no free instance.
@@ -224,10 +166,7 @@ async fn instances_are_shared_by_servers_and_declined_offers_come_back_without_r
         &saifile(LINUX, "echo on B", json!({ "default": { "cmake": "" } })),
     )
     .await;
-    let task_b = get(&b, &format!("/api/events/{ev_b}")).await["tasks"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task_b = first_task(&b, &ev_b).await;
     let t = task_until(
         &b,
         &task_b,

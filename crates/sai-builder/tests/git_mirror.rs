@@ -2,65 +2,27 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use sai_builder::git_mirror::{Ensured, GitError, Mirror};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=Sai Test",
-            "-c",
-            "user.email=sai@example.invalid",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use sai_testkit::git::{GitRepo, git};
 
 /// An origin repository with one commit: files at the top, in a subdir, and
 /// an executable script. Returns (origin path, commit hash).
 fn make_origin(root: &Path) -> (PathBuf, String) {
-    let origin = root.join("origin");
-    std::fs::create_dir_all(origin.join("sub/dir")).unwrap();
-    git(&origin, &["init", "-q"]);
-    std::fs::write(origin.join("README"), "hello\n").unwrap();
-    std::fs::write(origin.join("sub/dir/file.txt"), "nested content\n").unwrap();
-    std::fs::write(origin.join("build.sh"), "#!/bin/sh\necho built\n").unwrap();
-    std::fs::set_permissions(
-        origin.join("build.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    git(&origin, &["add", "."]);
-    git(&origin, &["commit", "-q", "-m", "first"]);
-    let hash = git(&origin, &["rev-parse", "HEAD"]);
-    (origin, hash)
+    let origin = GitRepo::init(root.join("origin"));
+    origin
+        .write("README", "hello\n")
+        .write("sub/dir/file.txt", "nested content\n")
+        .write_executable("build.sh", "#!/bin/sh\necho built\n");
+    let hash = origin.commit("first");
+    (origin.path().to_path_buf(), hash)
 }
 
 fn commit_more(origin: &Path, name: &str) -> String {
-    std::fs::write(origin.join(name), name).unwrap();
-    git(origin, &["add", "."]);
-    git(origin, &["commit", "-q", "-m", name]);
-    git(origin, &["rev-parse", "HEAD"])
+    let origin = GitRepo::open(origin);
+    origin.write(name, name);
+    origin.commit(name)
 }
 
 fn assert_checkout(src: &Path, hash: &str) {

@@ -2,9 +2,7 @@
 //! mirror + checkout, log proxy, environment, step, artifacts, cleanup.
 
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use sai_builder::artifacts::{ChunkReader, scan, split_patterns};
@@ -16,34 +14,11 @@ use sai_builder::jobdir::{Layout, vn};
 use sai_builder::log::{CH_NOTICE, CH_STDOUT, CH_TTY0, LogChunk};
 use sai_builder::logproxy::LogProxy;
 use sai_builder::step_runner::{StepOutcome, StepSpec, run_step};
+use sai_testkit::git::GitRepo;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 const TASK: &str = "F00D0000000000000000000000000000AAAAAAAAAAAAAAAAAAAAAAAAAAAABEEF";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 const BUILD_SH: &str = r#"#!/bin/sh
 set -e
@@ -64,18 +39,10 @@ async fn a_task_from_push_to_artifacts() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let origin = tmp.path().join("origin");
-    std::fs::create_dir(&origin).unwrap();
-    git(&origin, &["init", "-q"]);
-    std::fs::write(origin.join("build.sh"), BUILD_SH).unwrap();
-    std::fs::set_permissions(
-        origin.join("build.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    git(&origin, &["add", "."]);
-    git(&origin, &["commit", "-q", "-m", "c"]);
-    let hash = git(&origin, &["rev-parse", "HEAD"]);
+    let repo = GitRepo::init(tmp.path().join("origin"));
+    repo.write_executable("build.sh", BUILD_SH);
+    let hash = repo.commit("c");
+    let origin = repo.path().to_path_buf();
 
     let home = tmp.path().join("home");
     let layout = Layout::new(&home);

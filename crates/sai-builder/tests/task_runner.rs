@@ -1,8 +1,6 @@
 //! Whole tasks: offer in, events and result out, with a real origin repository.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use sai_builder::instances::InstancePool;
@@ -11,6 +9,7 @@ use sai_builder::log::{CH_NOTICE, CH_STDOUT};
 use sai_builder::step_runner::group_alive;
 use sai_builder::task::{EXIT_TIMED_OUT, TaskContext, TaskEvent, run_task};
 use sai_core::protocol::{TaskOffer, TaskResult};
+use sai_testkit::git::GitRepo;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,46 +19,20 @@ fn task_id(n: u32) -> String {
     format!("{EVENT}{:032X}", n)
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+fn origin(root: &Path) -> (PathBuf, String) {
+    let origin = GitRepo::init(root.join("origin"));
+    origin.write_executable(
+        "build.sh",
+        "#!/bin/sh\nmkdir -p build\necho \"build $SAI_INSTANCE_IDX\"\nprintf x > build/out.bin\n",
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let hash = origin.commit("c");
+    (origin.path().to_path_buf(), hash)
 }
 
-fn origin(root: &Path) -> (PathBuf, String) {
-    let origin = root.join("origin");
-    std::fs::create_dir(&origin).unwrap();
-    git(&origin, &["init", "-q"]);
-    let script =
-        "#!/bin/sh\nmkdir -p build\necho \"build $SAI_INSTANCE_IDX\"\nprintf x > build/out.bin\n";
-    std::fs::write(origin.join("build.sh"), script).unwrap();
-    std::fs::set_permissions(
-        origin.join("build.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    git(&origin, &["add", "."]);
-    git(&origin, &["commit", "-q", "-m", "c"]);
-    let hash = git(&origin, &["rev-parse", "HEAD"]);
-    (origin, hash)
+/// A task context with its home under `root`, any number of instances and
+/// 2 parallel jobs.
+fn context(root: &Path) -> TaskContext {
+    TaskContext::new(Layout::new(root.join("home")), InstancePool::default(), 2)
 }
 
 fn offer(n: u32, origin: &Path, hash: &str, steps: &[&str]) -> TaskOffer {
@@ -116,11 +89,7 @@ fn text(events: &[TaskEvent], channel: u8) -> String {
 async fn a_successful_task_reports_steps_logs_and_artifacts_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let (origin, hash) = origin(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::default(),
-        2,
-    );
+    let ctx = context(tmp.path());
     let o = offer(
         1,
         &origin,
@@ -177,11 +146,7 @@ async fn a_successful_task_reports_steps_logs_and_artifacts_in_order() {
 async fn a_failing_step_stops_the_task() {
     let tmp = tempfile::tempdir().unwrap();
     let (origin, hash) = origin(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::default(),
-        2,
-    );
+    let ctx = context(tmp.path());
     let o = offer(2, &origin, &hash, &["true", "exit 7", "echo never"]);
     let (result, events) = run(&ctx, &o, CancellationToken::new()).await;
     assert_eq!(
@@ -204,11 +169,7 @@ async fn a_failing_step_stops_the_task() {
 async fn a_timed_out_step_fails_the_task_with_a_notice() {
     let tmp = tempfile::tempdir().unwrap();
     let (origin, hash) = origin(tmp.path());
-    let mut ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::default(),
-        2,
-    );
+    let mut ctx = context(tmp.path());
     ctx.step_timeout = Duration::from_secs(1);
     let o = offer(3, &origin, &hash, &["sleep 300"]);
     let (result, events) = run(&ctx, &o, CancellationToken::new()).await;
@@ -226,11 +187,7 @@ async fn a_timed_out_step_fails_the_task_with_a_notice() {
 async fn a_cancelled_task_leaves_no_process() {
     let tmp = tempfile::tempdir().unwrap();
     let (origin, hash) = origin(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::default(),
-        2,
-    );
+    let ctx = context(tmp.path());
     let o = offer(
         4,
         &origin,
@@ -276,11 +233,7 @@ async fn a_cancelled_task_leaves_no_process() {
 async fn fetch_failures_are_infra_errors_and_reruns_need_no_origin() {
     let tmp = tempfile::tempdir().unwrap();
     let (origin, hash) = origin(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::default(),
-        2,
-    );
+    let ctx = context(tmp.path());
 
     let mut bad = offer(5, &origin, &hash, &["true"]);
     bad.fetch_url = tmp.path().join("nowhere").to_str().unwrap().into();

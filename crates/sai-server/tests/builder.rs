@@ -210,7 +210,9 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
         .unwrap()
         .ok()
         .unwrap();
-    b.hello(PROTOCOL_VERSION, "host2", &[(LINUX, 1)]).await.unwrap();
+    b.hello(PROTOCOL_VERSION, "host2", &[(LINUX, 1)])
+        .await
+        .unwrap();
     let (code, reason) = b.closed_by_server(T).await.unwrap();
     assert_eq!(code, CLOSE_POLICY);
     assert!(reason.contains("token"), "{reason}");
@@ -220,7 +222,9 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
         .unwrap()
         .ok()
         .unwrap();
-    b.hello(PROTOCOL_VERSION, "host1", &[(ESP32, 1)]).await.unwrap();
+    b.hello(PROTOCOL_VERSION, "host1", &[(ESP32, 1)])
+        .await
+        .unwrap();
     let (code, reason) = b.closed_by_server(T).await.unwrap();
     assert_eq!(code, CLOSE_POLICY);
     assert!(reason.contains(ESP32), "{reason}");
@@ -533,7 +537,9 @@ async fn capacity_report_brings_declined_offers_back_on_the_same_connection() {
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, o.task_id);
     assert_eq!(o2.attempt, 1);
-    b.run_task(&o2, b"built\n", TaskResult::Success).await.unwrap();
+    b.run_task(&o2, b"built\n", TaskResult::Success)
+        .await
+        .unwrap();
     task_state(s, &o.task_id, "success").await;
     // One connection all along: no reconnect was needed.
     assert_eq!(connections_of(s), 1, "{}", s.log());
@@ -593,7 +599,9 @@ async fn handed_back_tasks_are_requeued_without_counting_an_attempt() {
         .unwrap();
     let o = b.offer(T).await.unwrap();
     assert_eq!(o.task_id, id);
-    b.run_task(&o, b"built\n", TaskResult::Success).await.unwrap();
+    b.run_task(&o, b"built\n", TaskResult::Success)
+        .await
+        .unwrap();
     let t = task_state(s, &id, "success").await;
     assert_eq!(t["infra_failures"], 0, "{t}");
     // Each hand-back left a Sai notice (channel 3) saying why.

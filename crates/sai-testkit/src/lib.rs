@@ -10,8 +10,11 @@
 //! * [`FakeBuilder`]: a builder speaking the real protocol over a real
 //!   websocket, with credit-based flow control.
 //! * [`wait_for`]: poll a condition until a deadline (no fixed sleeps).
+//! * [`git`]: real git repositories ([`git::GitRepo`]) for fetch/checkout
+//!   fixtures.
 
 pub mod builder;
+pub mod git;
 pub mod hook;
 
 pub use builder::FakeBuilder;

@@ -1,5 +1,6 @@
-//! Shared helpers of the daemon tests: the real `sai-server` and
-//! `sai-builder` binaries, a real git repository, hook pushes, API polling.
+//! Shared setup of the daemon tests: the real `sai-server` and
+//! `sai-builder` binaries, a real git repository (`sai_testkit::git`), hook
+//! pushes, API polling, and the usual one-server / one-builder arrangement.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sai_core::config::server::ServerConfig;
+use sai_testkit::git::GitRepo;
 use sai_testkit::hook::{HookRequest, Push};
 use sai_testkit::{ProcessGuard, TestServer, wait_for};
 use serde_json::{Value, json};
@@ -80,47 +82,20 @@ pub fn mint_builder_token(data: &Path, name: &str, platforms: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A repository with one commit; returns its path and the commit hash.
+/// A repository `dir/repo` with one commit of a README; returns its path
+/// and the commit hash.
 pub fn make_repo(dir: &Path) -> (PathBuf, String) {
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q"]);
-    std::fs::write(repo.join("README"), "the readme of the test project\n").unwrap();
-    git(&repo, &["add", "README"]);
-    git(&repo, &["commit", "-q", "-m", "first"]);
-    let hash = git(&repo, &["rev-parse", "HEAD"]);
-    (repo, hash)
+    let repo = GitRepo::init(dir.join("repo"));
+    repo.write("README", "the readme of the test project\n");
+    let hash = repo.commit("first");
+    (repo.path().to_path_buf(), hash)
 }
 
 /// Commit a new README to `repo`; returns the new hash.
 pub fn new_commit(repo: &Path, readme: &str) -> String {
-    std::fs::write(repo.join("README"), readme).unwrap();
-    git(repo, &["commit", "-q", "-am", readme]);
-    git(repo, &["rev-parse", "HEAD"])
+    let repo = GitRepo::open(repo);
+    repo.write("README", readme);
+    repo.commit(readme)
 }
 
 /// A saifile with one platform whose build is `build` (one step per line)
@@ -238,6 +213,124 @@ pub async fn builder_online(server: &TestServer, name: &str, why: &dyn Fn() -> S
         Ok(b) => b,
         Err(err) => panic!("{err}\n{}", why()),
     }
+}
+
+/// A builder token for `host` and `platforms` from `server`, written to
+/// `dir/file` (with a trailing newline, as editors leave it); the entry
+/// names the file relative to the config's folder (`dir`).
+pub fn server_ref(
+    server: &TestServer,
+    dir: &Path,
+    file: &str,
+    host: &str,
+    platforms: &[&str],
+) -> ServerRef {
+    let token = server.builder_token(host, platforms).unwrap();
+    std::fs::write(dir.join(file), format!("{token}\n")).unwrap();
+    ServerRef {
+        url: server.builder_url(),
+        token_file: file.into(),
+    }
+}
+
+/// The usual arrangement: builder `b1` with `instances` of [`LINUX`], taking
+/// work from `server` only (token file `s.token`); returns the config path.
+pub fn one_server_config(server: &TestServer, dir: &Path, instances: u32) -> PathBuf {
+    one_server_config_with(server, dir, instances, |_| {})
+}
+
+/// [`one_server_config`] with a last edit of the config JSON.
+pub fn one_server_config_with(
+    server: &TestServer,
+    dir: &Path,
+    instances: u32,
+    edit: impl FnOnce(&mut Value),
+) -> PathBuf {
+    let s = server_ref(server, dir, "s.token", "b1", &["linux"]);
+    write_builder_config_with(dir, "b1", &[(LINUX, instances, &[&s])], edit)
+}
+
+/// Both logs, for assertion messages.
+pub fn logs(builder: &BuilderProc, server: &TestServer) -> String {
+    format!(
+        "builder log:\n{}\nserver log:\n{}",
+        builder.log(),
+        server.log()
+    )
+}
+
+/// The builder's and two servers' logs, for assertion messages.
+pub fn logs_ab(builder: &BuilderProc, a: &TestServer, b: &TestServer) -> String {
+    format!(
+        "builder log:\n{}\nserver A log:\n{}\nserver B log:\n{}",
+        builder.log(),
+        a.log(),
+        b.log()
+    )
+}
+
+/// The id of the first task of event `ev`.
+pub async fn first_task(server: &TestServer, ev: &str) -> String {
+    get(server, &format!("/api/events/{ev}")).await["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A build whose first run writes its shell's pid to `dir/pid` and waits (at
+/// most 60 s) for a `dir/go` file; later runs pass straight through. Runs
+/// are counted in `dir/count`.
+pub fn waiting_build(dir: &Path) -> String {
+    let (cnt, go, pid) = (
+        dir.join("count").display().to_string(),
+        dir.join("go").display().to_string(),
+        dir.join("pid").display().to_string(),
+    );
+    format!(
+        "n=$(cat {cnt} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {cnt}; echo \"run $n started\"; \
+         if [ $n = 1 ]; then echo $$ > {pid}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
+         echo \"run $n finished\""
+    )
+}
+
+/// Push a [`waiting_build`] of a new [`make_repo`] under `dir` to `server`;
+/// returns the repository, the event id and its task id.
+pub async fn push_waiting_build(server: &TestServer, dir: &Path) -> (PathBuf, String, String) {
+    let (repo, hash) = make_repo(dir);
+    let sf = saifile(
+        LINUX,
+        &waiting_build(dir),
+        json!({ "default": { "cmake": "" } }),
+    );
+    let ev = push(server, "proj", &repo, &hash, &sf).await;
+    let task = first_task(server, &ev).await;
+    (repo, ev, task)
+}
+
+/// Wait until the task is back to `waiting` (e.g. handed back by a
+/// stopping builder); returns its JSON.
+pub async fn task_waiting_again(server: &TestServer, task: &str) -> Value {
+    let why = || format!("server log:\n{}", server.log());
+    task_until(
+        server,
+        task,
+        "task handed back",
+        |t| t["state"] == "waiting",
+        &why,
+    )
+    .await
+}
+
+/// The pid [`waiting_build`] wrote.
+pub async fn step_pid(dir: &Path) -> i32 {
+    let pid_file = dir.join("pid");
+    wait_for("pid file", T, || async {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await
+    .unwrap()
 }
 
 /// One server entry of a builder config: URL and token file.
