@@ -12,6 +12,7 @@ pub mod logw;
 pub mod openapi;
 pub mod sched;
 pub mod store;
+pub mod token_cli;
 pub mod ws;
 
 use std::collections::HashMap;

@@ -2,11 +2,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sai_server::auth::{TokenKeys, TokenKind};
+use sai_server::auth::TokenKeys;
+use sai_server::token_cli::TokenCmd;
 use tokio_util::sync::CancellationToken;
 
 /// Sai CI server: git hook intake, scheduler, builder websocket, operations API.
@@ -33,31 +33,6 @@ enum Cmd {
         /// Use the key under this data dir instead of the config's.
         #[arg(long, global = true)]
         data: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
-enum TokenCmd {
-    /// A builder token: the builder name and the platforms it may offer.
-    Builder {
-        /// Builder (host) name; the builder's hello must use it.
-        #[arg(long)]
-        name: String,
-        /// Comma-separated platform tuples the builder may offer (prefix rule).
-        #[arg(long, value_delimiter = ',', required = true)]
-        platforms: Vec<String>,
-        /// Lifetime, e.g. 90d, 12h.
-        #[arg(long, default_value = "90d")]
-        ttl: humantime::Duration,
-    },
-    /// A user token for privileged API calls.
-    User {
-        /// User name.
-        #[arg(long)]
-        name: String,
-        /// Lifetime, e.g. 30d.
-        #[arg(long, default_value = "30d")]
-        ttl: humantime::Duration,
     },
 }
 
@@ -89,22 +64,7 @@ fn main() -> Result<()> {
                 None => settings(cli.config.as_deref())?.token_key_path,
             };
             let keys = TokenKeys::load_or_create(&key_path)?;
-            let token = match kind {
-                TokenCmd::Builder {
-                    name,
-                    platforms,
-                    ttl,
-                } => {
-                    for p in &platforms {
-                        sai_core::platform::Platform::parse(p)
-                            .map_err(|e| anyhow::anyhow!("--platforms {p:?}: {e}"))?;
-                    }
-                    keys.mint(TokenKind::Builder, &name, &platforms, ttl.into())?
-                }
-                TokenCmd::User { name, ttl } => {
-                    keys.mint(TokenKind::User, &name, &[], Duration::from(ttl))?
-                }
-            };
+            let token = kind.mint(&keys)?;
             println!("{token}");
             Ok(())
         }

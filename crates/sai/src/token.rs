@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sai_server::auth::{TokenKeys, TokenKind};
+use sai_server::auth::TokenKeys;
+use sai_server::token_cli::TokenCmd;
 
 /// Flags of `sai token`.
 #[derive(Debug, clap::Args)]
@@ -21,32 +21,6 @@ pub struct TokenArgs {
     /// missing) instead of a config's; e.g. the `sai up` data dir `.sai`.
     #[arg(long, global = true, value_name = "DIR")]
     pub data: Option<PathBuf>,
-}
-
-/// The kinds of token.
-#[derive(Debug, clap::Subcommand)]
-pub enum TokenCmd {
-    /// A builder token: the builder name and the platforms it may offer.
-    Builder {
-        /// Builder (host) name; the builder's hello must use it.
-        #[arg(long)]
-        name: String,
-        /// Comma-separated platform tuples the builder may offer (prefix rule).
-        #[arg(long, value_delimiter = ',', required = true)]
-        platforms: Vec<String>,
-        /// Lifetime, e.g. 90d, 12h.
-        #[arg(long, default_value = "90d")]
-        ttl: humantime::Duration,
-    },
-    /// A user token for privileged API calls.
-    User {
-        /// User name.
-        #[arg(long)]
-        name: String,
-        /// Lifetime, e.g. 30d.
-        #[arg(long, default_value = "30d")]
-        ttl: humantime::Duration,
-    },
 }
 
 fn key_path(config: Option<&Path>, data: Option<&Path>) -> Result<PathBuf> {
@@ -73,22 +47,7 @@ pub fn run(args: TokenArgs) -> Result<ExitCode> {
     let path = key_path(args.config.as_deref(), args.data.as_deref())?;
     let keys = TokenKeys::load_or_create(&path)
         .with_context(|| format!("token key {}", path.display()))?;
-    let token = match args.kind {
-        TokenCmd::Builder {
-            name,
-            platforms,
-            ttl,
-        } => {
-            for p in &platforms {
-                sai_core::platform::Platform::parse(p)
-                    .map_err(|e| anyhow::anyhow!("--platforms {p:?}: {e}"))?;
-            }
-            keys.mint(TokenKind::Builder, &name, &platforms, ttl.into())?
-        }
-        TokenCmd::User { name, ttl } => {
-            keys.mint(TokenKind::User, &name, &[], Duration::from(ttl))?
-        }
-    };
+    let token = args.kind.mint(&keys)?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
