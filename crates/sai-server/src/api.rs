@@ -190,14 +190,16 @@ where
         (Method::GET, ["api", "projects", p, "events"]) => project_events(&server, &headers, p, &q),
         (Method::GET, ["api", "events", id]) => get_event(&server, &headers, id),
         (Method::DELETE, ["api", "events", id]) => delete_event(&server, &headers, id),
-        (Method::POST, ["api", "events", id, "rebuild"]) => rebuild(&server, &headers, id, None),
+        (Method::POST, ["api", "events", id, "rebuild"]) => {
+            rebuild(&server, &headers, id, None).await
+        }
         (Method::GET, ["api", "tasks", id]) => get_task(&server, &headers, id),
         (Method::GET, ["api", "tasks", id, "log"]) => get_log(&server, &headers, id, &q),
         (Method::GET, ["api", "tasks", id, "artifacts", name]) => {
             get_artifact(&server, &headers, id, name)
         }
         (Method::POST, ["api", "tasks", id, "rebuild"]) => match event_of_task(id) {
-            Some(ev) => rebuild(&server, &headers, ev, Some(id)),
+            Some(ev) => rebuild(&server, &headers, ev, Some(id)).await,
             None => Err(ApiError::new(StatusCode::NOT_FOUND, "no such task", None)),
         },
         (Method::POST, ["api", "tasks", id, "cancel"]) => cancel(&server, &headers, id),
@@ -445,7 +447,7 @@ fn builders(server: &Server) -> Res {
     Ok(ok(&json!(out)))
 }
 
-fn rebuild(server: &Arc<Server>, headers: &HeaderMap, ev: &str, task: Option<&str>) -> Res {
+async fn rebuild(server: &Arc<Server>, headers: &HeaderMap, ev: &str, task: Option<&str>) -> Res {
     let who = require_user(server, headers)?;
     let row = load_event(server, headers, ev)?;
     let db = server
@@ -471,6 +473,9 @@ fn rebuild(server: &Arc<Server>, headers: &HeaderMap, ev: &str, task: Option<&st
             server.logs.clear(db.clone(), id);
         }
     }
+    // Answer only once the old logs are gone, so no reader sees them after
+    // a successful rebuild.
+    server.logs.flush().await;
     server.kick();
     tracing::info!(event = %ev, task = ?task, user = %who, "rebuild");
     match task {
