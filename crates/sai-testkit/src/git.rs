@@ -21,10 +21,11 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-/// Run `git -C dir <args>` in the clean test environment; its trimmed stdout.
-pub fn try_git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
+/// `git -C dir <args>` set up for the clean test environment (no user or
+/// system config, fixed identity and default branch), not yet run.
+pub fn git_command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
         .arg(dir)
         .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
         .args([
@@ -35,8 +36,13 @@ pub fn try_git(dir: &Path, args: &[&str]) -> Result<String> {
         ])
         .args(args)
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()?;
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    cmd
+}
+
+/// Run `git -C dir <args>` in the clean test environment; its trimmed stdout.
+pub fn try_git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = git_command(dir, args).output()?;
     if !out.status.success() {
         bail!(
             "git {args:?} in {}: {}",

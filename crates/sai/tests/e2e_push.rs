@@ -61,25 +61,11 @@ fn git(dir: &Path, args: &[&str]) -> (String, String) {
 
 /// [`git`] with another `PATH` (for the hooks it runs).
 fn git_with_path(dir: &Path, args: &[&str], path: Option<&Path>) -> (String, String) {
-    let mut cmd = Command::new("git");
+    let mut cmd = sai_testkit::git::git_command(dir, args);
     if let Some(p) = path {
         cmd.env("PATH", p);
     }
-    let out = cmd
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "git {args:?}: {stderr}");
