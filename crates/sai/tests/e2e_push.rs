@@ -72,6 +72,45 @@ fn git_with_path(dir: &Path, args: &[&str], path: Option<&Path>) -> (String, Str
     (stdout, stderr)
 }
 
+/// A bare repository at `origin` with the real `hook` and `sai-notify` from
+/// `hooks/`, configured to notify `server_url` with the secret in `secret`.
+fn bare_origin_with_hook(origin: &Path, hook: &str, server_url: &str, secret: &Path) {
+    std::fs::create_dir_all(origin).unwrap();
+    git(origin, &["init", "-q", "--bare"]);
+    let hooks_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hooks");
+    for h in [hook, "sai-notify"] {
+        let to = origin.join("hooks").join(h);
+        std::fs::copy(hooks_src.join(h), &to).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    git(origin, &["config", "sai.url", server_url]);
+    git(
+        origin,
+        &["config", "sai.secretFile", &secret.display().to_string()],
+    );
+}
+
+/// `<dir>/work`: a repository whose one commit has a one-task `.sai.json`.
+fn one_task_work_repo(dir: &Path) -> std::path::PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    let saifile = json!({
+        "schema": "sai-1",
+        "platforms": { DEBIAN: { "build": "true" } },
+        "configurations": { "default": {} },
+    });
+    std::fs::write(
+        work.join(".sai.json"),
+        serde_json::to_vec(&saifile).unwrap(),
+    )
+    .unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    work
+}
+
 struct Builder {
     _guard: ProcessGuard,
     log: PathBuf,
@@ -202,21 +241,9 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
 
     // The bare repository with the real hooks from hooks/.
     let origin = dir.join("origin.git");
-    std::fs::create_dir_all(&origin).unwrap();
-    git(&origin, &["init", "-q", "--bare"]);
-    let hooks_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hooks");
-    for h in ["post-receive", "sai-notify"] {
-        let to = origin.join("hooks").join(h);
-        std::fs::copy(hooks_src.join(h), &to).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let server_url = server.url("");
+    bare_origin_with_hook(&origin, "post-receive", &server.url(""), &secret);
     let origin_path = origin.display().to_string();
-    let secret_path = secret.display().to_string();
     for (k, v) in [
-        ("sai.url", server_url.as_str()),
-        ("sai.secretFile", secret_path.as_str()),
         ("sai.project", PROJECT),
         ("sai.fetchUrl", origin_path.as_str()),
     ] {
@@ -389,37 +416,9 @@ async fn update_hook_and_annotated_tag_notify_with_the_commit() {
     let server = TestServer::start(&bin("sai-server"), &cfg, &[]).unwrap();
 
     let origin = dir.join("upd.git");
-    std::fs::create_dir_all(&origin).unwrap();
-    git(&origin, &["init", "-q", "--bare"]);
-    let hooks_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hooks");
-    for h in ["update", "sai-notify"] {
-        let to = origin.join("hooks").join(h);
-        std::fs::copy(hooks_src.join(h), &to).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     let server_url = server.url("");
-    git(&origin, &["config", "sai.url", &server_url]);
-    git(
-        &origin,
-        &["config", "sai.secretFile", &secret.display().to_string()],
-    );
-
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q"]);
-    let saifile = json!({
-        "schema": "sai-1",
-        "platforms": { DEBIAN: { "build": "true" } },
-        "configurations": { "default": {} },
-    });
-    std::fs::write(
-        work.join(".sai.json"),
-        serde_json::to_vec(&saifile).unwrap(),
-    )
-    .unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "one"]);
+    bare_origin_with_hook(&origin, "update", &server_url, &secret);
+    let work = one_task_work_repo(dir);
     let (first, _) = git(&work, &["rev-parse", "HEAD"]);
     let origin_s = origin.display().to_string();
     let (_, err) = git(&work, &["push", &origin_s, "main"]);
@@ -498,36 +497,8 @@ async fn hook_without_openssl_uses_sai_notify() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_sai"), tools.join("sai")).unwrap();
 
     let origin = dir.join("nossl.git");
-    std::fs::create_dir_all(&origin).unwrap();
-    git(&origin, &["init", "-q", "--bare"]);
-    let hooks_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hooks");
-    for h in ["post-receive", "sai-notify"] {
-        let to = origin.join("hooks").join(h);
-        std::fs::copy(hooks_src.join(h), &to).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    git(&origin, &["config", "sai.url", &server.url("")]);
-    git(
-        &origin,
-        &["config", "sai.secretFile", &secret.display().to_string()],
-    );
-
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q"]);
-    let saifile = json!({
-        "schema": "sai-1",
-        "platforms": { DEBIAN: { "build": "true" } },
-        "configurations": { "default": {} },
-    });
-    std::fs::write(
-        work.join(".sai.json"),
-        serde_json::to_vec(&saifile).unwrap(),
-    )
-    .unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "one"]);
+    bare_origin_with_hook(&origin, "post-receive", &server.url(""), &secret);
+    let work = one_task_work_repo(dir);
     let (hash, _) = git(&work, &["rev-parse", "HEAD"]);
     let origin_s = origin.display().to_string();
     let (_, err) = git_with_path(&work, &["push", &origin_s, "main"], Some(&tools));
