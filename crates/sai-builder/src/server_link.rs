@@ -142,7 +142,7 @@ impl Shared {
 pub enum TokenSource {
     /// Given inline in the config.
     Inline(String),
-    /// Read from this file (trailing whitespace ignored) on every connect.
+    /// Read from this file on every connect ([`sai_core::secret`] rules).
     File(PathBuf),
 }
 
@@ -151,10 +151,7 @@ impl TokenSource {
     pub fn read(&self) -> anyhow::Result<String> {
         let t = match self {
             TokenSource::Inline(t) => t.trim().to_string(),
-            TokenSource::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("reading token file {}: {e}", p.display()))?
-                .trim()
-                .to_string(),
+            TokenSource::File(p) => sai_core::secret::secret_text_from_file(p, std::fs::read(p))?,
         };
         anyhow::ensure!(!t.is_empty(), "the token is empty");
         Ok(t)

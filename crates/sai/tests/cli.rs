@@ -386,6 +386,56 @@ fn yaml_syntax_error() {
 }
 
 #[test]
+fn yaml_duplicate_key_is_reported_where_it_repeats() {
+    let dir = TempDir::new().unwrap();
+    let path = write(
+        &dir,
+        "mine.yaml",
+        "schema: sai-builder\nhome: /h\nhost: a\nplatforms:\n  - name: linux/x86_64\n    servers: []\n    name: linux/arm\nhost: b\n",
+    );
+    assert_error_at(
+        &validate(&path),
+        &path,
+        7,
+        Some(5),
+        "duplicate field `name`",
+    );
+    let path = write(
+        &dir,
+        "other.yaml",
+        "schema: sai-builder\nhome: /h\nhost: a\nplatforms: []\nhost: b\n",
+    );
+    assert_error_at(
+        &validate(&path),
+        &path,
+        5,
+        Some(1),
+        "duplicate field `host`",
+    );
+}
+
+#[test]
+fn syntax_error_in_a_file_with_a_schema_member_names_no_unknown_kind() {
+    let dir = TempDir::new().unwrap();
+    let yaml = write(
+        &dir,
+        "mine.yaml",
+        "schema: sai-builder\nhome: /h\n  host: h\n",
+    );
+    let out = validate(&yaml);
+    assert_error_at(&out, &yaml, 3, Some(7), "mapping values are not allowed");
+    assert!(!out.stderr.contains("cannot tell"), "{}", out.stderr);
+    let json = write(
+        &dir,
+        "mine.json",
+        "{\"schema\": \"sai-web\",\n \"listen\": }\n",
+    );
+    let out = validate(&json);
+    assert_error_at(&out, &json, 2, None, "");
+    assert!(!out.stderr.contains("cannot tell"), "{}", out.stderr);
+}
+
+#[test]
 fn yaml_semantic_problem_has_its_line() {
     let dir = TempDir::new().unwrap();
     let path = write(

@@ -1,0 +1,404 @@
+//! Positions in a YAML text, answered by the real YAML parser.
+//!
+//! serde_norway keeps the position of every node it reads but shows it only
+//! on errors. Each question here is a small serde walk over the parser's
+//! events that stops with a marker error on the node asked for; that error's
+//! location is the node's position. So flow style, quoting, anchors and
+//! comments are handled exactly as the daemons' own parser handles them, and
+//! a document with a syntax error still answers for the part before it.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::problem::PathSegment;
+
+/// Text of the error that ends a walk at the node it was looking for.
+const STOP: &str = "sai: the walk stops here";
+
+/// 1-based line and column of the node at `path`: the key for an object
+/// member, the item (its `-`) for an array element. `None` when there is no
+/// such node.
+pub fn position_of(text: &str, path: &[PathSegment]) -> Option<(usize, usize)> {
+    let at = stop_position(text, PathSeed { rest: path })?;
+    Some(match path.last() {
+        Some(PathSegment::Index(_)) => back_to_dash(text, at),
+        _ => at,
+    })
+}
+
+/// Position of the first key called `key` that repeats a key of the same
+/// mapping, in document order (where serde stops with "duplicate field").
+pub fn duplicate_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    stop_position(text, DuplicateSeed { key })
+}
+
+/// The string value of the top-level member `key`, read from the part of the
+/// document before any syntax error.
+pub fn top_level_string(text: &str, key: &str) -> Option<String> {
+    let found = RefCell::new(None);
+    let _ =
+        TopLevelSeed { key, found: &found }.deserialize(serde_norway::Deserializer::from_str(text));
+    found.into_inner()
+}
+
+fn stop_position<S>(text: &str, seed: S) -> Option<(usize, usize)>
+where
+    S: for<'de> DeserializeSeed<'de, Value = ()>,
+{
+    let error = seed
+        .deserialize(serde_norway::Deserializer::from_str(text))
+        .err()?;
+    if !error.to_string().contains(STOP) {
+        return None;
+    }
+    error.location().map(|l| (l.line(), l.column()))
+}
+
+fn stop<E: de::Error>() -> E {
+    E::custom(STOP)
+}
+
+/// libyaml places a block sequence item at its content (`name` in
+/// `- name: a`); people look for the item at its dash.
+fn back_to_dash(text: &str, (line, column): (usize, usize)) -> (usize, usize) {
+    let Some(line_text) = text.lines().nth(line.saturating_sub(1)) else {
+        return (line, column);
+    };
+    let before: Vec<char> = line_text.chars().take(column.saturating_sub(1)).collect();
+    let content = before.len();
+    let mut i = content;
+    while i > 0 && before[i - 1] == ' ' {
+        i -= 1;
+    }
+    if i > 0 && i < content && before[i - 1] == '-' {
+        (line, i)
+    } else {
+        (line, column)
+    }
+}
+
+/// Walks down `rest`; stops on the node it names.
+struct PathSeed<'p> {
+    rest: &'p [PathSegment],
+}
+
+impl<'de> DeserializeSeed<'de> for PathSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.rest.is_empty() {
+            d.deserialize_any(StopVisitor)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for PathSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping or a sequence")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((PathSegment::Key(want), more)) = self.rest.split_first() else {
+            return Err(de::Error::custom("not a sequence"));
+        };
+        let seed = KeySeed {
+            want,
+            stop_on_match: more.is_empty(),
+        };
+        while let Some(hit) = map.next_key_seed(seed)? {
+            if hit {
+                return map.next_value_seed(PathSeed { rest: more });
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((PathSegment::Index(want), more)) = self.rest.split_first() else {
+            return Err(de::Error::custom("not a mapping"));
+        };
+        for _ in 0..*want {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+        }
+        seq.next_element_seed(PathSeed { rest: more })?;
+        Ok(())
+    }
+}
+
+/// Fails on whatever node it is given: serde's default for every `visit_*`
+/// is an error quoting `expecting`, which is the marker.
+struct StopVisitor;
+
+impl Visitor<'_> for StopVisitor {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(STOP)
+    }
+}
+
+/// Reads a mapping key; `true` when it is `want`. With `stop_on_match` a
+/// match ends the walk on the key itself.
+#[derive(Clone, Copy)]
+struct KeySeed<'a> {
+    want: &'a str,
+    stop_on_match: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        let stop_on_match = self.stop_on_match;
+        let key = d.deserialize_any(KeyText(|k: &str| stop_on_match && k == self.want))?;
+        Ok(key.as_deref() == Some(self.want))
+    }
+}
+
+/// A scalar key as text (`None` for a mapping or sequence used as a key).
+/// The walk stops on the key when `stop_here` says so: inside the visitor,
+/// so that the error carries the key's position.
+struct KeyText<F>(F);
+
+impl<F: FnOnce(&str) -> bool> KeyText<F> {
+    fn key<E: de::Error>(self, text: String) -> Result<Option<String>, E> {
+        if (self.0)(&text) {
+            Err(stop())
+        } else {
+            Ok(Some(text))
+        }
+    }
+}
+
+impl<'de, F: FnOnce(&str) -> bool> Visitor<'de> for KeyText<F> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.key(v.to_string())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.key(v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.key(v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.key(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.key(v.to_string())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+/// Walks the whole document; stops on the first repeated key `key`.
+#[derive(Clone, Copy)]
+struct DuplicateSeed<'a> {
+    key: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for DuplicateSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DuplicateSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let seen = RefCell::new(HashSet::new());
+        while map
+            .next_key_seed(RepeatSeed {
+                key: self.key,
+                seen: &seen,
+            })?
+            .is_some()
+        {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A key of one mapping; stops when it is `key` and was seen before.
+struct RepeatSeed<'a, 's> {
+    key: &'a str,
+    seen: &'s RefCell<HashSet<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for RepeatSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(KeyText(|k: &str| {
+            !self.seen.borrow_mut().insert(k.to_string()) && k == self.key
+        }))?;
+        Ok(())
+    }
+}
+
+/// Reads the top-level mapping up to member `key`; a string value is kept.
+struct TopLevelSeed<'a, 'f> {
+    key: &'a str,
+    found: &'f RefCell<Option<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevelSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevelSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let seed = KeySeed {
+            want: self.key,
+            stop_on_match: false,
+        };
+        while let Some(hit) = map.next_key_seed(seed)? {
+            if hit {
+                if let Ok(value) = map.next_value::<String>() {
+                    *self.found.borrow_mut() = Some(value);
+                }
+                // Nothing after this member is needed.
+                return Err(stop());
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> PathSegment {
+        PathSegment::Key(k.into())
+    }
+
+    #[test]
+    fn positions_follow_block_and_flow_style() {
+        let text = "# c\na: 1\nlist:\n  - x: 1\n  - {y: 2, 'z': [3, 4]}\n";
+        assert_eq!(position_of(text, &[key("a")]), Some((2, 1)));
+        assert_eq!(
+            position_of(text, &[key("list"), PathSegment::Index(1)]),
+            Some((5, 3))
+        );
+        assert_eq!(
+            position_of(text, &[key("list"), PathSegment::Index(1), key("z")]),
+            Some((5, 12))
+        );
+        assert_eq!(
+            position_of(
+                text,
+                &[
+                    key("list"),
+                    PathSegment::Index(1),
+                    key("z"),
+                    PathSegment::Index(1)
+                ]
+            ),
+            Some((5, 21))
+        );
+        assert_eq!(
+            position_of(text, &[key("list"), PathSegment::Index(2)]),
+            None
+        );
+        assert_eq!(position_of(text, &[key("a"), key("b")]), None);
+    }
+
+    #[test]
+    fn duplicates_are_found_where_they_repeat() {
+        let text = "a: 1\nb:\n  a: 1\n  c: 2\n  a: 3\na: 4\n";
+        assert_eq!(duplicate_key(text, "a"), Some((5, 3)));
+        assert_eq!(duplicate_key(text, "c"), None);
+    }
+
+    #[test]
+    fn the_top_level_member_is_read_before_a_syntax_error() {
+        let text = "schema: sai-builder\nhome: [\n";
+        assert_eq!(
+            top_level_string(text, "schema").as_deref(),
+            Some("sai-builder")
+        );
+        assert_eq!(top_level_string("home: [\nschema: x\n", "schema"), None);
+        assert_eq!(top_level_string("schema: [1]\n", "schema"), None);
+    }
+}
