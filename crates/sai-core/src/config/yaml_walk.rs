@@ -15,6 +15,37 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::problem::PathSegment;
 
+/// The `visit_*` methods of every YAML scalar (and null), each handing the
+/// scalar as text (`None` for null) to `self.$method`.
+macro_rules! visit_scalars_with {
+    ($method:ident) => {
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            self.$method(None)
+        }
+    };
+}
+
 /// Text of the error that ends a walk at the node it was looking for.
 const STOP: &str = "sai: the walk stops here";
 
@@ -166,16 +197,15 @@ impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
 }
 
 /// A scalar key as text (`None` for a mapping or sequence used as a key).
-/// The walk stops on the key when `stop_here` says so: inside the visitor,
+/// The walk stops on the key when the function says so: inside the visitor,
 /// so that the error carries the key's position.
 struct KeyText<F>(F);
 
 impl<F: FnOnce(&str) -> bool> KeyText<F> {
-    fn key<E: de::Error>(self, text: String) -> Result<Option<String>, E> {
-        if (self.0)(&text) {
-            Err(stop())
-        } else {
-            Ok(Some(text))
+    fn scalar<E: de::Error>(self, text: Option<String>) -> Result<Option<String>, E> {
+        match text {
+            Some(text) if (self.0)(&text) => Err(stop()),
+            text => Ok(text),
         }
     }
 }
@@ -187,29 +217,7 @@ impl<'de, F: FnOnce(&str) -> bool> Visitor<'de> for KeyText<F> {
         f.write_str("a mapping key")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        self.key(v.to_string())
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        self.key(v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        self.key(v.to_string())
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        self.key(v.to_string())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        self.key(v.to_string())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
+    visit_scalars_with!(scalar);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
@@ -262,28 +270,11 @@ impl<'de> Visitor<'de> for DuplicateSeed<'_> {
         Ok(())
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i128<E>(self, _: i128) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u128<E>(self, _: u128) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
+    visit_scalars_with!(scalar);
+}
+
+impl DuplicateSeed<'_> {
+    fn scalar<E>(self, _: Option<String>) -> Result<(), E> {
         Ok(())
     }
 }
