@@ -171,12 +171,10 @@ impl DeviceConfig {
             if dev.name.trim().is_empty() {
                 push(at.key("name"), "must not be empty".to_string());
             } else if let Some(first) = names.insert(dev.name.as_str(), i) {
+                let name = &dev.name;
                 push(
                     at.key("name"),
-                    format!(
-                        "duplicate device name '{}' (also devices[{first}])",
-                        dev.name
-                    ),
+                    format!("duplicate device name '{name}' (also devices[{first}])"),
                 );
             }
             if dev.device_type.trim().is_empty() {
@@ -223,12 +221,11 @@ impl DeviceConfig {
                         ),
                     );
                 } else if reserved_suffix(&suffix) && suffix != format!("TTY{n}") {
+                    let why = "which sai-device sets itself; rename the tty";
+                    let name = &tty.name;
                     push(
                         tat.key("name"),
-                        format!(
-                            "'{}' would export SAI_DEVICE_{suffix}, which sai-device sets itself; rename the tty",
-                            tty.name
-                        ),
+                        format!("'{name}' would export SAI_DEVICE_{suffix}, {why}"),
                     );
                 }
                 if tty.tty.trim().is_empty() {

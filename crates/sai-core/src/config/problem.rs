@@ -152,19 +152,6 @@ impl Diagnostic {
         }
     }
 
-    /// A warning at `line`:`column` (0 is raised to 1).
-    pub fn warning(
-        source_name: &str,
-        line: usize,
-        column: usize,
-        message: impl Into<String>,
-    ) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(source_name, line, column, message)
-        }
-    }
-
     /// Whether this rejects the file.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error

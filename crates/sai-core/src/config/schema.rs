@@ -331,7 +331,10 @@ fn saifile_diagnostics(bytes: &[u8], source_name: &str) -> Vec<Diagnostic> {
     let mut out: Vec<Diagnostic> = saifile
         .warnings()
         .iter()
-        .map(|w| Diagnostic::warning(source_name, w.line, w.column, w.message.clone()))
+        .map(|w| Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(source_name, w.line, w.column, w.message.clone())
+        })
         .collect();
     if let Err(e) = saifile.expand(None) {
         out.push(Diagnostic::error(source_name, e.line, e.column, e.message));

@@ -19,29 +19,28 @@ use super::problem::PathSegment;
 /// scalar as text (`None` for null) to `self.$method`.
 macro_rules! visit_scalars_with {
     ($method:ident) => {
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            self.$method(Some(v.to_string()))
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            self.$method(Some(v.to_string()))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            self.$method(Some(v.to_string()))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            self.$method(Some(v.to_string()))
-        }
-        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-            self.$method(Some(v.to_string()))
-        }
-        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-            self.$method(Some(v.to_string()))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            self.$method(Some(v.to_string()))
-        }
+        visit_scalars_with!(@each $method, visit_str: &str, visit_bool: bool, visit_i64: i64,
+            visit_u64: u64, visit_i128: i128, visit_u128: u128, visit_f64: f64);
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             self.$method(None)
+        }
+    };
+    (@each $method:ident, $($visit:ident: $scalar:ty),*) => {
+        $(fn $visit<E: de::Error>(self, v: $scalar) -> Result<Self::Value, E> {
+            self.$method(Some(v.to_string()))
+        })*
+    };
+}
+
+/// A walk step that is its own visitor: it reads any node.
+macro_rules! seed_visits_any {
+    ($seed:ty) => {
+        impl<'de> DeserializeSeed<'de> for $seed {
+            type Value = ();
+
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_any(self)
+            }
         }
     };
 }
@@ -116,28 +115,24 @@ struct PathSeed<'p> {
     rest: &'p [PathSegment],
 }
 
-impl<'de> DeserializeSeed<'de> for PathSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        if self.rest.is_empty() {
-            d.deserialize_any(StopVisitor)
-        } else {
-            d.deserialize_any(self)
-        }
-    }
-}
+seed_visits_any!(PathSeed<'_>);
 
 impl<'de> Visitor<'de> for PathSeed<'_> {
     type Value = ();
 
+    /// At the end of the path every node fails: serde's default for each
+    /// `visit_*` is an error quoting this, which is then the marker.
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a mapping or a sequence")
+        f.write_str(if self.rest.is_empty() {
+            STOP
+        } else {
+            "a mapping or a sequence"
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let Some((PathSegment::Key(want), more)) = self.rest.split_first() else {
-            return Err(de::Error::custom("not a sequence"));
+            return Err(self.end_or("not a sequence"));
         };
         let seed = KeySeed {
             want,
@@ -154,7 +149,7 @@ impl<'de> Visitor<'de> for PathSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let Some((PathSegment::Index(want), more)) = self.rest.split_first() else {
-            return Err(de::Error::custom("not a mapping"));
+            return Err(self.end_or("not a mapping"));
         };
         for _ in 0..*want {
             if seq.next_element::<IgnoredAny>()?.is_none() {
@@ -166,15 +161,15 @@ impl<'de> Visitor<'de> for PathSeed<'_> {
     }
 }
 
-/// Fails on whatever node it is given: serde's default for every `visit_*`
-/// is an error quoting `expecting`, which is the marker.
-struct StopVisitor;
-
-impl Visitor<'_> for StopVisitor {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(STOP)
+impl PathSeed<'_> {
+    /// The error for a mapping or sequence that is not followed: the marker
+    /// at the end of the path, a mismatch before it.
+    fn end_or<E: de::Error>(&self, mismatch: &str) -> E {
+        if self.rest.is_empty() {
+            stop()
+        } else {
+            E::custom(mismatch)
+        }
     }
 }
 
@@ -236,13 +231,7 @@ struct DuplicateSeed<'a> {
     key: &'a str,
 }
 
-impl<'de> DeserializeSeed<'de> for DuplicateSeed<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_visits_any!(DuplicateSeed<'_>);
 
 impl<'de> Visitor<'de> for DuplicateSeed<'_> {
     type Value = ();
@@ -302,13 +291,7 @@ struct TopLevelSeed<'a, 'f> {
     found: &'f RefCell<Option<String>>,
 }
 
-impl<'de> DeserializeSeed<'de> for TopLevelSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_visits_any!(TopLevelSeed<'_, '_>);
 
 impl<'de> Visitor<'de> for TopLevelSeed<'_, '_> {
     type Value = ();
