@@ -170,11 +170,6 @@ impl Jig {
         first
     }
 
-    /// Whether a bearer token is required.
-    pub fn requires_token(&self) -> bool {
-        self.token.is_some()
-    }
-
     /// Check an `Authorization` header value in constant time.
     pub fn authorized(&self, header: Option<&str>) -> bool {
         use subtle::ConstantTimeEq;
