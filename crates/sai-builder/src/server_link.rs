@@ -569,3 +569,26 @@ async fn run_one(
     drop(permit);
     shared.capacity_changed();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TokenSource;
+
+    #[test]
+    fn token_files_follow_the_secret_file_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let source = TokenSource::File(file.clone());
+        std::fs::write(&file, "v4.public.abc \r\n\n").unwrap();
+        assert_eq!(source.read().unwrap(), "v4.public.abc");
+        std::fs::write(&file, " \n").unwrap();
+        let e = source.read().unwrap_err().to_string();
+        assert_eq!(e, format!("secret file {} is empty", file.display()));
+        std::fs::remove_file(&file).unwrap();
+        let e = source.read().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot read secret file {}: ", file.display())),
+            "{e}"
+        );
+    }
+}

@@ -454,4 +454,19 @@ mod tests {
         assert_eq!(percent_decode("%e2%82"), "\u{fffd}");
         assert_eq!(percent_decode("é%"), "é%");
     }
+
+    #[test]
+    fn token_file_follows_the_secret_file_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let config = JigConfig {
+            token_file: Some(file.display().to_string()),
+            ..JigConfig::default()
+        };
+        std::fs::write(&file, " tok-123 \r\n\n").unwrap();
+        assert_eq!(load_token(&config).unwrap().as_deref(), Some("tok-123"));
+        std::fs::write(&file, "\r\n").unwrap();
+        let e = load_token(&config).unwrap_err().to_string();
+        assert_eq!(e, format!("secret file {} is empty", file.display()));
+    }
 }
