@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -15,8 +14,8 @@ use warp::http::{HeaderMap, Method, StatusCode};
 
 use crate::Server;
 use crate::auth::{TokenKind, bearer};
-use crate::sched::OpResult;
-use crate::store::{ArtifactRow, EventRow, TaskRow, sanitise_artifact_name};
+use crate::store::{ArtifactRow, sanitise_artifact_name};
+use sai_core::task::{Event, Task, TaskState};
 
 /// A JSON error response `{"error": ..., "detail": ...}`.
 pub fn error(status: StatusCode, error: &str, detail: Option<&str>) -> warp::reply::Response {
@@ -57,7 +56,7 @@ fn ok(v: &Value) -> warp::reply::Response {
     reply(StatusCode::OK, v)
 }
 
-fn internal(e: anyhow::Error) -> ApiError {
+fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(cause = %e, "api: internal error");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", None)
 }
@@ -214,7 +213,7 @@ where
 
 type Res = Result<warp::reply::Response, ApiError>;
 
-fn event_json(e: &EventRow) -> Value {
+fn event_json(e: &Event) -> Value {
     json!({
         "id": e.id, "project": e.project, "ref": e.git_ref, "hash": e.hash,
         "fetch_url": e.fetch_url, "source_ip": e.source_ip, "created": e.created,
@@ -223,14 +222,15 @@ fn event_json(e: &EventRow) -> Value {
     })
 }
 
-fn task_json(t: &TaskRow, detail: Option<String>, uploads: Option<Vec<ArtifactRow>>) -> Value {
+fn task_json(t: &Task, detail: Option<String>, uploads: Option<Vec<ArtifactRow>>) -> Value {
+    let r = &t.run;
     let mut v = json!({
-        "id": t.id, "event_id": t.event_id, "configuration": t.configuration,
-        "platform": t.platform, "state": t.state, "builder": t.builder,
-        "exit_code": t.exit_code, "failed_step": t.failed_step, "reason": t.reason,
-        "attempt": t.attempt, "infra_failures": t.infra_failures,
-        "build_step": t.build_step, "step_count": t.steps.len(), "priority": t.priority,
-        "created": t.created, "started": t.started, "ended": t.ended,
+        "id": t.id, "event_id": t.event_id(), "configuration": t.configuration,
+        "platform": t.platform, "state": r.state, "builder": r.builder,
+        "exit_code": r.exit_code, "failed_step": r.failed_step, "reason": r.reason,
+        "attempt": r.attempt, "infra_failures": r.infra_failures,
+        "build_step": r.build_step, "step_count": t.steps.len(), "priority": t.priority,
+        "created": t.created, "started": r.started, "ended": r.ended,
         "last_updated": t.last_updated,
     });
     if let Some(d) = detail {
@@ -245,7 +245,7 @@ fn task_json(t: &TaskRow, detail: Option<String>, uploads: Option<Vec<ArtifactRo
     v
 }
 
-fn visible(server: &Server, headers: &HeaderMap, e: &EventRow) -> Result<(), ApiError> {
+fn visible(server: &Server, headers: &HeaderMap, e: &Event) -> Result<(), ApiError> {
     if e.sec && user(server, headers)?.is_none() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such event", None));
     }
@@ -256,8 +256,8 @@ fn projects(server: &Server) -> Res {
     let rows = server.store.projects().map_err(internal)?;
     let v: Vec<Value> = rows
         .into_iter()
-        .map(|(name, fetch_url, created, events)| {
-            json!({"name": name, "fetch_url": fetch_url, "created": created, "event_count": events})
+        .map(|p| {
+            json!({"name": p.name, "fetch_url": p.fetch_url, "created": p.created, "event_count": p.event_count})
         })
         .collect();
     Ok(ok(&json!(v)))
@@ -291,7 +291,7 @@ fn project_events(
     Ok(ok(&json!(v)))
 }
 
-fn load_event(server: &Server, headers: &HeaderMap, id: &str) -> Result<EventRow, ApiError> {
+fn load_event(server: &Server, headers: &HeaderMap, id: &str) -> Result<Event, ApiError> {
     if !is_event_id(id) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such event", None));
     }
@@ -313,18 +313,17 @@ fn get_event(server: &Server, headers: &HeaderMap, id: &str) -> Res {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such event", None))?;
     let tasks = db.tasks().map_err(internal)?;
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    let sched = server.sched();
+    let fleet = server.fleet();
     let tj: Vec<Value> = tasks
         .iter()
         .map(|t| {
-            *counts.entry(t.state.as_str()).or_default() += 1;
-            let detail = (t.state == "waiting")
-                .then(|| sched.waiting_detail(&t.platform))
+            *counts.entry(t.run.state.as_str()).or_default() += 1;
+            let detail = (t.run.state == TaskState::Waiting)
+                .then(|| fleet.waiting_detail(&t.platform))
                 .flatten();
             task_json(t, detail, None)
         })
         .collect();
-    drop(sched);
     let mut v = event_json(&e);
     v["tasks"] = json!(tj);
     v["task_states"] = json!(counts);
@@ -335,7 +334,7 @@ fn load_task(
     server: &Server,
     headers: &HeaderMap,
     id: &str,
-) -> Result<(Arc<crate::store::EventDb>, TaskRow), ApiError> {
+) -> Result<(Arc<crate::store::EventDb>, Task), ApiError> {
     let nf = || ApiError::new(StatusCode::NOT_FOUND, "no such task", None);
     let ev = event_of_task(id).ok_or_else(nf)?;
     load_event(server, headers, ev).map_err(|_| nf())?;
@@ -351,8 +350,8 @@ fn load_task(
 fn get_task(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     let (db, t) = load_task(server, headers, id)?;
     let uploads = db.artifacts(id).map_err(internal)?;
-    let detail = (t.state == "waiting")
-        .then(|| server.sched().waiting_detail(&t.platform))
+    let detail = (t.run.state == TaskState::Waiting)
+        .then(|| server.fleet().waiting_detail(&t.platform))
         .flatten();
     let mut v = task_json(&t, detail, Some(uploads));
     v["log_bytes"] = json!(db.log_len(id).map_err(internal)?);
@@ -392,7 +391,7 @@ fn get_log(server: &Server, headers: &HeaderMap, id: &str, q: &HashMap<String, S
         }
         return Ok(resp);
     }
-    let terminal = matches!(t.state.as_str(), "success" | "failed" | "cancelled");
+    let terminal = t.run.state.is_terminal();
     let records: Vec<Value> = recs
         .iter()
         .map(|r| {
@@ -429,7 +428,8 @@ fn get_artifact(server: &Server, headers: &HeaderMap, id: &str, name: &str) -> R
 }
 
 fn builders(server: &Server) -> Res {
-    let online = server.sched().builders();
+    let fleet = server.fleet();
+    let online = &fleet.builders;
     let mut out: Vec<Value> = online
         .iter()
         .map(|b| serde_json::to_value(b).unwrap_or_default())
@@ -461,22 +461,28 @@ async fn rebuild(server: &Arc<Server>, headers: &HeaderMap, ev: &str, task: Opti
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such task", None));
     }
     let ids: Option<Vec<String>> = task.map(|t| vec![t.to_string()]);
-    {
-        let mut sched = server.sched();
-        if !sched.has_event(ev) {
-            sched
-                .add_event(&server.store, row, db.clone(), Instant::now(), true)
-                .map_err(internal)?;
+    // The event's tasks are read (outside the scheduler lock) only when the
+    // scheduler does not hold the event.
+    let mut tasks = None;
+    let reset = loop {
+        let done = server.sched_do(|s, now| {
+            if !s.has_event(ev) {
+                let tasks = tasks.take()?;
+                s.add_event(now, row.clone(), db.clone(), tasks, now, true);
+            }
+            Some(s.reset_tasks(now, ev, ids.as_deref(), &who))
+        });
+        match done {
+            Some(reset) => break reset,
+            None => tasks = Some(db.tasks().map_err(internal)?),
         }
-        let reset = sched.reset_tasks(&server.store, ev, ids.as_deref(), &who);
-        for id in reset {
-            server.logs.clear(db.clone(), id);
-        }
+    };
+    for id in reset {
+        server.logs.clear(db.clone(), id.to_string());
     }
     // Answer only once the old logs are gone, so no reader sees them after
     // a successful rebuild.
     server.logs.flush().await;
-    server.kick();
     tracing::info!(event = %ev, task = ?task, user = %who, "rebuild");
     match task {
         Some(t) => get_task(server, headers, t),
@@ -487,14 +493,12 @@ async fn rebuild(server: &Arc<Server>, headers: &HeaderMap, ev: &str, task: Opti
 fn cancel(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
     let who = require_user(server, headers)?;
     load_task(server, headers, id)?;
-    let r = server.sched().cancel_task(&server.store, id, &who);
-    match r {
-        OpResult::Done => {
-            server.kick();
+    match server.sched_do(|s, now| s.cancel_task(now, id, &who)) {
+        Ok(()) => {
             tracing::info!(task = %id, user = %who, "cancel");
             get_task(server, headers, id)
         }
-        OpResult::Conflict(m) => Err(ApiError::new(StatusCode::CONFLICT, &m, None)),
+        Err(crate::sched::Conflict(m)) => Err(ApiError::new(StatusCode::CONFLICT, &m, None)),
     }
 }
 
@@ -502,7 +506,6 @@ fn delete_event(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
     let who = require_user(server, headers)?;
     load_event(server, headers, id)?;
     if server.delete_event(id).map_err(internal)? {
-        server.kick();
         tracing::info!(event = %id, user = %who, "event deleted");
         Ok(ok(&json!({"deleted": id})))
     } else {

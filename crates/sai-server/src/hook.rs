@@ -15,7 +15,6 @@
 //! saifile parse and expansion (422, with `file:line:col`), store (500).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
@@ -25,6 +24,7 @@ use warp::http::StatusCode;
 use crate::Server;
 use crate::auth::{SigError, parse_hook_signature, verify_hook_signature};
 use crate::store::NewEvent;
+use sai_core::task::EventId;
 
 /// The notification's schema name.
 pub const NOTIFICATION_SCHEMA: &str = "com-warmcat-sai-notification";
@@ -118,11 +118,10 @@ fn valid_hash(h: &str) -> bool {
     (7..=64).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A new random id of `n` bytes as uppercase hex.
-pub fn new_id(n: usize) -> String {
-    let mut b = vec![0u8; n];
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
     rand::fill(&mut b[..]);
-    hex::encode_upper(b)
+    b
 }
 
 /// Handle a hook request. Returns the status and JSON body.
@@ -272,7 +271,7 @@ pub async fn handle(
     if let Some(existing) = server
         .store
         .event_by_hash(&project, &hash)
-        .map_err(internal)?
+        .map_err(|e| internal(&e))?
     {
         return Ok((
             StatusCode::OK,
@@ -297,7 +296,7 @@ pub async fn handle(
             Some(e.to_string()),
         )
     })?;
-    let id = new_id(16);
+    let id = EventId::from_bytes(random16());
     let ev = NewEvent {
         id: id.clone(),
         project: project.clone(),
@@ -314,46 +313,41 @@ pub async fn handle(
     let hash = ev.hash.clone();
     let srv = server.clone();
     let ntasks = specs.len();
-    let created = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+    let created = tokio::task::spawn_blocking(move || {
         let prev = srv.store.previous_failures(&ev.project, &ev.git_ref)?;
         let tasks: Vec<_> = specs
             .into_iter()
             .map(|t| {
                 let prio = prev.contains(&(t.configuration.clone(), t.platform.clone()));
-                (format!("{}{}", ev.id, new_id(16)), t, prio)
+                (ev.id.task(random16()), t, prio)
             })
             .collect();
-        srv.store.create_event(&ev, &tasks, fault)
+        srv.store.create_event(&ev, tasks, fault)
     })
     .await
-    .map_err(|e| internal(anyhow::anyhow!(e)))?
-    .map_err(internal)?;
-    if !created {
+    .map_err(|e| internal(&e))?
+    .map_err(|e| internal(&e))?;
+    let Some(created) = created else {
         let existing = server
             .store
             .event_by_hash(&project, &hash)
-            .map_err(internal)?;
+            .map_err(|e| internal(&e))?;
         return Ok((
             StatusCode::OK,
             json!({"event_id": existing, "duplicate": true}),
         ));
-    }
-    let row = server
-        .store
-        .event(&id)
-        .map_err(internal)?
-        .ok_or_else(|| internal(anyhow::anyhow!("event vanished")))?;
-    let db = server
-        .store
-        .event_db(&id)
-        .map_err(internal)?
-        .ok_or_else(|| internal(anyhow::anyhow!("event db vanished")))?;
-    let ready = Instant::now() + Duration::from_millis(settings.config.dispatch_grace_ms);
-    server
-        .sched()
-        .add_event(&server.store, row, db, ready, false)
-        .map_err(internal)?;
-    server.kick();
+    };
+    let grace = settings.config.dispatch_grace_ms as i64;
+    server.sched_do(|s, now| {
+        s.add_event(
+            now,
+            created.event,
+            created.db,
+            created.tasks,
+            now + grace,
+            false,
+        )
+    });
     tracing::info!(event = %id, %project, %git_ref, tasks = ntasks, "push accepted");
     let r = &settings.config.retention;
     if r.keep_events_per_project.is_some() || r.max_age_days.is_some() {
@@ -367,7 +361,7 @@ pub async fn handle(
     Ok((StatusCode::OK, json!({"event_id": id, "tasks": ntasks})))
 }
 
-fn internal(e: anyhow::Error) -> HookError {
+fn internal(e: &dyn std::fmt::Display) -> HookError {
     tracing::error!(cause = %e, "hook: internal error");
     HookError(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod hook;
+pub mod link;
 pub mod logw;
 pub mod openapi;
 pub mod sched;
@@ -15,11 +16,12 @@ pub mod store;
 pub mod token_cli;
 pub mod ws;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sai_core::config::server::ServerConfig;
@@ -27,9 +29,13 @@ use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
 use crate::auth::TokenKeys;
+use crate::link::{Links, Outgoing};
 use crate::logw::LogWriter;
-use crate::sched::Sched;
-use crate::store::Store;
+use crate::sched::{ConnId, Effect, Fleet, Sched};
+use crate::store::{EventDb, Store, now_ms};
+
+/// The scheduler as the server holds it: events carry their database handle.
+pub type Scheduler = Sched<Arc<EventDb>>;
 
 /// Software name and version sent in `welcome`.
 pub const SOFTWARE: &str = concat!("sai-server ", env!("CARGO_PKG_VERSION"));
@@ -141,14 +147,25 @@ pub struct Server {
     pub settings: Settings,
     /// Storage.
     pub store: Store,
-    sched: Mutex<Sched>,
+    sched: Mutex<Scheduler>,
+    /// Effects computed under the scheduler lock, applied in order outside it.
+    pending: Mutex<VecDeque<Effect<Arc<EventDb>>>>,
+    applying: Mutex<()>,
+    fleet: RwLock<Arc<Fleet>>,
+    /// Live builder connections.
+    pub links: Links,
+    next_conn: AtomicU64,
     /// Token keys.
     pub keys: TokenKeys,
     /// Log writer.
     pub logs: LogWriter,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
-    wake_at: Mutex<Option<Instant>>,
+    wake_at: Mutex<Option<i64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Server {
@@ -162,49 +179,120 @@ impl Server {
             settings,
             store,
             sched: Mutex::new(sched),
+            pending: Mutex::new(VecDeque::new()),
+            applying: Mutex::new(()),
+            fleet: RwLock::new(Arc::new(Fleet::default())),
+            links: Links::default(),
+            next_conn: AtomicU64::new(1),
             keys,
             logs,
             shutdown,
             wake_at: Mutex::new(None),
         });
-        {
-            let mut sched = server.sched();
-            for row in server.store.active_events()? {
-                let Some(db) = server.store.event_db(&row.id)? else {
-                    continue;
-                };
-                sched.add_event(&server.store, row, db, Instant::now(), false)?;
-            }
+        for event in server.store.active_events()? {
+            let Some(db) = server.store.event_db(&event.id)? else {
+                continue;
+            };
+            let tasks = db.tasks()?;
+            server.sched_do(|s, now| s.add_event(now, event, db, tasks, now, false));
         }
         Ok(server)
     }
 
-    /// Lock the scheduler.
-    pub fn sched(&self) -> MutexGuard<'_, Sched> {
-        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    /// Lock the scheduler for a query. Inputs go through [`Server::sched_do`].
+    pub fn sched(&self) -> MutexGuard<'_, Scheduler> {
+        lock(&self.sched)
     }
 
-    /// Run dispatch now, and arm one timer for the next grace expiry.
-    pub fn kick(self: &Arc<Self>) {
-        let later = self.sched().dispatch();
-        if let Some(at) = later {
-            let mut wake = self.wake_at.lock().unwrap_or_else(|e| e.into_inner());
-            if wake.is_none_or(|w| at < w) {
-                *wake = Some(at);
-                let me = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at.into()).await;
-                    *me.wake_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    me.kick();
-                });
+    /// The connected builders as last published by the scheduler; never
+    /// waits for the scheduler.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.fleet.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A new connection id.
+    pub fn new_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Give the scheduler one input (`f` gets it and the time), then apply
+    /// its effects. This is the one place scheduler changes reach the
+    /// outside: the store, the connections and the published fleet.
+    pub fn sched_do<R>(self: &Arc<Self>, f: impl FnOnce(&mut Scheduler, i64) -> R) -> R {
+        let now = now_ms();
+        let (r, wake) = {
+            let mut s = self.sched();
+            let r = f(&mut s, now);
+            let effects = s.take_effects();
+            if let Some(fleet) = s.take_fleet() {
+                *self.fleet.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fleet);
             }
+            lock(&self.pending).extend(effects);
+            (r, s.next_wake(now))
+        };
+        self.apply_pending();
+        if let Some(at) = wake {
+            self.wake_at(at);
+        }
+        r
+    }
+
+    /// Apply queued effects in order. Whoever holds `applying` drains the
+    /// queue, so when this returns the caller's effects have been applied.
+    fn apply_pending(&self) {
+        let _applying = lock(&self.applying);
+        loop {
+            let Some(effect) = lock(&self.pending).pop_front() else {
+                return;
+            };
+            self.apply(effect);
+        }
+    }
+
+    fn apply(&self, effect: Effect<Arc<EventDb>>) {
+        match effect {
+            Effect::Persist { db, task, run } => {
+                if let Err(e) = db.update_task(&task, &run) {
+                    tracing::error!(%task, cause = %e, "writing task state");
+                }
+            }
+            Effect::EventState { event, state } => {
+                if let Err(e) = self.store.set_event_state(&event, state) {
+                    tracing::error!(%event, cause = %e, "writing event state");
+                } else {
+                    tracing::info!(%event, %state, "event state");
+                }
+            }
+            Effect::Send { conn, msg } => self.links.send(conn, Outgoing::Msg(msg)),
+            Effect::Close { conn, code, reason } => {
+                self.links.send(conn, Outgoing::Close(code, reason))
+            }
+            Effect::Release { conn } => self.links.remove(conn),
+        }
+    }
+
+    /// Arm one timer for the scheduler's next tick at `at` (unix ms).
+    fn wake_at(self: &Arc<Self>, at: i64) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut wake = lock(&self.wake_at);
+        if wake.is_none_or(|w| at < w) {
+            *wake = Some(at);
+            let me = self.clone();
+            let delay = Duration::from_millis((at - now_ms()).max(0) as u64);
+            rt.spawn(async move {
+                tokio::time::sleep(delay).await;
+                *lock(&me.wake_at) = None;
+                me.sched_do(|s, now| s.tick(now));
+            });
         }
     }
 
     /// Delete an event now (its folder once released).
-    pub fn delete_event(&self, id: &str) -> Result<bool> {
-        self.sched().drop_event(id);
-        self.store.delete_event(id)
+    pub fn delete_event(self: &Arc<Self>, id: &str) -> Result<bool> {
+        self.sched_do(|s, now| s.drop_event(now, id));
+        Ok(self.store.delete_event(id)?)
     }
 
     /// Apply retention: delete terminal events beyond the per-project count
@@ -217,7 +305,7 @@ impl Server {
         }
         let events = self.store.all_events()?;
         let mut per_project: HashMap<&str, usize> = HashMap::new();
-        let now = store::now_ms();
+        let now = now_ms();
         let mut doomed = Vec::new();
         for e in events.iter().rev() {
             let n = per_project.entry(e.project.as_str()).or_default();
@@ -267,21 +355,10 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
     ))
 }
 
-/// Open the server and serve on `listener` until `shutdown` fires.
-pub async fn run(
-    settings: Settings,
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let server = Server::open(settings, shutdown)?;
-    serve(server, listener).await
-}
-
 /// Serve an opened server on `listener` until its shutdown token fires,
 /// then close builder connections and flush pending logs.
 pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> Result<()> {
     let shutdown = server.shutdown.clone();
-    server.kick();
     let retention = {
         let s = server.clone();
         tokio::spawn(async move {
@@ -303,9 +380,7 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> Re
         .graceful(async move { sd.cancelled().await })
         .run()
         .await;
-    server
-        .sched()
-        .close_all(1001, "sai-server is shutting down");
+    server.sched_do(|s, _| s.stop(1001, "sai-server is shutting down"));
     server.logs.flush().await;
     retention.abort();
     tracing::info!("sai-server stopped");
