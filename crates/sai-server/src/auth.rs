@@ -1,4 +1,5 @@
-//! PASETO v4.public tokens for builders and users, and the hook HMAC.
+//! PASETO v4.public tokens for builders and users. (The hook HMAC lives
+//! with the notification in [`sai_core::notification`].)
 //!
 //! Claims: `iss` = `sai-server`, `sub` = builder or user name, `kind` =
 //! `builder` or `user`, and for builders `platforms` (list of platform
@@ -10,7 +11,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hmac::{Hmac, Mac};
 use pasetors::claims::{Claims, ClaimsValidationRules};
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
 use pasetors::token::UntrustedToken;
@@ -189,82 +189,7 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// Hook signature check outcome.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SigError {
-    /// No `Authorization` header.
-    Missing,
-    /// Not `sai sha256|sha384|sha512=<hex>` of the right length.
-    Malformed,
-    /// MAC does not match.
-    Mismatch,
-}
-
-/// HMAC algorithm of a hook signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookAlg {
-    /// HMAC-SHA256.
-    Sha256,
-    /// HMAC-SHA384.
-    Sha384,
-    /// HMAC-SHA512.
-    Sha512,
-}
-
-/// Parse `Authorization: sai shaNNN=<hex>` into the algorithm and the MAC.
-pub fn parse_hook_signature(header: Option<&str>) -> Result<(HookAlg, Vec<u8>), SigError> {
-    let h = header.ok_or(SigError::Missing)?.trim();
-    let rest = h
-        .strip_prefix("sai ")
-        .or_else(|| h.strip_prefix("Sai "))
-        .ok_or(SigError::Malformed)?
-        .trim();
-    let (alg, hexmac) = rest.split_once('=').ok_or(SigError::Malformed)?;
-    let mac = hex::decode(hexmac.trim()).map_err(|_| SigError::Malformed)?;
-    let (alg, len) = match alg {
-        "sha256" => (HookAlg::Sha256, 32),
-        "sha384" => (HookAlg::Sha384, 48),
-        "sha512" => (HookAlg::Sha512, 64),
-        _ => return Err(SigError::Malformed),
-    };
-    if mac.len() != len {
-        return Err(SigError::Malformed);
-    }
-    Ok((alg, mac))
-}
-
-/// Verify `Authorization: sai shaNNN=<hex>` over `body` with `key`, in
-/// constant time.
-pub fn verify_hook_signature(
-    header: Option<&str>,
-    key: &[u8],
-    body: &[u8],
-) -> Result<(), SigError> {
-    let (alg, mac) = parse_hook_signature(header)?;
-    fn check<M: Mac + hmac::digest::KeyInit>(
-        key: &[u8],
-        body: &[u8],
-        mac: &[u8],
-    ) -> Result<(), SigError> {
-        let mut m =
-            <M as hmac::digest::KeyInit>::new_from_slice(key).map_err(|_| SigError::Mismatch)?;
-        m.update(body);
-        m.verify_slice(mac).map_err(|_| SigError::Mismatch)
-    }
-    match alg {
-        HookAlg::Sha256 => check::<Hmac<sha2::Sha256>>(key, body, &mac),
-        HookAlg::Sha384 => check::<Hmac<sha2::Sha384>>(key, body, &mac),
-        HookAlg::Sha512 => check::<Hmac<sha2::Sha512>>(key, body, &mac),
-    }
-}
-
-/// Compute `sai sha256=<hex>` for a body (used by tests and tools).
-pub fn sign_hook(key: &[u8], body: &[u8]) -> String {
-    let mut m = <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
-        .expect("hmac accepts any key length");
-    m.update(body);
-    format!("sai sha256={}", hex::encode(m.finalize().into_bytes()))
-}
+pub use sai_core::notification::{SigError, sign as sign_hook};
 
 #[cfg(test)]
 mod tests {
@@ -293,32 +218,5 @@ mod tests {
         ));
         let other = TokenKeys::load_or_create(&dir.path().join("k2")).unwrap();
         assert!(other.verify(TokenKind::Builder, &t, &[]).is_err());
-    }
-
-    #[test]
-    fn hook_signatures() {
-        let body = b"{\"a\":1}\n";
-        let h = sign_hook(b"key", body);
-        assert_eq!(verify_hook_signature(Some(&h), b"key", body), Ok(()));
-        assert_eq!(
-            verify_hook_signature(Some(&h), b"other", body),
-            Err(SigError::Mismatch)
-        );
-        assert_eq!(
-            verify_hook_signature(None, b"key", body),
-            Err(SigError::Missing)
-        );
-        assert_eq!(
-            verify_hook_signature(Some("sai md5=00"), b"key", body),
-            Err(SigError::Malformed)
-        );
-        assert_eq!(
-            verify_hook_signature(Some("sai sha256=00"), b"key", body),
-            Err(SigError::Malformed)
-        );
-        let mut m = <Hmac<sha2::Sha512> as hmac::digest::KeyInit>::new_from_slice(b"key").unwrap();
-        m.update(body);
-        let h512 = format!("sai sha512={}", hex::encode(m.finalize().into_bytes()));
-        assert_eq!(verify_hook_signature(Some(&h512), b"key", body), Ok(()));
     }
 }

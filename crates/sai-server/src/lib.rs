@@ -7,10 +7,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod error;
 pub mod hook;
 pub mod link;
 pub mod logw;
-pub mod openapi;
 pub mod sched;
 pub mod store;
 pub mod token_cli;
@@ -290,9 +290,9 @@ impl Server {
     }
 
     /// Delete an event now (its folder once released).
-    pub fn delete_event(self: &Arc<Self>, id: &str) -> Result<bool> {
+    pub fn delete_event(self: &Arc<Self>, id: &str) -> Result<bool, store::StoreError> {
         self.sched_do(|s, now| s.drop_event(now, id));
-        Ok(self.store.delete_event(id)?)
+        self.store.delete_event(id)
     }
 
     /// Apply retention: delete terminal events beyond the per-project count
@@ -433,11 +433,9 @@ pub fn routes(
         .or(http)
         .unify()
         .recover(|_r: warp::Rejection| async {
-            Ok::<_, std::convert::Infallible>(api::error(
-                warp::http::StatusCode::BAD_REQUEST,
-                "bad request",
-                None,
-            ))
+            Ok::<_, std::convert::Infallible>(
+                error::Error::bad_request("bad request", None).into_response(),
+            )
         })
         .unify()
 }

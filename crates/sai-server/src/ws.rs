@@ -17,11 +17,11 @@ use sai_core::protocol::{
 use sha2::Digest;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use warp::Reply;
-use warp::http::StatusCode;
 use warp::ws::{Message, WebSocket};
 
 use crate::Server;
 use crate::auth::{Identity, TokenKind, bearer};
+use crate::error::Error;
 use crate::link::Outgoing;
 use crate::sched::{ConnId, GoneCause, Lookup};
 use crate::store::sanitise_artifact_name;
@@ -35,14 +35,11 @@ pub fn upgrade(
     peer: Option<SocketAddr>,
 ) -> warp::reply::Response {
     if path != "/builder" && path != "/sai/builder" {
-        return crate::api::error(StatusCode::NOT_FOUND, "no websocket here", None);
+        return Error::NotFound("no websocket here").into_response();
     }
     let Some(token) = bearer(authz.as_deref()) else {
-        return crate::api::error(
-            StatusCode::UNAUTHORIZED,
-            "builder token required: Authorization: Bearer <token>",
-            None,
-        );
+        return Error::Unauthorized("builder token required: Authorization: Bearer <token>".into())
+            .into_response();
     };
     let ident = match server.keys.verify(
         TokenKind::Builder,
@@ -52,7 +49,7 @@ pub fn upgrade(
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(peer = ?peer, cause = %e, "builder refused");
-            return crate::api::error(StatusCode::UNAUTHORIZED, &e.to_string(), None);
+            return Error::Unauthorized(e.to_string()).into_response();
         }
     };
     ws.max_message_size(MAX_FRAME_PAYLOAD + 4096)

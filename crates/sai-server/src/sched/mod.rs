@@ -49,10 +49,10 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
+use sai_core::api::{Builder, BuilderPlatform};
 use sai_core::platform::tuple_matches;
 use sai_core::protocol::{PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult};
 use sai_core::task::{Event, EventId, EventState, RunRecord, StateCounts, Task, TaskId, TaskState};
-use serde::Serialize;
 
 /// Identifies one builder websocket connection.
 pub type ConnId = u64;
@@ -146,40 +146,12 @@ pub enum Lookup<D> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Conflict(pub String);
 
-/// A connected builder, for the API.
-#[derive(Debug, Clone, Serialize)]
-pub struct BuilderView {
-    /// Builder name.
-    pub name: String,
-    /// Connected now.
-    pub online: bool,
-    /// Peer address.
-    pub peer: Option<String>,
-    /// Builder software.
-    pub software: String,
-    /// Offered platforms with their use.
-    pub platforms: Vec<PlatformView>,
-    /// Unix ms of connection (online) or last seen.
-    pub since: i64,
-}
-
-/// One offered platform, for the API.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlatformView {
-    /// Platform tuple.
-    pub name: String,
-    /// Slots.
-    pub instances: u32,
-    /// Tasks running in its slots.
-    pub running: Vec<String>,
-}
-
 /// A snapshot of the connected builders, published after every change so
 /// that API readers never wait for the scheduler.
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     /// Connected builders, in connection order.
-    pub builders: Vec<BuilderView>,
+    pub builders: Vec<Builder>,
 }
 
 impl Fleet {
@@ -272,7 +244,7 @@ impl<D: Clone> Sched<D> {
         let builders = self
             .conns
             .values()
-            .map(|c| BuilderView {
+            .map(|c| Builder {
                 name: c.name.clone(),
                 online: true,
                 peer: c.peer.clone(),
@@ -285,10 +257,10 @@ impl<D: Clone> Sched<D> {
                         let mut running: Vec<String> =
                             s.running.iter().map(|t| t.to_string()).collect();
                         running.sort();
-                        PlatformView {
+                        BuilderPlatform {
                             name: s.offer.name.clone(),
                             instances: s.offer.instances,
-                            running,
+                            running: Some(running),
                         }
                     })
                     .collect(),
