@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use pasetors::claims::{Claims, ClaimsValidationRules};
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
 use pasetors::token::UntrustedToken;
@@ -61,6 +60,52 @@ pub enum TokenError {
     Revoked(&'static str, String),
 }
 
+/// Why the signing key could not be loaded, or a token minted.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing the key file failed.
+    #[error("{what} token key {}: {source}", path.display())]
+    Io {
+        /// `reading` or `writing`.
+        what: &'static str,
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a key.
+    #[error("{}: not a PASETO v4 secret key (64 raw bytes): {reason}", path.display())]
+    NotAKey {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// pasetors failed (key generation, signing).
+    #[error("{what}: {reason}")]
+    Paseto {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A platform given for a builder token is not a platform name.
+    #[error("--platforms {platform:?}: {reason}")]
+    Platform {
+        /// The text given.
+        platform: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn paseto(what: &'static str) -> impl Fn(pasetors::errors::Error) -> KeyError + Copy {
+    move |e| KeyError::Paseto {
+        what,
+        reason: e.to_string(),
+    }
+}
+
 /// The server's signing key.
 pub struct TokenKeys {
     secret: AsymmetricSecretKey<V4>,
@@ -70,32 +115,34 @@ pub struct TokenKeys {
 impl TokenKeys {
     /// Load the 64-byte secret key from `path`, creating it (mode 0600) if
     /// it does not exist.
-    pub fn load_or_create(path: &Path) -> Result<TokenKeys> {
+    pub fn load_or_create(path: &Path) -> Result<TokenKeys, KeyError> {
+        let io = |what| {
+            move |source| KeyError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let kp = AsymmetricKeyPair::<V4>::generate()
-                    .map_err(|e| anyhow::anyhow!("generating token key: {e}"))?;
+                let kp =
+                    AsymmetricKeyPair::<V4>::generate().map_err(paseto("generating token key"))?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    std::fs::create_dir_all(dir).map_err(io("writing"))?;
                 }
-                write_private(path, kp.secret.as_bytes())
-                    .with_context(|| format!("writing token key {}", path.display()))?;
+                write_private(path, kp.secret.as_bytes()).map_err(io("writing"))?;
                 tracing::info!(path = %path.display(), "created token signing key");
                 kp.secret.as_bytes().to_vec()
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading token key {}", path.display()));
-            }
+            Err(e) => return Err(io("reading")(e)),
         };
-        let secret = AsymmetricSecretKey::<V4>::from(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a PASETO v4 secret key (64 raw bytes): {e}",
-                path.display()
-            )
+        let secret = AsymmetricSecretKey::<V4>::from(&bytes).map_err(|e| KeyError::NotAKey {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
         })?;
-        let public = AsymmetricPublicKey::<V4>::try_from(&secret)
-            .map_err(|e| anyhow::anyhow!("deriving public key: {e}"))?;
+        let public =
+            AsymmetricPublicKey::<V4>::try_from(&secret).map_err(paseto("deriving public key"))?;
         Ok(TokenKeys { secret, public })
     }
 
@@ -106,8 +153,8 @@ impl TokenKeys {
         name: &str,
         platforms: &[String],
         ttl: Duration,
-    ) -> Result<String> {
-        let err = |e: pasetors::errors::Error| anyhow::anyhow!("minting token: {e}");
+    ) -> Result<String, KeyError> {
+        let err = paseto("minting token");
         let mut claims = Claims::new_expires_in(&ttl).map_err(err)?;
         claims.issuer("sai-server").map_err(err)?;
         claims.subject(name).map_err(err)?;

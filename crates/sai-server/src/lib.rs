@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use sai_core::config::server::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
@@ -59,38 +58,97 @@ pub struct Settings {
     pub projects: HashMap<String, Option<Vec<u8>>>,
 }
 
-fn read_secret(path: &str, base: &Path) -> Result<Vec<u8>> {
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A secret file is empty.
+    #[error("secret file {} is empty", .0.display())]
+    EmptySecret(PathBuf),
+    /// The config does not parse.
+    #[error("{0}")]
+    Parse(String),
+    /// The config breaks rules.
+    #[error("{file}: invalid config:\n  {}", problems.join("\n  "))]
+    Invalid {
+        /// The config file.
+        file: String,
+        /// Every problem.
+        problems: Vec<String>,
+    },
+    /// A key is given twice.
+    #[error("notification_key and notification_key_file are both set")]
+    TwoKeys,
+    /// A project has no key.
+    #[error("project {0:?} has no notification key and there is no global notification_key")]
+    NoKey(String),
+    /// The listening address cannot be bound.
+    #[error("binding {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The token key failed.
+    #[error(transparent)]
+    Key(#[from] auth::KeyError),
+}
+
+fn read_secret(path: &str, base: &Path) -> Result<Vec<u8>, StartError> {
     let p = base.join(path);
-    let mut s = std::fs::read(&p).with_context(|| format!("reading secret {}", p.display()))?;
+    let mut s = std::fs::read(&p).map_err(|source| StartError::Read {
+        path: p.clone(),
+        source,
+    })?;
     if s.last() == Some(&b'\n') {
         s.pop();
         if s.last() == Some(&b'\r') {
             s.pop();
         }
     }
-    anyhow::ensure!(!s.is_empty(), "secret file {} is empty", p.display());
+    if s.is_empty() {
+        return Err(StartError::EmptySecret(p));
+    }
     Ok(s)
 }
 
 /// Parse and validate a config file.
-pub fn load_config(path: &Path) -> Result<ServerConfig> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn load_config(path: &Path) -> Result<ServerConfig, StartError> {
+    let bytes = std::fs::read(path).map_err(|source| StartError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let name = path.display().to_string();
     let config: ServerConfig = sai_core::config::parse(
         &name,
         &bytes,
         sai_core::config::Format::from_file_name(&name),
-    )?;
+    )
+    .map_err(|e| StartError::Parse(e.to_string()))?;
     let problems = config.validate();
     if !problems.is_empty() {
-        anyhow::bail!("{name}: invalid config:\n  {}", problems.join("\n  "));
+        return Err(StartError::Invalid {
+            file: name,
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+        });
     }
     Ok(config)
 }
 
 impl Settings {
     /// Resolve a config; relative paths are taken from `base` (the config's folder).
-    pub fn resolve(config: ServerConfig, base: &Path) -> Result<Settings> {
+    pub fn resolve(config: ServerConfig, base: &Path) -> Result<Settings, StartError> {
         let data_dir = base.join(&config.data_dir);
         let token_key_path = match &config.token_key_file {
             Some(p) => base.join(p),
@@ -100,9 +158,7 @@ impl Settings {
             (Some(k), None) => Some(k.as_bytes().to_vec()),
             (None, Some(f)) => Some(read_secret(f, base)?),
             (None, None) => None,
-            (Some(_), Some(_)) => {
-                anyhow::bail!("notification_key and notification_key_file are both set")
-            }
+            (Some(_), Some(_)) => return Err(StartError::TwoKeys),
         };
         let mut projects = HashMap::new();
         for p in &config.projects {
@@ -112,10 +168,7 @@ impl Settings {
                 _ => None,
             };
             if key.is_none() && global_key.is_none() {
-                anyhow::bail!(
-                    "project {:?} has no notification key and there is no global notification_key",
-                    p.name
-                );
+                return Err(StartError::NoKey(p.name.clone()));
             }
             projects.insert(p.name.clone(), key);
         }
@@ -170,7 +223,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Server {
     /// Open storage and keys, load unfinished events.
-    pub fn open(settings: Settings, shutdown: CancellationToken) -> Result<Arc<Server>> {
+    pub fn open(
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Server>, StartError> {
         let store = Store::open(&settings.data_dir)?;
         let keys = TokenKeys::load_or_create(&settings.token_key_path)?;
         let logs = LogWriter::start(Duration::from_millis(settings.config.log_flush_ms));
@@ -297,7 +353,7 @@ impl Server {
 
     /// Apply retention: delete terminal events beyond the per-project count
     /// or older than the max age.
-    pub fn retention_sweep(&self) -> Result<usize> {
+    pub fn retention_sweep(&self) -> Result<usize, store::StoreError> {
         let r = &self.settings.config.retention;
         if r.keep_events_per_project.is_none() && r.max_age_days.is_none() {
             self.store.close_idle();
@@ -330,34 +386,38 @@ impl Server {
 /// Bind the listening socket. `TCP_NODELAY` is set on it so that accepted
 /// connections inherit it (Linux): small protocol messages (offers, credit)
 /// must not wait for delayed ACKs.
-pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
+    let fail = |e: std::io::Error| StartError::Bind {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
     let mut last = None;
-    for a in tokio::net::lookup_host(addr)
-        .await
-        .with_context(|| format!("resolving {addr}"))?
-    {
+    for a in tokio::net::lookup_host(addr).await.map_err(fail)? {
         let sock = if a.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
+            tokio::net::TcpSocket::new_v4()
         } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        sock.set_reuseaddr(true)?;
-        sock.set_nodelay(true)?;
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(fail)?;
+        sock.set_reuseaddr(true).map_err(fail)?;
+        sock.set_nodelay(true).map_err(fail)?;
         match sock.bind(a).and_then(|_| sock.listen(1024)) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
     }
-    Err(anyhow::anyhow!(
-        "binding {addr}: {}",
-        last.map(|e| e.to_string())
-            .unwrap_or_else(|| "no address".into())
-    ))
+    Err(StartError::Bind {
+        addr: addr.to_string(),
+        reason: last
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "no address".into()),
+    })
 }
 
 /// Serve an opened server on `listener` until its shutdown token fires,
-/// then close builder connections and flush pending logs.
-pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> Result<()> {
+/// then close builder connections and flush pending logs. (It does not
+/// fail; the `anyhow::Result` is the type `sai up` matches on.)
+pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let shutdown = server.shutdown.clone();
     let retention = {
         let s = server.clone();
