@@ -87,6 +87,8 @@ pub enum KindArg {
     Jig,
     /// sai-expect script.
     Expect,
+    /// A rack: server, web and builders in one file.
+    Rack,
 }
 
 impl From<KindArg> for ConfigKind {
@@ -99,6 +101,7 @@ impl From<KindArg> for ConfigKind {
             KindArg::Device => ConfigKind::Device,
             KindArg::Jig => ConfigKind::Jig,
             KindArg::Expect => ConfigKind::ExpectScript,
+            KindArg::Rack => ConfigKind::Rack,
         }
     }
 }

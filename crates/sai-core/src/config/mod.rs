@@ -9,6 +9,7 @@ pub mod builder;
 pub mod device;
 pub mod expect;
 pub mod jig;
+pub mod rack;
 pub mod schema;
 pub mod server;
 pub mod web;

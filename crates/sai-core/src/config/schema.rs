@@ -249,11 +249,13 @@ pub enum ConfigKind {
     Jig,
     /// A `sai-expect` script.
     ExpectScript,
+    /// A rack: server, web and every builder in one file.
+    Rack,
 }
 
 impl ConfigKind {
     /// Every kind, in a stable order.
-    pub const ALL: [ConfigKind; 7] = [
+    pub const ALL: [ConfigKind; 8] = [
         ConfigKind::Saifile,
         ConfigKind::Server,
         ConfigKind::Web,
@@ -261,6 +263,7 @@ impl ConfigKind {
         ConfigKind::Device,
         ConfigKind::Jig,
         ConfigKind::ExpectScript,
+        ConfigKind::Rack,
     ];
 
     /// Short name, as used on the command line: `saifile`, `server`, `web`,
@@ -274,6 +277,7 @@ impl ConfigKind {
             ConfigKind::Device => "device",
             ConfigKind::Jig => "jig",
             ConfigKind::ExpectScript => "expect",
+            ConfigKind::Rack => "rack",
         }
     }
 
@@ -292,6 +296,7 @@ impl ConfigKind {
             ConfigKind::Device => "sai-device",
             ConfigKind::Jig => "sai-jig",
             ConfigKind::ExpectScript => "sai-expect",
+            ConfigKind::Rack => super::rack::SCHEMA_MARKER,
         }
     }
 
@@ -320,6 +325,7 @@ impl ConfigKind {
             ConfigKind::Device => "sai-device config",
             ConfigKind::Jig => "sai-jig config",
             ConfigKind::ExpectScript => "sai-expect script",
+            ConfigKind::Rack => "Sai rack",
         }
     }
 
@@ -334,6 +340,7 @@ impl ConfigKind {
             ConfigKind::Device => root_schema::<super::device::DeviceConfig>(),
             ConfigKind::Jig => root_schema::<super::jig::JigConfig>(),
             ConfigKind::ExpectScript => root_schema::<super::expect::ExpectScript>(),
+            ConfigKind::Rack => root_schema::<super::rack::RackConfig>(),
         };
         self.decorate(schema)
     }
@@ -409,6 +416,7 @@ impl ConfigKind {
             "web" => Some(ConfigKind::Web),
             "builder" => Some(ConfigKind::Builder),
             "jig" => Some(ConfigKind::Jig),
+            "rack" => Some(ConfigKind::Rack),
             s if s.starts_with("device") => Some(ConfigKind::Device),
             _ => None,
         };
@@ -491,6 +499,8 @@ pub fn validate_semantics(kind: ConfigKind, bytes: &[u8], source_name: &str) -> 
             super::parse::<super::expect::ExpectScript>(source_name, bytes, format)
                 .map(|c| semantic_problems(&c))
         }
+        ConfigKind::Rack => super::parse::<super::rack::RackConfig>(source_name, bytes, format)
+            .map(|c| c.validate()),
     };
     match problems {
         Err(e) => vec![point_at_unknown_key(e, bytes, format).into()],
