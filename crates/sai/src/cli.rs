@@ -51,6 +51,8 @@ pub enum Command {
     /// Mint a builder or user token with a sai-server's key (as
     /// `sai-server token`).
     Token(crate::token::TokenArgs),
+    /// Plan, render, build and start the rack declared in a sai-rack file.
+    Rack(crate::rack::RackArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,5 +126,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => crate::up::run(args),
         Command::Notify(args) => crate::notify::run(args),
         Command::Token(args) => crate::token::run(args),
+        Command::Rack(args) => crate::rack::run(args),
     }
 }
