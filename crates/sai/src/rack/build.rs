@@ -23,7 +23,7 @@ const KERNEL_RECIPE: &str = include_str!("../../../../vm-images/debian-kernel.sh
 const CONTAINERS_CONF: &str = include_str!("../../../../containers/containers.conf");
 
 /// Build every member of `rack` (or those in `names`).
-pub fn build(rack: &RackConfig, names: &[String], dirs: &Dirs) -> Result<()> {
+pub fn build(rack: &RackConfig, names: &[String], prepare: bool, dirs: &Dirs) -> Result<()> {
     let known: Vec<&str> = rack
         .builders
         .iter()
@@ -47,6 +47,7 @@ pub fn build(rack: &RackConfig, names: &[String], dirs: &Dirs) -> Result<()> {
         cache: Cache::new(absolute(&dirs.cache)),
         out: absolute(&dirs.out),
         bin_dir: absolute(&dirs.bin_dir),
+        prepare,
     };
     ctx.write_recipes()?;
     for builder in rack.builders.iter().filter(|b| wanted(&b.name)) {
@@ -92,6 +93,7 @@ struct Context_ {
     cache: Cache,
     out: PathBuf,
     bin_dir: PathBuf,
+    prepare: bool,
 }
 
 /// Run `cmd`, failing with its output when it fails.
@@ -165,6 +167,12 @@ impl Context_ {
                 .args(builder.rootfs_packages());
             run("debootstrap", &mut cmd)
         })?;
+        if self.prepare {
+            if let (Runs::Qemu, Some(a)) = (builder.runs, arch(&builder.arch)) {
+                self.kernel(name, a)?;
+            }
+            return Ok(());
+        }
         self.need_binaries(BUILDER_BINARIES)?;
         match builder.runs {
             Runs::Oci => {
@@ -249,6 +257,22 @@ impl Context_ {
             Ok(())
         })?;
         step(name, "initramfs", || self.initramfs(builder, &kernel))
+    }
+
+    fn kernel(&self, member: &str, a: &sai_core::config::rack::Arch) -> Result<PathBuf> {
+        let kernel = self.cache.kernel_dir(a.kernel_flavour);
+        step(
+            member,
+            &format!("Debian kernel linux-image-{}", a.kernel_flavour),
+            || {
+                let mut cmd = Command::new("sh");
+                cmd.arg(self.cache.recipes_dir().join("debian-kernel.sh"))
+                    .arg(a.kernel_flavour)
+                    .arg(&kernel);
+                run("apt-get download", &mut cmd)
+            },
+        )?;
+        Ok(kernel)
     }
 
     /// busybox + /init + the modules in load order + the static binaries +

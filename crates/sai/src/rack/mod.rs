@@ -63,6 +63,10 @@ enum RackCommand {
         rack: PathBuf,
         /// Members to build; default all.
         names: Vec<String>,
+        /// Only the shared parts: root filesystems and kernels (no podman
+        /// or VM images); what CI prepares once per run.
+        #[arg(long)]
+        prepare: bool,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -99,9 +103,14 @@ pub fn run(args: RackArgs) -> Result<ExitCode> {
             println!("wrote {} files under {}", files.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
-        RackCommand::Build { rack, names, dirs } => {
+        RackCommand::Build {
+            rack,
+            names,
+            prepare,
+            dirs,
+        } => {
             let rack = load(&rack)?;
-            build::build(&rack, &names, &dirs)?;
+            build::build(&rack, &names, prepare, &dirs)?;
             Ok(ExitCode::SUCCESS)
         }
         RackCommand::Up {

@@ -24,7 +24,12 @@ pub fn container_unit(spec: &ContainerSpec, description: &str, config_dir_on_hos
         spec.config_dir
     ));
     for tty in &spec.devices {
-        out.push_str(&format!("AddDevice={}:{}\n", tty.host, tty.guest));
+        let key = if tty.is_bound() {
+            "Volume"
+        } else {
+            "AddDevice"
+        };
+        out.push_str(&format!("{key}={}:{}\n", tty.host, tty.guest));
     }
     for (k, v) in &spec.env {
         out.push_str(&format!("Environment={k}={v}\n"));

@@ -29,6 +29,16 @@ pub struct PassedTty {
     pub guest: String,
 }
 
+impl PassedTty {
+    /// Whether the tty is bind-mounted rather than recreated with
+    /// `--device`: a pseudo-terminal's device number only means something
+    /// in its own devpts instance, so a node made from it inside the
+    /// container would reach another (or no) terminal.
+    pub fn is_bound(&self) -> bool {
+        self.host.starts_with("/dev/pts/")
+    }
+}
+
 /// One container run by podman: everything `podman run` and the Quadlet
 /// `.container` unit need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +79,14 @@ impl ContainerSpec {
         args.push("--volume".to_string());
         args.push(format!("{config_dir_on_host}:{}:ro", self.config_dir));
         for tty in &self.devices {
-            args.push("--device".to_string());
+            args.push(
+                if tty.is_bound() {
+                    "--volume"
+                } else {
+                    "--device"
+                }
+                .to_string(),
+            );
             args.push(format!("{}:{}", tty.host, tty.guest));
         }
         for (k, v) in &self.env {
