@@ -46,7 +46,7 @@ pub const SCHEMA_MARKER: &str = "sai-rack";
 pub const DEFAULT_BUILDER_HOME: &str = "/home/sai";
 
 /// Where generated builder configs live inside a container, VM or machine.
-pub const BUILDER_CONFIG_PATH: &str = "/etc/sai/builder/conf";
+pub const BUILDER_CONFIG_PATH: &str = "/etc/sai/builder/builder.conf";
 
 /// Where the generated sai-device config lives inside a builder.
 pub const DEVICE_CONFIG_PATH: &str = "/etc/sai/devices/conf";

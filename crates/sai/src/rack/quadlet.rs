@@ -23,6 +23,9 @@ pub fn container_unit(spec: &ContainerSpec, description: &str, config_dir_on_hos
         "Volume={config_dir_on_host}:{}:ro\n",
         spec.config_dir
     ));
+    for (file, at) in &spec.config_files {
+        out.push_str(&format!("Volume={config_dir_on_host}/{file}:{at}:ro\n"));
+    }
     for tty in &spec.devices {
         let key = if tty.is_bound() {
             "Volume"

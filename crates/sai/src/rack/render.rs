@@ -23,7 +23,8 @@ use serde::Serialize;
 use super::cache::{Cache, base_image, rootfs_key};
 use super::spec::{
     BUILDER_BINARIES, ContainerSpec, DEFAULT_CONFIG_ROOT, GUEST_BIN_DIR, GUEST_CONFIG_DIR,
-    builder_container, builder_env, builder_exec, daemon_container, passed_ttys, unit_name,
+    builder_config_files, builder_container, builder_exec, daemon_container, passed_ttys,
+    unit_name,
 };
 use super::{quadlet, vm};
 
@@ -180,9 +181,6 @@ fn render_builder(rack: &RackConfig, builder: &RackBuilder, files: &mut Files) {
                 "Parameters={}\n",
                 quadlet::shell_words(&builder_exec())
             ));
-            for (k, v) in builder_env(builder) {
-                unit.push_str(&format!("Environment={k}={v}\n"));
-            }
             unit.push_str("\n[Files]\n");
             for bin in BUILDER_BINARIES {
                 unit.push_str(&format!(
@@ -193,6 +191,12 @@ fn render_builder(rack: &RackConfig, builder: &RackBuilder, files: &mut Files) {
                 "BindReadOnly={DEFAULT_CONFIG_ROOT}/{}:{GUEST_CONFIG_DIR}\n",
                 builder.name
             ));
+            for (file, at) in builder_config_files(builder) {
+                unit.push_str(&format!(
+                    "BindReadOnly={DEFAULT_CONFIG_ROOT}/{}/{file}:{at}\n",
+                    builder.name
+                ));
+            }
             for tty in passed_ttys(builder) {
                 unit.push_str(&format!("Bind={}:{}\n", tty.host, tty.guest));
             }

@@ -4,7 +4,7 @@
 //! never disagree.
 
 use sai_core::config::device::Device;
-use sai_core::config::rack::{RackBuilder, RackConfig, Runs, arch};
+use sai_core::config::rack::{DEVICE_CONFIG_PATH, RackBuilder, RackConfig, Runs, arch};
 
 /// Folder inside a builder (container, VM) holding its generated configs.
 pub const GUEST_CONFIG_DIR: &str = "/etc/sai/builder";
@@ -51,6 +51,10 @@ pub struct ContainerSpec {
     pub volumes: Vec<(String, String)>,
     /// The member's rendered config folder, bound read-only here inside.
     pub config_dir: String,
+    /// Files of the config folder also bound at their daemon's default
+    /// path: (file name, path inside). Build steps get a clean environment,
+    /// so `sai-device` finds its config only at `/etc/sai/devices/conf`.
+    pub config_files: Vec<(String, String)>,
     /// Board ttys passed in.
     pub devices: Vec<PassedTty>,
     /// Environment given to the container.
@@ -78,6 +82,10 @@ impl ContainerSpec {
         }
         args.push("--volume".to_string());
         args.push(format!("{config_dir_on_host}:{}:ro", self.config_dir));
+        for (file, at) in &self.config_files {
+            args.push("--volume".to_string());
+            args.push(format!("{config_dir_on_host}/{file}:{at}:ro"));
+        }
         for tty in &self.devices {
             args.push(
                 if tty.is_bound() {
@@ -143,15 +151,12 @@ pub fn builder_exec() -> Vec<String> {
     ]
 }
 
-/// Environment of a builder container: where sai-device finds its config.
-pub fn builder_env(builder: &RackBuilder) -> Vec<(String, String)> {
+/// Rendered files a builder also needs at a daemon's default path.
+pub fn builder_config_files(builder: &RackBuilder) -> Vec<(String, String)> {
     if builder.devices.is_empty() {
         return Vec::new();
     }
-    vec![(
-        "SAI_DEVICE_CONFIG".to_string(),
-        format!("{GUEST_CONFIG_DIR}/devices.conf"),
-    )]
+    vec![("devices.conf".to_string(), DEVICE_CONFIG_PATH.to_string())]
 }
 
 /// The podman container of an `oci` builder.
@@ -162,7 +167,8 @@ pub fn builder_container(rack: &RackConfig, builder: &RackBuilder) -> ContainerS
         volumes: vec![(format!("{name}-home"), builder.home().to_string())],
         config_dir: GUEST_CONFIG_DIR.to_string(),
         devices: passed_ttys(builder),
-        env: builder_env(builder),
+        config_files: builder_config_files(builder),
+        env: Vec::new(),
         exec: builder_exec(),
         name,
     }
@@ -181,6 +187,7 @@ pub fn daemon_container(
         image: format!("localhost/{name}:latest"),
         volumes: vec![(format!("{name}-data"), data_dir.to_string())],
         config_dir: format!("/etc/sai/{}", binary.trim_start_matches("sai-")),
+        config_files: Vec::new(),
         devices: Vec::new(),
         env: Vec::new(),
         exec: vec![
@@ -220,8 +227,8 @@ pub fn nspawn_args(
     for tty in passed_ttys(builder) {
         args.push(format!("--bind={}:{}", tty.host, tty.guest));
     }
-    for (k, v) in builder_env(builder) {
-        args.push(format!("--setenv={k}={v}"));
+    for (file, at) in builder_config_files(builder) {
+        args.push(format!("--bind-ro={config_dir}/{file}:{at}"));
     }
     args.push("--".to_string());
     args.extend(builder_exec());

@@ -82,6 +82,10 @@ fi
 for b in {bins}; do cp "/sai/bin/$b" "/newroot{GUEST_BIN_DIR}/$b"; done
 mkdir -p "/newroot{GUEST_CONFIG_DIR}"
 cp -r /sai/config/. "/newroot{GUEST_CONFIG_DIR}/"
+if [ -f /sai/config/devices.conf ]; then
+	mkdir -p /newroot/etc/sai/devices
+	cp /sai/config/devices.conf /newroot/etc/sai/devices/conf
+fi
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
 mount --move /dev /newroot/dev

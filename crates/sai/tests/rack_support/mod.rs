@@ -175,6 +175,11 @@ impl Lab {
         self.dir.path()
     }
 
+    /// Builders fetch the pushed commits from `url` from now on.
+    pub fn set_fetch_url(&self, url: &str) {
+        git(&self.origin, &["config", "sai.fetchUrl", url]);
+    }
+
     /// The CI rack with every builder dialling this server (`host` is how
     /// the builder reaches the host's loopback), written into the lab.
     pub fn rack(&self, edit: impl FnOnce(&mut Value)) -> PathBuf {
@@ -294,5 +299,47 @@ impl Lab {
             offset = next;
         }
         text
+    }
+}
+
+/// `git daemon` serving the lab's origin on loopback (`git://127.0.0.1:<port>/origin.git`),
+/// for builders that cannot see the host's files (containers, VMs).
+pub struct GitDaemon {
+    pub port: u16,
+    _guard: sai_testkit::ProcessGuard,
+}
+
+impl GitDaemon {
+    pub fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = sai_testkit::ProcessGuard::new(child, Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        GitDaemon {
+            port,
+            _guard: guard,
+        }
     }
 }
