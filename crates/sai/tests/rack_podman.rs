@@ -100,7 +100,7 @@ async fn podman_builder_runs_a_pushed_task_and_a_board_task() {
         "platforms": { PLATFORM: { "build": "${prep}" } },
         "configurations": {
             "shell": {
-                "prep": "test -f /run/.containerenv && echo inside-podman\necho debian $(cat /etc/debian_version)\ngit log --format=%s -1\nsh ./hello.sh"
+                "prep": "test -f /run/.containerenv && echo inside-podman\necho pid1=$(cat /proc/1/comm)\necho debian $(cat /etc/debian_version)\ngit log --format=%s -1\nsh ./hello.sh"
             },
             "board": {
                 "prep": "sai-device ptyboard -- sh -c 'echo ping-from-container > $SAI_DEVICE_TTY0 && exec sai-expect --timeout 60'"
@@ -128,6 +128,7 @@ async fn podman_builder_runs_a_pushed_task_and_a_board_task() {
         match t["configuration"].as_str().unwrap() {
             "shell" => {
                 assert!(log.contains("inside-podman"), "{log}");
+                assert!(log.contains("pid1=sai-builder"), "{log}");
                 assert!(log.contains("debian 12."), "{log}");
                 assert!(log.contains("rack test"), "{log}");
                 assert!(log.contains("hello from the checkout"), "{log}");

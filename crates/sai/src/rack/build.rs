@@ -275,21 +275,28 @@ impl Context_ {
         Ok(kernel)
     }
 
-    /// busybox + /init + the modules in load order + the static binaries +
-    /// the builder's rendered config folder, as a newc cpio archive.
+    /// The initramfs (busybox, /init, the modules in load order; a newc
+    /// cpio archive) and the builder's own disk (static binaries and its
+    /// rendered config folder; ext4 made with `mke2fs -d`).
     fn initramfs(&self, builder: &RackBuilder, kernel: &Path) -> Result<()> {
         let dir = self.cache.vm_dir(&builder.name);
         let staging = dir.join("staging");
         let _ = std::fs::remove_dir_all(&staging);
-        for sub in ["bin", "modules", "sai/bin", "sai/config"] {
+        for sub in [
+            "initramfs/bin",
+            "initramfs/modules",
+            "sai/bin",
+            "sai/config",
+        ] {
             std::fs::create_dir_all(staging.join(sub))?;
         }
+        let initramfs = staging.join("initramfs");
         let busybox =
             which("busybox").context("busybox (busybox-static) is needed for VM images")?;
-        std::fs::copy(&busybox, staging.join("bin/busybox"))?;
+        std::fs::copy(&busybox, initramfs.join("bin/busybox"))?;
         std::fs::copy(
             self.out.join(&builder.name).join("init"),
-            staging.join("init"),
+            initramfs.join("init"),
         )?;
         let modules_dir = std::fs::read_dir(kernel.join("lib/modules"))?
             .next()
@@ -301,31 +308,44 @@ impl Context_ {
         let mut list = String::new();
         for path in &order {
             let flat = path.replace('/', "_");
-            std::fs::copy(modules_dir.join(path), staging.join("modules").join(&flat))?;
+            std::fs::copy(
+                modules_dir.join(path),
+                initramfs.join("modules").join(&flat),
+            )?;
             list.push_str(&flat);
             list.push('\n');
         }
-        std::fs::write(staging.join("modules/order"), list)?;
-        for bin in BUILDER_BINARIES {
-            std::fs::copy(self.bin_dir.join(bin), staging.join("sai/bin").join(bin))?;
-        }
-        for entry in std::fs::read_dir(self.out.join(&builder.name))? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                std::fs::copy(
-                    entry.path(),
-                    staging.join("sai/config").join(entry.file_name()),
-                )?;
-            }
-        }
+        std::fs::write(initramfs.join("modules/order"), list)?;
         let image = dir.join("initramfs.img");
         run(
             "cpio",
             Command::new("sh").arg("-c").arg(format!(
                 "cd '{}' && find . | sort | cpio --quiet -o -H newc > '{}'",
-                staging.display(),
+                initramfs.display(),
                 image.display()
             )),
+        )?;
+
+        let sai = staging.join("sai");
+        let mut bytes = 0u64;
+        for bin in BUILDER_BINARIES {
+            bytes += std::fs::copy(self.bin_dir.join(bin), sai.join("bin").join(bin))?;
+        }
+        for entry in std::fs::read_dir(self.out.join(&builder.name))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                bytes += std::fs::copy(entry.path(), sai.join("config").join(entry.file_name()))?;
+            }
+        }
+        let disk = dir.join("sai.img");
+        let _ = std::fs::remove_file(&disk);
+        run(
+            "mke2fs",
+            Command::new("mke2fs")
+                .args(["-q", "-t", "ext4", "-F", "-d"])
+                .arg(&sai)
+                .arg(&disk)
+                .arg(format!("{}M", bytes / (1024 * 1024) * 2 + 16)),
         )?;
         std::fs::remove_dir_all(&staging)?;
         Ok(())
