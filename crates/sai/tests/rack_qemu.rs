@@ -53,7 +53,7 @@ async fn qemu_builder_boots_connects_and_completes_a_git_task() {
         )
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&console).unwrap())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(lab.path().join("qemu.err")).unwrap())
         .spawn()
         .unwrap();
     let boot = Instant::now();

@@ -9,10 +9,13 @@ use sai_core::config::rack::{Arch, RackBuilder, VmSize};
 use super::spec::{BUILDER_BINARIES, GUEST_BIN_DIR, GUEST_CONFIG_DIR};
 
 /// Kernel modules the guest needs, loaded with their dependencies first:
-/// virtio transport, network, block device, ext4 (and the crc32c it asks
-/// the crypto API for at mount time).
+/// virtio transport, network, block device, entropy (without it the
+/// guest's first `getrandom` — the websocket handshake key — blocks for
+/// minutes under TCG), ext4 (and the crc32c it asks the crypto API for at
+/// mount time).
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_rng",
     "virtio_net",
     "virtio_blk",
     "crc32c_generic",
@@ -47,7 +50,8 @@ exec {qemu} -machine {machine},accel=${{SAI_QEMU_ACCEL:-tcg}} -m {mem} -smp {cpu
 	-append "console={console} panic=-1 quiet loglevel=3" \
 	-drive "file=$cache/vm-disk/{key}.img,format=raw,if=virtio,snapshot=on" \
 	-drive "file=$cache/vm/{name}/sai.img,format=raw,if=virtio,readonly=on" \
-	-netdev user,id=net0 -device virtio-net-pci,netdev=net0
+	-netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
+	-device virtio-rng-pci
 "#,
         name = builder.name,
         qemu = arch.qemu_system,
