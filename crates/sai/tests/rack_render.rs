@@ -328,3 +328,45 @@ fn plan_names_every_member() {
         assert!(out.contains(needed), "{needed} missing from plan:\n{out}");
     }
 }
+
+/// Sai's own `.sai.json` runs on builders of the example rack: every task it
+/// expands to has a platform some rack builder offers.
+#[test]
+fn repository_saifile_runs_on_the_example_rack() {
+    let expanded = sai_ok(&[
+        "saifile",
+        "expand",
+        repo_root().join(".sai.json").to_str().unwrap(),
+        "--ref",
+        "refs/heads/main",
+        "--json",
+    ]);
+    let tasks: Vec<Value> = serde_json::from_str(&expanded).unwrap();
+    assert!(tasks.len() >= 3, "{expanded}");
+    let rack: Value = serde_json::from_str(&std::fs::read_to_string(example()).unwrap()).unwrap();
+    let offered: Vec<(String, String)> = rack["builders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b["platforms"].as_array().unwrap().iter().map(move |p| {
+                (
+                    b["name"].as_str().unwrap().to_string(),
+                    p["name"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    for task in &tasks {
+        let platform = task["platform"].as_str().unwrap();
+        let builder = offered
+            .iter()
+            .find(|(_, p)| sai_core::platform::tuple_matches(platform, p))
+            .unwrap_or_else(|| {
+                panic!("no builder of the example rack offers {platform}: {offered:?}")
+            });
+        used.insert(builder.0.clone());
+    }
+    assert!(used.contains("deb12-oci"), "{used:?}");
+}
