@@ -75,6 +75,7 @@ async fn nspawn_builder_completes_a_pushed_task() {
     let e = lab.finished(&event, 1, Duration::from_secs(180), why).await;
     let task = &e["tasks"][0];
     let log = lab.log_text(task["id"].as_str().unwrap()).await;
+    lab.report_timing("nspawn", task);
     assert_eq!(task["state"], "success", "{task}\n{log}\n{}", why());
     assert_eq!(task["builder"], "ci-nspawn");
     assert!(log.contains("host=ci-nspawn pid1=sai-builder"), "{log}");

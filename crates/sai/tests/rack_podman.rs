@@ -124,6 +124,7 @@ async fn podman_builder_runs_a_pushed_task_and_a_board_task() {
     for t in e["tasks"].as_array().unwrap() {
         let id = t["id"].as_str().unwrap();
         let log = lab.log_text(id).await;
+        lab.report_timing("podman", t);
         assert_eq!(t["state"], "success", "{t}\n{log}\n{}", why());
         match t["configuration"].as_str().unwrap() {
             "shell" => {

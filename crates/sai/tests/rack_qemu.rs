@@ -84,6 +84,7 @@ async fn qemu_builder_boots_connects_and_completes_a_git_task() {
     );
     let task = &e["tasks"][0];
     let log = lab.log_text(task["id"].as_str().unwrap()).await;
+    lab.report_timing("qemu", task);
     assert_eq!(task["state"], "success", "{task}\n{log}\n{}", why());
     assert_eq!(task["builder"], "ci-vm");
     // The Debian kernel from apt, not the host's.

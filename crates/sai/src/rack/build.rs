@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use sai_core::config::rack::{RackBuilder, RackConfig, Runs, VmSize, arch};
+use sai_core::config::rack::{RackBuilder, RackConfig, Runs, arch};
 
 use super::Dirs;
 use super::cache::{Cache, absolute, base_image, rootfs_key};
@@ -237,7 +237,7 @@ impl Context_ {
                 run("apt-get download", &mut cmd)
             },
         )?;
-        let vm = builder.vm.clone().unwrap_or_else(VmSize::default);
+        let vm = builder.vm.clone().unwrap_or_default();
         let disk = self.cache.disk_image(key);
         step(name, &format!("root disk {}", disk.display()), || {
             if disk.is_file() {

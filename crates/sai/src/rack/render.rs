@@ -49,7 +49,7 @@ pub fn render(rack: &RackConfig) -> Result<Files> {
         files.insert(dir.join("server.conf"), json(&config));
         if server.runs == Runs::Oci {
             let spec = daemon_container(rack, &server.name, "sai-server", &config.data_dir);
-            add_daemon_image(&mut files, rack, &dir, &spec, "sai-server", "server.conf");
+            add_daemon_image(&mut files, rack, &dir, &spec, "sai-server");
         }
     }
     if let Some(web) = &rack.web {
@@ -59,7 +59,7 @@ pub fn render(rack: &RackConfig) -> Result<Files> {
         files.insert(dir.join("web.conf"), json(&config));
         if web.runs == Runs::Oci {
             let spec = daemon_container(rack, &web.name, "sai-web", "/var/lib/sai-web");
-            add_daemon_image(&mut files, rack, &dir, &spec, "sai-web", "web.conf");
+            add_daemon_image(&mut files, rack, &dir, &spec, "sai-web");
         }
     }
     for builder in &rack.builders {
@@ -75,7 +75,6 @@ fn add_daemon_image(
     dir: &Path,
     spec: &ContainerSpec,
     binary: &str,
-    conf: &str,
 ) {
     files.insert(
         dir.join("Containerfile"),
@@ -93,7 +92,6 @@ fn add_daemon_image(
                 .join(", ")
         ),
     );
-    let _ = conf;
     add_units(
         files,
         rack,
@@ -211,7 +209,6 @@ fn render_builder(rack: &RackConfig, builder: &RackBuilder, files: &mut Files) {
         }
         Runs::Host | Runs::Nixos => {}
     }
-    let _ = unit_name;
 }
 
 /// Run `sai validate`'s rules on every generated daemon config.

@@ -4,7 +4,7 @@
 //! root filesystem with `mke2fs -d`, busybox initramfs carrying the static
 //! sai-builder and its generated config).
 
-use sai_core::config::rack::{Arch, RackBuilder, VmSize};
+use sai_core::config::rack::{Arch, RackBuilder};
 
 use super::spec::{BUILDER_BINARIES, GUEST_BIN_DIR, GUEST_CONFIG_DIR};
 
@@ -26,7 +26,7 @@ pub const GUEST_MODULES: &[&str] = &[
 /// KVM), user-mode networking only (the guest reaches the host's
 /// loopback as 10.0.2.2). Images are found under `$SAI_RACK_CACHE`.
 pub fn run_script(builder: &RackBuilder, arch: &Arch, rootfs_key: &str) -> String {
-    let vm = builder.vm.clone().unwrap_or_else(VmSize::default);
+    let vm = builder.vm.clone().unwrap_or_default();
     let machine = if arch.name == "x86_64" || arch.name == "i686" {
         "pc"
     } else {

@@ -279,6 +279,18 @@ impl Lab {
         }
     }
 
+    /// Print how long a task took (for BENCHMARKS.md): queued to started,
+    /// started to ended.
+    pub fn report_timing(&self, what: &str, task: &Value) {
+        let ms = |k: &str| task[k].as_u64().unwrap_or(0);
+        eprintln!(
+            "timing {what}: task {} waited {} ms, ran {} ms (checkout + steps)",
+            task["configuration"].as_str().unwrap_or("?"),
+            ms("started").saturating_sub(ms("created")),
+            ms("ended").saturating_sub(ms("started"))
+        );
+    }
+
     /// Text of channels 1 and 2 of a task's log.
     pub async fn log_text(&self, task: &str) -> String {
         let mut text = String::new();
