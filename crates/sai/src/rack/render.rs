@@ -24,7 +24,6 @@ use super::cache::{Cache, base_image, rootfs_key};
 use super::spec::{
     BUILDER_BINARIES, ContainerSpec, DEFAULT_CONFIG_ROOT, GUEST_BIN_DIR, GUEST_CONFIG_DIR,
     builder_config_files, builder_container, builder_exec, daemon_container, passed_ttys,
-    unit_name,
 };
 use super::{quadlet, vm};
 
