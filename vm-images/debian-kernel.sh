@@ -7,8 +7,16 @@
 set -eu
 flavour=$1 out=$2
 meta=linux-image-$flavour
-pkg=$(apt-cache depends "$meta" | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1)
-[ -n "$pkg" ] || { echo "debian-kernel: apt knows no $meta (run apt-get update)" >&2; exit 1; }
+kernel_package() {
+	apt-cache depends "$meta" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1
+}
+pkg=$(kernel_package)
+if [ -z "$pkg" ]; then
+	# A fresh machine may have no package lists yet.
+	apt-get update -qq >/dev/null 2>&1 || true
+	pkg=$(kernel_package)
+fi
+[ -n "$pkg" ] || { echo "debian-kernel: apt knows no $meta (apt-get update failed?)" >&2; exit 1; }
 if [ -f "$out/done" ] && [ "$(cat "$out/done")" = "$pkg" ]; then
 	echo "kernel $out: up to date ($pkg)"
 	exit 0
