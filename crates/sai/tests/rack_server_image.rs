@@ -71,7 +71,7 @@ fn server_image_from_scratch_serves_its_api_on_loopback() {
     );
 
     sai_ok(&["rack", "up", rack_s, "sai-server", "--out", out_s]);
-    let url = format!("http://127.0.0.1:{port}/api/projects");
+    let url = format!("http://127.0.0.1:{port}/api/openapi.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
         if let Ok(r) = reqwest::blocking::get(&url)
@@ -89,5 +89,9 @@ fn server_image_from_scratch_serves_its_api_on_loopback() {
         }
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert!(body.contains("sai"), "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["openapi"].is_string(), "{body}");
+    // Its data went to the named volume declared by the rack.
+    let volume = podman(&["volume", "exists", &format!("{CONTAINER}-data")]);
+    assert!(volume.status.success());
 }
