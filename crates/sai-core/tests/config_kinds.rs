@@ -10,7 +10,7 @@ fn names_markers_and_file_names() {
     assert_eq!(
         names,
         [
-            "saifile", "server", "web", "builder", "device", "jig", "expect"
+            "saifile", "server", "web", "builder", "device", "jig", "expect", "rack"
         ]
     );
     for kind in ConfigKind::ALL {

@@ -51,6 +51,8 @@ pub enum Command {
     /// Mint a builder or user token with a sai-server's key (as
     /// `sai-server token`).
     Token(crate::token::TokenArgs),
+    /// Plan, render, build and start the rack declared in a sai-rack file.
+    Rack(crate::rack::RackArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +89,8 @@ pub enum KindArg {
     Jig,
     /// sai-expect script.
     Expect,
+    /// A rack: server, web and builders in one file.
+    Rack,
 }
 
 impl From<KindArg> for ConfigKind {
@@ -99,6 +103,7 @@ impl From<KindArg> for ConfigKind {
             KindArg::Device => ConfigKind::Device,
             KindArg::Jig => ConfigKind::Jig,
             KindArg::Expect => ConfigKind::ExpectScript,
+            KindArg::Rack => ConfigKind::Rack,
         }
     }
 }
@@ -121,5 +126,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => crate::up::run(args),
         Command::Notify(args) => crate::notify::run(args),
         Command::Token(args) => crate::token::run(args),
+        Command::Rack(args) => crate::rack::run(args),
     }
 }

@@ -9,6 +9,7 @@
 mod cli;
 mod expand;
 mod notify;
+mod rack;
 mod schema;
 mod token;
 mod up;

@@ -11,6 +11,7 @@ pub mod expect;
 pub mod jig;
 pub mod locate;
 pub mod problem;
+pub mod rack;
 pub mod schema;
 pub mod server;
 pub mod web;

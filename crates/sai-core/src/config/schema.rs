@@ -87,11 +87,13 @@ pub enum ConfigKind {
     Jig,
     /// A `sai-expect` script.
     ExpectScript,
+    /// A rack: server, web and every builder in one file.
+    Rack,
 }
 
 impl ConfigKind {
     /// Every kind, in a stable order.
-    pub const ALL: [ConfigKind; 7] = [
+    pub const ALL: [ConfigKind; 8] = [
         ConfigKind::Saifile,
         ConfigKind::Server,
         ConfigKind::Web,
@@ -99,11 +101,12 @@ impl ConfigKind {
         ConfigKind::Device,
         ConfigKind::Jig,
         ConfigKind::ExpectScript,
+        ConfigKind::Rack,
     ];
 
     /// The one registry entry of this kind.
     pub fn spec(self) -> KindSpec {
-        use super::{builder, device, expect, jig, server, web};
+        use super::{builder, device, expect, jig, rack, server, web};
         match self {
             ConfigKind::Saifile => KindSpec {
                 name: "saifile",
@@ -138,6 +141,9 @@ impl ConfigKind {
                 "sai-expect",
                 "sai-expect script",
             ),
+            ConfigKind::Rack => {
+                KindSpec::config::<rack::RackConfig>("rack", rack::SCHEMA_MARKER, "Sai rack")
+            }
         }
     }
 
@@ -262,6 +268,7 @@ impl ConfigKind {
             "web" => Some(ConfigKind::Web),
             "builder" => Some(ConfigKind::Builder),
             "jig" => Some(ConfigKind::Jig),
+            "rack" => Some(ConfigKind::Rack),
             s if s.starts_with("device") => Some(ConfigKind::Device),
             _ => None,
         };

@@ -1,0 +1,84 @@
+//! A builder of the rack as a `systemd-nspawn` container: `sai rack up`
+//! boots sai-builder from the rack's shared Debian root filesystem (with
+//! `--register=no --keep-unit`: there is no systemd as PID 1 here), and a
+//! real push through the real hook runs a task inside it that passes.
+
+mod rack_support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rack_support::{GitDaemon, Lab, bin, cache_dir, need_prepared, repo_root, static_bin_dir};
+use sai_testkit::ProcessGuard;
+use serde_json::json;
+
+const PLATFORM: &str = "linux-debian-12/x86_64-rack/nspawn";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nspawn_builder_completes_a_pushed_task() {
+    need_prepared(&["sai-builder", "sai-device", "sai-expect"]);
+    let lab = Lab::start(None);
+    let daemon = GitDaemon::start(lab.path());
+    lab.set_fetch_url(&format!("git://127.0.0.1:{}/origin.git", daemon.port));
+    let rack = lab.rack(|_| {});
+    let out = lab.render(&rack, &[("ci-nspawn", PLATFORM)]);
+    let unit = std::fs::read_to_string(out.join("ci-nspawn/ci-nspawn.nspawn")).unwrap();
+    assert!(
+        unit.contains("VirtualEthernet=no")
+            && unit.contains("Parameters=/usr/local/bin/sai-builder"),
+        "{unit}"
+    );
+
+    let log_path = lab.path().join("nspawn.log");
+    let child = Command::new(bin("sai"))
+        .args([
+            "rack",
+            "up",
+            rack.to_str().unwrap(),
+            "ci-nspawn",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("SAI_RACK_CACHE", cache_dir())
+        .env("SAI_RACK_BIN_DIR", static_bin_dir())
+        .env(
+            "CONTAINERS_CONF",
+            repo_root().join("containers/containers.conf"),
+        )
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(std::fs::File::create(lab.path().join("nspawn.err")).unwrap())
+        .spawn()
+        .unwrap();
+    // `sai rack up` becomes systemd-nspawn; SIGTERM stops the container.
+    let _nspawn = ProcessGuard::new(child, Duration::from_secs(10));
+
+    let saifile = json!({
+        "schema": "sai-1",
+        "platforms": { PLATFORM: { "build": "${prep}" } },
+        "configurations": {
+            "shell": {
+                "prep": "echo host=$(cat /proc/sys/kernel/hostname) pid1=$(cat /proc/1/comm)\necho debian $(cat /etc/debian_version)\ngit log --format=%s -1\nsh ./hello.sh"
+            }
+        }
+    });
+    let event = lab
+        .push(&saifile, &[("hello.sh", "echo hello from nspawn\n")])
+        .await;
+    let why = || {
+        format!(
+            "nspawn output:\n{}\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default(),
+            std::fs::read_to_string(lab.path().join("nspawn.err")).unwrap_or_default()
+        )
+    };
+    let e = lab.finished(&event, 1, Duration::from_secs(180), why).await;
+    let task = &e["tasks"][0];
+    let log = lab.log_text(task["id"].as_str().unwrap()).await;
+    lab.report_timing("nspawn", task);
+    assert_eq!(task["state"], "success", "{task}\n{log}\n{}", why());
+    assert_eq!(task["builder"], "ci-nspawn");
+    assert!(log.contains("host=ci-nspawn pid1=sai-builder"), "{log}");
+    assert!(log.contains("debian 12."), "{log}");
+    assert!(log.contains("hello from nspawn"), "{log}");
+}
