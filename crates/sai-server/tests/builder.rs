@@ -15,23 +15,6 @@ use sai_core::protocol::{
 use sai_testkit::hook::Push;
 use sai_testkit::{FakeBuilder, wait_for};
 
-async fn task_state(
-    s: &sai_testkit::TestServer,
-    id: &str,
-    want: &'static str,
-) -> serde_json::Value {
-    let id = id.to_string();
-    wait_for(&format!("task {id} {want}"), T, || {
-        let id = id.clone();
-        async move {
-            let t = task(s, &id).await;
-            (t["state"] == want).then_some(t)
-        }
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     let env = start(|c| c.log_window_bytes = 65536);
@@ -91,12 +74,7 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     assert_eq!(t2["failed_step"], 1);
 
     // Logs: raw bytes, and channel-tagged records by offset.
-    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o1.task_id)))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let raw = raw_log(&s, &o1.task_id).await;
     assert_eq!(&raw[..], &log[..]);
     let (_, l) = get(s, &format!("/api/tasks/{}/log?offset=100000", o1.task_id)).await;
     assert_eq!(l["offset"], 100000);
@@ -247,11 +225,9 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
     }
 
     // None of them was offered anything.
-    let e = event(s, &ev).await;
     assert!(
-        e["tasks"]
-            .as_array()
-            .unwrap()
+        tasks_of(s, &ev)
+            .await
             .iter()
             .all(|t| t["state"] == "waiting" && t["attempt"] == 0)
     );

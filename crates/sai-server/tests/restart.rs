@@ -45,12 +45,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     assert_eq!(event(&s, &ev2).await["tasks"].as_array().unwrap().len(), 4);
     let t1 = task(&s, &o1.task_id).await;
     assert_eq!(t1["state"], "success");
-    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o1.task_id)))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let raw = raw_log(&s, &o1.task_id).await;
     assert_eq!(&raw[..], &log1[..]);
     let t2 = task(&s, &o2.task_id).await;
     assert_eq!(
@@ -80,12 +75,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     assert!(st.success(), "{st:?}\n{}", s.log());
     drop(b);
     let s = TestServer::start(&bin(), &cfg, &[]).unwrap();
-    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o2.task_id)))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let raw = raw_log(&s, &o2.task_id).await;
     assert_eq!(&raw[..], b"still building\ndone\n");
     assert_eq!(event_count(&s).await, 2);
 }

@@ -3,28 +3,9 @@
 use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, params};
-use sai_core::task::{Event, EventId, EventState};
+use sai_core::task::{Event, EventState};
 
 use super::{Store, StoreError, now_ms, parsed};
-
-/// A new event to insert.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Id.
-    pub id: EventId,
-    /// Project name.
-    pub project: String,
-    /// Pushed ref.
-    pub git_ref: String,
-    /// Commit.
-    pub hash: String,
-    /// Clone URL.
-    pub fetch_url: String,
-    /// Peer or X-Forwarded-For.
-    pub source_ip: Option<String>,
-    /// Private event.
-    pub sec: bool,
-}
 
 /// A builder row of the main database.
 #[derive(Debug, Clone)]
@@ -76,19 +57,13 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 impl Store {
     /// Insert the event row (the commit point of a push); its sequence
     /// number, or `None` when the project already has an event of that hash.
-    pub(super) fn insert_event(
-        &self,
-        ev: &super::NewEvent,
-        state: EventState,
-        tasks: usize,
-        now: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    pub(super) fn insert_event(&self, ev: &Event) -> Result<Option<i64>, StoreError> {
         let mut db = self.main();
         let tx = db.transaction()?;
         tx.execute(
             "INSERT INTO projects(name, fetch_url, created) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET fetch_url = excluded.fetch_url",
-            params![ev.project, ev.fetch_url, now],
+            params![ev.project, ev.fetch_url, ev.created],
         )?;
         let n = tx.execute(
             "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count)
@@ -101,10 +76,10 @@ impl Store {
                 ev.hash,
                 ev.fetch_url,
                 ev.source_ip,
-                now,
-                state.as_str(),
+                ev.created,
+                ev.state.as_str(),
                 ev.sec as i64,
-                tasks as i64
+                ev.task_count
             ],
         )?;
         let seq = tx.last_insert_rowid();
