@@ -74,7 +74,7 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     assert_eq!(t2["failed_step"], 1);
 
     // Logs: raw bytes, and channel-tagged records by offset.
-    let raw = raw_log(&s, &o1.task_id).await;
+    let raw = raw_log(s, &o1.task_id).await;
     assert_eq!(&raw[..], &log[..]);
     let (_, l) = get(s, &format!("/api/tasks/{}/log?offset=100000", o1.task_id)).await;
     assert_eq!(l["offset"], 100000);
@@ -245,11 +245,7 @@ async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastruct
         .await
         .unwrap();
     let o = b.offer(T).await.unwrap();
-    b.send(&BuilderMessage::Accept {
-        task_id: o.task_id.clone(),
-    })
-    .await
-    .unwrap();
+    b.accept(&o.task_id).await.unwrap();
     b.log(&o.task_id, 1, b"half a build\n").await.unwrap();
     b.drop_connection();
     let t = task_state(s, &o.task_id, "waiting").await;
@@ -266,11 +262,7 @@ async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastruct
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, o.task_id, "the requeued task goes first");
     assert_eq!(o2.attempt, 2);
-    b.send(&BuilderMessage::Accept {
-        task_id: o2.task_id.clone(),
-    })
-    .await
-    .unwrap();
+    b.accept(&o2.task_id).await.unwrap();
     // Not reading: pongs are never sent.
     let t = task_state(s, &o.task_id, "failed").await;
     let reason = t["reason"].as_str().unwrap();
@@ -545,11 +537,7 @@ async fn handed_back_tasks_are_requeued_without_counting_an_attempt() {
         assert_eq!(o.attempt, 1, "hand-back {n} counted an attempt");
         assert!(id.as_ref().is_none_or(|i| *i == o.task_id));
         id = Some(o.task_id.clone());
-        b.send(&BuilderMessage::Accept {
-            task_id: o.task_id.clone(),
-        })
-        .await
-        .unwrap();
+        b.accept(&o.task_id).await.unwrap();
         b.log(&o.task_id, 1, format!("run {n}\n").as_bytes())
             .await
             .unwrap();

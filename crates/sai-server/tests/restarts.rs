@@ -27,12 +27,18 @@ async fn waiting_and_uncharged(s: &sai_testkit::TestServer, ev: &str) {
     }
 }
 
+/// A server with two waiting linux tasks; its event id and a builder token.
+async fn two_waiting() -> (Env, String, String) {
+    let env = start(|c| c.max_infra_attempts = 3);
+    let ev = push_ok(&env.server, &Push::new("demo", TWO_LINUX)).await;
+    let token = env.server.builder_token("host1", &["linux"]).unwrap();
+    (env, ev, token)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn restarting_a_builder_five_times_while_tasks_wait_fails_and_charges_none() {
-    let env = start(|c| c.max_infra_attempts = 3);
+    let (env, ev, token) = two_waiting().await;
     let s = &env.server;
-    let ev = push_ok(s, &Push::new("demo", TWO_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
     for _ in 0..5 {
         let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
             .await
@@ -47,20 +53,14 @@ async fn restarting_a_builder_five_times_while_tasks_wait_fails_and_charges_none
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_builder_that_said_it_is_shutting_down_gets_no_offers_and_charges_nothing() {
-    let env = start(|c| c.max_infra_attempts = 3);
+    let (env, ev, token) = two_waiting().await;
     let s = &env.server;
-    let ev = push_ok(s, &Push::new("demo", TWO_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
     let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 2)])
         .await
         .unwrap();
     let o = b.offer(T).await.unwrap();
     let second = b.offer(T).await.unwrap();
-    b.send(&BuilderMessage::Accept {
-        task_id: o.task_id.clone(),
-    })
-    .await
-    .unwrap();
+    b.accept(&o.task_id).await.unwrap();
     b.send(&BuilderMessage::ShuttingDown).await.unwrap();
     b.send(&BuilderMessage::Reject {
         task_id: second.task_id.clone(),

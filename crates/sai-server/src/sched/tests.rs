@@ -118,6 +118,20 @@ impl Fixture {
             .collect()
     }
 
+    /// The effects so far (drained) and the last run record persisted.
+    fn last_persisted(&mut self) -> (Vec<Effect<Db>>, RunRecord) {
+        let fx = self.s.take_effects();
+        let run = fx
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Effect::Persist { run, .. } => Some(run.clone()),
+                _ => None,
+            })
+            .expect("a run record was persisted");
+        (fx, run)
+    }
+
     fn run(&self, t: &TaskId) -> RunRecord {
         self.s.run_of(t).expect("task in memory").clone()
     }
@@ -251,15 +265,7 @@ fn the_attempt_cap_fails_the_task_as_an_infrastructure_failure() {
             ));
         }
     }
-    let fx = f.s.take_effects();
-    let last = fx
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Effect::Persist { run, .. } => Some(run.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let (fx, last) = f.last_persisted();
     assert_eq!(last.state, TaskState::Failed);
     assert_eq!(last.infra_failures, 2);
     assert_eq!(last.ended, Some(21));
@@ -497,15 +503,7 @@ fn rebuild_resets_the_run_record_and_offers_again() {
         step: 0,
     };
     assert!(f.s.finished(1, 1, &t[0], &failed));
-    let fx = f.s.take_effects();
-    let run = fx
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Effect::Persist { run, .. } => Some(run.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let (_, run) = f.last_persisted();
     assert_eq!(run.state, TaskState::Failed);
     assert_eq!(run.reason.as_deref(), Some("step 1 exited with 2"));
     assert!(!f.s.has_event(&t[0].event()));
