@@ -442,6 +442,35 @@ pub struct Event {
     pub seq: i64,
 }
 
+impl Event {
+    /// A new event as pushed; the store sets its times, state, task count
+    /// and sequence number when it commits it.
+    pub fn new(
+        id: EventId,
+        project: &str,
+        git_ref: &str,
+        hash: &str,
+        fetch_url: &str,
+        source_ip: Option<String>,
+        sec: bool,
+    ) -> Event {
+        Event {
+            id,
+            project: project.into(),
+            git_ref: git_ref.into(),
+            hash: hash.into(),
+            fetch_url: fetch_url.into(),
+            source_ip,
+            created: 0,
+            last_updated: 0,
+            state: EventState::Waiting,
+            sec,
+            task_count: 0,
+            seq: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

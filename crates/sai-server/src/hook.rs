@@ -18,11 +18,10 @@ use std::sync::Arc;
 
 use sai_core::api::HookReply;
 use sai_core::notification::{self, Received};
-use sai_core::task::EventId;
+use sai_core::task::{Event, EventId};
 
 use crate::Server;
 use crate::error::Error;
-use crate::store::NewEvent;
 
 /// Extract the notification bytes (the file part, or the whole JSON body).
 pub async fn notification_bytes(
@@ -118,15 +117,15 @@ pub async fn handle(
             detail: e.to_string(),
         })?;
     let id = EventId::from_bytes(random16());
-    let ev = NewEvent {
-        id: id.clone(),
-        project: n.project.clone(),
-        git_ref: n.git_ref.clone(),
-        hash: n.hash.clone(),
-        fetch_url: n.fetch_url,
+    let ev = Event::new(
+        id.clone(),
+        &n.project,
+        &n.git_ref,
+        &n.hash,
+        &n.fetch_url,
         source_ip,
-        sec: n.sec,
-    };
+        n.sec,
+    );
     let fault = cfg!(debug_assertions)
         && std::env::var(crate::FAULT_ENV).is_ok_and(|v| v == "abort-after-event-db");
     let srv = server.clone();
@@ -140,7 +139,7 @@ pub async fn handle(
                 (ev.id.task(random16()), t, prio)
             })
             .collect();
-        srv.store.create_event(&ev, tasks, fault)
+        srv.store.create_event(ev, tasks, fault)
     })
     .await??;
     let Some(created) = created else {

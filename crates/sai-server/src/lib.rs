@@ -1,9 +1,26 @@
 //! sai-server: signed hook intake, sqlite store, event-driven scheduler,
 //! authenticated builder websocket and the operations API.
 //!
-//! [`run`] serves on an already bound listener until the cancellation token
-//! fires; `main.rs` parses flags, loads the config and calls it. See
+//! `main.rs` (and `sai up`) resolve the config ([`load_config`],
+//! [`Settings::resolve`]), [`bind`] the listener, [`Server::open`] the
+//! store and keys, then [`serve`] until the shutdown token fires. See
 //! `docs/server.md` and `docs/protocol.md`.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`hook`] | `POST /update-hook`: the notification ([`sai_core::notification`]) to a stored event |
+//! | [`api`] | routing; one module per API resource; the OpenAPI document |
+//! | [`error`] | the one HTTP error type and its status mapping |
+//! | [`sched`] | the scheduler: a pure state machine, inputs to effects |
+//! | [`store`] | the main database, event databases, migrations, on-disk layout |
+//! | [`ws`] | the builder websocket: hello, messages, frames, artifacts |
+//! | [`link`] | the queues of live builder connections |
+//! | [`logw`] | the batched log writer (credit returned after commit) |
+//! | [`auth`] | PASETO tokens of builders and users |
+//! | [`token_cli`] | the `token` subcommand shared with `sai` |
+//!
+//! [`Server::sched_do`] is where scheduler inputs go in and their effects
+//! (run records, event states, messages, connection closes) are applied.
 
 pub mod api;
 pub mod auth;

@@ -18,19 +18,25 @@ use crate::store::{EventDb, LogRecord};
 
 const FLUSH_BYTES: usize = 256 * 1024;
 
+/// Log bytes of one task, as received.
+pub struct LogChunk {
+    /// The task's event database.
+    pub db: Arc<EventDb>,
+    /// The task.
+    pub task_id: String,
+    /// Log channel.
+    pub channel: u8,
+    /// When the builder read them (unix microseconds).
+    pub timestamp_us: i64,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// Return this much credit to that connection once stored.
+    pub credit: Option<(ConnId, UnboundedSender<Outgoing>)>,
+}
+
 enum Cmd {
-    Record {
-        db: Arc<EventDb>,
-        task_id: String,
-        channel: u8,
-        timestamp_us: i64,
-        data: Vec<u8>,
-        credit: Option<(ConnId, UnboundedSender<Outgoing>)>,
-    },
-    Clear {
-        db: Arc<EventDb>,
-        task_id: String,
-    },
+    Record(LogChunk),
+    Clear { db: Arc<EventDb>, task_id: String },
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -59,24 +65,9 @@ impl LogWriter {
         }
     }
 
-    /// Queue log bytes; `credit` is returned to that connection once stored.
-    pub fn record(
-        &self,
-        db: Arc<EventDb>,
-        task_id: String,
-        channel: u8,
-        timestamp_us: i64,
-        data: Vec<u8>,
-        credit: Option<(ConnId, UnboundedSender<Outgoing>)>,
-    ) {
-        self.send(Cmd::Record {
-            db,
-            task_id,
-            channel,
-            timestamp_us,
-            data,
-            credit,
-        });
+    /// Queue log bytes; their credit is returned to the connection once stored.
+    pub fn record(&self, chunk: LogChunk) {
+        self.send(Cmd::Record(chunk));
     }
 
     /// Delete a task's logs and artifacts, after everything queued before.
@@ -127,14 +118,14 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration) {
             .map(|t| flush_every.saturating_sub(t.elapsed()))
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(timeout) {
-            Ok(Cmd::Record {
+            Ok(Cmd::Record(LogChunk {
                 db,
                 task_id,
                 channel,
                 timestamp_us,
                 data,
                 credit,
-            }) => {
+            })) => {
                 let off = match offsets.get_mut(&task_id) {
                     Some(o) => o,
                     None => {

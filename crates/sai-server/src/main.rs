@@ -1,4 +1,5 @@
-//! `sai-server` binary: flags, logging, config, then [`sai_server::run`].
+//! `sai-server` binary: flags, logging, config, then [`sai_server::Server::open`]
+//! and [`sai_server::serve`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

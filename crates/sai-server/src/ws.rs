@@ -23,6 +23,7 @@ use crate::Server;
 use crate::auth::{Identity, TokenKind, bearer};
 use crate::error::Error;
 use crate::link::Outgoing;
+use crate::logw::LogChunk;
 use crate::sched::{ConnId, GoneCause, Lookup};
 use crate::store::sanitise_artifact_name;
 
@@ -249,14 +250,14 @@ impl ConnState {
                                 "sai-server: task handed back by builder {}: {reason}; requeued without counting an attempt\n",
                                 self.name
                             );
-                            server.logs.record(
+                            server.logs.record(LogChunk {
                                 db,
-                                task_id.clone(),
-                                CHANNEL_NOTICE,
-                                crate::store::now_ms() * 1000,
-                                notice.into_bytes(),
-                                None,
-                            );
+                                task_id: task_id.clone(),
+                                channel: CHANNEL_NOTICE,
+                                timestamp_us: crate::store::now_ms() * 1000,
+                                data: notice.into_bytes(),
+                                credit: None,
+                            });
                         }
                         server.sched_do(|s, now| s.finished(now, cid, &task_id, &result));
                     }
@@ -366,14 +367,14 @@ impl ConnState {
         match self.lookup(&h.task_id) {
             Lookup::Assigned(db, _) => match h.kind {
                 FrameKind::Log => {
-                    self.server.logs.record(
+                    self.server.logs.record(LogChunk {
                         db,
-                        h.task_id,
-                        h.channel,
-                        h.timestamp_us as i64,
-                        payload.to_vec(),
-                        Some((self.cid, self.tx.clone())),
-                    );
+                        task_id: h.task_id,
+                        channel: h.channel,
+                        timestamp_us: h.timestamp_us as i64,
+                        data: payload.to_vec(),
+                        credit: Some((self.cid, self.tx.clone())),
+                    });
                 }
                 FrameKind::Artifact => {
                     let _ = self.tx.send(Outgoing::Credit(len));

@@ -15,23 +15,6 @@ use sai_core::protocol::{
 use sai_testkit::hook::Push;
 use sai_testkit::{FakeBuilder, wait_for};
 
-async fn task_state(
-    s: &sai_testkit::TestServer,
-    id: &str,
-    want: &'static str,
-) -> serde_json::Value {
-    let id = id.to_string();
-    wait_for(&format!("task {id} {want}"), T, || {
-        let id = id.clone();
-        async move {
-            let t = task(s, &id).await;
-            (t["state"] == want).then_some(t)
-        }
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     let env = start(|c| c.log_window_bytes = 65536);
@@ -91,12 +74,7 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     assert_eq!(t2["failed_step"], 1);
 
     // Logs: raw bytes, and channel-tagged records by offset.
-    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o1.task_id)))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let raw = raw_log(s, &o1.task_id).await;
     assert_eq!(&raw[..], &log[..]);
     let (_, l) = get(s, &format!("/api/tasks/{}/log?offset=100000", o1.task_id)).await;
     assert_eq!(l["offset"], 100000);
@@ -247,11 +225,9 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
     }
 
     // None of them was offered anything.
-    let e = event(s, &ev).await;
     assert!(
-        e["tasks"]
-            .as_array()
-            .unwrap()
+        tasks_of(s, &ev)
+            .await
             .iter()
             .all(|t| t["state"] == "waiting" && t["attempt"] == 0)
     );
@@ -269,11 +245,7 @@ async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastruct
         .await
         .unwrap();
     let o = b.offer(T).await.unwrap();
-    b.send(&BuilderMessage::Accept {
-        task_id: o.task_id.clone(),
-    })
-    .await
-    .unwrap();
+    b.accept(&o.task_id).await.unwrap();
     b.log(&o.task_id, 1, b"half a build\n").await.unwrap();
     b.drop_connection();
     let t = task_state(s, &o.task_id, "waiting").await;
@@ -290,11 +262,7 @@ async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastruct
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, o.task_id, "the requeued task goes first");
     assert_eq!(o2.attempt, 2);
-    b.send(&BuilderMessage::Accept {
-        task_id: o2.task_id.clone(),
-    })
-    .await
-    .unwrap();
+    b.accept(&o2.task_id).await.unwrap();
     // Not reading: pongs are never sent.
     let t = task_state(s, &o.task_id, "failed").await;
     let reason = t["reason"].as_str().unwrap();
@@ -569,11 +537,7 @@ async fn handed_back_tasks_are_requeued_without_counting_an_attempt() {
         assert_eq!(o.attempt, 1, "hand-back {n} counted an attempt");
         assert!(id.as_ref().is_none_or(|i| *i == o.task_id));
         id = Some(o.task_id.clone());
-        b.send(&BuilderMessage::Accept {
-            task_id: o.task_id.clone(),
-        })
-        .await
-        .unwrap();
+        b.accept(&o.task_id).await.unwrap();
         b.log(&o.task_id, 1, format!("run {n}\n").as_bytes())
             .await
             .unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_core::protocol::TaskResult;
 use sai_testkit::hook::Push;
 use sai_testkit::{FakeBuilder, TestServer, wait_for};
 
@@ -26,11 +26,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     b.run_task(&o1, &log1, TaskResult::Success).await.unwrap();
     // One running task whose log the server acknowledged (credit returned).
     let o2 = b.offer(T).await.unwrap();
-    b.send(&BuilderMessage::Accept {
-        task_id: o2.task_id.clone(),
-    })
-    .await
-    .unwrap();
+    b.accept(&o2.task_id).await.unwrap();
     b.log(&o2.task_id, 2, b"still building\n").await.unwrap();
     b.acknowledged(T).await.unwrap();
     let before_kill = event(&s, &ev).await;
@@ -45,12 +41,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     assert_eq!(event(&s, &ev2).await["tasks"].as_array().unwrap().len(), 4);
     let t1 = task(&s, &o1.task_id).await;
     assert_eq!(t1["state"], "success");
-    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o1.task_id)))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let raw = raw_log(&s, &o1.task_id).await;
     assert_eq!(&raw[..], &log1[..]);
     let t2 = task(&s, &o2.task_id).await;
     assert_eq!(
@@ -80,12 +71,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     assert!(st.success(), "{st:?}\n{}", s.log());
     drop(b);
     let s = TestServer::start(&bin(), &cfg, &[]).unwrap();
-    let raw = reqwest::get(s.url(&format!("/api/tasks/{}/log?format=raw", o2.task_id)))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let raw = raw_log(&s, &o2.task_id).await;
     assert_eq!(&raw[..], b"still building\ndone\n");
     assert_eq!(event_count(&s).await, 2);
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sai_core::protocol::BuilderMessage;
+use sai_testkit::FakeBuilder;
 use sai_testkit::hook::Push;
-use sai_testkit::{FakeBuilder, wait_for};
 
 const TWO_LINUX: &[u8] = br#"{
   "schema": "sai-1",
@@ -20,20 +20,25 @@ const TWO_LINUX: &[u8] = br#"{
 }"#;
 
 async fn waiting_and_uncharged(s: &sai_testkit::TestServer, ev: &str) {
-    let e = event(s, ev).await;
-    for t in e["tasks"].as_array().unwrap() {
+    for t in tasks_of(s, ev).await {
         assert_eq!(t["state"], "waiting", "{t}");
         assert_eq!(t["attempt"], 0, "{t}");
         assert_eq!(t["infra_failures"], 0, "{t}");
     }
 }
 
+/// A server with two waiting linux tasks; its event id and a builder token.
+async fn two_waiting() -> (Env, String, String) {
+    let env = start(|c| c.max_infra_attempts = 3);
+    let ev = push_ok(&env.server, &Push::new("demo", TWO_LINUX)).await;
+    let token = env.server.builder_token("host1", &["linux"]).unwrap();
+    (env, ev, token)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn restarting_a_builder_five_times_while_tasks_wait_fails_and_charges_none() {
-    let env = start(|c| c.max_infra_attempts = 3);
+    let (env, ev, token) = two_waiting().await;
     let s = &env.server;
-    let ev = push_ok(s, &Push::new("demo", TWO_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
     for _ in 0..5 {
         let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
             .await
@@ -41,36 +46,21 @@ async fn restarting_a_builder_five_times_while_tasks_wait_fails_and_charges_none
         // Offered while it goes away; it never accepts.
         b.offer(T).await.unwrap();
         b.drop_connection();
-        wait_for("the builder is gone", T, || async {
-            let (_, bs) = get(s, "/api/builders").await;
-            bs.as_array()
-                .unwrap()
-                .iter()
-                .all(|b| b["online"] == false)
-                .then_some(())
-        })
-        .await
-        .unwrap();
+        no_builder_online(s).await;
         waiting_and_uncharged(s, &ev).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_builder_that_said_it_is_shutting_down_gets_no_offers_and_charges_nothing() {
-    let env = start(|c| c.max_infra_attempts = 3);
+    let (env, ev, token) = two_waiting().await;
     let s = &env.server;
-    let ev = push_ok(s, &Push::new("demo", TWO_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
     let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 2)])
         .await
         .unwrap();
     let o = b.offer(T).await.unwrap();
     let second = b.offer(T).await.unwrap();
-    b.send(&BuilderMessage::Accept {
-        task_id: o.task_id.clone(),
-    })
-    .await
-    .unwrap();
+    b.accept(&o.task_id).await.unwrap();
     b.send(&BuilderMessage::ShuttingDown).await.unwrap();
     b.send(&BuilderMessage::Reject {
         task_id: second.task_id.clone(),
@@ -82,13 +72,8 @@ async fn a_builder_that_said_it_is_shutting_down_gets_no_offers_and_charges_noth
     assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
     // The link ends before the running task's hand-back arrives.
     b.drop_connection();
-    wait_for("the running task is back", T, || async {
-        (task(s, &o.task_id).await["state"] == "waiting").then_some(())
-    })
-    .await
-    .unwrap();
+    let t = task_state(s, &o.task_id, "waiting").await;
     waiting_and_uncharged(s, &ev).await;
-    let t = task(s, &o.task_id).await;
     assert!(
         t["reason"].as_str().unwrap().contains("shutting down"),
         "{t}"
@@ -132,16 +117,7 @@ async fn a_fleet_over_an_unrunnable_backlog_keeps_the_api_answering_and_leaves_n
     for b in fleet {
         b.drop_connection();
     }
-    wait_for("every connection released", T, || async {
-        let (_, bs) = get(s, "/api/builders").await;
-        bs.as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["online"] == false)
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    no_builder_online(s).await;
     // A runnable push is still offered at once.
     let runnable = s.builder_token("host1", &["linux"]).unwrap();
     let mut b = FakeBuilder::start(&s.builder_url(), &runnable, "host1", &[(LINUX, 1)])

@@ -74,11 +74,9 @@ async fn dispatch_grace_delays_offers_of_a_new_push() {
         .unwrap();
     let ev = push_ok(s, &Push::new("demo", SMALL)).await;
     // Idle builder connected, yet nothing is offered during the grace.
-    let e = event(s, &ev).await;
     assert!(
-        e["tasks"]
-            .as_array()
-            .unwrap()
+        tasks_of(s, &ev)
+            .await
             .iter()
             .all(|t| t["state"] == "waiting")
     );

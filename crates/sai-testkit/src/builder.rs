@@ -330,6 +330,14 @@ impl FakeBuilder {
         .await
     }
 
+    /// Accept an offered task.
+    pub async fn accept(&mut self, task_id: &str) -> Result<()> {
+        self.send(&BuilderMessage::Accept {
+            task_id: task_id.into(),
+        })
+        .await
+    }
+
     /// Accept, run each step (started/finished), log `log`, end with `result`.
     pub async fn run_task(
         &mut self,
@@ -338,10 +346,7 @@ impl FakeBuilder {
         result: TaskResult,
     ) -> Result<()> {
         let id = offer.task_id.clone();
-        self.send(&BuilderMessage::Accept {
-            task_id: id.clone(),
-        })
-        .await?;
+        self.accept(&id).await?;
         self.send(&BuilderMessage::StepStarted {
             task_id: id.clone(),
             step: 0,

@@ -36,17 +36,16 @@ impl Push {
 
     /// The hook's file content: the notification JSON and a newline.
     pub fn file_bytes(&self) -> Vec<u8> {
+        let Push {
+            project,
+            fetch_url,
+            git_ref,
+            hash,
+            saifile,
+        } = self;
         let mut nonce = [0u8; 16];
         rand::fill(&mut nonce[..]);
-        Notification::new(
-            &self.project,
-            &self.fetch_url,
-            &self.git_ref,
-            &self.hash,
-            &self.saifile,
-            nonce,
-        )
-        .file_bytes()
+        Notification::new(project, fetch_url, git_ref, hash, saifile, nonce).file_bytes()
     }
 }
 

@@ -422,13 +422,25 @@ impl<D: Clone> Sched<D> {
 
     /// The builder accepted an offer. False when the task is not its.
     pub fn accept(&mut self, conn: ConnId, task_id: &str) -> bool {
+        self.update_assigned(conn, task_id, |t| {
+            t.accepted = true;
+            t.task.run.attempt += 1;
+            t.task.run.reason = None;
+        })
+    }
+
+    /// Change a task assigned to `conn` and persist it; false when it is
+    /// not assigned there.
+    fn update_assigned(
+        &mut self,
+        conn: ConnId,
+        task_id: &str,
+        f: impl FnOnce(&mut TaskRt),
+    ) -> bool {
         let Some((seq, i)) = self.assigned_index(conn, task_id) else {
             return false;
         };
-        let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
-        t.accepted = true;
-        t.task.run.attempt += 1;
-        t.task.run.reason = None;
+        f(&mut self.events.get_mut(&seq).expect("event").tasks[i]);
         self.persist(seq, i);
         true
     }
@@ -460,13 +472,7 @@ impl<D: Clone> Sched<D> {
 
     /// A step started.
     pub fn step_started(&mut self, conn: ConnId, task_id: &str, step: u32) -> bool {
-        let Some((seq, i)) = self.assigned_index(conn, task_id) else {
-            return false;
-        };
-        let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
-        t.task.run.build_step = step as i64 + 1;
-        self.persist(seq, i);
-        true
+        self.update_assigned(conn, task_id, |t| t.task.run.build_step = step as i64 + 1)
     }
 
     /// A task ended on its builder.
@@ -853,30 +859,31 @@ impl<D: Clone> Sched<D> {
     /// Offer tasks of these requested platforms to the connections with a
     /// free slot that matches one of them.
     fn dispatch_platforms(&mut self, now: i64, platforms: &BTreeSet<String>) {
-        if platforms.is_empty() {
+        self.dispatch_where(now, |offer| {
+            platforms.iter().any(|p| tuple_matches(p, offer))
+        });
+    }
+
+    fn dispatch_all(&mut self, now: i64) {
+        self.dispatch_where(now, |_| true);
+    }
+
+    /// Offer waiting tasks to the connections with a free slot whose offered
+    /// platform passes `wanted`.
+    fn dispatch_where(&mut self, now: i64, wanted: impl Fn(&str) -> bool) {
+        if self.waiting.is_empty() {
             return;
         }
         let conns: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.slots.iter().any(|s| {
-                    s.running.len() < s.offer.instances as usize
-                        && platforms.iter().any(|p| tuple_matches(p, &s.offer.name))
-                })
+                c.slots
+                    .iter()
+                    .any(|s| s.running.len() < s.offer.instances as usize && wanted(&s.offer.name))
             })
             .map(|(id, _)| *id)
             .collect();
-        for conn in conns {
-            self.dispatch_conn(now, conn);
-        }
-    }
-
-    fn dispatch_all(&mut self, now: i64) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.dispatch_conn(now, conn);
         }

@@ -43,8 +43,9 @@ impl Fixture {
         }
     }
 
-    /// Add an event with tasks `(platform, priority)`, ready at `ready_at`.
-    fn event(&mut self, now: i64, tasks: &[(&str, bool)], ready_at: i64) -> Vec<TaskId> {
+    /// A new event with tasks `(platform, priority)`, as the store hands
+    /// it to the scheduler.
+    fn build(&mut self, now: i64, tasks: &[(&str, bool)]) -> (Event, Vec<Task>) {
         self.seq += 1;
         let id = ev_id(self.seq as u8);
         let tasks: Vec<Task> = tasks
@@ -64,7 +65,6 @@ impl Fixture {
                 run: RunRecord::new(),
             })
             .collect();
-        let ids = tasks.iter().map(|t| t.id.clone()).collect();
         let event = Event {
             id,
             project: "demo".into(),
@@ -79,6 +79,13 @@ impl Fixture {
             task_count: tasks.len() as i64,
             seq: self.seq,
         };
+        (event, tasks)
+    }
+
+    /// Add an event with tasks `(platform, priority)`, ready at `ready_at`.
+    fn event(&mut self, now: i64, tasks: &[(&str, bool)], ready_at: i64) -> Vec<TaskId> {
+        let (event, tasks) = self.build(now, tasks);
+        let ids = tasks.iter().map(|t| t.id.clone()).collect();
         self.built = Some((event.clone(), tasks.clone()));
         self.s
             .add_event(now, event, self.seq as u32, tasks, ready_at, false);
@@ -109,6 +116,20 @@ impl Fixture {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The effects so far (drained) and the last run record persisted.
+    fn last_persisted(&mut self) -> (Vec<Effect<Db>>, RunRecord) {
+        let fx = self.s.take_effects();
+        let run = fx
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Effect::Persist { run, .. } => Some(run.clone()),
+                _ => None,
+            })
+            .expect("a run record was persisted");
+        (fx, run)
     }
 
     fn run(&self, t: &TaskId) -> RunRecord {
@@ -244,15 +265,7 @@ fn the_attempt_cap_fails_the_task_as_an_infrastructure_failure() {
             ));
         }
     }
-    let fx = f.s.take_effects();
-    let last = fx
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Effect::Persist { run, .. } => Some(run.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let (fx, last) = f.last_persisted();
     assert_eq!(last.state, TaskState::Failed);
     assert_eq!(last.infra_failures, 2);
     assert_eq!(last.ended, Some(21));
@@ -490,15 +503,7 @@ fn rebuild_resets_the_run_record_and_offers_again() {
         step: 0,
     };
     assert!(f.s.finished(1, 1, &t[0], &failed));
-    let fx = f.s.take_effects();
-    let run = fx
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Effect::Persist { run, .. } => Some(run.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let (_, run) = f.last_persisted();
     assert_eq!(run.state, TaskState::Failed);
     assert_eq!(run.reason.as_deref(), Some("step 1 exited with 2"));
     assert!(!f.s.has_event(&t[0].event()));
@@ -517,44 +522,19 @@ fn rebuild_resets_the_run_record_and_offers_again() {
 
 #[test]
 fn tasks_left_running_by_a_previous_server_are_requeued_on_load() {
-    let mut s: Sched<Db> = Sched::new(3);
-    let id = ev_id(9);
-    let mut run = RunRecord::new();
-    run.state = TaskState::Running;
-    run.attempt = 1;
-    let task = Task {
-        id: id.task([1; 16]),
-        idx: 0,
-        configuration: "c".into(),
-        platform: LINUX.into(),
-        steps: vec![],
-        artifacts: vec![],
-        packages: vec![],
-        priority: false,
-        created: 0,
-        last_updated: 0,
-        run,
-    };
-    let event = Event {
-        id: id.clone(),
-        project: "p".into(),
-        git_ref: "refs/heads/main".into(),
-        hash: "abcdef0".into(),
-        fetch_url: "x".into(),
-        source_ip: None,
-        created: 0,
-        last_updated: 0,
-        state: EventState::Running,
-        sec: false,
-        task_count: 1,
-        seq: 1,
-    };
-    s.add_event(0, event, 9, vec![task.clone()], 0, false);
-    let fx = s.take_effects();
+    let mut f = Fixture::new(3);
+    let (mut event, mut tasks) = f.build(0, &[(LINUX, false)]);
+    event.state = EventState::Running;
+    tasks[0].run.state = TaskState::Running;
+    tasks[0].run.attempt = 1;
+    let id = event.id.clone();
+    f.s.add_event(0, event, 9, tasks.clone(), 0, false);
+    let fx = f.s.take_effects();
     match &fx[0] {
-        Effect::Persist { db, task: t, run } => {
-            assert_eq!((*db, t), (9, &task.id));
+        Effect::Persist { db, task, run } => {
+            assert_eq!((*db, task), (9, &tasks[0].id));
             assert_eq!(run.state, TaskState::Waiting);
+            assert_eq!(run.attempt, 1, "not counted again");
             assert!(run.reason.as_deref().unwrap().contains("server restarted"));
         }
         other => panic!("{other:?}"),

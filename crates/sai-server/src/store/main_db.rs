@@ -3,28 +3,9 @@
 use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, params};
-use sai_core::task::{Event, EventId, EventState};
+use sai_core::task::{Event, EventState};
 
 use super::{Store, StoreError, now_ms, parsed};
-
-/// A new event to insert.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Id.
-    pub id: EventId,
-    /// Project name.
-    pub project: String,
-    /// Pushed ref.
-    pub git_ref: String,
-    /// Commit.
-    pub hash: String,
-    /// Clone URL.
-    pub fetch_url: String,
-    /// Peer or X-Forwarded-For.
-    pub source_ip: Option<String>,
-    /// Private event.
-    pub sec: bool,
-}
 
 /// A builder row of the main database.
 #[derive(Debug, Clone)]
@@ -74,21 +55,30 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 }
 
 impl Store {
+    /// Every row of a query of the main database.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let db = self.main();
+        let mut st = db.prepare(sql)?;
+        let rows = st
+            .query_map(params, row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// Insert the event row (the commit point of a push); its sequence
     /// number, or `None` when the project already has an event of that hash.
-    pub(super) fn insert_event(
-        &self,
-        ev: &super::NewEvent,
-        state: EventState,
-        tasks: usize,
-        now: i64,
-    ) -> Result<Option<i64>, StoreError> {
+    pub(super) fn insert_event(&self, ev: &Event) -> Result<Option<i64>, StoreError> {
         let mut db = self.main();
         let tx = db.transaction()?;
         tx.execute(
             "INSERT INTO projects(name, fetch_url, created) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET fetch_url = excluded.fetch_url",
-            params![ev.project, ev.fetch_url, now],
+            params![ev.project, ev.fetch_url, ev.created],
         )?;
         let n = tx.execute(
             "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count)
@@ -101,10 +91,10 @@ impl Store {
                 ev.hash,
                 ev.fetch_url,
                 ev.source_ip,
-                now,
-                state.as_str(),
+                ev.created,
+                ev.state.as_str(),
                 ev.sec as i64,
-                tasks as i64
+                ev.task_count
             ],
         )?;
         let seq = tx.last_insert_rowid();
@@ -162,14 +152,13 @@ impl Store {
 
     /// Events of a project, newest first.
     pub fn events_of(&self, project: &str, limit: i64) -> Result<Vec<Event>, StoreError> {
-        let db = self.main();
-        let mut st = db.prepare(&format!(
-            "SELECT {EVENT_COLS} FROM events WHERE project = ?1 ORDER BY rowid DESC LIMIT ?2"
-        ))?;
-        let rows = st
-            .query_map(params![project, limit], event_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.rows(
+            &format!(
+                "SELECT {EVENT_COLS} FROM events WHERE project = ?1 ORDER BY rowid DESC LIMIT ?2"
+            ),
+            params![project, limit],
+            event_from_row,
+        )
     }
 
     /// Events not in a terminal state, oldest first.
@@ -179,25 +168,23 @@ impl Store {
             .filter(|s| !s.is_terminal())
             .map(|s| format!("'{s}'"))
             .collect();
-        let db = self.main();
-        let mut st = db.prepare(&format!(
-            "SELECT {EVENT_COLS} FROM events WHERE state IN ({}) ORDER BY rowid",
-            active.join(", ")
-        ))?;
-        let rows = st
-            .query_map([], event_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.rows(
+            &format!(
+                "SELECT {EVENT_COLS} FROM events WHERE state IN ({}) ORDER BY rowid",
+                active.join(", ")
+            ),
+            [],
+            event_from_row,
+        )
     }
 
     /// Every event row, oldest first (for retention).
     pub fn all_events(&self) -> Result<Vec<Event>, StoreError> {
-        let db = self.main();
-        let mut st = db.prepare(&format!("SELECT {EVENT_COLS} FROM events ORDER BY rowid"))?;
-        let rows = st
-            .query_map([], event_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.rows(
+            &format!("SELECT {EVENT_COLS} FROM events ORDER BY rowid"),
+            [],
+            event_from_row,
+        )
     }
 
     /// Set an event's state.
@@ -211,22 +198,19 @@ impl Store {
 
     /// Projects with their event counts.
     pub fn projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
-        let db = self.main();
-        let mut st = db.prepare(
+        self.rows(
             "SELECT p.name, p.fetch_url, p.created, (SELECT COUNT(*) FROM events e WHERE e.project = p.name)
              FROM projects p ORDER BY p.name",
-        )?;
-        let rows = st
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok(ProjectRow {
                     name: r.get(0)?,
                     fetch_url: r.get(1)?,
                     created: r.get(2)?,
                     event_count: r.get(3)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Does this project exist?
@@ -258,12 +242,10 @@ impl Store {
 
     /// Every builder ever seen.
     pub fn builders(&self) -> Result<Vec<BuilderRow>, StoreError> {
-        let db = self.main();
-        let mut st = db.prepare(
+        self.rows(
             "SELECT name, platforms, software, peer, last_seen FROM builders ORDER BY name",
-        )?;
-        let rows = st
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok(BuilderRow {
                     name: r.get(0)?,
                     platforms: r.get(1)?,
@@ -271,9 +253,8 @@ impl Store {
                     peer: r.get(3)?,
                     last_seen: r.get(4)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Record that a user token was used.

@@ -36,7 +36,7 @@ use sai_core::saifile::TaskSpec;
 use sai_core::task::{Event, EventId, EventState, RunRecord, Task, TaskId};
 
 pub use event_db::{ArtifactRow, EventDb, LogRecord};
-pub use main_db::{BuilderRow, NewEvent, ProjectRow};
+pub use main_db::{BuilderRow, ProjectRow};
 
 /// Name of the main database file.
 pub const MAIN_DB: &str = "sai-server.sqlite3";
@@ -187,11 +187,13 @@ impl Store {
     }
 
     /// Insert an event and all its tasks (`(id, spec, priority)`); see the
-    /// module doc for the commit protocol. `Ok(None)` when an event with the
-    /// same project and hash already exists (nothing written).
+    /// module doc for the commit protocol. The store sets the event's
+    /// `created`, `last_updated`, `state`, `task_count` and `seq`. `Ok(None)`
+    /// when an event with the same project and hash already exists (nothing
+    /// written).
     pub fn create_event(
         &self,
-        ev: &NewEvent,
+        mut ev: Event,
         tasks: Vec<(TaskId, TaskSpec, bool)>,
         fault_abort: bool,
     ) -> Result<Option<CreatedEvent>, StoreError> {
@@ -241,14 +243,16 @@ impl Store {
             tracing::error!("SAI_SERVER_FAULT=abort-after-event-db: aborting");
             std::process::abort();
         }
-        let state = if tasks.is_empty() {
+        ev.created = now;
+        ev.last_updated = now;
+        ev.task_count = tasks.len() as i64;
+        ev.state = if tasks.is_empty() {
             EventState::Success
         } else {
             EventState::Waiting
         };
-        let res = self.insert_event(ev, state, tasks.len(), now);
-        let seq = match res {
-            Ok(Some(seq)) => seq,
+        match self.insert_event(&ev) {
+            Ok(Some(seq)) => ev.seq = seq,
             Ok(None) => {
                 let _ = std::fs::remove_dir_all(&final_dir);
                 return Ok(None);
@@ -257,23 +261,13 @@ impl Store {
                 let _ = std::fs::remove_dir_all(&final_dir);
                 return Err(e);
             }
-        };
-        let event = Event {
-            id: ev.id.clone(),
-            project: ev.project.clone(),
-            git_ref: ev.git_ref.clone(),
-            hash: ev.hash.clone(),
-            fetch_url: ev.fetch_url.clone(),
-            source_ip: ev.source_ip.clone(),
-            created: now,
-            last_updated: now,
-            state,
-            sec: ev.sec,
-            task_count: tasks.len() as i64,
-            seq,
-        };
+        }
         let db = self.open_event_db(&ev.id)?;
-        Ok(Some(CreatedEvent { event, db, tasks }))
+        Ok(Some(CreatedEvent {
+            event: ev,
+            db,
+            tasks,
+        }))
     }
 
     fn open_event_db(&self, id: &EventId) -> Result<Arc<EventDb>, StoreError> {
@@ -390,24 +384,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
-        let ev = NewEvent {
-            id: id.clone(),
-            project: "p".into(),
-            git_ref: "refs/heads/main".into(),
-            hash: "abc".into(),
-            fetch_url: "https://x".into(),
-            source_ip: None,
-            sec: false,
-        };
+        let ev = Event::new(
+            id.clone(),
+            "p",
+            "refs/heads/main",
+            "abc",
+            "https://x",
+            None,
+            false,
+        );
         let tasks = vec![(id.task([0xAA; 16]), spec("a"), false)];
-        let created = store.create_event(&ev, tasks, false).unwrap().unwrap();
+        let created = store
+            .create_event(ev.clone(), tasks, false)
+            .unwrap()
+            .unwrap();
         // What the scheduler gets is what a reader finds.
         assert_eq!(created.tasks, created.db.tasks().unwrap());
         assert_eq!(Some(created.event.clone()), store.event(&id).unwrap());
         drop(created);
         let mut ev2 = ev.clone();
         ev2.id = EventId::parse("1123456789ABCDEF0123456789ABCDEF").unwrap();
-        assert!(store.create_event(&ev2, vec![], false).unwrap().is_none());
+        assert!(
+            store
+                .create_event(ev2.clone(), vec![], false)
+                .unwrap()
+                .is_none()
+        );
         assert!(!dir.path().join("events").join(ev2.id.as_str()).exists());
         let db = store.event_db(&id).unwrap().unwrap();
         assert_eq!(db.tasks().unwrap().len(), 1);

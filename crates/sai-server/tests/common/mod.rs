@@ -146,3 +146,50 @@ pub fn event_folders(server: &TestServer) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The exact bytes of a task's log.
+pub async fn raw_log(server: &TestServer, task_id: &str) -> Vec<u8> {
+    reqwest::get(server.url(&format!("/api/tasks/{task_id}/log?format=raw")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+/// The tasks of an event.
+pub async fn tasks_of(server: &TestServer, event_id: &str) -> Vec<Value> {
+    event(server, event_id).await["tasks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Wait until task `id` is in state `want`; its JSON then.
+pub async fn task_state(server: &TestServer, id: &str, want: &'static str) -> Value {
+    let id = id.to_string();
+    sai_testkit::wait_for(&format!("task {id} {want}"), T, || {
+        let id = id.clone();
+        async move {
+            let t = task(server, &id).await;
+            (t["state"] == want).then_some(t)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Wait until no builder is connected.
+pub async fn no_builder_online(server: &TestServer) {
+    sai_testkit::wait_for("every builder gone", T, || async {
+        let (_, bs) = get(server, "/api/builders").await;
+        bs.as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["online"] == false)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+}
