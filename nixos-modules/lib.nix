@@ -9,16 +9,17 @@ in
 rec {
   # Any JSON value; the freeform `settings` of every module hold these.
   jsonValue =
-    types.nullOr (
-      types.oneOf [
-        types.bool
-        types.int
-        types.float
-        types.str
-        (types.attrsOf jsonValue)
-        (types.listOf jsonValue)
-      ]
-    )
+    types.nullOr
+      (
+        types.oneOf [
+          types.bool
+          types.int
+          types.float
+          types.str
+          (types.attrsOf jsonValue)
+          (types.listOf jsonValue)
+        ]
+      )
     // {
       description = "JSON value";
     };
@@ -100,12 +101,12 @@ rec {
   # `file` after `sai validate --kind <kind>` accepted it. A bad setting fails
   # here, when the system is built, with Sai's own file:line:col message.
   checkedConfig =
-    {
-      pkgs,
-      package,
-      kind,
-      name,
-      file,
+    { pkgs
+    , package
+    , kind
+    , name
+    , file
+    ,
     }:
     pkgs.runCommand "${name}-checked.json" { } ''
       ${package}/bin/sai validate --kind ${kind} ${file}

@@ -1,11 +1,10 @@
 # sai-builder: runs build steps for the servers it dials. Several builders
 # may run on one host, one unit each (`sai-builder-<name>.service`), each
 # with its own dynamic user, home and tokens.
-{
-  config,
-  lib,
-  pkgs,
-  ...
+{ config
+, lib
+, pkgs
+, ...
 }:
 let
   inherit (lib) mkOption types;
@@ -46,6 +45,15 @@ let
           type = types.attrsOf types.str;
           default = { };
           description = "Extra environment of this platform's build steps (`PATH` defaults to the builder's `path`).";
+        };
+        limits = mkOption {
+          type = types.attrsOf sai.jsonValue;
+          default = { };
+          example = {
+            step_timeout_secs = 3600;
+            parallel = 4;
+          };
+          description = "Limits of this platform that override the builder-wide ones (`limits` in the builder config).";
         };
       };
     };
@@ -121,21 +129,26 @@ let
         schema = "sai-builder";
         home = homeOf name;
         inherit (config) host;
-        platforms = lib.mapAttrsToList (
-          platformName: platform:
-          {
-            name = platformName;
-            inherit (platform) instances;
-            servers = map (server: {
-              inherit (config.servers.${server}) url;
-              token_file = sai.credentialPath (unitOf name) (tokenId server);
-            }) platform.servers;
-            env = {
-              PATH = lib.makeBinPath config.path;
-            }
-            // platform.env;
-          }
-        ) config.platforms;
+        platforms = lib.mapAttrsToList
+          (
+            platformName: platform:
+              {
+                name = platformName;
+                inherit (platform) instances;
+                servers = map
+                  (server: {
+                    inherit (config.servers.${server}) url;
+                    token_file = sai.credentialPath (unitOf name) (tokenId server);
+                  })
+                  platform.servers;
+                env = {
+                  PATH = lib.makeBinPath config.path;
+                }
+                // platform.env;
+              }
+              // lib.optionalAttrs (platform.limits != { }) { inherit (platform) limits; }
+          )
+          config.platforms;
       };
     }
   );
@@ -240,36 +253,45 @@ in
 
   config = lib.mkIf (enabled != { }) {
     assertions = lib.concatLists (
-      lib.mapAttrsToList (
-        name: instance:
-        lib.concatLists (
-          lib.mapAttrsToList (
-            server: s:
-            sai.secretAssertions "services.sai.builder.instances.${name}.servers.${server}.tokenFile" s.tokenFile
+      lib.mapAttrsToList
+        (
+          name: instance:
+            lib.concatLists
+              (
+                lib.mapAttrsToList
+                  (
+                    server: s:
+                      sai.secretAssertions "services.sai.builder.instances.${name}.servers.${server}.tokenFile" s.tokenFile
+                      ++ [
+                        {
+                          assertion = s.tokenFile != null;
+                          message = "services.sai.builder.instances.${name}.servers.${server}.tokenFile is not set: the builder needs a token for ${s.url}.";
+                        }
+                      ]
+                  )
+                  instance.servers
+              )
+            ++ lib.concatLists (
+              lib.mapAttrsToList
+                (
+                  platformName: platform:
+                    map
+                      (server: {
+                        assertion = instance.servers ? ${server};
+                        message = "services.sai.builder.instances.${name}.platforms.\"${platformName}\".servers names \"${server}\", which is not in services.sai.builder.instances.${name}.servers (${lib.concatStringsSep ", " (lib.attrNames instance.servers)}).";
+                      })
+                      platform.servers
+                )
+                instance.platforms
+            )
             ++ [
               {
-                assertion = s.tokenFile != null;
-                message = "services.sai.builder.instances.${name}.servers.${server}.tokenFile is not set: the builder needs a token for ${s.url}.";
+                assertion = !instance.useDevices || device.enable;
+                message = "services.sai.builder.instances.${name}.useDevices needs services.sai.device.enable.";
               }
             ]
-          ) instance.servers
         )
-        ++ lib.concatLists (
-          lib.mapAttrsToList (
-            platformName: platform:
-            map (server: {
-              assertion = instance.servers ? ${server};
-              message = "services.sai.builder.instances.${name}.platforms.\"${platformName}\".servers names \"${server}\", which is not in services.sai.builder.instances.${name}.servers (${lib.concatStringsSep ", " (lib.attrNames instance.servers)}).";
-            }) platform.servers
-          ) instance.platforms
-        )
-        ++ [
-          {
-            assertion = !instance.useDevices || device.enable;
-            message = "services.sai.builder.instances.${name}.useDevices needs services.sai.device.enable.";
-          }
-        ]
-      ) enabled
+        enabled
     );
 
     systemd.services = lib.mapAttrs' (name: instance: lib.nameValuePair (unitOf name) (unitFor name instance)) enabled;

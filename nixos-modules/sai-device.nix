@@ -3,64 +3,60 @@
 # step, waits in a queue under `home` and locks the board's ttys. This
 # module writes /etc/sai/devices/conf, creates the queue directory and gives
 # the boards' ttys to one group (udev rules), which builders join.
-{
-  config,
-  lib,
-  pkgs,
-  ...
+{ config
+, lib
+, pkgs
+, ...
 }:
 let
   inherit (lib) mkOption types;
   sai = import ./lib.nix { inherit lib; };
   cfg = config.services.sai.device;
 
-  ttyType = types.submodule (
-    { config, ... }:
-    {
-      options = {
-        name = mkOption {
-          type = types.str;
-          example = "console";
-          description = "Name of the tty; build steps see it as `SAI_DEVICE_<NAME>`.";
-        };
-        udevMatch = mkOption {
-          type = types.attrsOf types.str;
-          default = { };
-          example = {
-            "ATTRS{idVendor}" = "0403";
-            "ATTRS{serial}" = "FT4XYZ12";
-          };
-          description = ''
-            udev match keys that single out this tty. When given, udev makes
-            the link `/dev/sai/<device>-<tty>` for it and `path` defaults to
-            that link.
-          '';
-        };
-        path = mkOption {
-          type = types.nullOr (types.strMatching "/dev/.+");
-          default = null;
-          example = "/dev/serial/by-id/usb-FTDI_Dual_RS232-HS-if01-port0";
-          description = "Device node or stable link of the tty; defaults to the link made from `udevMatch`.";
-        };
-        rate = mkOption {
-          type = types.nullOr types.ints.positive;
-          default = null;
-          example = 115200;
-          description = "Baud rate exported to the tools run under sai-device (default 115200).";
-        };
-        lock = mkOption {
-          type = types.bool;
-          default = true;
-          description = "Whether the tty is locked while the device is in use.";
-        };
-        initialMonitor = mkOption {
-          type = types.bool;
-          default = true;
-          description = "Whether the tty's output is logged from the start.";
-        };
+  ttyType = types.submodule {
+    options = {
+      name = mkOption {
+        type = types.str;
+        example = "console";
+        description = "Name of the tty; build steps see it as `SAI_DEVICE_<NAME>`.";
       };
-    }
-  );
+      udevMatch = mkOption {
+        type = types.attrsOf types.str;
+        default = { };
+        example = {
+          "ATTRS{idVendor}" = "0403";
+          "ATTRS{serial}" = "FT4XYZ12";
+        };
+        description = ''
+          udev match keys that single out this tty. When given, udev makes
+          the link `/dev/sai/<device>-<tty>` for it and `path` defaults to
+          that link.
+        '';
+      };
+      path = mkOption {
+        type = types.nullOr (types.strMatching "/dev/.+");
+        default = null;
+        example = "/dev/serial/by-id/usb-FTDI_Dual_RS232-HS-if01-port0";
+        description = "Device node or stable link of the tty; defaults to the link made from `udevMatch`.";
+      };
+      rate = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 115200;
+        description = "Baud rate exported to the tools run under sai-device (default 115200).";
+      };
+      lock = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Whether the tty is locked while the device is in use.";
+      };
+      initialMonitor = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Whether the tty's output is logged from the start.";
+      };
+    };
+  };
 
   deviceType = types.submodule {
     options = {
@@ -91,18 +87,22 @@ let
   ttyPath = device: tty: if tty.path != null then tty.path else "/dev/${udevLink device tty}";
 
   # One rule per tty: give it to the group, and link it when matched by
-  # attributes. A tty known only by a /dev/serial/by-* path is matched by
-  # that link, which udev's own rules made before ours run.
+  # attributes. A tty known by its kernel name (/dev/ttyUSB0) is matched by
+  # that name; one known by a link (/dev/serial/by-id/...) by the link,
+  # which udev's own rules made before ours run.
   udevRule =
     device: tty:
     let
       keys = lib.concatStringsSep ", " (lib.mapAttrsToList (key: value: "${key}==\"${value}\"") tty.udevMatch);
       setGroup = ''GROUP="${cfg.group}", MODE="0660"'';
+      node = lib.removePrefix "/dev/" tty.path;
     in
     if tty.udevMatch != { } then
       ''SUBSYSTEM=="tty", ${keys}, ${setGroup}, SYMLINK+="${udevLink device tty}"''
+    else if lib.hasInfix "/" node then
+      ''SUBSYSTEM=="tty", SYMLINK=="${node}", ${setGroup}''
     else
-      ''SUBSYSTEM=="tty", SYMLINK=="${lib.removePrefix "/dev/" tty.path}", ${setGroup}'';
+      ''SUBSYSTEM=="tty", KERNEL=="${node}", ${setGroup}'';
 
   allTtys = lib.concatLists (
     lib.mapAttrsToList (name: device: map (tty: { inherit name tty; }) device.ttys) cfg.devices
@@ -178,35 +178,41 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    assertions = map (
-      { name, tty }:
-      {
-        assertion = tty.path != null || tty.udevMatch != { };
-        message = "services.sai.device.devices.${name}: tty \"${tty.name}\" needs `udevMatch` (udev attributes that find it) or `path` (e.g. a /dev/serial/by-id link).";
-      }
-    ) allTtys;
+    assertions = map
+      (
+        { name, tty }:
+        {
+          assertion = tty.path != null || tty.udevMatch != { };
+          message = "services.sai.device.devices.${name}: tty \"${tty.name}\" needs `udevMatch` (udev attributes that find it) or `path` (e.g. a /dev/serial/by-id link).";
+        }
+      )
+      allTtys;
 
     services.sai.device.settings = {
       schema = "sai-device";
       home = cfg.home;
-      devices = lib.mapAttrsToList (
-        name: device:
-        {
-          inherit name;
-          inherit (device) type;
-          ttys = map (
-            tty:
+      devices = lib.mapAttrsToList
+        (
+          name: device:
             {
-              inherit (tty) name lock;
-              tty = ttyPath name tty;
-              initial_monitor = tty.initialMonitor;
+              inherit name;
+              inherit (device) type;
+              ttys = map
+                (
+                  tty:
+                  {
+                    inherit (tty) name lock;
+                    tty = ttyPath name tty;
+                    initial_monitor = tty.initialMonitor;
+                  }
+                  // lib.optionalAttrs (tty.rate != null) { inherit (tty) rate; }
+                )
+                device.ttys;
             }
-            // lib.optionalAttrs (tty.rate != null) { inherit (tty) rate; }
-          ) device.ttys;
-        }
-        // lib.optionalAttrs (device.compatible != [ ]) { inherit (device) compatible; }
-        // lib.optionalAttrs (device.description != null) { inherit (device) description; }
-      ) cfg.devices;
+            // lib.optionalAttrs (device.compatible != [ ]) { inherit (device) compatible; }
+            // lib.optionalAttrs (device.description != null) { inherit (device) description; }
+        )
+        cfg.devices;
     };
 
     environment.etc."sai/devices/conf".source = checkedConfigFile;

@@ -1,10 +1,9 @@
 # sai-jig: HTTP-controlled GPIO sequences (reset, power-cycle, boot modes)
 # for the boards on a test jig. It may open GPIO chips and nothing else.
-{
-  config,
-  lib,
-  pkgs,
-  ...
+{ config
+, lib
+, pkgs
+, ...
 }:
 let
   inherit (lib) mkOption types;

@@ -1,11 +1,10 @@
 # sai-server: git hook intake, scheduler, builder websocket and operations
 # API. One unit, `sai-server.service`, DynamicUser with its state under
 # /var/lib; secrets reach it only as systemd credentials.
-{
-  config,
-  lib,
-  pkgs,
-  ...
+{ config
+, lib
+, pkgs
+, ...
 }:
 let
   inherit (lib) mkOption types;
@@ -113,9 +112,11 @@ in
       sai.secretAssertions "services.sai.server.notificationKeyFile" cfg.notificationKeyFile
       ++ sai.secretAssertions "services.sai.server.tokenKeyFile" cfg.tokenKeyFile
       ++ lib.concatLists (
-        lib.mapAttrsToList (
-          name: project: sai.secretAssertions "services.sai.server.projects.${name}.notificationKeyFile" project.notificationKeyFile
-        ) cfg.projects
+        lib.mapAttrsToList
+          (
+            name: project: sai.secretAssertions "services.sai.server.projects.${name}.notificationKeyFile" project.notificationKeyFile
+          )
+          cfg.projects
       )
       ++ [
         {
@@ -137,15 +138,17 @@ in
       notification_key_file = lib.mkIf (cfg.notificationKeyFile != null) (credential "notification-key");
       token_key_file = lib.mkIf (cfg.tokenKeyFile != null) (credential "token-key");
       projects = lib.mkIf (cfg.projects != { }) (
-        lib.mapAttrsToList (
-          name: project:
-          {
-            inherit name;
-          }
-          // lib.optionalAttrs (project.notificationKeyFile != null) {
-            notification_key_file = credential (projectKeyId name);
-          }
-        ) cfg.projects
+        lib.mapAttrsToList
+          (
+            name: project:
+              {
+                inherit name;
+              }
+              // lib.optionalAttrs (project.notificationKeyFile != null) {
+                notification_key_file = credential (projectKeyId name);
+              }
+          )
+          cfg.projects
       );
     };
 

@@ -1,10 +1,9 @@
 # sai-web: the browser UI. It reads everything it shows from sai-server's
 # operations API; put a TLS reverse proxy in front of it.
-{
-  config,
-  lib,
-  pkgs,
-  ...
+{ config
+, lib
+, pkgs
+, ...
 }:
 let
   inherit (lib) mkOption types;
@@ -61,8 +60,7 @@ in
               {
                 "0.0.0.0" = "127.0.0.1";
                 "::" = "::1";
-              }
-              .${server.address} or server.address;
+              }.${server.address} or server.address;
           in
           "http://${sai.listenAddress host server.port}"
         else

@@ -14,9 +14,10 @@ let
           open + "\n" + builtins.concatStringsSep ",\n" (map (item: inner + item) items) + "\n" + indent + close;
     in
     if builtins.isAttrs value && !(value ? outPath) then
-      renderMembers "{" "}" (
-        map (name: builtins.toJSON name + ": " + render inner value.${name}) (builtins.attrNames value)
-      )
+      renderMembers "{" "}"
+        (
+          map (name: builtins.toJSON name + ": " + render inner value.${name}) (builtins.attrNames value)
+        )
     else if builtins.isList value then
       renderMembers "[" "]" (map (render inner) value)
     else

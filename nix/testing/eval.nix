@@ -3,10 +3,10 @@
 # the stand-in NixOS options and the stand-in pkgs. Returns the evaluated
 # config once every assertion holds, and throws NixOS's "Failed
 # assertions" message otherwise.
-{
-  nixpkgsLib,
-  saiPackageDir,
-  modules ? [ ],
+{ nixpkgsLib
+, saiPackageDir
+, modules ? [ ]
+,
 }:
 let
   lib = import "${nixpkgsLib}/lib";

@@ -3,9 +3,9 @@
 # /bin, /usr and /lib visible to builds through `sandbox-paths`), so the
 # config check really runs `sai validate`: `sai` is a directory whose
 # bin/sai is the binary cargo built.
-{
-  saiPackageDir,
-  system ? builtins.currentSystem,
+{ saiPackageDir
+, system ? builtins.currentSystem
+,
 }:
 let
   shellDerivation =
@@ -39,16 +39,17 @@ in
 
   writeText =
     name: text:
-    shellDerivation name {
-      inherit text;
-      passAsFile = [ "text" ];
-    } ''cp "$textPath" "$out"'';
+    shellDerivation name
+      {
+        inherit text;
+        passAsFile = [ "text" ];
+      } ''cp "$textPath" "$out"'';
 
   runCommand = shellDerivation;
 
   stdenv.hostPlatform.system = system;
 }
-// builtins.listToAttrs (
+  // builtins.listToAttrs (
   map
     (name: {
       inherit name;
@@ -63,5 +64,6 @@ in
       "gnutar"
       "gzip"
       "git"
+      "nix"
     ]
 )

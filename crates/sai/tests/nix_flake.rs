@@ -1,0 +1,373 @@
+//! flake.nix and every .nix file of the repository, checked offline with
+//! Debian's Nix: they parse, pass nixpkgs-fmt and deadnix, the flake's
+//! outputs that need no package set evaluate (`nix flake check --no-build`
+//! with nixpkgs' lib-only flake as `nixpkgs`), and the NixOS machines of
+//! the example rack evaluate to their units.
+//!
+//! A flake inside a git repository sees only tracked files: `git add` new
+//! .nix files before running these tests.
+
+mod nix_harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix_harness::{Nix, nixpkgs_lib, repo_root, require};
+use serde_json::Value;
+
+/// Every .nix file of the repository (not under target/ or .git/).
+fn nix_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(name.as_str(), "target" | ".git" | "node_modules") {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".nix") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo_root(), &mut out);
+    out.sort();
+    out
+}
+
+const INSTALL_LINTERS: &str =
+    "scripts/ci/stages/30-nix.sh installs it (cargo install --locked nixpkgs-fmt deadnix)";
+
+#[test]
+fn every_nix_file_parses() {
+    let files = nix_files();
+    for expected in [
+        "flake.nix",
+        "nixos-modules/sai-builder.nix",
+        "nix/testing/eval.nix",
+    ] {
+        assert!(
+            files.iter().any(|f| f.ends_with(expected)),
+            "{expected} not found in {files:?}"
+        );
+    }
+    let nix_instantiate = require("nix-instantiate", "install nix-bin");
+    for file in &files {
+        let out = Command::new(&nix_instantiate)
+            .arg("--parse")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn nix_files_are_formatted_and_have_no_dead_code() {
+    let files = nix_files();
+    let fmt = Command::new(require("nixpkgs-fmt", INSTALL_LINTERS))
+        .arg("--check")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        fmt.status.success(),
+        "nixpkgs-fmt wants to reformat (run `nixpkgs-fmt .`):\n{}{}",
+        String::from_utf8_lossy(&fmt.stdout),
+        String::from_utf8_lossy(&fmt.stderr)
+    );
+    let dead = Command::new(require("deadnix", INSTALL_LINTERS))
+        .arg("--fail")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        dead.status.success(),
+        "deadnix found unused code:\n{}{}",
+        String::from_utf8_lossy(&dead.stdout),
+        String::from_utf8_lossy(&dead.stderr)
+    );
+}
+
+/// Flags that make `nix` use the lib-only nixpkgs and never the network.
+fn offline_flake_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(
+        [
+            "--offline",
+            "--no-write-lock-file",
+            "--override-input",
+            "nixpkgs",
+        ]
+        .map(String::from),
+    );
+    args.push(format!("path:{}", nixpkgs_lib().display()));
+    args
+}
+
+fn flake(nix: &Nix, what: &str, args: &[&str]) -> String {
+    let args = offline_flake_args(args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nix.nix(what, &repo_root(), &args)
+        .unwrap_or_else(|e| panic!("{what}:\n{}", e.stderr))
+}
+
+#[test]
+fn flake_outputs_that_need_no_packages_evaluate_offline() {
+    let nix = Nix::new();
+    flake(
+        &nix,
+        "nix flake check --no-build",
+        &["flake", "check", "--no-build", "."],
+    );
+    let modules: Value = serde_json::from_str(&flake(
+        &nix,
+        "nix eval nixosModules",
+        &[
+            "eval",
+            "--json",
+            ".#nixosModules",
+            "--apply",
+            "builtins.attrNames",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        modules,
+        serde_json::json!([
+            "default",
+            "sai-builder",
+            "sai-device",
+            "sai-jig",
+            "sai-server",
+            "sai-web"
+        ])
+    );
+    let overlay = flake(
+        &nix,
+        "nix eval overlays.default",
+        &[
+            "eval",
+            ".#overlays.default",
+            "--apply",
+            "builtins.isFunction",
+        ],
+    );
+    assert_eq!(overlay.trim(), "true");
+    // Each module declares its options when imported by the real module
+    // system, with the flake's package default in place.
+    let options = flake(
+        &nix,
+        "nix eval the flake's modules with evalModules",
+        &[
+            "eval",
+            "--json",
+            ".#nixosModules",
+            "--apply",
+            &format!(
+                "modules: let lib = import {}/lib; in builtins.attrNames (lib.evalModules {{ modules = [ modules.default {{ _module.check = false; }} ]; }}).options.services.sai",
+                nixpkgs_lib().display()
+            ),
+            "--impure",
+        ],
+    );
+    let options: Value = serde_json::from_str(&options).unwrap();
+    assert_eq!(
+        options,
+        serde_json::json!(["builder", "device", "jig", "server", "web"])
+    );
+}
+
+/// The example rack's entries that run on NixOS, by machine name.
+fn nixos_entries(rack: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for key in ["server", "web"] {
+        if rack[key]["runs"] == "nixos" {
+            out.push((
+                rack[key]["name"].as_str().unwrap().to_string(),
+                rack[key].clone(),
+            ));
+        }
+    }
+    for builder in rack["builders"].as_array().unwrap() {
+        if builder["runs"] == "nixos" {
+            out.push((
+                builder["name"].as_str().unwrap().to_string(),
+                builder.clone(),
+            ));
+        }
+    }
+    out
+}
+
+fn rack_hosts_expr(rack_file: &Path) -> String {
+    let root = repo_root();
+    let root = root.display();
+    format!(
+        "(import {root}/nix/lib/rack.nix {{
+           lib = import {lib}/lib;
+           modules = {{
+             sai-server = {root}/nixos-modules/sai-server.nix;
+             sai-web = {root}/nixos-modules/sai-web.nix;
+             sai-builder = {root}/nixos-modules/sai-builder.nix;
+             sai-device = {root}/nixos-modules/sai-device.nix;
+             sai-jig = {root}/nixos-modules/sai-jig.nix;
+           }};
+         }}).hostModules {rack}",
+        lib = nixpkgs_lib().display(),
+        rack = rack_file.display()
+    )
+}
+
+#[test]
+fn example_rack_nixos_machines_evaluate_to_their_units() {
+    let rack_file = repo_root().join("examples/rack.json");
+    let rack: Value = serde_json::from_slice(&std::fs::read(&rack_file).unwrap()).unwrap();
+    let entries = nixos_entries(&rack);
+    assert!(!entries.is_empty(), "the example rack has no NixOS machine");
+    let nix = Nix::new();
+
+    // The flake's function and the plain one name the same machines.
+    let mut names: Vec<String> = entries.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    names.dedup();
+    let from_flake: Value = serde_json::from_str(&flake(
+        &nix,
+        "nix eval lib.rackHostModules",
+        &[
+            "eval",
+            "--json",
+            ".#lib.rackHostModules",
+            "--apply",
+            &format!("f: builtins.attrNames (f {})", rack_file.display()),
+            "--impure",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(from_flake, serde_json::json!(names));
+
+    for (machine, entry) in &entries {
+        let module = format!("({}).{machine}", rack_hosts_expr(&rack_file));
+        let config = nix
+            .eval_system(
+                &format!("rack machine {machine}"),
+                &module,
+                "{ inherit (config) systemd; inherit (config.services) sai; }",
+            )
+            .unwrap_or_else(|e| panic!("{machine}:\n{}", e.stderr));
+        let units = config["systemd"]["services"].as_object().unwrap();
+        if entry.get("platforms").is_some() {
+            let unit = format!("sai-builder-{machine}");
+            let sc = &units
+                .get(&unit)
+                .unwrap_or_else(|| panic!("{machine}: no {unit} in {units:?}"))["serviceConfig"];
+            assert_eq!(sc["DynamicUser"], true);
+            let platforms =
+                &config["sai"]["builder"]["instances"][machine]["settings"]["platforms"];
+            let want: Vec<&Value> = entry["platforms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| &p["name"])
+                .collect();
+            let got: Vec<&Value> = platforms
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| &p["name"])
+                .collect();
+            assert_eq!(got, want, "{machine}");
+            // Each server's token is delivered from the file the rack names.
+            let credentials = sc["LoadCredential"].as_array().unwrap();
+            for platform in entry["platforms"].as_array().unwrap() {
+                for server in platform["servers"].as_array().unwrap() {
+                    let file = server["token_file"].as_str().unwrap();
+                    assert!(
+                        credentials
+                            .iter()
+                            .any(|c| c.as_str().unwrap().ends_with(&format!(":{file}"))),
+                        "{machine}: {file} not in {credentials:?}"
+                    );
+                }
+            }
+        } else {
+            let unit = if entry
+                .get("config")
+                .and_then(|c| c.get("server_url"))
+                .is_some()
+            {
+                "sai-web"
+            } else {
+                "sai-server"
+            };
+            assert!(
+                units.contains_key(unit),
+                "{machine}: no {unit} in {units:?}"
+            );
+        }
+        // The configs rendered from the rack pass the real `sai validate`.
+        let built = nix
+            .build_unit_configs(&format!("rack machine {machine}: checked configs"), &module)
+            .unwrap_or_else(|e| panic!("{machine}:\n{}", e.stderr));
+        assert!(!built.is_empty());
+    }
+}
+
+#[test]
+fn a_rack_with_an_inline_secret_for_a_nixos_machine_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rack_file = dir.path().join("rack.json");
+    std::fs::write(
+        &rack_file,
+        serde_json::to_vec(&serde_json::json!({
+            "schema": "sai-rack",
+            "name": "lab",
+            "server": {
+                "name": "ci",
+                "runs": "nixos",
+                "config": { "listen": "0.0.0.0:4444", "notification_key": "hunter2" }
+            },
+            "builders": []
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let nix = Nix::new();
+    let err = nix
+        .eval_system(
+            "rack with an inline secret",
+            &format!("({}).ci", rack_hosts_expr(&rack_file)),
+            "config.systemd.services.sai-server.serviceConfig.ExecStart",
+        )
+        .expect_err("an inline secret must be refused");
+    assert!(
+        err.stderr
+            .contains("rack: server \"ci\" config: notification_key is given inline"),
+        "{}",
+        err.stderr
+    );
+
+    std::fs::write(
+        &rack_file,
+        br#"{"schema": "sai-rak", "name": "x", "builders": []}"#,
+    )
+    .unwrap();
+    let err = nix
+        .eval_json(
+            "rack with a wrong marker",
+            &format!("builtins.attrNames ({})", rack_hosts_expr(&rack_file)),
+        )
+        .expect_err("a wrong schema marker must be refused");
+    assert!(
+        err.stderr
+            .contains("rack: schema: expected \"sai-rack\", found \"sai-rak\""),
+        "{}",
+        err.stderr
+    );
+}
