@@ -268,21 +268,49 @@ fn example_rack_nixos_machines_evaluate_to_their_units() {
                 .get(&unit)
                 .unwrap_or_else(|| panic!("{machine}: no {unit} in {units:?}"))["serviceConfig"];
             assert_eq!(sc["DynamicUser"], true);
-            let platforms =
-                &config["sai"]["builder"]["instances"][machine]["settings"]["platforms"];
-            let want: Vec<&Value> = entry["platforms"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| &p["name"])
-                .collect();
-            let got: Vec<&Value> = platforms
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| &p["name"])
-                .collect();
-            assert_eq!(got, want, "{machine}");
+            // The rendered builder config says what the rack entry says.
+            let settings = &config["sai"]["builder"]["instances"][machine]["settings"];
+            assert_eq!(settings["host"], entry["name"], "{machine}");
+            for key in [
+                "step_timeout_secs",
+                "log_limit_bytes",
+                "parallel",
+                "job_retention_secs",
+                "min_free_disk_bytes",
+            ] {
+                if let Some(want) = entry.get(key) {
+                    assert_eq!(&settings[key], want, "{machine}: {key}");
+                }
+            }
+            let got = settings["platforms"].as_array().unwrap();
+            let want = entry["platforms"].as_array().unwrap();
+            let names = |ps: &[Value]| ps.iter().map(|p| p["name"].clone()).collect::<Vec<_>>();
+            assert_eq!(names(got), names(want), "{machine}");
+            for (got, want) in got.iter().zip(want) {
+                let at = format!("{machine}: {}", want["name"]);
+                assert_eq!(
+                    got["instances"],
+                    *want.get("instances").unwrap_or(&Value::from(1)),
+                    "{at}"
+                );
+                let urls = |p: &Value| {
+                    p["servers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s["url"].clone())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(urls(got), urls(want), "{at}");
+                if let Some(limits) = want.get("limits") {
+                    assert_eq!(&got["limits"], limits, "{at}");
+                }
+                if let Some(env) = want.get("env").and_then(Value::as_object) {
+                    for (k, v) in env {
+                        assert_eq!(&got["env"][k], v, "{at}: env {k}");
+                    }
+                }
+            }
             // Each server's token is delivered from the file the rack names.
             let credentials = sc["LoadCredential"].as_array().unwrap();
             for platform in entry["platforms"].as_array().unwrap() {
