@@ -141,7 +141,11 @@ let
         modules.sai-jig
       ];
       networking.hostName = lib.mkDefault entry.name;
-      warnings = lib.optional (entry ? home) "rack: ${where}: home is not used on NixOS; the builder's home is its state directory.";
+      warnings =
+        lib.optional (entry ? home) "rack: ${where}: home is not used on NixOS; the builder's home is its state directory."
+        ++ map (url: "rack: ${where}: the token_file of ${url} (${tokenFileOf url}) is a systemd credentials path; give the file on the machine: the module hands it to the unit as a credential.") (
+          lib.filter (url: lib.hasPrefix "/run/credentials/" (tokenFileOf url)) urls
+        );
       services.sai.builder.instances.${entry.name} = {
         host = entry.name;
         servers = builtins.listToAttrs (

@@ -40,6 +40,11 @@ pkgs.testers.nixosTest {
           exportAll = true;
         };
         networking.firewall.allowedTCPPorts = [ 9418 ];
+        # The repository is root's; git-daemon (user git) serves it too.
+        programs.git = {
+          enable = true;
+          config.safe.directory = "*";
+        };
         environment.systemPackages = with pkgs; [
           git
           curl

@@ -111,6 +111,11 @@ fn offline_flake_args(extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// The repository as a git flake: only tracked files, never target/.
+fn this_flake(attr: &str) -> String {
+    format!("git+file://{}{attr}", repo_root().display())
+}
+
 fn flake(nix: &Nix, what: &str, args: &[&str]) -> String {
     let args = offline_flake_args(args);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -124,7 +129,7 @@ fn flake_outputs_that_need_no_packages_evaluate_offline() {
     flake(
         &nix,
         "nix flake check --no-build",
-        &["flake", "check", "--no-build", "."],
+        &["flake", "check", "--no-build", &this_flake("")],
     );
     let modules: Value = serde_json::from_str(&flake(
         &nix,
@@ -132,7 +137,7 @@ fn flake_outputs_that_need_no_packages_evaluate_offline() {
         &[
             "eval",
             "--json",
-            ".#nixosModules",
+            &this_flake("#nixosModules"),
             "--apply",
             "builtins.attrNames",
         ],
@@ -154,7 +159,7 @@ fn flake_outputs_that_need_no_packages_evaluate_offline() {
         "nix eval overlays.default",
         &[
             "eval",
-            ".#overlays.default",
+            &this_flake("#overlays.default"),
             "--apply",
             "builtins.isFunction",
         ],
@@ -168,7 +173,7 @@ fn flake_outputs_that_need_no_packages_evaluate_offline() {
         &[
             "eval",
             "--json",
-            ".#nixosModules",
+            &this_flake("#nixosModules"),
             "--apply",
             &format!(
                 "modules: let lib = import {}/lib; in builtins.attrNames (lib.evalModules {{ modules = [ modules.default {{ _module.check = false; }} ]; }}).options.services.sai",
@@ -243,7 +248,7 @@ fn example_rack_nixos_machines_evaluate_to_their_units() {
         &[
             "eval",
             "--json",
-            ".#lib.rackHostModules",
+            &this_flake("#lib.rackHostModules"),
             "--apply",
             &format!("f: builtins.attrNames (f {})", rack_file.display()),
             "--impure",
@@ -258,7 +263,7 @@ fn example_rack_nixos_machines_evaluate_to_their_units() {
             .eval_system(
                 &format!("rack machine {machine}"),
                 &module,
-                "{ inherit (config) systemd; inherit (config.services) sai; }",
+                "{ inherit (config) systemd warnings; inherit (config.services) sai; }",
             )
             .unwrap_or_else(|e| panic!("{machine}:\n{}", e.stderr));
         let units = config["systemd"]["services"].as_object().unwrap();
@@ -322,6 +327,14 @@ fn example_rack_nixos_machines_evaluate_to_their_units() {
                             .any(|c| c.as_str().unwrap().ends_with(&format!(":{file}"))),
                         "{machine}: {file} not in {credentials:?}"
                     );
+                    // A credentials path is not a file on the machine.
+                    if file.starts_with("/run/credentials/") {
+                        let warnings = config["warnings"].as_array().unwrap();
+                        assert!(
+                            warnings.iter().any(|w| w.as_str().unwrap().contains(file)),
+                            "{machine}: no warning about {file}: {warnings:?}"
+                        );
+                    }
                 }
             }
         } else {
@@ -398,4 +411,83 @@ fn a_rack_with_an_inline_secret_for_a_nixos_machine_is_refused() {
         "{}",
         err.stderr
     );
+}
+
+/// The VM tests need real nixpkgs to run; here each one is evaluated with
+/// `testers.nixosTest` standing in as the identity, and its test script
+/// (with the Nix values interpolated) must be Python that parses and names
+/// only machines the test declares.
+#[test]
+fn vm_test_files_evaluate_and_their_scripts_are_python() {
+    let tests_dir = repo_root().join("nix/tests");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&tests_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nix"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no VM tests in {}", tests_dir.display());
+    let python = require(
+        "python3",
+        "install python3-minimal (scripts/ci/packages/nix.list)",
+    );
+    let nix = Nix::new();
+    for file in files {
+        let expr = format!(
+            "let
+               test = import {file} {{
+                 self.nixosModules.default = {{ }};
+                 pkgs = {{
+                   testers.nixosTest = t: t;
+                   writeText = name: text: builtins.toFile name text;
+                 }};
+               }};
+             in {{ inherit (test) name testScript; nodes = builtins.attrNames test.nodes; }}",
+            file = file.display()
+        );
+        let test = nix
+            .eval_json(&format!("VM test {}", file.display()), &expr)
+            .unwrap_or_else(|e| panic!("{}:\n{}", file.display(), e.stderr));
+        let script = test["testScript"].as_str().unwrap();
+        let check = "import ast, sys\n\
+                     tree = ast.parse(sys.stdin.read())\n\
+                     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}\n\
+                     print(' '.join(sorted(names)))";
+        let mut child = Command::new(&python)
+            .args(["-c", check])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: the test script is not Python:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let names = String::from_utf8_lossy(&out.stdout);
+        let nodes: Vec<&str> = test["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        for node in &nodes {
+            assert!(
+                names.split_whitespace().any(|n| n == *node),
+                "{}: machine {node} is declared but never used",
+                file.display()
+            );
+        }
+        assert!(script.contains("start_all()"), "{}", file.display());
+    }
 }

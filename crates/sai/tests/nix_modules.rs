@@ -419,7 +419,7 @@ fn each_builder_instance_gets_its_own_unit_with_only_what_steps_need() {
             sc["ExecStart"]
                 .as_str()
                 .unwrap()
-                .contains(&format!("/bin/sai-builder --config /nix/store/")),
+                .contains("/bin/sai-builder --config /nix/store/"),
             "{sc}"
         );
         // JITs and sanitizers in build steps; still no privileged syscalls.
