@@ -23,6 +23,16 @@ let
         description = "Websocket URL of the server's builder endpoint.";
       };
       tokenFile = sai.secretOption "File holding the token this builder presents to the server (`sai-server token builder ...`).";
+      caFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        description = "PEM file of the CA that signed a `wss://` server's certificate (a private CA); null trusts the system roots.";
+      };
+      insecure = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Allow a plain `ws://` URL to a host that is not loopback (token and logs cross the network unencrypted).";
+      };
     };
   };
 
@@ -136,10 +146,16 @@ let
                 name = platformName;
                 inherit (platform) instances;
                 servers = map
-                  (server: {
-                    inherit (config.servers.${server}) url;
-                    token_file = sai.credentialPath (unitOf name) (tokenId server);
-                  })
+                  (server:
+                    let
+                      s = config.servers.${server};
+                    in
+                    {
+                      inherit (s) url;
+                      token_file = sai.credentialPath (unitOf name) (tokenId server);
+                    }
+                    // lib.optionalAttrs (s.caFile != null) { ca_file = toString s.caFile; }
+                    // lib.optionalAttrs s.insecure { insecure = true; })
                   platform.servers;
                 env = {
                   PATH = lib.makeBinPath config.path;

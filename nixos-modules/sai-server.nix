@@ -17,6 +17,8 @@ let
   # Secrets as credential id -> source file.
   credentials =
     lib.optionalAttrs (cfg.notificationKeyFile != null) { notification-key = cfg.notificationKeyFile; }
+    // lib.optionalAttrs (cfg.tls.certificateChainFile != null) { tls-chain = cfg.tls.certificateChainFile; }
+    // lib.optionalAttrs (cfg.tls.privateKeyFile != null) { tls-key = cfg.tls.privateKeyFile; }
     // lib.optionalAttrs (cfg.tokenKeyFile != null) { token-key = cfg.tokenKeyFile; }
     // lib.mapAttrs' (name: project: lib.nameValuePair (projectKeyId name) project.notificationKeyFile) (
       lib.filterAttrs (_: project: project.notificationKeyFile != null) cfg.projects
@@ -76,6 +78,11 @@ in
       on first start.
     '';
 
+    tls = {
+      certificateChainFile = sai.secretOption "PEM certificate chain for serving HTTPS and `wss://` itself (`tls.certificate_chain_file`); null serves plain HTTP, e.g. behind a TLS reverse proxy.";
+      privateKeyFile = sai.secretOption "PEM private key of that certificate (`tls.private_key_file`).";
+    };
+
     projects = mkOption {
       type = types.attrsOf (
         types.submodule {
@@ -111,6 +118,8 @@ in
     assertions =
       sai.secretAssertions "services.sai.server.notificationKeyFile" cfg.notificationKeyFile
       ++ sai.secretAssertions "services.sai.server.tokenKeyFile" cfg.tokenKeyFile
+      ++ sai.secretAssertions "services.sai.server.tls.certificateChainFile" cfg.tls.certificateChainFile
+      ++ sai.secretAssertions "services.sai.server.tls.privateKeyFile" cfg.tls.privateKeyFile
       ++ lib.concatLists (
         lib.mapAttrsToList
           (
@@ -119,6 +128,10 @@ in
           cfg.projects
       )
       ++ [
+        {
+          assertion = (cfg.tls.certificateChainFile == null) == (cfg.tls.privateKeyFile == null);
+          message = "services.sai.server.tls: set both certificateChainFile and privateKeyFile, or neither.";
+        }
         {
           assertion = hasGlobalKey || projectsWithoutKey == [ ];
           message = ''
@@ -137,6 +150,10 @@ in
       data_dir = cfg.dataDir;
       notification_key_file = lib.mkIf (cfg.notificationKeyFile != null) (credential "notification-key");
       token_key_file = lib.mkIf (cfg.tokenKeyFile != null) (credential "token-key");
+      tls = lib.mkIf (cfg.tls.certificateChainFile != null) {
+        certificate_chain_file = credential "tls-chain";
+        private_key_file = credential "tls-key";
+      };
       projects = lib.mkIf (cfg.projects != { }) (
         lib.mapAttrsToList
           (

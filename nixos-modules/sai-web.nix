@@ -16,7 +16,8 @@ let
 
   credentials =
     lib.optionalAttrs (cfg.sessionKeyFile != null) { session-key = cfg.sessionKeyFile; }
-    // lib.optionalAttrs (cfg.usersFile != null) { users = cfg.usersFile; };
+    // lib.optionalAttrs (cfg.usersFile != null) { users = cfg.usersFile; }
+    // lib.optionalAttrs (cfg.serverTokenFile != null) { server-token = cfg.serverTokenFile; };
 
   checkedConfigFile = sai.checkedConfig {
     inherit pkgs;
@@ -82,6 +83,8 @@ in
       keeps it in its state directory (`${stateDir}/session.key`).
     '';
 
+    serverTokenFile = sai.secretOption "File holding the service token sai-web presents to sai-server for signed-in users (`sai-server token service --name sai-web`).";
+
     usersFile = sai.secretOption "File of users who may sign in, one `name:<argon2 PHC hash>` per line.";
 
     settings = sai.settingsOption {
@@ -102,6 +105,7 @@ in
     assertions =
       sai.secretAssertions "services.sai.web.sessionKeyFile" cfg.sessionKeyFile
       ++ sai.secretAssertions "services.sai.web.usersFile" cfg.usersFile
+      ++ sai.secretAssertions "services.sai.web.serverTokenFile" cfg.serverTokenFile
       ++ [
         {
           assertion = cfg.serverUrl != "";
@@ -116,6 +120,7 @@ in
       public_url = lib.mkIf (cfg.publicUrl != null) cfg.publicUrl;
       session_key_file = if cfg.sessionKeyFile != null then credential "session-key" else "${stateDir}/session.key";
       users_file = lib.mkIf (cfg.usersFile != null) (credential "users");
+      server_token_file = lib.mkIf (cfg.serverTokenFile != null) (credential "server-token");
     };
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];

@@ -541,3 +541,86 @@ fn web_shows_the_local_server_unless_told_otherwise() {
             .all(|u| u != "sai-server.service")
     );
 }
+
+/// Settings for TLS and service tokens (read by sai-server, sai-builder and
+/// sai-web once those features are in): secrets still go through
+/// credentials, public files and flags are passed as written.
+#[test]
+fn tls_files_and_service_tokens_are_credentials_too() {
+    let nix = Nix::new();
+    let config = nix
+        .eval_system(
+            "tls and service token options",
+            r#"{
+              services.sai.server = {
+                enable = true;
+                notificationKeyFile = "/run/keys/hook";
+                tls.certificateChainFile = "/var/lib/acme/ci/fullchain.pem";
+                tls.privateKeyFile = "/var/lib/acme/ci/key.pem";
+              };
+              services.sai.web = { enable = true; serverTokenFile = "/run/keys/web-service.token"; };
+              services.sai.builder.instances.x = {
+                servers.lan = { url = "ws://192.0.2.1:4444/builder"; tokenFile = "/run/keys/t"; insecure = true; };
+                servers.wan = { url = "wss://ci.example.org/builder"; tokenFile = "/run/keys/u"; caFile = "/etc/ssl/lab-ca.pem"; };
+                platforms."linux-nixos/x86_64/gcc" = { };
+              };
+            }"#,
+            "{ inherit (config.services.sai.server) settings; web = config.services.sai.web.settings; builder = config.services.sai.builder.instances.x.settings; units = config.systemd.services; }",
+        )
+        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    assert_eq!(
+        config["settings"]["tls"],
+        serde_json::json!({
+            "certificate_chain_file": "/run/credentials/sai-server.service/tls-chain",
+            "private_key_file": "/run/credentials/sai-server.service/tls-key",
+        })
+    );
+    assert_eq!(
+        strings(&config["units"]["sai-server"]["serviceConfig"]["LoadCredential"]),
+        [
+            "notification-key:/run/keys/hook",
+            "tls-chain:/var/lib/acme/ci/fullchain.pem",
+            "tls-key:/var/lib/acme/ci/key.pem",
+        ]
+    );
+    assert_eq!(
+        config["web"]["server_token_file"],
+        "/run/credentials/sai-web.service/server-token"
+    );
+    assert!(
+        strings(&config["units"]["sai-web"]["serviceConfig"]["LoadCredential"])
+            .contains(&"server-token:/run/keys/web-service.token".to_string())
+    );
+    let servers = &config["builder"]["platforms"][0]["servers"];
+    assert_eq!(servers[0]["insecure"], true);
+    assert!(servers[0].get("ca_file").is_none(), "{servers}");
+    assert_eq!(servers[1]["ca_file"], "/etc/ssl/lab-ca.pem");
+    assert!(servers[1].get("insecure").is_none(), "{servers}");
+
+    let err = nix
+        .eval_system(
+            "half a TLS setup",
+            r#"{ services.sai.server = { enable = true; tls.privateKeyFile = "/run/keys/k"; }; }"#,
+            "config.systemd.services.sai-server.serviceConfig.ExecStart",
+        )
+        .expect_err("a key without a certificate must be refused");
+    assert!(
+        err.stderr
+            .contains("services.sai.server.tls: set both certificateChainFile and privateKeyFile"),
+        "{}",
+        err.stderr
+    );
+    let err = nix
+        .eval_system(
+            "a TLS key in the store",
+            r#"{ services.sai.server = { enable = true; tls.certificateChainFile = "/etc/c"; tls.privateKeyFile = "/nix/store/00000000000000000000000000000000-key.pem"; }; }"#,
+            "config.systemd.services.sai-server.serviceConfig.ExecStart",
+        )
+        .expect_err("a key in the store must be refused");
+    assert!(
+        err.stderr
+            .contains("services.sai.server.tls.privateKeyFile is \"/nix/store/"),
+        "{}",
+        err.stderr
+    );
+}
