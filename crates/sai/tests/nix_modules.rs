@@ -624,3 +624,35 @@ fn tls_files_and_service_tokens_are_credentials_too() {
         err.stderr
     );
 }
+
+#[test]
+fn a_hand_written_config_file_is_checked_too() {
+    let nix = Nix::new();
+    let example = nix_harness::repo_root().join("examples/server.conf");
+    let module = format!(
+        r#"{{ services.sai.server = {{ enable = true; configFile = {}; }}; }}"#,
+        example.display()
+    );
+    let built = nix
+        .build_unit_configs("build a hand-written server.conf", &module)
+        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    assert_eq!(built.len(), 1);
+    assert_eq!(
+        std::fs::read(&built[0].1).unwrap(),
+        std::fs::read(&example).unwrap(),
+        "the unit must read the file as written"
+    );
+
+    let err = nix
+        .build_unit_configs(
+            "build a hand-written config with a typo",
+            r#"{ services.sai.server = { enable = true; configFile = builtins.toFile "server.conf" "{\n  \"listne\": \"0.0.0.0:1\"\n}\n"; }; }"#,
+        )
+        .expect_err("a typo in a hand-written file must fail the build");
+    assert!(
+        err.stderr
+            .contains("-server.conf:2:3: unknown field `listne`"),
+        "{}",
+        err.stderr
+    );
+}
