@@ -206,3 +206,29 @@ impl Nix {
         Ok(names.into_iter().zip(paths).collect())
     }
 }
+
+impl Drop for Nix {
+    /// Store paths are read-only; make them writable so the temp dir can go
+    /// (root ignores the modes, other users do not).
+    fn drop(&mut self) {
+        fn writable(path: &Path) {
+            use std::os::unix::fs::PermissionsExt;
+            let Ok(meta) = std::fs::symlink_metadata(path) else {
+                return;
+            };
+            if meta.file_type().is_symlink() {
+                return;
+            }
+            let mode = meta.permissions().mode() | 0o200;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+            if meta.is_dir()
+                && let Ok(entries) = std::fs::read_dir(path)
+            {
+                for entry in entries.flatten() {
+                    writable(&entry.path());
+                }
+            }
+        }
+        writable(&self.store);
+    }
+}
