@@ -21,7 +21,7 @@ let
   splitListen =
     where: listen:
     let
-      m = builtins.match "\\[([^]]*)\\]:([0-9]+)|([^:]*):([0-9]+)" listen;
+      m = builtins.match "[[]([^][]*)[]]:([0-9]+)|([^:]*):([0-9]+)" listen;
     in
     if m == null then
       fail where "listen \"${listen}\" is not address:port"

@@ -491,3 +491,147 @@ fn vm_test_files_evaluate_and_their_scripts_are_python() {
         assert!(script.contains("start_all()"), "{}", file.display());
     }
 }
+
+/// Server, web UI and a builder with boards and a jig, all on one NixOS
+/// machine of a rack: every daemon's unit, secrets split out of the rack's
+/// settings into credentials, and configs that pass the real `sai validate`.
+#[test]
+fn a_rack_machine_running_every_daemon_evaluates_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let rack_file = dir.path().join("rack.json");
+    let rack = serde_json::json!({
+        "schema": "sai-rack",
+        "name": "lab",
+        "server": {
+            "name": "ci", "runs": "nixos",
+            "config": {
+                "listen": "[::]:4444",
+                "data_dir": "/var/lib/sai-server",
+                "notification_key_file": "/etc/sai/server/notification-key",
+                "projects": [{"name": "sai"}, {"name": "lws", "notification_key_file": "/etc/sai/lws.key"}],
+                "token_key_file": "/var/lib/sai-server/token.key",
+                "dispatch_grace_ms": 2000
+            }
+        },
+        "web": {
+            "name": "ci", "runs": "nixos",
+            "config": {
+                "listen": "127.0.0.1:8081",
+                "server_url": "http://127.0.0.1:4444",
+                "users_file": "/etc/sai/web/users",
+                "session_key_file": "/var/lib/sai-web/session.key",
+                "session_lifetime_secs": 3600
+            }
+        },
+        "builders": [{
+            "name": "ci", "runs": "nixos", "arch": "x86_64",
+            "parallel": 4,
+            "platforms": [{
+                "name": "linux-nixos/x86_64-amd/gcc",
+                "instances": 2,
+                "servers": [{"url": "ws://127.0.0.1:4444/builder", "token_file": "/etc/sai/builder/token"}]
+            }],
+            "devices": [{
+                "name": "esp32-1", "type": "esp32",
+                "ttys": [{"name": "console", "tty": "/dev/ttyUSB0", "rate": 115200}]
+            }],
+            "jig": {
+                "listen": "0.0.0.0:44000",
+                "token_file": "/etc/sai/jig/token",
+                "targets": [{
+                    "name": "esp32-1",
+                    "gpios": [{"name": "nReset", "chip": "gpiochip0", "offset": 17, "safe": 1}],
+                    "sequences": [{"name": "reset", "seq": [{"gpio": "nReset", "value": 0}, {"wait_ms": 100}, {"gpio": "nReset", "value": 1}]}]
+                }]
+            }
+        }]
+    });
+    std::fs::write(&rack_file, serde_json::to_vec_pretty(&rack).unwrap()).unwrap();
+    let nix = Nix::new();
+    let module = format!("({}).ci", rack_hosts_expr(&rack_file));
+    let config = nix
+        .eval_system(
+            "rack machine with every daemon",
+            &module,
+            "{ inherit (config) systemd; inherit (config.services) sai udev; etc = builtins.attrNames config.environment.etc; }",
+        )
+        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    let units: Vec<&String> = config["systemd"]["services"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        units,
+        ["sai-builder-ci", "sai-jig", "sai-server", "sai-web"]
+    );
+    let credentials = |unit: &str| -> Vec<String> {
+        config["systemd"]["services"][unit]["serviceConfig"]["LoadCredential"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        credentials("sai-server"),
+        [
+            "notification-key:/etc/sai/server/notification-key",
+            "project-lws-notification-key:/etc/sai/lws.key",
+        ]
+    );
+    assert_eq!(credentials("sai-web"), ["users:/etc/sai/web/users"]);
+    assert_eq!(
+        credentials("sai-builder-ci"),
+        ["server0-token:/etc/sai/builder/token"]
+    );
+    assert_eq!(credentials("sai-jig"), ["token:/etc/sai/jig/token"]);
+    let server = &config["sai"]["server"];
+    assert_eq!(server["address"], "::");
+    assert_eq!(server["port"], 4444);
+    assert_eq!(server["settings"]["dispatch_grace_ms"], 2000);
+    assert_eq!(
+        server["settings"]["token_key_file"],
+        "/var/lib/sai-server/token.key"
+    );
+    assert_eq!(
+        config["sai"]["web"]["settings"]["session_lifetime_secs"],
+        3600
+    );
+    assert_eq!(
+        config["sai"]["builder"]["instances"]["ci"]["settings"]["parallel"],
+        4
+    );
+    assert!(
+        config["udev"]["extraRules"]
+            .as_str()
+            .unwrap()
+            .contains(r#"SUBSYSTEM=="tty", KERNEL=="ttyUSB0", GROUP="sai-devices", MODE="0660""#),
+        "{}",
+        config["udev"]
+    );
+    // The builder may use the board declared beside it.
+    assert_eq!(
+        config["systemd"]["services"]["sai-builder-ci"]["serviceConfig"]["SupplementaryGroups"],
+        serde_json::json!(["sai-devices"])
+    );
+    assert!(
+        config["etc"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("sai/devices/conf"))
+    );
+
+    let built = nix
+        .build_unit_configs("rack machine with every daemon: checked configs", &module)
+        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    assert_eq!(built.len(), 4);
+    nix.build(
+        "rack machine: checked sai-device config",
+        &format!(
+            "let config = {}; in config.environment.etc.\"sai/devices/conf\".source",
+            nix.system(&module)
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{}", e.stderr));
+}
