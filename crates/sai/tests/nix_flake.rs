@@ -233,7 +233,13 @@ fn rack_hosts_expr(rack_file: &Path) -> String {
 #[test]
 fn example_rack_nixos_machines_evaluate_to_their_units() {
     let rack_file = repo_root().join("examples/rack.json");
-    let rack: Value = serde_json::from_slice(&std::fs::read(&rack_file).unwrap()).unwrap();
+    let bytes = std::fs::read(&rack_file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the example rack is defined with the sai-rack config kind)",
+            rack_file.display()
+        )
+    });
+    let rack: Value = serde_json::from_slice(&bytes).unwrap();
     let entries = nixos_entries(&rack);
     assert!(!entries.is_empty(), "the example rack has no NixOS machine");
     let nix = Nix::new();
