@@ -218,10 +218,11 @@ let
             "AF_UNIX"
             "AF_NETLINK"
           ];
-          # Sanitizers stop the world with ptrace, tar/cp -p chown to the
-          # own uid, test suites set rlimits: keep @debug, @chown and
-          # @resources; refuse the rest of @privileged and what a build
-          # never needs.
+          # Sanitizers stop the world with ptrace (@debug), tar and cp -p
+          # chown to the own uid (@chown), test suites set rlimits
+          # (@resources): allowed. The rest of @privileged can do nothing
+          # without capabilities and with NoNewPrivileges; what a build
+          # never needs is refused outright.
           SystemCallFilter = lib.mkForce [
             "@system-service"
             "~@clock @cpu-emulation @module @mount @obsolete @raw-io @reboot @swap"
