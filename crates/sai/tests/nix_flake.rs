@@ -165,6 +165,15 @@ fn flake_outputs_that_need_no_packages_evaluate_offline() {
         ],
     );
     assert_eq!(overlay.trim(), "true");
+    // Without a package set the per-system outputs are empty, not broken.
+    for output in ["packages", "checks", "devShells", "formatter"] {
+        let value = flake(
+            &nix,
+            &format!("nix eval {output}"),
+            &["eval", "--json", &this_flake(&format!("#{output}"))],
+        );
+        assert_eq!(value.trim(), "{}", "{output}");
+    }
     // Each module declares its options when imported by the real module
     // system, with the flake's package default in place.
     let options = flake(
