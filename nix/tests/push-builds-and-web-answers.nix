@@ -21,7 +21,10 @@ pkgs.testers.nixosTest {
       {
         imports = [ self.nixosModules.default ];
         # A test secret; real ones never come from the store.
-        systemd.tmpfiles.rules = [ "f /run/keys/sai-hook-key 0600 root root - vm-test-hook-secret" ];
+        systemd.tmpfiles.rules = [
+          "f /run/keys/sai-hook-key 0600 root root - vm-test-hook-secret"
+          "d /srv/git 0755 root root -"
+        ];
         services.sai.server = {
           enable = true;
           address = "0.0.0.0";
@@ -108,7 +111,7 @@ pkgs.testers.nixosTest {
         task = server.succeed(
             f"curl -sf http://127.0.0.1:4444/api/events/{event} | jq -er '.tasks[0].id'"
         ).strip()
-        log = server.succeed(f"curl -sf http://127.0.0.1:4444/api/tasks/{task}/log")
+        log = server.succeed(f"curl -sf 'http://127.0.0.1:4444/api/tasks/{task}/log?format=raw'")
         assert "built-by-sai" in log, log
 
     with subtest("the web UI answers"):
