@@ -21,6 +21,7 @@ pub fn setup_hook(
     url: &str,
     secret: &Path,
     project: &str,
+    data: &Path,
 ) -> Result<String> {
     let hooks_rel = git(&repo.root, &["rev-parse", "--git-path", "hooks"])?;
     let hooks = if Path::new(&hooks_rel).is_absolute() {
@@ -33,13 +34,7 @@ pub fn setup_hook(
     let ours = existing
         .as_deref()
         .is_some_and(|t| t == HOOK_POST_RECEIVE || t.contains("sai-notify"));
-    let fetch_url = repo.root.display().to_string();
-    let config = [
-        ("sai.url", url.to_string()),
-        ("sai.secretFile", secret.display().to_string()),
-        ("sai.project", project.to_string()),
-        ("sai.fetchUrl", fetch_url),
-    ];
+    let config = git_config(repo, url, secret, project, data);
     let install = !args.no_install_hook && (existing.is_none() || ours || args.install_hook);
     if !install {
         let mut s = format!(
@@ -73,13 +68,46 @@ pub fn setup_hook(
     }
     write_exec(&hooks.join("sai-notify"), HOOK_SAI_NOTIFY)?;
     write_exec(&hook, HOOK_POST_RECEIVE)?;
-    for (k, v) in &config {
-        git(&repo.root, &["config", k, v])?;
-    }
+    write_git_config(repo, url, secret, project, data)?;
     Ok(format!(
         "hook installed: {} (+ sai-notify), git config sai.url={url}",
         hook.display()
     ))
+}
+
+/// The `sai.*` git config the hook and `sai notify` read.
+fn git_config(
+    repo: &Repo,
+    url: &str,
+    secret: &Path,
+    project: &str,
+    data: &Path,
+) -> [(&'static str, String); 5] {
+    [
+        ("sai.url", url.to_string()),
+        ("sai.secretFile", secret.display().to_string()),
+        ("sai.project", project.to_string()),
+        ("sai.fetchUrl", repo.root.display().to_string()),
+        (
+            "sai.tokenFile",
+            data.join("user.token").display().to_string(),
+        ),
+    ]
+}
+
+/// Write the `sai.*` git config into `repo`, so that its hook and
+/// `sai notify` there reach this server.
+pub fn write_git_config(
+    repo: &Repo,
+    url: &str,
+    secret: &Path,
+    project: &str,
+    data: &Path,
+) -> Result<()> {
+    for (k, v) in git_config(repo, url, secret, project, data) {
+        git(&repo.root, &["config", k, &v])?;
+    }
+    Ok(())
 }
 
 /// A data dir inside the work tree goes into `.git/info/exclude`, so that

@@ -23,14 +23,24 @@
 //! | `configs` | the generated server and builder configs |
 //! | `hook_install` | the repository's post-receive hook and `sai.*` git config |
 //! | `processes` | running and stopping the two daemons |
+//! | `demo` | the demo project built when no repository is given |
+//! | `watch` | the live summary: progress, unrunnable tasks, results |
+//! | `output` | stdout: message lines and the live progress block |
+//!
+//! Which repository is built: the one `--repo` names; without `--repo`, the
+//! demo project (also inside a repository that has a `.sai.json`, so that
+//! typing `sai up` never hooks up or builds a repository by surprise: that
+//! repository is named with `--repo .`).
 
 mod configs;
+mod demo;
 mod hook_install;
+mod output;
 mod platform;
 mod processes;
 mod secrets;
+mod watch;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,7 +50,8 @@ use sai_core::platform::{Platform, tuple_matches};
 use sai_server::auth::{TokenKeys, TokenKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::notify::{Notification, Repo, describe_reply, read_secret};
+use crate::notify::{Notification, Repo, describe_reply, read_secret, rebuild_event};
+pub use output::say;
 use processes::{Daemons, dialable};
 
 pub use platform::detect_platform;
@@ -72,10 +83,11 @@ pub struct UpArgs {
     /// How many tasks the local builder runs at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub instances: u32,
-    /// Repository to hook up and build (default: the current directory's).
+    /// Repository to hook up and build, e.g. `--repo .` (default: none; a
+    /// demo project under the data dir is built instead).
     #[arg(long, value_name = "DIR", conflicts_with = "no_repo")]
     pub repo: Option<PathBuf>,
-    /// Do not touch any repository: just run server and builder.
+    /// Do not build anything, not even the demo: just run server and builder.
     #[arg(long)]
     pub no_repo: bool,
     /// Install the post-receive hook even over an existing, foreign hook
@@ -98,10 +110,14 @@ pub struct UpArgs {
     pub project: Option<String>,
 }
 
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "sai up: {line}");
-    let _ = out.flush();
+/// What `sai up` builds.
+enum Target {
+    /// Nothing (`--no-repo`).
+    Nothing,
+    /// The demo project under the data dir.
+    Demo,
+    /// The repository `--repo` names.
+    Repo(Repo),
 }
 
 /// `sai up`.
@@ -119,25 +135,30 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         None => detect_platform(),
     };
     Platform::parse(&platform).map_err(|e| anyhow::anyhow!("platform {platform:?}: {e}"))?;
-    let repo = if args.no_repo {
-        None
-    } else {
-        let dir = args.repo.clone().unwrap_or_else(|| PathBuf::from("."));
-        match Repo::open(&dir) {
-            Ok(r) => Some(r),
-            Err(e) if args.repo.is_some() => return Err(e),
-            Err(_) => {
-                say(
-                    "the current directory is not in a git repository: no hook, nothing queued (use --repo DIR)",
-                );
-                None
-            }
-        }
+    let target = match (&args.repo, args.no_repo) {
+        (_, true) => Target::Nothing,
+        (Some(dir), false) => Target::Repo(Repo::open(dir)?),
+        (None, false) => Target::Demo,
     };
 
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating {}", args.data.display()))?;
     let data = std::fs::canonicalize(&args.data)?;
+    if let Target::Demo = target
+        && let Ok(here) = Repo::open(Path::new("."))
+    {
+        if let Err(e) = hook_install::exclude_data_dir(&here, &data) {
+            tracing::warn!("could not add the data dir to .git/info/exclude: {e:#}");
+        }
+        if here.saifile_at("HEAD").ok().flatten().is_some() {
+            say(&format!(
+                "{} has a .sai.json: to hook it up and build it, run `sai up --repo {}`; \
+                 building the demo project instead",
+                here.root.display(),
+                here.root.display()
+            ));
+        }
+    }
     let secret = secrets::ensure_hook_secret(&data)?;
     let server_config = configs::server_config(&data, &args.listen)?;
     let settings = sai_server::Settings::resolve(server_config, &data)?;
@@ -161,7 +182,7 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
     )?;
 
     let rt = tokio::runtime::Runtime::new()?;
-    let result = rt.block_on(serve(args, platform, data, settings, secret, repo));
+    let result = rt.block_on(serve(args, platform, data, settings, secret, target));
     rt.shutdown_timeout(Duration::from_secs(5));
     result
 }
@@ -172,7 +193,7 @@ async fn serve(
     data: PathBuf,
     settings: sai_server::Settings,
     secret: PathBuf,
-    repo: Option<Repo>,
+    target: Target,
 ) -> Result<ExitCode> {
     let listener = sai_server::bind(&settings.config.listen).await?;
     let addr = dialable(listener.local_addr()?);
@@ -198,7 +219,42 @@ async fn serve(
         data.join("user.token").display()
     ));
 
-    if let Some(repo) = &repo {
+    let user_token = std::fs::read_to_string(data.join("user.token"))
+        .ok()
+        .map(|t| t.trim().to_string());
+    let watcher = tokio::spawn(watch::Watch::new(&url, &platform, user_token.clone()).run());
+
+    if let Target::Demo = target {
+        let repo = demo::ensure(&data, &platform)?;
+        hook_install::write_git_config(&repo, &url, &secret, demo::PROJECT, &data)?;
+        say(&format!(
+            "building the demo project {} (no --repo given): {}",
+            repo.root.display(),
+            demo::CONFIGURATIONS
+                .iter()
+                .map(|(c, what)| format!("{c}: {what}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+        if !args.no_queue {
+            queue(
+                &args,
+                &repo,
+                demo::PROJECT,
+                &url,
+                &secret,
+                user_token.as_deref(),
+            )
+            .await;
+        }
+        say(&format!(
+            "to build your own repository: sai up --repo DIR (its .sai.json: see docs/saifile.md); \
+             to build the demo again: edit and commit in {}, then `sai notify --repo {}`",
+            repo.root.display(),
+            repo.root.display()
+        ));
+    }
+    if let Target::Repo(repo) = &target {
         let project = args
             .project
             .clone()
@@ -206,12 +262,12 @@ async fn serve(
         if let Err(e) = hook_install::exclude_data_dir(repo, &data) {
             tracing::warn!("could not add the data dir to .git/info/exclude: {e:#}");
         }
-        match hook_install::setup_hook(&args, repo, &url, &secret, &project) {
+        match hook_install::setup_hook(&args, repo, &url, &secret, &project, &data) {
             Ok(s) => say(&s),
             Err(e) => say(&format!("could not install the hook: {e:#}")),
         }
         if !args.no_queue {
-            queue(&args, repo, &project, &url, &secret).await;
+            queue(&args, repo, &project, &url, &secret, None).await;
         }
         say(&format!(
             "to build again: push into {} (its post-receive hook notifies Sai), or run\n    \
@@ -222,10 +278,21 @@ async fn serve(
         ));
     }
     say("running; Ctrl-C to stop");
-    daemons.run_until_stopped().await?.into_result()
+    let stopped = daemons.run_until_stopped().await;
+    watcher.abort();
+    stopped?.into_result()
 }
 
-async fn queue(args: &UpArgs, repo: &Repo, project: &str, url: &str, secret: &Path) {
+/// Queue the build of `repo`'s HEAD (or `--ref`); with `rebuild_token`, a
+/// commit queued before is built again.
+async fn queue(
+    args: &UpArgs,
+    repo: &Repo,
+    project: &str,
+    url: &str,
+    secret: &Path,
+    rebuild_token: Option<&str>,
+) {
     let n = match Notification::from_repo(repo, args.git_ref.as_deref(), None, Some(project), None)
     {
         Ok(Some(n)) => n,
@@ -248,8 +315,20 @@ async fn queue(args: &UpArgs, repo: &Repo, project: &str, url: &str, secret: &Pa
             return;
         }
     };
-    match n.send(url, &key).await {
-        Ok(reply) => say(&describe_reply(&n, url, &reply)),
-        Err(e) => say(&format!("queueing {} failed: {e:#}", n.git_ref)),
+    let reply = match n.send(url, &key).await {
+        Ok(reply) => reply,
+        Err(e) => return say(&format!("queueing {} failed: {e:#}", n.git_ref)),
+    };
+    if let (Some(token), true, Some(id)) = (
+        rebuild_token,
+        reply["duplicate"] == true,
+        reply["event_id"].as_str(),
+    ) {
+        match rebuild_event(url, token, id).await {
+            Ok(line) => say(&line),
+            Err(e) => say(&format!("building event {id} again failed: {e:#}")),
+        }
+        return;
     }
+    say(&describe_reply(&n, url, &reply));
 }

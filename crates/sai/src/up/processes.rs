@@ -10,7 +10,7 @@ use sai_core::config::builder::BuilderConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::say;
+use super::output::say;
 
 /// The running server and builder.
 pub struct Daemons {
