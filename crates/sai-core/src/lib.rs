@@ -5,6 +5,7 @@
 //! crate for formats, matrix expansion, platform matching, the builder
 //! protocol and config types.
 
+pub mod artifact_name;
 pub mod config;
 pub mod jsonc;
 pub mod platform;
