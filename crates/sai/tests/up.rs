@@ -397,6 +397,49 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let mut up = demo_runs_to_a_result(&empty, tmp.path(), "empty").await;
+
+    // `sai notify` in the demo repository finds the server through the git
+    // config `sai up` wrote; the seen commit is a duplicate, and --rebuild
+    // (with the user token from that config) builds it again.
+    let demo = tmp.path().join("empty-data/demo");
+    let notify = |extra: &[&str]| {
+        let out = Command::new(SAI)
+            .arg("notify")
+            .args(extra)
+            .current_dir(&demo)
+            .env_remove("SAI_URL")
+            .env_remove("SAI_SECRET_FILE")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let again = notify(&[]);
+    assert!(
+        again.contains("was already queued as event") && again.contains("sai notify --rebuild"),
+        "{again}"
+    );
+    let before = up.stdout().matches(" finished: ").count();
+    let rebuilt = notify(&["--rebuild"]);
+    assert!(
+        rebuilt.contains("building demo refs/heads/main again: event ")
+            && rebuilt.contains("4 tasks"),
+        "{rebuilt}"
+    );
+    let r = wait_for(
+        "the rebuilt event's result",
+        Duration::from_secs(120),
+        || async { (up.stdout().matches(" finished: ").count() > before).then_some(()) },
+    )
+    .await;
+    if let Err(e) = r {
+        panic!("{e}\n{}", up.why());
+    }
     let st = up.guard.stop().unwrap();
     assert!(st.success(), "{st:?}\n{}", up.why());
 

@@ -122,7 +122,7 @@ impl Host<'_> {
                     }
                 }
                 // Big cores first, as the rack names them (`a72a55`).
-                cores.sort_by(|a, b| b.0.cmp(&a.0));
+                cores.sort_by_key(|c| std::cmp::Reverse(c.0));
                 let mut cpu: String = cores.iter().map(|(_, n)| *n).collect();
                 let soc = self
                     .dt_compatible
