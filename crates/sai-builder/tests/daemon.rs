@@ -235,3 +235,32 @@ async fn old_job_dirs_go_at_start_and_sigterm_stops_an_unconnected_builder() {
     assert!(st.success(), "{st:?}\n{}", builder.log());
     assert!(builder.log().contains("sai-builder stopped"));
 }
+
+/// `examples/builder.conf` (which `sai validate` passes) is also accepted
+/// by sai-builder itself, `wss://` servers included: with its home and
+/// step user swapped for ones that exist here, `--check-config` says ok.
+#[test]
+fn the_example_builder_config_is_accepted_by_sai_builder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/builder.conf");
+    let mut config = sai_builder::daemon::load_config(std::path::Path::new(example)).unwrap();
+    assert!(
+        config
+            .platforms
+            .iter()
+            .flat_map(|p| &p.servers)
+            .any(|s| s.url.starts_with("wss://")),
+        "the example no longer shows a wss:// server"
+    );
+    config.home = tmp.path().display().to_string();
+    config.run_as = None;
+    let conf = tmp.path().join("builder.conf");
+    std::fs::write(&conf, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let out = check_config(&conf);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
