@@ -387,6 +387,11 @@ async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str) -> Up {
     let t = get(&format!("{url}/api/tasks/{art}")).await;
     assert_eq!(t["state"], "success", "{t}");
     assert_eq!(t["artifacts"].as_array().map(Vec::len), Some(1), "{t}");
+    // The daemons' log lines (stderr) read as sentences: no Rust debug forms.
+    let err = std::fs::read_to_string(&up.err).unwrap();
+    for debug_form in ["Failed {", "exit_code:", "AlreadyPresent", "Some(", "None,"] {
+        assert!(!err.contains(debug_form), "{debug_form:?} in the log:\n{err}");
+    }
     up
 }
 
