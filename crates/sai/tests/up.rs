@@ -390,7 +390,10 @@ async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str) -> Up {
     // The daemons' log lines (stderr) read as sentences: no Rust debug forms.
     let err = std::fs::read_to_string(&up.err).unwrap();
     for debug_form in ["Failed {", "exit_code:", "AlreadyPresent", "Some(", "None,"] {
-        assert!(!err.contains(debug_form), "{debug_form:?} in the log:\n{err}");
+        assert!(
+            !err.contains(debug_form),
+            "{debug_form:?} in the log:\n{err}"
+        );
     }
     up
 }
