@@ -226,7 +226,7 @@ async fn old_job_dirs_go_at_start_and_sigterm_stops_an_unconnected_builder() {
             .unwrap();
     }
     let mut builder = BuilderProc::start(&conf);
-    builder.wait_log("old job dirs removed").await;
+    builder.wait_log("removed 1 old job dirs").await;
     assert!(!jobs.join("OLD0OLD0").exists());
     assert!(jobs.join("NEW0NEW0").exists());
     assert!(jobs.join("not-a-job-dir").exists());
