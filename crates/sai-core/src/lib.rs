@@ -11,3 +11,4 @@ pub mod jsonc;
 pub mod platform;
 pub mod protocol;
 pub mod saifile;
+pub mod secret;

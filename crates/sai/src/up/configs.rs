@@ -21,7 +21,7 @@ pub fn server_config(data: &Path, listen: &str) -> Result<ServerConfig> {
         notification_key_file: Some("hook-secret".into()),
         ..ServerConfig::default()
     };
-    let problems = config.validate();
+    let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
     if !problems.is_empty() {
         bail!("--listen: {}", problems.join("; "));
     }
