@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::sched::{ConnId, Outgoing};
+use crate::link::{ConnId, Outgoing};
 use crate::store::{EventDb, LogRecord};
 
 const FLUSH_BYTES: usize = 256 * 1024;
@@ -152,7 +152,7 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration) {
                 *off += len as i64;
                 pending
                     .by_event
-                    .entry(db.id.clone())
+                    .entry(db.id.to_string())
                     .or_insert_with(|| (db.clone(), Vec::new()))
                     .1
                     .push((task_id, rec));
