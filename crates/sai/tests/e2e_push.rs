@@ -554,7 +554,7 @@ async fn a_saifile_typo_is_printed_by_git_push() {
     let (_, err) = git(&work, &["push", &origin.display().to_string(), "main"]);
     let warning = err
         .lines()
-        .find(|l| l.starts_with("remote: sai-notify: warning: "))
+        .find(|l| l.starts_with("remote: sai-notify: warning: ") && l.contains("biuld"))
         .unwrap_or_else(|| panic!("no warning in the push output:\n{err}\n{}", server.log()));
     assert!(
         warning.contains("unknown key \"biuld\"") && warning.contains(FEDORA),
