@@ -26,7 +26,9 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
     /// Upload name: the path relative to `src/`, `/`-separated, with every
-    /// character outside `[A-Za-z0-9._+-]` in a component mapped to `_`.
+    /// character outside `[A-Za-z0-9._+-]` in a component mapped to `_`;
+    /// always a valid [`sai_core::artifact_name`], which the server keeps
+    /// and serves the file under.
     pub name: String,
     /// The resolved file (inside `src/`).
     pub path: PathBuf,
@@ -34,24 +36,6 @@ pub struct Artifact {
     pub size: u64,
     /// Lowercase hex sha256 of the contents.
     pub sha256: String,
-}
-
-/// Longest [`Artifact::file_name`] (the reference's artifact name limit).
-pub const MAX_FILE_NAME: usize = 64;
-
-impl Artifact {
-    /// A single-component name for uploads that take no directories: the
-    /// [`name`](Self::name) with `/` mapped to `_`, keeping its last
-    /// [`MAX_FILE_NAME`] characters (so the extension survives).
-    pub fn file_name(&self) -> String {
-        let flat: Vec<char> = self
-            .name
-            .chars()
-            .map(|c| if c == '/' { '_' } else { c })
-            .collect();
-        let start = flat.len().saturating_sub(MAX_FILE_NAME);
-        flat[start..].iter().collect()
-    }
 }
 
 /// Result of [`scan`].
@@ -93,7 +77,7 @@ fn upload_name(rel: &Path) -> String {
                 s.to_string_lossy()
                     .chars()
                     .map(|c| {
-                        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-') {
+                        if sai_core::artifact_name::is_name_char(c) {
                             c
                         } else {
                             '_'
@@ -196,9 +180,15 @@ pub fn scan(src: &Path, patterns: &[String]) -> Scan {
             if !seen.insert(resolved.clone()) {
                 continue;
             }
+            let name = upload_name(&rel);
+            if let Err(e) = sai_core::artifact_name::check(&name) {
+                out.notices
+                    .push(format!("artifact {} skipped: {e}", rel.display()));
+                continue;
+            }
             match hash_file(&resolved) {
                 Ok((size, sha256)) => out.artifacts.push(Artifact {
-                    name: upload_name(&rel),
+                    name,
                     path: resolved,
                     size,
                     sha256,
@@ -295,13 +285,25 @@ mod tests {
         assert_eq!(a.size, 3);
         assert_eq!(a.sha256, hex::encode(Sha256::digest(b"rpm")));
         assert!(a.path.ends_with("src/build/sai-1.rpm"));
-        assert_eq!(a.file_name(), "build_sai-1.rpm");
-        let long = Artifact {
-            name: format!("{}/x.tar.gz", "d".repeat(100)),
-            ..a.clone()
-        };
-        assert_eq!(long.file_name().len(), MAX_FILE_NAME);
-        assert!(long.file_name().ends_with("d_x.tar.gz"));
+    }
+
+    #[test]
+    fn names_keep_their_relative_path_and_stay_valid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        write(&src.join("out/deep/result file.txt"), b"r");
+        let long = format!("{}/{}/x.bin", "d".repeat(200), "e".repeat(60));
+        write(&src.join(&long), b"l");
+        let scan = scan(&src, &pats(&["out/deep/*.txt", "d*/e*/x.bin"]));
+        let names: Vec<_> = scan.artifacts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["out/deep/result_file.txt"]);
+        assert!(
+            scan.notices
+                .iter()
+                .any(|n| n.contains("x.bin skipped") && n.contains("longer than")),
+            "{:?}",
+            scan.notices
+        );
     }
 
     #[test]

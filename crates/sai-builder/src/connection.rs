@@ -261,7 +261,7 @@ impl LinkSender {
             .map_err(|_| LinkClosed)
     }
 
-    /// Upload one artifact: `artifact_begin` (with [`Artifact::file_name`],
+    /// Upload one artifact: `artifact_begin` (with [`Artifact::name`],
     /// size and sha256), its bytes in chunks of at most
     /// [`MAX_FRAME_PAYLOAD`], then `artifact_end`. Only one artifact per task
     /// may be open at a time, so callers upload a task's artifacts one after
@@ -273,7 +273,7 @@ impl LinkSender {
     ) -> Result<(), ArtifactSendError> {
         self.send(&BuilderMessage::ArtifactBegin {
             task_id: task_id.to_string(),
-            name: artifact.file_name(),
+            name: artifact.name.clone(),
             size: artifact.size,
             sha256: artifact.sha256.clone(),
         })
@@ -605,7 +605,8 @@ async fn read_loop(
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
-                    "nothing heard from the server for {dead_after:?}; closing the link"
+                    "nothing heard from the server for {:.1} s; closing the link",
+                    dead_after.as_secs_f64()
                 );
                 break;
             }

@@ -193,7 +193,11 @@ async fn housekeeping(shared: Arc<Shared>, retention: Duration, shutdown: Cancel
         match res {
             Ok(Ok(c)) => {
                 if !c.removed.is_empty() {
-                    tracing::info!(removed = ?c.removed, "old job dirs removed");
+                    tracing::info!(
+                        "removed {} old job dirs: {}",
+                        c.removed.len(),
+                        c.removed.join(", ")
+                    );
                     // Disk was freed: links that declined for lack of it
                     // tell their servers.
                     shared.capacity_changed();

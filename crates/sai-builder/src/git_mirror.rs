@@ -142,6 +142,15 @@ pub enum Ensured {
     Fetched,
 }
 
+impl std::fmt::Display for Ensured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ensured::AlreadyPresent => "the commit was already in the mirror",
+            Ensured::Fetched => "fetched from the origin",
+        })
+    }
+}
+
 /// Result of a checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckoutStats {

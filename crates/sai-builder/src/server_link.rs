@@ -265,8 +265,8 @@ pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancellatio
                 tracing::info!(
                     server = url,
                     software = %link.welcome.server,
-                    platforms = ?lc.platforms,
-                    "connected"
+                    "connected to {url}, offering {}",
+                    lc.platforms.join(", ")
                 );
                 let up = Instant::now();
                 let ended = serve(link, &lc, &shared, &shutdown).await;
@@ -314,7 +314,11 @@ async fn serve(
             Ok(()) = capacity.changed(), if !stopping && !lost => {
                 capacity.mark_unchanged();
                 let platforms = shared.free_capacity(&lc.platforms);
-                tracing::debug!(server = lc.url, ?platforms, "reporting free capacity");
+                tracing::debug!(
+                    server = lc.url,
+                    "reporting free capacity for {} platforms",
+                    platforms.len()
+                );
                 let _ = sender.send(&BuilderMessage::Capacity { platforms }).await;
             }
             _ = shutdown.cancelled(), if !stopping => {
@@ -389,9 +393,16 @@ async fn serve(
                     None => tracing::debug!(task = %task_id, "cancel for a task not running here"),
                 },
                 Some(ServerMessage::Error { task_id, message }) => {
-                    tracing::warn!(server = lc.url, task = ?task_id, "server error: {message}");
+                    match task_id {
+                        Some(t) => tracing::warn!(server = lc.url, "the server reports an error about task {t}: {message}"),
+                        None => tracing::warn!(server = lc.url, "the server reports an error: {message}"),
+                    }
                 }
-                Some(other) => tracing::debug!(server = lc.url, "ignored {other:?}"),
+                Some(other) => tracing::debug!(
+                    server = lc.url,
+                    "ignored a message this builder does not handle: {}",
+                    serde_json::to_string(&other).unwrap_or_default()
+                ),
             },
             Some(done) = set.join_next_with_id(), if !set.is_empty() => {
                 let tid = match done {
@@ -550,7 +561,11 @@ async fn run_one(
         },
         (_, r) => r,
     };
-    tracing::info!(task = %id, result = ?result, "task ended");
+    tracing::info!(
+        task = %id,
+        "task {id} {}",
+        crate::task::describe_result(&result)
+    );
     if link_ok && stop.get() != Some(&Stop::LinkLost) {
         let _ = sender
             .send(&BuilderMessage::TaskFinished {

@@ -162,7 +162,7 @@ impl RunAs {
 /// One step to run.
 #[derive(Debug, Clone)]
 pub struct StepSpec {
-    /// Step number, for notices.
+    /// Step number as people read it (1 = the first step), for notices.
     pub step_no: u32,
     /// The step's shell text.
     pub script: String,

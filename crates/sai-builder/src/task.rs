@@ -37,6 +37,24 @@ use crate::step_runner::{
     DEFAULT_KILL_GRACE, DEFAULT_LOG_LIMIT, DEFAULT_TIMEOUT, RunAs, StepOutcome, StepSpec, run_step,
 };
 
+/// How a task ended, as a sentence for logs (steps numbered from 1).
+pub fn describe_result(result: &TaskResult) -> String {
+    match result {
+        TaskResult::Success => "succeeded".to_string(),
+        TaskResult::Failed { exit_code, step } => {
+            format!(
+                "failed: step {} exited with {exit_code}",
+                u64::from(*step) + 1
+            )
+        }
+        TaskResult::Cancelled => "was cancelled".to_string(),
+        TaskResult::InfraError { reason } => {
+            format!("could not run here (not the build's fault): {reason}")
+        }
+        TaskResult::HandedBack { reason } => format!("was handed back: {reason}"),
+    }
+}
+
 /// Exit code reported for a step killed by its timeout (as `timeout(1)`).
 pub const EXIT_TIMED_OUT: i32 = 124;
 /// Exit code reported for a step killed for exceeding the log budget.
@@ -215,8 +233,8 @@ async fn run_inner(
     match prepared {
         Ok((ensured, stats)) => {
             notice(format!(
-                "Checked out {} ({:?}, {} files)",
-                offer.hash, ensured, stats.files
+                "Checked out {} ({ensured}; {} files)",
+                offer.hash, stats.files
             ))
             .await;
         }
@@ -259,7 +277,9 @@ async fn run_inner(
     for (i, script) in offer.steps.iter().enumerate() {
         let step = u32::try_from(i).unwrap_or(u32::MAX);
         let _ = events.send(TaskEvent::StepStarted { step }).await;
-        let mut spec = StepSpec::new(step, script.clone(), &src, env.clone());
+        // Notices number steps from 1 (as the server's reasons and API do);
+        // the wire protocol's `step` stays 0-based.
+        let mut spec = StepSpec::new(step + 1, script.clone(), &src, env.clone());
         spec.timeout = ctx.step_timeout;
         spec.log_limit = budget;
         spec.kill_grace = ctx.kill_grace;

@@ -303,7 +303,7 @@ async fn artifacts_are_sent_as_begin_frames_end() {
             }
             other => panic!("{other:?}"),
         };
-        assert_eq!(name, "build_big.bin");
+        assert_eq!(name, "build/big.bin", "the relative path is kept");
         let mut body = Vec::new();
         while (body.len() as u64) < size {
             let frame = next_binary(&mut ws).await;

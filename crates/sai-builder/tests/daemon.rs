@@ -226,7 +226,7 @@ async fn old_job_dirs_go_at_start_and_sigterm_stops_an_unconnected_builder() {
             .unwrap();
     }
     let mut builder = BuilderProc::start(&conf);
-    builder.wait_log("old job dirs removed").await;
+    builder.wait_log("removed 1 old job dirs").await;
     assert!(!jobs.join("OLD0OLD0").exists());
     assert!(jobs.join("NEW0NEW0").exists());
     assert!(jobs.join("not-a-job-dir").exists());
@@ -234,4 +234,33 @@ async fn old_job_dirs_go_at_start_and_sigterm_stops_an_unconnected_builder() {
     let st = builder.guard.stop().unwrap();
     assert!(st.success(), "{st:?}\n{}", builder.log());
     assert!(builder.log().contains("sai-builder stopped"));
+}
+
+/// `examples/builder.conf` (which `sai validate` passes) is also accepted
+/// by sai-builder itself, `wss://` servers included: with its home and
+/// step user swapped for ones that exist here, `--check-config` says ok.
+#[test]
+fn the_example_builder_config_is_accepted_by_sai_builder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/builder.conf");
+    let mut config = sai_builder::daemon::load_config(std::path::Path::new(example)).unwrap();
+    assert!(
+        config
+            .platforms
+            .iter()
+            .flat_map(|p| &p.servers)
+            .any(|s| s.url.starts_with("wss://")),
+        "the example no longer shows a wss:// server"
+    );
+    config.home = tmp.path().display().to_string();
+    config.run_as = None;
+    let conf = tmp.path().join("builder.conf");
+    std::fs::write(&conf, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let out = check_config(&conf);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -163,6 +163,22 @@ async fn a_failing_step_stops_the_task() {
     );
     assert!(!events.iter().any(|e| matches!(e, TaskEvent::Artifact(_))));
     assert_eq!(text(&events, CH_STDOUT), "");
+    // The log a person reads numbers steps from 1: the second step failed.
+    let notices = text(&events, CH_NOTICE);
+    assert!(notices.contains("Starting step 1: true"), "{notices}");
+    assert!(notices.contains("Starting step 2: exit 7"), "{notices}");
+    assert!(notices.contains("Step 2 FAILED, exit code 7"), "{notices}");
+    assert!(!notices.contains("Starting step 0"), "{notices}");
+    // The daemon's log line reads as a sentence, not a Rust debug form.
+    assert_eq!(
+        sai_builder::task::describe_result(&result),
+        "failed: step 2 exited with 7"
+    );
+    assert!(notices.contains("Checked out "), "{notices}");
+    assert!(
+        !notices.contains("AlreadyPresent") && !notices.contains("Fetched,"),
+        "{notices}"
+    );
 }
 
 #[tokio::test]
@@ -262,7 +278,7 @@ async fn fetch_failures_are_infra_errors_and_reruns_need_no_origin() {
         )
         .await;
         assert_eq!(result, TaskResult::Success, "{}", text(&events, CH_NOTICE));
-        assert!(text(&events, CH_NOTICE).contains("AlreadyPresent"));
+        assert!(text(&events, CH_NOTICE).contains("the commit was already in the mirror"));
     }
 }
 

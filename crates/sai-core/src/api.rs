@@ -233,6 +233,10 @@ pub enum HookReply {
         event_id: String,
         /// Tasks queued.
         tasks: usize,
+        /// The saifile's warnings (`<source>:<line>:<column>: <message>`),
+        /// e.g. a misspelt key; `sai notify` and the hooks print them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     /// The project already has an event of this commit.
     Duplicate {

@@ -6,6 +6,7 @@
 //! protocol and config types.
 
 pub mod api;
+pub mod artifact_name;
 pub mod config;
 pub mod jsonc;
 pub mod notification;

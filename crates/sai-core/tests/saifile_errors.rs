@@ -206,6 +206,25 @@ fn unknown_keys_are_positioned_warnings() {
 }
 
 #[test]
+fn platforms_tokens_that_match_no_platform_are_positioned_warnings() {
+    let src = b"{\"platforms\": {\"linux-debian-12/x86_64-amd/gcc\": {\"build\": \"x\"},\n \"w11/x86_64-amd/msvc\": {\"build\": \"y\", \"default\": false}},\n \"configurations\": {\"a\": {\"platforms\": \"none, w11, not linux-debain-12\"}}}";
+    let sf = saifile::parse("t", src).unwrap();
+    let w: Vec<_> = sf
+        .warnings()
+        .iter()
+        .map(|w| (w.line, w.column, w.message.as_str()))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].0, w[0].1), (3, 56), "{w:?}");
+    assert!(
+        w[0].2.contains(
+            "configuration \"a\": platforms token \"linux-debain-12\" matches no platform"
+        ),
+        "{w:?}"
+    );
+}
+
+#[test]
 fn a_megabyte_of_garbage_fails_fast() {
     // Deterministic pseudo-random bytes.
     let mut x: u32 = 0x1234_5678;

@@ -107,8 +107,10 @@ pub async fn handle(
         stage: "parse",
         detail: e.to_string(),
     })?;
+    let mut warnings = Vec::new();
     for w in parsed.warnings() {
         tracing::warn!(project = %n.project, "{source}: {w}");
+        warnings.push(format!("{source}:{w}"));
     }
     let specs = parsed
         .expand(Some(&n.git_ref))
@@ -172,5 +174,6 @@ pub async fn handle(
     Ok(HookReply::Accepted {
         event_id: id.to_string(),
         tasks: ntasks,
+        warnings,
     })
 }

@@ -14,13 +14,23 @@ use serde_json::Value;
 #[derive(Debug, clap::Args)]
 pub struct NotifyArgs {
     /// Server base URL, e.g. http://127.0.0.1:4400 (the notification is
-    /// POSTed to <URL>/update-hook).
+    /// POSTed to <URL>/update-hook). Default: the repository's `sai.url`
+    /// git config (which `sai up --repo` writes).
     #[arg(long, env = "SAI_URL", value_name = "URL")]
-    pub url: String,
+    pub url: Option<String>,
     /// File holding the server's notification secret (one trailing newline
-    /// is ignored), e.g. the `hook-secret` of a `sai up` data dir.
+    /// is ignored), e.g. the `hook-secret` of a `sai up` data dir. Default:
+    /// the repository's `sai.secretFile` git config.
     #[arg(long, env = "SAI_SECRET_FILE", value_name = "FILE")]
-    pub secret_file: PathBuf,
+    pub secret_file: Option<PathBuf>,
+    /// When the server has seen this commit before, build it again (all its
+    /// tasks run anew). Needs a user token: --token-file.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// File holding a user token, for --rebuild. Default: the repository's
+    /// `sai.tokenFile` git config (`sai up` writes its `user.token`).
+    #[arg(long, env = "SAI_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// The git repository (work tree or bare).
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub repo: PathBuf,
@@ -122,6 +132,13 @@ impl Repo {
         }
         s.truncate(64);
         if s.is_empty() { "project".into() } else { s }
+    }
+
+    /// A `git config` value of this repository, if set.
+    pub fn config(&self, key: &str) -> Option<String> {
+        git(&self.root, &["config", "--get", key])
+            .ok()
+            .filter(|v| !v.is_empty())
     }
 
     /// The current branch as `refs/heads/<b>`, if HEAD is on a branch.
@@ -240,13 +257,49 @@ impl Notification {
     }
 }
 
+/// Ask the server to build the event `id` again (`POST
+/// /api/events/<id>/rebuild` with a user token); what happened, in one line.
+pub async fn rebuild_event(url: &str, token: &str, id: &str) -> Result<String> {
+    let url = url.trim_end_matches('/');
+    let endpoint = format!("{url}/api/events/{id}/rebuild");
+    let resp = reqwest::Client::new()
+        .post(&endpoint)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .with_context(|| format!("POST {endpoint}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{endpoint}: {status}: {}", text.trim());
+    }
+    let v: Value = serde_json::from_str(&text).unwrap_or_default();
+    let project = v["project"].as_str().unwrap_or("?");
+    let git_ref = v["ref"].as_str().unwrap_or("?");
+    let n = v["tasks"].as_array().map_or(0, Vec::len);
+    Ok(format!(
+        "building {project} {git_ref} again: event {id}, {n} tasks queued anew: {url}/api/events/{id}"
+    ))
+}
+
+/// The warnings in a reply (the saifile's, e.g. a misspelt key), one line each.
+pub fn reply_warnings(reply: &Value) -> Vec<String> {
+    reply["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str().map(str::to_string))
+        .collect()
+}
+
 /// What a reply means, in one line.
 pub fn describe_reply(n: &Notification, url: &str, reply: &Value) -> String {
     let url = url.trim_end_matches('/');
     if let Some(id) = reply["event_id"].as_str() {
         if reply["duplicate"].as_bool() == Some(true) {
             format!(
-                "{} {} ({}) was already queued as event {id}: {url}/api/events/{id}",
+                "{} {} ({}) was already queued as event {id}: {url}/api/events/{id} \
+                 (to build it again: sai notify --rebuild)",
                 n.project, n.git_ref, n.hash
             )
         } else {
@@ -267,14 +320,56 @@ pub fn describe_reply(n: &Notification, url: &str, reply: &Value) -> String {
 
 /// `sai notify`.
 pub fn run(args: NotifyArgs) -> Result<ExitCode> {
-    let key = read_secret(&args.secret_file)?;
     let repo = Repo::open(&args.repo)?;
+    let url = args
+        .url
+        .clone()
+        .or_else(|| repo.config("sai.url"))
+        .with_context(|| {
+            format!(
+                "no server URL: pass --url, set SAI_URL, or `git -C {} config sai.url URL` \
+             (`sai up --repo` writes it)",
+                repo.root.display()
+            )
+        })?;
+    let secret_file = args
+        .secret_file
+        .clone()
+        .or_else(|| repo.config("sai.secretFile").map(PathBuf::from))
+        .with_context(|| {
+            format!(
+                "no notification secret: pass --secret-file, set SAI_SECRET_FILE, or \
+                 `git -C {} config sai.secretFile FILE` (`sai up --repo` writes it)",
+                repo.root.display()
+            )
+        })?;
+    let token = if args.rebuild {
+        let file = args
+            .token_file
+            .clone()
+            .or_else(|| repo.config("sai.tokenFile").map(PathBuf::from))
+            .context(
+                "--rebuild needs a user token: pass --token-file FILE (e.g. the user.token of \
+                 a `sai up` data dir, or one from `sai token user`)",
+            )?;
+        let t = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading the token file {}", file.display()))?;
+        Some(t.trim().to_string())
+    } else {
+        None
+    };
+    let key = read_secret(&secret_file)?;
+    let project = args.project.clone().or_else(|| repo.config("sai.project"));
+    let fetch_url = args
+        .fetch_url
+        .clone()
+        .or_else(|| repo.config("sai.fetchUrl"));
     let Some(n) = Notification::from_repo(
         &repo,
         args.git_ref.as_deref(),
         args.rev.as_deref(),
-        args.project.as_deref(),
-        args.fetch_url.as_deref(),
+        project.as_deref(),
+        fetch_url.as_deref(),
     )?
     else {
         println!(
@@ -286,7 +381,22 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let reply = rt.block_on(n.send(&args.url, &key))?;
-    println!("sai notify: {}", describe_reply(&n, &args.url, &reply));
+    let reply = rt.block_on(n.send(&url, &key))?;
+    for w in reply_warnings(&reply) {
+        println!("sai notify: warning: {w}");
+    }
+    match (
+        &token,
+        reply["duplicate"] == true,
+        reply["event_id"].as_str(),
+    ) {
+        (Some(token), true, Some(id)) => {
+            println!(
+                "sai notify: {}",
+                rt.block_on(rebuild_event(&url, token, id))?
+            );
+        }
+        _ => println!("sai notify: {}", describe_reply(&n, &url, &reply)),
+    }
     Ok(ExitCode::SUCCESS)
 }

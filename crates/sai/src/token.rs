@@ -25,6 +25,14 @@ pub struct TokenArgs {
 
 fn key_path(config: Option<&Path>, data: Option<&Path>) -> Result<PathBuf> {
     if let Some(d) = data {
+        // A mistyped dir would get a new key, whose tokens the server
+        // refuses with 401: only an existing data dir is used.
+        anyhow::ensure!(
+            d.is_dir(),
+            "--data {}: no such directory (give the data dir of a sai-server or `sai up`, \
+             e.g. .sai; a new key is only made inside an existing one)",
+            d.display()
+        );
         return Ok(d.join("token.key"));
     }
     if let Some(c) = config {

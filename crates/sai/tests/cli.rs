@@ -464,8 +464,74 @@ fn usage_errors_exit_2() {
     assert_eq!(sai(["schema", "nope"]).code, 2);
     assert_eq!(sai(["up", "--instances", "0"]).code, 2);
     assert_eq!(sai(["up", "--repo", "x", "--no-repo"]).code, 2);
-    assert_eq!(sai(["notify"]).code, 2);
     assert_eq!(sai(["token", "builder", "--name", "x"]).code, 2);
+}
+
+#[test]
+fn validate_warns_about_a_platforms_token_that_matches_no_platform() {
+    let dir = TempDir::new().unwrap();
+    let text = SAIFILE.replace(
+        "\"artifacts\": \"build/*.deb\"",
+        "\"artifacts\": \"build/*.deb\", \"platforms\": \"linux-fedora\"",
+    );
+    let path = write(&dir, "typo.sai.json", text);
+    let out = validate(&path);
+    assert_ok(&out, &path, "saifile");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:10:", path.display()))
+                && l.contains("warning:")
+                && l.contains("platforms token \"linux-fedora\" matches no platform")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn token_refuses_a_data_dir_that_does_not_exist() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("typo");
+    let out = sai([
+        "token".as_ref(),
+        "user".as_ref(),
+        "--name".as_ref(),
+        "ops".as_ref(),
+        "--data".as_ref(),
+        missing.as_os_str(),
+    ]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("no such directory"), "{}", out.stderr);
+    assert!(!missing.exists(), "no key may be made in a mistyped dir");
+    // An existing dir gets its key.
+    let out = sai([
+        "token".as_ref(),
+        "user".as_ref(),
+        "--name".as_ref(),
+        "ops".as_ref(),
+        "--data".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(dir.path().join("token.key").exists());
+}
+
+#[test]
+fn notify_without_url_says_where_it_looks() {
+    let dir = TempDir::new().unwrap();
+    let out = Command::new("git")
+        .args(["init", "-q"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = sai(["notify".as_ref(), "--repo".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--url") && out.stderr.contains("config sai.url"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -514,3 +514,51 @@ async fn hook_without_openssl_uses_sai_notify() {
     assert_eq!(e["ref"], "refs/heads/main");
     assert_eq!(e["fetch_url"], origin_s.as_str());
 }
+
+/// A misspelt key in the pushed `.sai.json` (`"biuld"` for `"build"`) is
+/// not only in the server's log: the hook's answer carries the warning and
+/// the real `hooks/sai-notify` prints it, so `git push` shows it as a
+/// `remote:` line.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saifile_typo_is_printed_by_git_push() {
+    for tool in ["git", "curl", "openssl"] {
+        need(tool);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let secret = dir.join("hook-secret");
+    std::fs::write(&secret, format!("{KEY}\n")).unwrap();
+    let cfg = sai_testkit::test_config(&dir.join("server-data"), KEY);
+    let server = TestServer::start(&bin("sai-server"), &cfg, &[]).unwrap();
+
+    let origin = dir.join("typo.git");
+    bare_origin_with_hook(&origin, "post-receive", &server.url(""), &secret);
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    let saifile = json!({
+        "schema": "sai-1",
+        "platforms": {
+            DEBIAN: { "build": "true" },
+            FEDORA: { "biuld": "true" },
+        },
+        "configurations": { "default": {} },
+    });
+    std::fs::write(
+        work.join(".sai.json"),
+        serde_json::to_vec_pretty(&saifile).unwrap(),
+    )
+    .unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "typo"]);
+    let (_, err) = git(&work, &["push", &origin.display().to_string(), "main"]);
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("remote: sai-notify: warning: ") && l.contains("biuld"))
+        .unwrap_or_else(|| panic!("no warning in the push output:\n{err}\n{}", server.log()));
+    assert!(
+        warning.contains("unknown key \"biuld\"") && warning.contains(FEDORA),
+        "{warning}"
+    );
+    assert!(err.contains("sai-notify: notified"), "{err}");
+}

@@ -3,6 +3,10 @@
 //! `.sai.json` and the `fmt` task (`cargo fmt --all -- --check`) succeeds.
 //! Also: `sai notify` and `sai token` against the same running `sai up`,
 //! secrets and tokens kept across restarts, and a clean exit on SIGTERM.
+//! Without `--repo` (in an empty directory, in a repository without a
+//! `.sai.json`, in a clone of this repository) it builds its demo project
+//! to a result; with a real outside saifile whose platforms cannot match it
+//! says at once why nothing runs.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -45,13 +49,24 @@ struct Up {
 
 impl Up {
     fn start(args: &[&str], err: PathBuf) -> Up {
-        let mut child = Command::new(SAI)
+        Up::start_in(None, args, err)
+    }
+
+    /// `sai up` with `cwd` as its current directory.
+    fn start_in(cwd: Option<&Path>, args: &[&str], err: PathBuf) -> Up {
+        let mut cmd = Command::new(SAI);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd
             .arg("up")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&err).unwrap())
             .env("RUST_LOG", "info")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -86,7 +101,12 @@ impl Up {
 
     /// The text after `prefix` on the first stdout line that has it.
     async fn line_after(&self, prefix: &str) -> String {
-        let r = wait_for(prefix, Duration::from_secs(60), || async {
+        self.line_after_within(prefix, Duration::from_secs(60))
+            .await
+    }
+
+    async fn line_after_within(&self, prefix: &str, within: Duration) -> String {
+        let r = wait_for(prefix, within, || async {
             self.stdout()
                 .lines()
                 .find_map(|l| l.split_once(prefix).map(|(_, rest)| rest.to_string()))
@@ -300,4 +320,316 @@ async fn sai_up_builds_this_repository() {
     );
     let st = up2.guard.stop().unwrap();
     assert!(st.success(), "{st:?}\n{}", up2.why());
+}
+
+/// `sai up` without `--repo` in `cwd`: the demo project runs to a result,
+/// printed as sentences on plain lines (stdout is a pipe here: no ANSI
+/// codes), with the failed task's reason and a log URL that serves its log.
+async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str) -> Up {
+    let data = tmp.join(format!("{name}-data"));
+    let data_s = data.display().to_string();
+    let args = [
+        "--data",
+        &data_s,
+        "--listen",
+        "127.0.0.1:0",
+        "--platform",
+        PLATFORM,
+        "--instances",
+        "2",
+    ];
+    let up = Up::start_in(Some(cwd), &args, tmp.join(format!("{name}.err")));
+    let url = up.line_after("sai up: server listening on ").await;
+    up.line_after("building the demo project").await;
+    let result = up
+        .line_after_within(" finished: ", Duration::from_secs(120))
+        .await;
+    let out = up.stdout();
+    assert_eq!(result, "failed (3 passed, 1 failed)", "{}", up.why());
+    assert!(
+        out.contains("sai up: event ") && out.contains("(demo main): "),
+        "no progress lines: {}",
+        up.why()
+    );
+    assert!(
+        !out.contains('\x1b'),
+        "ANSI codes in redirected output: {out:?}"
+    );
+    let failed = up.line_after("  fails on ").await;
+    let (why, log_url) = failed.split_once("; log: ").expect(&failed);
+    assert_eq!(
+        why,
+        format!("{PLATFORM} failed: step 2 exited with 3"),
+        "{}",
+        up.why()
+    );
+    assert!(log_url.starts_with(&url), "{log_url}");
+    let log = reqwest::get(log_url).await.unwrap().text().await.unwrap();
+    assert!(log.contains("error: this step fails on purpose"), "{log}");
+    assert!(!log.contains("never printed"), "{log}");
+    // The artifact task uploaded its file.
+    let ev = out
+        .lines()
+        .find_map(|l| l.split_once("sai up: event ").map(|(_, r)| r))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    let e = get(&format!("{url}/api/events/{ev}")).await;
+    let art = e["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["configuration"] == "artifact")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = get(&format!("{url}/api/tasks/{art}")).await;
+    assert_eq!(t["state"], "success", "{t}");
+    assert_eq!(t["artifacts"].as_array().map(Vec::len), Some(1), "{t}");
+    // The daemons' log lines (stderr) read as sentences: no Rust debug forms.
+    let err = std::fs::read_to_string(&up.err).unwrap();
+    for debug_form in ["Failed {", "exit_code:", "AlreadyPresent", "Some(", "None,"] {
+        assert!(
+            !err.contains(debug_form),
+            "{debug_form:?} in the log:\n{err}"
+        );
+    }
+    up
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An empty directory outside any repository.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut up = demo_runs_to_a_result(&empty, tmp.path(), "empty").await;
+
+    // `sai notify` in the demo repository finds the server through the git
+    // config `sai up` wrote; the seen commit is a duplicate, and --rebuild
+    // (with the user token from that config) builds it again.
+    let demo = tmp.path().join("empty-data/demo");
+    let notify = |extra: &[&str]| {
+        let out = Command::new(SAI)
+            .arg("notify")
+            .args(extra)
+            .current_dir(&demo)
+            .env_remove("SAI_URL")
+            .env_remove("SAI_SECRET_FILE")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let again = notify(&[]);
+    assert!(
+        again.contains("was already queued as event") && again.contains("sai notify --rebuild"),
+        "{again}"
+    );
+    let before = up.stdout().matches(" finished: ").count();
+    let rebuilt = notify(&["--rebuild"]);
+    assert!(
+        rebuilt.contains("building demo refs/heads/main again: event ")
+            && rebuilt.contains("4 tasks"),
+        "{rebuilt}"
+    );
+    let r = wait_for(
+        "the rebuilt event's result",
+        Duration::from_secs(120),
+        || async { (up.stdout().matches(" finished: ").count() > before).then_some(()) },
+    )
+    .await;
+    if let Err(e) = r {
+        panic!("{e}\n{}", up.why());
+    }
+    let st = up.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", up.why());
+
+    // A repository without a .sai.json: the demo, and the repository is
+    // left alone (no hook).
+    let plain = tmp.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    git(&plain, &["init", "-q"]);
+    std::fs::write(plain.join("README"), "hello\n").unwrap();
+    git(&plain, &["add", "."]);
+    git(&plain, &["commit", "-q", "-m", "one"]);
+    let mut up = demo_runs_to_a_result(&plain, tmp.path(), "plain").await;
+    assert!(!plain.join(".git/hooks/post-receive").exists());
+    let st = up.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", up.why());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sai_up_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = git(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["rev-parse", "--show-toplevel"],
+    );
+    let clone = tmp.path().join("sai");
+    let out = Command::new("git")
+        .args(["clone", "-q", "--no-hardlinks", &top])
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // On `main`, where this repository's .sai.json would run scripts/test.sh.
+    git(&clone, &["checkout", "-q", "-B", "main"]);
+    let mut up = demo_runs_to_a_result(&clone, tmp.path(), "checkout").await;
+    let out = up.stdout();
+    assert!(
+        out.contains(&format!(
+            "has a .sai.json: to hook it up and build it, run `sai up --repo {}`",
+            clone.display()
+        )),
+        "{out}"
+    );
+    assert!(!clone.join(".git/hooks/post-receive").exists());
+    let url = up.line_after("sai up: server listening on ").await;
+    let projects = get(&format!("{url}/api/projects")).await;
+    let names: Vec<&str> = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["demo"], "only the demo was queued");
+    let st = up.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", up.why());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sai_up_says_within_a_second_why_an_outside_saifile_cannot_run_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("fixdiff");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let saifile = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/saifiles/fixdiff/20250722-e0a97a7b9d.sai.json");
+    std::fs::copy(&saifile, repo.join(".sai.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", saifile.display()));
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "fixdiff's saifile"]);
+    let data = tmp.path().join("data");
+    let (data_s, repo_s) = (data.display().to_string(), repo.display().to_string());
+    let mut up = Up::start(
+        &[
+            "--data",
+            &data_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--repo",
+            &repo_s,
+            "--no-install-hook",
+            "--platform",
+            PLATFORM,
+        ],
+        tmp.path().join("up.err"),
+    );
+    up.line_after(" as event ").await;
+    let queued = std::time::Instant::now();
+    let why = up
+        .line_after_within(" cannot run here: ", Duration::from_secs(1))
+        .await;
+    let took = queued.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for wanted in [
+        "rocky9/aarch64-a72a55-rk3588/gcc",
+        "rocky9/x86_64-amd/gcc",
+        "ubuntu-noble/riscv64/gcc",
+        "linux-ubuntu-2404/aarch64-a72-bcm2711-rpi4/gcc",
+        "netbsd-OSX-bigsur/x86_64-intel-i3/llvm",
+    ] {
+        assert!(why.contains(wanted), "{wanted} missing: {why}");
+    }
+    assert!(
+        why.contains(&format!("this builder offers {PLATFORM}")),
+        "{why}"
+    );
+    assert!(why.contains("sai up --platform"), "{why}");
+    assert!(
+        up.stdout()
+            .contains("(fixdiff main): 7 of 7 tasks cannot run here"),
+        "{}",
+        up.why()
+    );
+    let st = up.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", up.why());
+}
+
+/// On a terminal the progress is a live block redrawn in place (cursor up,
+/// erase line), and the result lines still come through.
+#[tokio::test(flavor = "multi_thread")]
+async fn sai_up_on_a_terminal_redraws_one_progress_line_per_event() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let data = tmp.path().join("data");
+    let child = Command::new(SAI)
+        .current_dir(tmp.path())
+        .args(["up", "--listen", "127.0.0.1:0", "--platform", PLATFORM])
+        .arg("--data")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::from(pty.slave))
+        .stderr(std::fs::File::create(tmp.path().join("up.err")).unwrap())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .spawn()
+        .unwrap();
+    let mut guard = ProcessGuard::new(child, Duration::from_secs(30));
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let o = out.clone();
+    let mut master = std::fs::File::from(pty.master);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            o.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&out.lock().unwrap()).to_string();
+    let r = wait_for("the demo's result", Duration::from_secs(120), || async {
+        text()
+            .contains("(demo main) finished: failed")
+            .then_some(())
+    })
+    .await;
+    if let Err(e) = r {
+        panic!(
+            "{e}\n{:?}\n{}",
+            text(),
+            std::fs::read_to_string(tmp.path().join("up.err")).unwrap_or_default()
+        );
+    }
+    let t = text();
+    // Progress lines are drawn indented under the messages and erased
+    // before the next redraw; they are not printed as `sai up:` lines.
+    assert!(t.contains("\x1b[1A\x1b[2K"), "{t:?}");
+    assert!(
+        t.contains("\n  event ") || t.contains("\r  event "),
+        "{t:?}"
+    );
+    assert!(
+        t.split("sai up: event ").skip(1).all(|rest| rest
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains(" finished: ")),
+        "progress came as plain lines on a terminal: {t:?}"
+    );
+    let st = guard.stop().unwrap();
+    assert!(st.success(), "{st:?}");
 }

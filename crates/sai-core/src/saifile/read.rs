@@ -97,17 +97,23 @@ pub(crate) fn build(source_name: &str, src: &[u8], root: &Node) -> Result<Saifil
     let mut schema = None;
     let mut platforms = Vec::new();
     let mut configurations = Vec::new();
+    let mut lists = Vec::new();
     for m in ctx.dedupe(top) {
         match m.key.as_str() {
             "schema" => schema = Some(string(&ctx, &m.value, "\"schema\"")?.to_string()),
             "platforms" => platforms = parse_platforms(&mut ctx, &m.value)?,
-            "configurations" => configurations = parse_configurations(&mut ctx, &m.value)?,
+            "configurations" => {
+                (configurations, lists) = parse_configurations(&mut ctx, &m.value)?;
+            }
             _ => ctx.unknown_key(
                 m,
                 "the top-level object",
                 &["schema", "platforms", "configurations"],
             ),
         }
+    }
+    for list in &lists {
+        warn_unmatched_tokens(&mut ctx, list, &platforms);
     }
     let mut warnings = ctx.warnings;
     warnings.sort_by_key(|w| (w.line, w.column));
@@ -262,9 +268,46 @@ const CONFIGURATION_KEYS: [&str; 9] = [
     "pool",
 ];
 
-fn parse_configurations(ctx: &mut Ctx, node: &Node) -> Result<Vec<Configuration>, SaifileError> {
+/// A configuration's `platforms` list and where its string starts.
+struct PlatformList<'n> {
+    configuration: String,
+    text: &'n str,
+    pos: Pos,
+}
+
+/// Warn about each token of a `platforms` list that matches none of the
+/// file's platforms (a typo there silently selects nothing).
+fn warn_unmatched_tokens(ctx: &mut Ctx, list: &PlatformList, platforms: &[PlatformDef]) {
+    for token in super::platform_list::tokens(list.text) {
+        // Tokens are slices of the text: where this one starts in it.
+        let byte = token.as_ptr() as usize - list.text.as_ptr() as usize;
+        if "none".starts_with(token) || "not".starts_with(token) {
+            continue;
+        }
+        if platforms
+            .iter()
+            .any(|p| crate::platform::tuple_matches(token, &p.name))
+        {
+            continue;
+        }
+        let chars = list.text[..byte].chars().count();
+        let pos = position_in_string(ctx.src, list.pos, chars);
+        let message = format!(
+            "configuration \"{}\": platforms token \"{token}\" matches no platform of this file, \
+             so it selects nothing (a typo?)",
+            list.configuration
+        );
+        ctx.warn(pos, message);
+    }
+}
+
+fn parse_configurations<'n>(
+    ctx: &mut Ctx,
+    node: &'n Node,
+) -> Result<(Vec<Configuration>, Vec<PlatformList<'n>>), SaifileError> {
     let members = object(ctx, node, "\"configurations\"")?;
     let mut out = Vec::new();
+    let mut lists = Vec::new();
     for m in ctx.dedupe(members) {
         let what = format!("configuration \"{}\"", m.key);
         if m.key.is_empty() {
@@ -297,7 +340,14 @@ fn parse_configurations(ctx: &mut Ctx, node: &Node) -> Result<Vec<Configuration>
                 "cmake" => c.cmake = v.to_string(),
                 "cpack" => c.cpack = v.to_string(),
                 "deps" => c.deps = comma_list(v),
-                "platforms" => c.platforms = Some(v.to_string()),
+                "platforms" => {
+                    c.platforms = Some(v.to_string());
+                    lists.push(PlatformList {
+                        configuration: c.name.clone(),
+                        text: v,
+                        pos: k.value.pos,
+                    });
+                }
                 "artifacts" => c.artifacts = comma_list(v),
                 "branches" => {
                     c.branches = v
@@ -311,7 +361,7 @@ fn parse_configurations(ctx: &mut Ctx, node: &Node) -> Result<Vec<Configuration>
         }
         out.push(c);
     }
-    Ok(out)
+    Ok((out, lists))
 }
 
 fn unsigned(ctx: &Ctx, node: &Node, what: &str) -> Result<u64, SaifileError> {
