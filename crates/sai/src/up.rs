@@ -473,6 +473,8 @@ async fn serve(
                 url: format!("ws://{addr}/builder"),
                 token_file: Some("builder.token".into()),
                 token: None,
+                ca_file: None,
+                insecure: false,
             }],
             instances: args.instances,
             env: toolchain_env(),
