@@ -182,7 +182,10 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
         set.spawn(run_link(lc, shared.clone(), shutdown.clone()));
     }
     drop(attempted);
-    // Ready once every link has connected or is retrying.
+    // Ready once every link has connected or is retrying; the watchdog
+    // keep-alives start then (systemd arms the watchdog at READY=1).
+    let health = shared.clone();
+    let sd = shutdown.clone();
     tokio::spawn(async move {
         let mut seen = 0;
         while seen < n_links && first_attempts.recv().await.is_some() {
@@ -190,6 +193,10 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
         }
         if seen == n_links {
             crate::supervise::ready(&format!("serving {n_links} server link(s)"));
+            crate::supervise::spawn_watchdog(
+                move || drop(health.active.lock().unwrap_or_else(|e| e.into_inner())),
+                sd,
+            );
         }
     });
     let sd = shutdown.clone();
@@ -197,11 +204,7 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
         sd.cancelled().await;
         crate::supervise::stopping();
     });
-    let health = shared.clone();
-    crate::supervise::spawn_watchdog(
-        move || drop(health.active.lock().unwrap_or_else(|e| e.into_inner())),
-        shutdown.clone(),
-    );
+
     let keeper = tokio::spawn(housekeeping(
         shared.clone(),
         Duration::from_secs(config.job_retention_secs),

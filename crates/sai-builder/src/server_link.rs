@@ -272,9 +272,11 @@ pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancell
             r = attempt => r,
             _ = shutdown.cancelled() => break,
         };
-        if let Some(tx) = first_attempt.take() {
-            let _ = tx.send(url.to_string());
-        }
+        let mut attempted = || {
+            if let Some(tx) = first_attempt.take() {
+                let _ = tx.send(url.to_string());
+            }
+        };
         match connected {
             Ok(link) => {
                 tracing::info!(
@@ -283,6 +285,7 @@ pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancell
                     platforms = ?lc.platforms,
                     "connected"
                 );
+                attempted();
                 let up = Instant::now();
                 let ended = serve(link, &lc, &shared, &shutdown).await;
                 if shutdown.is_cancelled() || ended == Ended::Shutdown {
@@ -294,7 +297,10 @@ pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancell
                     backoff.reset();
                 }
             }
-            Err(e) => tracing::warn!(server = url, "cannot connect: {e:#}"),
+            Err(e) => {
+                tracing::warn!(server = url, "cannot connect: {e:#}");
+                attempted();
+            }
         }
         let delay = backoff.next_delay();
         tracing::info!(server = url, "reconnecting in {:.1} s", delay.as_secs_f64());

@@ -26,10 +26,17 @@ pub fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
-/// The keep-alive interval systemd asked for (half of `WatchdogSec`), if any.
+/// The keep-alive interval systemd asked for (half of `WatchdogSec`), if
+/// any. As libsystemd's `sd_watchdog_enabled`: `WATCHDOG_USEC` sets the
+/// period, and `WATCHDOG_PID`, when present, must name this process.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 /// Send `WATCHDOG=1` every half watchdog period after `healthy` returns,
@@ -41,6 +48,7 @@ pub fn spawn_watchdog(healthy: impl Fn() + Send + 'static, shutdown: Cancellatio
     tracing::info!("watchdog keep-alive every {:.1} s", every.as_secs_f64());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}

@@ -18,6 +18,7 @@ pub mod builder;
 pub mod git;
 pub mod hook;
 pub mod https_git;
+pub mod notify_socket;
 pub mod tls;
 
 pub use builder::FakeBuilder;

@@ -38,6 +38,11 @@ pub struct NotifyArgs {
     /// URL builders fetch from (default: the repository's path).
     #[arg(long, env = "SAI_FETCH_URL", value_name = "URL")]
     pub fetch_url: Option<String>,
+    /// PEM file of the CA that signed an https:// server's certificate (a
+    /// private CA); only it is trusted then. Default: the system roots
+    /// (or the file named by SSL_CERT_FILE).
+    #[arg(long, env = "SAI_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One notification, ready to sign and send.
@@ -231,10 +236,20 @@ impl Notification {
     /// Sign with `key` and POST to `<url>/update-hook`; the server's JSON
     /// reply, or an error naming its status and message.
     pub async fn send(&self, url: &str, key: &[u8]) -> Result<Value> {
+        self.send_with(&http_client(None)?, url, key).await
+    }
+
+    /// [`Notification::send`] with a given client (see [`http_client`]).
+    pub async fn send_with(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        key: &[u8],
+    ) -> Result<Value> {
         let body = self.body();
         let auth = sai_server::auth::sign_hook(key, &body);
         let endpoint = format!("{}/update-hook", url.trim_end_matches('/'));
-        let resp = reqwest::Client::new()
+        let resp = client
             .post(&endpoint)
             .header("user-agent", "sai-notifier")
             .header("content-type", "application/json")
@@ -250,6 +265,27 @@ impl Notification {
         }
         serde_json::from_str(&text).with_context(|| format!("{endpoint}: reply is not JSON"))
     }
+}
+
+/// The HTTP client for notifications (rustls, certificates always checked):
+/// trusting only the CA certificates in `ca_file` when given, else the
+/// system roots.
+pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("CA file {}: not PEM certificates", path.display()))?;
+        if certs.is_empty() {
+            bail!("CA file {}: no CERTIFICATE in it", path.display());
+        }
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().context("setting up the HTTP client")
 }
 
 /// What a reply means, in one line.
@@ -298,7 +334,8 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let reply = rt.block_on(n.send(&args.url, &key))?;
+    let client = http_client(args.ca_file.as_deref())?;
+    let reply = rt.block_on(n.send_with(&client, &args.url, &key))?;
     println!("sai notify: {}", describe_reply(&n, &args.url, &reply));
     Ok(ExitCode::SUCCESS)
 }
