@@ -307,3 +307,40 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_the_builde
     );
     assert!(!log.contains("link lost"), "{log}");
 }
+
+#[test]
+fn check_config_names_a_missing_or_empty_ca_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("s.token"), "t\n").unwrap();
+    std::fs::write(dir.join("empty.pem"), "no certificates here\n").unwrap();
+    for (ca, says) in [
+        ("missing.pem", "No such file"),
+        ("empty.pem", "no CERTIFICATE in the file"),
+    ] {
+        let s = ServerRef {
+            url: "wss://127.0.0.1:9/builder".into(),
+            token_file: "s.token".into(),
+        };
+        let conf = write_builder_config_with(dir, "b1", &[(LINUX, 1, &[&s])], |c| {
+            c["platforms"][0]["servers"][0]["ca_file"] = json!(ca);
+        });
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+            .arg("--check-config")
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("CA file {}", dir.join(ca).display())),
+            "{err}"
+        );
+        assert!(err.contains(says), "{err}");
+        assert!(
+            err.contains("wss://127.0.0.1:9/builder"),
+            "names the server: {err}"
+        );
+    }
+}
