@@ -235,7 +235,12 @@ async fn main() -> Result<()> {
         rows.push((m.name, r));
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("TLS cost ({cores} cores, release, loopback, rustls/ring, one builder, one instance)");
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("TLS cost ({cores} cores, {build} build, loopback, rustls/ring, one builder, one instance)");
     println!(
         "| transport | hook -> task offered p50 / p95 (n={RUNS}) | 100 MB step, hook to stored |"
     );
