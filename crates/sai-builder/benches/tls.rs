@@ -240,7 +240,9 @@ async fn main() -> Result<()> {
     } else {
         "release"
     };
-    println!("TLS cost ({cores} cores, {build} build, loopback, rustls/ring, one builder, one instance)");
+    println!(
+        "TLS cost ({cores} cores, {build} build, loopback, rustls/ring, one builder, one instance)"
+    );
     println!(
         "| transport | hook -> task offered p50 / p95 (n={RUNS}) | 100 MB step, hook to stored |"
     );
