@@ -116,8 +116,9 @@ fn server_tls_block_is_parsed_and_checked() {
         Format::Json,
     )
     .unwrap();
+    let p: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
     assert_eq!(
-        c.validate(),
+        p,
         vec!["tls.certificate_chain_file: must not be empty".to_string()]
     );
 }
