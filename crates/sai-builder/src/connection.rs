@@ -21,8 +21,9 @@
 //! [`ConnectOptions::dead_after`], so a silently dead server or network is
 //! noticed and the daemon reconnects.
 //!
-//! Only `ws://` is supported by the current dependency features; `wss://`
-//! needs a TLS feature of `tokio-tungstenite`.
+//! `wss://` URLs are verified with [`ConnectOptions::tls`] (see
+//! [`crate::tls`]); a refused certificate fails with [`ConnectError::Tls`],
+//! which says why (unknown CA, expired, other host name).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -108,6 +109,15 @@ pub enum ConnectError {
     /// Connecting plus the hello/welcome exchange took too long.
     #[error("timed out connecting to {0}")]
     Timeout(String),
+    /// The TLS handshake failed, typically because the server's certificate
+    /// was refused.
+    #[error("connecting to {url}: {reason}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// What was wrong, with a hint.
+        reason: String,
+    },
 }
 
 /// The link is closed: the message was not sent.
@@ -135,8 +145,10 @@ pub enum ArtifactSendError {
 /// How to reach a server and what to say in the hello.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// `ws://host[:port][/prefix]/builder`.
+    /// `ws://` or `wss://host[:port][/prefix]/builder`.
     pub url: String,
+    /// Trust settings for a `wss://` URL; `None` uses the system roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Builder token, sent as `Authorization: Bearer <token>`.
     pub token: String,
     /// Builder name (must equal the token's subject).
@@ -166,6 +178,7 @@ impl ConnectOptions {
     ) -> Self {
         Self {
             url: url.into(),
+            tls: None,
             token: token.into(),
             builder: builder.into(),
             platforms,
@@ -369,8 +382,29 @@ async fn handshake(opts: &ConnectOptions) -> Result<(Ws, Welcome), ConnectError>
     let auth = HeaderValue::from_str(&format!("Bearer {}", opts.token))
         .map_err(|_| bad("the token is not a valid header value".into()))?;
     request.headers_mut().insert("authorization", auth);
-    let (mut ws, _response) = match tokio_tungstenite::connect_async(request).await {
+    let connector = if url.starts_with("wss://") {
+        let config = match &opts.tls {
+            Some(c) => c.clone(),
+            None => crate::tls::client_config(None).map_err(|e| ConnectError::Tls {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?,
+        };
+        Some(tokio_tungstenite::Connector::Rustls(config))
+    } else {
+        None
+    };
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+    let (mut ws, _response) = match connecting.await {
         Ok(ok) => ok,
+        Err(e) if crate::tls::rustls_error(&e).is_some() => {
+            let reason = crate::tls::rustls_error(&e).map(crate::tls::explain);
+            return Err(ConnectError::Tls {
+                url: url.clone(),
+                reason: reason.unwrap_or_default(),
+            });
+        }
         Err(tungstenite::Error::Http(resp)) => {
             return Err(ConnectError::Refused {
                 url: url.clone(),

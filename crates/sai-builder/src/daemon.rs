@@ -3,7 +3,8 @@
 //!
 //! [`load_config`] reads a config file through `sai_core::config::parse`
 //! and `validate()`, every problem reported as `file:line:col: message`,
-//! and resolves relative `token_file` paths against the config's folder.
+//! and resolves relative `token_file` and `ca_file` paths against the
+//! config's folder.
 //! [`run`] then:
 //!
 //! * checks the home, and picks the step user: when the daemon runs as
@@ -52,10 +53,13 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
     let base = path.parent().unwrap_or(Path::new("."));
     for platform in &mut config.platforms {
         for server in &mut platform.servers {
-            if let Some(f) = &mut server.token_file
-                && Path::new(f.as_str()).is_relative()
+            for f in [&mut server.token_file, &mut server.ca_file]
+                .into_iter()
+                .flatten()
             {
-                *f = base.join(&*f).display().to_string();
+                if Path::new(f.as_str()).is_relative() {
+                    *f = base.join(&*f).display().to_string();
+                }
             }
         }
     }
@@ -88,14 +92,6 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
     let home = PathBuf::from(&config.home);
     if !home.is_dir() {
         bail!("home {} is not an existing directory", home.display());
-    }
-    for (server, _) in config.servers() {
-        if server.url.starts_with("wss://") {
-            bail!(
-                "{}: wss:// is not supported by this build of sai-builder yet; use ws:// (e.g. behind a TLS-terminating tunnel)",
-                server.url
-            );
-        }
     }
     let layout = Layout::new(&home);
     let run_as = step_user(config)?;
@@ -130,18 +126,26 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
                 (None, Some(t)) => TokenSource::Inline(t.clone()),
                 (None, None) => TokenSource::Inline(String::new()),
             };
-            LinkConfig::new(
+            let mut link = LinkConfig::new(
                 server.url.clone(),
                 token,
                 names.into_iter().map(str::to_string).collect(),
-            )
+            );
+            if server.url.starts_with("wss://") {
+                let ca = server.ca_file.as_deref().map(Path::new);
+                link.tls = Some(
+                    crate::tls::client_config(ca)
+                        .with_context(|| format!("server {}", server.url))?,
+                );
+            }
+            Ok(link)
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     Ok((shared, links))
 }
 
-/// The checks [`run`] makes before connecting (home exists, no `wss://`
-/// URL, the step user exists), for `--check-config`.
+/// The checks [`run`] makes before connecting (home exists, CA files and
+/// system roots readable, the step user exists), for `--check-config`.
 pub fn check(config: &BuilderConfig) -> anyhow::Result<()> {
     prepare(config).map(|_| ())
 }
@@ -156,10 +160,38 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
         "sai-builder {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    crate::tls::install_crypto_provider();
+    let (attempted, mut first_attempts) = tokio::sync::mpsc::unbounded_channel();
+    let n_links = links.len();
     let mut set = JoinSet::new();
-    for lc in links {
+    for mut lc in links {
+        lc.first_attempt = Some(attempted.clone());
         set.spawn(run_link(lc, shared.clone(), shutdown.clone()));
     }
+    drop(attempted);
+    // Ready once every link has connected or is retrying; the watchdog
+    // keep-alives start then (systemd arms the watchdog at READY=1).
+    let health = shared.clone();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < n_links && first_attempts.recv().await.is_some() {
+            seen += 1;
+        }
+        if seen == n_links {
+            crate::supervise::ready(&format!("serving {n_links} server link(s)"));
+            crate::supervise::spawn_watchdog(
+                move || drop(health.active.lock().unwrap_or_else(|e| e.into_inner())),
+                sd,
+            );
+        }
+    });
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        sd.cancelled().await;
+        crate::supervise::stopping();
+    });
+
     let keeper = tokio::spawn(housekeeping(
         shared.clone(),
         Duration::from_secs(config.job_retention_secs),

@@ -13,6 +13,8 @@
 //! | [`step_runner`] | runs one step in its own process group with timeout, log cap and cancel |
 //! | [`logproxy`] | per-task unix sockets whose bytes become log records on channels 3, 4, 5 |
 //! | [`connection`] | websocket link to a server: hello/welcome, credit-limited binary frames |
+//! | [`tls`] | trust roots for `wss://` servers (CA file or system roots), certificate errors explained |
+//! | [`supervise`] | systemd readiness and watchdog keep-alives |
 //! | [`artifacts`] | saifile artifact globs rooted at `src/`, hashed, read in chunks |
 //! | [`housekeeping`] | removal of old job dirs, free-disk checks |
 //! | [`task`] | one task from offer to result, composed of the modules above |
@@ -33,4 +35,6 @@ pub mod log;
 pub mod logproxy;
 pub mod server_link;
 pub mod step_runner;
+pub mod supervise;
 pub mod task;
+pub mod tls;

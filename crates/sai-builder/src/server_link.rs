@@ -161,8 +161,10 @@ impl TokenSource {
 /// One server link.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// `ws://host[:port][/prefix]/builder`.
+    /// `ws://` or `wss://host[:port][/prefix]/builder`.
     pub url: String,
+    /// Trust settings for a `wss://` URL (its `ca_file`, or the system roots).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The token for this server.
     pub token: TokenSource,
     /// Names of the platforms offered on this link (each in [`Shared::platforms`]).
@@ -179,6 +181,9 @@ pub struct LinkConfig {
     pub backoff_initial: Duration,
     /// Largest reconnect delay.
     pub backoff_cap: Duration,
+    /// Told the URL once the first connection attempt has ended either way
+    /// (connected, or failed and retrying): the daemon's readiness.
+    pub first_attempt: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl LinkConfig {
@@ -186,6 +191,7 @@ impl LinkConfig {
     pub fn new(url: impl Into<String>, token: TokenSource, platforms: Vec<String>) -> Self {
         Self {
             url: url.into(),
+            tls: None,
             token,
             platforms,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -194,6 +200,7 @@ impl LinkConfig {
             stable_after: DEFAULT_STABLE_AFTER,
             backoff_initial: crate::backoff::INITIAL,
             backoff_cap: crate::backoff::CAP,
+            first_attempt: None,
         }
     }
 }
@@ -236,7 +243,8 @@ impl Running {
 }
 
 /// Connect to one server and serve it until `shutdown`; see the module doc.
-pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut first_attempt = lc.first_attempt.take();
     let mut backoff = Backoff::with_bounds(lc.backoff_initial, lc.backoff_cap);
     let offers: Vec<PlatformOffer> = lc
         .platforms
@@ -251,6 +259,7 @@ pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancellatio
         let attempt = async {
             let token = lc.token.read()?;
             let mut opts = ConnectOptions::new(url, token, &shared.host, offers.clone());
+            opts.tls = lc.tls.clone();
             opts.handshake_timeout = lc.handshake_timeout;
             opts.keepalive = lc.keepalive;
             opts.dead_after = lc.dead_after;
@@ -260,6 +269,11 @@ pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancellatio
             r = attempt => r,
             _ = shutdown.cancelled() => break,
         };
+        let mut attempted = || {
+            if let Some(tx) = first_attempt.take() {
+                let _ = tx.send(url.to_string());
+            }
+        };
         match connected {
             Ok(link) => {
                 tracing::info!(
@@ -268,6 +282,7 @@ pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancellatio
                     "connected to {url}, offering {}",
                     lc.platforms.join(", ")
                 );
+                attempted();
                 let up = Instant::now();
                 let ended = serve(link, &lc, &shared, &shutdown).await;
                 if shutdown.is_cancelled() || ended == Ended::Shutdown {
@@ -279,7 +294,10 @@ pub async fn run_link(lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancellatio
                     backoff.reset();
                 }
             }
-            Err(e) => tracing::warn!(server = url, "cannot connect: {e:#}"),
+            Err(e) => {
+                tracing::warn!(server = url, "cannot connect: {e:#}");
+                attempted();
+            }
         }
         let delay = backoff.next_delay();
         tracing::info!(server = url, "reconnecting in {:.1} s", delay.as_secs_f64());

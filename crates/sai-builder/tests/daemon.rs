@@ -142,16 +142,30 @@ fn check_config_reports_problems_with_file_line_and_column() {
         "{err}"
     );
 
-    // Valid, but not runnable here: a wss:// server.
-    let wss = ServerRef {
-        url: "wss://ci.example.org/sai/builder".into(),
+    // Plain ws:// to a host that is not loopback: refused unless the
+    // config says "insecure": true.
+    let remote = ServerRef {
+        url: "ws://ci.example.org/sai/builder".into(),
         token_file: "t".into(),
     };
-    let conf = write_builder_config(tmp.path(), "b1", &[(LINUX, 1, &[&wss])]);
+    let conf = write_builder_config(tmp.path(), "b1", &[(LINUX, 1, &[&remote])]);
     let out = check_config(&conf);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("wss:// is not supported"), "{err}");
+    assert!(
+        err.contains("platforms[0].servers[0].url") && err.contains("not loopback"),
+        "{err}"
+    );
+    let conf = write_builder_config_with(tmp.path(), "b1", &[(LINUX, 1, &[&remote])], |c| {
+        c["platforms"][0]["servers"][0]["insecure"] = json!(true);
+    });
+    let out = check_config(&conf);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A syntax problem: an unknown key.
     std::fs::write(&bad, "{\n  \"hme\": \"/x\"\n}\n").unwrap();

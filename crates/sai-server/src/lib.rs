@@ -30,6 +30,8 @@ pub mod link;
 pub mod logw;
 pub mod sched;
 pub mod store;
+pub mod supervise;
+pub mod tls;
 pub mod token_cli;
 pub mod ws;
 
@@ -74,6 +76,8 @@ pub struct Settings {
     pub global_key: Option<Vec<u8>>,
     /// Configured projects and their own key, if any.
     pub projects: HashMap<String, Option<Vec<u8>>>,
+    /// The certificate when the server terminates TLS itself.
+    pub tls: Option<Arc<tls::CertificateStore>>,
 }
 
 /// Why the server cannot start.
@@ -113,6 +117,9 @@ pub enum StartError {
     /// The token key failed.
     #[error(transparent)]
     Key(#[from] auth::KeyError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Parse and validate a config file.
@@ -160,12 +167,19 @@ impl Settings {
             }
             projects.insert(p.name.clone(), key);
         }
+        let tls = match &config.tls {
+            Some(t) => Some(tls::CertificateStore::open(tls::TlsFiles::resolve(
+                t, base,
+            ))?),
+            None => None,
+        };
         Ok(Settings {
             config,
             data_dir,
             token_key_path,
             global_key,
             projects,
+            tls,
         })
     }
 
@@ -423,11 +437,17 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
     };
     let routes = routes(server.clone());
     let sd = shutdown.clone();
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move { sd.cancelled().await })
-        .run()
-        .await;
+    match server.settings.tls.clone() {
+        Some(store) => tls::serve(routes, listener, store, sd).await?,
+        None => {
+            tls::reload_on_sighup(None, sd.clone());
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async move { sd.cancelled().await })
+                .run()
+                .await
+        }
+    }
     server.sched_do(|s, _| s.stop(1001, "sai-server is shutting down"));
     server.logs.flush().await;
     retention.abort();
@@ -443,7 +463,7 @@ pub fn routes(
     let builder = warp::ws()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::addr::remote())
+        .and(tls::remote_addr())
         .map(
             move |ws: warp::ws::Ws,
                   path: warp::path::FullPath,
@@ -458,7 +478,7 @@ pub fn routes(
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(tls::remote_addr())
         .and(warp::body::stream())
         .then(
             move |method, path: warp::path::FullPath, query, headers, peer, body| {

@@ -92,15 +92,25 @@ async fn serve(settings: sai_server::Settings) -> Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
         tracing::info!("signal received, shutting down");
+        sai_server::supervise::stopping();
         sd.cancel();
     });
     let data_dir = settings.data_dir.clone();
-    let server = sai_server::Server::open(settings, shutdown)?;
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let server = sai_server::Server::open(settings, shutdown.clone())?;
     std::fs::write(data_dir.join("server.addr"), format!("{addr}\n"))?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "sai-server listening on http://{addr}")?;
+        writeln!(out, "sai-server listening on {scheme}://{addr}")?;
         out.flush()?;
     }
+    // Store open, listener bound (connections queue until `serve` accepts).
+    sai_server::supervise::ready(&format!("listening on {scheme}://{addr}"));
+    let health = server.clone();
+    sai_server::supervise::spawn_watchdog(move || drop(health.sched()), shutdown);
     sai_server::serve(server, listener).await
 }

@@ -120,7 +120,16 @@ impl HookRequest {
 
     /// POST it to `url` (e.g. `http://addr/sai/update-hook`).
     pub async fn send(&self, url: &str) -> reqwest::Result<reqwest::Response> {
-        let mut rb = reqwest::Client::new()
+        self.send_with(&reqwest::Client::new(), url).await
+    }
+
+    /// POST it with `client` (e.g. one trusting a test CA for `https://`).
+    pub async fn send_with(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut rb = client
             .post(url)
             .header("user-agent", "sai-notifier")
             .header("content-type", &self.content_type)

@@ -12,10 +12,14 @@
 //! * [`wait_for`]: poll a condition until a deadline (no fixed sleeps).
 //! * [`git`]: real git repositories ([`git::GitRepo`]) for fetch/checkout
 //!   fixtures.
+//! * [`tls`]: a private CA and server certificates made with `rcgen`.
 
 pub mod builder;
 pub mod git;
 pub mod hook;
+pub mod https_git;
+pub mod notify_socket;
+pub mod tls;
 
 pub use builder::FakeBuilder;
 
@@ -136,6 +140,8 @@ pub struct TestServer {
     /// Server's stderr log file.
     pub log_path: PathBuf,
     bin: PathBuf,
+    /// Whether it serves TLS (it said `listening on https://`).
+    pub tls: bool,
 }
 
 /// Config for a test server: loopback, port 0, the given data dir and key.
@@ -204,16 +210,18 @@ impl TestServer {
                 match r.read_line(&mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        if let Some(a) = line.trim().strip_prefix("sai-server listening on http://")
-                        {
-                            let _ = tx.send(a.to_string());
+                        let l = line.trim();
+                        if let Some(a) = l.strip_prefix("sai-server listening on http://") {
+                            let _ = tx.send((false, a.to_string()));
+                        } else if let Some(a) = l.strip_prefix("sai-server listening on https://") {
+                            let _ = tx.send((true, a.to_string()));
                         }
                     }
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().context("parsing listening address")?,
+        let (tls, addr) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((tls, a)) => (tls, a.parse().context("parsing listening address")?),
             Err(_) => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 bail!("sai-server did not report listening; its log:\n{log}");
@@ -226,17 +234,20 @@ impl TestServer {
             config_path,
             log_path,
             bin: bin.to_path_buf(),
+            tls,
         })
     }
 
-    /// `http://addr<path>`.
+    /// `http://addr<path>` (`https://` when the server terminates TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
-    /// `ws://addr/builder`.
+    /// `ws://addr/builder` (`wss://` when the server terminates TLS).
     pub fn builder_url(&self) -> String {
-        format!("ws://{}/builder", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/builder", self.addr)
     }
 
     /// The server's stderr so far.

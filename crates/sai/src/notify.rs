@@ -47,6 +47,11 @@ pub struct NotifyArgs {
     /// URL builders fetch from (default: the repository's path).
     #[arg(long, env = "SAI_FETCH_URL", value_name = "URL")]
     pub fetch_url: Option<String>,
+    /// PEM file of the CA that signed an https:// server's certificate (a
+    /// private CA); only it is trusted then. Default: the system roots
+    /// (or the file named by SSL_CERT_FILE).
+    #[arg(long, env = "SAI_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One notification, ready to sign and send.
@@ -233,13 +238,19 @@ impl Notification {
         .file_bytes()
     }
 
-    /// Sign with `key` and POST to `<url>/update-hook`; the server's JSON
-    /// reply, or an error naming its status and message.
-    pub async fn send(&self, url: &str, key: &[u8]) -> Result<Value> {
+    /// Sign with `key` and POST to `<url>/update-hook` with `client` (see
+    /// [`http_client`]); the server's JSON reply, or an error naming its
+    /// status and message.
+    pub async fn send_with(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        key: &[u8],
+    ) -> Result<Value> {
         let body = self.body();
         let auth = sai_core::notification::sign(key, &body);
         let endpoint = format!("{}/update-hook", url.trim_end_matches('/'));
-        let resp = reqwest::Client::new()
+        let resp = client
             .post(&endpoint)
             .header("user-agent", "sai-notifier")
             .header("content-type", "application/json")
@@ -259,10 +270,15 @@ impl Notification {
 
 /// Ask the server to build the event `id` again (`POST
 /// /api/events/<id>/rebuild` with a user token); what happened, in one line.
-pub async fn rebuild_event(url: &str, token: &str, id: &str) -> Result<String> {
+pub async fn rebuild_event(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: &str,
+) -> Result<String> {
     let url = url.trim_end_matches('/');
     let endpoint = format!("{url}/api/events/{id}/rebuild");
-    let resp = reqwest::Client::new()
+    let resp = client
         .post(&endpoint)
         .bearer_auth(token.trim())
         .send()
@@ -290,6 +306,27 @@ pub fn reply_warnings(reply: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|w| w.as_str().map(str::to_string))
         .collect()
+}
+
+/// The HTTP client for notifications (rustls, certificates always checked):
+/// trusting only the CA certificates in `ca_file` when given, else the
+/// system roots.
+pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("CA file {}: not PEM certificates", path.display()))?;
+        if certs.is_empty() {
+            bail!("CA file {}: no CERTIFICATE in it", path.display());
+        }
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().context("setting up the HTTP client")
 }
 
 /// What a reply means, in one line.
@@ -381,7 +418,8 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let reply = rt.block_on(n.send(&url, &key))?;
+    let client = http_client(args.ca_file.as_deref())?;
+    let reply = rt.block_on(n.send_with(&client, &url, &key))?;
     for w in reply_warnings(&reply) {
         println!("sai notify: warning: {w}");
     }
@@ -393,7 +431,7 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
         (Some(token), true, Some(id)) => {
             println!(
                 "sai notify: {}",
-                rt.block_on(rebuild_event(&url, token, id))?
+                rt.block_on(rebuild_event(&client, &url, token, id))?
             );
         }
         _ => println!("sai notify: {}", describe_reply(&n, &url, &reply)),

@@ -394,6 +394,11 @@ pub struct BuilderProc {
 
 impl BuilderProc {
     pub fn start(config: &Path) -> BuilderProc {
+        BuilderProc::start_with_env(config, &[])
+    }
+
+    /// [`BuilderProc::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> BuilderProc {
         let dir = config.parent().unwrap();
         let n = std::fs::read_dir(dir)
             .unwrap()
@@ -412,6 +417,7 @@ impl BuilderProc {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sai_builder=debug".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

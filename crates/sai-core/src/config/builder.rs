@@ -128,6 +128,16 @@ pub struct BuilderServer {
     /// The token inline; prefer `token_file` so the config can be shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// PEM file of the CA certificate(s) that signed a `wss://` server's
+    /// certificate (a private CA for a rack). Only these are trusted for this
+    /// server then; without it the system roots are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Allow a plain `ws://` URL to a host that is not loopback. The token
+    /// and all build logs then cross the network unencrypted: only for a
+    /// network you trust entirely. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// Per-platform limits; each one left out falls back to the builder-wide value.
@@ -221,6 +231,8 @@ impl BuilderConfig {
         let mut platform_names: BTreeMap<&str, usize> = BTreeMap::new();
         // URL -> (platform index, server index, token source) of its first use.
         let mut tokens: BTreeMap<&str, (usize, usize, TokenSource<'_>)> = BTreeMap::new();
+        // URL -> (ca_file, insecure) of its first use.
+        let mut security: BTreeMap<&str, (Option<&str>, bool)> = BTreeMap::new();
         for (pi, platform) in self.platforms.iter().enumerate() {
             let at = root.key("platforms").index(pi);
             match check_platform_name(&platform.name) {
@@ -254,6 +266,8 @@ impl BuilderConfig {
                 let sat = at.key("servers").index(si);
                 if let Err(why) = check_builder_url(&server.url) {
                     push(sat.key("url"), why);
+                } else {
+                    check_transport_security(server, &sat, &mut push);
                 }
                 if !urls.insert(server.url.as_str()) {
                     push(
@@ -293,6 +307,20 @@ impl BuilderConfig {
                         Some(TokenSource::Inline(token))
                     }
                 };
+                if let Some(first) = security.get(server.url.as_str())
+                    && *first != (server.ca_file.as_deref(), server.insecure)
+                {
+                    push(
+                        sat.clone(),
+                        format!(
+                            "server \"{}\" is listed elsewhere with a different ca_file or insecure; the builder keeps one connection per server, give them once and the same everywhere",
+                            server.url
+                        ),
+                    );
+                }
+                security
+                    .entry(server.url.as_str())
+                    .or_insert((server.ca_file.as_deref(), server.insecure));
                 if let Some(source) = source {
                     match tokens.get(server.url.as_str()) {
                         Some((fp, fs, first)) if *first != source => push(
@@ -464,6 +492,64 @@ fn check_builder_url(url: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `ws://` only to loopback unless `insecure` says so; `ca_file` only with
+/// `wss://`. Call with a URL that passed [`check_builder_url`].
+fn check_transport_security(
+    server: &BuilderServer,
+    at: &FieldPath,
+    push: &mut impl FnMut(FieldPath, String),
+) {
+    let tls = server.url.starts_with("wss://");
+    if let Some(ca) = &server.ca_file {
+        if !tls {
+            push(
+                at.key("ca_file"),
+                format!(
+                    "a CA file only applies to wss:// URLs, but the url is \"{}\"",
+                    server.url
+                ),
+            );
+        } else if ca.trim().is_empty() {
+            push(at.key("ca_file"), "must not be empty".to_string());
+        }
+    }
+    if tls {
+        if server.insecure {
+            push(
+                at.key("insecure"),
+                "only allows plain ws://; a wss:// server's certificate is always checked (use ca_file for a private CA)".to_string(),
+            );
+        }
+    } else if !server.insecure && !url_host(&server.url).is_some_and(is_loopback_host) {
+        push(
+            at.key("url"),
+            format!(
+                "\"{}\" is plain ws:// to a host that is not loopback: the token and logs would cross the network unencrypted; use wss://, or set \"insecure\": true for a network you trust entirely",
+                server.url
+            ),
+        );
+    }
+}
+
+/// The host of `scheme://[user@]host[:port]/...`, without IPv6 brackets.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(host_port.split(':').next().unwrap_or(host_port))
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// POSIX-ish user name: starts with a letter or `_`, then letters, digits,

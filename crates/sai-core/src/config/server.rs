@@ -96,6 +96,25 @@ pub struct ServerConfig {
     /// How many events are kept and for how long.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Serve HTTPS and `wss://` on `listen` with this certificate. Leave it
+    /// out to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// The certificate sai-server presents when it terminates TLS itself. Both
+/// files are PEM and are read again on SIGHUP (renewals without a restart;
+/// connected builders stay connected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM file with the server certificate first, then any intermediate CA
+    /// certificates (e.g. certbot's `fullchain.pem`). Relative paths are
+    /// taken from the config file's folder.
+    pub certificate_chain_file: String,
+    /// PEM file with the private key of that certificate (PKCS#8, PKCS#1 or
+    /// SEC1), e.g. certbot's `privkey.pem`.
+    pub private_key_file: String,
 }
 
 /// One project (repository) the hook endpoint accepts.
@@ -179,6 +198,7 @@ impl Default for ServerConfig {
             revoked_builders: Vec::new(),
             revoked_users: Vec::new(),
             retention: RetentionConfig::default(),
+            tls: None,
         }
     }
 }
@@ -283,6 +303,20 @@ impl ServerConfig {
                 root.key("retention").key("keep_events_per_project"),
                 "must be at least 1".into(),
             );
+        }
+        if let Some(tls) = &self.tls {
+            if tls.certificate_chain_file.is_empty() {
+                push(
+                    root.key("tls").key("certificate_chain_file"),
+                    "must not be empty".into(),
+                );
+            }
+            if tls.private_key_file.is_empty() {
+                push(
+                    root.key("tls").key("private_key_file"),
+                    "must not be empty".into(),
+                );
+            }
         }
         problems
     }

@@ -55,6 +55,8 @@ pub fn builder_config(
                 url: format!("ws://{addr}/builder"),
                 token_file: Some("builder.token".into()),
                 token: None,
+                ca_file: None,
+                insecure: false,
             }],
             instances,
             env: toolchain_env(),

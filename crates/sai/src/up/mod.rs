@@ -315,7 +315,11 @@ async fn queue(
             return;
         }
     };
-    let reply = match n.send(url, &key).await {
+    let client = match crate::notify::http_client(None) {
+        Ok(client) => client,
+        Err(e) => return say(&format!("queueing {} failed: {e:#}", n.git_ref)),
+    };
+    let reply = match n.send_with(&client, url, &key).await {
         Ok(reply) => reply,
         Err(e) => return say(&format!("queueing {} failed: {e:#}", n.git_ref)),
     };
@@ -324,7 +328,7 @@ async fn queue(
         reply["duplicate"] == true,
         reply["event_id"].as_str(),
     ) {
-        match rebuild_event(url, token, id).await {
+        match rebuild_event(&client, url, token, id).await {
             Ok(line) => say(&line),
             Err(e) => say(&format!("building event {id} again failed: {e:#}")),
         }
