@@ -76,8 +76,19 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
 }
 
 /// The user build steps run as: `None` means the daemon's own user.
+/// Only Unix can switch users; elsewhere `run_as` is refused.
+#[cfg(not(unix))]
 fn step_user(config: &BuilderConfig) -> anyhow::Result<Option<RunAs>> {
-    if !nix::unistd::geteuid().is_root() {
+    match &config.run_as {
+        Some(name) => Err(crate::step_runner::StepError::RunAsUnsupported(name.clone()).into()),
+        None => Ok(None),
+    }
+}
+
+/// The user build steps run as: `None` means the daemon's own user.
+#[cfg(unix)]
+fn step_user(config: &BuilderConfig) -> anyhow::Result<Option<RunAs>> {
+    if !crate::platform::is_privileged() {
         if let Some(u) = &config.run_as {
             tracing::info!("not running as root: run_as \"{u}\" ignored, steps run as this user");
         }

@@ -223,8 +223,8 @@ async fn run_inner(
         Err(e) => return infra(e.to_string()),
     }
     if let Some(user) = &ctx.run_as {
-        let (dir, uid, gid) = (job_dir.clone(), user.uid, user.gid);
-        match tokio::task::spawn_blocking(move || chown_tree(&dir, uid, gid)).await {
+        let (dir, user) = (job_dir.clone(), user.clone());
+        match tokio::task::spawn_blocking(move || chown_tree(&dir, &user)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return infra(format!("chown {}: {e}", job_dir.display())),
             Err(e) => return infra(format!("chown worker: {e}")),
@@ -232,7 +232,7 @@ async fn run_inner(
     }
 
     // Log proxies and environment.
-    let owner = ctx.run_as.as_ref().map(|u| (u.uid, u.gid));
+    let owner = ctx.run_as.as_ref();
     let (proxy_tx, proxy_rx) = mpsc::channel::<LogChunk>(64);
     let proxy_forwarder = spawn_forwarder(proxy_rx, events.clone());
     let proxy = match LogProxy::bind(&ctx.layout.run_dir(&vn), proxy_tx, owner) {

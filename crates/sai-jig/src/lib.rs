@@ -427,6 +427,7 @@ pub fn load_token(config: &JigConfig) -> std::io::Result<Option<String>> {
         let t = std::fs::read_to_string(path).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot read token_file {path}: {e}"))
         })?;
+        #[cfg(unix)]
         if let Ok(meta) = std::fs::metadata(path) {
             use std::os::unix::fs::PermissionsExt;
             if meta.permissions().mode() & 0o077 != 0 {
