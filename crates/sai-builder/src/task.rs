@@ -20,6 +20,8 @@
 //! place for inspection; [`crate::housekeeping`] removes it later.
 
 use std::collections::BTreeMap;
+#[cfg(target_os = "linux")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use sai_core::protocol::{TaskOffer, TaskResult};
@@ -63,6 +65,9 @@ pub struct TaskContext {
     pub kill_grace: Duration,
     /// Step user (when the builder is root).
     pub run_as: Option<RunAs>,
+    /// Where task cgroups are made (Linux, delegated cgroup v2).
+    #[cfg(target_os = "linux")]
+    pub cgroups: Option<Arc<crate::platform::containment::CgroupParent>>,
 }
 
 impl TaskContext {
@@ -77,6 +82,8 @@ impl TaskContext {
             log_limit: DEFAULT_LOG_LIMIT,
             kill_grace: DEFAULT_KILL_GRACE,
             run_as: None,
+            #[cfg(target_os = "linux")]
+            cgroups: None,
         }
     }
 }
@@ -253,6 +260,17 @@ async fn run_inner(
         Err(e) => return infra(e.to_string()),
     };
 
+    // The task's cgroup: all its steps' processes, killed and removed when
+    // the task ends.
+    #[cfg(target_os = "linux")]
+    let cgroup = match &ctx.cgroups {
+        Some(parent) => match parent.create_task(&vn) {
+            Ok(cg) => Some(Arc::new(cg)),
+            Err(e) => return infra(format!("task cgroup in {}: {e}", parent.dir().display())),
+        },
+        None => None,
+    };
+
     // Steps.
     let mut budget = ctx.log_limit;
     let mut result = TaskResult::Success;
@@ -264,6 +282,10 @@ async fn run_inner(
         spec.log_limit = budget;
         spec.kill_grace = ctx.kill_grace;
         spec.run_as = ctx.run_as.clone();
+        #[cfg(target_os = "linux")]
+        {
+            spec.cgroup = cgroup.clone();
+        }
         let (step_tx, step_rx) = mpsc::channel::<LogChunk>(64);
         let step_forwarder = spawn_forwarder(step_rx, events.clone());
         let ran = run_step(&spec, &step_tx, cancel).await;

@@ -1,6 +1,7 @@
 //! GPIO backends: the real one (Linux GPIO character device through
 //! gpiocdev) and a simulated chip that records every line change.
 
+#[cfg(target_os = "linux")]
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

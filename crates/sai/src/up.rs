@@ -484,6 +484,7 @@ async fn serve(
         run_as: None,
         job_retention_secs: sai_core::config::builder::DEFAULT_JOB_RETENTION_SECS,
         min_free_disk_bytes: 256 * 1024 * 1024,
+        task_limits: None,
     };
     let problems = builder_config.validate();
     if !problems.is_empty() {
