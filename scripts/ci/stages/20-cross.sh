@@ -11,8 +11,10 @@
 #    against a real x86_64 sai-server on loopback) built for aarch64 and
 #    for big-endian s390x Linux and run under qemu-user.
 #
-# One target directory per target under target/cross/, so reruns are
-# incremental; each part prints its duration.
+# Checks share target/cross/check and the emulated runs target/cross/run:
+# cargo keeps each target's artifacts in its own <triple>/ directory there,
+# and the host-side proc macros and build scripts are built once instead of
+# once per target. Each part prints its duration.
 
 CROSS_CHECK_TARGETS=(
 	x86_64-pc-windows-gnu
@@ -57,7 +59,7 @@ stage_main() {
 	done
 
 	for t in "${CROSS_CHECK_TARGETS[@]}"; do
-		cross_timed "check $t" env CARGO_TARGET_DIR="target/cross/$t" \
+		cross_timed "check $t" env CARGO_TARGET_DIR=target/cross/check \
 			cargo check --locked --quiet --target "$t" "${CROSS_CRATES[@]}" --lib --bins
 	done
 
@@ -69,7 +71,7 @@ stage_main() {
 	for t in "${CROSS_RUN_TARGETS[@]}"; do
 		(
 			cross_env "$t"
-			export CARGO_TARGET_DIR="target/cross/$t"
+			export CARGO_TARGET_DIR=target/cross/run
 			cross_timed "build tests $t" cargo test --locked --quiet --profile cross --target "$t" \
 				-p sai-core --tests --lib --no-run
 			cross_timed "build builder tests $t" cargo test --locked --quiet --profile cross --target "$t" \

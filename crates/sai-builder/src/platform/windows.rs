@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use process_wrap::tokio::{ChildWrapper, CommandWrap, JobObject, KillOnDrop};
 use tokio::io::AsyncRead;
@@ -71,7 +70,6 @@ pub fn free_disk_bytes(path: &Path) -> std::io::Result<u64> {
 pub struct StepProcess {
     child: Box<dyn ChildWrapper>,
     pid: i32,
-    grace: Duration,
 }
 
 /// The step's output pipes.
@@ -118,11 +116,7 @@ impl StepProcess {
         let out: OutputPipe = Box::new(child.stdout().take().expect("piped stdout"));
         let err: OutputPipe = Box::new(child.stderr().take().expect("piped stderr"));
         Ok((
-            Self {
-                child,
-                pid,
-                grace: cmd.kill_grace,
-            },
+            Self { child, pid },
             out,
             err,
         ))
@@ -140,14 +134,9 @@ impl StepProcess {
         Ok((status.into(), false))
     }
 
-    /// End the whole job now (Windows has no polite stop for console
-    /// processes without a console of their own), after waiting the grace
-    /// for the script to finish by itself.
+    /// End the whole job now: Windows has no SIGTERM for console processes
+    /// without a console of their own, so the grace does not apply.
     pub async fn stop(&mut self) {
-        let _ = tokio::time::timeout(self.grace.min(Duration::from_millis(100)), async {
-            let _ = self.child.wait().await;
-        })
-        .await;
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
