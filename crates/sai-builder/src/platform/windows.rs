@@ -115,11 +115,7 @@ impl StepProcess {
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let out: OutputPipe = Box::new(child.stdout().take().expect("piped stdout"));
         let err: OutputPipe = Box::new(child.stderr().take().expect("piped stderr"));
-        Ok((
-            Self { child, pid },
-            out,
-            err,
-        ))
+        Ok((Self { child, pid }, out, err))
     }
 
     /// The step's process id.
