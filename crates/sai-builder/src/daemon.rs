@@ -66,9 +66,67 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
     Ok(config)
 }
 
+/// Where task cgroups go: the builder's own cgroup v2 when it may create
+/// children there (limits need their controllers too). Steps are contained
+/// by the subreaper shim either way; configured limits without a usable
+/// cgroup are an error.
+#[cfg(target_os = "linux")]
+fn task_cgroups(
+    config: &BuilderConfig,
+) -> anyhow::Result<Option<Arc<crate::platform::containment::CgroupParent>>> {
+    use crate::platform::containment::{CgroupParent, TaskLimits, own_cgroup};
+    let limits = config
+        .task_limits
+        .as_ref()
+        .map(|l| TaskLimits {
+            memory_max: l.memory_max_bytes,
+            pids_max: l.pids_max,
+            cpu_weight: l.cpu_weight,
+        })
+        .unwrap_or_default();
+    let parent = match own_cgroup() {
+        // The root of the hierarchy is nobody's delegated subtree: only
+        // used there when limits ask for it.
+        Some(dir) if dir.join("cgroup.type").exists() || config.task_limits.is_some() => {
+            CgroupParent::at(dir.clone(), limits)
+                .map_err(|e| anyhow::anyhow!("cgroup {}: {e}", dir.display()))
+        }
+        Some(dir) => Err(anyhow::anyhow!(
+            "{} is the root cgroup, not a delegated one",
+            dir.display()
+        )),
+        None => Err(anyhow::anyhow!("no cgroup v2 mount")),
+    };
+    match parent {
+        Ok(p) => {
+            let stale = p.remove_stale();
+            tracing::info!(cgroup = %p.dir().display(), stale, "tasks run in their own cgroups");
+            Ok(Some(Arc::new(p)))
+        }
+        Err(e) if config.task_limits.is_some() => {
+            Err(e.context("task_limits are set but no delegated cgroup v2 can hold them"))
+        }
+        Err(e) => {
+            tracing::info!("no task cgroups ({e}); steps are contained by a subreaper shim");
+            Ok(None)
+        }
+    }
+}
+
 /// The user build steps run as: `None` means the daemon's own user.
+/// Only Unix can switch users; elsewhere `run_as` is refused.
+#[cfg(not(unix))]
 fn step_user(config: &BuilderConfig) -> anyhow::Result<Option<RunAs>> {
-    if !nix::unistd::geteuid().is_root() {
+    match &config.run_as {
+        Some(name) => Err(crate::step_runner::StepError::RunAsUnsupported(name.clone()).into()),
+        None => Ok(None),
+    }
+}
+
+/// The user build steps run as: `None` means the daemon's own user.
+#[cfg(unix)]
+fn step_user(config: &BuilderConfig) -> anyhow::Result<Option<RunAs>> {
+    if !crate::platform::is_privileged() {
         if let Some(u) = &config.run_as {
             tracing::info!("not running as root: run_as \"{u}\" ignored, steps run as this user");
         }
@@ -95,6 +153,12 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
     }
     let layout = Layout::new(&home);
     let run_as = step_user(config)?;
+    #[cfg(target_os = "linux")]
+    let cgroups = task_cgroups(config)?;
+    #[cfg(not(target_os = "linux"))]
+    if config.task_limits.is_some() {
+        bail!("task_limits need Linux cgroups; remove them from the config on this platform");
+    }
     let cpus = resolve_parallel(None);
     let mut platforms = HashMap::new();
     for p in &config.platforms {
@@ -107,6 +171,10 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
         ctx.step_timeout = Duration::from_secs(p.step_timeout_secs(config));
         ctx.log_limit = p.log_limit_bytes(config);
         ctx.run_as = run_as.clone();
+        #[cfg(target_os = "linux")]
+        {
+            ctx.cgroups = cgroups.clone();
+        }
         platforms.insert(p.name.clone(), PlatformSlots::new(p.instances, ctx));
     }
     let shared = Arc::new(Shared {

@@ -28,9 +28,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
+
+/// The held mirror lock; released on drop (the kernel also releases it
+/// when the holder dies).
+#[derive(Debug)]
+pub struct MirrorLock(#[allow(dead_code)] File);
 
 /// How long [`Mirror`] waits for another fetch of the same mirror.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -265,9 +268,9 @@ impl Mirror {
 
     /// Take the exclusive mirror lock, waiting up to the lock timeout.
     /// Released when the returned value drops (or the process dies).
-    pub fn lock(&self) -> Result<Flock<File>, GitError> {
+    pub fn lock(&self) -> Result<MirrorLock, GitError> {
         let start = Instant::now();
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
@@ -275,23 +278,23 @@ impl Mirror {
             .open(&self.lock_path)
             .map_err(io("opening lock", &self.lock_path))?;
         loop {
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(lock),
-                Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => {
+            // std's file locks: flock(2) on Unix, LockFileEx on Windows.
+            match file.try_lock() {
+                Ok(()) => return Ok(MirrorLock(file)),
+                Err(std::fs::TryLockError::WouldBlock) => {
                     if start.elapsed() >= DEFAULT_LOCK_TIMEOUT {
                         return Err(GitError::LockTimeout {
                             path: self.lock_path.clone(),
                             waited: start.elapsed(),
                         });
                     }
-                    file = f;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err((_, e)) => {
+                Err(std::fs::TryLockError::Error(e)) => {
                     return Err(GitError::Io {
                         what: "locking",
                         path: self.lock_path.clone(),
-                        source: e.into(),
+                        source: e,
                     });
                 }
             }

@@ -73,13 +73,7 @@ pub fn remove_old_job_dirs(
     Ok(out)
 }
 
-/// Bytes available to unprivileged users on the filesystem holding `path`.
-pub fn free_disk_bytes(path: &Path) -> std::io::Result<u64> {
-    let st = nix::sys::statvfs::statvfs(path)?;
-    #[allow(clippy::useless_conversion)] // field widths differ between targets
-    let bytes = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
-    Ok(bytes)
-}
+pub use crate::platform::free_disk_bytes;
 
 /// Whether the filesystem holding `path` has at least `min_free` bytes free.
 pub fn has_room(path: &Path, min_free: u64) -> std::io::Result<bool> {

@@ -83,14 +83,10 @@ impl Layout {
 /// Change the owner of `root` and everything below it to `uid`/`gid`
 /// (used when steps run as an unprivileged user and the builder is root).
 /// Symlinks are changed themselves, never followed.
-pub fn chown_tree(
-    root: &Path,
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
-) -> std::io::Result<()> {
+pub fn chown_tree(root: &Path, user: &crate::platform::RunAs) -> std::io::Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
-        std::os::unix::fs::lchown(&path, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        crate::platform::chown_to(&path, user)?;
         if std::fs::symlink_metadata(&path)?.is_dir() {
             for entry in std::fs::read_dir(&path)? {
                 stack.push(entry?.path());

@@ -17,6 +17,7 @@
 //! | [`supervise`] | systemd readiness and watchdog keep-alives |
 //! | [`artifacts`] | saifile artifact globs rooted at `src/`, hashed, read in chunks |
 //! | [`housekeeping`] | removal of old job dirs, free-disk checks |
+//! | [`platform`] | what differs between operating systems: step shell and process tree, user switching, disk space |
 //! | [`task`] | one task from offer to result, composed of the modules above |
 //! | [`backoff`] | exponential reconnect delays with jitter |
 //! | [`server_link`] | one server: connect, accept/reject offers, run tasks, reconnect |
@@ -33,6 +34,7 @@ pub mod instances;
 pub mod jobdir;
 pub mod log;
 pub mod logproxy;
+pub mod platform;
 pub mod server_link;
 pub mod step_runner;
 pub mod supervise;

@@ -13,18 +13,16 @@
 //! [`LogProxy::shutdown`]) stops the forwarding tasks and deletes the socket
 //! files and the run directory.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use nix::unistd::{Gid, Uid};
 use tokio::io::AsyncReadExt;
-use tokio::net::{UnixListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{CH_NOTICE, CH_TTY0, CH_TTY1, LogChunk, LogSender};
+use crate::platform::{LogListener, LogStream, RunAs, make_private};
 
 /// Read size of one forwarded chunk.
 pub const READ_SIZE: usize = 2048;
@@ -72,31 +70,24 @@ impl LogProxy {
     /// Create `run_dir` and bind the three sockets in it, forwarding to `tx`.
     /// With `owner`, the directory and sockets are chowned to that user so a
     /// step running as it can connect. Must be called inside a tokio runtime.
-    pub fn bind(run_dir: &Path, tx: LogSender, owner: Option<(Uid, Gid)>) -> std::io::Result<Self> {
+    pub fn bind(run_dir: &Path, tx: LogSender, owner: Option<&RunAs>) -> std::io::Result<Self> {
         std::fs::create_dir_all(run_dir)?;
-        std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))?;
-        if let Some((uid, gid)) = owner {
-            nix::unistd::chown(run_dir, Some(uid), Some(gid))?;
+        make_private(run_dir)?;
+        if let Some(user) = owner {
+            crate::platform::chown_to(run_dir, user)?;
         }
-        let paths = LogProxyPaths::in_dir(run_dir);
+        let wanted = LogProxyPaths::in_dir(run_dir);
         let mut proxy = Self {
             dir: run_dir.to_path_buf(),
-            paths: paths.clone(),
+            paths: wanted.clone(),
             stop: CancellationToken::new(),
             tasks: Vec::new(),
         };
-        for (path, channel) in paths.with_channels() {
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+        let mut endpoints = Vec::new();
+        for (path, channel) in wanted.with_channels() {
             // On error `proxy` drops here and removes what was made so far.
-            let listener = UnixListener::bind(path)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-            if let Some((uid, gid)) = owner {
-                nix::unistd::chown(path, Some(uid), Some(gid))?;
-            }
+            let (listener, endpoint) = LogListener::bind(path, owner)?;
+            endpoints.push(endpoint);
             let task = tokio::spawn(accept_loop(
                 listener,
                 channel,
@@ -105,6 +96,8 @@ impl LogProxy {
             ));
             proxy.tasks.push(task);
         }
+        let [sai, tty0, tty1] = <[PathBuf; 3]>::try_from(endpoints).expect("three proxies");
+        proxy.paths = LogProxyPaths { sai, tty0, tty1 };
         Ok(proxy)
     }
 
@@ -142,20 +135,20 @@ impl Drop for LogProxy {
             t.abort();
         }
         for (path, _) in self.paths.with_channels() {
-            let _ = std::fs::remove_file(path);
+            LogListener::remove(path);
         }
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
-async fn accept_loop(listener: UnixListener, channel: u8, tx: LogSender, stop: CancellationToken) {
+async fn accept_loop(listener: LogListener, channel: u8, tx: LogSender, stop: CancellationToken) {
     // Dropping the JoinSet (when this task is aborted) aborts the connections.
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     conns.spawn(forward(stream, channel, tx.clone()));
                 }
                 Err(e) => {
@@ -166,22 +159,13 @@ async fn accept_loop(listener: UnixListener, channel: u8, tx: LogSender, stop: C
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
-    // Connections still in the backlog (a client that wrote and exited just
-    // before the stop) are accepted with plain non-blocking accept(2) calls.
-    if let Ok(std_listener) = listener.into_std() {
-        while let Ok((stream, _)) = std_listener.accept() {
-            if let Ok(stream) = stream
-                .set_nonblocking(true)
-                .and_then(|()| UnixStream::from_std(stream))
-            {
-                conns.spawn(forward(stream, channel, tx.clone()));
-            }
-        }
+    for stream in listener.drain_backlog() {
+        conns.spawn(forward(stream, channel, tx.clone()));
     }
     while conns.join_next().await.is_some() {}
 }
 
-async fn forward(mut stream: UnixStream, channel: u8, tx: LogSender) {
+async fn forward(mut stream: LogStream, channel: u8, tx: LogSender) {
     let mut buf = vec![0u8; READ_SIZE];
     loop {
         match stream.read(&mut buf).await {
@@ -199,10 +183,12 @@ async fn forward(mut stream: UnixStream, channel: u8, tx: LogSender) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
 
     async fn collect(
         rx: &mut tokio::sync::mpsc::Receiver<LogChunk>,

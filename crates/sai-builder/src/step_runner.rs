@@ -25,30 +25,31 @@
 //!   ([`StepOutcome::LogLimitExceeded`]; the bytes up to the limit are sent);
 //! * the cancellation token fires ([`StepOutcome::Cancelled`]).
 //!
-//! In the last three cases the process group gets SIGTERM, then SIGKILL after
+//! In the last three cases the step gets SIGTERM, then SIGKILL after
 //! [`StepSpec::kill_grace`], and [`run_step`] returns only once no live
-//! process of the group remains (zombies awaiting a reaper do not count).
-//! A process that left the group (`setsid`) escapes this; cgroups would be
-//! needed for that.
+//! process of it remains (zombies awaiting a reaper do not count). How a
+//! step's whole tree is found is the platform's business
+//! ([`crate::platform::StepProcess`]): on Linux even processes that called
+//! `setsid` or double-forked are ended (a subreaper shim, and a task cgroup
+//! where delegated); on other Unixes the process group; on Windows a job
+//! object, with the step written as a batch script.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Gid, Pid, Uid, User};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{CH_STDERR, CH_STDOUT, LogChunk, LogSender};
+pub use crate::platform::RunAs;
+use crate::platform::{ExitKind, StepCommand, StepProcess};
+#[cfg(unix)]
+pub use crate::platform::{group_alive, kill_group, shell};
 
 /// Default per-step time limit (the reference's 30 minutes).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -74,7 +75,7 @@ pub enum StepError {
         /// The user name.
         name: String,
         /// The error.
-        source: Errno,
+        source: std::io::Error,
     },
     /// The owner of a path could not be read.
     #[error("reading the owner of {path}: {source}")]
@@ -87,6 +88,14 @@ pub enum StepError {
     /// A step user is configured but the builder is not root.
     #[error("cannot run steps as {0:?}: the builder is not running as root")]
     NotRoot(String),
+    /// A step user is configured on a platform without user switching.
+    #[error(
+        "cannot run steps as {0:?}: run_as is only supported on Unix; on this platform steps run as the builder's own account (remove run_as from the builder config)"
+    )]
+    RunAsUnsupported(String),
+    /// The step cannot be written as a script for this platform.
+    #[error("writing the step script: {0}")]
+    Script(#[from] crate::platform::script::ScriptError),
     /// The shell could not be started.
     #[error("starting {shell} in {cwd}: {source}")]
     Spawn {
@@ -100,63 +109,6 @@ pub enum StepError {
     /// Waiting for the step failed.
     #[error("waiting for the step: {0}")]
     Wait(std::io::Error),
-}
-
-/// The unprivileged user steps run as when the builder runs as root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    /// User name.
-    pub name: String,
-    /// User id.
-    pub uid: Uid,
-    /// Primary group id.
-    pub gid: Gid,
-    /// Supplementary groups (from the group database, incl. the primary).
-    pub groups: Vec<Gid>,
-}
-
-impl RunAs {
-    /// Look `name` up in the user and group databases.
-    pub fn lookup(name: &str) -> Result<Self, StepError> {
-        let user = User::from_name(name)
-            .map_err(|source| StepError::UserLookup {
-                name: name.to_string(),
-                source,
-            })?
-            .ok_or_else(|| StepError::NoSuchUser(name.to_string()))?;
-        let cname = CString::new(name).map_err(|_| StepError::NoSuchUser(name.to_string()))?;
-        let groups = nix::unistd::getgrouplist(&cname, user.gid).map_err(|source| {
-            StepError::UserLookup {
-                name: name.to_string(),
-                source,
-            }
-        })?;
-        Ok(Self {
-            name: name.to_string(),
-            uid: user.uid,
-            gid: user.gid,
-            groups,
-        })
-    }
-
-    /// The user owning `path` (the config's default step user is the owner
-    /// of the builder home).
-    pub fn owner_of(path: &Path) -> Result<Self, StepError> {
-        use std::os::unix::fs::MetadataExt;
-        let uid = std::fs::metadata(path)
-            .map_err(|e| StepError::Owner {
-                path: path.to_path_buf(),
-                source: e,
-            })?
-            .uid();
-        let user = User::from_uid(Uid::from_raw(uid))
-            .map_err(|source| StepError::UserLookup {
-                name: format!("uid {uid}"),
-                source,
-            })?
-            .ok_or_else(|| StepError::NoSuchUser(format!("uid {uid}")))?;
-        Self::lookup(&user.name)
-    }
 }
 
 /// One step to run.
@@ -178,6 +130,9 @@ pub struct StepSpec {
     pub kill_grace: Duration,
     /// Run as this user (requires root), or as the builder's own user.
     pub run_as: Option<RunAs>,
+    /// The task's cgroup, where the builder has a delegated cgroup v2.
+    #[cfg(target_os = "linux")]
+    pub cgroup: Option<Arc<crate::platform::containment::TaskCgroup>>,
 }
 
 impl StepSpec {
@@ -198,6 +153,8 @@ impl StepSpec {
             log_limit: DEFAULT_LOG_LIMIT,
             kill_grace: DEFAULT_KILL_GRACE,
             run_as: None,
+            #[cfg(target_os = "linux")]
+            cgroup: None,
         }
     }
 }
@@ -249,117 +206,17 @@ pub struct StepReport {
     pub pgid: i32,
 }
 
-/// The shell steps run in: `/bin/bash` if present, else `/bin/sh`.
-pub fn shell() -> PathBuf {
-    let bash = Path::new("/bin/bash");
-    if bash.exists() {
-        bash.to_path_buf()
-    } else {
-        PathBuf::from("/bin/sh")
-    }
-}
-
-#[allow(unsafe_code)]
-fn drop_privileges(cmd: &mut tokio::process::Command, run_as: &RunAs) {
-    let (uid, gid, groups) = (run_as.uid, run_as.gid, run_as.groups.clone());
-    // SAFETY: the closure runs in the forked child between fork and exec. It
-    // only issues the async-signal-safe syscalls setgroups(2), setgid(2) and
-    // setuid(2) on data prepared before the fork, and does not allocate.
-    // It cannot use Command::uid/gid: std would drop all supplementary
-    // groups there, before pre_exec closures run.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setgroups(&groups)?;
-            nix::unistd::setgid(gid)?;
-            nix::unistd::setuid(uid)?;
-            Ok(())
-        });
-    }
-}
-
-/// Whether any live (non-zombie) process is left in process group `pgid`.
-pub fn group_alive(pgid: i32) -> bool {
-    if killpg(Pid::from_raw(pgid), None) == Err(Errno::ESRCH) {
-        return false;
-    }
-    // Members exist; zombies (waiting for a reaper we don't control) don't count.
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid pgrp ..."; comm may contain spaces and ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let pgrp = fields.nth(1).and_then(|s| s.parse::<i32>().ok());
-        if pgrp == Some(pgid) && state != "Z" && state != "X" {
-            return true;
-        }
-    }
-    false
-}
-
-async fn wait_group_gone(pgid: i32, limit: Duration) -> bool {
-    let start = Instant::now();
-    loop {
-        if !group_alive(pgid) {
-            return true;
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// SIGTERM the process group, SIGKILL it after `grace`, and wait until no
-/// live member is left (giving up, with a warning, a minute after SIGKILL).
-/// Returns whether any member had to be signalled.
-pub async fn kill_group(pgid: i32, grace: Duration) -> bool {
-    if !group_alive(pgid) {
-        return false;
-    }
-    let pg = Pid::from_raw(pgid);
-    let _ = killpg(pg, Signal::SIGTERM);
-    if wait_group_gone(pgid, grace).await {
-        return true;
-    }
-    // SIGKILL cannot be ignored, but a process stuck in uninterruptible
-    // sleep (D state) only dies when its syscall returns: give up waiting
-    // after a minute rather than hang the builder.
-    for _ in 0..60 {
-        let _ = killpg(pg, Signal::SIGKILL);
-        if wait_group_gone(pgid, Duration::from_secs(1)).await {
-            return true;
-        }
-    }
-    tracing::warn!(
-        pgid,
-        "process group still has live members a minute after SIGKILL"
-    );
-    true
-}
-
-/// SIGKILLs the step's process group if [`run_step`] is dropped before it
-/// finished (e.g. the daemon aborted the task), so no step outlives it.
-struct GroupGuard {
-    pgid: i32,
+/// Kills the step's whole process tree if [`run_step`] is dropped before
+/// it finished (e.g. the daemon aborted the task), so no step outlives it.
+struct TreeGuard<'a> {
+    process: &'a mut StepProcess,
     armed: bool,
 }
 
-impl Drop for GroupGuard {
+impl Drop for TreeGuard<'_> {
     fn drop(&mut self) {
-        if self.armed && self.pgid > 0 {
-            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        if self.armed {
+            self.process.kill_now();
         }
     }
 }
@@ -415,29 +272,18 @@ pub async fn run_step(
     tx: &LogSender,
     cancel: &CancellationToken,
 ) -> Result<StepReport, StepError> {
-    if let Some(run_as) = &spec.run_as
-        && !Uid::effective().is_root()
-        && Uid::effective() != run_as.uid
-    {
-        return Err(StepError::NotRoot(run_as.name.clone()));
+    if let Some(run_as) = &spec.run_as {
+        run_as.check_switchable()?;
     }
-    let shell = shell();
-    let mut cmd = tokio::process::Command::new(&shell);
-    cmd.arg("-e")
-        .arg("-c")
-        .arg(&spec.script)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(run_as) = &spec.run_as
-        && Uid::effective().is_root()
-    {
-        drop_privileges(&mut cmd, run_as);
-    }
+    let command = StepCommand {
+        script: spec.script.clone(),
+        cwd: spec.cwd.clone(),
+        env: spec.env.clone(),
+        kill_grace: spec.kill_grace,
+        run_as: spec.run_as.clone(),
+        #[cfg(target_os = "linux")]
+        cgroup: spec.cgroup.clone(),
+    };
     let as_user = spec
         .run_as
         .as_ref()
@@ -465,35 +311,30 @@ pub async fn run_step(
         });
     }
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| StepError::Spawn {
-        shell: shell.clone(),
-        cwd: spec.cwd.clone(),
-        source,
-    })?;
-    // A running child always has an id; pids fit in i32.
-    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    let mut guard = GroupGuard { pgid, armed: true };
+    let (mut process, stdout, stderr) = StepProcess::spawn(&command)?;
+    let pgid = process.id();
+    let mut guard = TreeGuard {
+        process: &mut process,
+        armed: true,
+    };
     let counter = Arc::new(LogCounter {
         total: AtomicU64::new(0),
         limit: spec.log_limit,
         exceeded: CancellationToken::new(),
     });
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        readers.push(spawn_reader(out, CH_STDOUT, tx.clone(), counter.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(spawn_reader(err, CH_STDERR, tx.clone(), counter.clone()));
-    }
+    let mut readers = vec![
+        spawn_reader(stdout, CH_STDOUT, tx.clone(), counter.clone()),
+        spawn_reader(stderr, CH_STDERR, tx.clone(), counter.clone()),
+    ];
 
     enum End {
-        Exit(std::io::Result<ExitStatus>),
+        Exit(std::io::Result<(ExitKind, bool)>),
         TimedOut,
         LogLimit,
         Cancelled,
     }
     let end = tokio::select! {
-        status = child.wait() => End::Exit(status),
+        status = guard.process.wait() => End::Exit(status),
         _ = tokio::time::sleep(spec.timeout) => End::TimedOut,
         _ = counter.exceeded.cancelled() => End::LogLimit,
         _ = cancel.cancelled() => End::Cancelled,
@@ -501,14 +342,13 @@ pub async fn run_step(
     let step = spec.step_no;
     let outcome = match end {
         End::Exit(status) => {
-            let status = status.map_err(StepError::Wait)?;
-            if pgid > 0 && kill_group(pgid, spec.kill_grace).await {
+            let (kind, leftovers) = status.map_err(StepError::Wait)?;
+            if leftovers {
                 notice(tx, format!("Step {step}: killed processes it left running")).await;
             }
-            match (status.code(), status.signal()) {
-                (Some(code), _) => StepOutcome::Exited(code),
-                (None, Some(sig)) => StepOutcome::Signalled(sig),
-                (None, None) => StepOutcome::Exited(255),
+            match kind {
+                ExitKind::Code(code) => StepOutcome::Exited(code),
+                ExitKind::Signal(sig) => StepOutcome::Signalled(sig),
             }
         }
         other => {
@@ -530,11 +370,7 @@ pub async fn run_step(
                 ),
             };
             notice(tx, why).await;
-            if pgid > 0 {
-                kill_group(pgid, spec.kill_grace).await;
-            }
-            // The leader is dead: reap it.
-            let _ = child.wait().await;
+            guard.process.stop().await;
             outcome
         }
     };
@@ -587,6 +423,7 @@ mod tests {
         assert!(!StepOutcome::Exited(1).success());
     }
 
+    #[cfg(unix)]
     #[test]
     fn unknown_user_is_an_error() {
         match RunAs::lookup("no-such-user-sai-test") {
@@ -595,6 +432,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn root_lookup() {
         let root = RunAs::lookup("root").unwrap();
@@ -602,17 +440,19 @@ mod tests {
         assert!(root.groups.contains(&root.gid));
     }
 
+    #[cfg(unix)]
     #[test]
     fn owner_lookup() {
         let tmp = tempfile::tempdir().unwrap();
         let owner = RunAs::owner_of(tmp.path()).unwrap();
-        assert_eq!(owner.uid, Uid::effective());
+        assert_eq!(owner.uid, nix::unistd::Uid::effective());
         assert!(matches!(
             RunAs::owner_of(&tmp.path().join("missing")),
             Err(StepError::Owner { .. })
         ));
     }
 
+    #[cfg(unix)]
     #[test]
     fn shell_exists() {
         assert!(shell().exists());

@@ -20,6 +20,8 @@
 //! place for inspection; [`crate::housekeeping`] removes it later.
 
 use std::collections::BTreeMap;
+#[cfg(target_os = "linux")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use sai_core::protocol::{TaskOffer, TaskResult};
@@ -81,6 +83,9 @@ pub struct TaskContext {
     pub kill_grace: Duration,
     /// Step user (when the builder is root).
     pub run_as: Option<RunAs>,
+    /// Where task cgroups are made (Linux, delegated cgroup v2).
+    #[cfg(target_os = "linux")]
+    pub cgroups: Option<Arc<crate::platform::containment::CgroupParent>>,
 }
 
 impl TaskContext {
@@ -95,6 +100,8 @@ impl TaskContext {
             log_limit: DEFAULT_LOG_LIMIT,
             kill_grace: DEFAULT_KILL_GRACE,
             run_as: None,
+            #[cfg(target_os = "linux")]
+            cgroups: None,
         }
     }
 }
@@ -241,8 +248,8 @@ async fn run_inner(
         Err(e) => return infra(e.to_string()),
     }
     if let Some(user) = &ctx.run_as {
-        let (dir, uid, gid) = (job_dir.clone(), user.uid, user.gid);
-        match tokio::task::spawn_blocking(move || chown_tree(&dir, uid, gid)).await {
+        let (dir, user) = (job_dir.clone(), user.clone());
+        match tokio::task::spawn_blocking(move || chown_tree(&dir, &user)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return infra(format!("chown {}: {e}", job_dir.display())),
             Err(e) => return infra(format!("chown worker: {e}")),
@@ -250,7 +257,7 @@ async fn run_inner(
     }
 
     // Log proxies and environment.
-    let owner = ctx.run_as.as_ref().map(|u| (u.uid, u.gid));
+    let owner = ctx.run_as.as_ref();
     let (proxy_tx, proxy_rx) = mpsc::channel::<LogChunk>(64);
     let proxy_forwarder = spawn_forwarder(proxy_rx, events.clone());
     let proxy = match LogProxy::bind(&ctx.layout.run_dir(&vn), proxy_tx, owner) {
@@ -271,6 +278,17 @@ async fn run_inner(
         Err(e) => return infra(e.to_string()),
     };
 
+    // The task's cgroup: all its steps' processes, killed and removed when
+    // the task ends.
+    #[cfg(target_os = "linux")]
+    let cgroup = match &ctx.cgroups {
+        Some(parent) => match parent.create_task(&vn) {
+            Ok(cg) => Some(Arc::new(cg)),
+            Err(e) => return infra(format!("task cgroup in {}: {e}", parent.dir().display())),
+        },
+        None => None,
+    };
+
     // Steps.
     let mut budget = ctx.log_limit;
     let mut result = TaskResult::Success;
@@ -284,6 +302,10 @@ async fn run_inner(
         spec.log_limit = budget;
         spec.kill_grace = ctx.kill_grace;
         spec.run_as = ctx.run_as.clone();
+        #[cfg(target_os = "linux")]
+        {
+            spec.cgroup = cgroup.clone();
+        }
         let (step_tx, step_rx) = mpsc::channel::<LogChunk>(64);
         let step_forwarder = spawn_forwarder(step_rx, events.clone());
         let ran = run_step(&spec, &step_tx, cancel).await;

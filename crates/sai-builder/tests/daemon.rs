@@ -4,8 +4,6 @@
 
 mod daemon_common;
 
-use std::process::Command;
-
 use daemon_common::*;
 use serde_json::json;
 
@@ -101,7 +99,7 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
 
 /// `sai-builder --check-config -c <config>`.
 fn check_config(config: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+    builder_command()
         .args(["--check-config", "-c"])
         .arg(config)
         .output()

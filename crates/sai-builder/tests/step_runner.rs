@@ -324,7 +324,7 @@ async fn runs_as_the_configured_user_when_root() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), "x").unwrap();
-    sai_builder::jobdir::chown_tree(tmp.path(), nobody.uid, nobody.gid).unwrap();
+    sai_builder::jobdir::chown_tree(tmp.path(), &nobody).unwrap();
     let mut spec = StepSpec::new(
         1,
         "id -u; id -g; id -G; echo y > f; touch new",

@@ -413,6 +413,44 @@ mod tests {
 
     const TID: &str = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF";
 
+    /// The exact wire bytes of a log frame and an artifact frame. Encoders
+    /// on every architecture (this test also runs on big-endian s390x under
+    /// qemu in CI) must produce these bytes, and decode them back.
+    #[test]
+    fn binary_frames_have_these_exact_wire_bytes() {
+        let log = FrameHeader {
+            kind: FrameKind::Log,
+            channel: CHANNEL_STDERR,
+            timestamp_us: 0x0102_0304_0506_0708,
+            task_id: TID.into(),
+        };
+        let mut want = vec![0x01, 0x02, 0x00, 0x00];
+        want.extend_from_slice(&[0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08]);
+        want.extend_from_slice(TID.as_bytes());
+        want.extend_from_slice(b"hi\n");
+        let bytes = encode_frame(&log, b"hi\n");
+        assert_eq!(bytes, want);
+        assert_eq!(bytes.len(), 4 + 8 + 64 + 3);
+        let (h, p) = decode_frame(&want).unwrap();
+        assert_eq!((h, p), (log, &b"hi\n"[..]));
+
+        let art = FrameHeader {
+            kind: FrameKind::Artifact,
+            channel: 0,
+            timestamp_us: 1_700_000_000_123_456, // 0x00060A2418202240
+            task_id: TID.into(),
+        };
+        let mut want = vec![0x02, 0x00, 0x00, 0x00];
+        want.extend_from_slice(&[0x00, 0x06, 0x0A, 0x24, 0x18, 0x20, 0x22, 0x40]);
+        want.extend_from_slice(TID.as_bytes());
+        want.extend_from_slice(&[0xFF, 0x00]);
+        assert_eq!(encode_frame(&art, &[0xFF, 0x00]), want);
+        assert_eq!(
+            decode_frame(&want).unwrap().0.timestamp_us,
+            1_700_000_000_123_456
+        );
+    }
+
     #[test]
     fn frame_round_trip() {
         let h = FrameHeader {

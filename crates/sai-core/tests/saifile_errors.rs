@@ -1,8 +1,6 @@
 //! Malformed `.sai.json` inputs: each gives a precise `file:line:col` error
 //! (or a positioned warning where the input is accepted), and none panics.
 
-use std::time::{Duration, Instant};
-
 use sai_core::saifile::{self, SaifileError};
 
 fn err(src: &[u8]) -> SaifileError {
@@ -205,6 +203,11 @@ fn unknown_keys_are_positioned_warnings() {
     );
 }
 
+/// "Fast" is shown by where the parser stops, not by a clock (which is
+/// meaningless under emulation and on a loaded machine; parse speed is
+/// measured by the benchmarks): garbage is rejected at its first byte, and
+/// the two valid-looking megabytes are each reported at the exact place of
+/// their one fault after a single pass.
 #[test]
 fn platforms_tokens_that_match_no_platform_are_positioned_warnings() {
     let src = b"{\"platforms\": {\"linux-debian-12/x86_64-amd/gcc\": {\"build\": \"x\"},\n \"w11/x86_64-amd/msvc\": {\"build\": \"y\", \"default\": false}},\n \"configurations\": {\"a\": {\"platforms\": \"none, w11, not linux-debain-12\"}}}";
@@ -236,17 +239,24 @@ fn a_megabyte_of_garbage_fails_fast() {
             (x >> 24) as u8
         })
         .collect();
-    let t = Instant::now();
     let e = saifile::parse("g", &garbage).unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(1));
-    assert!(e.line >= 1 && e.column >= 1, "{e}");
+    let before = garbage
+        .iter()
+        .take_while(|b| b" \t\r\n".contains(b))
+        .count();
+    assert!(before < 4, "the garbage starts with {before} blanks");
+    // Stopped at the first byte that cannot start a document.
+    assert_eq!(
+        e.line,
+        1 + garbage[..before].iter().filter(|&&b| b == b'\n').count(),
+        "{e}"
+    );
+    assert!(e.column <= before + 1, "{e}");
 
     // A huge unterminated string is one linear scan, reported at its start.
     let mut big = b"{\"schema\": \"".to_vec();
     big.resize(1 << 20, b'x');
-    let t = Instant::now();
     assert_err(&big, 1, 12, "unterminated string");
-    assert!(t.elapsed() < Duration::from_secs(1));
 
     // A megabyte on one line of many small values stays linear too.
     let mut many = b"{\"platforms\": {\"a/b/c\": {\"build\": [".to_vec();
@@ -254,7 +264,6 @@ fn a_megabyte_of_garbage_fails_fast() {
         many.extend_from_slice(b"\"x\",");
     }
     many.extend_from_slice(b"1]}}}");
-    let t = Instant::now();
     let e = err(&many);
     assert!(
         e.message
@@ -262,7 +271,7 @@ fn a_megabyte_of_garbage_fails_fast() {
         "{e}"
     );
     assert_eq!(e.line, 1);
-    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(e.column, many.len() - 4, "{e}");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! Waiters are served in arrival order (see [`queue`]).
 //!
 //! Exit codes: see [`exit`].
+#![cfg(unix)]
 
 pub mod logproxy;
 pub mod queue;
@@ -372,19 +373,23 @@ fn forwarded_signals() -> nix::sys::signal::SigSet {
 /// parent-death signal), forward signals, and return its exit code.
 pub fn run_program(held: &Held<'_>, req: &Request, notices: &mut LogSink) -> Result<i32, Error> {
     use nix::sys::signal::{SigSet, Signal, kill};
-    use nix::sys::signalfd::SignalFd;
     use nix::unistd::Pid;
 
+    // The signals (and SIGCHLD) stay blocked and are taken with sigwait(2),
+    // which every Unix has (Linux's signalfd would do the same).
     let mut mask = forwarded_signals();
     mask.add(Signal::SIGCHLD);
     mask.thread_block()
         .map_err(|e| Error::Config(format!("cannot block signals: {e}")))?;
-    let sfd =
-        SignalFd::new(&mask).map_err(|e| Error::Config(format!("cannot create signalfd: {e}")))?;
 
-    // /proc/self/exe still works when the binary was replaced or deleted
-    // (an upgrade during a long job).
-    let mut cmd = std::process::Command::new("/proc/self/exe");
+    // On Linux /proc/self/exe still works when the binary was replaced or
+    // deleted (an upgrade during a long job).
+    #[cfg(target_os = "linux")]
+    let exe = PathBuf::from("/proc/self/exe");
+    #[cfg(not(target_os = "linux"))]
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Config(format!("cannot find sai-device's own binary: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
     cmd.args(&req.command)
         .env(SHIM_ENV, std::process::id().to_string())
         .envs(device_env(held.device, &req.aliases));
@@ -399,18 +404,13 @@ pub fn run_program(held: &Held<'_>, req: &Request, notices: &mut LogSink) -> Res
         {
             break status;
         }
-        match sfd.read_signal() {
-            Ok(Some(info)) => {
-                let signo = info.ssi_signo as i32;
-                if signo != Signal::SIGCHLD as i32
-                    && let Ok(sig) = Signal::try_from(signo)
-                {
-                    let _ = kill(pid, sig);
-                }
+        match mask.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(sig) => {
+                let _ = kill(pid, sig);
             }
-            Ok(None) => {}
             Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::Config(format!("signalfd: {e}"))),
+            Err(e) => return Err(Error::Config(format!("sigwait: {e}"))),
         }
     };
     let _ = SigSet::empty().thread_set_mask();
@@ -447,6 +447,9 @@ pub fn shim_main(parent: &str, argv: &[std::ffi::OsString]) -> i32 {
     });
     // Remove our marker so the program does not see it.
     cmd.args(&argv[1..]).env_remove(SHIM_ENV);
+    // Elsewhere the program outlives a killed sai-device (FreeBSD's
+    // procctl(PROC_PDEATHSIG_CTL) could do the same; not wired up).
+    #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     if nix::unistd::getppid().as_raw().to_string() != parent {
         // sai-device died before the parent-death signal was armed.

@@ -63,13 +63,25 @@ pub enum Fallback {
 
 /// Connect to a log proxy socket path; `@name` is a Linux abstract socket.
 pub fn connect(path: &str) -> std::io::Result<UnixStream> {
-    if let Some(name) = path.strip_prefix('@') {
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-        UnixStream::connect_addr(&addr)
-    } else {
-        UnixStream::connect(path)
+    match path.strip_prefix('@') {
+        Some(name) => connect_abstract(name),
+        None => UnixStream::connect(path),
     }
+}
+
+#[cfg(target_os = "linux")]
+fn connect_abstract(name: &str) -> std::io::Result<UnixStream> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    UnixStream::connect_addr(&addr)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn connect_abstract(name: &str) -> std::io::Result<UnixStream> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("log proxy @{name}: abstract unix sockets exist only on Linux"),
+    ))
 }
 
 /// One log channel: the proxy socket if reachable, else the fallback.
@@ -161,6 +173,7 @@ mod tests {
         assert_eq!(got, "hello\n");
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn writes_to_an_abstract_socket() {
         use std::os::linux::net::SocketAddrExt;

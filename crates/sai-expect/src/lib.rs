@@ -6,6 +6,7 @@
 //! exits with a code telling pass, test failure, timeout and infrastructure
 //! trouble apart ([`exit`]). A tty that vanishes and comes back within the
 //! reopen window (board reset, USB re-enumeration) is reopened ([`tty`]).
+#![cfg(unix)]
 
 pub mod collate;
 pub mod matcher;

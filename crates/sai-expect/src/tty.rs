@@ -44,7 +44,8 @@ pub enum TtyEvent {
     Gone(usize, String),
 }
 
-/// Map a numeric rate to a termios speed.
+/// Map a numeric rate to a termios speed. Rates above 230400 have
+/// constants only on Linux.
 pub fn baud_rate(rate: u32) -> Option<nix::sys::termios::BaudRate> {
     use nix::sys::termios::BaudRate::*;
     Some(match rate {
@@ -57,17 +58,29 @@ pub fn baud_rate(rate: u32) -> Option<nix::sys::termios::BaudRate> {
         57600 => B57600,
         115200 => B115200,
         230400 => B230400,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         460800 => B460800,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         500000 => B500000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         576000 => B576000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         921600 => B921600,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         1000000 => B1000000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         1152000 => B1152000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         1500000 => B1500000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         2000000 => B2000000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         2500000 => B2500000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         3000000 => B3000000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         3500000 => B3500000,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         4000000 => B4000000,
         _ => return None,
     })

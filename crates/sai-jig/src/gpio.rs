@@ -1,6 +1,7 @@
 //! GPIO backends: the real one (Linux GPIO character device through
 //! gpiocdev) and a simulated chip that records every line change.
 
+#[cfg(target_os = "linux")]
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub enum GpioError {
         /// Why.
         message: String,
     },
+    /// This platform has no GPIO character devices (Linux only).
+    #[error("GPIO character devices exist only on Linux; use --simulate elsewhere")]
+    Unsupported,
     /// A line is not one this backend manages.
     #[error("line {chip}:{offset} was not requested at start")]
     UnknownLine {
@@ -84,10 +88,35 @@ pub fn lines_by_chip(config: &JigConfig) -> Vec<(String, Vec<(u32, bool)>)> {
 
 /// The real backend: every configured line is requested as an output (at
 /// its safe value) when the backend is opened and held until it is dropped.
+/// The GPIO character device is Linux's; elsewhere [`CdevBackend::open`]
+/// fails with [`GpioError::Unsupported`].
+#[cfg(target_os = "linux")]
 pub struct CdevBackend {
     requests: HashMap<String, gpiocdev::Request>,
 }
 
+/// The real backend (Linux only; see the Linux definition).
+#[cfg(not(target_os = "linux"))]
+pub struct CdevBackend {
+    _private: (),
+}
+
+#[cfg(not(target_os = "linux"))]
+impl CdevBackend {
+    /// Always fails: GPIO character devices exist only on Linux.
+    pub fn open(_config: &JigConfig) -> Result<CdevBackend, GpioError> {
+        Err(GpioError::Unsupported)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl GpioBackend for CdevBackend {
+    fn set(&self, _line: &LineId, _v: bool) -> Result<(), GpioError> {
+        Err(GpioError::Unsupported)
+    }
+}
+
+#[cfg(target_os = "linux")]
 impl CdevBackend {
     /// Request every line of `config` as an output at its safe value.
     pub fn open(config: &JigConfig) -> Result<CdevBackend, GpioError> {
@@ -110,6 +139,7 @@ impl CdevBackend {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn value(v: bool) -> gpiocdev::line::Value {
     if v {
         gpiocdev::line::Value::Active
@@ -118,6 +148,7 @@ fn value(v: bool) -> gpiocdev::line::Value {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl GpioBackend for CdevBackend {
     fn set(&self, line: &LineId, v: bool) -> Result<(), GpioError> {
         let req = self

@@ -422,6 +422,7 @@ pub fn load_token(config: &JigConfig) -> std::io::Result<Option<String>> {
         let file = std::path::Path::new(path);
         let t = sai_core::secret::secret_text_from_file(file, std::fs::read(file))
             .map_err(std::io::Error::other)?;
+        #[cfg(unix)]
         if let Ok(meta) = std::fs::metadata(path) {
             use std::os::unix::fs::PermissionsExt;
             if meta.permissions().mode() & 0o077 != 0 {

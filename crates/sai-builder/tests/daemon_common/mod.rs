@@ -21,9 +21,13 @@ pub const ESP32: &str = "freertos-espidf/xl6-esp32/gcc";
 pub const T: Duration = Duration::from_secs(90);
 
 /// The `sai-server` binary next to this test's target dir (built by
-/// `cargo test --workspace` / `cargo build -p sai-server`).
+/// `cargo test --workspace` / `cargo build -p sai-server`), or the one
+/// `SAI_TEST_SERVER_BIN` names (the x86_64 server that builders built for
+/// another architecture talk to under qemu-user, scripts/ci/stages/20-cross.sh).
 pub fn server_bin() -> PathBuf {
-    let p = sai_testkit::bin_path("sai-server");
+    let p = std::env::var_os("SAI_TEST_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sai_testkit::bin_path("sai-server"));
     assert!(
         p.exists(),
         "{} is missing: run `cargo build -p sai-server` (or `cargo test --workspace`) first",
@@ -386,6 +390,20 @@ pub fn write_builder_config_with(
     path
 }
 
+/// A command running the `sai-builder` binary: directly, or through the
+/// emulator `SAI_TEST_RUNNER` names (e.g. `qemu-s390x`) when the tests were
+/// built for another architecture and the host has no binfmt handler.
+pub fn builder_command() -> Command {
+    match std::env::var_os("SAI_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(env!("CARGO_BIN_EXE_sai-builder"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_sai-builder")),
+    }
+}
+
 /// A running `sai-builder` with its stderr in a file.
 pub struct BuilderProc {
     pub guard: ProcessGuard,
@@ -410,7 +428,7 @@ impl BuilderProc {
             .count();
         let log_path = dir.join(format!("builder.{n}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        let child = builder_command()
             .arg("-c")
             .arg(config)
             .env(

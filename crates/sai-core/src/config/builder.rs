@@ -87,6 +87,27 @@ pub struct BuilderConfig {
     /// accepted. Default 2147483648 (2 GiB); 0 turns the check off.
     #[serde(default = "default_min_free_disk_bytes")]
     pub min_free_disk_bytes: u64,
+    /// Per-task resource limits, applied through a cgroup v2 per task where
+    /// the builder has a delegated cgroup (systemd `Delegate=yes`, Linux).
+    /// Without one the builder refuses to start when limits are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_limits: Option<TaskLimitsConfig>,
+}
+
+/// Resource limits of one task (all of its steps and their processes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskLimitsConfig {
+    /// Most memory the task's processes may use, in bytes (`memory.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max_bytes: Option<u64>,
+    /// Most processes and threads the task may have at once (`pids.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    /// Relative CPU share, 1 to 10000 (default 100) (`cpu.weight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub cpu_weight: Option<u32>,
 }
 
 /// One platform offered by the builder.

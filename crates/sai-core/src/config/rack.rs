@@ -198,6 +198,11 @@ pub struct RackBuilder {
     /// 2147483648 (2 GiB); 0 turns the check off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_free_disk_bytes: Option<u64>,
+    /// Per-task resource limits (memory, pids, CPU weight), as `task_limits`
+    /// in the builder config: applied through a cgroup v2 per task where
+    /// the builder has a delegated cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_limits: Option<super::builder::TaskLimitsConfig>,
     /// Boards attached to this builder, as sai-device entries; their ttys
     /// are passed into the container (`--device`) and a sai-device config is
     /// generated. Not for `qemu` builders.
@@ -360,6 +365,7 @@ impl RackBuilder {
             min_free_disk_bytes: self
                 .min_free_disk_bytes
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_BYTES),
+            task_limits: self.task_limits.clone(),
         }
     }
 

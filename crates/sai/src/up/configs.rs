@@ -68,6 +68,7 @@ pub fn builder_config(
         run_as: None,
         job_retention_secs: sai_core::config::builder::DEFAULT_JOB_RETENTION_SECS,
         min_free_disk_bytes: 256 * 1024 * 1024,
+        task_limits: None,
     };
     let problems = config.validate();
     if !problems.is_empty() {

@@ -1,0 +1,614 @@
+//! Linux: steps that cannot escape.
+//!
+//! Every step runs under a **shim**: the child the builder spawns makes
+//! itself a child subreaper (`PR_SET_CHILD_SUBREAPER`), forks the step's
+//! shell and stays behind as its parent. Whatever the step starts, even
+//! after `setsid` or a double fork, stays a descendant of the shim: orphans
+//! are reparented to it, not to init. The shim talks to the builder over a
+//! socket pair:
+//!
+//! * it sends the shell's pid first (the shell leads the step's process
+//!   group);
+//! * when the shell exits, it ends what the step left behind (SIGTERM to the
+//!   step's group and to its own children, SIGKILL after the grace time),
+//!   reports `L` if there was anything, and exits with the shell's status;
+//! * on `T` from the builder (cancel, timeout, log spew) it does the same at
+//!   once;
+//! * on end-of-file (the builder dropped the step, or the builder died,
+//!   SIGKILL included: the kernel closes its end) it SIGKILLs everything
+//!   immediately.
+//!
+//! Killing is a sweep: SIGKILL every child of the shim, reap, repeat until
+//! it has no children left. Killing a process reparents its children to
+//! the shim, so each round goes one level deeper, and a killed process
+//! cannot fork again. The shell has `PR_SET_PDEATHSIG` = SIGKILL on the
+//! shim, so a step never outlives it either.
+//!
+//! Where the builder has a delegated cgroup v2 subtree ([`CgroupParent`]),
+//! each task also gets a cgroup ([`TaskCgroup`]): the shim moves itself into
+//! it before forking, so everything the step starts is accounted there, the
+//! configured memory / pids / CPU-weight limits apply, and the end of the
+//! task kills the whole cgroup (`cgroup.kill`), which also catches
+//! processes that left the shim's tree by other means.
+//!
+//! The shim runs between `fork` and `exec` of a multi-threaded process: it
+//! only makes async-signal-safe system calls on memory prepared before the
+//! fork (no allocation, no locks), see [`shim_fork`].
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::libc::{self, c_int, pid_t};
+
+/// Builder -> shim: end the step now, politely first.
+const ORDER_TERMINATE: u8 = b'T';
+/// Shim -> builder: the step had left processes behind.
+const REPORT_LEFTOVERS: u8 = b'L';
+/// How long the shim keeps sweeping before it gives up on a process stuck
+/// in uninterruptible sleep.
+const SWEEP_LIMIT_MS: u64 = 60_000;
+
+const CHILDREN: &CStr = c"/proc/thread-self/children";
+
+/// A step's shim, seen from the builder.
+#[derive(Debug)]
+pub struct Shim {
+    ctl: UnixStream,
+}
+
+/// The shim's end of the socket pair, until the step is spawned.
+#[derive(Debug)]
+pub struct ShimEnd {
+    theirs: UnixStream,
+}
+
+impl Shim {
+    /// A socket pair for one step.
+    pub fn pair() -> std::io::Result<(Shim, ShimEnd)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        Ok((Shim { ctl: ours }, ShimEnd { theirs }))
+    }
+
+    /// Read the shell's pid (sent before the spawn returned).
+    pub fn shell_pid(&mut self) -> std::io::Result<i32> {
+        self.ctl.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut b = [0u8; 4];
+        self.ctl.read_exact(&mut b)?;
+        Ok(i32::from_ne_bytes(b))
+    }
+
+    /// Ask the shim to end the step (SIGTERM, then SIGKILL after the grace).
+    pub fn terminate(&mut self) {
+        let _ = self.ctl.write_all(&[ORDER_TERMINATE]);
+    }
+
+    /// Make the shim SIGKILL everything at once.
+    pub fn kill_now(&self) {
+        let _ = self.ctl.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// After the shim exited: whether it had to end leftover processes.
+    pub fn had_leftovers(&mut self) -> bool {
+        let _ = self.ctl.set_nonblocking(true);
+        let mut b = [0u8; 1];
+        matches!(self.ctl.read(&mut b), Ok(1) if b[0] == REPORT_LEFTOVERS)
+    }
+}
+
+impl ShimEnd {
+    /// The fd the forked shim keeps.
+    pub fn raw_fd(&self) -> RawFd {
+        self.theirs.as_raw_fd()
+    }
+}
+
+/// Runs in the child between `fork` and `exec` (a `pre_exec` hook): joins
+/// the task cgroup (if any), becomes a subreaper and forks. The new child
+/// returns `Ok` and goes on to exec the step's shell; this process becomes
+/// the shim and never returns.
+///
+/// # Safety
+/// Only to be called in a freshly forked child of a possibly multi-threaded
+/// process. `ctl` and `cgroup_procs` must be open descriptors.
+pub unsafe fn shim_fork(
+    ctl: RawFd,
+    cgroup_procs: Option<RawFd>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    // SAFETY (whole function): only async-signal-safe system calls on
+    // values that live on this stack or were prepared before the fork.
+    unsafe {
+        if let Some(fd) = cgroup_procs
+            // "0" moves the writing process.
+            && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let shim = libc::getpid();
+        match libc::fork() {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => {
+                // The step's shell: its own group, and dead with the shim.
+                if libc::setpgid(0, 0) != 0
+                    || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != shim {
+                    libc::_exit(125);
+                }
+                Ok(())
+            }
+            shell => shim_main(ctl, shell, grace.as_millis().min(u64::MAX as u128) as u64),
+        }
+    }
+}
+
+/// Milliseconds on the monotonic clock.
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe and writes only `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// What the shim heard on its socket within `ms`.
+enum Heard {
+    Nothing,
+    Terminate,
+    Gone,
+}
+
+fn listen(ctl: c_int, ms: c_int) -> Heard {
+    let mut p = libc::pollfd {
+        fd: ctl,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll/read on our own descriptor and stack buffers.
+    unsafe {
+        if libc::poll(&mut p, 1, ms) <= 0 {
+            return Heard::Nothing;
+        }
+        let mut b = [0u8; 1];
+        match libc::read(ctl, b.as_mut_ptr().cast(), 1) {
+            1 if b[0] == ORDER_TERMINATE => Heard::Terminate,
+            1 => Heard::Nothing,
+            -1 if *libc::__errno_location() == libc::EINTR => Heard::Nothing,
+            _ => Heard::Gone,
+        }
+    }
+}
+
+/// Reap every child that has exited; remember the shell's status.
+fn reap(shell: pid_t, status: &mut Option<c_int>) {
+    loop {
+        let mut st: c_int = 0;
+        // SAFETY: waitpid writes only `st`.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if pid <= 0 {
+            return;
+        }
+        if pid == shell {
+            *status = Some(st);
+        }
+    }
+}
+
+/// Call `f` with each pid in the shim's list of children; returns how many.
+fn for_each_child(mut f: impl FnMut(pid_t)) -> usize {
+    let mut buf = [0u8; 8192];
+    // SAFETY: open/read/close of a /proc file into a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(CHILDREN.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let mut count = 0;
+    let mut pid: pid_t = 0;
+    let mut digits = false;
+    for &c in &buf[..n.max(0) as usize] {
+        if c.is_ascii_digit() {
+            pid = pid * 10 + (c - b'0') as pid_t;
+            digits = true;
+        } else if digits {
+            f(pid);
+            count += 1;
+            pid = 0;
+            digits = false;
+        }
+    }
+    if digits {
+        f(pid);
+        count += 1;
+    }
+    count
+}
+
+fn has_children() -> bool {
+    for_each_child(|_| {}) > 0
+}
+
+fn nap(ms: c_int) {
+    // SAFETY: poll with no descriptors is a sleep.
+    unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
+}
+
+/// SIGKILL every descendant: kill the children, reap, repeat until none.
+fn sweep(shell: pid_t, status: &mut Option<c_int>) {
+    let start = now_ms();
+    loop {
+        // SAFETY: kill(2) on pids the kernel lists as our children.
+        let listed = for_each_child(|pid| unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        });
+        reap(shell, status);
+        if listed == 0 {
+            return;
+        }
+        if now_ms() - start > SWEEP_LIMIT_MS {
+            return;
+        }
+        nap(5);
+    }
+}
+
+/// The shim's life after the fork; see the module doc.
+fn shim_main(ctl: c_int, shell: pid_t, grace_ms: u64) -> ! {
+    // SAFETY: signal dispositions, descriptor closing and the first write
+    // are async-signal-safe calls on our own state.
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let pid = shell.to_ne_bytes();
+        libc::write(ctl, pid.as_ptr().cast(), 4);
+        // Keep only stdio and the socket: in particular not the pipe that
+        // tells the spawning builder the exec succeeded, nor its end of our
+        // socket.
+        close_from(3, ctl);
+    }
+    let mut status = None;
+    let mut kill_now = false;
+    loop {
+        reap(shell, &mut status);
+        if status.is_some() {
+            break;
+        }
+        match listen(ctl, 50) {
+            Heard::Nothing => {}
+            Heard::Terminate => break,
+            Heard::Gone => {
+                kill_now = true;
+                break;
+            }
+        }
+    }
+    let mut leftovers = false;
+    if !kill_now {
+        leftovers = status.is_some() && has_children();
+        // SAFETY: signalling the step's group and our children.
+        unsafe {
+            libc::kill(-shell, libc::SIGTERM);
+            for_each_child(|pid| {
+                libc::kill(pid, libc::SIGTERM);
+            });
+        }
+        let deadline = now_ms() + grace_ms;
+        while now_ms() < deadline {
+            reap(shell, &mut status);
+            if !has_children() {
+                break;
+            }
+            if let Heard::Gone = listen(ctl, 20) {
+                break;
+            }
+        }
+    }
+    sweep(shell, &mut status);
+    if leftovers {
+        // SAFETY: a write to our socket.
+        unsafe { libc::write(ctl, [REPORT_LEFTOVERS].as_ptr().cast(), 1) };
+    }
+    exit_like(status)
+}
+
+/// Close every descriptor from `first` on, except `keep`.
+///
+/// # Safety
+/// Only for the shim, which owns no Rust objects wrapping those fds.
+unsafe fn close_from(first: c_int, keep: c_int) {
+    // SAFETY: close_range(2) on ranges that exclude `keep`; a kernel
+    // without it gets the loop.
+    unsafe {
+        let ranges = [(first, keep - 1), (keep + 1, c_int::MAX)];
+        for (lo, hi) in ranges {
+            if lo > hi {
+                continue;
+            }
+            if libc::syscall(libc::SYS_close_range, lo as u32, hi as u32, 0) != 0 {
+                for fd in lo..hi.min(4096) {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
+/// Exit with the shell's status: its code, or die of its signal.
+fn exit_like(status: Option<c_int>) -> ! {
+    // SAFETY: async-signal-safe calls that end this process.
+    unsafe {
+        match status {
+            Some(st) if libc::WIFEXITED(st) => libc::_exit(libc::WEXITSTATUS(st)),
+            Some(st) if libc::WIFSIGNALED(st) => {
+                let sig = libc::WTERMSIG(st);
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::kill(libc::getpid(), sig);
+                libc::_exit(128 + sig)
+            }
+            _ => libc::_exit(255),
+        }
+    }
+}
+
+/// Per-task cgroup limits (from the builder config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskLimits {
+    /// `memory.max` in bytes.
+    pub memory_max: Option<u64>,
+    /// `pids.max`.
+    pub pids_max: Option<u64>,
+    /// `cpu.weight` (1-10000, default 100).
+    pub cpu_weight: Option<u32>,
+}
+
+impl TaskLimits {
+    fn wanted(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(m) = self.memory_max {
+            v.push(("memory", "memory.max", m.to_string()));
+        }
+        if let Some(p) = self.pids_max {
+            v.push(("pids", "pids.max", p.to_string()));
+        }
+        if let Some(w) = self.cpu_weight {
+            v.push(("cpu", "cpu.weight", w.to_string()));
+        }
+        v
+    }
+}
+
+/// A cgroup v2 directory the builder may create task cgroups in (its own
+/// cgroup, when it is writable: a systemd unit with `Delegate=yes`, or a
+/// root builder).
+#[derive(Debug, Clone)]
+pub struct CgroupParent {
+    dir: PathBuf,
+    limits: TaskLimits,
+}
+
+/// A task's cgroup; killed and removed on drop.
+#[derive(Debug)]
+pub struct TaskCgroup {
+    dir: PathBuf,
+    procs: File,
+}
+
+/// The cgroup v2 mount point, from `/proc/self/mountinfo`.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        if post.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        Some(PathBuf::from(pre.split_whitespace().nth(4)?))
+    })
+}
+
+/// This process's cgroup v2 directory.
+pub fn own_cgroup() -> Option<PathBuf> {
+    let mount = cgroup2_mount()?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(rel.trim_start_matches('/')))
+}
+
+fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::write(path, value).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("writing {value:?} to {}: {e}", path.display()),
+        )
+    })
+}
+
+impl CgroupParent {
+    /// The builder's own cgroup v2 if it may create children there, with
+    /// the controllers for `limits` enabled for them. To enable controllers
+    /// a non-root cgroup must have no processes of its own, so the builder
+    /// first moves itself into a `builder` leaf below it. `None` when there
+    /// is no writable cgroup v2 (the subreaper shim still contains steps).
+    pub fn detect(limits: TaskLimits) -> Option<Self> {
+        let dir = own_cgroup()?;
+        Self::at(dir, limits).ok()
+    }
+
+    /// Use `dir` (which must be writable) as the parent.
+    pub fn at(dir: PathBuf, limits: TaskLimits) -> std::io::Result<Self> {
+        let probe = dir.join(format!("sai-probe-{}", std::process::id()));
+        std::fs::create_dir(&probe)?;
+        std::fs::remove_dir(&probe)?;
+        let parent = Self { dir, limits };
+        let wanted: Vec<_> = limits.wanted().into_iter().map(|(c, _, _)| c).collect();
+        if !wanted.is_empty() {
+            parent.enable(&wanted)?;
+        }
+        Ok(parent)
+    }
+
+    fn enable(&self, controllers: &[&str]) -> std::io::Result<()> {
+        let available = std::fs::read_to_string(self.dir.join("cgroup.controllers"))?;
+        let missing: Vec<_> = controllers
+            .iter()
+            .filter(|c| !available.split_whitespace().any(|a| a == **c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "cgroup {} does not offer the {missing:?} controller(s) the task limits need",
+                self.dir.display()
+            )));
+        }
+        let line: String = controllers.iter().map(|c| format!("+{c} ")).collect();
+        let control = self.dir.join("cgroup.subtree_control");
+        if write_file(&control, line.trim()).is_ok() {
+            return Ok(());
+        }
+        let leaf = self.dir.join("builder");
+        match std::fs::create_dir(&leaf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        write_file(&leaf.join("cgroup.procs"), "0")?;
+        write_file(&control, line.trim())
+    }
+
+    /// The directory task cgroups are made in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Create the cgroup `sai-task-<name>` with the configured limits. A
+    /// leftover of the same name (a builder killed mid-task) is killed and
+    /// removed first.
+    pub fn create_task(&self, name: &str) -> std::io::Result<TaskCgroup> {
+        let dir = self.dir.join(format!("sai-task-{name}"));
+        if dir.exists() {
+            drop(TaskCgroup::open(dir.clone())?);
+        }
+        std::fs::create_dir(&dir)?;
+        let cg = TaskCgroup::open(dir)?;
+        for (_, file, value) in self.limits.wanted() {
+            write_file(&cg.dir.join(file), &value)?;
+        }
+        Ok(cg)
+    }
+
+    /// Kill and remove task cgroups a dead builder left behind.
+    pub fn remove_stale(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("sai-task-")
+                && let Ok(cg) = TaskCgroup::open(e.path())
+            {
+                drop(cg);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl TaskCgroup {
+    fn open(dir: PathBuf) -> std::io::Result<Self> {
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
+        Ok(Self { dir, procs })
+    }
+
+    /// The cgroup's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Descriptor of `cgroup.procs`, written by the shim to join.
+    pub fn procs_fd(&self) -> RawFd {
+        self.procs.as_raw_fd()
+    }
+
+    /// Pids in the cgroup now.
+    pub fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn populated(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .map(|s| s.lines().any(|l| l == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    /// SIGKILL everything in the cgroup (`cgroup.kill`, or each pid on
+    /// kernels before 5.14) and wait up to `limit` for it to empty.
+    pub fn kill_all(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while self.populated() {
+            if write_file(&self.dir.join("cgroup.kill"), "1").is_err() {
+                for pid in self.pids() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+impl Drop for TaskCgroup {
+    fn drop(&mut self) {
+        if !self.kill_all(Duration::from_secs(5)) {
+            tracing::warn!(cgroup = %self.dir.display(), "task cgroup still populated after SIGKILL");
+        }
+        // Exited-but-unreaped members keep the directory busy a moment.
+        for _ in 0..200 {
+            match std::fs::remove_dir(&self.dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! What differs between the operating systems the builder runs on.
+//!
+//! Everything else in sai-builder is written once; this module is the only
+//! place with `cfg(unix)` / `cfg(windows)` / `cfg(target_os = "linux")`.
+//!
+//! | item | Unix | Windows |
+//! |---|---|---|
+//! | [`StepCommand`] (the shell of a step) | `<sh> -e -c <text>` | the text as a `.bat` script run by `cmd /D /C` ([`script::windows_batch`]) |
+//! | [`StepProcess`] (a step's whole process tree) | its own process group; on Linux also a subreaper shim and, where delegated, a cgroup v2 ([`containment`]) | a job object (process-wrap) |
+//! | [`RunAs`] (user switching) | uid, gid and supplementary groups, set in the child | refused with [`crate::step_runner::StepError::RunAsUnsupported`] |
+//! | log proxy endpoints | unix sockets (mode 0600) | loopback TCP listeners |
+//! | [`free_disk_bytes`] | `statvfs(2)` | `GetDiskFreeSpaceExW` (fs4) |
+//! | file locks (mirror, devices) | `std::fs::File::lock` (flock) | `std::fs::File::lock` (LockFileEx) |
+
+pub mod script;
+
+#[cfg(target_os = "linux")]
+pub mod containment;
+#[cfg(unix)]
+mod unix;
+#[cfg(windows)]
+mod windows;
+
+#[cfg(unix)]
+pub use unix::*;
+#[cfg(windows)]
+pub use windows::*;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to start one step, independent of the platform.
+#[derive(Debug, Clone)]
+pub struct StepCommand {
+    /// The step's text (shell on Unix, batch on Windows).
+    pub script: String,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// The complete environment (nothing is inherited).
+    pub env: BTreeMap<String, String>,
+    /// Time between the polite stop request and the hard kill.
+    pub kill_grace: Duration,
+    /// The user to run as, if not the builder's own.
+    pub run_as: Option<RunAs>,
+    /// The task's cgroup to start the step in (Linux, where delegated).
+    #[cfg(target_os = "linux")]
+    pub cgroup: Option<std::sync::Arc<containment::TaskCgroup>>,
+}
+
+/// How a step's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal (Unix only).
+    Signal(i32),
+}
+
+impl From<std::process::ExitStatus> for ExitKind {
+    fn from(status: std::process::ExitStatus) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if let Some(sig) = status.signal() {
+                return Self::Signal(sig);
+            }
+        }
+        Self::Code(status.code().unwrap_or(255))
+    }
+}
