@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod handle_cache;
 pub mod hook;
+pub mod logstore;
 pub mod logw;
 pub mod openapi;
 pub mod sched;
