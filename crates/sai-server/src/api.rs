@@ -195,6 +195,7 @@ where
         }
         (Method::GET, ["api", "tasks", id]) => get_task(&server, &headers, id),
         (Method::GET, ["api", "tasks", id, "log"]) => get_log(&server, &headers, id, &q),
+        (Method::GET, ["api", "tasks", id, "log", "raw"]) => get_log_raw(&server, &headers, id),
         (Method::GET, ["api", "tasks", id, "artifacts", name]) => {
             get_artifact(&server, &headers, id, name)
         }
@@ -404,6 +405,14 @@ fn get_log(server: &Server, headers: &HeaderMap, id: &str, q: &HashMap<String, S
         "task_id": id, "offset": offset, "next_offset": next, "total": total,
         "complete": terminal && next >= total, "records": records,
     })))
+}
+
+/// The log's bytes, streamed, with HTTP `Range`.
+fn get_log_raw(server: &Server, headers: &HeaderMap, id: &str) -> Res {
+    let (db, _) = load_task(server, headers, id)?;
+    let total = db.log_len(id).map_err(internal)?.max(0) as u64;
+    let range = headers.get("range").and_then(|v| v.to_str().ok());
+    Ok(crate::log_download::response(db, id, total, range))
 }
 
 fn get_artifact(server: &Server, headers: &HeaderMap, id: &str, name: &str) -> Res {

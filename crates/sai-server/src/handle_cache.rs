@@ -40,6 +40,18 @@ impl<V> HandleCache<V> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The handle of `key` if it is open (kept or in use).
+    pub fn get(&self, key: &str) -> Option<Arc<V>> {
+        let mut inner = self.lock();
+        if let Some(i) = inner.recent.iter().position(|(k, _)| k == key) {
+            let entry = inner.recent.remove(i).expect("position is in range");
+            let handle = entry.1.clone();
+            inner.recent.push_back(entry);
+            return Some(handle);
+        }
+        inner.live.get(key).and_then(Weak::upgrade)
+    }
+
     /// The handle of `key`, opening it with `open` if nobody holds one.
     /// Opening happens under the cache's lock so a key is opened only once.
     pub fn get_or_open<E>(

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod handle_cache;
 pub mod hook;
+pub mod log_download;
 pub mod logstore;
 pub mod logw;
 pub mod openapi;
@@ -156,7 +157,7 @@ pub struct Server {
 impl Server {
     /// Open storage and keys, load unfinished events.
     pub fn open(settings: Settings, shutdown: CancellationToken) -> Result<Arc<Server>> {
-        let store = Store::open(&settings.data_dir)?;
+        let store = Store::open_with_cache(&settings.data_dir, settings.config.event_db_cache)?;
         let keys = TokenKeys::load_or_create(&settings.token_key_path)?;
         let logs = LogWriter::start(Duration::from_millis(settings.config.log_flush_ms));
         let sched = Sched::new(settings.config.max_infra_attempts);

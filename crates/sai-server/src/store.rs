@@ -17,7 +17,6 @@
 //! only marks its handle, and the folder is unlinked when the last handle is
 //! dropped, so no database in use is ever removed.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use sai_core::saifile::TaskSpec;
+
+use crate::handle_cache::HandleCache;
+use crate::logstore::{self, TaskLog};
 
 /// Name of the main database file.
 pub const MAIN_DB: &str = "sai-server.sqlite3";
@@ -111,6 +113,9 @@ const EVENT_MIGRATIONS: &[&str] = &[
         size INTEGER NOT NULL,
         sha256 TEXT NOT NULL,
         created INTEGER NOT NULL);",
+    // 2: logs compressed in blocks; rows of `logs` are moved by
+    // `logstore::migrate_legacy` when the database is opened.
+    crate::logstore::SCHEMA,
 ];
 
 /// Unix time in milliseconds.
@@ -303,18 +308,7 @@ pub struct ArtifactRow {
     pub created: i64,
 }
 
-/// One stored log record.
-#[derive(Debug, Clone)]
-pub struct LogRecord {
-    /// Byte offset of `data` in the task's log.
-    pub offset: i64,
-    /// Channel.
-    pub channel: u8,
-    /// Unix microseconds.
-    pub timestamp_us: i64,
-    /// Raw bytes.
-    pub data: Vec<u8>,
-}
+pub use crate::logstore::LogRecord;
 
 /// A builder row of the main database.
 #[derive(Debug, Clone)]
@@ -360,7 +354,7 @@ pub struct TaskUpdate {
 pub struct Store {
     dir: PathBuf,
     main: Mutex<Connection>,
-    events: Mutex<HashMap<String, Arc<EventDb>>>,
+    events: HandleCache<EventDb>,
 }
 
 const TASK_COLS: &str = "id, idx, configuration, platform, steps, artifacts, packages, priority, state, builder, exit_code, failed_step, reason, attempt, infra_failures, build_step, created, started, ended, last_updated";
@@ -418,13 +412,18 @@ impl Store {
     /// Open (creating and migrating) the store in `dir`, and remove event
     /// folders that have no event row (interrupted pushes, deleted events).
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with_cache(dir, 16)
+    }
+
+    /// Open, keeping up to `event_db_cache` idle event databases open.
+    pub fn open_with_cache(dir: &Path, event_db_cache: usize) -> Result<Store> {
         std::fs::create_dir_all(dir.join("events"))
             .with_context(|| format!("creating {}", dir.join("events").display()))?;
         let main = open_db(&dir.join(MAIN_DB), MAIN_MIGRATIONS)?;
         let store = Store {
             dir: dir.to_path_buf(),
             main: Mutex::new(main),
-            events: Mutex::new(HashMap::new()),
+            events: HandleCache::new(event_db_cache),
         };
         store.remove_orphans()?;
         Ok(store)
@@ -607,9 +606,8 @@ impl Store {
         if !sai_core::protocol::is_event_id(id) {
             return Ok(None);
         }
-        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(db) = cache.get(id) {
-            return Ok(Some(db.clone()));
+        if let Some(db) = self.events.get(id) {
+            return Ok(Some(db));
         }
         let exists: bool = self
             .main()
@@ -620,21 +618,31 @@ impl Store {
             return Ok(None);
         }
         let dir = self.events_dir().join(id);
-        let conn = open_db(&dir.join(EVENT_DB), EVENT_MIGRATIONS)?;
-        let db = Arc::new(EventDb {
-            id: id.to_string(),
-            dir,
-            conn: Mutex::new(conn),
-            doomed: AtomicBool::new(false),
-        });
-        cache.insert(id.to_string(), db.clone());
-        Ok(Some(db))
+        self.events
+            .get_or_open(id, || {
+                let mut conn = open_db(&dir.join(EVENT_DB), EVENT_MIGRATIONS)?;
+                let n = crate::logstore::migrate_legacy(&mut conn)?;
+                if n > 0 {
+                    tracing::info!(event = %id, tasks = n, "logs compressed into blocks");
+                }
+                Ok(EventDb {
+                    id: id.to_string(),
+                    dir: dir.clone(),
+                    conn: Mutex::new(conn),
+                    doomed: AtomicBool::new(false),
+                })
+            })
+            .map(Some)
     }
 
     /// Close cached event databases nobody else holds.
     pub fn close_idle(&self) {
-        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, db| Arc::strong_count(db) > 1);
+        self.events.close_idle();
+    }
+
+    /// Event databases open now (kept idle or in use).
+    pub fn open_event_dbs(&self) -> usize {
+        self.events.open()
     }
 
     /// Delete an event: its row now, its folder when no handle is left.
@@ -643,12 +651,9 @@ impl Store {
         let n = self
             .main()
             .execute("DELETE FROM events WHERE id = ?1", [id])?;
-        if let Some(db) = handle {
+        drop(handle);
+        if let Some(db) = self.events.remove(id) {
             db.doomed.store(true, Ordering::SeqCst);
-            self.events
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
         }
         Ok(n == 1)
     }
@@ -865,42 +870,38 @@ impl EventDb {
 
     /// Log records of a task from byte `offset`, at most about `max` bytes.
     pub fn logs(&self, task_id: &str, offset: i64, max: i64) -> Result<Vec<LogRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT offset, channel, timestamp_us, data FROM logs
-             WHERE task_id = ?1 AND offset + length(data) > ?2 ORDER BY offset",
-        )?;
-        let mut out = Vec::new();
-        let mut total = 0i64;
-        let mut rows = st.query(params![task_id, offset])?;
-        while let Some(r) = rows.next()? {
-            let mut rec = LogRecord {
-                offset: r.get(0)?,
-                channel: r.get::<_, i64>(1)? as u8,
-                timestamp_us: r.get(2)?,
-                data: r.get(3)?,
-            };
-            if rec.offset < offset {
-                let cut = (offset - rec.offset) as usize;
-                rec.data.drain(..cut.min(rec.data.len()));
-                rec.offset = offset;
-            }
-            total += rec.data.len() as i64;
-            out.push(rec);
-            if total >= max {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(logstore::read(&self.conn(), task_id, offset, max)?)
+    }
+
+    /// Exactly the log bytes `[offset, offset + len)` of a task.
+    pub fn log_bytes(&self, task_id: &str, offset: i64, len: i64) -> Result<Vec<u8>> {
+        Ok(logstore::read_bytes(&self.conn(), task_id, offset, len)?)
     }
 
     /// Total log bytes of a task.
     pub fn log_len(&self, task_id: &str) -> Result<i64> {
-        Ok(self.conn().query_row(
-            "SELECT COALESCE(MAX(offset + length(data)), 0) FROM logs WHERE task_id = ?1",
-            [task_id],
-            |r| r.get(0),
-        )?)
+        Ok(logstore::len(&self.conn(), task_id)?)
+    }
+
+    /// Compressed bytes the logs of this event take.
+    pub fn log_bytes_stored(&self) -> Result<i64> {
+        Ok(logstore::stored_bytes(&self.conn())?)
+    }
+
+    /// The appending side of a task's log, where the database says it ends.
+    pub fn resume_log(&self, task_id: &str) -> Result<TaskLog> {
+        Ok(TaskLog::resume(&self.conn(), task_id)?)
+    }
+
+    /// Persist what changed in these task logs, in one transaction.
+    pub fn write_logs<'a>(&self, logs: impl IntoIterator<Item = &'a mut TaskLog>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for log in logs {
+            log.persist(&tx)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Artifacts of a task.
@@ -942,7 +943,7 @@ impl EventDb {
     pub fn clear_task_output(&self, task_id: &str) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM logs WHERE task_id = ?1", [task_id])?;
+        logstore::clear(&tx, task_id)?;
         tx.execute("DELETE FROM artifacts WHERE task_id = ?1", [task_id])?;
         tx.commit()?;
         drop(conn);
@@ -950,28 +951,6 @@ impl EventDb {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
-        Ok(())
-    }
-
-    /// Append log records in one transaction.
-    pub fn append_logs(&self, records: &[(String, LogRecord)]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO logs(task_id, offset, channel, timestamp_us, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (task, r) in records {
-                st.execute(params![
-                    task,
-                    r.offset,
-                    r.channel as i64,
-                    r.timestamp_us,
-                    r.data
-                ])?;
-            }
-        }
-        tx.commit()?;
         Ok(())
     }
 }
