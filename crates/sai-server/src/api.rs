@@ -357,6 +357,7 @@ fn get_task(server: &Server, headers: &HeaderMap, id: &str) -> Res {
         .flatten();
     let mut v = task_json(&t, detail, Some(uploads));
     v["log_bytes"] = json!(db.log_len(id).map_err(internal)?);
+    v["log_stored_bytes"] = json!(db.task_log_bytes_stored(id).map_err(internal)?);
     Ok(ok(&v))
 }
 

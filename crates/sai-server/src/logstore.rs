@@ -382,12 +382,12 @@ pub fn clear(tx: &Transaction<'_>, task_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Compressed bytes of every log in this database (what retention and disk
-/// reports count).
-pub fn stored_bytes(conn: &Connection) -> Result<i64> {
+/// Compressed bytes of one task's log, or of every log in this database
+/// (what retention and disk reports count).
+pub fn stored_bytes(conn: &Connection, task_id: Option<&str>) -> Result<i64> {
     Ok(conn.query_row(
-        "SELECT COALESCE(SUM(length(data)), 0) FROM log_blocks",
-        [],
+        "SELECT COALESCE(SUM(length(data)), 0) FROM log_blocks WHERE ?1 IS NULL OR task_id = ?1",
+        [task_id],
         |r| r.get(0),
     )?)
 }
@@ -508,7 +508,9 @@ mod tests {
             assert_eq!((r.channel, &r.data, r.timestamp_us), (*ch, line, i as i64));
         }
         assert_eq!(channels(&c, "t1", 0, i64::MAX).unwrap(), 0b110);
-        let stored = stored_bytes(&c).unwrap();
+        let stored = stored_bytes(&c, None).unwrap();
+        assert_eq!(stored, stored_bytes(&c, Some("t1")).unwrap());
+        assert_eq!(stored_bytes(&c, Some("t2")).unwrap(), 0);
         assert!(stored * 4 < all.len() as i64, "{stored} of {}", all.len());
     }
 

@@ -73,7 +73,8 @@ pub fn document() -> Value {
               "started": {"type": ["integer", "null"]}, "ended": {"type": ["integer", "null"]},
               "steps": {"type": "array", "items": {"type": "string"}},
               "artifacts": {"type": "array", "items": r("Artifact")},
-              "log_bytes": {"type": "integer"}}},
+              "log_bytes": {"type": "integer"},
+              "log_stored_bytes": {"type": "integer", "description": "compressed bytes the log takes on disk"}}},
           "Log": {"type": "object", "properties": {
               "task_id": {"type": "string"}, "offset": {"type": "integer"},
               "next_offset": {"type": "integer"}, "total": {"type": "integer"},

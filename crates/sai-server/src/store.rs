@@ -621,6 +621,11 @@ impl Store {
         self.events
             .get_or_open(id, || {
                 let mut conn = open_db(&dir.join(EVENT_DB), EVENT_MIGRATIONS)?;
+                // Many of these are open at once: a small page cache each, and
+                // a WAL cut back after checkpoints so an idle event's folder
+                // is about its compressed size.
+                conn.pragma_update(None, "cache_size", -1024)?;
+                conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
                 let n = crate::logstore::migrate_legacy(&mut conn)?;
                 if n > 0 {
                     tracing::info!(event = %id, tasks = n, "logs compressed into blocks");
@@ -885,7 +890,12 @@ impl EventDb {
 
     /// Compressed bytes the logs of this event take.
     pub fn log_bytes_stored(&self) -> Result<i64> {
-        Ok(logstore::stored_bytes(&self.conn())?)
+        Ok(logstore::stored_bytes(&self.conn(), None)?)
+    }
+
+    /// Compressed bytes one task's log takes.
+    pub fn task_log_bytes_stored(&self, task_id: &str) -> Result<i64> {
+        Ok(logstore::stored_bytes(&self.conn(), Some(task_id))?)
     }
 
     /// The appending side of a task's log, where the database says it ends.
