@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::link::{ConnId, Outgoing};
 use crate::logstore::TaskLog;
-use crate::sched::{ConnId, Outgoing};
 use crate::store::EventDb;
 
 const FLUSH_BYTES: usize = 256 * 1024;

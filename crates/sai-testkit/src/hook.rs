@@ -5,9 +5,7 @@
 //! `curl -F "file=@<tmp>;type=application/json"` (multipart/form-data with
 //! curl's boundary style) and user agent `sai-notifier`.
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use serde_json::json;
+use sai_core::notification::Notification;
 
 /// One push.
 #[derive(Debug, Clone)]
@@ -38,20 +36,17 @@ impl Push {
 
     /// The hook's file content: the notification JSON and a newline.
     pub fn file_bytes(&self) -> Vec<u8> {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.saifile);
-        let v = json!({
-            "schema": "com-warmcat-sai-notification",
-            "action": "repo-update",
-            "repository": {"name": self.project, "fetchurl": self.fetch_url},
-            "nonce": random_hex(16),
-            "ref": self.git_ref,
-            "hash": self.hash,
-            "saifile_len": b64.len(),
-            "saifile": b64,
-        });
-        let mut out = serde_json::to_vec(&v).expect("json");
-        out.push(b'\n');
-        out
+        let mut nonce = [0u8; 16];
+        rand::fill(&mut nonce[..]);
+        Notification::new(
+            &self.project,
+            &self.fetch_url,
+            &self.git_ref,
+            &self.hash,
+            &self.saifile,
+            nonce,
+        )
+        .file_bytes()
     }
 }
 
@@ -64,10 +59,7 @@ pub fn random_hex(n: usize) -> String {
 
 /// `sai sha256=<hex>` over `body` with the ASCII bytes of `key`.
 pub fn signature(key: &str, body: &[u8]) -> String {
-    let mut m = <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key.as_bytes())
-        .expect("any key length");
-    m.update(body);
-    format!("sai sha256={}", hex::encode(m.finalize().into_bytes()))
+    sai_core::notification::sign(key.as_bytes(), body)
 }
 
 /// curl's multipart framing of one file part: returns the content type
