@@ -132,6 +132,9 @@ pub struct Task {
     /// Log bytes stored (`GET /api/tasks/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_bytes: Option<i64>,
+    /// Compressed bytes the log takes on disk (`GET /api/tasks/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_stored_bytes: Option<i64>,
 }
 
 /// An uploaded artifact.

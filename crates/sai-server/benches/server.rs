@@ -2,7 +2,11 @@
 //! build) on loopback and prints a table.
 //!
 //! 1. Hook POST to task offered on an idle connected builder (p50/p95).
-//! 2. Completions per second for the 548 tasks of the libwebsockets
+//! 2. Server RSS and open descriptors idle, after 250 events, after a
+//!    100 MB log.
+//! 3. A 100 MB log (1,000,000 lines of 100 bytes): bytes its event folder
+//!    takes on disk, and latency of reading its last 256 KB.
+//! 4. Completions per second for the 548 tasks of the libwebsockets
 //!    2021-08-17 push over 30 fake platforms x 4 instances.
 
 use std::path::PathBuf;
@@ -24,6 +28,53 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// Resident set size (KiB) and open descriptors of a process.
+fn rss_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (rss, fds)
+}
+
+/// Bytes of every file under `dir`.
+fn du(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        total += if m.is_dir() { du(&e.path()) } else { m.len() };
+    }
+    total
+}
+
+/// Settle, then sample RSS and descriptors: what an idle server keeps.
+async fn idle_sample(pid: u32) -> (u64, usize) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rss_fds(pid)
+}
+
+/// 1,000,000 lines of exactly 100 bytes, like a verbose build.
+fn hundred_mb_log() -> Vec<u8> {
+    let mut out = Vec::with_capacity(100_000_000);
+    for i in 0..1_000_000u32 {
+        let line = format!(
+            "[{:>6}.{:03}] CC src/module{:03}/file{:05}.c -> build/obj/file{:05}.o (-O2 -g -Wall)",
+            i / 1000,
+            i % 1000,
+            i % 97,
+            i,
+            i
+        );
+        out.extend_from_slice(format!("{line:<99}\n").as_bytes());
+    }
+    out
+}
+
 fn lws() -> Vec<u8> {
     let base = std::env::var("SAI_TESTDATA").unwrap_or_else(|_| "/work/shared/testdata".into());
     std::fs::read(PathBuf::from(base).join("saifiles/libwebsockets/20210817-e49a5f3698.sai.json"))
@@ -40,8 +91,10 @@ async fn main() -> anyhow::Result<()> {
     cfg.max_saifile_base64 = 65536;
     let s = TestServer::start(&PathBuf::from(env!("CARGO_BIN_EXE_sai-server")), &cfg, &[])?;
     let url = s.url("/sai/update-hook");
+    let pid = s.guard.id();
+    let idle = idle_sample(pid).await;
 
-    // 1. Hook to offer latency.
+    // 1. Hook to offer latency (250 events).
     let token = s.builder_token("lat", &["linux"])?;
     let mut b = FakeBuilder::start(
         &s.builder_url(),
@@ -50,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         &[("linux-debian-12/x86_64-amd/gcc", 1)],
     )
     .await?;
-    let n = 200;
+    let n = 250;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let req = HookRequest::like_sai_sh(&Push::new("latency", ONE_TASK), KEY);
@@ -64,10 +117,50 @@ async fn main() -> anyhow::Result<()> {
         }
         b.run_task(&offer, b"ok\n", TaskResult::Success).await?;
     }
-    b.close().await;
     lat.sort();
+    let after_events = idle_sample(pid).await;
 
-    // 2. 548 tasks over 30 platforms x 4 instances.
+    // 3. One 100 MB log.
+    let log = hundred_mb_log();
+    anyhow::ensure!(log.len() == 100_000_000);
+    let req = HookRequest::like_sai_sh(&Push::new("biglog", ONE_TASK), KEY);
+    let (resp, offer) = tokio::join!(req.send(&url), b.offer(T));
+    let offer = offer?;
+    let v: serde_json::Value = resp?.json().await?;
+    let big_ev = v["event_id"].as_str().unwrap_or_default().to_string();
+    let t0 = Instant::now();
+    b.run_task(&offer, &log, TaskResult::Success).await?;
+    let task_url = s.url(&format!("/api/tasks/{}", offer.task_id));
+    sai_testkit::wait_for("100 MB log stored", T, || {
+        let u = task_url.clone();
+        async move {
+            let t: serde_json::Value = reqwest::get(u).await.ok()?.json().await.ok()?;
+            (t["state"] == "success" && t["log_bytes"] == 100_000_000).then_some(())
+        }
+    })
+    .await?;
+    let log_done = t0.elapsed();
+    drop(log);
+    let log_disk = du(&s.data_dir.join("events").join(&big_ev));
+    let client = reqwest::Client::new();
+    let tail_url = s.url(&format!(
+        "/api/tasks/{}/log?format=raw&offset={}&max={}",
+        offer.task_id,
+        100_000_000 - 262_144,
+        262_144
+    ));
+    let mut tail = Vec::new();
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        let body = client.get(&tail_url).send().await?.bytes().await?;
+        tail.push(t0.elapsed());
+        anyhow::ensure!(body.len() == 262_144, "tail read {} bytes", body.len());
+    }
+    tail.sort();
+    let after_log = idle_sample(pid).await;
+    b.close().await;
+
+    // 4. 548 tasks over 30 platforms x 4 instances.
     let saifile = lws();
     let parsed = sai_core::saifile::parse("lws", &saifile).map_err(|e| anyhow::anyhow!("{e}"))?;
     let platforms: Vec<String> = parsed.platform_names().map(str::to_string).collect();
@@ -167,5 +260,28 @@ async fn main() -> anyhow::Result<()> {
         total as f64 / all.as_secs_f64()
     );
     println!("| final event state | {} |", e["state"]);
+    for (what, (rss, fds)) in [
+        ("idle at start", idle),
+        ("idle after 250 events", after_events),
+        ("idle after a 100 MB log", after_log),
+    ] {
+        println!(
+            "| server RSS / open fds, {what} | {:.1} MiB / {fds} |",
+            rss as f64 / 1024.0
+        );
+    }
+    println!(
+        "| 100 MB log (1,000,000 x 100 B): sent -> stored | {:.2} s |",
+        log_done.as_secs_f64()
+    );
+    println!(
+        "| 100 MB log: event folder on disk | {:.2} MB |",
+        log_disk as f64 / 1e6
+    );
+    println!(
+        "| 100 MB log: last 256 KB raw read, p50 / p95 (50 reads) | {:.2} / {:.2} ms |",
+        pct(&tail, 0.5).as_secs_f64() * 1e3,
+        pct(&tail, 0.95).as_secs_f64() * 1e3
+    );
     Ok(())
 }

@@ -25,8 +25,11 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod handle_cache;
 pub mod hook;
 pub mod link;
+pub mod log_download;
+pub mod logstore;
 pub mod logw;
 pub mod sched;
 pub mod store;
@@ -229,7 +232,7 @@ impl Server {
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Result<Arc<Server>, StartError> {
-        let store = Store::open(&settings.data_dir)?;
+        let store = Store::open_with_cache(&settings.data_dir, settings.config.event_db_cache)?;
         let keys = TokenKeys::load_or_create(&settings.token_key_path)?;
         let logs = LogWriter::start(Duration::from_millis(settings.config.log_flush_ms));
         let sched = Sched::new(settings.config.max_infra_attempts);

@@ -1,10 +1,13 @@
 //! Batched log writer.
 //!
-//! One thread receives log records from every builder connection, assigns
-//! each its byte offset in the task's log, and writes them in one
-//! transaction per event database at least every `log_flush_ms` or when
-//! 256 KiB are pending. Only after the commit is the flow-control credit
-//! returned to the sending connection, so credited bytes are durable.
+//! One thread receives log records from every builder connection, appends
+//! each to its task's open log block ([`crate::logstore`]), and writes the
+//! blocks that changed in one transaction per event database at least every
+//! `log_flush_ms` or when 256 KiB are pending. Only after the commit is the
+//! flow-control credit returned to the sending connection, so credited
+//! bytes are durable. A task's log stays in memory only while it is being
+//! written: one idle flush interval later it is dropped, with the event
+//! database handle it holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::link::{ConnId, Outgoing};
-use crate::store::{EventDb, LogRecord};
+use crate::logstore::TaskLog;
+use crate::store::EventDb;
 
 const FLUSH_BYTES: usize = 256 * 1024;
 
@@ -83,21 +87,35 @@ impl LogWriter {
     }
 }
 
-/// Pending records of one event database.
-type Batch = (Arc<EventDb>, Vec<(String, LogRecord)>);
+/// A task's log being written, with its database.
+struct Writing {
+    db: Arc<EventDb>,
+    log: TaskLog,
+    /// Written to since the previous flush.
+    active: bool,
+}
 
 #[derive(Default)]
 struct Pending {
-    by_event: HashMap<String, Batch>,
+    tasks: HashMap<String, Writing>,
     credits: HashMap<ConnId, (UnboundedSender<Outgoing>, u64)>,
     bytes: usize,
     since: Option<Instant>,
+    last_forget: Option<Instant>,
 }
 
 impl Pending {
     fn flush(&mut self) {
-        for (_, (db, recs)) in self.by_event.drain() {
-            if let Err(e) = db.append_logs(&recs) {
+        let mut by_event: HashMap<&str, (&Arc<EventDb>, Vec<&mut TaskLog>)> = HashMap::new();
+        for w in self.tasks.values_mut() {
+            by_event
+                .entry(w.db.id.as_str())
+                .or_insert_with(|| (&w.db, Vec::new()))
+                .1
+                .push(&mut w.log);
+        }
+        for (_, (db, logs)) in by_event {
+            if let Err(e) = db.write_logs(logs) {
                 tracing::error!(event = %db.id, cause = %e, "writing logs");
             }
         }
@@ -107,16 +125,29 @@ impl Pending {
         self.bytes = 0;
         self.since = None;
     }
+
+    /// Forget logs nobody wrote to since the previous call, at most once
+    /// per `every` so a slow writer is not reloaded at every flush.
+    fn forget_idle(&mut self, every: Duration) {
+        if self.last_forget.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_forget = Some(Instant::now());
+        self.tasks.retain(|_, w| std::mem::take(&mut w.active));
+    }
 }
 
 fn run(rx: Receiver<Cmd>, flush_every: Duration) {
     let mut pending = Pending::default();
-    let mut offsets: HashMap<String, i64> = HashMap::new();
     loop {
         let timeout = pending
             .since
             .map(|t| flush_every.saturating_sub(t.elapsed()))
-            .unwrap_or(Duration::from_secs(3600));
+            .unwrap_or(if pending.tasks.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                flush_every
+            });
         match rx.recv_timeout(timeout) {
             Ok(Cmd::Record(LogChunk {
                 db,
@@ -126,27 +157,26 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration) {
                 data,
                 credit,
             })) => {
-                let off = match offsets.get_mut(&task_id) {
-                    Some(o) => o,
-                    None => {
-                        let start = db.log_len(&task_id).unwrap_or(0);
-                        offsets.entry(task_id.clone()).or_insert(start)
+                let w = match pending.tasks.entry(task_id) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let log = match db.resume_log(v.key()) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(task = %v.key(), cause = %e, "reading log end");
+                                continue;
+                            }
+                        };
+                        v.insert(Writing {
+                            db,
+                            log,
+                            active: true,
+                        })
                     }
                 };
+                w.log.push(channel, timestamp_us, &data);
+                w.active = true;
                 let len = data.len();
-                let rec = LogRecord {
-                    offset: *off,
-                    channel,
-                    timestamp_us,
-                    data,
-                };
-                *off += len as i64;
-                pending
-                    .by_event
-                    .entry(db.id.to_string())
-                    .or_insert_with(|| (db.clone(), Vec::new()))
-                    .1
-                    .push((task_id, rec));
                 if let Some((cid, tx)) = credit {
                     pending.credits.entry(cid).or_insert((tx, 0)).1 += len as u64;
                 }
@@ -154,20 +184,24 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration) {
                 pending.since.get_or_insert_with(Instant::now);
                 if pending.bytes >= FLUSH_BYTES {
                     pending.flush();
+                    pending.forget_idle(flush_every);
                 }
             }
             Ok(Cmd::Clear { db, task_id }) => {
                 pending.flush();
+                pending.tasks.remove(&task_id);
                 if let Err(e) = db.clear_task_output(&task_id) {
                     tracing::error!(task = %task_id, cause = %e, "clearing task output");
                 }
-                offsets.remove(&task_id);
             }
             Ok(Cmd::Flush(ack)) => {
                 pending.flush();
                 let _ = ack.send(());
             }
-            Err(RecvTimeoutError::Timeout) => pending.flush(),
+            Err(RecvTimeoutError::Timeout) => {
+                pending.flush();
+                pending.forget_idle(flush_every);
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 pending.flush();
                 return;

@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// in milliseconds (default 100).
     #[serde(default = "default_log_flush_ms")]
     pub log_flush_ms: u64,
+    /// Event databases kept open while idle, least recently used closed
+    /// first (default 16). Databases in use stay open besides these.
+    #[serde(default = "default_event_db_cache")]
+    pub event_db_cache: usize,
     /// Largest accepted artifact in bytes (default 4 GiB).
     #[serde(default = "default_max_artifact_bytes")]
     pub max_artifact_bytes: u64,
@@ -172,6 +176,9 @@ fn default_log_window() -> u64 {
 fn default_log_flush_ms() -> u64 {
     100
 }
+fn default_event_db_cache() -> usize {
+    16
+}
 fn default_max_artifact_bytes() -> u64 {
     4 * 1024 * 1024 * 1024
 }
@@ -193,6 +200,7 @@ impl Default for ServerConfig {
             max_infra_attempts: default_max_infra_attempts(),
             log_window_bytes: default_log_window(),
             log_flush_ms: default_log_flush_ms(),
+            event_db_cache: default_event_db_cache(),
             max_artifact_bytes: default_max_artifact_bytes(),
             token_key_file: None,
             revoked_builders: Vec::new(),

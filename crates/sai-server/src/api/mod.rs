@@ -176,6 +176,7 @@ where
         (Method::POST, ["api", "events", id, "rebuild"]) => events::rebuild(s, h, id, None).await,
         (Method::GET, ["api", "tasks", id]) => tasks::get(s, h, id),
         (Method::GET, ["api", "tasks", id, "log"]) => tasks::log(s, h, id, &q),
+        (Method::GET, ["api", "tasks", id, "log", "raw"]) => tasks::log_raw(s, h, id),
         (Method::GET, ["api", "tasks", id, "artifacts", name]) => {
             tasks::artifact_bytes(s, h, id, name)
         }

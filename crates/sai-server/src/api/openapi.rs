@@ -98,6 +98,12 @@ pub fn document() -> Value {
                 {"name": "max", "in": "query", "schema": {"type": "integer", "default": 1048576}},
                 {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "raw"]}}],
             "responses": with_errors(json!({"200": resp("log", r("Log"))}))}},
+        "/api/tasks/{id}/log/raw": {"get": {"summary": "The log's bytes, streamed; one HTTP byte range (`Range: bytes=a-b`, `bytes=-n` for the tail) answers 206",
+            "parameters": [task.clone(), {"name": "Range", "in": "header", "schema": {"type": "string"}}],
+            "responses": with_errors(json!({
+                "200": {"description": "the whole log", "content": {"application/octet-stream": {}}},
+                "206": {"description": "the range asked for", "content": {"application/octet-stream": {}}},
+                "416": {"description": "range starts past the end"}}))}},
         "/api/tasks/{id}/artifacts/{name}": {"get": {"summary": "Download an artifact",
             "parameters": [task.clone(), {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
             "responses": with_errors(json!({"200": {"description": "bytes", "content": {"application/octet-stream": {}}}}))}},

@@ -46,6 +46,7 @@ pub fn view(t: &Task, fleet: &Fleet) -> api::Task {
         packages: None,
         artifacts: None,
         log_bytes: None,
+        log_stored_bytes: None,
     }
 }
 
@@ -77,6 +78,7 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     v.packages = Some(t.packages);
     v.artifacts = Some(db.artifacts(id)?.into_iter().map(artifact).collect());
     v.log_bytes = Some(db.log_len(id)?);
+    v.log_stored_bytes = Some(db.task_log_bytes_stored(id)?);
     ok(&v)
 }
 
@@ -87,6 +89,14 @@ fn octets(bytes: Vec<u8>) -> warp::reply::Response {
         warp::http::HeaderValue::from_static("application/octet-stream"),
     );
     resp
+}
+
+/// The log's bytes, streamed, with HTTP `Range`.
+pub fn log_raw(server: &Server, headers: &HeaderMap, id: &str) -> Res {
+    let (db, _) = load(server, headers, id)?;
+    let total = db.log_len(id)?.max(0) as u64;
+    let range = headers.get("range").and_then(|v| v.to_str().ok());
+    Ok(crate::log_download::response(db, id, total, range))
 }
 
 /// Log records from `offset` (JSON, or the bytes with `format=raw`).

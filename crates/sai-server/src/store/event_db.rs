@@ -39,18 +39,8 @@ pub struct ArtifactRow {
     pub created: i64,
 }
 
-/// One stored log record.
-#[derive(Debug, Clone)]
-pub struct LogRecord {
-    /// Byte offset of `data` in the task's log.
-    pub offset: i64,
-    /// Channel.
-    pub channel: u8,
-    /// Unix microseconds.
-    pub timestamp_us: i64,
-    /// Raw bytes.
-    pub data: Vec<u8>,
-}
+pub use crate::logstore::LogRecord;
+use crate::logstore::{self, TaskLog};
 
 const TASK_COLS: &str = "id, idx, configuration, platform, steps, artifacts, packages, priority, state, builder, exit_code, failed_step, reason, attempt, infra_failures, build_step, created, started, ended, last_updated, instance";
 
@@ -197,42 +187,46 @@ impl EventDb {
 
     /// Log records of a task from byte `offset`, at most about `max` bytes.
     pub fn logs(&self, task_id: &str, offset: i64, max: i64) -> Result<Vec<LogRecord>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT offset, channel, timestamp_us, data FROM logs
-             WHERE task_id = ?1 AND offset + length(data) > ?2 ORDER BY offset",
-        )?;
-        let mut out = Vec::new();
-        let mut total = 0i64;
-        let mut rows = st.query(params![task_id, offset])?;
-        while let Some(r) = rows.next()? {
-            let mut rec = LogRecord {
-                offset: r.get(0)?,
-                channel: r.get::<_, i64>(1)? as u8,
-                timestamp_us: r.get(2)?,
-                data: r.get(3)?,
-            };
-            if rec.offset < offset {
-                let cut = (offset - rec.offset) as usize;
-                rec.data.drain(..cut.min(rec.data.len()));
-                rec.offset = offset;
-            }
-            total += rec.data.len() as i64;
-            out.push(rec);
-            if total >= max {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(logstore::read(&self.conn(), task_id, offset, max)?)
+    }
+
+    /// Exactly the log bytes `[offset, offset + len)` of a task.
+    pub fn log_bytes(&self, task_id: &str, offset: i64, len: i64) -> Result<Vec<u8>, StoreError> {
+        Ok(logstore::read_bytes(&self.conn(), task_id, offset, len)?)
     }
 
     /// Total log bytes of a task.
     pub fn log_len(&self, task_id: &str) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT COALESCE(MAX(offset + length(data)), 0) FROM logs WHERE task_id = ?1",
-            [task_id],
-            |r| r.get(0),
-        )?)
+        Ok(logstore::len(&self.conn(), task_id)?)
+    }
+
+    /// Compressed bytes the logs of this event take.
+    pub fn log_bytes_stored(&self) -> Result<i64, StoreError> {
+        Ok(logstore::stored_bytes(&self.conn(), None)?)
+    }
+
+    /// Compressed bytes one task's log takes.
+    pub fn task_log_bytes_stored(&self, task_id: &str) -> Result<i64, StoreError> {
+        Ok(logstore::stored_bytes(&self.conn(), Some(task_id))?)
+    }
+
+    /// The appending side of a task's log, where the database says it ends.
+    pub fn resume_log(&self, task_id: &str) -> Result<TaskLog, StoreError> {
+        Ok(TaskLog::resume(&self.conn(), task_id)?)
+    }
+
+    /// Persist what changed in these task logs, in one transaction.
+    pub fn write_logs<'a>(
+        &self,
+        logs: impl IntoIterator<Item = &'a mut TaskLog>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for log in logs {
+            log.persist(&tx)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Artifacts of a task.
@@ -280,7 +274,7 @@ impl EventDb {
     pub fn clear_task_output(&self, task_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM logs WHERE task_id = ?1", [task_id])?;
+        logstore::clear(&tx, task_id)?;
         tx.execute("DELETE FROM artifacts WHERE task_id = ?1", [task_id])?;
         tx.commit()?;
         drop(conn);
@@ -288,28 +282,6 @@ impl EventDb {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(super::io("removing", &dir))?;
         }
-        Ok(())
-    }
-
-    /// Append log records in one transaction.
-    pub fn append_logs(&self, records: &[(String, LogRecord)]) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO logs(task_id, offset, channel, timestamp_us, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (task, r) in records {
-                st.execute(params![
-                    task,
-                    r.offset,
-                    r.channel as i64,
-                    r.timestamp_us,
-                    r.data
-                ])?;
-            }
-        }
-        tx.commit()?;
         Ok(())
     }
 }

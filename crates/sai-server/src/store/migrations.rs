@@ -92,6 +92,9 @@ pub const EVENT: &[&str] = &[
         created INTEGER NOT NULL);",
     // 2: the builder's offered platform (instance slot) a task runs in.
     "ALTER TABLE tasks ADD COLUMN instance TEXT;",
+    // 2: logs compressed in blocks; rows of `logs` are moved by
+    // `logstore::migrate_legacy` when the database is opened.
+    crate::logstore::SCHEMA,
 ];
 
 fn migrate(conn: &mut Connection, migrations: &[&str], db: &str) -> Result<(), StoreError> {

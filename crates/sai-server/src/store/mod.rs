@@ -25,7 +25,7 @@ pub mod event_db;
 pub mod main_db;
 pub mod migrations;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
@@ -35,7 +35,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sai_core::saifile::TaskSpec;
 use sai_core::task::{Event, EventId, EventState, RunRecord, Task, TaskId};
 
-pub use event_db::{ArtifactRow, EventDb, LogRecord};
+pub use crate::logstore::LogRecord;
+pub use event_db::{ArtifactRow, EventDb};
+
+use crate::handle_cache::HandleCache;
 pub use main_db::{BuilderRow, ProjectRow};
 
 /// Name of the main database file.
@@ -92,6 +95,9 @@ pub enum StoreError {
     /// A JSON column could not be written.
     #[error("encoding a column: {0}")]
     Json(#[from] serde_json::Error),
+    /// The compressed log store failed.
+    #[error(transparent)]
+    Log(#[from] crate::logstore::LogError),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -134,20 +140,25 @@ pub struct CreatedEvent {
 pub struct Store {
     dir: PathBuf,
     main: Mutex<Connection>,
-    events: Mutex<HashMap<String, Arc<EventDb>>>,
+    events: HandleCache<EventDb>,
 }
 
 impl Store {
     /// Open (creating and migrating) the store in `dir`, and remove event
     /// folders that have no event row (interrupted pushes, deleted events).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, 16)
+    }
+
+    /// Open, keeping up to `event_db_cache` idle event databases open.
+    pub fn open_with_cache(dir: &Path, event_db_cache: usize) -> Result<Store, StoreError> {
         let events = dir.join("events");
         std::fs::create_dir_all(&events).map_err(io("creating", &events))?;
         let main = migrations::open(&dir.join(MAIN_DB), migrations::MAIN)?;
         let store = Store {
             dir: dir.to_path_buf(),
             main: Mutex::new(main),
-            events: Mutex::new(HashMap::new()),
+            events: HandleCache::new(event_db_cache),
         };
         store.remove_orphans()?;
         Ok(store)
@@ -271,15 +282,20 @@ impl Store {
     }
 
     fn open_event_db(&self, id: &EventId) -> Result<Arc<EventDb>, StoreError> {
-        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(db) = cache.get(id.as_str()) {
-            return Ok(db.clone());
-        }
         let dir = self.events_dir().join(id.as_str());
-        let conn = migrations::open(&dir.join(EVENT_DB), migrations::EVENT)?;
-        let db = Arc::new(EventDb::new(id.clone(), dir, conn));
-        cache.insert(id.to_string(), db.clone());
-        Ok(db)
+        self.events.get_or_open(id.as_str(), || {
+            let mut conn = migrations::open(&dir.join(EVENT_DB), migrations::EVENT)?;
+            // Many of these are open at once: a small page cache each, and a
+            // WAL cut back after checkpoints so an idle event's folder is
+            // about its compressed size.
+            conn.pragma_update(None, "cache_size", -1024)?;
+            conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
+            let n = crate::logstore::migrate_legacy(&mut conn)?;
+            if n > 0 {
+                tracing::info!(event = %id, tasks = n, "logs compressed into blocks");
+            }
+            Ok(EventDb::new(id.clone(), dir.clone(), conn))
+        })
     }
 
     /// A shared handle on an event database; `None` if the event is unknown.
@@ -287,13 +303,8 @@ impl Store {
         let Ok(id) = EventId::parse(id) else {
             return Ok(None);
         };
-        if let Some(db) = self
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id.as_str())
-        {
-            return Ok(Some(db.clone()));
+        if let Some(db) = self.events.get(id.as_str()) {
+            return Ok(Some(db));
         }
         let exists: bool = self
             .main()
@@ -310,8 +321,12 @@ impl Store {
 
     /// Close cached event databases nobody else holds.
     pub fn close_idle(&self) {
-        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, db| Arc::strong_count(db) > 1);
+        self.events.close_idle();
+    }
+
+    /// Event databases open now (kept idle or in use).
+    pub fn open_event_dbs(&self) -> usize {
+        self.events.open()
     }
 
     /// Delete an event: its row now, its folder when no handle is left.
@@ -320,12 +335,9 @@ impl Store {
         let n = self
             .main()
             .execute("DELETE FROM events WHERE id = ?1", params![id])?;
-        if let Some(db) = handle {
+        drop(handle);
+        if let Some(db) = self.events.remove(id) {
             db.doomed.store(true, Ordering::SeqCst);
-            self.events
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
         }
         Ok(n == 1)
     }

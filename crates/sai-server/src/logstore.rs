@@ -1,0 +1,628 @@
+//! Task logs compressed at rest.
+//!
+//! A task's log is a sequence of records (channel, timestamp, bytes); each
+//! record's byte offset is the sum of the lengths before it. Records are
+//! packed into blocks of about [`BLOCK_BYTES`] raw bytes, each stored as one
+//! zstd frame in a `log_blocks` row of the event database together with its
+//! index entry: first and end byte offset and a bit per channel present.
+//!
+//! The newest block of a task stays open: every flush rewrites its row with
+//! the records so far (compressed), so what was flushed is durable, and once
+//! it reaches [`BLOCK_BYTES`] it is sealed and a new one starts. Readers
+//! decompress only the blocks overlapping the range they ask for.
+//!
+//! Stores written before blocks kept one uncompressed row per record in the
+//! `logs` table; [`migrate_legacy`] packs those into blocks.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+/// Raw size at which the open block is sealed.
+pub const BLOCK_BYTES: usize = 128 * 1024;
+/// zstd level: fast enough for the writer thread, ~same ratio as gzip -9.
+const LEVEL: i32 = 3;
+/// Encoded record header: channel (1), timestamp delta (8), length (4).
+const HEADER: usize = 13;
+
+/// Schema of the block table, applied as an event database migration.
+pub const SCHEMA: &str = "CREATE TABLE log_blocks(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        first_offset INTEGER NOT NULL,
+        end_offset INTEGER NOT NULL,
+        channels INTEGER NOT NULL,
+        raw_len INTEGER NOT NULL,
+        sealed INTEGER NOT NULL,
+        data BLOB NOT NULL);
+     CREATE UNIQUE INDEX log_blocks_task_first ON log_blocks(task_id, first_offset);
+     CREATE INDEX log_blocks_task_end ON log_blocks(task_id, end_offset);";
+
+/// Errors of the log store.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// sqlite failed.
+    #[error("log store database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A column did not hold the type expected.
+    #[error("log store column: {0}")]
+    Column(#[from] rusqlite::types::FromSqlError),
+    /// zstd failed to compress or decompress.
+    #[error("log block compression: {0}")]
+    Zstd(#[from] std::io::Error),
+    /// A block does not decode to the records its index row promises.
+    #[error("log block of task {task} at offset {offset} is corrupt: {what}")]
+    Corrupt {
+        /// Task id.
+        task: String,
+        /// First offset of the block.
+        offset: i64,
+        /// What did not match.
+        what: &'static str,
+    },
+}
+
+type Result<T> = std::result::Result<T, LogError>;
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Byte offset of `data` in the task's log.
+    pub offset: i64,
+    /// Channel (1 stdout, 2 stderr, ...).
+    pub channel: u8,
+    /// Unix microseconds.
+    pub timestamp_us: i64,
+    /// Raw bytes.
+    pub data: Vec<u8>,
+}
+
+/// A block being filled. Stored as one zstd frame of: record count (u32),
+/// then per record its channel (u8), timestamp delta from the previous
+/// record (i64) and length (u32), then the bytes of every record: headers
+/// and text apart compress much better than interleaved.
+#[derive(Debug, Default)]
+struct Block {
+    first_offset: i64,
+    end_offset: i64,
+    channels: i64,
+    count: u32,
+    last_ts: i64,
+    heads: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl Block {
+    fn starting_at(offset: i64) -> Block {
+        Block {
+            first_offset: offset,
+            end_offset: offset,
+            ..Block::default()
+        }
+    }
+
+    fn push(&mut self, channel: u8, timestamp_us: i64, data: &[u8]) {
+        self.heads.push(channel);
+        self.heads
+            .extend_from_slice(&timestamp_us.wrapping_sub(self.last_ts).to_le_bytes());
+        self.heads
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.data.extend_from_slice(data);
+        self.last_ts = timestamp_us;
+        self.count += 1;
+        self.channels |= 1i64 << (channel % 63);
+        self.end_offset += data.len() as i64;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn raw_len(&self) -> usize {
+        4 + self.heads.len() + self.data.len()
+    }
+
+    fn write(&self, tx: &Transaction<'_>, task_id: &str, sealed: bool) -> Result<()> {
+        let mut raw = Vec::with_capacity(self.raw_len());
+        raw.extend_from_slice(&self.count.to_le_bytes());
+        raw.extend_from_slice(&self.heads);
+        raw.extend_from_slice(&self.data);
+        let z = zstd::bulk::compress(&raw, LEVEL)?;
+        tx.prepare_cached(
+            "INSERT INTO log_blocks(task_id, first_offset, end_offset, channels, raw_len, sealed, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(task_id, first_offset) DO UPDATE SET
+               end_offset = excluded.end_offset, channels = excluded.channels,
+               raw_len = excluded.raw_len, sealed = excluded.sealed, data = excluded.data",
+        )?
+        .execute(params![
+            task_id,
+            self.first_offset,
+            self.end_offset,
+            self.channels,
+            raw.len() as i64,
+            sealed,
+            z
+        ])?;
+        Ok(())
+    }
+
+    /// Rebuild an open block from its stored form to append to it.
+    fn reopen(task: &str, first_offset: i64, end_offset: i64, raw: &[u8]) -> Result<Block> {
+        let mut b = Block::starting_at(first_offset);
+        for r in decode(task, first_offset, end_offset, raw)? {
+            b.push(r.channel, r.timestamp_us, &r.data);
+        }
+        Ok(b)
+    }
+}
+
+/// Decode a block's raw bytes into records, checking them against its index.
+fn decode(task: &str, first_offset: i64, end_offset: i64, raw: &[u8]) -> Result<Vec<LogRecord>> {
+    let corrupt = |what| LogError::Corrupt {
+        task: task.to_string(),
+        offset: first_offset,
+        what,
+    };
+    let count = raw
+        .get(..4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| corrupt("no record count"))?;
+    let Some(heads) = raw.get(4..4 + count * HEADER) else {
+        return Err(corrupt("truncated record headers"));
+    };
+    let mut data = &raw[4 + count * HEADER..];
+    let mut out = Vec::with_capacity(count);
+    let mut off = first_offset;
+    let mut ts = 0i64;
+    for h in heads.chunks_exact(HEADER) {
+        ts = ts.wrapping_add(i64::from_le_bytes(h[1..9].try_into().expect("8 bytes")));
+        let len = u32::from_le_bytes(h[9..13].try_into().expect("4 bytes")) as usize;
+        if data.len() < len {
+            return Err(corrupt("truncated record data"));
+        }
+        let (d, rest) = data.split_at(len);
+        out.push(LogRecord {
+            offset: off,
+            channel: h[0],
+            timestamp_us: ts,
+            data: d.to_vec(),
+        });
+        off += len as i64;
+        data = rest;
+    }
+    if off != end_offset || !data.is_empty() {
+        return Err(corrupt("records do not add up to the indexed end offset"));
+    }
+    Ok(out)
+}
+
+/// The appending side of one task's log: the open block in memory plus
+/// blocks sealed since the last [`TaskLog::persist`].
+#[derive(Debug)]
+pub struct TaskLog {
+    task_id: String,
+    open: Block,
+    sealed: Vec<Block>,
+    dirty: bool,
+}
+
+impl TaskLog {
+    /// Continue a task's log where the database says it ends, reopening its
+    /// unsealed block if it has one.
+    pub fn resume(conn: &Connection, task_id: &str) -> Result<TaskLog> {
+        let last = conn
+            .query_row(
+                "SELECT first_offset, end_offset, channels, raw_len, sealed, data FROM log_blocks
+                 WHERE task_id = ?1 ORDER BY end_offset DESC LIMIT 1",
+                [task_id],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, bool>(4)?,
+                        r.get::<_, Vec<u8>>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let open = match last {
+            None => Block::starting_at(0),
+            Some((_, end, _, _, true, _)) => Block::starting_at(end),
+            Some((first, end, channels, raw_len, false, z)) => {
+                let raw = zstd::bulk::decompress(&z, raw_len as usize)?;
+                let b = Block::reopen(task_id, first, end, &raw)?;
+                debug_assert_eq!(b.channels, channels);
+                b
+            }
+        };
+        Ok(TaskLog {
+            task_id: task_id.to_string(),
+            open,
+            sealed: Vec::new(),
+            dirty: false,
+        })
+    }
+
+    /// Byte length of the log including what is not persisted yet.
+    pub fn len(&self) -> i64 {
+        self.open.end_offset
+    }
+
+    /// Whether nothing was ever logged.
+    pub fn is_empty(&self) -> bool {
+        self.open.end_offset == 0
+    }
+
+    /// Append a record in memory; returns its offset.
+    pub fn push(&mut self, channel: u8, timestamp_us: i64, data: &[u8]) -> i64 {
+        let offset = self.open.end_offset;
+        self.open.push(channel, timestamp_us, data);
+        self.dirty = true;
+        if self.open.raw_len() >= BLOCK_BYTES {
+            self.seal();
+        }
+        offset
+    }
+
+    /// Close the open block (e.g. at the end of a step) so the next record
+    /// starts a new one.
+    pub fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let next = Block::starting_at(self.open.end_offset);
+        self.sealed.push(std::mem::replace(&mut self.open, next));
+        self.dirty = true;
+    }
+
+    /// Write what changed since the last call inside `tx`.
+    pub fn persist(&mut self, tx: &Transaction<'_>) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        for b in &self.sealed {
+            b.write(tx, &self.task_id, true)?;
+        }
+        if !self.open.is_empty() {
+            self.open.write(tx, &self.task_id, false)?;
+        }
+        self.sealed.clear();
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// Byte length of a task's stored log.
+pub fn len(conn: &Connection, task_id: &str) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(end_offset), 0) FROM log_blocks WHERE task_id = ?1",
+        [task_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Decoded records of the blocks overlapping `[from, to)`, in order.
+fn blocks_overlapping(
+    conn: &Connection,
+    task_id: &str,
+    from: i64,
+    to: i64,
+    mut each: impl FnMut(LogRecord) -> bool,
+) -> Result<()> {
+    let mut st = conn.prepare_cached(
+        "SELECT first_offset, end_offset, raw_len, data FROM log_blocks
+         WHERE task_id = ?1 AND end_offset > ?2 AND first_offset < ?3 ORDER BY end_offset",
+    )?;
+    let mut rows = st.query(params![task_id, from, to])?;
+    while let Some(r) = rows.next()? {
+        let (first, end, raw_len): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let z = r.get_ref(3)?.as_blob()?;
+        let raw = zstd::bulk::decompress(z, raw_len as usize)?;
+        for rec in decode(task_id, first, end, &raw)? {
+            if rec.offset + rec.data.len() as i64 <= from || rec.data.is_empty() {
+                continue;
+            }
+            if rec.offset >= to || !each(rec) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records from byte `offset` on, until at least `max` bytes are returned
+/// (whole records; the first is cut to start at `offset`).
+pub fn read(conn: &Connection, task_id: &str, offset: i64, max: i64) -> Result<Vec<LogRecord>> {
+    let mut out = Vec::new();
+    let mut total = 0i64;
+    blocks_overlapping(conn, task_id, offset, i64::MAX, |mut rec| {
+        if rec.offset < offset {
+            rec.data.drain(..(offset - rec.offset) as usize);
+            rec.offset = offset;
+        }
+        total += rec.data.len() as i64;
+        out.push(rec);
+        total < max
+    })?;
+    Ok(out)
+}
+
+/// Exactly the log bytes `[offset, offset + len)` (fewer at the end of the
+/// log), all channels interleaved as written.
+pub fn read_bytes(conn: &Connection, task_id: &str, offset: i64, len: i64) -> Result<Vec<u8>> {
+    let end = offset.saturating_add(len);
+    let mut out = Vec::new();
+    blocks_overlapping(conn, task_id, offset, end, |rec| {
+        let a = (offset - rec.offset).max(0) as usize;
+        let b = ((end - rec.offset) as usize).min(rec.data.len());
+        out.extend_from_slice(&rec.data[a..b]);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Channels present in `[offset, offset + len)`, as a bit per channel, from
+/// the index alone.
+pub fn channels(conn: &Connection, task_id: &str, offset: i64, len: i64) -> Result<i64> {
+    let mut st = conn.prepare_cached(
+        "SELECT channels FROM log_blocks WHERE task_id = ?1 AND end_offset > ?2 AND first_offset < ?3",
+    )?;
+    let mut bits = 0;
+    let mut rows = st.query(params![task_id, offset, offset.saturating_add(len)])?;
+    while let Some(r) = rows.next()? {
+        bits |= r.get::<_, i64>(0)?;
+    }
+    Ok(bits)
+}
+
+/// Remove a task's log (rebuild).
+pub fn clear(tx: &Transaction<'_>, task_id: &str) -> Result<()> {
+    tx.execute("DELETE FROM log_blocks WHERE task_id = ?1", [task_id])?;
+    Ok(())
+}
+
+/// Compressed bytes of one task's log, or of every log in this database
+/// (what retention and disk reports count).
+pub fn stored_bytes(conn: &Connection, task_id: Option<&str>) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(length(data)), 0) FROM log_blocks WHERE ?1 IS NULL OR task_id = ?1",
+        [task_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Pack the uncompressed `logs` rows of older stores into sealed blocks and
+/// delete them, in one transaction. Returns the number of tasks migrated.
+pub fn migrate_legacy(conn: &mut Connection) -> Result<usize> {
+    let has_legacy: bool = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'logs'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_legacy
+        || conn
+            .query_row("SELECT 1 FROM logs LIMIT 1", [], |_| Ok(()))
+            .optional()?
+            .is_none()
+    {
+        return Ok(0);
+    }
+    let tx = conn.transaction()?;
+    let tasks: Vec<String> = tx
+        .prepare("SELECT DISTINCT task_id FROM logs")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for task in &tasks {
+        clear(&tx, task)?;
+        let mut log = TaskLog {
+            task_id: task.clone(),
+            open: Block::starting_at(0),
+            sealed: Vec::new(),
+            dirty: false,
+        };
+        {
+            let mut st = tx.prepare(
+                "SELECT offset, channel, timestamp_us, data FROM logs WHERE task_id = ?1 ORDER BY offset",
+            )?;
+            let mut rows = st.query([task])?;
+            while let Some(r) = rows.next()? {
+                let offset: i64 = r.get(0)?;
+                let data = r.get_ref(3)?.as_blob()?;
+                // Old rows are contiguous; a gap or overlap would shift every
+                // later offset, so refuse rather than silently reflow.
+                if offset != log.len() {
+                    return Err(LogError::Corrupt {
+                        task: task.clone(),
+                        offset,
+                        what: "legacy log rows are not contiguous",
+                    });
+                }
+                log.push(r.get::<_, i64>(1)? as u8, r.get(2)?, data);
+            }
+        }
+        log.seal();
+        log.persist(&tx)?;
+    }
+    tx.execute("DELETE FROM logs", [])?;
+    tx.commit()?;
+    Ok(tasks.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        c
+    }
+
+    fn append(conn: &mut Connection, log: &mut TaskLog) {
+        let tx = conn.transaction().unwrap();
+        log.persist(&tx).unwrap();
+        tx.commit().unwrap();
+    }
+
+    /// Lines of ~100 bytes on alternating channels, several blocks long.
+    fn fill(conn: &mut Connection, task: &str, lines: usize) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
+        let mut log = TaskLog::resume(conn, task).unwrap();
+        let mut all = Vec::new();
+        let mut recs = Vec::new();
+        for i in 0..lines {
+            let ch = if i % 7 == 0 { 2 } else { 1 };
+            let line = format!(
+                "{i:08} {} the quick brown fox jumps over the lazy dog {}\n",
+                ch,
+                i * 31 % 997
+            )
+            .into_bytes();
+            assert_eq!(log.push(ch, i as i64, &line), all.len() as i64);
+            all.extend_from_slice(&line);
+            recs.push((ch, line));
+            if i % 500 == 0 {
+                append(conn, &mut log);
+            }
+        }
+        append(conn, &mut log);
+        (all, recs)
+    }
+
+    #[test]
+    fn reads_back_byte_identical_across_blocks_and_channels() {
+        let mut c = db();
+        let (all, recs) = fill(&mut c, "t1", 5000);
+        let blocks: i64 = c
+            .query_row("SELECT COUNT(*) FROM log_blocks", [], |r| r.get(0))
+            .unwrap();
+        assert!(blocks >= 3, "{blocks} blocks");
+        assert_eq!(len(&c, "t1").unwrap(), all.len() as i64);
+        assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all);
+        let back = read(&c, "t1", 0, i64::MAX).unwrap();
+        assert_eq!(back.len(), recs.len());
+        for (i, (r, (ch, line))) in back.iter().zip(&recs).enumerate() {
+            assert_eq!((r.channel, &r.data, r.timestamp_us), (*ch, line, i as i64));
+        }
+        assert_eq!(channels(&c, "t1", 0, i64::MAX).unwrap(), 0b110);
+        let stored = stored_bytes(&c, None).unwrap();
+        assert_eq!(stored, stored_bytes(&c, Some("t1")).unwrap());
+        assert_eq!(stored_bytes(&c, Some("t2")).unwrap(), 0);
+        assert!(stored * 4 < all.len() as i64, "{stored} of {}", all.len());
+    }
+
+    #[test]
+    fn range_starting_and_ending_mid_block_and_mid_record() {
+        let mut c = db();
+        let (all, _) = fill(&mut c, "t1", 8000);
+        let mid = BLOCK_BYTES as i64 / 2 + 17;
+        for (a, n) in [
+            (mid, BLOCK_BYTES as i64),                   // crosses one boundary
+            (mid, 2 * BLOCK_BYTES as i64 + 5),           // spans a whole block
+            (5, 3),                                      // inside one record
+            (all.len() as i64 - 256 * 1024, 256 * 1024), // the tail
+            (all.len() as i64 - 10, 100),                // past the end
+        ] {
+            let want = &all[a as usize..((a + n) as usize).min(all.len())];
+            assert_eq!(read_bytes(&c, "t1", a, n).unwrap(), want, "range {a}+{n}");
+            let recs = read(&c, "t1", a, n).unwrap();
+            let got: Vec<u8> = recs.iter().flat_map(|r| r.data.clone()).collect();
+            assert!(got.starts_with(want), "records from {a}");
+            assert_eq!(recs[0].offset, a);
+        }
+        assert!(
+            read_bytes(&c, "t1", all.len() as i64, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn resume_continues_the_open_block_and_tasks_stay_apart() {
+        let mut c = db();
+        let (mut all, _) = fill(&mut c, "t1", 100);
+        fill(&mut c, "t2", 300);
+        // A new writer (e.g. after a restart) continues the unsealed block.
+        let mut log = TaskLog::resume(&c, "t1").unwrap();
+        assert_eq!(log.len(), all.len() as i64);
+        log.push(1, 0, b"more\n");
+        all.extend_from_slice(b"more\n");
+        append(&mut c, &mut log);
+        let n: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM log_blocks WHERE task_id='t1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "appended into the open block");
+        assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all);
+        // Sealing starts a new block at the end.
+        log.seal();
+        log.push(2, 0, b"x");
+        append(&mut c, &mut log);
+        let n: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM log_blocks WHERE task_id='t1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            TaskLog::resume(&c, "t1").unwrap().len(),
+            all.len() as i64 + 1
+        );
+        let tx = c.transaction().unwrap();
+        clear(&tx, "t1").unwrap();
+        tx.commit().unwrap();
+        assert_eq!(len(&c, "t1").unwrap(), 0);
+        assert!(len(&c, "t2").unwrap() > 0);
+    }
+
+    #[test]
+    fn corrupt_block_is_an_error_naming_task_and_offset() {
+        let mut c = db();
+        fill(&mut c, "t1", 10);
+        c.execute("UPDATE log_blocks SET end_offset = end_offset + 1", [])
+            .unwrap();
+        let e = read_bytes(&c, "t1", 0, 10).unwrap_err().to_string();
+        assert!(e.contains("t1") && e.contains("offset 0"), "{e}");
+    }
+
+    #[test]
+    fn legacy_rows_are_migrated_into_blocks() {
+        let mut c = db();
+        c.execute_batch(
+            "CREATE TABLE logs(id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL,
+              offset INTEGER NOT NULL, channel INTEGER NOT NULL, timestamp_us INTEGER NOT NULL,
+              data BLOB NOT NULL);",
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        for i in 0..3000i64 {
+            let line = format!("legacy line {i} of an old store, channel {}\n", 1 + i % 2);
+            c.execute(
+                "INSERT INTO logs(task_id, offset, channel, timestamp_us, data) VALUES ('t1', ?1, ?2, ?3, ?4)",
+                params![all.len() as i64, 1 + i % 2, i, line.as_bytes()],
+            )
+            .unwrap();
+            all.extend_from_slice(line.as_bytes());
+        }
+        assert_eq!(migrate_legacy(&mut c).unwrap(), 1);
+        assert_eq!(migrate_legacy(&mut c).unwrap(), 0, "idempotent");
+        let left: i64 = c
+            .query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+        assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all);
+        let recs = read(&c, "t1", 0, i64::MAX).unwrap();
+        assert_eq!(recs.len(), 3000);
+        assert_eq!((recs[1].channel, recs[1].timestamp_us), (2, 1));
+        // A new writer continues after the migrated log.
+        assert_eq!(TaskLog::resume(&c, "t1").unwrap().len(), all.len() as i64);
+    }
+}

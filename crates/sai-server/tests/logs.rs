@@ -1,0 +1,330 @@
+//! Logs compressed at rest, read back through the API of the real server,
+//! and the bounded cache of open event databases.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_testkit::hook::Push;
+use sai_testkit::{FakeBuilder, TestServer, wait_for};
+
+const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
+
+/// Lines on alternating channels: the expected bytes and (channel, line).
+fn lines(from: usize, n: usize) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
+    let mut all = Vec::new();
+    let mut recs = Vec::new();
+    for i in from..from + n {
+        let ch = if i % 5 == 0 { 2 } else { 1 };
+        let line = format!(
+            "{i:07} ch{ch} compiling module {} with flags -O{}\n",
+            i % 37,
+            i % 3
+        )
+        .into_bytes();
+        all.extend_from_slice(&line);
+        recs.push((ch, line));
+    }
+    (all, recs)
+}
+
+async fn raw(s: &TestServer, task: &str, range: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
+    let mut req = reqwest::Client::new().get(s.url(&format!("/api/tasks/{task}/log/raw")));
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let cr = resp
+        .headers()
+        .get("content-range")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, cr, resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config_in(tmp.path().join("data"));
+    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    push_ok(&s, &Push::new("logs", ONE_TASK)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    let id = o.task_id.clone();
+    b.send(&BuilderMessage::Accept {
+        task_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    // ~340 KB: a few sealed blocks and an open one.
+    let (mut all, mut recs) = lines(0, 6000);
+    for (ch, line) in &recs {
+        b.log(&id, *ch, line).await.unwrap();
+    }
+    b.acknowledged(T).await.unwrap();
+
+    // Crash with the last block still open, then come back.
+    s.guard.kill();
+    drop(b);
+    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    let (st, _, body) = raw(&s, &id, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(body, all, "whole log after kill -9");
+
+    // The requeued task appends to the same log, into the reopened block.
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o2 = b.offer(T).await.unwrap();
+    assert_eq!(o2.task_id, id);
+    let (more, more_recs) = lines(6000, 1500);
+    b.send(&BuilderMessage::Accept {
+        task_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    for (ch, line) in &more_recs {
+        b.log(&id, *ch, line).await.unwrap();
+    }
+    b.send(&BuilderMessage::TaskFinished {
+        task_id: id.clone(),
+        result: TaskResult::Success,
+    })
+    .await
+    .unwrap();
+    all.extend_from_slice(&more);
+    recs.extend(more_recs);
+    wait_for("task done with its whole log", T, || async {
+        let t = task(&s, &id).await;
+        (t["state"] == "success" && t["log_bytes"] == all.len()).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let stored = task(&s, &id).await["log_stored_bytes"].as_u64().unwrap();
+    assert!(stored > 0 && stored * 4 < all.len() as u64, "{stored}");
+    let (st, _, body) = raw(&s, &id, None).await;
+    assert_eq!((st, body.len()), (200, all.len()));
+    assert_eq!(body, all);
+    // Ranges starting and ending mid-block (blocks are 128 KiB raw) and
+    // mid-record, a suffix range (the tail) and an open-ended one.
+    let n = all.len();
+    for (range, a, b_incl) in [
+        (
+            format!("bytes={}-{}", 65_537, 65_537 + 200_000),
+            65_537,
+            65_537 + 200_000,
+        ),
+        ("bytes=3-5".to_string(), 3, 5),
+        ("bytes=-262144".to_string(), n - 262_144, n - 1),
+        (format!("bytes={}-", n - 10), n - 10, n - 1),
+        (format!("bytes={}-{}", n - 10, n + 50), n - 10, n - 1),
+    ] {
+        let (st, cr, body) = raw(&s, &id, Some(&range)).await;
+        assert_eq!(st, 206, "{range}");
+        assert_eq!(
+            cr.as_deref(),
+            Some(format!("bytes {a}-{b_incl}/{n}").as_str())
+        );
+        assert!(body == all[a..=b_incl], "{range}: bytes differ");
+    }
+    let (st, cr, _) = raw(&s, &id, Some(&format!("bytes={n}-"))).await;
+    assert_eq!((st, cr), (416, Some(format!("bytes */{n}"))));
+
+    // Records keep their channel and boundaries, from mid-record on.
+    let mut off = 0usize;
+    let mut got = Vec::new();
+    loop {
+        let (st, page) = get(&s, &format!("/api/tasks/{id}/log?offset={off}&max=100000")).await;
+        assert_eq!(st, 200);
+        for r in page["records"].as_array().unwrap() {
+            got.push((
+                r["channel"].as_u64().unwrap() as u8,
+                r["offset"].as_u64().unwrap(),
+            ));
+        }
+        off = page["next_offset"].as_u64().unwrap() as usize;
+        if off >= n {
+            break;
+        }
+    }
+    let mut want = Vec::new();
+    let mut o = 0;
+    for (ch, line) in &recs {
+        want.push((*ch, o as u64));
+        o += line.len();
+    }
+    assert_eq!(got, want);
+    let (_, mid) = get(&s, &format!("/api/tasks/{id}/log?offset=200003&max=10")).await;
+    assert_eq!(mid["records"][0]["offset"], 200_003);
+    let text = mid["records"][0]["text"].as_str().unwrap();
+    assert!(all[200_003..].starts_with(text.as_bytes()));
+
+    // The event folder holds the log compressed.
+    let st = s.guard.stop().unwrap();
+    assert!(st.success());
+    let ev_dir = std::fs::read_dir(cfg.data_dir.clone() + "/events")
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let db = rusqlite::Connection::open(ev_dir.join("event.sqlite3")).unwrap();
+    let (blocks, stored): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), SUM(length(data)) FROM log_blocks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(blocks >= 3, "{blocks} blocks");
+    assert!((stored as usize) * 4 < n, "{stored} bytes stored for {n}");
+}
+
+/// Event databases the server process has open now (not counting one
+/// being written by a push, under `<id>.tmp/`).
+fn open_event_dbs(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.ends_with("event.sqlite3") && !p.to_string_lossy().contains(".tmp/"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_writers() {
+    const CACHE: usize = 3;
+    const READERS: usize = 4;
+    let env = start(|c| c.event_db_cache = CACHE);
+    let s = &env.server;
+    let pid = s.guard.id();
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        push_ok(s, &Push::new(&format!("p{i}"), ONE_TASK)).await;
+        let o = b.offer(T).await.unwrap();
+        b.run_task(
+            &o,
+            format!("log of task {i}\n").as_bytes(),
+            TaskResult::Success,
+        )
+        .await
+        .unwrap();
+        tasks.push(o.task_id);
+    }
+    wait_for("ten events done", T, || async {
+        let t = task(s, tasks.last().unwrap()).await;
+        (t["state"] == "success").then_some(())
+    })
+    .await
+    .unwrap();
+    // Ten events were opened; once idle only the bound stays open.
+    wait_for("idle after 10 events", T, || async {
+        (open_event_dbs(pid) <= CACHE).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Readers over every event while a builder writes logs of new events.
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_open = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, max_open) = (stop.clone(), max_open.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                max_open.fetch_max(open_event_dbs(pid), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let (stop, reads, tasks) = (stop.clone(), reads.clone(), tasks.clone());
+            let base = s.url("");
+            tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                let mut i = r;
+                while !stop.load(Ordering::SeqCst) {
+                    let t = &tasks[i % tasks.len()];
+                    let v: serde_json::Value = c
+                        .get(format!("{base}/api/tasks/{t}/log"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    assert!(
+                        v["records"][0]["text"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("log of task")
+                    );
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    i += 3;
+                }
+            })
+        })
+        .collect();
+    for i in 0..5 {
+        push_ok(s, &Push::new(&format!("w{i}"), ONE_TASK)).await;
+        let o = b.offer(T).await.unwrap();
+        let log: Vec<u8> = (0..2000)
+            .flat_map(|j| format!("line {j}\n").into_bytes())
+            .collect();
+        b.run_task(&o, &log, TaskResult::Success).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+    sampler.await.unwrap();
+    let max = max_open.load(Ordering::SeqCst);
+    // Kept idle ones, one per reader in flight, the event being built and
+    // the previous one, whose log the writer holds until a flush interval
+    // passes without records. Unbounded, all 15 would stay open.
+    assert!(
+        max <= CACHE + READERS + 2,
+        "{max} event databases open at once"
+    );
+    assert!(reads.load(Ordering::SeqCst) > 20, "readers ran");
+    wait_for("back to the bound when idle", T, || async {
+        (open_event_dbs(pid) <= CACHE).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Deleting an event still removes its folder, cached or not.
+    let before = event_folders(s).len();
+    let ev = task(s, &tasks[0]).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let user = s.user_token("ops").unwrap();
+    let (st, v) = post_auth(
+        s,
+        reqwest::Method::DELETE,
+        &format!("/api/events/{ev}"),
+        Some(&user),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    wait_for("folder removed", T, || async {
+        (event_folders(s).len() == before - 1).then_some(())
+    })
+    .await
+    .unwrap();
+    b.close().await;
+}
