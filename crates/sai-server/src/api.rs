@@ -113,6 +113,9 @@ fn user(server: &Server, headers: &HeaderMap) -> Result<Option<String>, ApiError
     let Some(tok) = bearer(header(headers, "authorization")) else {
         return Ok(None);
     };
+    if let Some(for_user) = header(headers, "x-sai-on-behalf-of") {
+        return on_behalf_of(server, tok, for_user).map(Some);
+    }
     match server
         .keys
         .verify(TokenKind::User, tok, &server.settings.config.revoked_users)
@@ -129,6 +132,38 @@ fn user(server: &Server, headers: &HeaderMap) -> Result<Option<String>, ApiError
             None,
         )),
     }
+}
+
+/// A service token (sai-web) acting for `for_user`: the user is recorded as
+/// the one who acted; revoked users are refused as with their own tokens.
+fn on_behalf_of(server: &Server, tok: &str, for_user: &str) -> Result<String, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m, None);
+    let service = server
+        .keys
+        .verify(TokenKind::Service, tok, &server.settings.config.revoked_users)
+        .map_err(|e| unauthorized(&e.to_string()))?;
+    let valid_name = !for_user.is_empty()
+        && for_user.len() <= 64
+        && for_user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !valid_name {
+        return Err(unauthorized("X-Sai-On-Behalf-Of is not a user name"));
+    }
+    if server
+        .settings
+        .config
+        .revoked_users
+        .iter()
+        .any(|r| r == for_user)
+    {
+        return Err(unauthorized(&format!("user {for_user:?} is revoked")));
+    }
+    if let Err(e) = server.store.touch_user(for_user) {
+        tracing::warn!(cause = %e, "recording user");
+    }
+    tracing::debug!(user = %for_user, service = %service.name, "request on behalf of a user");
+    Ok(for_user.to_string())
 }
 
 fn require_user(server: &Server, headers: &HeaderMap) -> Result<String, ApiError> {

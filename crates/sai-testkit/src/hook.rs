@@ -38,6 +38,11 @@ impl Push {
 
     /// The hook's file content: the notification JSON and a newline.
     pub fn file_bytes(&self) -> Vec<u8> {
+        self.file_bytes_with_sec(false)
+    }
+
+    /// The file content of a push marked private (`"sec": 1`) when `sec`.
+    pub fn file_bytes_with_sec(&self, sec: bool) -> Vec<u8> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(&self.saifile);
         let v = json!({
             "schema": "com-warmcat-sai-notification",
@@ -49,6 +54,10 @@ impl Push {
             "saifile_len": b64.len(),
             "saifile": b64,
         });
+        let mut v = v;
+        if sec {
+            v["sec"] = json!(1);
+        }
         let mut out = serde_json::to_vec(&v).expect("json");
         out.push(b'\n');
         out
@@ -108,6 +117,18 @@ impl HookRequest {
     /// Exactly what `hooks/sai.sh` sends for `push` with `key`.
     pub fn like_sai_sh(push: &Push, key: &str) -> HookRequest {
         let file = push.file_bytes();
+        let auth = signature(key, &file);
+        let (ct, body) = curl_multipart("sai-notification.json", &file);
+        HookRequest {
+            authorization: Some(auth),
+            content_type: ct,
+            body,
+        }
+    }
+
+    /// A private (`"sec": 1`) push, framed as `hooks/sai.sh` frames it.
+    pub fn private_like_sai_sh(push: &Push, key: &str) -> HookRequest {
+        let file = push.file_bytes_with_sec(true);
         let auth = signature(key, &file);
         let (ct, body) = curl_multipart("sai-notification.json", &file);
         HookRequest {

@@ -70,7 +70,7 @@ function setConn(state, text) {
 
 function topic() {
   if (page === 'event') return { watch: 'event', id: attrs.event };
-  if (page === 'task') return { watch: 'task', id: attrs.task, lines: log ? log.total : 0 };
+  if (page === 'task') return { watch: 'task', id: attrs.task, lines: log ? log.complete : 0 };
   if (page === 'builders') return { watch: 'builders' };
   if (page === 'overview') return { watch: 'overview' };
   return null;

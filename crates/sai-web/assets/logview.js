@@ -15,6 +15,7 @@ export class LogView {
     this.status = document.getElementById('log-status');
     this.followBox = document.getElementById('follow');
     this.total = 0;
+    this.complete = 0;        // newline-terminated lines known
     this.rows = new Map();
     this.inflight = null;
     this.hit = -1;
@@ -39,6 +40,7 @@ export class LogView {
     const r = await this.fetchJson(`/t/${this.task}/lines?tail=200`);
     if (!r) return;
     this.addRows(r.rows);
+    this.complete = r.complete_lines;
     this.setTotal(r.lines);
     this.scrollToEnd();
   }
@@ -46,6 +48,7 @@ export class LogView {
   reset() {
     this.rows.clear();
     this.total = 0;
+    this.complete = 0;
     this.setTotal(0);
     this.init();
   }
@@ -173,6 +176,7 @@ export class LogView {
 
   live(rows, lines) {
     this.addRows(rows);
+    this.complete = Math.max(this.complete, lines);
     if (lines > this.total) this.setTotal(lines);
     if (this.follow) this.scrollToEnd(); else this.paint();
   }

@@ -620,7 +620,7 @@ async fn lines(app: &Arc<App>, viewer: &Viewer, id: &str, q: &HashMap<String, St
     match logview::window(&app.upstream, id, viewer, &index, from, count, epoch_us).await {
         Ok(rows) => json_reply(
             StatusCode::OK,
-            &json!({"lines": total, "bytes": index.scanned(), "complete": t.is_terminal(), "rows": rows}),
+            &json!({"lines": total, "complete_lines": index.complete_lines(), "bytes": index.scanned(), "complete": t.is_terminal(), "rows": rows}),
         ),
         Err(e) => upstream_json_error(e),
     }

@@ -51,6 +51,8 @@ pub enum Command {
     /// Mint a builder or user token with a sai-server's key (as
     /// `sai-server token`).
     Token(crate::token::TokenArgs),
+    /// Add or remove a user of sai-web (argon2 hashes in its users file).
+    User(crate::user::UserArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,5 +123,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => crate::up::run(args),
         Command::Notify(args) => crate::notify::run(args),
         Command::Token(args) => crate::token::run(args),
+        Command::User(args) => crate::user::run(args),
     }
 }

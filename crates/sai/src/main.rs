@@ -12,6 +12,7 @@ mod notify;
 mod schema;
 mod token;
 mod up;
+mod user;
 mod validate;
 
 use std::process::ExitCode;
