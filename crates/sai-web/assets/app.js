@@ -14,14 +14,24 @@ function age(ms) {
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return `${Math.floor(s / 86400)} days ago`;
 }
+function elapsed(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s >= 3600) return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
+  return `${s}s`;
+}
 function tickAges() {
   const now = Date.now();
   for (const t of document.querySelectorAll('time.age')) {
     const ms = Number(t.getAttribute('datetime'));
     if (ms) t.textContent = age(now - ms);
   }
+  for (const t of document.querySelectorAll('time.elapsed')) {
+    const ms = Number(t.getAttribute('datetime'));
+    if (ms) t.textContent = elapsed(now - ms);
+  }
 }
-setInterval(tickAges, 5000);
+setInterval(tickAges, 1000);
 
 const expiry = document.getElementById('expiry');
 if (expiry) {
@@ -87,6 +97,9 @@ function connect() {
   };
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
+    // Message counts by type: for tests and for the curious in devtools.
+    window.__saiMsgs = window.__saiMsgs || {};
+    window.__saiMsgs[m.t] = (window.__saiMsgs[m.t] || 0) + 1;
     switch (m.t) {
       case 'hello': delay = 250; setConn('connected'); break;
       case 'upstream':

@@ -102,7 +102,17 @@ impl Hub {
         }));
         map.insert(key.clone(), tx.clone());
         let app = app.clone();
-        tokio::spawn(async move { watcher(app, key, tx).await });
+        tokio::spawn(async move {
+            let k = key.clone();
+            let a = app.clone();
+            // A watcher that ends for any reason (even a panic) leaves the
+            // map, so the next subscriber starts a fresh one.
+            let r = tokio::spawn(watcher(app, key, tx)).await;
+            if let Err(e) = r {
+                tracing::error!(topic = ?k.0, cause = %e, "live watcher failed");
+            }
+            a.hub.topics.lock().expect("hub lock").remove(&k);
+        });
         rx
     }
 
@@ -150,7 +160,9 @@ async fn watcher(app: Arc<App>, key: Key, tx: watch::Sender<Arc<Snapshot>>) {
                 ..Snapshot::default()
             },
             Err(e) => {
-                tracing::debug!(cause = %e, "live: polling sai-server");
+                if prev.upstream_ok {
+                    tracing::warn!(topic = ?topic, cause = %e, "live: polling sai-server failed");
+                }
                 if matches!(e, UpstreamError::Unreachable(..)) {
                     log.reset_pending = true;
                 }
@@ -202,7 +214,8 @@ async fn poll(
     prev: &Snapshot,
     log: &mut LogFollower,
 ) -> Result<Snapshot, UpstreamError> {
-    let now = crate::now_ms();
+    // Ages are filled in by the browser (see `pages::age`).
+    let now = 0;
     let mut snap = Snapshot {
         upstream_ok: true,
         ..Snapshot::default()

@@ -93,8 +93,12 @@ pub fn url_path_encode(s: &str) -> String {
     out
 }
 
-/// "3 min ago" for a unix ms time.
+/// "3 min ago" for a unix ms time. Empty when `now_ms` is 0: live
+/// fragments leave ages to the browser so they do not change every second.
 pub fn age(now_ms: i64, then_ms: i64) -> String {
+    if now_ms == 0 {
+        return String::new();
+    }
     let s = ((now_ms - then_ms) / 1000).max(0);
     match s {
         0..=59 => format!("{s}s ago"),
@@ -411,7 +415,10 @@ pub fn task_info(now_ms: i64, t: &Task, builders: &[Builder]) -> Markup {
                 dt { "created" } dd { time.age datetime=(t.created) { (age(now_ms, t.created)) } }
                 @if let Some(s) = t.started {
                     dt { "started" } dd { time.age datetime=(s) { (age(now_ms, s)) } }
-                    dt { "duration" } dd #duration { (duration(t.ended.unwrap_or(now_ms) - s)) }
+                    dt { "duration" } dd #duration {
+                        @if let Some(e) = t.ended { (duration(e - s)) }
+                        @else { time.elapsed datetime=(s) { @if now_ms > 0 { (duration(now_ms - s)) } } }
+                    }
                 }
             }
             h2 { "Steps" }

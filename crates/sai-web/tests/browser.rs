@@ -129,14 +129,22 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     assert_eq!(green, json!("f2"), "ANSI green became a class");
     mark(&b).await;
     builder.log(&id, 2, b"warning: from stderr\n").await.unwrap();
-    let row = b
+    let row = match b
         .wait_for(
             "the live line",
             T,
             "const r = [...document.querySelectorAll('#log-rows .row')].find(r => r.textContent.includes('warning: from stderr')); return r ? [r.className, r.querySelector('.ln').textContent] : null;",
         )
         .await
-        .unwrap();
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let state = b
+                .eval("return [window.__saiMsgs, document.getElementById('log').outerHTML];", vec![])
+                .await;
+            panic!("{e}\npage: {state:?}\nsai-web log:\n{}\ntask: {}", st.web.log(), st.task(&id).await);
+        }
+    };
     assert_eq!(row, json!(["row ch2", "3"]), "stderr channel, line 3");
     assert!(still_marked(&b).await);
     b.screenshot(&screenshot_path(&st.tmp, "task-log.png")).await.ok();
@@ -299,8 +307,8 @@ async fn killing_and_restarting_sai_server_reconnects_the_open_page_without_relo
     // Restart on the same address with the same data; change state meanwhile.
     let mut c = sai_testkit::test_config(&st.tmp.path().join("data"), KEY);
     c.listen = addr.to_string();
-    c.builder_ping_interval_ms = 300;
-    c.builder_dead_timeout_ms = 1500;
+    c.builder_ping_interval_ms = 10_000;
+    c.builder_dead_timeout_ms = 120_000;
     st.server = sai_testkit::TestServer::start(&sai_testkit::bin_path("sai-server"), &c, &[]).unwrap();
     let mut builder = st.builder("b1", &[(LINUX, 2)]).await;
     let o = builder.offer(T).await.unwrap();

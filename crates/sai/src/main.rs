@@ -12,6 +12,7 @@ mod notify;
 mod schema;
 mod token;
 mod up;
+mod up_web;
 mod user;
 mod validate;
 

@@ -54,7 +54,8 @@ pub struct UpArgs {
     /// free port; the bound address is printed.
     #[arg(long, default_value = "127.0.0.1:4400", value_name = "ADDR:PORT")]
     pub listen: String,
-    /// Address for sai-web. Reserved: the web UI does not exist yet.
+    /// Address the web UI (sai-web, in-process) listens on; port 0 picks a
+    /// free port. The URL is printed.
     #[arg(long, default_value = "127.0.0.1:4401", value_name = "ADDR:PORT")]
     pub web: String,
     /// Platform tuple the local builder offers (default: detected, e.g.
@@ -438,6 +439,15 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         &[],
         |_| true,
     )?;
+    // sai-web reads and acts for its signed-in users with this token.
+    ensure_token(
+        &keys,
+        &data.join("web.token"),
+        TokenKind::Service,
+        "sai-web",
+        &[],
+        |_| true,
+    )?;
 
     let rt = tokio::runtime::Runtime::new()?;
     let result = rt.block_on(serve(args, platform, data, settings, secret, repo));
@@ -508,10 +518,11 @@ async fn serve(
         tokio::spawn(sai_builder::daemon::run(builder_config, builder_sd.clone()));
 
     say(&format!("server listening on {url}"));
-    say(&format!(
-        "web UI: not available yet (sai-web does not exist yet; --web {} is reserved for it)",
-        args.web
-    ));
+    let web_sd = CancellationToken::new();
+    match crate::up_web::start(&args.web, &url, &data, web_sd.clone()).await {
+        Ok((web_url, _task)) => say(&format!("web UI: {web_url}")),
+        Err(e) => say(&format!("web UI: not started: {e:#}")),
+    }
     say(&format!("data dir: {}", data.display()));
     say(&format!(
         "builder {BUILDER_NAME} offers {platform} x {}",
@@ -555,6 +566,7 @@ async fn serve(
         r = &mut builder_task => Some(("sai-builder", r.map_err(anyhow::Error::from).and_then(|r| r))),
     };
     say("stopping: builder first (running tasks are killed and handed back), then the server");
+    web_sd.cancel();
     builder_sd.cancel();
     let finished = |who: &str| early.as_ref().is_some_and(|(w, _)| *w == who);
     if !finished("sai-builder") {

@@ -71,8 +71,9 @@ impl Stack {
     pub fn start(edit: impl FnOnce(&mut sai_core::config::server::ServerConfig)) -> Stack {
         let tmp = tempfile::tempdir().unwrap();
         let mut c = sai_testkit::test_config(&tmp.path().join("data"), KEY);
-        c.builder_ping_interval_ms = 300;
-        c.builder_dead_timeout_ms = 1500;
+        // Fake builders answer pings only while a test reads from them.
+        c.builder_ping_interval_ms = 10_000;
+        c.builder_dead_timeout_ms = 120_000;
         c.log_window_bytes = 8 << 20;
         edit(&mut c);
         let server = TestServer::start(&server_bin(), &c, &[]).unwrap();
