@@ -140,7 +140,11 @@ fn on_behalf_of(server: &Server, tok: &str, for_user: &str) -> Result<String, Ap
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m, None);
     let service = server
         .keys
-        .verify(TokenKind::Service, tok, &server.settings.config.revoked_users)
+        .verify(
+            TokenKind::Service,
+            tok,
+            &server.settings.config.revoked_users,
+        )
         .map_err(|e| unauthorized(&e.to_string()))?;
     let valid_name = !for_user.is_empty()
         && for_user.len() <= 64

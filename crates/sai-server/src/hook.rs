@@ -355,6 +355,12 @@ pub async fn handle(
         .map_err(internal)?;
     server.kick();
     tracing::info!(event = %id, %project, %git_ref, tasks = ntasks, "push accepted");
+    server
+        .changes
+        .publish(crate::changes::Change::EventCreated {
+            event: id.clone(),
+            project: project.clone(),
+        });
     let r = &settings.config.retention;
     if r.keep_events_per_project.is_some() || r.max_age_days.is_some() {
         let srv = server.clone();

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod changes;
 pub mod hook;
 pub mod logw;
 pub mod openapi;
@@ -148,6 +149,8 @@ pub struct Server {
     pub logs: LogWriter,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
+    /// The live change feed (`/api/changes`).
+    pub changes: Arc<changes::ChangeFeed>,
     wake_at: Mutex<Option<Instant>>,
 }
 
@@ -156,8 +159,13 @@ impl Server {
     pub fn open(settings: Settings, shutdown: CancellationToken) -> Result<Arc<Server>> {
         let store = Store::open(&settings.data_dir)?;
         let keys = TokenKeys::load_or_create(&settings.token_key_path)?;
-        let logs = LogWriter::start(Duration::from_millis(settings.config.log_flush_ms));
-        let sched = Sched::new(settings.config.max_infra_attempts);
+        let changes = Arc::new(changes::ChangeFeed::default());
+        let logs = LogWriter::start(
+            Duration::from_millis(settings.config.log_flush_ms),
+            changes.clone(),
+        );
+        let mut sched = Sched::new(settings.config.max_infra_attempts);
+        sched.set_feed(changes.clone());
         let server = Arc::new(Server {
             settings,
             store,
@@ -165,6 +173,7 @@ impl Server {
             keys,
             logs,
             shutdown,
+            changes,
             wake_at: Mutex::new(None),
         });
         {
@@ -204,7 +213,14 @@ impl Server {
     /// Delete an event now (its folder once released).
     pub fn delete_event(&self, id: &str) -> Result<bool> {
         self.sched().drop_event(id);
-        self.store.delete_event(id)
+        let deleted = self.store.delete_event(id)?;
+        if deleted {
+            self.changes.publish(changes::Change::EventChanged {
+                event: id.to_string(),
+                state: "deleted".into(),
+            });
+        }
+        Ok(deleted)
     }
 
     /// Apply retention: delete terminal events beyond the per-project count
@@ -316,6 +332,16 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> Re
 pub fn routes(
     server: Arc<Server>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let s0 = server.clone();
+    let changes = warp::path!("api" / "changes")
+        .and(warp::ws())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .map(
+            move |ws: warp::ws::Ws, authz: Option<String>, query: String| {
+                changes_upgrade(s0.clone(), ws, authz, &query)
+            },
+        );
     let s1 = server.clone();
     let builder = warp::ws()
         .and(warp::path::full())
@@ -354,7 +380,9 @@ pub fn routes(
                 }
             },
         );
-    builder
+    changes
+        .or(builder)
+        .unify()
         .or(http)
         .unify()
         .recover(|_r: warp::Rejection| async {
@@ -365,4 +393,33 @@ pub fn routes(
             ))
         })
         .unify()
+}
+
+/// `GET /api/changes?after=SEQ` (websocket): the change feed, for holders of
+/// a service token (sai-web) only.
+fn changes_upgrade(
+    server: Arc<Server>,
+    ws: warp::ws::Ws,
+    authz: Option<String>,
+    query: &str,
+) -> warp::reply::Response {
+    use warp::Reply;
+    let token = auth::bearer(authz.as_deref());
+    let ok = token.is_some_and(|t| server.keys.verify(auth::TokenKind::Service, t, &[]).is_ok());
+    if !ok {
+        return api::error(
+            warp::http::StatusCode::UNAUTHORIZED,
+            "service token required: Authorization: Bearer <token from `sai-server token service`>",
+            None,
+        );
+    }
+    let after = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| server.changes.newest());
+    let feed = server.changes.clone();
+    let shutdown = server.shutdown.clone();
+    ws.on_upgrade(move |socket| changes::serve_subscriber(feed, socket, after, shutdown))
+        .into_response()
 }

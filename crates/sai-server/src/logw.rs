@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::changes::{Change, ChangeFeed};
 use crate::sched::{ConnId, Outgoing};
 use crate::store::{EventDb, LogRecord};
 
@@ -41,11 +42,11 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Start the thread.
-    pub fn start(flush_every: Duration) -> LogWriter {
+    pub fn start(flush_every: Duration, feed: Arc<ChangeFeed>) -> LogWriter {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sai-log-writer".into())
-            .spawn(move || run(rx, flush_every))
+            .spawn(move || run(rx, flush_every, feed))
             .expect("spawning log writer thread");
         LogWriter {
             tx: std::sync::Mutex::new(tx),
@@ -104,10 +105,26 @@ struct Pending {
 }
 
 impl Pending {
-    fn flush(&mut self) {
+    fn flush(&mut self, feed: &ChangeFeed) {
         for (_, (db, recs)) in self.by_event.drain() {
             if let Err(e) = db.append_logs(&recs) {
                 tracing::error!(event = %db.id, cause = %e, "writing logs");
+                continue;
+            }
+            // One change per task: the byte range now stored.
+            let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
+            for (task, rec) in &recs {
+                let end = rec.offset + rec.data.len() as i64;
+                let r = ranges.entry(task.as_str()).or_insert((rec.offset, end));
+                r.0 = r.0.min(rec.offset);
+                r.1 = r.1.max(end);
+            }
+            for (task, (start, end)) in ranges {
+                feed.publish(Change::LogAppended {
+                    task: task.to_string(),
+                    offset: start as u64,
+                    len: (end - start) as u64,
+                });
             }
         }
         for (_, (tx, bytes)) in self.credits.drain() {
@@ -118,7 +135,7 @@ impl Pending {
     }
 }
 
-fn run(rx: Receiver<Cmd>, flush_every: Duration) {
+fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
     let mut pending = Pending::default();
     let mut offsets: HashMap<String, i64> = HashMap::new();
     loop {
@@ -162,23 +179,23 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration) {
                 pending.bytes += len;
                 pending.since.get_or_insert_with(Instant::now);
                 if pending.bytes >= FLUSH_BYTES {
-                    pending.flush();
+                    pending.flush(&feed);
                 }
             }
             Ok(Cmd::Clear { db, task_id }) => {
-                pending.flush();
+                pending.flush(&feed);
                 if let Err(e) = db.clear_task_output(&task_id) {
                     tracing::error!(task = %task_id, cause = %e, "clearing task output");
                 }
                 offsets.remove(&task_id);
             }
             Ok(Cmd::Flush(ack)) => {
-                pending.flush();
+                pending.flush(&feed);
                 let _ = ack.send(());
             }
-            Err(RecvTimeoutError::Timeout) => pending.flush(),
+            Err(RecvTimeoutError::Timeout) => pending.flush(&feed),
             Err(RecvTimeoutError::Disconnected) => {
-                pending.flush();
+                pending.flush(&feed);
                 return;
             }
         }

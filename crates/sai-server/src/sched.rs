@@ -220,6 +220,7 @@ pub struct Sched {
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
     max_infra: u32,
+    feed: Option<std::sync::Arc<crate::changes::ChangeFeed>>,
 }
 
 /// Result of an operator action on a task.
@@ -240,7 +241,13 @@ impl Sched {
             conns: BTreeMap::new(),
             next_conn: 1,
             max_infra,
+            feed: None,
         }
+    }
+
+    /// Publish task and event state changes to `feed`.
+    pub fn set_feed(&mut self, feed: std::sync::Arc<crate::changes::ChangeFeed>) {
+        self.feed = Some(feed);
     }
 
     /// Take an event (new, or loaded at startup / for a rebuild) into memory.
@@ -400,6 +407,12 @@ impl Sched {
         if let Err(err) = e.db.update_task(&t.row.id, &t.update()) {
             tracing::error!(task = %t.row.id, cause = %err, "writing task state");
         }
+        if let Some(f) = &self.feed {
+            f.publish(crate::changes::Change::TaskChanged {
+                task: t.row.id.clone(),
+                state: t.state.name().to_string(),
+            });
+        }
     }
 
     /// Recompute an event's state; store it when changed; drop terminal
@@ -416,6 +429,12 @@ impl Sched {
             }
             tracing::info!(event = %e.row.id, state = st, "event state");
             e.row.state = st.to_string();
+            if let Some(f) = &self.feed {
+                f.publish(crate::changes::Change::EventChanged {
+                    event: e.row.id.clone(),
+                    state: st.to_string(),
+                });
+            }
         }
         if matches!(st, "success" | "failed" | "cancelled") {
             let id = e.row.id.clone();

@@ -460,6 +460,12 @@ async fn connection(
     {
         return;
     }
+    server
+        .changes
+        .publish(crate::changes::Change::BuilderChanged {
+            builder: ident.name.clone(),
+            online: true,
+        });
     let peer_s = peer.map(|p| p.to_string());
     if let Err(e) = server.store.upsert_builder(
         &ident.name,
@@ -569,5 +575,11 @@ async fn connection(
     st.abort_upload("connection ended");
     tracing::info!(builder = %ident.name, conn = cid, reason = %why, "builder disconnected");
     server.sched().conn_lost(&server.store, cid, &why);
+    server
+        .changes
+        .publish(crate::changes::Change::BuilderChanged {
+            builder: ident.name.clone(),
+            online: false,
+        });
     server.kick();
 }

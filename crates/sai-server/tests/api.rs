@@ -180,7 +180,10 @@ async fn a_service_token_acts_only_for_a_named_user_and_is_no_user_token() {
     assert_eq!(rebuild(&service, None).await.unwrap().status(), 401);
     // A user token cannot pretend to be a service.
     assert_eq!(rebuild(&user, Some("alice")).await.unwrap().status(), 401);
-    assert_eq!(rebuild(&service, Some("mallory")).await.unwrap().status(), 401);
+    assert_eq!(
+        rebuild(&service, Some("mallory")).await.unwrap().status(),
+        401
+    );
     assert_eq!(rebuild(&service, Some("a b")).await.unwrap().status(), 401);
     let ok = rebuild(&service, Some("alice")).await.unwrap();
     assert_eq!(ok.status(), 200);

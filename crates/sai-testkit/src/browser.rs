@@ -105,7 +105,10 @@ impl Browser {
 
     /// Navigate to `url`.
     pub async fn goto(&self, url: &str) -> Result<()> {
-        self.client.goto(url).await.with_context(|| format!("loading {url}"))
+        self.client
+            .goto(url)
+            .await
+            .with_context(|| format!("loading {url}"))
     }
 
     /// Run `script` (a function body; `arguments` holds `args`) and return its value.
@@ -128,8 +131,15 @@ impl Browser {
                 Err(e) => last = json!(e.to_string()),
             }
             if Instant::now() > deadline {
-                let url = self.client.current_url().await.map(|u| u.to_string()).unwrap_or_default();
-                bail!("timed out after {timeout:?} waiting for {what} on {url} (last error: {last})");
+                let url = self
+                    .client
+                    .current_url()
+                    .await
+                    .map(|u| u.to_string())
+                    .unwrap_or_default();
+                bail!(
+                    "timed out after {timeout:?} waiting for {what} on {url} (last error: {last})"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -137,7 +147,11 @@ impl Browser {
 
     /// Save a PNG screenshot of the window to `path`.
     pub async fn screenshot(&self, path: &Path) -> Result<PathBuf> {
-        let png = self.client.screenshot().await.context("taking a screenshot")?;
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .context("taking a screenshot")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }

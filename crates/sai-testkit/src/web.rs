@@ -61,7 +61,10 @@ impl TestWeb {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("info".into()),
+            )
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
         let stdout = child.stdout.take().context("stdout")?;

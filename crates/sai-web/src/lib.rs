@@ -7,6 +7,7 @@
 //! | [`http`] | routes: pages, log ranges, raw log, artifacts, badges, sign-in, actions |
 //! | [`pages`] | server-rendered HTML (maud) |
 //! | [`live`] | one websocket per tab, fed by shared, coalescing topic watchers |
+//! | [`feed`] | follows sai-server's change feed and wakes the watchers concerned |
 //! | [`logview`] | line index of byte logs, windows of lines, search |
 //! | [`ansi`] | streaming ANSI SGR to HTML (vte) |
 //! | [`badge`] | status SVGs per project and branch |
@@ -18,6 +19,7 @@
 pub mod ansi;
 pub mod assets;
 pub mod badge;
+pub mod feed;
 pub mod http;
 pub mod live;
 pub mod logview;
@@ -126,6 +128,7 @@ pub async fn overview_data(
 /// Serve on `listener` until the app's shutdown token is cancelled.
 pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let sd = app.shutdown.clone();
+    tokio::spawn(feed::follow(app.clone()));
     warp::serve(http::routes(app))
         .incoming(listener)
         .graceful(async move { sd.cancelled().await })

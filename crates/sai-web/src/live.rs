@@ -77,10 +77,19 @@ pub struct LogTail {
 
 type Key = (Topic, Viewer);
 
+/// A topic's channel and the bell that wakes its watcher.
+struct Entry {
+    tx: watch::Sender<Arc<Snapshot>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
 /// All watchers.
 #[derive(Default)]
 pub struct Hub {
-    topics: Mutex<HashMap<Key, watch::Sender<Arc<Snapshot>>>>,
+    topics: Mutex<HashMap<Key, Entry>>,
+    /// sai-server's change feed is connected: watchers wait for its
+    /// wake-ups and poll only as a safety net.
+    pub feed_live: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -93,21 +102,28 @@ impl Hub {
     ) -> watch::Receiver<Arc<Snapshot>> {
         let key = (topic, viewer);
         let mut map = self.topics.lock().expect("hub lock");
-        if let Some(tx) = map.get(&key) {
-            return tx.subscribe();
+        if let Some(e) = map.get(&key) {
+            return e.tx.subscribe();
         }
         let (tx, rx) = watch::channel(Arc::new(Snapshot {
             upstream_ok: true,
             ..Snapshot::default()
         }));
-        map.insert(key.clone(), tx.clone());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        map.insert(
+            key.clone(),
+            Entry {
+                tx: tx.clone(),
+                wake: wake.clone(),
+            },
+        );
         let app = app.clone();
         tokio::spawn(async move {
             let k = key.clone();
             let a = app.clone();
             // A watcher that ends for any reason (even a panic) leaves the
             // map, so the next subscriber starts a fresh one.
-            let r = tokio::spawn(watcher(app, key, tx)).await;
+            let r = tokio::spawn(watcher(app, key, tx, wake)).await;
             if let Err(e) = r {
                 tracing::error!(topic = ?k.0, cause = %e, "live watcher failed");
             }
@@ -121,11 +137,47 @@ impl Hub {
         self.topics.lock().expect("hub lock").len()
     }
 
+    /// Wake every watcher (reconnect, resync).
+    pub fn wake_all(&self) {
+        for e in self.topics.lock().expect("hub lock").values() {
+            e.wake.notify_one();
+        }
+    }
+
+    /// Wake the watchers a feed change (`{"kind": ..}`) concerns.
+    pub fn wake_for(&self, change: &serde_json::Value) {
+        let s = |k: &str| change[k].as_str().unwrap_or_default();
+        let kind = s("kind");
+        let task = s("task");
+        let event = if task.len() >= 32 {
+            &task[..32]
+        } else {
+            s("event")
+        };
+        for ((topic, _), e) in self.topics.lock().expect("hub lock").iter() {
+            let hit = match (kind, topic) {
+                ("log_appended", Topic::Task(t)) => t == task,
+                ("log_appended", _) => false,
+                (_, Topic::Overview) => true,
+                ("builder_changed", Topic::Builders | Topic::Task(_)) => true,
+                ("task_changed", Topic::Builders) => true,
+                (_, Topic::Event(id)) => id == event,
+                (_, Topic::Task(t)) => {
+                    t == task || (kind == "event_changed" && t.starts_with(event))
+                }
+                _ => false,
+            };
+            if hit {
+                e.wake.notify_one();
+            }
+        }
+    }
+
     /// Stop a watcher if nobody listens; `true` when it must stop.
     fn release_if_unused(&self, key: &Key) -> bool {
         let mut map = self.topics.lock().expect("hub lock");
         match map.get(key) {
-            Some(tx) if tx.receiver_count() == 0 => {
+            Some(e) if e.tx.receiver_count() == 0 => {
                 map.remove(key);
                 true
             }
@@ -135,6 +187,11 @@ impl Hub {
     }
 }
 
+/// With the change feed connected, watchers still re-read this often (and
+/// whenever the feed says their topic changed).
+const FEED_SAFETY_POLL: Duration = Duration::from_secs(5);
+
+/// Poll interval without the change feed.
 fn interval(topic: &Topic) -> Duration {
     match topic {
         Topic::Task(_) => Duration::from_millis(150),
@@ -144,7 +201,12 @@ fn interval(topic: &Topic) -> Duration {
 }
 
 /// Follow one topic until nobody listens.
-async fn watcher(app: Arc<App>, key: Key, tx: watch::Sender<Arc<Snapshot>>) {
+async fn watcher(
+    app: Arc<App>,
+    key: Key,
+    tx: watch::Sender<Arc<Snapshot>>,
+    wake: Arc<tokio::sync::Notify>,
+) {
     let mut log = LogFollower::default();
     loop {
         if app.hub.release_if_unused(&key) {
@@ -179,7 +241,18 @@ async fn watcher(app: Arc<App>, key: Key, tx: watch::Sender<Arc<Snapshot>>) {
             }
             changed
         });
-        tokio::time::sleep(interval(topic)).await;
+        let wait = if app.hub.feed_live.load(std::sync::atomic::Ordering::SeqCst) {
+            FEED_SAFETY_POLL
+        } else {
+            interval(topic)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {
+                // Let a burst of changes land, then read once.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 }
 

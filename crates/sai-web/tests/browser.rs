@@ -17,16 +17,21 @@ use sai_testkit::wait_for;
 use serde_json::{Value, json};
 
 async fn row_count(b: &Browser) -> u64 {
-    b.eval("return document.querySelectorAll('#log .row').length;", vec![])
-        .await
-        .unwrap()
-        .as_u64()
-        .unwrap()
+    b.eval(
+        "return document.querySelectorAll('#log .row').length;",
+        vec![],
+    )
+    .await
+    .unwrap()
+    .as_u64()
+    .unwrap()
 }
 
 fn screenshot_path(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
     if std::env::var("SAI_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/screenshots")
+            .join(name)
     } else {
         tmp.path().join(name)
     }
@@ -34,17 +39,26 @@ fn screenshot_path(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
 
 /// Mark the current document; a reload would lose the mark.
 async fn mark(b: &Browser) {
-    b.eval("window.__saiMark = 42; return true;", vec![]).await.unwrap();
+    b.eval("window.__saiMark = 42; return true;", vec![])
+        .await
+        .unwrap();
 }
 
 async fn still_marked(b: &Browser) -> bool {
-    b.eval("return window.__saiMark === 42;", vec![]).await.unwrap() == json!(true)
+    b.eval("return window.__saiMark === 42;", vec![])
+        .await
+        .unwrap()
+        == json!(true)
 }
 
 async fn connected(b: &Browser) {
-    b.wait_for("page websocket", T, "return document.body.dataset.live === 'connected';")
-        .await
-        .unwrap();
+    b.wait_for(
+        "page websocket",
+        T,
+        "return document.body.dataset.live === 'connected';",
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,44 +78,75 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
     .await
     .unwrap();
     assert!(still_marked(&b).await, "no reload");
-    assert!(b.eval(&format!("return !!document.getElementById('ev-{first}');"), vec![]).await.unwrap() == json!(true));
+    assert!(
+        b.eval(
+            &format!("return !!document.getElementById('ev-{first}');"),
+            vec![]
+        )
+        .await
+        .unwrap()
+            == json!(true)
+    );
 
     // The event page: 4 cells waiting; a builder runs one, the cell turns.
     b.goto(&st.url(&format!("/e/{second}"))).await.unwrap();
     connected(&b).await;
     mark(&b).await;
     let cells = b
-        .eval("return document.querySelectorAll('#matrix a.cell').length;", vec![])
+        .eval(
+            "return document.querySelectorAll('#matrix a.cell').length;",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(cells, json!(4));
     let mut builder = st.builder("b1", &[(LINUX, 1)]).await;
     let mut offer = builder.offer(T).await.unwrap();
     while offer.event_id != second {
-        builder.run_task(&offer, b"", TaskResult::Success).await.unwrap();
+        builder
+            .run_task(&offer, b"", TaskResult::Success)
+            .await
+            .unwrap();
         offer = builder.offer(T).await.unwrap();
     }
     builder
-        .send(&BuilderMessage::Accept { task_id: offer.task_id.clone() })
-        .await
-        .unwrap();
-    let cell = format!("document.getElementById('c-{}').dataset.state", offer.task_id);
-    b.wait_for("cell running", T, &format!("return {cell} === 'running';")).await.unwrap();
-    builder
-        .send(&BuilderMessage::TaskFinished {
+        .send(&BuilderMessage::Accept {
             task_id: offer.task_id.clone(),
-            result: TaskResult::Failed { exit_code: 1, step: 0 },
         })
         .await
         .unwrap();
-    b.wait_for("cell failed", T, &format!("return {cell} === 'failed';")).await.unwrap();
+    let cell = format!(
+        "document.getElementById('c-{}').dataset.state",
+        offer.task_id
+    );
+    b.wait_for("cell running", T, &format!("return {cell} === 'running';"))
+        .await
+        .unwrap();
+    builder
+        .send(&BuilderMessage::TaskFinished {
+            task_id: offer.task_id.clone(),
+            result: TaskResult::Failed {
+                exit_code: 1,
+                step: 0,
+            },
+        })
+        .await
+        .unwrap();
+    b.wait_for("cell failed", T, &format!("return {cell} === 'failed';"))
+        .await
+        .unwrap();
     assert!(still_marked(&b).await, "no reload");
     let summary = b
-        .eval("return document.querySelector('#event-card .summary').textContent;", vec![])
+        .eval(
+            "return document.querySelector('#event-card .summary').textContent;",
+            vec![],
+        )
         .await
         .unwrap();
     assert!(summary.as_str().unwrap().contains("1 failed"), "{summary}");
-    b.screenshot(&screenshot_path(&st.tmp, "overview.png")).await.ok();
+    b.screenshot(&screenshot_path(&st.tmp, "overview.png"))
+        .await
+        .ok();
     b.close().await.unwrap();
 }
 
@@ -113,22 +158,46 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     let offer = builder.offer(T).await.unwrap();
     assert_eq!(offer.event_id, ev);
     let id = offer.task_id.clone();
-    builder.send(&BuilderMessage::Accept { task_id: id.clone() }).await.unwrap();
-    builder.send(&BuilderMessage::StepStarted { task_id: id.clone(), step: 0 }).await.unwrap();
-    builder.log(&id, 1, b"configuring\n\x1b[32mgreen\x1b[0m done\n").await.unwrap();
+    builder
+        .send(&BuilderMessage::Accept {
+            task_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    builder
+        .send(&BuilderMessage::StepStarted {
+            task_id: id.clone(),
+            step: 0,
+        })
+        .await
+        .unwrap();
+    builder
+        .log(&id, 1, b"configuring\n\x1b[32mgreen\x1b[0m done\n")
+        .await
+        .unwrap();
     let b = Browser::start().await.unwrap();
     b.goto(&st.url(&format!("/t/{id}"))).await.unwrap();
     connected(&b).await;
-    b.wait_for("first lines", T, "return document.querySelectorAll('#log-rows .row').length === 2;")
-        .await
-        .unwrap();
+    b.wait_for(
+        "first lines",
+        T,
+        "return document.querySelectorAll('#log-rows .row').length === 2;",
+    )
+    .await
+    .unwrap();
     let green = b
-        .eval("return document.querySelector('#log-rows .row:nth-child(2) .tx span').className;", vec![])
+        .eval(
+            "return document.querySelector('#log-rows .row:nth-child(2) .tx span').className;",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(green, json!("f2"), "ANSI green became a class");
     mark(&b).await;
-    builder.log(&id, 2, b"warning: from stderr\n").await.unwrap();
+    builder
+        .log(&id, 2, b"warning: from stderr\n")
+        .await
+        .unwrap();
     let row = match b
         .wait_for(
             "the live line",
@@ -147,7 +216,9 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     };
     assert_eq!(row, json!(["row ch2", "3"]), "stderr channel, line 3");
     assert!(still_marked(&b).await);
-    b.screenshot(&screenshot_path(&st.tmp, "task-log.png")).await.ok();
+    b.screenshot(&screenshot_path(&st.tmp, "task-log.png"))
+        .await
+        .ok();
     b.close().await.unwrap();
 }
 
@@ -168,7 +239,10 @@ async fn a_finished_100_mb_log_opens_at_its_last_line_and_scrolls_to_its_first()
         log.push(b'\n');
     }
     assert_eq!(log.len(), 100 << 20);
-    builder.run_task(&offer, &log, TaskResult::Success).await.unwrap();
+    builder
+        .run_task(&offer, &log, TaskResult::Success)
+        .await
+        .unwrap();
     drop(log);
     wait_for("the whole log stored", Duration::from_secs(120), || async {
         let t = st.task(&id).await;
@@ -187,7 +261,12 @@ async fn a_finished_100_mb_log_opens_at_its_last_line_and_scrolls_to_its_first()
     .await
     .unwrap();
     assert!(row_count(&b).await < 200, "only visible rows in the DOM");
-    b.eval("document.getElementById('log').scrollTop = 0; return true;", vec![]).await.unwrap();
+    b.eval(
+        "document.getElementById('log').scrollTop = 0; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
     b.wait_for(
         "the first line after scrolling to the top",
         Duration::from_secs(30),
@@ -224,7 +303,10 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
     b.goto(&st.url(&format!("/e/{ev}"))).await.unwrap();
     connected(&b).await;
     let cells = b
-        .eval("return document.querySelectorAll('#matrix a.cell').length;", vec![])
+        .eval(
+            "return document.querySelectorAll('#matrix a.cell').length;",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(cells, json!(548));
@@ -233,7 +315,10 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
     let mut done = Vec::new();
     for _ in 0..4 {
         let o = builder.offer(T).await.unwrap();
-        builder.run_task(&o, b"ok\n", TaskResult::Success).await.unwrap();
+        builder
+            .run_task(&o, b"ok\n", TaskResult::Success)
+            .await
+            .unwrap();
         done.push(o.task_id);
     }
     let check = format!(
@@ -242,7 +327,9 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
     );
     b.wait_for("four cells passed", T, &check).await.unwrap();
     assert!(still_marked(&b).await);
-    b.screenshot(&screenshot_path(&st.tmp, "event-matrix.png")).await.ok();
+    b.screenshot(&screenshot_path(&st.tmp, "event-matrix.png"))
+        .await
+        .ok();
     b.close().await.unwrap();
 }
 
@@ -250,41 +337,86 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
 async fn signed_in_rebuild_and_cancel_work_from_the_page_and_sign_out_removes_them() {
     let st = Stack::start(|_| {});
     let ev = st.push(&Push::new("demo", SMALL)).await;
-    let task = st.event(&ev).await["tasks"][0]["id"].as_str().unwrap().to_string();
+    let task = st.event(&ev).await["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let b = Browser::start().await.unwrap();
     b.goto(&st.url(&format!("/t/{task}"))).await.unwrap();
     let controls = "return !!document.getElementById('cancel-task');";
     assert_eq!(b.eval(controls, vec![]).await.unwrap(), json!(false));
     // Sign in through the form.
-    b.eval("document.getElementById('signin').click(); return true;", vec![]).await.unwrap();
-    b.wait_for("sign-in form", T, "return !!document.getElementById('password');").await.unwrap();
+    b.eval(
+        "document.getElementById('signin').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "sign-in form",
+        T,
+        "return !!document.getElementById('password');",
+    )
+    .await
+    .unwrap();
     b.eval(
         "document.getElementById('name').value = arguments[0]; document.getElementById('password').value = arguments[1]; document.getElementById('signin-submit').click(); return true;",
         vec![json!(USER), json!(PASSWORD)],
     )
     .await
     .unwrap();
-    b.wait_for("back on the task page, signed in", T, controls).await.unwrap();
-    b.eval("document.getElementById('cancel-task').click(); return true;", vec![]).await.unwrap();
+    b.wait_for("back on the task page, signed in", T, controls)
+        .await
+        .unwrap();
+    b.eval(
+        "document.getElementById('cancel-task').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
     wait_for("task cancelled", T, || async {
         (st.task(&task).await["state"] == "cancelled").then_some(())
     })
     .await
     .unwrap();
-    b.wait_for("page shows cancelled", T, "return document.getElementById('task-state').textContent === 'cancelled';")
-        .await
-        .unwrap();
-    b.eval("document.getElementById('rebuild-task').click(); return true;", vec![]).await.unwrap();
+    b.wait_for(
+        "page shows cancelled",
+        T,
+        "return document.getElementById('task-state').textContent === 'cancelled';",
+    )
+    .await
+    .unwrap();
+    b.eval(
+        "document.getElementById('rebuild-task').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
     wait_for("task waiting again", T, || async {
         (st.task(&task).await["state"] == "waiting").then_some(())
     })
     .await
     .unwrap();
-    b.wait_for("signed-out page", T, "return !!document.getElementById('signout');").await.unwrap();
-    b.eval("document.getElementById('signout').click(); return true;", vec![]).await.unwrap();
-    b.wait_for("controls gone", T, "return !document.getElementById('signout') && !!document.getElementById('signin');")
-        .await
-        .unwrap();
+    b.wait_for(
+        "signed-out page",
+        T,
+        "return !!document.getElementById('signout');",
+    )
+    .await
+    .unwrap();
+    b.eval(
+        "document.getElementById('signout').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "controls gone",
+        T,
+        "return !document.getElementById('signout') && !!document.getElementById('signin');",
+    )
+    .await
+    .unwrap();
     b.goto(&st.url(&format!("/t/{task}"))).await.unwrap();
     assert_eq!(b.eval(controls, vec![]).await.unwrap(), json!(false));
     b.close().await.unwrap();
@@ -309,10 +441,14 @@ async fn killing_and_restarting_sai_server_reconnects_the_open_page_without_relo
     c.listen = addr.to_string();
     c.builder_ping_interval_ms = 10_000;
     c.builder_dead_timeout_ms = 120_000;
-    st.server = sai_testkit::TestServer::start(&sai_testkit::bin_path("sai-server"), &c, &[]).unwrap();
+    st.server =
+        sai_testkit::TestServer::start(&sai_testkit::bin_path("sai-server"), &c, &[]).unwrap();
     let mut builder = st.builder("b1", &[(LINUX, 2)]).await;
     let o = builder.offer(T).await.unwrap();
-    builder.run_task(&o, b"ok\n", TaskResult::Success).await.unwrap();
+    builder
+        .run_task(&o, b"ok\n", TaskResult::Success)
+        .await
+        .unwrap();
     b.wait_for(
         "caught up",
         T,
@@ -322,7 +458,12 @@ async fn killing_and_restarting_sai_server_reconnects_the_open_page_without_relo
     .unwrap();
     assert!(still_marked(&b).await, "no reload");
     assert_eq!(
-        b.eval("return document.querySelectorAll('#matrix a.cell').length;", vec![]).await.unwrap(),
+        b.eval(
+            "return document.querySelectorAll('#matrix a.cell').length;",
+            vec![]
+        )
+        .await
+        .unwrap(),
         json!(tasks.len())
     );
     b.close().await.unwrap();

@@ -15,18 +15,35 @@ async fn anonymous_visitors_get_no_controls_and_privileged_posts_are_refused() {
     let c = raw_client();
     let page = c.get(st.url(&format!("/e/{ev}"))).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     let html = page.text().await.unwrap();
-    assert!(!html.contains("rebuild-event") && !html.contains("name=\"csrf\""), "no controls");
-    let task = st.event(&ev).await["tasks"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        !html.contains("rebuild-event") && !html.contains("name=\"csrf\""),
+        "no controls"
+    );
+    let task = st.event(&ev).await["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for path in [
         format!("/t/{task}/rebuild"),
         format!("/t/{task}/cancel"),
         format!("/e/{ev}/rebuild"),
         format!("/e/{ev}/delete"),
     ] {
-        let r = c.post(st.url(&path)).form(&[("csrf", "x")]).send().await.unwrap();
+        let r = c
+            .post(st.url(&path))
+            .form(&[("csrf", "x")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "{path}");
     }
     assert_eq!(st.event(&ev).await["state"], "waiting", "nothing happened");
@@ -36,7 +53,10 @@ async fn anonymous_visitors_get_no_controls_and_privileged_posts_are_refused() {
 async fn sign_in_sessions_csrf_and_actions_recorded_with_the_user() {
     let st = Stack::start(|_| {});
     let ev = st.push(&Push::new("demo", SMALL)).await;
-    let task = st.event(&ev).await["tasks"][0]["id"].as_str().unwrap().to_string();
+    let task = st.event(&ev).await["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(sign_in(&st.web, USER, "wrong password").await, Err(401));
     let cookie = sign_in(&st.web, USER, PASSWORD).await.unwrap();
     let c = raw_client();
@@ -51,7 +71,10 @@ async fn sign_in_sessions_csrf_and_actions_recorded_with_the_user() {
         .await
         .unwrap();
     assert!(html.contains("id=\"cancel-task\"") && html.contains("signed in as"));
-    assert!(html.contains("id=\"expiry\""), "the session expiry is shown");
+    assert!(
+        html.contains("id=\"expiry\""),
+        "the session expiry is shown"
+    );
     let csrf = csrf_of(&html).unwrap();
 
     // Cross-site: without the token, or from another origin, refused.
@@ -133,7 +156,8 @@ async fn an_expired_session_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = sai_testkit::test_config(&tmp.path().join("data"), KEY);
     c.log_window_bytes = 1 << 20;
-    let server = sai_testkit::TestServer::start(&sai_testkit::bin_path("sai-server"), &c, &[]).unwrap();
+    let server =
+        sai_testkit::TestServer::start(&sai_testkit::bin_path("sai-server"), &c, &[]).unwrap();
     let dir = tmp.path().join("web");
     let mut wc = sai_testkit::web::test_web_config(&dir, &server.url(""));
     wc.session_lifetime_secs = 60;
@@ -167,22 +191,37 @@ async fn an_expired_session_is_refused() {
     };
     assert!(page(fresh).await.contains("signed in as"));
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert!(!page(old).await.contains("signed in as"), "expired cookie refused");
+    assert!(
+        !page(old).await.contains("signed in as"),
+        "expired cookie refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_open_redirect_and_failed_sign_ins_are_rate_limited() {
     let st = Stack::start(|_| {});
     let c = raw_client();
-    let form = c.get(st.url("/signin?next=//evil.example/x")).send().await.unwrap();
+    let form = c
+        .get(st.url("/signin?next=//evil.example/x"))
+        .send()
+        .await
+        .unwrap();
     let pre = set_cookie(&form, "__Host-sai_pre").unwrap();
     let html = form.text().await.unwrap();
-    assert!(!html.contains("evil.example"), "next is sanitised in the form");
+    assert!(
+        !html.contains("evil.example"),
+        "next is sanitised in the form"
+    );
     let csrf = csrf_of(&html).unwrap();
     let post = |password: &'static str, next: &'static str| {
         c.post(st.url("/signin"))
             .header("cookie", &pre)
-            .form(&[("csrf", csrf.as_str()), ("name", USER), ("password", password), ("next", next)])
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("name", USER),
+                ("password", password),
+                ("next", next),
+            ])
             .send()
     };
     let ok = post(PASSWORD, "https://evil.example/").await.unwrap();
@@ -220,7 +259,11 @@ async fn a_private_event_is_absent_for_anonymous_visitors_everywhere() {
         let o = b.offer(T).await.unwrap();
         if o.event_id == private && private_task.is_empty() {
             private_task = o.task_id.clone();
-            b.send(&sai_core::protocol::BuilderMessage::Accept { task_id: o.task_id.clone() }).await.unwrap();
+            b.send(&sai_core::protocol::BuilderMessage::Accept {
+                task_id: o.task_id.clone(),
+            })
+            .await
+            .unwrap();
             b.log(&o.task_id, 1, b"secret line\n").await.unwrap();
             b.artifact(&o.task_id, "secret.bin", b"xyz").await.unwrap();
             b.send(&sai_core::protocol::BuilderMessage::TaskFinished {
@@ -301,10 +344,21 @@ async fn badges_follow_pass_and_fail_per_project_and_branch_and_logs_serve_range
     st.push(&main).await;
     assert!(badge("/status/alpha/main.svg").await.contains(">running<"));
     let o = b.offer(T).await.unwrap();
-    b.run_task(&o, b"fine\n", TaskResult::Success).await.unwrap();
+    b.run_task(&o, b"fine\n", TaskResult::Success)
+        .await
+        .unwrap();
     st.push(&dev).await;
     let o = b.offer(T).await.unwrap();
-    b.run_task(&o, b"boom\n", TaskResult::Failed { exit_code: 2, step: 0 }).await.unwrap();
+    b.run_task(
+        &o,
+        b"boom\n",
+        TaskResult::Failed {
+            exit_code: 2,
+            step: 0,
+        },
+    )
+    .await
+    .unwrap();
     st.push(&beta).await;
     let o2 = b.offer(T).await.unwrap();
     b.run_task(&o2, b"", TaskResult::Success).await.unwrap();
@@ -325,12 +379,27 @@ async fn badges_follow_pass_and_fail_per_project_and_branch_and_logs_serve_range
     assert_eq!(whole.status(), 200);
     assert_eq!(whole.headers()["accept-ranges"], "bytes");
     assert_eq!(whole.text().await.unwrap(), "boom\n");
-    let r = c.get(&url).header("range", "bytes=1-2").send().await.unwrap();
+    let r = c
+        .get(&url)
+        .header("range", "bytes=1-2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "bytes 1-2/5");
     assert_eq!(r.text().await.unwrap(), "oo");
-    let r = c.get(&url).header("range", "bytes=-2").send().await.unwrap();
+    let r = c
+        .get(&url)
+        .header("range", "bytes=-2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "m\n");
-    let r = c.get(&url).header("range", "bytes=9-").send().await.unwrap();
+    let r = c
+        .get(&url)
+        .header("range", "bytes=9-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 416);
 }

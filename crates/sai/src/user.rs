@@ -18,7 +18,12 @@ pub struct UserArgs {
     #[command(subcommand)]
     command: UserCommand,
     /// The users file (sai-web's `users_file`).
-    #[arg(long, global = true, env = "SAI_WEB_USERS", default_value = "/etc/sai/web/users")]
+    #[arg(
+        long,
+        global = true,
+        env = "SAI_WEB_USERS",
+        default_value = "/etc/sai/web/users"
+    )]
     file: PathBuf,
 }
 
@@ -92,7 +97,10 @@ fn read_password(name: &str) -> Result<String> {
         first
     } else {
         let mut line = String::new();
-        stdin.lock().read_line(&mut line).context("reading the password from stdin")?;
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
         line.trim_end_matches(['\r', '\n']).to_string()
     };
     if password.len() < 8 {

@@ -188,7 +188,12 @@ pub async fn sign_in(web: &TestWeb, user: &str, password: &str) -> Result<String
         .post(web.url("/signin"))
         .header("cookie", &pre)
         .header("origin", format!("http://{}", web.addr))
-        .form(&[("csrf", csrf.as_str()), ("name", user), ("password", password), ("next", "/")])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", user),
+            ("password", password),
+            ("next", "/"),
+        ])
         .send()
         .await
         .unwrap();
