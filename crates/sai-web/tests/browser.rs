@@ -78,6 +78,9 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
     .await
     .unwrap();
     assert!(still_marked(&b).await, "no reload");
+    b.screenshot(&screenshot_path(&st.tmp, "overview.png"))
+        .await
+        .ok();
     assert!(
         b.eval(
             &format!("return !!document.getElementById('ev-{first}');"),
@@ -144,9 +147,6 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
         .await
         .unwrap();
     assert!(summary.as_str().unwrap().contains("1 failed"), "{summary}");
-    b.screenshot(&screenshot_path(&st.tmp, "overview.png"))
-        .await
-        .ok();
     b.close().await.unwrap();
 }
 
