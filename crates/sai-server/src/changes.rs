@@ -168,6 +168,51 @@ impl ChangeFeed {
     }
 }
 
+/// Serve the feed on an upgraded websocket, starting after `after`: first
+/// `{"t":"hello","epoch":..,"seq":..}`, then JSON text messages, one
+/// [`FeedItem`] each. Returns when the peer goes away or
+/// the server shuts down.
+pub async fn serve_subscriber(
+    feed: std::sync::Arc<ChangeFeed>,
+    ws: warp::ws::WebSocket,
+    mut after: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    let (mut tx, mut rx) = ws.split();
+    let mut wake = feed.watch();
+    let hello = serde_json::json!({"t": "hello", "epoch": feed.epoch, "seq": feed.newest()});
+    if tx
+        .send(warp::ws::Message::text(hello.to_string()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        for item in feed.since(after) {
+            after = match &item {
+                FeedItem::Change { seq, .. } | FeedItem::Resync { seq } => *seq,
+            };
+            let text = serde_json::to_string(&item).unwrap_or_default();
+            if tx.send(warp::ws::Message::text(text)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tx.send(warp::ws::Message::close_with(1001u16, "sai-server is shutting down")).await;
+                return;
+            }
+            changed = wake.changed() => if changed.is_err() { return },
+            incoming = rx.next() => match incoming {
+                Some(Ok(m)) if !m.is_close() => {}
+                _ => return,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,50 +277,5 @@ mod tests {
             v,
             serde_json::json!({"t": "change", "seq": 7, "change": {"kind": "log_appended", "task": "T", "offset": 10, "len": 5}})
         );
-    }
-}
-
-/// Serve the feed on an upgraded websocket, starting after `after`: first
-/// `{"t":"hello","epoch":..,"seq":..}`, then JSON text messages, one
-/// [`FeedItem`] each. Returns when the peer goes away or
-/// the server shuts down.
-pub async fn serve_subscriber(
-    feed: std::sync::Arc<ChangeFeed>,
-    ws: warp::ws::WebSocket,
-    mut after: u64,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    use futures_util::{SinkExt, StreamExt};
-    let (mut tx, mut rx) = ws.split();
-    let mut wake = feed.watch();
-    let hello = serde_json::json!({"t": "hello", "epoch": feed.epoch, "seq": feed.newest()});
-    if tx
-        .send(warp::ws::Message::text(hello.to_string()))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    loop {
-        for item in feed.since(after) {
-            after = match &item {
-                FeedItem::Change { seq, .. } | FeedItem::Resync { seq } => *seq,
-            };
-            let text = serde_json::to_string(&item).unwrap_or_default();
-            if tx.send(warp::ws::Message::text(text)).await.is_err() {
-                return;
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = tx.send(warp::ws::Message::close_with(1001u16, "sai-server is shutting down")).await;
-                return;
-            }
-            changed = wake.changed() => if changed.is_err() { return },
-            incoming = rx.next() => match incoming {
-                Some(Ok(m)) if !m.is_close() => {}
-                _ => return,
-            },
-        }
     }
 }

@@ -657,8 +657,13 @@ async fn search(
     }
 }
 
-/// Parse `Range: bytes=a-b`, `a-` or `-n` against `total`; `Err` = 416.
-pub fn parse_range(header: Option<&str>, total: u64) -> Result<Option<(u64, u64)>, ()> {
+/// A `Range` header that cannot be satisfied (answer 416).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// Parse `Range: bytes=a-b`, `a-` or `-n` against `total`: the inclusive
+/// byte range, `None` to send everything.
+pub fn parse_range(header: Option<&str>, total: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(h) = header else { return Ok(None) };
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
         return Ok(None);
@@ -666,27 +671,30 @@ pub fn parse_range(header: Option<&str>, total: u64) -> Result<Option<(u64, u64)
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (start, end) = match (a.trim(), b.trim()) {
         ("", n) => {
-            let n: u64 = n.parse().map_err(|_| ())?;
+            let n: u64 = n.parse().map_err(|_| Unsatisfiable)?;
             if n == 0 {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             (total.saturating_sub(n), total.saturating_sub(1))
         }
-        (a, "") => (a.parse().map_err(|_| ())?, total.saturating_sub(1)),
+        (a, "") => (
+            a.parse().map_err(|_| Unsatisfiable)?,
+            total.saturating_sub(1),
+        ),
         (a, b) => {
-            let a: u64 = a.parse().map_err(|_| ())?;
-            let b: u64 = b.parse().map_err(|_| ())?;
+            let a: u64 = a.parse().map_err(|_| Unsatisfiable)?;
+            let b: u64 = b.parse().map_err(|_| Unsatisfiable)?;
             if b < a {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             (a, b.min(total.saturating_sub(1)))
         }
     };
     if start >= total {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end)))
 }
@@ -701,7 +709,7 @@ async fn raw_log(app: &Arc<App>, viewer: &Viewer, id: &str, req: &Request) -> Re
     let (start, end, status) = match parse_range(req.header("range"), total) {
         Ok(Some((a, b))) => (a, b + 1, StatusCode::PARTIAL_CONTENT),
         Ok(None) => (0, total, StatusCode::OK),
-        Err(()) => {
+        Err(Unsatisfiable) => {
             let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
                 r.headers_mut().insert("content-range", v);
@@ -837,8 +845,8 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
         assert_eq!(parse_range(Some("bytes=-4"), 10), Ok(Some((6, 9))));
         assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=4-2"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=4-2"), 10), Err(Unsatisfiable));
     }
 
     #[test]

@@ -84,10 +84,13 @@ impl LineIndex {
     }
 }
 
-/// Indexes of recently viewed logs, by task id.
+/// A shared, lockable line index.
+pub type SharedIndex = Arc<tokio::sync::Mutex<LineIndex>>;
+
+/// Indexes of recently viewed logs, by task id, with their last use.
 #[derive(Default)]
 pub struct LogIndexes {
-    entries: Mutex<HashMap<String, (u64, Arc<tokio::sync::Mutex<LineIndex>>)>>,
+    entries: Mutex<HashMap<String, (u64, SharedIndex)>>,
     clock: Mutex<u64>,
 }
 
