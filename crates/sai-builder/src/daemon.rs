@@ -26,8 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use sai_core::config::builder::BuilderConfig;
-use sai_core::config::schema::locate_nearest;
-use sai_core::config::{Format, parse};
+use sai_core::config::{Format, load};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -49,19 +48,7 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
     let format = Format::from_file_name(&name);
-    let mut config: BuilderConfig = parse(&name, &bytes, format)?;
-    let problems = config.validate();
-    if !problems.is_empty() {
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<String> = problems
-            .iter()
-            .map(|p| {
-                let (line, col) = locate_nearest(&text, format, &p.path);
-                format!("{name}:{line}:{col}: {p}")
-            })
-            .collect();
-        bail!("{}", lines.join("\n"));
-    }
+    let mut config: BuilderConfig = load(&name, &bytes, format)?;
     let base = path.parent().unwrap_or(Path::new("."));
     for platform in &mut config.platforms {
         for server in &mut platform.servers {

@@ -32,7 +32,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
-/// How long [`Mirror`] waits for another fetch of the same mirror by default.
+/// How long [`Mirror`] waits for another fetch of the same mirror.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A git operation that failed.
@@ -220,7 +220,6 @@ pub struct Mirror {
     path: PathBuf,
     lock_path: PathBuf,
     url: String,
-    lock_timeout: Duration,
 }
 
 impl Mirror {
@@ -234,7 +233,6 @@ impl Mirror {
             path: dir.join(&name),
             lock_path: dir.join(format!("{name}.lock")),
             url: fetch_url.to_string(),
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         };
         if !mirror.path.join("HEAD").exists() {
             let _lock = mirror.lock()?;
@@ -244,12 +242,6 @@ impl Mirror {
             }
         }
         Ok(mirror)
-    }
-
-    /// Use `timeout` instead of [`DEFAULT_LOCK_TIMEOUT`] when waiting for the lock.
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
-        self
     }
 
     /// The bare repository's path.
@@ -277,7 +269,7 @@ impl Mirror {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => return Ok(lock),
                 Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => {
-                    if start.elapsed() >= self.lock_timeout {
+                    if start.elapsed() >= DEFAULT_LOCK_TIMEOUT {
                         return Err(GitError::LockTimeout {
                             path: self.lock_path.clone(),
                             waited: start.elapsed(),

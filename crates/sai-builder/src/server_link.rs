@@ -142,7 +142,7 @@ impl Shared {
 pub enum TokenSource {
     /// Given inline in the config.
     Inline(String),
-    /// Read from this file (trailing whitespace ignored) on every connect.
+    /// Read from this file on every connect ([`sai_core::secret`] rules).
     File(PathBuf),
 }
 
@@ -151,10 +151,7 @@ impl TokenSource {
     pub fn read(&self) -> anyhow::Result<String> {
         let t = match self {
             TokenSource::Inline(t) => t.trim().to_string(),
-            TokenSource::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("reading token file {}: {e}", p.display()))?
-                .trim()
-                .to_string(),
+            TokenSource::File(p) => sai_core::secret::secret_text_from_file(p, std::fs::read(p))?,
         };
         anyhow::ensure!(!t.is_empty(), "the token is empty");
         Ok(t)
@@ -571,4 +568,27 @@ async fn run_one(
     }
     drop(permit);
     shared.capacity_changed();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenSource;
+
+    #[test]
+    fn token_files_follow_the_secret_file_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let source = TokenSource::File(file.clone());
+        std::fs::write(&file, "v4.public.abc \r\n\n").unwrap();
+        assert_eq!(source.read().unwrap(), "v4.public.abc");
+        std::fs::write(&file, " \n").unwrap();
+        let e = source.read().unwrap_err().to_string();
+        assert_eq!(e, format!("secret file {} is empty", file.display()));
+        std::fs::remove_file(&file).unwrap();
+        let e = source.read().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot read secret file {}: ", file.display())),
+            "{e}"
+        );
+    }
 }

@@ -160,6 +160,42 @@ pub fn parse_prefix(bytes: &[u8]) -> Result<(Node, usize), JsonError> {
     Ok((node, r.i))
 }
 
+/// The string value of the top-level member `key`, read from the part of the
+/// text before any syntax error (so a broken file can still say what it is).
+pub fn top_level_string(bytes: &[u8], key: &str) -> Option<String> {
+    let mut r = Reader::new(bytes);
+    r.skip_ws().ok()?;
+    if r.peek() != Some(b'{') {
+        return None;
+    }
+    r.bump();
+    loop {
+        r.skip_ws().ok()?;
+        if r.peek() != Some(b'"') {
+            return None;
+        }
+        let name = r.string().ok()?;
+        r.skip_ws().ok()?;
+        if r.peek() != Some(b':') {
+            return None;
+        }
+        r.bump();
+        r.skip_ws().ok()?;
+        let node = r.value(1).ok()?;
+        if name == key {
+            return match node.value {
+                Value::String(s) => Some(s),
+                _ => None,
+            };
+        }
+        r.skip_ws().ok()?;
+        if r.peek() != Some(b',') {
+            return None;
+        }
+        r.bump();
+    }
+}
+
 /// Position of the decoded character `char_index` of the string literal
 /// starting (at its opening quote) at `start` in `src`.
 ///
@@ -669,6 +705,17 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         let e = parse(deep.as_bytes()).unwrap_err();
         assert_eq!((e.line, e.column), (1, MAX_DEPTH + 1));
+    }
+
+    #[test]
+    fn a_top_level_string_is_read_before_a_syntax_error() {
+        let text = b"# c\n{\"a\": [1, {}], \"schema\": \"sai-web\", \"x\": }";
+        assert_eq!(top_level_string(text, "schema").as_deref(), Some("sai-web"));
+        assert_eq!(
+            top_level_string(b"{\"a\": ] \"schema\": \"x\"}", "schema"),
+            None
+        );
+        assert_eq!(top_level_string(b"{\"schema\": 1}", "schema"), None);
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod jsonc;
 pub mod platform;
 pub mod protocol;
 pub mod saifile;
+pub mod secret;

@@ -1,5 +1,8 @@
 //! `BuilderConfig`: defaults, limits, tokens and every semantic rule.
 
+mod common;
+use common::assert_problems_start_with;
+
 use sai_core::config::builder::{
     BuilderConfig, DEFAULT_JOB_RETENTION_SECS, DEFAULT_LOG_LIMIT_BYTES, DEFAULT_STEP_TIMEOUT_SECS,
 };
@@ -134,13 +137,7 @@ fn every_problem_is_reported_with_its_path() {
         "platforms[2].name: platform \"linux/x86_64\" is already offered by platforms[1]",
         "platforms[2].servers: list at least one server",
     ];
-    for e in expect {
-        assert!(
-            problems.iter().any(|p| p.starts_with(e)),
-            "no problem starting with {e:?} in {problems:#?}"
-        );
-    }
-    assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    assert_problems_start_with(&problems, &expect);
 }
 
 #[test]

@@ -81,14 +81,9 @@ fn field_paths() {
         .key("token");
     assert_eq!(p.to_string(), "platforms[2].servers[0].token");
     assert_eq!(
-        FieldPath::parse_dotted("platforms[2].servers[0].token"),
-        Some(p.clone())
-    );
-    assert_eq!(
         FieldPath::from_json_pointer("/platforms/2/servers/0/token"),
         p
     );
-    assert_eq!(FieldPath::parse_dotted("device 'x'"), None);
     assert_eq!(
         FieldPath::from_json_pointer("/a~1b/c~0d").to_string(),
         "a/b.c~d"

@@ -1,5 +1,8 @@
 //! `WebConfig`: defaults, typos with positions, and every semantic rule.
 
+mod common;
+use common::assert_problems_start_with;
+
 use sai_core::config::schema::{ConfigKind, validate_semantics};
 use sai_core::config::web::{DEFAULT_SESSION_LIFETIME_SECS, WebConfig, check_argon2_phc};
 use sai_core::config::{Format, parse};
@@ -91,13 +94,7 @@ fn every_problem_is_reported_with_its_path() {
         "trusted_proxy.addresses[1]: \"nope\" is not an IP address",
         "trusted_proxy.header: \"X Forwarded\"",
     ];
-    for e in expect {
-        assert!(
-            problems.iter().any(|p| p.starts_with(e)),
-            "no problem starting with {e:?} in {problems:#?}"
-        );
-    }
-    assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    assert_problems_start_with(&problems, &expect);
 }
 
 #[test]

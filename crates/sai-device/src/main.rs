@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use sai_core::config::{Format, device::DeviceConfig, parse};
+use sai_core::config::{Format, device::DeviceConfig, load};
 use sai_device::{EXIT_CODES_HELP, Error, Request, exit};
 
 /// Wait for exclusive use of a device compatible with <TYPE>, export its tty
@@ -76,16 +76,8 @@ fn load_config(path: &std::path::Path) -> Result<DeviceConfig, Error> {
             "cannot read config {name}: {e} (use --config to choose another)"
         ))
     })?;
-    let config: DeviceConfig = parse(&name, &bytes, Format::from_file_name(&name))
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let problems = config.validate();
-    if !problems.is_empty() {
-        return Err(Error::Config(format!(
-            "{name}: invalid config:\n  {}",
-            problems.join("\n  ")
-        )));
-    }
-    Ok(config)
+    load::<DeviceConfig>(&name, &bytes, Format::from_file_name(&name))
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 fn real_main(cli: Cli) -> Result<i32, Error> {

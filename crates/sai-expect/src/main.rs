@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use sai_core::config::{Format, expect::ExpectScript, parse};
+use sai_core::config::{Format, expect::ExpectScript, load};
 use sai_expect::{DEFAULT_BAUD, DEFAULT_REOPEN_WINDOW, EXIT_CODES_HELP, Options, TtySpec, exit};
 
 /// Watch the device ttys handed out by sai-device (SAI_DEVICE_TTY0, optional
@@ -71,16 +71,8 @@ fn main() {
             let name = path.display().to_string();
             let bytes = std::fs::read(path)
                 .unwrap_or_else(|e| fail(exit::USAGE, format!("cannot read script {name}: {e}")));
-            let s: ExpectScript = parse(&name, &bytes, Format::from_file_name(&name))
-                .unwrap_or_else(|e| fail(exit::USAGE, e.to_string()));
-            let problems = s.validate();
-            if !problems.is_empty() {
-                fail(
-                    exit::USAGE,
-                    format!("{name}: invalid script:\n  {}", problems.join("\n  ")),
-                );
-            }
-            s
+            load::<ExpectScript>(&name, &bytes, Format::from_file_name(&name))
+                .unwrap_or_else(|e| fail(exit::USAGE, e.to_string()))
         }
     };
     let matcher = sai_expect::matcher::compile(&script).unwrap_or_else(|errs| {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sai_core::config::problem::ConfigProblem;
 use sai_core::config::{Format, parse};
 
 fn root() -> PathBuf {
@@ -50,7 +51,7 @@ fn device_example_is_valid() {
         check_schema("device.schema.json", &name, &bytes);
         let c: sai_core::config::device::DeviceConfig =
             parse(&name, &bytes, Format::from_file_name(&name)).unwrap();
-        assert_eq!(c.validate(), Vec::<String>::new(), "{name}");
+        assert_eq!(c.validate(), Vec::<ConfigProblem>::new(), "{name}");
     }
 }
 
@@ -60,7 +61,7 @@ fn jig_example_is_valid() {
         check_schema("jig.schema.json", &name, &bytes);
         let c: sai_core::config::jig::JigConfig =
             parse(&name, &bytes, Format::from_file_name(&name)).unwrap();
-        assert_eq!(c.validate(), Vec::<String>::new(), "{name}");
+        assert_eq!(c.validate(), Vec::<ConfigProblem>::new(), "{name}");
     }
 }
 
@@ -70,7 +71,7 @@ fn expect_examples_are_valid() {
         check_schema("expect.schema.json", &name, &bytes);
         let s: sai_core::config::expect::ExpectScript =
             parse(&name, &bytes, Format::from_file_name(&name)).unwrap();
-        assert_eq!(s.validate(), Vec::<String>::new(), "{name}");
+        assert_eq!(s.validate(), Vec::<ConfigProblem>::new(), "{name}");
         sai_expect::matcher::compile(&s).unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
 }

@@ -170,11 +170,6 @@ impl Jig {
         first
     }
 
-    /// Whether a bearer token is required.
-    pub fn requires_token(&self) -> bool {
-        self.token.is_some()
-    }
-
     /// Check an `Authorization` header value in constant time.
     pub fn authorized(&self, header: Option<&str>) -> bool {
         use subtle::ConstantTimeEq;
@@ -420,13 +415,13 @@ pub async fn serve(
     jig.shutdown(Duration::from_secs(30)).await;
 }
 
-/// Read the token: `token_file` (trimmed), inline `token`, else
+/// Read the token: `token_file` (by the [`sai_core::secret`] rule), inline `token`, else
 /// [`TOKEN_ENV`]. Both in the config is an error (caught by validation).
 pub fn load_token(config: &JigConfig) -> std::io::Result<Option<String>> {
     if let Some(path) = &config.token_file {
-        let t = std::fs::read_to_string(path).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot read token_file {path}: {e}"))
-        })?;
+        let file = std::path::Path::new(path);
+        let t = sai_core::secret::secret_text_from_file(file, std::fs::read(file))
+            .map_err(std::io::Error::other)?;
         if let Ok(meta) = std::fs::metadata(path) {
             use std::os::unix::fs::PermissionsExt;
             if meta.permissions().mode() & 0o077 != 0 {
@@ -435,10 +430,6 @@ pub fn load_token(config: &JigConfig) -> std::io::Result<Option<String>> {
                     "token file is readable by group or others; chmod 600 it"
                 );
             }
-        }
-        let t = t.trim().to_string();
-        if t.is_empty() {
-            return Err(std::io::Error::other(format!("token_file {path} is empty")));
         }
         return Ok(Some(t));
     }
@@ -462,5 +453,20 @@ mod tests {
         assert_eq!(percent_decode("plain"), "plain");
         assert_eq!(percent_decode("%e2%82"), "\u{fffd}");
         assert_eq!(percent_decode("é%"), "é%");
+    }
+
+    #[test]
+    fn token_file_follows_the_secret_file_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let config = JigConfig {
+            token_file: Some(file.display().to_string()),
+            ..JigConfig::default()
+        };
+        std::fs::write(&file, " tok-123 \r\n\n").unwrap();
+        assert_eq!(load_token(&config).unwrap().as_deref(), Some("tok-123"));
+        std::fs::write(&file, "\r\n").unwrap();
+        let e = load_token(&config).unwrap_err().to_string();
+        assert_eq!(e, format!("secret file {} is empty", file.display()));
     }
 }

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
+use sai_core::config::Format;
 use sai_core::config::jig::{DEFAULT_LISTEN, JigConfig};
-use sai_core::config::{Format, parse};
 use sai_jig::{CdevBackend, GpioBackend, Jig, SimChip};
 
 /// Serve `GET|POST /<target>/<sequence>` (runs a GPIO sequence) and
@@ -38,12 +38,11 @@ struct Cli {
 fn load(path: &std::path::Path) -> anyhow::Result<JigConfig> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read config {name}"))?;
-    let config: JigConfig = parse(&name, &bytes, Format::from_file_name(&name))?;
-    let problems = config.validate();
-    if !problems.is_empty() {
-        bail!("{name}: invalid config:\n  {}", problems.join("\n  "));
-    }
-    Ok(config)
+    Ok(sai_core::config::load::<JigConfig>(
+        &name,
+        &bytes,
+        Format::from_file_name(&name),
+    )?)
 }
 
 #[tokio::main]

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sai_core::config::server::ServerConfig;
+use sai_core::secret::secret_from_file;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
@@ -54,33 +55,14 @@ pub struct Settings {
     pub projects: HashMap<String, Option<Vec<u8>>>,
 }
 
-fn read_secret(path: &str, base: &Path) -> Result<Vec<u8>> {
-    let p = base.join(path);
-    let mut s = std::fs::read(&p).with_context(|| format!("reading secret {}", p.display()))?;
-    if s.last() == Some(&b'\n') {
-        s.pop();
-        if s.last() == Some(&b'\r') {
-            s.pop();
-        }
-    }
-    anyhow::ensure!(!s.is_empty(), "secret file {} is empty", p.display());
-    Ok(s)
-}
-
 /// Parse and validate a config file.
 pub fn load_config(path: &Path) -> Result<ServerConfig> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
-    let config: ServerConfig = sai_core::config::parse(
-        &name,
-        &bytes,
-        sai_core::config::Format::from_file_name(&name),
-    )?;
-    let problems = config.validate();
-    if !problems.is_empty() {
-        anyhow::bail!("{name}: invalid config:\n  {}", problems.join("\n  "));
-    }
-    Ok(config)
+    let format = sai_core::config::Format::from_file_name(&name);
+    Ok(sai_core::config::load::<ServerConfig>(
+        &name, &bytes, format,
+    )?)
 }
 
 impl Settings {
@@ -93,7 +75,10 @@ impl Settings {
         };
         let global_key = match (&config.notification_key, &config.notification_key_file) {
             (Some(k), None) => Some(k.as_bytes().to_vec()),
-            (None, Some(f)) => Some(read_secret(f, base)?),
+            (None, Some(f)) => {
+                let path = base.join(f);
+                Some(secret_from_file(&path, std::fs::read(&path))?)
+            }
             (None, None) => None,
             (Some(_), Some(_)) => {
                 anyhow::bail!("notification_key and notification_key_file are both set")
@@ -103,7 +88,10 @@ impl Settings {
         for p in &config.projects {
             let key = match (&p.notification_key, &p.notification_key_file) {
                 (Some(k), None) => Some(k.as_bytes().to_vec()),
-                (None, Some(f)) => Some(read_secret(f, base)?),
+                (None, Some(f)) => {
+                    let path = base.join(f);
+                    Some(secret_from_file(&path, std::fs::read(&path))?)
+                }
                 _ => None,
             };
             if key.is_none() && global_key.is_none() {

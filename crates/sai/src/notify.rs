@@ -148,18 +148,12 @@ impl Repo {
     }
 }
 
-/// Read a secret file, trimming one trailing newline (as the server does).
+/// Read a secret file by the rule every daemon uses ([`sai_core::secret`]).
 pub fn read_secret(path: &Path) -> Result<Vec<u8>> {
-    let mut s =
-        std::fs::read(path).with_context(|| format!("reading secret {}", path.display()))?;
-    if s.last() == Some(&b'\n') {
-        s.pop();
-        if s.last() == Some(&b'\r') {
-            s.pop();
-        }
-    }
-    anyhow::ensure!(!s.is_empty(), "secret file {} is empty", path.display());
-    Ok(s)
+    Ok(sai_core::secret::secret_from_file(
+        path,
+        std::fs::read(path),
+    )?)
 }
 
 impl Notification {

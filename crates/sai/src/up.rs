@@ -410,7 +410,11 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         notification_key_file: Some("hook-secret".into()),
         ..ServerConfig::default()
     };
-    let problems = server_config.validate();
+    let problems: Vec<String> = server_config
+        .validate()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     if !problems.is_empty() {
         bail!("--listen: {}", problems.join("; "));
     }

@@ -74,7 +74,7 @@ pub fn check_bytes(
     let value = to_value(bytes, name, format);
     let kind = forced.or_else(|| match &value {
         Ok(v) => ConfigKind::detect(name, v),
-        Err(_) => ConfigKind::detect_by_name(name),
+        Err(_) => ConfigKind::detect_unparsed(name, &String::from_utf8_lossy(bytes), format),
     });
     let Some(kind) = kind else {
         let mut out = Vec::new();

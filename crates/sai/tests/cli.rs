@@ -386,6 +386,42 @@ fn yaml_syntax_error() {
 }
 
 #[test]
+fn yaml_duplicate_key_is_reported_where_it_repeats() {
+    let dir = TempDir::new().unwrap();
+    let nested = "schema: sai-builder\nhome: /h\nhost: a\nplatforms:\n  - name: linux/x86_64\n    servers: []\n    name: linux/arm\nhost: b\n";
+    let top = "schema: sai-builder\nhome: /h\nhost: a\nplatforms: []\nhost: b\n";
+    for (name, text, at, key) in [
+        ("a.yaml", nested, (7, 5), "name"),
+        ("b.yaml", top, (5, 1), "host"),
+    ] {
+        let path = write(&dir, name, text);
+        let problem = format!("duplicate field `{key}`");
+        assert_error_at(&validate(&path), &path, at.0, Some(at.1), &problem);
+    }
+}
+
+#[test]
+fn syntax_error_in_a_file_with_a_schema_member_names_no_unknown_kind() {
+    let dir = TempDir::new().unwrap();
+    let yaml = "schema: sai-builder\nhome: /h\n  host: h\n";
+    let json = "{\"schema\": \"sai-web\",\n \"listen\": }\n";
+    for (name, text, at, problem) in [
+        (
+            "mine.yaml",
+            yaml,
+            (3, Some(7)),
+            "mapping values are not allowed",
+        ),
+        ("mine.json", json, (2, None), ""),
+    ] {
+        let path = write(&dir, name, text);
+        let out = validate(&path);
+        assert_error_at(&out, &path, at.0, at.1, problem);
+        assert!(!out.stderr.contains("cannot tell"), "{}", out.stderr);
+    }
+}
+
+#[test]
 fn yaml_semantic_problem_has_its_line() {
     let dir = TempDir::new().unwrap();
     let path = write(

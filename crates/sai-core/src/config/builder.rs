@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{ConfigProblem, FieldPath};
+use super::device::is_env_name;
+use super::problem::{ConfigProblem, FieldPath, check_marker};
+use super::schema::ConfigType;
 
 /// Value of the optional `schema` marker of a builder config.
 pub const SCHEMA_MARKER: &str = "sai-builder";
@@ -119,8 +121,8 @@ pub struct BuilderServer {
     /// Websocket URL of the server's builder endpoint:
     /// `wss://host[:port][/prefix]/builder` (or `ws://` on trusted networks).
     pub url: String,
-    /// File holding the token this builder presents to the server (trailing
-    /// newline ignored).
+    /// File holding the token this builder presents to the server
+    /// (surrounding white space ignored), read again on every connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
     /// The token inline; prefer `token_file` so the config can be shared.
@@ -172,19 +174,13 @@ impl BuilderConfig {
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
+        let mut problems: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
+            .into_iter()
+            .collect();
         let root = FieldPath::root();
         let mut push = |path: FieldPath, message: String| {
             problems.push(ConfigProblem::new(path, message));
         };
-        if let Some(marker) = &self.schema
-            && marker != SCHEMA_MARKER
-        {
-            push(
-                root.key("schema"),
-                format!("expected \"{SCHEMA_MARKER}\", found \"{marker}\""),
-            );
-        }
         if !self.home.starts_with('/') {
             push(
                 root.key("home"),
@@ -357,6 +353,12 @@ impl BuilderConfig {
     }
 }
 
+impl ConfigType for BuilderConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
+    }
+}
+
 impl BuilderPlatform {
     /// Step timeout in force for this platform.
     pub fn step_timeout_secs(&self, config: &BuilderConfig) -> u64 {
@@ -462,15 +464,6 @@ fn check_builder_url(url: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn is_env_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// POSIX-ish user name: starts with a letter or `_`, then letters, digits,

@@ -14,8 +14,13 @@
 //! }
 //! ```
 
+use std::collections::HashMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::problem::{ConfigProblem, FieldPath, check_marker};
+use super::schema::ConfigType;
 
 /// Most ttys one device may have (as in the original).
 pub const MAX_TTYS: usize = 8;
@@ -145,97 +150,117 @@ impl DeviceConfig {
     }
 
     /// Check what the schema cannot express. Returns every problem found,
-    /// each naming the device and tty it concerns; empty means valid.
-    pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if let Some(marker) = &self.schema
-            && marker != SCHEMA_MARKER
-        {
-            problems.push(format!(
-                "schema: expected \"{SCHEMA_MARKER}\", found \"{marker}\""
-            ));
-        }
+    /// each with the path of the field it concerns; empty means valid.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
+            .into_iter()
+            .collect();
+        let root = FieldPath::root();
+        let mut push = |at: FieldPath, message: String| {
+            problems.push(ConfigProblem::new(at, message));
+        };
         if let Some(home) = &self.home
             && home.trim().is_empty()
         {
-            problems.push("home: must not be empty".to_string());
+            push(root.key("home"), "must not be empty".to_string());
         }
-        let mut names: std::collections::HashMap<&str, usize> = Default::default();
-        let mut paths: std::collections::HashMap<&str, (usize, &str)> = Default::default();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut paths: HashMap<&str, (usize, &str)> = HashMap::new();
         for (i, dev) in self.devices.iter().enumerate() {
-            let at = format!("devices[{i}]");
+            let at = root.key("devices").index(i);
             if dev.name.trim().is_empty() {
-                problems.push(format!("{at}.name: must not be empty"));
+                push(at.key("name"), "must not be empty".to_string());
             } else if let Some(first) = names.insert(dev.name.as_str(), i) {
-                problems.push(format!(
-                    "{at}.name: duplicate device name '{}' (also devices[{first}])",
-                    dev.name
-                ));
+                let name = &dev.name;
+                push(
+                    at.key("name"),
+                    format!("duplicate device name '{name}' (also devices[{first}])"),
+                );
             }
             if dev.device_type.trim().is_empty() {
-                problems.push(format!("{at}.type: must not be empty"));
+                push(at.key("type"), "must not be empty".to_string());
             }
             for (j, c) in dev.compatible.iter().enumerate() {
                 if c.trim().is_empty() || c.contains(',') {
-                    problems.push(format!(
-                        "{at}.compatible[{j}]: compatible token \"{c}\" must be non-empty and hold no comma (use one list entry per token)"
-                    ));
+                    push(
+                        at.key("compatible").index(j),
+                        format!(
+                            "compatible token \"{c}\" must be non-empty and hold no comma (use one list entry per token)"
+                        ),
+                    );
                 }
             }
             if dev.ttys.is_empty() {
-                problems.push(format!(
-                    "{at}.ttys: device '{}' needs at least one tty",
-                    dev.name
-                ));
+                push(
+                    at.key("ttys"),
+                    format!("device '{}' needs at least one tty", dev.name),
+                );
             }
             if dev.ttys.len() > MAX_TTYS {
-                problems.push(format!(
-                    "{at}.ttys: device '{}' has {} ttys, at most {MAX_TTYS} are supported",
-                    dev.name,
-                    dev.ttys.len()
-                ));
+                push(
+                    at.key("ttys"),
+                    format!(
+                        "device '{}' has {} ttys, at most {MAX_TTYS} are supported",
+                        dev.name,
+                        dev.ttys.len()
+                    ),
+                );
             }
             let mut suffixes = std::collections::HashSet::new();
             for (n, tty) in dev.ttys.iter().enumerate() {
-                let tat = format!("{at}.ttys[{n}]");
+                let tat = at.key("ttys").index(n);
                 let suffix = env_suffix(&tty.name);
                 if tty.name.is_empty() {
-                    problems.push(format!("{tat}.name: must not be empty"));
+                    push(tat.key("name"), "must not be empty".to_string());
                 } else if !suffixes.insert(suffix.clone()) {
-                    problems.push(format!(
-                        "{tat}.name: '{}' clashes with another tty of this device (both export SAI_DEVICE_{suffix})",
-                        tty.name
-                    ));
+                    push(
+                        tat.key("name"),
+                        format!(
+                            "'{}' clashes with another tty of this device (both export SAI_DEVICE_{suffix})",
+                            tty.name
+                        ),
+                    );
                 } else if reserved_suffix(&suffix) && suffix != format!("TTY{n}") {
-                    problems.push(format!(
-                        "{tat}.name: '{}' would export SAI_DEVICE_{suffix}, which sai-device sets itself; rename the tty",
-                        tty.name
-                    ));
+                    let why = "which sai-device sets itself; rename the tty";
+                    let name = &tty.name;
+                    push(
+                        tat.key("name"),
+                        format!("'{name}' would export SAI_DEVICE_{suffix}, {why}"),
+                    );
                 }
                 if tty.tty.trim().is_empty() {
-                    problems.push(format!("{tat}.tty: tty path must not be empty"));
+                    push(tat.key("tty"), "tty path must not be empty".to_string());
                 } else if !tty.tty.starts_with('/') {
-                    problems.push(format!(
-                        "{tat}.tty: tty path \"{}\" must be absolute",
-                        tty.tty
-                    ));
+                    push(
+                        tat.key("tty"),
+                        format!("tty path \"{}\" must be absolute", tty.tty),
+                    );
                 } else if let Some((other_i, other)) =
                     paths.insert(tty.tty.as_str(), (i, dev.name.as_str()))
                     && other_i != i
                     && tty.lock
                 {
                     // Devices may share a tty only when it is not locked.
-                    problems.push(format!(
-                        "{tat}.tty: tty path \"{}\" is also used by device '{other}' (devices[{other_i}])",
-                        tty.tty
-                    ));
+                    push(
+                        tat.key("tty"),
+                        format!(
+                            "tty path \"{}\" is also used by device '{other}' (devices[{other_i}])",
+                            tty.tty
+                        ),
+                    );
                 }
                 if tty.rate == Some(0) {
-                    problems.push(format!("{tat}.rate: must be positive"));
+                    push(tat.key("rate"), "must be positive".to_string());
                 }
             }
         }
         problems
+    }
+}
+
+impl ConfigType for DeviceConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
     }
 }
 
@@ -334,7 +359,7 @@ mod tests {
                 },
             ],
         };
-        let p = c.validate();
+        let p: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
         let has = |s: &str| p.iter().any(|m| m.contains(s));
         assert!(has("schema: expected"), "{p:?}");
         assert!(has("compatible token"), "{p:?}");

@@ -21,6 +21,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::problem::{ConfigProblem, FieldPath, check_marker};
+use super::schema::ConfigType;
+
 /// Value of the optional `schema` marker of an expect script.
 pub const SCHEMA_MARKER: &str = "sai-expect";
 
@@ -108,63 +111,86 @@ impl ExpectScript {
             .unwrap_or_else(|| vec![DEFAULT_FAIL.to_string()])
     }
 
-    /// Check what the schema cannot express; returns every problem found
-    /// (empty means valid). Regular expressions are compiled by `sai-expect`
-    /// itself.
-    pub fn validate(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if let Some(marker) = &self.schema
-            && marker != SCHEMA_MARKER
-        {
-            p.push(format!(
-                "schema: expected \"{SCHEMA_MARKER}\", found \"{marker}\""
-            ));
-        }
-        let positive = |what: &str, v: Option<f64>, p: &mut Vec<String>| {
+    /// Check what the schema cannot express; returns every problem found,
+    /// each with the path of the field it concerns (empty means valid).
+    /// Regular expressions are compiled by `sai-expect` itself.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
+            .into_iter()
+            .collect();
+        let root = FieldPath::root();
+        let positive = |at: FieldPath, v: Option<f64>, p: &mut Vec<ConfigProblem>| {
             if let Some(v) = v
                 && !(v.is_finite() && v > 0.0)
             {
-                p.push(format!("{what}: must be a positive number of seconds"));
+                p.push(ConfigProblem::new(
+                    at,
+                    "must be a positive number of seconds",
+                ));
             }
         };
-        positive("timeout", self.timeout, &mut p);
+        positive(root.key("timeout"), self.timeout, &mut p);
         if let Some(v) = self.reopen_window
             && !(v.is_finite() && v >= 0.0)
         {
-            p.push("reopen_window: must be zero or a positive number of seconds".into());
+            p.push(ConfigProblem::new(
+                root.key("reopen_window"),
+                "must be zero or a positive number of seconds",
+            ));
         }
         if self.baud == Some(0) {
-            p.push("baud: must be positive".into());
+            p.push(ConfigProblem::new(root.key("baud"), "must be positive"));
         }
         for (i, s) in self.steps.iter().enumerate() {
-            let at = format!("steps[{i}]");
+            let at = root.key("steps").index(i);
             if s.expect.is_none() && s.send.is_none() {
-                p.push(format!("{at}: needs \"expect\", \"send\" or both"));
+                p.push(ConfigProblem::new(
+                    at.clone(),
+                    "needs \"expect\", \"send\" or both",
+                ));
             }
             if s.expect.as_deref() == Some("") {
-                p.push(format!("{at}.expect: must not be empty"));
+                p.push(ConfigProblem::new(at.key("expect"), "must not be empty"));
             }
             if let Some(t) = s.tty
                 && t > 1
             {
-                p.push(format!("{at}.tty: must be 0 or 1, found {t}"));
+                p.push(ConfigProblem::new(
+                    at.key("tty"),
+                    format!("must be 0 or 1, found {t}"),
+                ));
             }
-            positive(&format!("{at}.timeout"), s.timeout, &mut p);
+            positive(at.key("timeout"), s.timeout, &mut p);
             if s.timeout.is_some() && s.expect.is_none() {
-                p.push(format!("{at}.timeout: given but nothing to expect"));
+                p.push(ConfigProblem::new(
+                    at.key("timeout"),
+                    "given but nothing to expect",
+                ));
             }
         }
         for (what, list) in [("pass", &self.pass), ("fail", &self.fail)] {
             for (i, pat) in list.iter().flatten().enumerate() {
                 if pat.is_empty() {
-                    p.push(format!("{what}[{i}]: pattern must not be empty"));
+                    p.push(ConfigProblem::new(
+                        root.key(what).index(i),
+                        "pattern must not be empty",
+                    ));
                 }
             }
         }
         if self.steps.is_empty() && self.pass.as_ref().is_some_and(|v| v.is_empty()) {
-            p.push("pass: an empty pass list needs steps, or the run could never pass".into());
+            p.push(ConfigProblem::new(
+                root.key("pass"),
+                "an empty pass list needs steps, or the run could never pass",
+            ));
         }
         p
+    }
+}
+
+impl ConfigType for ExpectScript {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
     }
 }
 

@@ -18,8 +18,13 @@
 //! }
 //! ```
 
+use std::collections::HashMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::problem::{ConfigProblem, FieldPath, check_marker};
+use super::schema::ConfigType;
 
 /// Value of the optional `schema` marker of a jig config.
 pub const SCHEMA_MARKER: &str = "sai-jig";
@@ -171,37 +176,34 @@ impl JigConfig {
         self.targets.iter().find(|t| t.name == name)
     }
 
-    /// Check what the schema cannot express; returns every problem found
-    /// (empty means valid). An unknown gpio name in a sequence is an error
-    /// here, never a silent delay as in the original.
-    pub fn validate(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if let Some(marker) = &self.schema
-            && marker != SCHEMA_MARKER
-        {
-            p.push(format!(
-                "schema: expected \"{SCHEMA_MARKER}\", found \"{marker}\""
-            ));
-        }
+    /// Check what the schema cannot express; returns every problem found,
+    /// each with the path of the field it concerns (empty means valid). An
+    /// unknown gpio name in a sequence is an error here, never a silent
+    /// delay as in the original.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
+            .into_iter()
+            .collect();
+        let root = FieldPath::root();
+        let mut push = |at: FieldPath, message: String| p.push(ConfigProblem::new(at, message));
         if self.token.is_some() && self.token_file.is_some() {
-            p.push("token: give either token_file or token, not both".into());
+            push(
+                root.key("token"),
+                "give either token_file or token, not both".into(),
+            );
         }
-        if let Some(t) = &self.token
-            && t.trim().is_empty()
-        {
-            p.push("token: must not be empty".into());
-        }
-        if let Some(f) = &self.token_file
-            && f.trim().is_empty()
-        {
-            p.push("token_file: must not be empty".into());
+        for (key, value) in [("token", &self.token), ("token_file", &self.token_file)] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                push(root.key(key), "must not be empty".into());
+            }
         }
         if let Some(l) = &self.listen
             && l.parse::<std::net::SocketAddr>().is_err()
         {
-            p.push(format!(
-                "listen: \"{l}\" is not an address:port such as 0.0.0.0:44000 or [::1]:44000"
-            ));
+            push(
+                root.key("listen"),
+                format!("\"{l}\" is not an address:port such as 0.0.0.0:44000 or [::1]:44000"),
+            );
         }
         let url_safe = |s: &str| {
             !s.is_empty()
@@ -210,65 +212,76 @@ impl JigConfig {
         };
         const NAME_RULE: &str =
             "must be non-empty and use only letters, digits, '-', '_', '.', '~'";
-        let mut targets: std::collections::HashMap<&str, usize> = Default::default();
-        let mut lines: std::collections::HashMap<(&str, u32), String> = Default::default();
+        let mut targets: HashMap<&str, usize> = HashMap::new();
+        let mut lines: HashMap<(&str, u32), FieldPath> = HashMap::new();
         for (ti, t) in self.targets.iter().enumerate() {
-            let at = format!("targets[{ti}]");
+            let at = root.key("targets").index(ti);
             if !url_safe(&t.name) {
-                p.push(format!("{at}.name: '{}' {NAME_RULE}", t.name));
+                push(at.key("name"), format!("'{}' {NAME_RULE}", t.name));
             } else if RESERVED_TARGETS.contains(&t.name.as_str()) {
-                p.push(format!(
-                    "{at}.name: '{}' is reserved for the API; rename the target",
-                    t.name
-                ));
+                push(
+                    at.key("name"),
+                    format!("'{}' is reserved for the API; rename the target", t.name),
+                );
             } else if let Some(first) = targets.insert(t.name.as_str(), ti) {
-                p.push(format!(
-                    "{at}.name: duplicate target name '{}' (also targets[{first}])",
-                    t.name
-                ));
+                push(
+                    at.key("name"),
+                    format!("duplicate target name '{}' (also targets[{first}])", t.name),
+                );
             }
-            let mut gpios: std::collections::HashMap<&str, usize> = Default::default();
+            let mut gpios: HashMap<&str, usize> = HashMap::new();
             for (gi, g) in t.gpios.iter().enumerate() {
-                let gat = format!("{at}.gpios[{gi}]");
+                let gat = at.key("gpios").index(gi);
                 if g.name.is_empty() {
-                    p.push(format!("{gat}.name: must not be empty"));
+                    push(gat.key("name"), "must not be empty".into());
                 } else if let Some(first) = gpios.insert(g.name.as_str(), gi) {
-                    p.push(format!(
-                        "{gat}.name: duplicate gpio name '{}' in target '{}' (also {at}.gpios[{first}])",
-                        g.name, t.name
-                    ));
+                    push(
+                        gat.key("name"),
+                        format!(
+                            "duplicate gpio name '{}' in target '{}' (also {})",
+                            g.name,
+                            t.name,
+                            at.key("gpios").index(first)
+                        ),
+                    );
                 }
                 if g.chip.trim().is_empty() {
-                    p.push(format!("{gat}.chip: must not be empty"));
+                    push(gat.key("chip"), "must not be empty".into());
                 }
                 if g.safe > 1 {
-                    p.push(format!("{gat}.safe: must be 0 or 1, found {}", g.safe));
+                    push(gat.key("safe"), format!("must be 0 or 1, found {}", g.safe));
                 }
                 if let Some(other) = lines.insert((g.chip.as_str(), g.offset), gat.clone()) {
-                    p.push(format!(
-                        "{gat}.offset: line {}:{} is also used by {other}",
-                        g.chip, g.offset
-                    ));
+                    push(
+                        gat.key("offset"),
+                        format!("line {}:{} is also used by {other}", g.chip, g.offset),
+                    );
                 }
             }
-            let mut seqs: std::collections::HashMap<&str, usize> = Default::default();
+            let mut seqs: HashMap<&str, usize> = HashMap::new();
             for (si, s) in t.sequences.iter().enumerate() {
-                let sat = format!("{at}.sequences[{si}]");
+                let sat = at.key("sequences").index(si);
                 if !url_safe(&s.name) {
-                    p.push(format!("{sat}.name: '{}' {NAME_RULE}", s.name));
+                    push(sat.key("name"), format!("'{}' {NAME_RULE}", s.name));
                 } else if let Some(first) = seqs.insert(s.name.as_str(), si) {
-                    p.push(format!(
-                        "{sat}.name: duplicate sequence name '{}' in target '{}' (also {at}.sequences[{first}])",
-                        s.name, t.name
-                    ));
+                    push(
+                        sat.key("name"),
+                        format!(
+                            "duplicate sequence name '{}' in target '{}' (also {})",
+                            s.name,
+                            t.name,
+                            at.key("sequences").index(first)
+                        ),
+                    );
                 }
                 for (i, step) in s.seq.iter().enumerate() {
-                    let stat = format!("{sat}.seq[{i}]");
+                    let stat = sat.key("seq").index(i);
                     match step.action() {
-                        Err(e) => p.push(format!("{stat}: {e}")),
-                        Ok(StepAction::Set { gpio, .. }) if t.gpio(gpio).is_none() => {
-                            p.push(format!(
-                                "{stat}.gpio: unknown gpio '{gpio}' in sequence '{}' (target '{}' has: {})",
+                        Err(e) => push(stat, e),
+                        Ok(StepAction::Set { gpio, .. }) if t.gpio(gpio).is_none() => push(
+                            stat.key("gpio"),
+                            format!(
+                                "unknown gpio '{gpio}' in sequence '{}' (target '{}' has: {})",
                                 s.name,
                                 t.name,
                                 t.gpios
@@ -276,14 +289,20 @@ impl JigConfig {
                                     .map(|g| g.name.as_str())
                                     .collect::<Vec<_>>()
                                     .join(", ")
-                            ))
-                        }
+                            ),
+                        ),
                         Ok(_) => {}
                     }
                 }
             }
         }
         p
+    }
+}
+
+impl ConfigType for JigConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
     }
 }
 
@@ -336,7 +355,7 @@ token_file: /y
 listen: nonsense
 "#;
         let c: JigConfig = parse("conf.yaml", text.as_bytes(), Format::Yaml).unwrap();
-        let p = c.validate();
+        let p: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
         let has = |s: &str| p.iter().any(|m| m.contains(s));
         assert!(has("unknown gpio 'b'"), "{p:?}");
         assert!(has("\"value\" without \"gpio\""), "{p:?}");

@@ -9,11 +9,17 @@ pub mod builder;
 pub mod device;
 pub mod expect;
 pub mod jig;
+pub mod locate;
+pub mod problem;
 pub mod schema;
 pub mod server;
 pub mod web;
+mod yaml_walk;
 
 use serde::de::DeserializeOwned;
+
+use problem::{Diagnostic, InvalidConfig};
+use schema::ConfigType;
 
 /// How a config text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,22 +72,74 @@ pub fn parse<T: DeserializeOwned>(
         let (line, column) = line_col_of_offset(bytes, e.valid_up_to());
         fail(line, column, format!("invalid UTF-8: {e}"))
     })?;
-    match format {
+    let (line, column, message) = match format {
         Format::Json => {
             let blanked = crate::jsonc::blank_comments(text);
-            serde_json::from_str(&blanked).map_err(|e| {
-                let message = strip_serde_position(&e.to_string());
-                fail(e.line(), e.column(), message)
-            })
+            match serde_json::from_str(&blanked) {
+                Ok(config) => return Ok(config),
+                Err(e) => (e.line(), e.column(), strip_serde_position(&e.to_string())),
+            }
         }
-        Format::Yaml => serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            fail(line, column, strip_serde_position(&e.to_string()))
-        }),
+        Format::Yaml => match serde_norway::from_str(text) {
+            Ok(config) => return Ok(config),
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                (line, column, strip_serde_position(&e.to_string()))
+            }
+        },
+    };
+    let (line, column) = point_at_key(text, format, &message, (line, column));
+    Err(fail(line, column, message))
+}
+
+/// Parse a config of type `T` and run its semantic checks: the one way every
+/// daemon (and `sai validate`) reads its config. Every problem comes back as
+/// a `file:line:col` [`Diagnostic`] placed at the field it is about.
+pub fn load<T: ConfigType>(
+    source_name: &str,
+    bytes: &[u8],
+    format: Format,
+) -> Result<T, InvalidConfig> {
+    let config: T = parse(source_name, bytes, format).map_err(|e| InvalidConfig(vec![e.into()]))?;
+    let problems = config.problems();
+    if problems.is_empty() {
+        return Ok(config);
     }
+    // The parse succeeded, so the text is valid UTF-8.
+    let text = String::from_utf8_lossy(bytes);
+    Err(InvalidConfig(
+        problems
+            .into_iter()
+            .map(|p| {
+                let (line, column) = locate::locate_nearest(&text, format, &p.path);
+                Diagnostic::error(source_name, line, column, p.to_string())
+            })
+            .collect(),
+    ))
+}
+
+/// serde names the key but places an unknown field just after it (JSON) and
+/// a duplicate field at the start of its object; point at the key itself.
+fn point_at_key(text: &str, format: Format, message: &str, at: (usize, usize)) -> (usize, usize) {
+    let quoted = |prefix: &str| {
+        message
+            .rsplit(prefix)
+            .next()
+            .filter(|_| message.contains(prefix))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    let found = if let Some(key) = quoted("unknown field `") {
+        locate::locate_key_before(text, format, &key, at)
+    } else if let Some(key) = quoted("duplicate field `") {
+        locate::locate_duplicate_key(text, format, &key)
+    } else {
+        None
+    };
+    found.unwrap_or(at)
 }
 
 /// 1-based line and column of a byte offset.

@@ -16,6 +16,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::problem::{ConfigProblem, FieldPath};
+use super::schema::ConfigType;
+
 /// Configuration of `sai-server`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +39,8 @@ pub struct ServerConfig {
     /// string are the key). Prefer `notification_key_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key: Option<String>,
-    /// File holding the global HMAC secret (one trailing newline is trimmed).
+    /// File holding the global HMAC secret (surrounding white space is not
+    /// part of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key_file: Option<String>,
     /// Projects accepted by the hook endpoint. When empty, any repository
@@ -103,7 +107,8 @@ pub struct ProjectConfig {
     /// HMAC secret of this project's hook; overrides the global key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key: Option<String>,
-    /// File holding this project's HMAC secret (one trailing newline trimmed).
+    /// File holding this project's HMAC secret (surrounding white space is
+    /// not part of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key_file: Option<String>,
 }
@@ -190,74 +195,104 @@ pub fn valid_project_name(name: &str) -> bool {
 }
 
 impl ServerConfig {
-    /// Semantic checks serde cannot express. Returns every problem found, one
-    /// message per entry; empty means valid.
-    pub fn validate(&self) -> Vec<String> {
+    /// Semantic checks serde cannot express. Returns every problem found,
+    /// each with the path of the field it concerns; empty means valid.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
+        let root = FieldPath::root();
+        let mut push = |path: FieldPath, message: String| {
+            problems.push(ConfigProblem::new(path, message));
+        };
         if let Some(s) = &self.schema
             && s != "sai-server"
         {
-            problems.push(format!("schema: expected \"sai-server\", found {s:?}"));
+            push(
+                root.key("schema"),
+                format!("expected \"sai-server\", found {s:?}"),
+            );
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
-                "listen: {:?} is not an address:port such as \"0.0.0.0:4444\"",
-                self.listen
-            ));
+            push(
+                root.key("listen"),
+                format!(
+                    "{:?} is not an address:port such as \"0.0.0.0:4444\"",
+                    self.listen
+                ),
+            );
         }
         if self.data_dir.is_empty() {
-            problems.push("data_dir: must not be empty".into());
+            push(root.key("data_dir"), "must not be empty".into());
         }
         if self.notification_key.is_some() && self.notification_key_file.is_some() {
-            problems.push(
-                "notification_key and notification_key_file are both set; keep only one".into(),
-            );
+            push(root.key("notification_key"), BOTH_KEYS.into());
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.projects.iter().enumerate() {
+            let at = root.key("projects").index(i);
             if !valid_project_name(&p.name) {
-                problems.push(format!(
-                    "projects[{i}].name: {:?} must be 1-64 characters of A-Z a-z 0-9 - _ . and not start with '.'",
-                    p.name
-                ));
+                push(
+                    at.key("name"),
+                    format!(
+                        "{:?} must be 1-64 characters of A-Z a-z 0-9 - _ . and not start with '.'",
+                        p.name
+                    ),
+                );
             }
             if !seen.insert(p.name.as_str()) {
-                problems.push(format!("projects[{i}].name: {:?} is listed twice", p.name));
+                push(at.key("name"), format!("{:?} is listed twice", p.name));
             }
             if p.notification_key.is_some() && p.notification_key_file.is_some() {
-                problems.push(format!(
-                    "projects[{i}]: notification_key and notification_key_file are both set; keep only one"
-                ));
+                push(at.key("notification_key"), BOTH_KEYS.into());
             }
         }
         if self.max_body_bytes < 1024 {
-            problems.push("max_body_bytes: must be at least 1024".into());
+            push(root.key("max_body_bytes"), "must be at least 1024".into());
         }
         if self.max_saifile_base64 < 8 {
-            problems.push("max_saifile_base64: must be at least 8".into());
+            push(root.key("max_saifile_base64"), "must be at least 8".into());
         }
         if self.builder_ping_interval_ms == 0 {
-            problems.push("builder_ping_interval_ms: must be greater than 0".into());
+            push(
+                root.key("builder_ping_interval_ms"),
+                "must be greater than 0".into(),
+            );
         }
         if self.builder_dead_timeout_ms <= self.builder_ping_interval_ms {
-            problems.push(format!(
-                "builder_dead_timeout_ms ({}) must be greater than builder_ping_interval_ms ({})",
-                self.builder_dead_timeout_ms, self.builder_ping_interval_ms
-            ));
+            push(
+                root.key("builder_dead_timeout_ms"),
+                format!(
+                    "{} must be greater than builder_ping_interval_ms ({})",
+                    self.builder_dead_timeout_ms, self.builder_ping_interval_ms
+                ),
+            );
         }
         if self.max_infra_attempts == 0 {
-            problems.push("max_infra_attempts: must be at least 1".into());
+            push(root.key("max_infra_attempts"), "must be at least 1".into());
         }
         if self.log_window_bytes < 65536 {
-            problems.push("log_window_bytes: must be at least 65536 (one full frame)".into());
+            push(
+                root.key("log_window_bytes"),
+                "must be at least 65536 (one full frame)".into(),
+            );
         }
         if self.log_flush_ms == 0 {
-            problems.push("log_flush_ms: must be greater than 0".into());
+            push(root.key("log_flush_ms"), "must be greater than 0".into());
         }
         if self.retention.keep_events_per_project == Some(0) {
-            problems.push("retention.keep_events_per_project: must be at least 1".into());
+            push(
+                root.key("retention").key("keep_events_per_project"),
+                "must be at least 1".into(),
+            );
         }
         problems
+    }
+}
+
+const BOTH_KEYS: &str = "notification_key and notification_key_file are both set; keep only one";
+
+impl ConfigType for ServerConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
     }
 }
 

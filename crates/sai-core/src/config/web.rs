@@ -19,7 +19,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{ConfigProblem, FieldPath};
+use super::problem::{ConfigProblem, FieldPath, check_marker};
+use super::schema::ConfigType;
 
 /// Value of the optional `schema` marker of a web config.
 pub const SCHEMA_MARKER: &str = "sai-web";
@@ -116,16 +117,10 @@ impl WebConfig {
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
+        let mut problems: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
+            .into_iter()
+            .collect();
         let root = FieldPath::root();
-        if let Some(marker) = &self.schema
-            && marker != SCHEMA_MARKER
-        {
-            problems.push(ConfigProblem::new(
-                root.key("schema"),
-                format!("expected \"{SCHEMA_MARKER}\", found \"{marker}\""),
-            ));
-        }
         if let Err(why) = check_listen(&self.listen) {
             problems.push(ConfigProblem::new(root.key("listen"), why));
         }
@@ -205,6 +200,12 @@ impl WebConfig {
             }
         }
         problems
+    }
+}
+
+impl ConfigType for WebConfig {
+    fn problems(&self) -> Vec<ConfigProblem> {
+        self.validate()
     }
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// A `.sai.json` file: the build platforms a project supports and the
 /// configurations to build on them. Sai creates one task per configuration
 /// and selected platform on every push. `#` starts a comment (outside strings).
+/// Guide with examples: docs/saifile.md in the Sai repository.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Sai .sai.json")]
@@ -25,10 +26,12 @@ pub struct SaifileDoc {
     /// Build platforms, keyed by platform tuple
     /// `os[-distro[-ver]]/arch[-vendor...][/toolchain]` (e.g.
     /// `linux-fedora-32/x86_64-amd/gcc`; no dots). A task's platform is this key.
+    /// See docs/saifile.md, "Platforms".
     #[serde(default)]
     pub platforms: BTreeMap<String, PlatformDoc>,
     /// Build configurations, keyed by name (the task name). Each configuration
-    /// is built on every platform it selects.
+    /// is built on every platform it selects. See docs/saifile.md,
+    /// "Configurations and macros".
     #[serde(default)]
     pub configurations: BTreeMap<String, ConfigurationDoc>,
 }
@@ -40,13 +43,15 @@ pub struct PlatformDoc {
     /// Shell script run in the checked-out source; each line is one build step.
     /// `${prep}`, `${cmake}` and `${cpack}` are replaced by the configuration's
     /// values; any other `${name}` is an error; `$VAR` is left to the shell.
-    /// A platform without build steps is ignored.
+    /// A platform without build steps is ignored. See docs/saifile.md,
+    /// "Steps: one per line of build".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "BuildDoc")]
     pub build: Option<BuildDoc>,
     /// Whether configurations without an explicit `platforms` list build on
     /// this platform. Absent means yes; `false`, `0` or any string other than
     /// `on`/`yes`/`true` (or a non-zero number) means only when selected by name.
+    /// See docs/saifile.md, "Platforms".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "DefaultDoc")]
     pub default: Option<DefaultDoc>,
@@ -101,17 +106,18 @@ pub struct ConfigurationDoc {
     /// the default platforms, `not X` drops platforms matching `X`, `X` adds
     /// platforms matching `X`. `X` matches per `/`-element by prefix (`linux`
     /// matches `linux-fedora-32/x86_64-amd/gcc`; `linux//gcc` skips the arch).
-    /// Without it, the default platforms are used.
+    /// Without it, the default platforms are used; a list that does not start
+    /// with `none` adds to them. See docs/saifile.md, "Choosing platforms".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub platforms: Option<String>,
     /// Comma-separated globs (relative to the source) of files to upload as
-    /// artifacts after a successful build.
+    /// artifacts after a successful build. See docs/saifile.md, "Artifacts".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub artifacts: Option<String>,
     /// Comma- or space-separated branch names: only pushes to these branches
-    /// build this configuration.
+    /// build this configuration. See docs/saifile.md, "Branches".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub branches: Option<String>,
