@@ -11,7 +11,12 @@ fn sai(args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -22,7 +27,11 @@ fn users_are_added_with_argon2_hashes_replaced_and_removed_keeping_other_lines()
     std::fs::write(&file, "# sai-web users\n").unwrap();
     let f = file.to_str().unwrap();
     let out = sai(&["user", "add", "alice", "--file", f], "first password\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = sai(&["user", "add", "bob", "--file", f], "bobs password\n");
     assert!(out.status.success());
     let text = std::fs::read_to_string(&file).unwrap();
@@ -31,7 +40,10 @@ fn users_are_added_with_argon2_hashes_replaced_and_removed_keeping_other_lines()
     let users = sai_web::users::parse_users_file(f, &text).unwrap();
     assert!(users["alice"].starts_with("$argon2id$"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let config = |path: &str| sai_core::config::web::WebConfig {
         schema: None,
@@ -50,8 +62,16 @@ fn users_are_added_with_argon2_hashes_replaced_and_removed_keeping_other_lines()
     assert!(!loaded.check("alice", "bobs password"));
 
     // A new password replaces the old one; removal keeps the others.
-    assert!(sai(&["user", "add", "alice", "--file", f], "second password\n").status.success());
-    assert!(sai(&["user", "remove", "bob", "--file", f], "").status.success());
+    assert!(
+        sai(&["user", "add", "alice", "--file", f], "second password\n")
+            .status
+            .success()
+    );
+    assert!(
+        sai(&["user", "remove", "bob", "--file", f], "")
+            .status
+            .success()
+    );
     let loaded = sai_web::users::Users::load(&config(f), tmp.path()).unwrap();
     assert!(loaded.check("alice", "second password"));
     assert!(!loaded.exists("bob"));
@@ -62,7 +82,10 @@ fn users_are_added_with_argon2_hashes_replaced_and_removed_keeping_other_lines()
     let out = sai(&["user", "remove", "carol", "--file", f], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user \"carol\""));
-    let out = sai(&["user", "add", "bad name", "--file", f], "long enough pw\n");
+    let out = sai(
+        &["user", "add", "bad name", "--file", f],
+        "long enough pw\n",
+    );
     assert!(!out.status.success());
     let out = sai(&["user", "add", "dave", "--file", f], "short\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 8"));
