@@ -5,9 +5,12 @@
 //! crate for formats, matrix expansion, platform matching, the builder
 //! protocol and config types.
 
+pub mod api;
 pub mod config;
 pub mod jsonc;
+pub mod notification;
 pub mod platform;
 pub mod protocol;
 pub mod saifile;
 pub mod secret;
+pub mod task;

@@ -38,10 +38,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 2;
 /// Websocket path of the builder endpoint (also served under `/sai/builder`).
 pub const BUILDER_PATH: &str = "/builder";
-/// Length of an event id: 32 uppercase hex characters.
-pub const EVENT_ID_LEN: usize = 32;
-/// Length of a task id: its event id followed by 32 more uppercase hex characters.
-pub const TASK_ID_LEN: usize = 64;
+pub use crate::task::{EVENT_ID_LEN, TASK_ID_LEN};
 /// Largest payload of one binary frame.
 pub const MAX_FRAME_PAYLOAD: usize = 64 * 1024;
 /// Size of the binary frame header.
@@ -157,6 +154,11 @@ pub enum BuilderMessage {
         /// Every platform offered on this connection with its free instances.
         platforms: Vec<PlatformCapacity>,
     },
+    /// The builder is going away (operator stop): offer it nothing more.
+    /// Its running tasks come back as `handed_back`; should the link close
+    /// before those arrive, the server requeues them without counting an
+    /// attempt or an infrastructure failure.
+    ShuttingDown,
     /// The task is over. Log frames for it must be sent before this message.
     TaskFinished {
         /// Running task.
@@ -376,25 +378,19 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(FrameHeader, &[u8]), FrameError> {
     ))
 }
 
-fn is_upper_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-}
-
-/// True for a 32-character uppercase hex event id.
+/// True for a 32-character uppercase hex event id ([`crate::task::EventId`]).
 pub fn is_event_id(s: &str) -> bool {
-    is_upper_hex(s, EVENT_ID_LEN)
+    crate::task::EventId::parse(s).is_ok()
 }
 
-/// True for a 64-character uppercase hex task id.
+/// True for a 64-character uppercase hex task id ([`crate::task::TaskId`]).
 pub fn is_task_id(s: &str) -> bool {
-    is_upper_hex(s, TASK_ID_LEN)
+    crate::task::TaskId::event_of(s).is_some()
 }
 
 /// The event id a task id belongs to, if `task_id` is valid.
 pub fn event_of_task(task_id: &str) -> Option<&str> {
-    is_task_id(task_id).then(|| &task_id[..EVENT_ID_LEN])
+    crate::task::TaskId::event_of(task_id)
 }
 
 /// The protocol version a first text frame announces, without requiring the

@@ -1,4 +1,5 @@
-//! PASETO v4.public tokens for builders and users, and the hook HMAC.
+//! PASETO v4.public tokens for builders and users. (The hook HMAC lives
+//! with the notification in [`sai_core::notification`].)
 //!
 //! Claims: `iss` = `sai-server`, `sub` = builder, user or service name,
 //! `kind` = `builder`, `user` or `service`, and for builders `platforms` (list of platform
@@ -9,8 +10,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use hmac::{Hmac, Mac};
 use pasetors::claims::{Claims, ClaimsValidationRules};
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
 use pasetors::token::UntrustedToken;
@@ -66,6 +65,52 @@ pub enum TokenError {
     Revoked(&'static str, String),
 }
 
+/// Why the signing key could not be loaded, or a token minted.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing the key file failed.
+    #[error("{what} token key {}: {source}", path.display())]
+    Io {
+        /// `reading` or `writing`.
+        what: &'static str,
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a key.
+    #[error("{}: not a PASETO v4 secret key (64 raw bytes): {reason}", path.display())]
+    NotAKey {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// pasetors failed (key generation, signing).
+    #[error("{what}: {reason}")]
+    Paseto {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A platform given for a builder token is not a platform name.
+    #[error("--platforms {platform:?}: {reason}")]
+    Platform {
+        /// The text given.
+        platform: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn paseto(what: &'static str) -> impl Fn(pasetors::errors::Error) -> KeyError + Copy {
+    move |e| KeyError::Paseto {
+        what,
+        reason: e.to_string(),
+    }
+}
+
 /// The server's signing key.
 pub struct TokenKeys {
     secret: AsymmetricSecretKey<V4>,
@@ -75,32 +120,34 @@ pub struct TokenKeys {
 impl TokenKeys {
     /// Load the 64-byte secret key from `path`, creating it (mode 0600) if
     /// it does not exist.
-    pub fn load_or_create(path: &Path) -> Result<TokenKeys> {
+    pub fn load_or_create(path: &Path) -> Result<TokenKeys, KeyError> {
+        let io = |what| {
+            move |source| KeyError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let kp = AsymmetricKeyPair::<V4>::generate()
-                    .map_err(|e| anyhow::anyhow!("generating token key: {e}"))?;
+                let kp =
+                    AsymmetricKeyPair::<V4>::generate().map_err(paseto("generating token key"))?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    std::fs::create_dir_all(dir).map_err(io("writing"))?;
                 }
-                write_private(path, kp.secret.as_bytes())
-                    .with_context(|| format!("writing token key {}", path.display()))?;
+                write_private(path, kp.secret.as_bytes()).map_err(io("writing"))?;
                 tracing::info!(path = %path.display(), "created token signing key");
                 kp.secret.as_bytes().to_vec()
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading token key {}", path.display()));
-            }
+            Err(e) => return Err(io("reading")(e)),
         };
-        let secret = AsymmetricSecretKey::<V4>::from(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a PASETO v4 secret key (64 raw bytes): {e}",
-                path.display()
-            )
+        let secret = AsymmetricSecretKey::<V4>::from(&bytes).map_err(|e| KeyError::NotAKey {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
         })?;
-        let public = AsymmetricPublicKey::<V4>::try_from(&secret)
-            .map_err(|e| anyhow::anyhow!("deriving public key: {e}"))?;
+        let public =
+            AsymmetricPublicKey::<V4>::try_from(&secret).map_err(paseto("deriving public key"))?;
         Ok(TokenKeys { secret, public })
     }
 
@@ -111,8 +158,8 @@ impl TokenKeys {
         name: &str,
         platforms: &[String],
         ttl: Duration,
-    ) -> Result<String> {
-        let err = |e: pasetors::errors::Error| anyhow::anyhow!("minting token: {e}");
+    ) -> Result<String, KeyError> {
+        let err = paseto("minting token");
         let mut claims = Claims::new_expires_in(&ttl).map_err(err)?;
         claims.issuer("sai-server").map_err(err)?;
         claims.subject(name).map_err(err)?;
@@ -194,82 +241,7 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// Hook signature check outcome.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SigError {
-    /// No `Authorization` header.
-    Missing,
-    /// Not `sai sha256|sha384|sha512=<hex>` of the right length.
-    Malformed,
-    /// MAC does not match.
-    Mismatch,
-}
-
-/// HMAC algorithm of a hook signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookAlg {
-    /// HMAC-SHA256.
-    Sha256,
-    /// HMAC-SHA384.
-    Sha384,
-    /// HMAC-SHA512.
-    Sha512,
-}
-
-/// Parse `Authorization: sai shaNNN=<hex>` into the algorithm and the MAC.
-pub fn parse_hook_signature(header: Option<&str>) -> Result<(HookAlg, Vec<u8>), SigError> {
-    let h = header.ok_or(SigError::Missing)?.trim();
-    let rest = h
-        .strip_prefix("sai ")
-        .or_else(|| h.strip_prefix("Sai "))
-        .ok_or(SigError::Malformed)?
-        .trim();
-    let (alg, hexmac) = rest.split_once('=').ok_or(SigError::Malformed)?;
-    let mac = hex::decode(hexmac.trim()).map_err(|_| SigError::Malformed)?;
-    let (alg, len) = match alg {
-        "sha256" => (HookAlg::Sha256, 32),
-        "sha384" => (HookAlg::Sha384, 48),
-        "sha512" => (HookAlg::Sha512, 64),
-        _ => return Err(SigError::Malformed),
-    };
-    if mac.len() != len {
-        return Err(SigError::Malformed);
-    }
-    Ok((alg, mac))
-}
-
-/// Verify `Authorization: sai shaNNN=<hex>` over `body` with `key`, in
-/// constant time.
-pub fn verify_hook_signature(
-    header: Option<&str>,
-    key: &[u8],
-    body: &[u8],
-) -> Result<(), SigError> {
-    let (alg, mac) = parse_hook_signature(header)?;
-    fn check<M: Mac + hmac::digest::KeyInit>(
-        key: &[u8],
-        body: &[u8],
-        mac: &[u8],
-    ) -> Result<(), SigError> {
-        let mut m =
-            <M as hmac::digest::KeyInit>::new_from_slice(key).map_err(|_| SigError::Mismatch)?;
-        m.update(body);
-        m.verify_slice(mac).map_err(|_| SigError::Mismatch)
-    }
-    match alg {
-        HookAlg::Sha256 => check::<Hmac<sha2::Sha256>>(key, body, &mac),
-        HookAlg::Sha384 => check::<Hmac<sha2::Sha384>>(key, body, &mac),
-        HookAlg::Sha512 => check::<Hmac<sha2::Sha512>>(key, body, &mac),
-    }
-}
-
-/// Compute `sai sha256=<hex>` for a body (used by tests and tools).
-pub fn sign_hook(key: &[u8], body: &[u8]) -> String {
-    let mut m = <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
-        .expect("hmac accepts any key length");
-    m.update(body);
-    format!("sai sha256={}", hex::encode(m.finalize().into_bytes()))
-}
+pub use sai_core::notification::{SigError, sign as sign_hook};
 
 #[cfg(test)]
 mod tests {
@@ -298,32 +270,5 @@ mod tests {
         ));
         let other = TokenKeys::load_or_create(&dir.path().join("k2")).unwrap();
         assert!(other.verify(TokenKind::Builder, &t, &[]).is_err());
-    }
-
-    #[test]
-    fn hook_signatures() {
-        let body = b"{\"a\":1}\n";
-        let h = sign_hook(b"key", body);
-        assert_eq!(verify_hook_signature(Some(&h), b"key", body), Ok(()));
-        assert_eq!(
-            verify_hook_signature(Some(&h), b"other", body),
-            Err(SigError::Mismatch)
-        );
-        assert_eq!(
-            verify_hook_signature(None, b"key", body),
-            Err(SigError::Missing)
-        );
-        assert_eq!(
-            verify_hook_signature(Some("sai md5=00"), b"key", body),
-            Err(SigError::Malformed)
-        );
-        assert_eq!(
-            verify_hook_signature(Some("sai sha256=00"), b"key", body),
-            Err(SigError::Malformed)
-        );
-        let mut m = <Hmac<sha2::Sha512> as hmac::digest::KeyInit>::new_from_slice(b"key").unwrap();
-        m.update(body);
-        let h512 = format!("sai sha512={}", hex::encode(m.finalize().into_bytes()));
-        assert_eq!(verify_hook_signature(Some(&h512), b"key", body), Ok(()));
     }
 }

@@ -8,30 +8,35 @@
 pub mod api;
 pub mod auth;
 pub mod changes;
+pub mod error;
 pub mod hook;
+pub mod link;
 pub mod logw;
-pub mod openapi;
 pub mod sched;
 pub mod store;
 pub mod token_cli;
 pub mod ws;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
 use sai_core::config::server::ServerConfig;
 use sai_core::secret::secret_from_file;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
 use crate::auth::TokenKeys;
+use crate::link::{Links, Outgoing};
 use crate::logw::LogWriter;
-use crate::sched::Sched;
-use crate::store::Store;
+use crate::sched::{ConnId, Effect, Fleet, Sched};
+use crate::store::{EventDb, Store, now_ms};
+
+/// The scheduler as the server holds it: events carry their database handle.
+pub type Scheduler = Sched<Arc<EventDb>>;
 
 /// Software name and version sent in `welcome`.
 pub const SOFTWARE: &str = concat!("sai-server ", env!("CARGO_PKG_VERSION"));
@@ -55,9 +60,51 @@ pub struct Settings {
     pub projects: HashMap<String, Option<Vec<u8>>>,
 }
 
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A secret file cannot be used.
+    #[error(transparent)]
+    Secret(#[from] sai_core::secret::SecretError),
+    /// The config does not parse or breaks rules (one `file:line:col` line each).
+    #[error(transparent)]
+    Config(#[from] sai_core::config::problem::InvalidConfig),
+    /// A key is given twice.
+    #[error("notification_key and notification_key_file are both set")]
+    TwoKeys,
+    /// A project has no key.
+    #[error("project {0:?} has no notification key and there is no global notification_key")]
+    NoKey(String),
+    /// The listening address cannot be bound.
+    #[error("binding {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The token key failed.
+    #[error(transparent)]
+    Key(#[from] auth::KeyError),
+}
+
 /// Parse and validate a config file.
-pub fn load_config(path: &Path) -> Result<ServerConfig> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn load_config(path: &Path) -> Result<ServerConfig, StartError> {
+    let bytes = std::fs::read(path).map_err(|source| StartError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let name = path.display().to_string();
     let format = sai_core::config::Format::from_file_name(&name);
     Ok(sai_core::config::load::<ServerConfig>(
@@ -67,7 +114,7 @@ pub fn load_config(path: &Path) -> Result<ServerConfig> {
 
 impl Settings {
     /// Resolve a config; relative paths are taken from `base` (the config's folder).
-    pub fn resolve(config: ServerConfig, base: &Path) -> Result<Settings> {
+    pub fn resolve(config: ServerConfig, base: &Path) -> Result<Settings, StartError> {
         let data_dir = base.join(&config.data_dir);
         let token_key_path = match &config.token_key_file {
             Some(p) => base.join(p),
@@ -80,9 +127,7 @@ impl Settings {
                 Some(secret_from_file(&path, std::fs::read(&path))?)
             }
             (None, None) => None,
-            (Some(_), Some(_)) => {
-                anyhow::bail!("notification_key and notification_key_file are both set")
-            }
+            (Some(_), Some(_)) => return Err(StartError::TwoKeys),
         };
         let mut projects = HashMap::new();
         for p in &config.projects {
@@ -95,10 +140,7 @@ impl Settings {
                 _ => None,
             };
             if key.is_none() && global_key.is_none() {
-                anyhow::bail!(
-                    "project {:?} has no notification key and there is no global notification_key",
-                    p.name
-                );
+                return Err(StartError::NoKey(p.name.clone()));
             }
             projects.insert(p.name.clone(), key);
         }
@@ -130,7 +172,14 @@ pub struct Server {
     pub settings: Settings,
     /// Storage.
     pub store: Store,
-    sched: Mutex<Sched>,
+    sched: Mutex<Scheduler>,
+    /// Effects computed under the scheduler lock, applied in order outside it.
+    pending: Mutex<VecDeque<Effect<Arc<EventDb>>>>,
+    applying: Mutex<()>,
+    fleet: RwLock<Arc<Fleet>>,
+    /// Live builder connections.
+    pub links: Links,
+    next_conn: AtomicU64,
     /// Token keys.
     pub keys: TokenKeys,
     /// Log writer.
@@ -139,12 +188,19 @@ pub struct Server {
     pub shutdown: CancellationToken,
     /// The live change feed (`/api/changes`).
     pub changes: Arc<changes::ChangeFeed>,
-    wake_at: Mutex<Option<Instant>>,
+    wake_at: Mutex<Option<i64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Server {
     /// Open storage and keys, load unfinished events.
-    pub fn open(settings: Settings, shutdown: CancellationToken) -> Result<Arc<Server>> {
+    pub fn open(
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Server>, StartError> {
         let store = Store::open(&settings.data_dir)?;
         let keys = TokenKeys::load_or_create(&settings.token_key_path)?;
         let changes = Arc::new(changes::ChangeFeed::default());
@@ -152,55 +208,134 @@ impl Server {
             Duration::from_millis(settings.config.log_flush_ms),
             changes.clone(),
         );
-        let mut sched = Sched::new(settings.config.max_infra_attempts);
-        sched.set_feed(changes.clone());
+        let sched = Sched::new(settings.config.max_infra_attempts);
         let server = Arc::new(Server {
             settings,
             store,
             sched: Mutex::new(sched),
+            pending: Mutex::new(VecDeque::new()),
+            applying: Mutex::new(()),
+            fleet: RwLock::new(Arc::new(Fleet::default())),
+            links: Links::default(),
+            next_conn: AtomicU64::new(1),
             keys,
             logs,
             shutdown,
             changes,
             wake_at: Mutex::new(None),
         });
-        {
-            let mut sched = server.sched();
-            for row in server.store.active_events()? {
-                let Some(db) = server.store.event_db(&row.id)? else {
-                    continue;
-                };
-                sched.add_event(&server.store, row, db, Instant::now(), false)?;
-            }
+        for event in server.store.active_events()? {
+            let Some(db) = server.store.event_db(&event.id)? else {
+                continue;
+            };
+            let tasks = db.tasks()?;
+            server.sched_do(|s, now| s.add_event(now, event, db, tasks, now, false));
         }
         Ok(server)
     }
 
-    /// Lock the scheduler.
-    pub fn sched(&self) -> MutexGuard<'_, Sched> {
-        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    /// Lock the scheduler for a query. Inputs go through [`Server::sched_do`].
+    pub fn sched(&self) -> MutexGuard<'_, Scheduler> {
+        lock(&self.sched)
     }
 
-    /// Run dispatch now, and arm one timer for the next grace expiry.
-    pub fn kick(self: &Arc<Self>) {
-        let later = self.sched().dispatch();
-        if let Some(at) = later {
-            let mut wake = self.wake_at.lock().unwrap_or_else(|e| e.into_inner());
-            if wake.is_none_or(|w| at < w) {
-                *wake = Some(at);
-                let me = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at.into()).await;
-                    *me.wake_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    me.kick();
+    /// The connected builders as last published by the scheduler; never
+    /// waits for the scheduler.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.fleet.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A new connection id.
+    pub fn new_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Give the scheduler one input (`f` gets it and the time), then apply
+    /// its effects. This is the one place scheduler changes reach the
+    /// outside: the store, the connections and the published fleet.
+    pub fn sched_do<R>(self: &Arc<Self>, f: impl FnOnce(&mut Scheduler, i64) -> R) -> R {
+        let now = now_ms();
+        let (r, wake) = {
+            let mut s = self.sched();
+            let r = f(&mut s, now);
+            let effects = s.take_effects();
+            if let Some(fleet) = s.take_fleet() {
+                *self.fleet.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fleet);
+            }
+            lock(&self.pending).extend(effects);
+            (r, s.next_wake(now))
+        };
+        self.apply_pending();
+        if let Some(at) = wake {
+            self.wake_at(at);
+        }
+        r
+    }
+
+    /// Apply queued effects in order. Whoever holds `applying` drains the
+    /// queue, so when this returns the caller's effects have been applied.
+    fn apply_pending(&self) {
+        let _applying = lock(&self.applying);
+        loop {
+            let Some(effect) = lock(&self.pending).pop_front() else {
+                return;
+            };
+            self.apply(effect);
+        }
+    }
+
+    fn apply(&self, effect: Effect<Arc<EventDb>>) {
+        match effect {
+            Effect::Persist { db, task, run } => {
+                if let Err(e) = db.update_task(&task, &run) {
+                    tracing::error!(%task, cause = %e, "writing task state");
+                    return;
+                }
+                self.changes.publish(changes::Change::TaskChanged {
+                    task: task.to_string(),
+                    state: run.state.as_str().to_string(),
                 });
             }
+            Effect::EventState { event, state } => {
+                if let Err(e) = self.store.set_event_state(&event, state) {
+                    tracing::error!(%event, cause = %e, "writing event state");
+                } else {
+                    tracing::info!(%event, %state, "event state");
+                    self.changes.publish(changes::Change::EventChanged {
+                        event: event.to_string(),
+                        state: state.as_str().to_string(),
+                    });
+                }
+            }
+            Effect::Send { conn, msg } => self.links.send(conn, Outgoing::Msg(msg)),
+            Effect::Close { conn, code, reason } => {
+                self.links.send(conn, Outgoing::Close(code, reason))
+            }
+            Effect::Release { conn } => self.links.remove(conn),
+        }
+    }
+
+    /// Arm one timer for the scheduler's next tick at `at` (unix ms).
+    fn wake_at(self: &Arc<Self>, at: i64) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut wake = lock(&self.wake_at);
+        if wake.is_none_or(|w| at < w) {
+            *wake = Some(at);
+            let me = self.clone();
+            let delay = Duration::from_millis((at - now_ms()).max(0) as u64);
+            rt.spawn(async move {
+                tokio::time::sleep(delay).await;
+                *lock(&me.wake_at) = None;
+                me.sched_do(|s, now| s.tick(now));
+            });
         }
     }
 
     /// Delete an event now (its folder once released).
-    pub fn delete_event(&self, id: &str) -> Result<bool> {
-        self.sched().drop_event(id);
+    pub fn delete_event(self: &Arc<Self>, id: &str) -> Result<bool, store::StoreError> {
+        self.sched_do(|s, now| s.drop_event(now, id));
         let deleted = self.store.delete_event(id)?;
         if deleted {
             self.changes.publish(changes::Change::EventChanged {
@@ -213,7 +348,7 @@ impl Server {
 
     /// Apply retention: delete terminal events beyond the per-project count
     /// or older than the max age.
-    pub fn retention_sweep(&self) -> Result<usize> {
+    pub fn retention_sweep(&self) -> Result<usize, store::StoreError> {
         let r = &self.settings.config.retention;
         if r.keep_events_per_project.is_none() && r.max_age_days.is_none() {
             self.store.close_idle();
@@ -221,7 +356,7 @@ impl Server {
         }
         let events = self.store.all_events()?;
         let mut per_project: HashMap<&str, usize> = HashMap::new();
-        let now = store::now_ms();
+        let now = now_ms();
         let mut doomed = Vec::new();
         for e in events.iter().rev() {
             let n = per_project.entry(e.project.as_str()).or_default();
@@ -246,46 +381,39 @@ impl Server {
 /// Bind the listening socket. `TCP_NODELAY` is set on it so that accepted
 /// connections inherit it (Linux): small protocol messages (offers, credit)
 /// must not wait for delayed ACKs.
-pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
+    let fail = |e: std::io::Error| StartError::Bind {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
     let mut last = None;
-    for a in tokio::net::lookup_host(addr)
-        .await
-        .with_context(|| format!("resolving {addr}"))?
-    {
+    for a in tokio::net::lookup_host(addr).await.map_err(fail)? {
         let sock = if a.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
+            tokio::net::TcpSocket::new_v4()
         } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        sock.set_reuseaddr(true)?;
-        sock.set_nodelay(true)?;
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(fail)?;
+        sock.set_reuseaddr(true).map_err(fail)?;
+        sock.set_nodelay(true).map_err(fail)?;
         match sock.bind(a).and_then(|_| sock.listen(1024)) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
     }
-    Err(anyhow::anyhow!(
-        "binding {addr}: {}",
-        last.map(|e| e.to_string())
-            .unwrap_or_else(|| "no address".into())
-    ))
-}
-
-/// Open the server and serve on `listener` until `shutdown` fires.
-pub async fn run(
-    settings: Settings,
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let server = Server::open(settings, shutdown)?;
-    serve(server, listener).await
+    Err(StartError::Bind {
+        addr: addr.to_string(),
+        reason: last
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "no address".into()),
+    })
 }
 
 /// Serve an opened server on `listener` until its shutdown token fires,
-/// then close builder connections and flush pending logs.
-pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> Result<()> {
+/// then close builder connections and flush pending logs. (It does not
+/// fail; the `anyhow::Result` is the type `sai up` matches on.)
+pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let shutdown = server.shutdown.clone();
-    server.kick();
     let retention = {
         let s = server.clone();
         tokio::spawn(async move {
@@ -307,9 +435,7 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> Re
         .graceful(async move { sd.cancelled().await })
         .run()
         .await;
-    server
-        .sched()
-        .close_all(1001, "sai-server is shutting down");
+    server.sched_do(|s, _| s.stop(1001, "sai-server is shutting down"));
     server.logs.flush().await;
     retention.abort();
     tracing::info!("sai-server stopped");
@@ -374,11 +500,9 @@ pub fn routes(
         .or(http)
         .unify()
         .recover(|_r: warp::Rejection| async {
-            Ok::<_, std::convert::Infallible>(api::error(
-                warp::http::StatusCode::BAD_REQUEST,
-                "bad request",
-                None,
-            ))
+            Ok::<_, std::convert::Infallible>(
+                error::Error::bad_request("bad request", None).into_response(),
+            )
         })
         .unify()
 }
@@ -395,11 +519,11 @@ fn changes_upgrade(
     let token = auth::bearer(authz.as_deref());
     let ok = token.is_some_and(|t| server.keys.verify(auth::TokenKind::Service, t, &[]).is_ok());
     if !ok {
-        return api::error(
-            warp::http::StatusCode::UNAUTHORIZED,
-            "service token required: Authorization: Bearer <token from `sai-server token service`>",
-            None,
-        );
+        return error::Error::Unauthorized(
+            "service token required: Authorization: Bearer <token from `sai-server token service`>"
+                .into(),
+        )
+        .into_response();
     }
     let after = query
         .split('&')

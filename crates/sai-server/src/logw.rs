@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::changes::{Change, ChangeFeed};
-use crate::sched::{ConnId, Outgoing};
+use crate::link::{ConnId, Outgoing};
 use crate::store::{EventDb, LogRecord};
 
 const FLUSH_BYTES: usize = 256 * 1024;
@@ -169,7 +169,7 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                 *off += len as i64;
                 pending
                     .by_event
-                    .entry(db.id.clone())
+                    .entry(db.id.to_string())
                     .or_insert_with(|| (db.clone(), Vec::new()))
                     .1
                     .push((task_id, rec));

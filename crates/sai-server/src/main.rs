@@ -40,7 +40,7 @@ fn settings(config: Option<&Path>) -> Result<sai_server::Settings> {
     let path = config.context("no config: pass -c <file> or set SAI_SERVER_CONFIG")?;
     let cfg = sai_server::load_config(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    sai_server::Settings::resolve(cfg, base)
+    Ok(sai_server::Settings::resolve(cfg, base)?)
 }
 
 fn main() -> Result<()> {

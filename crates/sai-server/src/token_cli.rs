@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
-
-use crate::auth::{TokenKeys, TokenKind};
+use crate::auth::{KeyError, TokenKeys, TokenKind};
 
 /// The kinds of token.
 #[derive(Debug, clap::Subcommand)]
@@ -44,7 +42,7 @@ pub enum TokenCmd {
 
 impl TokenCmd {
     /// Mint the token this command asks for, signed with `keys`.
-    pub fn mint(self, keys: &TokenKeys) -> Result<String> {
+    pub fn mint(self, keys: &TokenKeys) -> Result<String, KeyError> {
         match self {
             TokenCmd::Builder {
                 name,
@@ -52,8 +50,10 @@ impl TokenCmd {
                 ttl,
             } => {
                 for p in &platforms {
-                    sai_core::platform::Platform::parse(p)
-                        .map_err(|e| anyhow::anyhow!("--platforms {p:?}: {e}"))?;
+                    sai_core::platform::Platform::parse(p).map_err(|e| KeyError::Platform {
+                        platform: p.clone(),
+                        reason: e.to_string(),
+                    })?;
                 }
                 keys.mint(TokenKind::Builder, &name, &platforms, ttl.into())
             }

@@ -17,12 +17,13 @@ use sai_core::protocol::{
 use sha2::Digest;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use warp::Reply;
-use warp::http::StatusCode;
 use warp::ws::{Message, WebSocket};
 
 use crate::Server;
 use crate::auth::{Identity, TokenKind, bearer};
-use crate::sched::{ConnId, Lookup, Outgoing};
+use crate::error::Error;
+use crate::link::Outgoing;
+use crate::sched::{ConnId, GoneCause, Lookup};
 use crate::store::sanitise_artifact_name;
 
 /// Handle an upgrade request: authenticate, then upgrade.
@@ -34,14 +35,11 @@ pub fn upgrade(
     peer: Option<SocketAddr>,
 ) -> warp::reply::Response {
     if path != "/builder" && path != "/sai/builder" {
-        return crate::api::error(StatusCode::NOT_FOUND, "no websocket here", None);
+        return Error::NotFound("no websocket here").into_response();
     }
     let Some(token) = bearer(authz.as_deref()) else {
-        return crate::api::error(
-            StatusCode::UNAUTHORIZED,
-            "builder token required: Authorization: Bearer <token>",
-            None,
-        );
+        return Error::Unauthorized("builder token required: Authorization: Bearer <token>".into())
+            .into_response();
     };
     let ident = match server.keys.verify(
         TokenKind::Builder,
@@ -51,7 +49,7 @@ pub fn upgrade(
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(peer = ?peer, cause = %e, "builder refused");
-            return crate::api::error(StatusCode::UNAUTHORIZED, &e.to_string(), None);
+            return Error::Unauthorized(e.to_string()).into_response();
         }
     };
     ws.max_message_size(MAX_FRAME_PAYLOAD + 4096)
@@ -164,7 +162,7 @@ impl ConnState {
             message,
         });
     }
-    fn lookup(&self, task_id: &str) -> Lookup {
+    fn lookup(&self, task_id: &str) -> Lookup<Arc<crate::store::EventDb>> {
         self.server.sched().lookup(self.cid, task_id)
     }
     fn not_yours(&self, task_id: &str) {
@@ -184,31 +182,29 @@ impl ConnState {
             }
         };
         let server = self.server.clone();
+        let cid = self.cid;
         match msg {
             BuilderMessage::Hello { .. } => self.error(None, "hello was already received".into()),
             BuilderMessage::Accept { task_id } => {
-                if !server.sched().accept(self.cid, &task_id) {
+                if !server.sched_do(|s, _| s.accept(cid, &task_id)) {
                     self.not_yours(&task_id);
                 }
             }
             BuilderMessage::Reject { task_id, reason } => {
-                let ok = server
-                    .sched()
-                    .reject(&server.store, self.cid, &task_id, &reason);
-                if ok {
-                    server.kick();
-                } else {
+                if !server.sched_do(|s, now| s.reject(now, cid, &task_id, &reason)) {
                     self.not_yours(&task_id);
                 }
             }
             BuilderMessage::Capacity { platforms } => {
                 tracing::debug!(builder = %self.name, ?platforms, "capacity");
-                if server.sched().capacity(self.cid, &platforms) {
-                    server.kick();
-                }
+                server.sched_do(|s, now| s.capacity(now, cid, &platforms));
+            }
+            BuilderMessage::ShuttingDown => {
+                tracing::info!(builder = %self.name, "builder is shutting down");
+                server.sched_do(|s, _| s.shutting_down(cid));
             }
             BuilderMessage::StepStarted { task_id, step } => {
-                if !server.sched().step_started(self.cid, &task_id, step) {
+                if !server.sched_do(|s, _| s.step_started(cid, &task_id, step)) {
                     self.not_yours(&task_id);
                 }
             }
@@ -262,12 +258,7 @@ impl ConnState {
                                 None,
                             );
                         }
-                        if server
-                            .sched()
-                            .finished(&server.store, self.cid, &task_id, &result)
-                        {
-                            server.kick();
-                        }
+                        server.sched_do(|s, now| s.finished(now, cid, &task_id, &result));
                     }
                     Lookup::Cancelled => {}
                     Lookup::Unknown => self.not_yours(&task_id),
@@ -353,8 +344,11 @@ impl ConnState {
             .file
             .sync_all()
             .and_then(|_| std::fs::rename(&u.part, &fin))
-            .map_err(anyhow::Error::from)
-            .and_then(|_| u.db.add_artifact(task_id, &u.name, u.size, &u.sha256));
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                u.db.add_artifact(task_id, &u.name, u.size, &u.sha256)
+                    .map_err(|e| e.to_string())
+            });
         if let Err(e) = res {
             self.error(Some(task_id), format!("storing artifact {}: {e}", u.name));
         }
@@ -460,12 +454,6 @@ async fn connection(
     {
         return;
     }
-    server
-        .changes
-        .publish(crate::changes::Change::BuilderChanged {
-            builder: ident.name.clone(),
-            online: true,
-        });
     let peer_s = peer.map(|p| p.to_string());
     if let Err(e) = server.store.upsert_builder(
         &ident.name,
@@ -476,11 +464,17 @@ async fn connection(
         tracing::error!(cause = %e, "recording builder");
     }
     let (tx, mut rx) = unbounded_channel();
-    let cid = server
-        .sched()
-        .register(ident.name.clone(), peer_s, software, platforms, tx.clone());
+    let cid = server.new_conn_id();
+    server.links.insert(cid, tx.clone());
+    let name = ident.name.clone();
+    server.sched_do(|s, now| s.builder_hello(now, cid, name, peer_s, software, platforms));
+    server
+        .changes
+        .publish(crate::changes::Change::BuilderChanged {
+            builder: ident.name.clone(),
+            online: true,
+        });
     tracing::info!(builder = %ident.name, conn = cid, "builder connected");
-    server.kick();
     let mut st = ConnState {
         server: server.clone(),
         cid,
@@ -494,46 +488,50 @@ async fn connection(
     let mut ping = tokio::time::interval(ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rx = Instant::now();
-    let why: String = loop {
+    let why: GoneCause = loop {
         tokio::select! {
             _ = server.shutdown.cancelled() => {
                 close(&mut sink, 1001, "sai-server is shutting down").await;
-                break "server shut down".into();
+                break GoneCause::ServerShutdown;
             }
             _ = tokio::time::sleep_until((last_rx + dead_after).into()) => {
                 close(&mut sink, 1001, "no traffic within the dead timeout").await;
-                break format!("went silent for {} ms", dead_after.as_millis());
+                break GoneCause::Silent { ms: dead_after.as_millis() as u64 };
             }
             _ = ping.tick() => {
                 if let Err(e) = sink.send(Message::ping(Vec::new())).await {
-                    break format!("connection failed: {e}");
+                    break GoneCause::WriteFailed(e.to_string());
                 }
             }
             out = rx.recv() => match out {
                 Some(Outgoing::Msg(m)) => {
                     let text = serde_json::to_string(&m).unwrap_or_default();
                     if let Err(e) = sink.send(Message::text(text)).await {
-                        break format!("connection failed: {e}");
+                        break GoneCause::WriteFailed(e.to_string());
                     }
                 }
                 Some(Outgoing::Credit(n)) => {
                     st.credit += n as i64;
                     let text = serde_json::to_string(&ServerMessage::Credit { bytes: n }).unwrap_or_default();
                     if let Err(e) = sink.send(Message::text(text)).await {
-                        break format!("connection failed: {e}");
+                        break GoneCause::WriteFailed(e.to_string());
                     }
                 }
                 Some(Outgoing::Close(code, reason)) => {
                     close(&mut sink, code, &reason).await;
-                    break reason;
+                    break if server.shutdown.is_cancelled() {
+                        GoneCause::ServerShutdown
+                    } else {
+                        GoneCause::Refused(reason)
+                    };
                 }
-                None => break "internal channel closed".into(),
+                None => break GoneCause::Disconnected,
             },
             inc = stream.next() => {
                 let m = match inc {
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => break format!("connection error: {e}"),
-                    None => break "disconnected".into(),
+                    Some(Err(e)) => break GoneCause::ReadFailed(e.to_string()),
+                    None => break GoneCause::Disconnected,
                 };
                 last_rx = Instant::now();
                 let res = if m.is_text() {
@@ -542,20 +540,21 @@ async fn connection(
                 } else if m.is_binary() {
                     st.binary(m.as_bytes())
                 } else if m.is_close() {
-                    break "closed the connection".into();
+                    break GoneCause::Disconnected;
                 } else {
                     Ok(())
                 };
                 if let Err((code, reason)) = res {
                     close(&mut sink, code, &reason).await;
-                    break reason;
+                    break GoneCause::Refused(reason);
                 }
             }
         }
     };
-    if why.starts_with("connection failed") {
-        // Writing failed (the peer may have closed after its last messages):
-        // still honour what it sent before, e.g. a final task_finished.
+    if matches!(why, GoneCause::WriteFailed(_) | GoneCause::ServerShutdown) {
+        // Writing failed (the peer may have closed after its last messages),
+        // or we closed on shutdown while the builder may be handing its tasks
+        // back: still honour what it sent, e.g. a final task_finished.
         while let Ok(Some(Ok(m))) =
             tokio::time::timeout(Duration::from_secs(2), stream.next()).await
         {
@@ -574,12 +573,11 @@ async fn connection(
     }
     st.abort_upload("connection ended");
     tracing::info!(builder = %ident.name, conn = cid, reason = %why, "builder disconnected");
-    server.sched().conn_lost(&server.store, cid, &why);
+    server.sched_do(|s, now| s.builder_gone(now, cid, &why));
     server
         .changes
         .publish(crate::changes::Change::BuilderChanged {
             builder: ident.name.clone(),
             online: false,
         });
-    server.kick();
 }

@@ -190,3 +190,91 @@ async fn a_service_token_acts_only_for_a_named_user_and_is_no_user_token() {
     let v: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(v["tasks"][0]["reason"], "rebuild requested by alice");
 }
+
+/// Validate `answer` against the schema `name` of the served document.
+fn conforms(doc: &serde_json::Value, name: &str, answer: &serde_json::Value) {
+    let mut schema = doc.clone();
+    schema["$ref"] = serde_json::json!(format!("#/components/schemas/{name}"));
+    let v = jsonschema::validator_for(&schema).expect("the served schemas compile");
+    let errors: Vec<String> = v.iter_errors(answer).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "answer disagrees with the served {name} schema: {errors:?}\n{answer}"
+    );
+}
+
+/// The served OpenAPI document is generated from `sai_core::api`; every
+/// answer must conform to it and deserialise into those types (which refuse
+/// unknown fields), so a field added to a handler but not to the types, or
+/// the other way round, fails here.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_served_openapi_document_and_the_answers_agree() {
+    use sai_core::api;
+    use sai_core::protocol::TaskResult;
+    use sai_testkit::FakeBuilder;
+
+    let env = start(|_| {});
+    let s = &env.server;
+    let (_, doc) = get(s, "/api/openapi.json").await;
+    for name in [
+        "Task",
+        "Event",
+        "Project",
+        "Log",
+        "Builder",
+        "Error",
+        "HookReply",
+    ] {
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} missing"
+        );
+    }
+    let (_, hook) = push(s, &Push::new("demo", SMALL)).await;
+    conforms(&doc, "HookReply", &hook);
+    let ev = hook["event_id"].as_str().unwrap().to_string();
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    b.artifact(&o.task_id, "out.bin", b"bytes").await.unwrap();
+    b.run_task(&o, b"hello\n", TaskResult::Success)
+        .await
+        .unwrap();
+    wait_for("task ended", T, || async {
+        (task(s, &o.task_id).await["state"] == "success").then_some(())
+    })
+    .await
+    .unwrap();
+
+    let (_, e) = get(s, &format!("/api/events/{ev}")).await;
+    conforms(&doc, "Event", &e);
+    let e: api::Event = serde_json::from_value(e).unwrap();
+    assert!(
+        e.tasks.unwrap().iter().any(|t| t.detail.is_some()),
+        "a waiting task says why"
+    );
+    let (_, t) = get(s, &format!("/api/tasks/{}", o.task_id)).await;
+    conforms(&doc, "Task", &t);
+    let t: api::Task = serde_json::from_value(t).unwrap();
+    assert_eq!(t.artifacts.unwrap()[0].name, "out.bin");
+    assert_eq!(t.instance.as_deref(), Some(LINUX));
+    let (_, l) = get(s, &format!("/api/tasks/{}/log", o.task_id)).await;
+    conforms(&doc, "Log", &l);
+    let l: api::Log = serde_json::from_value(l).unwrap();
+    assert!(l.complete);
+    let (_, p) = get(s, "/api/projects").await;
+    for p in p.as_array().unwrap() {
+        conforms(&doc, "Project", p);
+    }
+    let _: Vec<api::Project> = serde_json::from_value(p).unwrap();
+    let (_, bs) = get(s, "/api/builders").await;
+    for b in bs.as_array().unwrap() {
+        conforms(&doc, "Builder", b);
+    }
+    let _: Vec<api::Builder> = serde_json::from_value(bs).unwrap();
+    let (_, err) = get(s, "/api/tasks/nope").await;
+    conforms(&doc, "Error", &err);
+    let _: api::Error = serde_json::from_value(err).unwrap();
+}

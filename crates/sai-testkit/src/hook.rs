@@ -5,9 +5,7 @@
 //! `curl -F "file=@<tmp>;type=application/json"` (multipart/form-data with
 //! curl's boundary style) and user agent `sai-notifier`.
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use serde_json::json;
+use sai_core::notification::Notification;
 
 /// One push.
 #[derive(Debug, Clone)]
@@ -43,21 +41,21 @@ impl Push {
 
     /// The file content of a push marked private (`"sec": 1`) when `sec`.
     pub fn file_bytes_with_sec(&self, sec: bool) -> Vec<u8> {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.saifile);
-        let v = json!({
-            "schema": "com-warmcat-sai-notification",
-            "action": "repo-update",
-            "repository": {"name": self.project, "fetchurl": self.fetch_url},
-            "nonce": random_hex(16),
-            "ref": self.git_ref,
-            "hash": self.hash,
-            "saifile_len": b64.len(),
-            "saifile": b64,
-        });
-        let mut v = v;
-        if sec {
-            v["sec"] = json!(1);
+        let mut nonce = [0u8; 16];
+        rand::fill(&mut nonce[..]);
+        let n = Notification::new(
+            &self.project,
+            &self.fetch_url,
+            &self.git_ref,
+            &self.hash,
+            &self.saifile,
+            nonce,
+        );
+        if !sec {
+            return n.file_bytes();
         }
+        let mut v = serde_json::to_value(&n).expect("a notification serialises");
+        v["sec"] = serde_json::json!(1);
         let mut out = serde_json::to_vec(&v).expect("json");
         out.push(b'\n');
         out
@@ -73,10 +71,7 @@ pub fn random_hex(n: usize) -> String {
 
 /// `sai sha256=<hex>` over `body` with the ASCII bytes of `key`.
 pub fn signature(key: &str, body: &[u8]) -> String {
-    let mut m = <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key.as_bytes())
-        .expect("any key length");
-    m.update(body);
-    format!("sai sha256={}", hex::encode(m.finalize().into_bytes()))
+    sai_core::notification::sign(key.as_bytes(), body)
 }
 
 /// curl's multipart framing of one file part: returns the content type

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
-use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Flags of `sai notify`.
 #[derive(Debug, clap::Args)]
@@ -204,29 +203,24 @@ impl Notification {
 
     /// The notification file: JSON plus a newline, as `hooks/sai-notify` makes it.
     pub fn body(&self) -> Vec<u8> {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.saifile);
         let mut nonce = [0u8; 16];
         rand::fill(&mut nonce[..]);
-        let v = json!({
-            "schema": "com-warmcat-sai-notification",
-            "action": "repo-update",
-            "repository": {"name": self.project, "fetchurl": self.fetch_url},
-            "nonce": hex::encode(nonce),
-            "ref": self.git_ref,
-            "hash": self.hash,
-            "saifile_len": b64.len(),
-            "saifile": b64,
-        });
-        let mut out = serde_json::to_vec(&v).expect("a JSON value serialises");
-        out.push(b'\n');
-        out
+        sai_core::notification::Notification::new(
+            &self.project,
+            &self.fetch_url,
+            &self.git_ref,
+            &self.hash,
+            &self.saifile,
+            nonce,
+        )
+        .file_bytes()
     }
 
     /// Sign with `key` and POST to `<url>/update-hook`; the server's JSON
     /// reply, or an error naming its status and message.
     pub async fn send(&self, url: &str, key: &[u8]) -> Result<Value> {
         let body = self.body();
-        let auth = sai_server::auth::sign_hook(key, &body);
+        let auth = sai_core::notification::sign(key, &body);
         let endpoint = format!("{}/update-hook", url.trim_end_matches('/'));
         let resp = reqwest::Client::new()
             .post(&endpoint)

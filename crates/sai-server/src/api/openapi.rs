@@ -1,6 +1,27 @@
-//! The OpenAPI 3.1 document served at `/api/openapi.json`.
+//! The OpenAPI 3.1 document served at `/api/openapi.json`. Its schemas are
+//! generated from the response types in [`sai_core::api`], the ones the
+//! handlers serialise, so the two cannot drift apart.
 
-use serde_json::{Value, json};
+use sai_core::api;
+use schemars::generate::SchemaSettings;
+use serde_json::{Map, Value, json};
+
+/// The component schemas, generated from the API types.
+pub fn schemas() -> Map<String, Value> {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    let mut generator = settings.into_generator();
+    generator.subschema_for::<api::Error>();
+    generator.subschema_for::<api::Project>();
+    generator.subschema_for::<api::Event>();
+    generator.subschema_for::<api::Task>();
+    generator.subschema_for::<api::Artifact>();
+    generator.subschema_for::<api::Log>();
+    generator.subschema_for::<api::Builder>();
+    generator.subschema_for::<api::Deleted>();
+    generator.subschema_for::<api::HookReply>();
+    generator.take_definitions(true)
+}
 
 fn id_param(name: &str, len: usize) -> Value {
     json!({"name": name, "in": "path", "required": true,
@@ -41,60 +62,14 @@ pub fn document() -> Value {
                "description": "JSON API of sai-server. Privileged operations need `Authorization: Bearer <user token>` minted by `sai-server token user`. States: waiting, running, success, failed, cancelled; events also running-with-failures. Errors are `{\"error\", \"detail\"?}`."},
       "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "PASETO v4.public"}},
-        "schemas": {
-          "Error": {"type": "object", "required": ["error"], "properties": {
-              "error": {"type": "string"}, "detail": {"type": "string"}}},
-          "TaskState": {"type": "string", "enum": ["waiting", "running", "success", "failed", "cancelled"]},
-          "EventState": {"type": "string", "enum": ["waiting", "running", "running-with-failures", "success", "failed", "cancelled"]},
-          "Project": {"type": "object", "required": ["name"], "properties": {
-              "name": {"type": "string"}, "fetch_url": {"type": "string"},
-              "created": {"type": "integer"}, "event_count": {"type": "integer"}}},
-          "Event": {"type": "object", "required": ["id", "ref", "hash", "state"], "properties": {
-              "id": {"type": "string"}, "project": {"type": "string"}, "ref": {"type": "string"},
-              "hash": {"type": "string"}, "fetch_url": {"type": "string"},
-              "source_ip": {"type": ["string", "null"]}, "created": {"type": "integer"},
-              "last_updated": {"type": "integer"}, "state": r("EventState"), "sec": {"type": "boolean"},
-              "task_count": {"type": "integer"},
-              "tasks": {"type": "array", "items": r("Task")},
-              "task_states": {"type": "object", "additionalProperties": {"type": "integer"}}}},
-          "Artifact": {"type": "object", "properties": {
-              "name": {"type": "string"}, "size": {"type": "integer"},
-              "sha256": {"type": "string"}, "created": {"type": "integer"}}},
-          "Task": {"type": "object", "required": ["id", "configuration", "platform", "state", "builder", "exit_code"], "properties": {
-              "id": {"type": "string"}, "event_id": {"type": "string"},
-              "configuration": {"type": "string"}, "platform": {"type": "string"},
-              "state": r("TaskState"),
-              "detail": {"type": "string", "description": "for waiting tasks no connected builder can take: `no builder offers <platform>`"},
-              "builder": {"type": ["string", "null"]}, "exit_code": {"type": ["integer", "null"]},
-              "failed_step": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
-              "attempt": {"type": "integer"}, "infra_failures": {"type": "integer"},
-              "build_step": {"type": "integer"}, "step_count": {"type": "integer"},
-              "priority": {"type": "boolean"}, "created": {"type": "integer"},
-              "started": {"type": ["integer", "null"]}, "ended": {"type": ["integer", "null"]},
-              "steps": {"type": "array", "items": {"type": "string"}},
-              "artifacts": {"type": "array", "items": r("Artifact")},
-              "log_bytes": {"type": "integer"}}},
-          "Log": {"type": "object", "properties": {
-              "task_id": {"type": "string"}, "offset": {"type": "integer"},
-              "next_offset": {"type": "integer"}, "total": {"type": "integer"},
-              "complete": {"type": "boolean"},
-              "records": {"type": "array", "items": {"type": "object", "properties": {
-                  "offset": {"type": "integer"}, "channel": {"type": "integer", "minimum": 1, "maximum": 5},
-                  "timestamp_us": {"type": "integer"}, "len": {"type": "integer"},
-                  "text": {"type": "string", "description": "bytes as UTF-8, invalid sequences replaced; use format=raw for exact bytes"}}}}}},
-          "Builder": {"type": "object", "properties": {
-              "name": {"type": "string"}, "online": {"type": "boolean"},
-              "peer": {"type": ["string", "null"]}, "software": {"type": "string"},
-              "since": {"type": "integer"},
-              "platforms": {"type": "array", "items": {"type": "object"}}}}
-        }
+        "schemas": schemas(),
       },
       "paths": {
         "/update-hook": {"post": {
             "summary": "Git hook notification (also /sai/update-hook)",
             "description": "multipart/form-data with one JSON file part, or application/json. Authorization: sai sha256=<hex HMAC of the file bytes>.",
             "responses": {
-                "200": resp("accepted, duplicate or ignored", json!({"type": "object"})),
+                "200": resp("accepted, duplicate or ignored", r("HookReply")),
                 "400": resp("bad notification", r("Error")), "401": resp("missing or malformed signature", r("Error")),
                 "403": resp("signature mismatch", r("Error")), "404": resp("unknown project", r("Error")),
                 "413": resp("body or saifile too large", r("Error")),
@@ -111,7 +86,7 @@ pub fn document() -> Value {
                     "responses": with_errors(json!({"200": resp("event", r("Event"))}))},
             "delete": {"summary": "Delete an event (cancels its running tasks)", "security": auth.clone(),
                        "parameters": [ev.clone()],
-                       "responses": with_errors(json!({"200": resp("deleted", json!({"type": "object"}))}))}},
+                       "responses": with_errors(json!({"200": resp("deleted", r("Deleted"))}))}},
         "/api/events/{id}/rebuild": {"post": {"summary": "Reset every task of an event to waiting",
             "security": auth.clone(), "parameters": [ev],
             "responses": with_errors(json!({"200": resp("event", r("Event"))}))}},

@@ -1,0 +1,151 @@
+//! `GET /api/tasks/{id}`, its log and artifacts, `POST .../cancel`.
+
+use std::sync::Arc;
+
+use sai_core::api;
+use sai_core::protocol::event_of_task;
+use sai_core::task::{Task, TaskState};
+use warp::Reply;
+use warp::http::HeaderMap;
+
+use super::{Query, Res, ok, query_int, require_user};
+use crate::Server;
+use crate::error::Error;
+use crate::sched::Fleet;
+use crate::store::{ArtifactRow, EventDb, sanitise_artifact_name};
+
+/// The API view of a task (without steps and artifacts); a waiting task
+/// says why when no builder offers its platform.
+pub fn view(t: &Task, fleet: &Fleet) -> api::Task {
+    let r = &t.run;
+    api::Task {
+        id: t.id.to_string(),
+        event_id: t.event_id().to_string(),
+        configuration: t.configuration.clone(),
+        platform: t.platform.clone(),
+        state: r.state,
+        detail: (r.state == TaskState::Waiting)
+            .then(|| fleet.waiting_detail(&t.platform))
+            .flatten(),
+        builder: r.builder.clone(),
+        instance: r.instance.clone(),
+        exit_code: r.exit_code,
+        failed_step: r.failed_step,
+        reason: r.reason.clone(),
+        attempt: r.attempt,
+        infra_failures: r.infra_failures,
+        build_step: r.build_step,
+        step_count: t.steps.len(),
+        priority: t.priority,
+        created: t.created,
+        started: r.started,
+        ended: r.ended,
+        last_updated: t.last_updated,
+        steps: None,
+        artifact_globs: None,
+        packages: None,
+        artifacts: None,
+        log_bytes: None,
+    }
+}
+
+fn artifact(a: ArtifactRow) -> api::Artifact {
+    api::Artifact {
+        name: a.name,
+        size: a.size,
+        sha256: a.sha256,
+        created: a.created,
+    }
+}
+
+/// The task `id` and its event database, if the caller may see it.
+pub fn load(server: &Server, headers: &HeaderMap, id: &str) -> Result<(Arc<EventDb>, Task), Error> {
+    let nf = || Error::NotFound("no such task");
+    let ev = event_of_task(id).ok_or_else(nf)?;
+    super::events::load(server, headers, ev).map_err(|_| nf())?;
+    let db = server.store.event_db(ev)?.ok_or_else(nf)?;
+    let t = db.task(id)?.ok_or_else(nf)?;
+    Ok((db, t))
+}
+
+/// A task with its steps and artifacts.
+pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
+    let (db, t) = load(server, headers, id)?;
+    let mut v = view(&t, &server.fleet());
+    v.steps = Some(t.steps);
+    v.artifact_globs = Some(t.artifacts);
+    v.packages = Some(t.packages);
+    v.artifacts = Some(db.artifacts(id)?.into_iter().map(artifact).collect());
+    v.log_bytes = Some(db.log_len(id)?);
+    ok(&v)
+}
+
+fn octets(bytes: Vec<u8>) -> warp::reply::Response {
+    let mut resp = warp::http::Response::new(bytes).into_response();
+    resp.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+/// Log records from `offset` (JSON, or the bytes with `format=raw`).
+pub fn log(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
+    let (db, t) = load(server, headers, id)?;
+    let offset = query_int(q, "offset", 0).max(0);
+    let max = query_int(q, "max", 1 << 20).clamp(1, 16 << 20);
+    let recs = db.logs(id, offset, max)?;
+    let total = db.log_len(id)?;
+    let next = recs
+        .last()
+        .map(|r| r.offset + r.data.len() as i64)
+        .unwrap_or(offset.min(total));
+    if q.get("format").map(String::as_str) == Some("raw") {
+        let mut resp = octets(recs.into_iter().flat_map(|r| r.data).collect());
+        if let Ok(v) = warp::http::HeaderValue::from_str(&next.to_string()) {
+            resp.headers_mut().insert("x-sai-next-offset", v);
+        }
+        return Ok(resp);
+    }
+    let records = recs
+        .iter()
+        .map(|r| api::LogRecord {
+            offset: r.offset,
+            channel: r.channel,
+            timestamp_us: r.timestamp_us,
+            len: r.data.len(),
+            text: String::from_utf8_lossy(&r.data).into_owned(),
+        })
+        .collect();
+    ok(&api::Log {
+        task_id: id.to_string(),
+        offset,
+        next_offset: next,
+        total,
+        complete: t.run.state.is_terminal() && next >= total,
+        records,
+    })
+}
+
+/// Download an artifact.
+pub fn artifact_bytes(server: &Server, headers: &HeaderMap, id: &str, name: &str) -> Res {
+    let (db, _) = load(server, headers, id)?;
+    let nf = || Error::NotFound("no such artifact");
+    let clean = sanitise_artifact_name(name).ok_or_else(nf)?;
+    if clean != name || !db.artifacts(id)?.iter().any(|a| a.name == clean) {
+        return Err(nf());
+    }
+    let bytes = std::fs::read(db.artifact_dir(id).join(&clean)).map_err(|_| nf())?;
+    Ok(octets(bytes))
+}
+
+/// Cancel a waiting or running task.
+pub fn cancel(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
+    let who = require_user(server, headers)?;
+    load(server, headers, id)?;
+    server
+        .sched_do(|s, now| s.cancel_task(now, id, &who))
+        .map_err(|c| Error::Conflict(c.0))?;
+    tracing::info!(task = %id, user = %who, "cancel");
+    get(server, headers, id)
+}

@@ -1,0 +1,975 @@
+//! The scheduler: a pure state machine.
+//!
+//! It holds every non-terminal event and its tasks, and every connected
+//! builder. Its inputs are method calls, each given the current time (unix
+//! ms): an event added, a builder's hello / capacity / shutting-down / gone,
+//! a task accepted / started a step / finished / declined, operator actions,
+//! and [`Sched::tick`]. Its outputs are [`Effect`]s, collected with
+//! [`Sched::take_effects`]: persist a run record, set an event's state, send
+//! a message to a connection, close or release a connection. The server
+//! applies them in order (`crate::Server::sched_do`); nothing here does I/O,
+//! reads a clock or knows the store. `D` is the server's handle on an
+//! event's database, carried so that effects name where to write.
+//!
+//! Rules (each has a unit test in `tests.rs`):
+//! * A task runs wholly on one builder instance (one slot of one offered
+//!   platform of one connection); there is no step migration.
+//! * A task's `platform` (request) matches an offered platform by
+//!   [`sai_core::platform::tuple_matches`]. Waiting tasks are indexed by
+//!   their requested platform, so dispatch for a slot visits only the
+//!   platforms that match its offer: a backlog no builder can run costs
+//!   nothing when builders come and go.
+//! * Order: older events first; inside an event, tasks whose configuration
+//!   failed on that platform in the previous event of the same project and
+//!   ref (`priority`) first, then saifile order.
+//! * A new event's tasks are offered only after its dispatch grace
+//!   (`ready_at`); [`Sched::next_wake`] says when to [`Sched::tick`].
+//! * A lost builder (closed or silent connection) or a builder-reported
+//!   infrastructure error puts an accepted task back to `waiting` and
+//!   counts an infrastructure failure; at `max_infra_attempts` the task
+//!   fails with a reason saying so. The connection's state is released.
+//! * An offer that was never accepted costs nothing when its link ends,
+//!   unless the server closed the link because the builder broke the
+//!   protocol ([`GoneCause::Refused`]).
+//! * A task a builder hands back because it is going away by operator
+//!   request (`handed_back`) goes back to `waiting` at once without counting
+//!   an attempt or an infrastructure failure. A link that said it is
+//!   shutting down ([`Sched::shutting_down`]) gets no more offers, and if it
+//!   ends before its hand-backs arrive, its tasks are requeued the same way.
+//!   So are the tasks of links the server itself closes on shutdown.
+//! * A declined task is not offered to the same connection again until one
+//!   of that connection's tasks ends or it reports free capacity
+//!   (`capacity`) on the platform it was declined on.
+//! * A waiting task no connected builder offers a platform for says so
+//!   ([`Fleet::waiting_detail`]).
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use sai_core::api::{Builder, BuilderPlatform};
+use sai_core::platform::tuple_matches;
+use sai_core::protocol::{PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult};
+use sai_core::task::{Event, EventId, EventState, RunRecord, StateCounts, Task, TaskId, TaskState};
+
+/// Identifies one builder websocket connection.
+pub type ConnId = u64;
+
+/// Something the server must do because the scheduler's state changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect<D> {
+    /// Write this task's run record to its event database.
+    Persist {
+        /// The event's database.
+        db: D,
+        /// The task.
+        task: TaskId,
+        /// Its whole run record.
+        run: RunRecord,
+    },
+    /// Write an event's new state to the main database.
+    EventState {
+        /// The event.
+        event: EventId,
+        /// Its new state.
+        state: EventState,
+    },
+    /// Send a protocol message on a connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: ServerMessage,
+    },
+    /// Close a connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Websocket close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// The connection is gone: drop everything held for it.
+    Release {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Why a builder connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoneCause {
+    /// The builder closed it, or the TCP connection dropped.
+    Disconnected,
+    /// Nothing arrived within the dead timeout.
+    Silent {
+        /// The timeout.
+        ms: u64,
+    },
+    /// Writing to it failed.
+    WriteFailed(String),
+    /// Reading from it failed.
+    ReadFailed(String),
+    /// The server closed it because the builder broke the protocol.
+    Refused(String),
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl fmt::Display for GoneCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GoneCause::Disconnected => write!(f, "disconnected"),
+            GoneCause::Silent { ms } => write!(f, "went silent for {ms} ms"),
+            GoneCause::WriteFailed(e) => write!(f, "connection failed: {e}"),
+            GoneCause::ReadFailed(e) => write!(f, "connection error: {e}"),
+            GoneCause::Refused(why) => write!(f, "was disconnected by the server: {why}"),
+            GoneCause::ServerShutdown => write!(f, "was disconnected: the server shut down"),
+        }
+    }
+}
+
+/// What a task id means on a connection.
+pub enum Lookup<D> {
+    /// Assigned to this connection: its event database and project.
+    Assigned(D, String),
+    /// Was assigned but cancelled/reset by the server: drop silently.
+    Cancelled,
+    /// Not this connection's task.
+    Unknown,
+}
+
+/// Result of an operator action on a task that cannot be done now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Conflict(pub String);
+
+/// A snapshot of the connected builders, published after every change so
+/// that API readers never wait for the scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// Connected builders, in connection order.
+    pub builders: Vec<Builder>,
+}
+
+impl Fleet {
+    /// "no builder offers <platform>" when no connected builder offers a
+    /// platform matching `platform`.
+    pub fn waiting_detail(&self, platform: &str) -> Option<String> {
+        let offered = self
+            .builders
+            .iter()
+            .any(|b| b.platforms.iter().any(|p| tuple_matches(platform, &p.name)));
+        (!offered).then(|| format!("no builder offers {platform}"))
+    }
+}
+
+/// Order of waiting tasks: event sequence, priority first, saifile order
+/// (the index of the task in its event).
+type Key = (i64, bool, usize);
+
+struct TaskRt {
+    task: Task,
+    conn: Option<ConnId>,
+    accepted: bool,
+}
+
+struct EventRt<D> {
+    event: Event,
+    db: D,
+    tasks: Vec<TaskRt>,
+    index: HashMap<TaskId, usize>,
+    ready_at: i64,
+    counts: StateCounts,
+}
+
+struct Slot {
+    offer: PlatformOffer,
+    running: HashSet<TaskId>,
+}
+
+struct Conn {
+    name: String,
+    peer: Option<String>,
+    software: String,
+    slots: Vec<Slot>,
+    assigned: HashMap<TaskId, usize>,
+    /// Tasks declined (or failed) here, with the slot they were offered in.
+    rejected: HashMap<TaskId, usize>,
+    cancelled: HashSet<TaskId>,
+    since: i64,
+    shutting_down: bool,
+}
+
+/// The scheduler state.
+pub struct Sched<D> {
+    events: BTreeMap<i64, EventRt<D>>,
+    by_id: HashMap<EventId, i64>,
+    conns: BTreeMap<ConnId, Conn>,
+    /// Waiting tasks by requested platform.
+    waiting: BTreeMap<String, BTreeSet<Key>>,
+    max_infra: u32,
+    stopping: bool,
+    fleet_changed: bool,
+    out: Vec<Effect<D>>,
+}
+
+impl<D: Clone> Sched<D> {
+    /// An empty scheduler failing tasks at `max_infra` infrastructure failures.
+    pub fn new(max_infra: u32) -> Sched<D> {
+        Sched {
+            events: BTreeMap::new(),
+            by_id: HashMap::new(),
+            conns: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            max_infra,
+            stopping: false,
+            fleet_changed: true,
+            out: Vec::new(),
+        }
+    }
+
+    /// The effects of the inputs so far, in the order they must be applied.
+    pub fn take_effects(&mut self) -> Vec<Effect<D>> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// A new snapshot of the builders when they changed since the last call.
+    pub fn take_fleet(&mut self) -> Option<Fleet> {
+        if !std::mem::take(&mut self.fleet_changed) {
+            return None;
+        }
+        let builders = self
+            .conns
+            .values()
+            .map(|c| Builder {
+                name: c.name.clone(),
+                online: true,
+                peer: c.peer.clone(),
+                software: c.software.clone(),
+                since: c.since,
+                platforms: c
+                    .slots
+                    .iter()
+                    .map(|s| {
+                        let mut running: Vec<String> =
+                            s.running.iter().map(|t| t.to_string()).collect();
+                        running.sort();
+                        BuilderPlatform {
+                            name: s.offer.name.clone(),
+                            instances: s.offer.instances,
+                            running: Some(running),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Some(Fleet { builders })
+    }
+
+    /// When [`Sched::tick`] must run next: the earliest end of a dispatch
+    /// grace of an event with waiting tasks.
+    pub fn next_wake(&self, now: i64) -> Option<i64> {
+        self.events
+            .values()
+            .filter(|e| e.ready_at > now && e.counts.get(TaskState::Waiting) > 0)
+            .map(|e| e.ready_at)
+            .min()
+    }
+
+    /// Is the event held in memory (not terminal)?
+    pub fn has_event(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Number of events held in memory.
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    /// Take an event (new, or loaded at startup / for a rebuild) into memory;
+    /// its tasks are offered from `ready_at`. Tasks left `running` by a
+    /// previous server process go back to `waiting`. With `keep`, the event
+    /// stays in memory even if all its tasks are terminal (the caller is
+    /// about to reset some).
+    pub fn add_event(
+        &mut self,
+        now: i64,
+        event: Event,
+        db: D,
+        tasks: Vec<Task>,
+        ready_at: i64,
+        keep: bool,
+    ) {
+        if self.by_id.contains_key(&event.id) {
+            return;
+        }
+        let seq = event.seq;
+        let mut rt = EventRt {
+            event,
+            db,
+            tasks: Vec::with_capacity(tasks.len()),
+            index: HashMap::with_capacity(tasks.len()),
+            ready_at,
+            counts: StateCounts::default(),
+        };
+        for mut task in tasks {
+            if task.run.state == TaskState::Running {
+                task.run.state = TaskState::Waiting;
+                task.run.reason = Some("requeued: server restarted while it ran".into());
+                self.out.push(Effect::Persist {
+                    db: rt.db.clone(),
+                    task: task.id.clone(),
+                    run: task.run.clone(),
+                });
+            }
+            let i = rt.tasks.len();
+            rt.counts.add(task.run.state);
+            if task.run.state == TaskState::Waiting {
+                self.waiting
+                    .entry(task.platform.clone())
+                    .or_default()
+                    .insert((seq, !task.priority, i));
+            }
+            rt.index.insert(task.id.clone(), i);
+            rt.tasks.push(TaskRt {
+                task,
+                conn: None,
+                accepted: false,
+            });
+        }
+        let platforms: BTreeSet<String> = rt
+            .tasks
+            .iter()
+            .filter(|t| t.task.run.state == TaskState::Waiting)
+            .map(|t| t.task.platform.clone())
+            .collect();
+        self.by_id.insert(rt.event.id.clone(), seq);
+        self.events.insert(seq, rt);
+        if !keep {
+            self.refresh(seq);
+        }
+        self.dispatch_platforms(now, &platforms);
+    }
+
+    /// A builder connection said hello.
+    pub fn builder_hello(
+        &mut self,
+        now: i64,
+        conn: ConnId,
+        name: String,
+        peer: Option<String>,
+        software: String,
+        platforms: Vec<PlatformOffer>,
+    ) {
+        self.conns.insert(
+            conn,
+            Conn {
+                name,
+                peer,
+                software,
+                slots: platforms
+                    .into_iter()
+                    .map(|offer| Slot {
+                        offer,
+                        running: HashSet::new(),
+                    })
+                    .collect(),
+                assigned: HashMap::new(),
+                rejected: HashMap::new(),
+                cancelled: HashSet::new(),
+                since: now,
+                shutting_down: false,
+            },
+        );
+        self.fleet_changed = true;
+        self.dispatch_conn(now, conn);
+    }
+
+    /// The builder reported its free capacity: the tasks it declined on the
+    /// platforms with free instances may be offered to it again.
+    pub fn capacity(&mut self, now: i64, conn: ConnId, platforms: &[PlatformCapacity]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let free: HashSet<usize> = c
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                platforms
+                    .iter()
+                    .any(|p| p.name == s.offer.name && p.free > 0)
+            })
+            .map(|(si, _)| si)
+            .collect();
+        c.rejected.retain(|_, si| !free.contains(si));
+        if !free.is_empty() {
+            self.dispatch_conn(now, conn);
+        }
+    }
+
+    /// The builder said it is going away: offer it nothing more.
+    pub fn shutting_down(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.shutting_down = true;
+        }
+    }
+
+    /// The builder accepted an offer. False when the task is not its.
+    pub fn accept(&mut self, conn: ConnId, task_id: &str) -> bool {
+        let Some((seq, i)) = self.assigned_index(conn, task_id) else {
+            return false;
+        };
+        let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
+        t.accepted = true;
+        t.task.run.attempt += 1;
+        t.task.run.reason = None;
+        self.persist(seq, i);
+        true
+    }
+
+    /// The builder declined an offer: back to waiting, not offered to this
+    /// connection again until one of its tasks ends or it reports free
+    /// capacity on that platform ([`Sched::capacity`]).
+    pub fn reject(&mut self, now: i64, conn: ConnId, task_id: &str, reason: &str) -> bool {
+        let Some((seq, i)) = self.assigned_index(conn, task_id) else {
+            return false;
+        };
+        let si = self.release(conn, task_id);
+        if let (Some(c), Some(si)) = (self.conns.get_mut(&conn), si) {
+            c.rejected
+                .insert(TaskId::parse(task_id).expect("assigned id"), si);
+        }
+        let run = self.requeue(seq, i);
+        run.started = None;
+        run.reason = Some(format!(
+            "declined by {}: {reason}",
+            run.builder.as_deref().unwrap_or("?")
+        ));
+        self.persist(seq, i);
+        self.refresh(seq);
+        let platform = self.events[&seq].tasks[i].task.platform.clone();
+        self.dispatch_platforms(now, &BTreeSet::from([platform]));
+        true
+    }
+
+    /// A step started.
+    pub fn step_started(&mut self, conn: ConnId, task_id: &str, step: u32) -> bool {
+        let Some((seq, i)) = self.assigned_index(conn, task_id) else {
+            return false;
+        };
+        let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
+        t.task.run.build_step = step as i64 + 1;
+        self.persist(seq, i);
+        true
+    }
+
+    /// A task ended on its builder.
+    pub fn finished(&mut self, now: i64, conn: ConnId, task_id: &str, result: &TaskResult) -> bool {
+        let Some((seq, i)) = self.assigned_index(conn, task_id) else {
+            return false;
+        };
+        let si = self.release(conn, task_id);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.rejected.clear();
+        }
+        let max = self.max_infra as i64;
+        let id = self.events[&seq].tasks[i].task.id.clone();
+        let builder = self.events[&seq].tasks[i]
+            .task
+            .run
+            .builder
+            .clone()
+            .unwrap_or_default();
+        let mut not_here = false;
+        match result {
+            TaskResult::Success => {
+                let run = self.set_state(seq, i, TaskState::Success);
+                run.exit_code = Some(0);
+                run.reason = None;
+            }
+            TaskResult::Failed { exit_code, step } => {
+                let run = self.set_state(seq, i, TaskState::Failed);
+                run.exit_code = Some(*exit_code as i64);
+                run.failed_step = Some(*step as i64);
+                run.reason = Some(format!("step {} exited with {exit_code}", step + 1));
+            }
+            TaskResult::Cancelled => {
+                let run = self.set_state(seq, i, TaskState::Cancelled);
+                run.reason = Some(format!("cancelled by builder {builder}"));
+            }
+            TaskResult::InfraError { reason } => {
+                self.infra_failure(
+                    now,
+                    seq,
+                    i,
+                    max,
+                    &format!("builder {builder} reported: {reason}"),
+                );
+                not_here = true;
+            }
+            TaskResult::HandedBack { reason } => {
+                // Not the task's fault nor an infrastructure failure: the
+                // builder is going away on purpose. The try does not count.
+                self.hand_back(
+                    seq,
+                    i,
+                    &format!("handed back by builder {builder}: {reason}"),
+                );
+                not_here = true;
+            }
+        }
+        if not_here && let (Some(c), Some(si)) = (self.conns.get_mut(&conn), si) {
+            c.rejected.insert(id, si);
+        }
+        let run = &mut self.events.get_mut(&seq).expect("event").tasks[i].task.run;
+        if run.state.is_terminal() {
+            run.ended = Some(now);
+        }
+        let platform = self.events[&seq].tasks[i].task.platform.clone();
+        self.persist(seq, i);
+        self.refresh(seq);
+        self.dispatch_conn(now, conn);
+        if not_here {
+            self.dispatch_platforms(now, &BTreeSet::from([platform]));
+        }
+        true
+    }
+
+    /// A connection ended: requeue (or fail) what it held, and release it.
+    pub fn builder_gone(&mut self, now: i64, conn: ConnId, cause: &GoneCause) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.fleet_changed = true;
+        self.out.push(Effect::Release { conn });
+        let max = self.max_infra as i64;
+        let mut touched = Vec::new();
+        let mut requeued = BTreeSet::new();
+        for task_id in c.assigned.keys() {
+            let Some((seq, i)) = self.locate(task_id) else {
+                continue;
+            };
+            let t = &self.events[&seq].tasks[i];
+            if t.conn != Some(conn) {
+                continue;
+            }
+            let name = &c.name;
+            if !t.accepted && !matches!(cause, GoneCause::Refused(_)) {
+                let run = self.requeue(seq, i);
+                run.started = None;
+                run.reason = Some(format!(
+                    "requeued: offered to builder {name}, which {cause} before accepting it"
+                ));
+            } else if c.shutting_down || *cause == GoneCause::ServerShutdown {
+                let why = if c.shutting_down {
+                    format!("builder {name} said it was shutting down and {cause}")
+                } else {
+                    format!("builder {name} {cause}")
+                };
+                self.hand_back(seq, i, &why);
+            } else {
+                self.infra_failure(now, seq, i, max, &format!("builder {name} {cause}"));
+            }
+            self.persist(seq, i);
+            touched.push(seq);
+            let t = &self.events[&seq].tasks[i].task;
+            if t.run.state == TaskState::Waiting {
+                requeued.insert(t.platform.clone());
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for seq in touched {
+            self.refresh(seq);
+        }
+        self.dispatch_platforms(now, &requeued);
+    }
+
+    /// The server is stopping: offer nothing more, close every connection.
+    pub fn stop(&mut self, code: u16, reason: &str) {
+        self.stopping = true;
+        for &conn in self.conns.keys() {
+            self.out.push(Effect::Close {
+                conn,
+                code,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Time passed: offer what became ready.
+    pub fn tick(&mut self, now: i64) {
+        self.dispatch_all(now);
+    }
+
+    /// Operator cancel of one task.
+    pub fn cancel_task(&mut self, now: i64, task_id: &str, by: &str) -> Result<(), Conflict> {
+        let Some((seq, i)) = self.locate(task_id) else {
+            return Err(Conflict("task is not waiting or running".into()));
+        };
+        let st = self.events[&seq].tasks[i].task.run.state;
+        if st.is_terminal() {
+            return Err(Conflict(format!("task is already {st}")));
+        }
+        let reason = format!("cancelled by {by}");
+        let conn = self.stop_on_builder(seq, i, &reason);
+        let run = self.set_state(seq, i, TaskState::Cancelled);
+        run.ended = Some(now);
+        run.reason = Some(reason);
+        self.persist(seq, i);
+        self.refresh(seq);
+        if let Some(conn) = conn {
+            self.dispatch_conn(now, conn);
+        }
+        Ok(())
+    }
+
+    /// Reset tasks to waiting (rebuild). `ids = None` resets every task.
+    /// Returns the reset task ids (their logs and artifacts must be cleared).
+    pub fn reset_tasks(
+        &mut self,
+        now: i64,
+        event_id: &str,
+        ids: Option<&[String]>,
+        by: &str,
+    ) -> Vec<TaskId> {
+        let Some(&seq) = self.by_id.get(event_id) else {
+            return Vec::new();
+        };
+        let n = self.events[&seq].tasks.len();
+        let mut out = Vec::new();
+        let mut platforms = BTreeSet::new();
+        let reason = format!("rebuild requested by {by}");
+        for i in 0..n {
+            let id = self.events[&seq].tasks[i].task.id.clone();
+            if ids.is_some_and(|ids| !ids.iter().any(|x| *x == *id)) {
+                continue;
+            }
+            self.stop_on_builder(seq, i, &reason);
+            self.events.get_mut(&seq).expect("event").ready_at = now;
+            let run = self.set_state(seq, i, TaskState::Waiting);
+            *run = RunRecord {
+                reason: Some(reason.clone()),
+                ..RunRecord::new()
+            };
+            self.persist(seq, i);
+            platforms.insert(self.events[&seq].tasks[i].task.platform.clone());
+            out.push(id);
+        }
+        self.refresh(seq);
+        self.dispatch_platforms(now, &platforms);
+        out
+    }
+
+    /// Forget an event (being deleted): stop its running tasks.
+    pub fn drop_event(&mut self, now: i64, event_id: &str) {
+        let Some(seq) = self.by_id.get(event_id).copied() else {
+            return;
+        };
+        let n = self.events[&seq].tasks.len();
+        let mut freed = Vec::new();
+        for i in 0..n {
+            freed.extend(self.stop_on_builder(seq, i, "event deleted"));
+            self.set_state(seq, i, TaskState::Cancelled);
+        }
+        let e = self.events.remove(&seq).expect("event");
+        self.by_id.remove(&e.event.id);
+        for conn in freed {
+            self.dispatch_conn(now, conn);
+        }
+    }
+
+    // ---- queries ---------------------------------------------------------
+
+    /// Check a task id against what is assigned to `conn`.
+    pub fn lookup(&self, conn: ConnId, task_id: &str) -> Lookup<D> {
+        let Some(c) = self.conns.get(&conn) else {
+            return Lookup::Unknown;
+        };
+        if c.assigned.contains_key(task_id)
+            && let Some(e) = TaskId::event_of(task_id)
+                .and_then(|ev| self.by_id.get(ev))
+                .and_then(|s| self.events.get(s))
+        {
+            return Lookup::Assigned(e.db.clone(), e.event.project.clone());
+        }
+        if c.cancelled.contains(task_id) {
+            Lookup::Cancelled
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// The run record of a task held in memory.
+    pub fn run_of(&self, task_id: &str) -> Option<&RunRecord> {
+        let (seq, i) = self.locate(task_id)?;
+        Some(&self.events[&seq].tasks[i].task.run)
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    fn locate(&self, task_id: &str) -> Option<(i64, usize)> {
+        let ev = TaskId::event_of(task_id)?;
+        let seq = *self.by_id.get(ev)?;
+        let i = *self.events.get(&seq)?.index.get(task_id)?;
+        Some((seq, i))
+    }
+
+    fn assigned_index(&self, conn: ConnId, task_id: &str) -> Option<(i64, usize)> {
+        let c = self.conns.get(&conn)?;
+        c.assigned.contains_key(task_id).then_some(())?;
+        let (seq, i) = self.locate(task_id)?;
+        (self.events[&seq].tasks[i].conn == Some(conn)).then_some((seq, i))
+    }
+
+    /// Move a task to `to`, keeping the counts and the waiting index right;
+    /// the run record to finish the change.
+    fn set_state(&mut self, seq: i64, i: usize, to: TaskState) -> &mut RunRecord {
+        let e = self.events.get_mut(&seq).expect("event");
+        let t = &mut e.tasks[i];
+        let from = t.task.run.state;
+        if from != to {
+            e.counts.moved(from, to);
+            let key = (seq, !t.task.priority, i);
+            if from == TaskState::Waiting
+                && let Some(set) = self.waiting.get_mut(&t.task.platform)
+            {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.waiting.remove(&t.task.platform);
+                }
+            }
+            if to == TaskState::Waiting {
+                self.waiting
+                    .entry(t.task.platform.clone())
+                    .or_default()
+                    .insert(key);
+            }
+            t.task.run.state = to;
+        }
+        &mut t.task.run
+    }
+
+    /// Back to waiting, off its connection.
+    fn requeue(&mut self, seq: i64, i: usize) -> &mut RunRecord {
+        self.events.get_mut(&seq).expect("event").tasks[i].conn = None;
+        self.set_state(seq, i, TaskState::Waiting)
+    }
+
+    fn hand_back(&mut self, seq: i64, i: usize, why: &str) {
+        let run = self.requeue(seq, i);
+        run.started = None;
+        run.attempt = (run.attempt - 1).max(0);
+        run.reason = Some(format!("requeued: {why}"));
+    }
+
+    fn infra_failure(&mut self, now: i64, seq: i64, i: usize, max: i64, what: &str) {
+        let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
+        t.conn = None;
+        let failures = t.task.run.infra_failures + 1;
+        t.task.run.infra_failures = failures;
+        if failures >= max {
+            let run = self.set_state(seq, i, TaskState::Failed);
+            run.exit_code = None;
+            run.ended = Some(now);
+            run.reason = Some(format!(
+                "infrastructure failure, not a build failure: {what}; gave up after {failures} infrastructure failures"
+            ));
+        } else {
+            let run = self.set_state(seq, i, TaskState::Waiting);
+            run.started = None;
+            run.reason = Some(format!(
+                "requeued after infrastructure failure {failures} of {max}: {what}"
+            ));
+        }
+    }
+
+    fn persist(&mut self, seq: i64, i: usize) {
+        let e = &self.events[&seq];
+        let t = &e.tasks[i].task;
+        self.out.push(Effect::Persist {
+            db: e.db.clone(),
+            task: t.id.clone(),
+            run: t.run.clone(),
+        });
+    }
+
+    /// Recompute an event's state; emit it when changed; drop terminal
+    /// events from memory.
+    fn refresh(&mut self, seq: i64) {
+        let Some(e) = self.events.get_mut(&seq) else {
+            return;
+        };
+        let st = EventState::of(&e.counts);
+        if st != e.event.state {
+            e.event.state = st;
+            self.out.push(Effect::EventState {
+                event: e.event.id.clone(),
+                state: st,
+            });
+        }
+        if st.is_terminal() {
+            let id = e.event.id.clone();
+            self.events.remove(&seq);
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// Free the task's slot on `conn`; returns the slot index.
+    fn release(&mut self, conn: ConnId, task_id: &str) -> Option<usize> {
+        let c = self.conns.get_mut(&conn)?;
+        let si = c.assigned.remove(task_id)?;
+        c.slots[si].running.remove(task_id);
+        self.fleet_changed = true;
+        Some(si)
+    }
+
+    /// Tell the task's builder to stop it; returns that connection.
+    fn stop_on_builder(&mut self, seq: i64, i: usize, reason: &str) -> Option<ConnId> {
+        let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
+        let conn = t.conn.take()?;
+        t.accepted = false;
+        let id = t.task.id.clone();
+        self.release(conn, &id);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.cancelled.insert(id.clone());
+            self.out.push(Effect::Send {
+                conn,
+                msg: ServerMessage::Cancel {
+                    task_id: id.to_string(),
+                    reason: reason.to_string(),
+                },
+            });
+        }
+        Some(conn)
+    }
+
+    /// Offer tasks of these requested platforms to the connections with a
+    /// free slot that matches one of them.
+    fn dispatch_platforms(&mut self, now: i64, platforms: &BTreeSet<String>) {
+        if platforms.is_empty() {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.slots.iter().any(|s| {
+                    s.running.len() < s.offer.instances as usize
+                        && platforms.iter().any(|p| tuple_matches(p, &s.offer.name))
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            self.dispatch_conn(now, conn);
+        }
+    }
+
+    fn dispatch_all(&mut self, now: i64) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.dispatch_conn(now, conn);
+        }
+    }
+
+    /// Offer waiting tasks to the free slots of one connection.
+    fn dispatch_conn(&mut self, now: i64, conn: ConnId) {
+        if self.stopping {
+            return;
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.shutting_down {
+            return;
+        }
+        for si in 0..c.slots.len() {
+            loop {
+                let c = &self.conns[&conn];
+                let slot = &c.slots[si];
+                if slot.running.len() >= slot.offer.instances as usize {
+                    break;
+                }
+                let Some((seq, i)) = self.pick(c, &slot.offer.name, now) else {
+                    break;
+                };
+                self.assign(now, conn, si, seq, i);
+            }
+        }
+    }
+
+    /// The first waiting task, in dispatch order, that `c` may run in a slot
+    /// offering `offer`: visits only the requested platforms that match.
+    fn pick(&self, c: &Conn, offer: &str, now: i64) -> Option<(i64, usize)> {
+        let mut best: Option<Key> = None;
+        for (platform, set) in &self.waiting {
+            if !tuple_matches(platform, offer) {
+                continue;
+            }
+            let first = set.iter().find(|&&(seq, _, i)| {
+                let e = &self.events[&seq];
+                e.ready_at <= now && !c.rejected.contains_key(&e.tasks[i].task.id)
+            });
+            if let Some(&k) = first
+                && best.is_none_or(|b| k < b)
+            {
+                best = Some(k);
+            }
+        }
+        best.map(|(seq, _, i)| (seq, i))
+    }
+
+    fn assign(&mut self, now: i64, conn: ConnId, si: usize, seq: i64, i: usize) {
+        let c = self.conns.get_mut(&conn).expect("conn exists");
+        let offer_name = c.slots[si].offer.name.clone();
+        let builder = c.name.clone();
+        let e = self.events.get_mut(&seq).expect("event exists");
+        let t = &mut e.tasks[i];
+        t.conn = Some(conn);
+        t.accepted = false;
+        let id = t.task.id.clone();
+        c.slots[si].running.insert(id.clone());
+        c.assigned.insert(id.clone(), si);
+        self.fleet_changed = true;
+        let run = self.set_state(seq, i, TaskState::Running);
+        run.builder = Some(builder);
+        run.instance = Some(offer_name.clone());
+        run.started = Some(now);
+        run.ended = None;
+        run.build_step = 0;
+        let e = &self.events[&seq];
+        let t = &e.tasks[i].task;
+        let offer = TaskOffer {
+            task_id: t.id.to_string(),
+            event_id: e.event.id.to_string(),
+            project: e.event.project.clone(),
+            fetch_url: e.event.fetch_url.clone(),
+            git_ref: e.event.git_ref.clone(),
+            hash: e.event.hash.clone(),
+            configuration: t.configuration.clone(),
+            platform: t.platform.clone(),
+            offer_platform: offer_name,
+            steps: t.steps.clone(),
+            artifacts: t.artifacts.clone(),
+            packages: t.packages.clone(),
+            attempt: t.run.attempt as u32 + 1,
+        };
+        self.persist(seq, i);
+        self.out.push(Effect::Send {
+            conn,
+            msg: ServerMessage::Offer {
+                task: Box::new(offer),
+            },
+        });
+    }
+}

@@ -1,0 +1,332 @@
+//! One event's database: its tasks (each with its run record), logs and
+//! artifacts.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sai_core::task::{EventId, RunRecord, Task};
+
+use super::{StoreError, now_ms, parsed};
+
+/// An open per-event database. Shared via `Arc`; when marked doomed its
+/// folder is removed once the last handle is dropped.
+pub struct EventDb {
+    /// Event id.
+    pub id: EventId,
+    dir: PathBuf,
+    conn: Mutex<Connection>,
+    pub(super) doomed: AtomicBool,
+}
+
+impl std::fmt::Debug for EventDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventDb({})", self.id)
+    }
+}
+
+/// Artifact row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArtifactRow {
+    /// Sanitised file name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Lowercase hex sha256.
+    pub sha256: String,
+    /// Upload time (unix ms).
+    pub created: i64,
+}
+
+/// One stored log record.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// Byte offset of `data` in the task's log.
+    pub offset: i64,
+    /// Channel.
+    pub channel: u8,
+    /// Unix microseconds.
+    pub timestamp_us: i64,
+    /// Raw bytes.
+    pub data: Vec<u8>,
+}
+
+const TASK_COLS: &str = "id, idx, configuration, platform, steps, artifacts, packages, priority, state, builder, exit_code, failed_step, reason, attempt, infra_failures, build_step, created, started, ended, last_updated, instance";
+
+fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
+    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
+        let s: String = r.get(i)?;
+        serde_json::from_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    Ok(Task {
+        id: parsed(r, 0)?,
+        idx: r.get(1)?,
+        configuration: r.get(2)?,
+        platform: r.get(3)?,
+        steps: list(4)?,
+        artifacts: list(5)?,
+        packages: list(6)?,
+        priority: r.get::<_, i64>(7)? != 0,
+        created: r.get(16)?,
+        last_updated: r.get(19)?,
+        run: RunRecord {
+            state: parsed(r, 8)?,
+            builder: r.get(9)?,
+            instance: r.get(20)?,
+            exit_code: r.get(10)?,
+            failed_step: r.get(11)?,
+            reason: r.get(12)?,
+            attempt: r.get(13)?,
+            infra_failures: r.get(14)?,
+            build_step: r.get(15)?,
+            started: r.get(17)?,
+            ended: r.get(18)?,
+        },
+    })
+}
+
+/// Write the tasks of a new event in one transaction.
+pub(super) fn insert_tasks(conn: &mut Connection, tasks: &[Task]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut st = tx.prepare(
+            "INSERT INTO tasks(id, idx, configuration, platform, steps, artifacts, packages, priority, state, created, last_updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        )?;
+        for t in tasks {
+            st.execute(params![
+                t.id.as_str(),
+                t.idx,
+                t.configuration,
+                t.platform,
+                serde_json::to_string(&t.steps)?,
+                serde_json::to_string(&t.artifacts)?,
+                serde_json::to_string(&t.packages)?,
+                t.priority as i64,
+                t.run.state.as_str(),
+                t.created
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl EventDb {
+    pub(super) fn new(id: EventId, dir: PathBuf, conn: Connection) -> EventDb {
+        EventDb {
+            id,
+            dir,
+            conn: Mutex::new(conn),
+            doomed: AtomicBool::new(false),
+        }
+    }
+
+    /// Lock the connection.
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Folder of one task's artifacts.
+    pub fn artifact_dir(&self, task_id: &str) -> PathBuf {
+        self.dir.join("artifacts").join(task_id)
+    }
+
+    /// All tasks in saifile order.
+    pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("SELECT {TASK_COLS} FROM tasks ORDER BY idx"))?;
+        let rows = st
+            .query_map([], task_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// One task.
+    pub fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
+                [id],
+                task_from_row,
+            )
+            .optional()?)
+    }
+
+    /// `(configuration, platform)` of the failed tasks.
+    pub fn failed_pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT configuration, platform FROM tasks WHERE state = ?1")?;
+        let rows = st
+            .query_map([sai_core::task::TaskState::Failed.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Write a task's run record.
+    pub fn update_task(&self, id: &str, u: &RunRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE tasks SET state = ?2, builder = ?3, exit_code = ?4, failed_step = ?5, reason = ?6,
+               attempt = ?7, infra_failures = ?8, build_step = ?9, started = ?10, ended = ?11, last_updated = ?12,
+               instance = ?13
+             WHERE id = ?1",
+            params![
+                id,
+                u.state.as_str(),
+                u.builder,
+                u.exit_code,
+                u.failed_step,
+                u.reason,
+                u.attempt,
+                u.infra_failures,
+                u.build_step,
+                u.started,
+                u.ended,
+                now_ms(),
+                u.instance
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Log records of a task from byte `offset`, at most about `max` bytes.
+    pub fn logs(&self, task_id: &str, offset: i64, max: i64) -> Result<Vec<LogRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT offset, channel, timestamp_us, data FROM logs
+             WHERE task_id = ?1 AND offset + length(data) > ?2 ORDER BY offset",
+        )?;
+        let mut out = Vec::new();
+        let mut total = 0i64;
+        let mut rows = st.query(params![task_id, offset])?;
+        while let Some(r) = rows.next()? {
+            let mut rec = LogRecord {
+                offset: r.get(0)?,
+                channel: r.get::<_, i64>(1)? as u8,
+                timestamp_us: r.get(2)?,
+                data: r.get(3)?,
+            };
+            if rec.offset < offset {
+                let cut = (offset - rec.offset) as usize;
+                rec.data.drain(..cut.min(rec.data.len()));
+                rec.offset = offset;
+            }
+            total += rec.data.len() as i64;
+            out.push(rec);
+            if total >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Total log bytes of a task.
+    pub fn log_len(&self, task_id: &str) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(offset + length(data)), 0) FROM logs WHERE task_id = ?1",
+            [task_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Artifacts of a task.
+    pub fn artifacts(&self, task_id: &str) -> Result<Vec<ArtifactRow>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT name, size, sha256, created FROM artifacts WHERE task_id = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([task_id], |r| {
+                Ok(ArtifactRow {
+                    name: r.get(0)?,
+                    size: r.get(1)?,
+                    sha256: r.get(2)?,
+                    created: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Record an uploaded artifact (replacing one of the same name).
+    pub fn add_artifact(
+        &self,
+        task_id: &str,
+        name: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM artifacts WHERE task_id = ?1 AND name = ?2",
+            params![task_id, name],
+        )?;
+        tx.execute(
+            "INSERT INTO artifacts(task_id, name, size, sha256, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![task_id, name, size as i64, sha256, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remove a task's logs and artifacts (rebuild).
+    pub fn clear_task_output(&self, task_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM logs WHERE task_id = ?1", [task_id])?;
+        tx.execute("DELETE FROM artifacts WHERE task_id = ?1", [task_id])?;
+        tx.commit()?;
+        drop(conn);
+        let dir = self.artifact_dir(task_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(super::io("removing", &dir))?;
+        }
+        Ok(())
+    }
+
+    /// Append log records in one transaction.
+    pub fn append_logs(&self, records: &[(String, LogRecord)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO logs(task_id, offset, channel, timestamp_us, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (task, r) in records {
+                st.execute(params![
+                    task,
+                    r.offset,
+                    r.channel as i64,
+                    r.timestamp_us,
+                    r.data
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Drop for EventDb {
+    fn drop(&mut self) {
+        if self.doomed.load(Ordering::SeqCst) {
+            // Close the database before unlinking its folder.
+            if let Ok(mem) = Connection::open_in_memory() {
+                let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
+                drop(std::mem::replace(conn, mem));
+            }
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                tracing::warn!(event = %self.id, cause = %e, "removing deleted event folder");
+            } else {
+                tracing::info!(event = %self.id, "event folder removed");
+            }
+        }
+    }
+}

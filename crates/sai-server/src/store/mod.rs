@@ -1,0 +1,473 @@
+//! sqlite storage: one main database and one database per event.
+//!
+//! Layout under the data dir:
+//!
+//! ```text
+//! sai-server.sqlite3              projects, events, builders, users, metrics
+//! events/<EVENTID>/event.sqlite3  tasks, logs, artifacts of one event
+//! events/<EVENTID>/artifacts/<TASKID>/<name>
+//! ```
+//!
+//! A push is committed in two steps: the event folder is written completely
+//! under `events/<EVENTID>.tmp`, synced and renamed into place, then the
+//! event row is inserted in the main database. That insert is the commit
+//! point: at startup every folder without an event row is removed (the
+//! orphan sweep).
+//!
+//! Event databases are shared through [`EventDb`] handles; deleting an event
+//! only marks its handle, and the folder is unlinked when the last handle is
+//! dropped, so no database in use is ever removed.
+//!
+//! Modules: [`migrations`] (schemas, `user_version`), [`main_db`] (queries
+//! of the main database), [`event_db`] (one event's tasks, logs, artifacts).
+
+pub mod event_db;
+pub mod main_db;
+pub mod migrations;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sai_core::saifile::TaskSpec;
+use sai_core::task::{Event, EventId, EventState, RunRecord, Task, TaskId};
+
+pub use event_db::{ArtifactRow, EventDb, LogRecord};
+pub use main_db::{BuilderRow, NewEvent, ProjectRow};
+
+/// Name of the main database file.
+pub const MAIN_DB: &str = "sai-server.sqlite3";
+/// Name of the database inside an event folder.
+pub const EVENT_DB: &str = "event.sqlite3";
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A database could not be opened.
+    #[error("opening {db}: {source}")]
+    Open {
+        /// The database file.
+        db: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A database was written by a newer sai-server.
+    #[error(
+        "{db} has schema version {found}, newer than this sai-server knows ({known}); run a newer sai-server"
+    )]
+    NewerSchema {
+        /// The database file.
+        db: String,
+        /// Its `user_version`.
+        found: i64,
+        /// Migrations this binary knows.
+        known: i64,
+    },
+    /// A migration failed.
+    #[error("{db}: migration {number}: {source}")]
+    Migration {
+        /// The database file.
+        db: String,
+        /// 1-based migration number.
+        number: usize,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A file or folder operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A JSON column could not be written.
+    #[error("encoding a column: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { what, path, source }
+}
+
+/// A text column parsed with `FromStr` (ids, states): unknown text is an
+/// error, never a default.
+fn parsed<T>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let s: String = r.get(i)?;
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A pushed event as written: what the scheduler needs, nothing read back.
+pub struct CreatedEvent {
+    /// The event row.
+    pub event: Event,
+    /// Its open database.
+    pub db: Arc<EventDb>,
+    /// Its tasks, in saifile order.
+    pub tasks: Vec<Task>,
+}
+
+/// The storage of one server.
+pub struct Store {
+    dir: PathBuf,
+    main: Mutex<Connection>,
+    events: Mutex<HashMap<String, Arc<EventDb>>>,
+}
+
+impl Store {
+    /// Open (creating and migrating) the store in `dir`, and remove event
+    /// folders that have no event row (interrupted pushes, deleted events).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let events = dir.join("events");
+        std::fs::create_dir_all(&events).map_err(io("creating", &events))?;
+        let main = migrations::open(&dir.join(MAIN_DB), migrations::MAIN)?;
+        let store = Store {
+            dir: dir.to_path_buf(),
+            main: Mutex::new(main),
+            events: Mutex::new(HashMap::new()),
+        };
+        store.remove_orphans()?;
+        Ok(store)
+    }
+
+    /// Lock the main database.
+    pub(crate) fn main(&self) -> MutexGuard<'_, Connection> {
+        self.main.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn events_dir(&self) -> PathBuf {
+        self.dir.join("events")
+    }
+
+    fn remove_orphans(&self) -> Result<(), StoreError> {
+        let known: HashSet<String> = {
+            let db = self.main();
+            let mut st = db.prepare("SELECT id FROM events")?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let dir = self.events_dir();
+        for entry in std::fs::read_dir(&dir).map_err(io("listing", &dir))? {
+            let entry = entry.map_err(io("listing", &dir))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !known.contains(&name) {
+                tracing::warn!(folder = %name, "removing event folder without event row");
+                let p = entry.path();
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
+                } else {
+                    std::fs::remove_file(&p).map_err(io("removing", &p))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Insert an event and all its tasks (`(id, spec, priority)`); see the
+    /// module doc for the commit protocol. `Ok(None)` when an event with the
+    /// same project and hash already exists (nothing written).
+    pub fn create_event(
+        &self,
+        ev: &NewEvent,
+        tasks: Vec<(TaskId, TaskSpec, bool)>,
+        fault_abort: bool,
+    ) -> Result<Option<CreatedEvent>, StoreError> {
+        let final_dir = self.events_dir().join(ev.id.as_str());
+        let tmp_dir = self.events_dir().join(format!("{}.tmp", ev.id));
+        let now = now_ms();
+        let tasks: Vec<Task> = tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, spec, priority))| Task {
+                id,
+                idx: i as i64,
+                configuration: spec.configuration,
+                platform: spec.platform,
+                steps: spec.steps,
+                artifacts: spec.artifacts,
+                packages: spec.packages,
+                priority,
+                created: now,
+                last_updated: now,
+                run: RunRecord::new(),
+            })
+            .collect();
+        std::fs::create_dir_all(&tmp_dir).map_err(io("creating", &tmp_dir))?;
+        let write = || -> Result<(), StoreError> {
+            let db_path = tmp_dir.join(EVENT_DB);
+            let mut conn = migrations::open(&db_path, migrations::EVENT)?;
+            event_db::insert_tasks(&mut conn, &tasks)?;
+            conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+            drop(conn);
+            let sync = |p: &Path| {
+                std::fs::File::open(p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("syncing", p))
+            };
+            sync(&db_path)?;
+            sync(&tmp_dir)?;
+            std::fs::rename(&tmp_dir, &final_dir).map_err(io("renaming", &tmp_dir))?;
+            sync(&self.events_dir())?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            return Err(e);
+        }
+        if fault_abort {
+            tracing::error!("SAI_SERVER_FAULT=abort-after-event-db: aborting");
+            std::process::abort();
+        }
+        let state = if tasks.is_empty() {
+            EventState::Success
+        } else {
+            EventState::Waiting
+        };
+        let res = self.insert_event(ev, state, tasks.len(), now);
+        let seq = match res {
+            Ok(Some(seq)) => seq,
+            Ok(None) => {
+                let _ = std::fs::remove_dir_all(&final_dir);
+                return Ok(None);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&final_dir);
+                return Err(e);
+            }
+        };
+        let event = Event {
+            id: ev.id.clone(),
+            project: ev.project.clone(),
+            git_ref: ev.git_ref.clone(),
+            hash: ev.hash.clone(),
+            fetch_url: ev.fetch_url.clone(),
+            source_ip: ev.source_ip.clone(),
+            created: now,
+            last_updated: now,
+            state,
+            sec: ev.sec,
+            task_count: tasks.len() as i64,
+            seq,
+        };
+        let db = self.open_event_db(&ev.id)?;
+        Ok(Some(CreatedEvent { event, db, tasks }))
+    }
+
+    fn open_event_db(&self, id: &EventId) -> Result<Arc<EventDb>, StoreError> {
+        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = cache.get(id.as_str()) {
+            return Ok(db.clone());
+        }
+        let dir = self.events_dir().join(id.as_str());
+        let conn = migrations::open(&dir.join(EVENT_DB), migrations::EVENT)?;
+        let db = Arc::new(EventDb::new(id.clone(), dir, conn));
+        cache.insert(id.to_string(), db.clone());
+        Ok(db)
+    }
+
+    /// A shared handle on an event database; `None` if the event is unknown.
+    pub fn event_db(&self, id: &str) -> Result<Option<Arc<EventDb>>, StoreError> {
+        let Ok(id) = EventId::parse(id) else {
+            return Ok(None);
+        };
+        if let Some(db) = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id.as_str())
+        {
+            return Ok(Some(db.clone()));
+        }
+        let exists: bool = self
+            .main()
+            .query_row("SELECT 1 FROM events WHERE id = ?1", [id.as_str()], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        self.open_event_db(&id).map(Some)
+    }
+
+    /// Close cached event databases nobody else holds.
+    pub fn close_idle(&self) {
+        let mut cache = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, db| Arc::strong_count(db) > 1);
+    }
+
+    /// Delete an event: its row now, its folder when no handle is left.
+    pub fn delete_event(&self, id: &str) -> Result<bool, StoreError> {
+        let handle = self.event_db(id)?;
+        let n = self
+            .main()
+            .execute("DELETE FROM events WHERE id = ?1", params![id])?;
+        if let Some(db) = handle {
+            db.doomed.store(true, Ordering::SeqCst);
+            self.events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+        }
+        Ok(n == 1)
+    }
+}
+
+/// Make an artifact name safe as a single file name: keep the last path
+/// component, replace anything but `A-Za-z0-9._+-` with `_`, refuse empty,
+/// `.` and `..`, cap at 128 bytes.
+pub fn sanitise_artifact_name(name: &str) -> Option<String> {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(128)
+        .collect();
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
+        None
+    } else {
+        Some(clean)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitise() {
+        assert_eq!(
+            sanitise_artifact_name("../../etc/passwd").unwrap(),
+            "passwd"
+        );
+        assert_eq!(sanitise_artifact_name("a b$.rpm").unwrap(), "a_b_.rpm");
+        assert!(sanitise_artifact_name("..").is_none());
+        assert!(sanitise_artifact_name("x/").is_none());
+    }
+
+    fn spec(c: &str) -> TaskSpec {
+        TaskSpec {
+            configuration: c.into(),
+            platform: "linux".into(),
+            steps: vec!["true".into()],
+            artifacts: vec![],
+            packages: vec![],
+        }
+    }
+
+    #[test]
+    fn create_dedupe_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let ev = NewEvent {
+            id: id.clone(),
+            project: "p".into(),
+            git_ref: "refs/heads/main".into(),
+            hash: "abc".into(),
+            fetch_url: "https://x".into(),
+            source_ip: None,
+            sec: false,
+        };
+        let tasks = vec![(id.task([0xAA; 16]), spec("a"), false)];
+        let created = store.create_event(&ev, tasks, false).unwrap().unwrap();
+        // What the scheduler gets is what a reader finds.
+        assert_eq!(created.tasks, created.db.tasks().unwrap());
+        assert_eq!(Some(created.event.clone()), store.event(&id).unwrap());
+        drop(created);
+        let mut ev2 = ev.clone();
+        ev2.id = EventId::parse("1123456789ABCDEF0123456789ABCDEF").unwrap();
+        assert!(store.create_event(&ev2, vec![], false).unwrap().is_none());
+        assert!(!dir.path().join("events").join(ev2.id.as_str()).exists());
+        let db = store.event_db(&id).unwrap().unwrap();
+        assert_eq!(db.tasks().unwrap().len(), 1);
+        assert!(store.delete_event(&id).unwrap());
+        assert!(
+            dir.path().join("events").join(id.as_str()).exists(),
+            "in use"
+        );
+        drop(db);
+        assert!(!dir.path().join("events").join(id.as_str()).exists());
+    }
+
+    #[test]
+    fn schema_version_is_recorded_and_newer_databases_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(MAIN_DB)).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, migrations::MAIN.len() as i64);
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }));
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn orphans_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        std::fs::create_dir_all(dir.path().join("events/0123456789ABCDEF0123456789ABCDEF"))
+            .unwrap();
+        std::fs::create_dir_all(
+            dir.path()
+                .join("events/0123456789ABCDEF0123456789ABCDEF.tmp"),
+        )
+        .unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("events"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn an_event_database_of_schema_1_gains_the_instance_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite3");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(migrations::EVENT[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.commit().unwrap();
+        }
+        let conn = migrations::open(&path, migrations::EVENT).unwrap();
+        conn.execute("UPDATE tasks SET instance = 'x'", []).unwrap();
+    }
+}
