@@ -118,3 +118,51 @@ async fn changes_arrive_typed_and_a_reconnecting_subscriber_misses_nothing() {
     .await;
     assert_eq!(seen[0]["seq"].as_u64().unwrap(), seq + 1, "nothing skipped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_states_deletion_and_a_departing_builder_are_announced() {
+    let env = start(|c| c.builder_dead_timeout_ms = 60_000);
+    let s = &env.server;
+    let service = s.service_token("sai-web").unwrap();
+    let mut ws = subscribe(s, &service, None).await.unwrap();
+    assert_eq!(next(&mut ws).await["t"], "hello");
+    let ev = push_ok(s, &Push::new("demo", SMALL)).await;
+
+    let token = s.builder_token("b1", &["linux-debian"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "b1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    b.run_task(&o, b"hi\n", TaskResult::Success).await.unwrap();
+    let seen = until(&mut ws, |v| {
+        v["change"]["kind"] == "event_changed" && v["change"]["event"] == ev.as_str()
+    })
+    .await;
+    let state = seen.last().unwrap()["change"]["state"].clone();
+    assert!(
+        ["running", "running-with-failures"].contains(&state.as_str().unwrap()),
+        "a started event is running: {state}"
+    );
+
+    b.close().await;
+    let seen = until(&mut ws, |v| v["change"]["kind"] == "builder_changed").await;
+    assert_eq!(
+        seen.last().unwrap()["change"],
+        serde_json::json!({"kind": "builder_changed", "builder": "b1", "online": false})
+    );
+
+    let user = s.user_token("ops").unwrap();
+    let (st, _) = post_auth(
+        s,
+        reqwest::Method::DELETE,
+        &format!("/api/events/{ev}"),
+        Some(&user),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let seen = until(&mut ws, |v| {
+        v["change"]["kind"] == "event_changed" && v["change"]["state"] == "deleted"
+    })
+    .await;
+    assert_eq!(seen.last().unwrap()["change"]["event"], ev.as_str());
+}
