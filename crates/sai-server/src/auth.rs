@@ -1,8 +1,8 @@
 //! PASETO v4.public tokens for builders and users. (The hook HMAC lives
 //! with the notification in [`sai_core::notification`].)
 //!
-//! Claims: `iss` = `sai-server`, `sub` = builder or user name, `kind` =
-//! `builder` or `user`, and for builders `platforms` (list of platform
+//! Claims: `iss` = `sai-server`, `sub` = builder, user or service name,
+//! `kind` = `builder`, `user` or `service`, and for builders `platforms` (list of platform
 //! tuples the builder may offer). The kind is also bound as the implicit
 //! assertion (`sai-builder` / `sai-user`), so a token of one kind never
 //! verifies as the other.
@@ -23,6 +23,9 @@ pub enum TokenKind {
     Builder,
     /// A user or script calling privileged API endpoints.
     User,
+    /// A service (sai-web) acting for its signed-in users, named in
+    /// `X-Sai-On-Behalf-Of`.
+    Service,
 }
 
 impl TokenKind {
@@ -30,12 +33,14 @@ impl TokenKind {
         match self {
             TokenKind::Builder => "builder",
             TokenKind::User => "user",
+            TokenKind::Service => "service",
         }
     }
     fn assertion(self) -> &'static [u8] {
         match self {
             TokenKind::Builder => b"sai-builder",
             TokenKind::User => b"sai-user",
+            TokenKind::Service => b"sai-service",
         }
     }
 }

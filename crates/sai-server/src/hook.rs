@@ -162,6 +162,12 @@ pub async fn handle(
         )
     });
     tracing::info!(event = %id, project = %n.project, git_ref = %n.git_ref, tasks = ntasks, "push accepted");
+    server
+        .changes
+        .publish(crate::changes::Change::EventCreated {
+            event: id.to_string(),
+            project: n.project.clone(),
+        });
     let r = &settings.config.retention;
     if r.keep_events_per_project.is_some() || r.max_age_days.is_some() {
         let srv = server.clone();

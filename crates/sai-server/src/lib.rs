@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod changes;
 pub mod error;
 pub mod handle_cache;
 pub mod hook;
@@ -219,6 +220,8 @@ pub struct Server {
     pub logs: LogWriter,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
+    /// The live change feed (`/api/changes`).
+    pub changes: Arc<changes::ChangeFeed>,
     wake_at: Mutex<Option<i64>>,
 }
 
@@ -234,7 +237,11 @@ impl Server {
     ) -> Result<Arc<Server>, StartError> {
         let store = Store::open_with_cache(&settings.data_dir, settings.config.event_db_cache)?;
         let keys = TokenKeys::load_or_create(&settings.token_key_path)?;
-        let logs = LogWriter::start(Duration::from_millis(settings.config.log_flush_ms));
+        let changes = Arc::new(changes::ChangeFeed::default());
+        let logs = LogWriter::start(
+            Duration::from_millis(settings.config.log_flush_ms),
+            changes.clone(),
+        );
         let sched = Sched::new(settings.config.max_infra_attempts);
         let server = Arc::new(Server {
             settings,
@@ -248,6 +255,7 @@ impl Server {
             keys,
             logs,
             shutdown,
+            changes,
             wake_at: Mutex::new(None),
         });
         for event in server.store.active_events()? {
@@ -315,13 +323,22 @@ impl Server {
             Effect::Persist { db, task, run } => {
                 if let Err(e) = db.update_task(&task, &run) {
                     tracing::error!(%task, cause = %e, "writing task state");
+                    return;
                 }
+                self.changes.publish(changes::Change::TaskChanged {
+                    task: task.to_string(),
+                    state: run.state.as_str().to_string(),
+                });
             }
             Effect::EventState { event, state } => {
                 if let Err(e) = self.store.set_event_state(&event, state) {
                     tracing::error!(%event, cause = %e, "writing event state");
                 } else {
                     tracing::info!(%event, %state, "event state");
+                    self.changes.publish(changes::Change::EventChanged {
+                        event: event.to_string(),
+                        state: state.as_str().to_string(),
+                    });
                 }
             }
             Effect::Send { conn, msg } => self.links.send(conn, Outgoing::Msg(msg)),
@@ -353,7 +370,14 @@ impl Server {
     /// Delete an event now (its folder once released).
     pub fn delete_event(self: &Arc<Self>, id: &str) -> Result<bool, store::StoreError> {
         self.sched_do(|s, now| s.drop_event(now, id));
-        self.store.delete_event(id)
+        let deleted = self.store.delete_event(id)?;
+        if deleted {
+            self.changes.publish(changes::Change::EventChanged {
+                event: id.to_string(),
+                state: "deleted".into(),
+            });
+        }
+        Ok(deleted)
     }
 
     /// Apply retention: delete terminal events beyond the per-project count
@@ -462,6 +486,16 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
 pub fn routes(
     server: Arc<Server>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let s0 = server.clone();
+    let changes = warp::path!("api" / "changes")
+        .and(warp::ws())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .map(
+            move |ws: warp::ws::Ws, authz: Option<String>, query: String| {
+                changes_upgrade(s0.clone(), ws, authz, &query)
+            },
+        );
     let s1 = server.clone();
     let builder = warp::ws()
         .and(warp::path::full())
@@ -500,7 +534,9 @@ pub fn routes(
                 }
             },
         );
-    builder
+    changes
+        .or(builder)
+        .unify()
         .or(http)
         .unify()
         .recover(|_r: warp::Rejection| async {
@@ -509,4 +545,33 @@ pub fn routes(
             )
         })
         .unify()
+}
+
+/// `GET /api/changes?after=SEQ` (websocket): the change feed, for holders of
+/// a service token (sai-web) only.
+fn changes_upgrade(
+    server: Arc<Server>,
+    ws: warp::ws::Ws,
+    authz: Option<String>,
+    query: &str,
+) -> warp::reply::Response {
+    use warp::Reply;
+    let token = auth::bearer(authz.as_deref());
+    let ok = token.is_some_and(|t| server.keys.verify(auth::TokenKind::Service, t, &[]).is_ok());
+    if !ok {
+        return error::Error::Unauthorized(
+            "service token required: Authorization: Bearer <token from `sai-server token service`>"
+                .into(),
+        )
+        .into_response();
+    }
+    let after = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| server.changes.newest());
+    let feed = server.changes.clone();
+    let shutdown = server.shutdown.clone();
+    ws.on_upgrade(move |socket| changes::serve_subscriber(feed, socket, after, shutdown))
+        .into_response()
 }

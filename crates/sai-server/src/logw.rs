@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::changes::{Change, ChangeFeed};
 use crate::link::{ConnId, Outgoing};
 use crate::logstore::TaskLog;
 use crate::store::EventDb;
@@ -51,11 +52,11 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Start the thread.
-    pub fn start(flush_every: Duration) -> LogWriter {
+    pub fn start(flush_every: Duration, feed: Arc<ChangeFeed>) -> LogWriter {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sai-log-writer".into())
-            .spawn(move || run(rx, flush_every))
+            .spawn(move || run(rx, flush_every, feed))
             .expect("spawning log writer thread");
         LogWriter {
             tx: std::sync::Mutex::new(tx),
@@ -93,6 +94,8 @@ struct Writing {
     log: TaskLog,
     /// Written to since the previous flush.
     active: bool,
+    /// End of the bytes announced on the change feed.
+    announced: i64,
 }
 
 #[derive(Default)]
@@ -105,18 +108,32 @@ struct Pending {
 }
 
 impl Pending {
-    fn flush(&mut self) {
-        let mut by_event: HashMap<&str, (&Arc<EventDb>, Vec<&mut TaskLog>)> = HashMap::new();
-        for w in self.tasks.values_mut() {
+    fn flush(&mut self, feed: &ChangeFeed) {
+        let mut by_event: HashMap<String, (Arc<EventDb>, Vec<(&String, &mut Writing)>)> =
+            HashMap::new();
+        for (task, w) in self.tasks.iter_mut() {
             by_event
-                .entry(w.db.id.as_str())
-                .or_insert_with(|| (&w.db, Vec::new()))
+                .entry(w.db.id.to_string())
+                .or_insert_with(|| (w.db.clone(), Vec::new()))
                 .1
-                .push(&mut w.log);
+                .push((task, w));
         }
-        for (_, (db, logs)) in by_event {
-            if let Err(e) = db.write_logs(logs) {
+        for (_, (db, mut writing)) in by_event {
+            if let Err(e) = db.write_logs(writing.iter_mut().map(|(_, w)| &mut w.log)) {
                 tracing::error!(event = %db.id, cause = %e, "writing logs");
+                continue;
+            }
+            // One change per task: the byte range stored since the last one.
+            for (task, w) in writing {
+                let end = w.log.len();
+                if end > w.announced {
+                    feed.publish(Change::LogAppended {
+                        task: task.clone(),
+                        offset: w.announced as u64,
+                        len: (end - w.announced) as u64,
+                    });
+                    w.announced = end;
+                }
             }
         }
         for (_, (tx, bytes)) in self.credits.drain() {
@@ -137,7 +154,7 @@ impl Pending {
     }
 }
 
-fn run(rx: Receiver<Cmd>, flush_every: Duration) {
+fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
     let mut pending = Pending::default();
     loop {
         let timeout = pending
@@ -167,10 +184,12 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration) {
                                 continue;
                             }
                         };
+                        let announced = log.len();
                         v.insert(Writing {
                             db,
                             log,
                             active: true,
+                            announced,
                         })
                     }
                 };
@@ -183,27 +202,27 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration) {
                 pending.bytes += len;
                 pending.since.get_or_insert_with(Instant::now);
                 if pending.bytes >= FLUSH_BYTES {
-                    pending.flush();
+                    pending.flush(&feed);
                     pending.forget_idle(flush_every);
                 }
             }
             Ok(Cmd::Clear { db, task_id }) => {
-                pending.flush();
+                pending.flush(&feed);
                 pending.tasks.remove(&task_id);
                 if let Err(e) = db.clear_task_output(&task_id) {
                     tracing::error!(task = %task_id, cause = %e, "clearing task output");
                 }
             }
             Ok(Cmd::Flush(ack)) => {
-                pending.flush();
+                pending.flush(&feed);
                 let _ = ack.send(());
             }
             Err(RecvTimeoutError::Timeout) => {
-                pending.flush();
+                pending.flush(&feed);
                 pending.forget_idle(flush_every);
             }
             Err(RecvTimeoutError::Disconnected) => {
-                pending.flush();
+                pending.flush(&feed);
                 return;
             }
         }

@@ -28,6 +28,16 @@ pub enum TokenCmd {
         #[arg(long, default_value = "30d")]
         ttl: humantime::Duration,
     },
+    /// A service token for sai-web: it may read and act for the users it
+    /// signs in, named per request in `X-Sai-On-Behalf-Of`.
+    Service {
+        /// Service name, e.g. sai-web.
+        #[arg(long)]
+        name: String,
+        /// Lifetime, e.g. 365d.
+        #[arg(long, default_value = "365d")]
+        ttl: humantime::Duration,
+    },
 }
 
 impl TokenCmd {
@@ -49,6 +59,9 @@ impl TokenCmd {
             }
             TokenCmd::User { name, ttl } => {
                 keys.mint(TokenKind::User, &name, &[], Duration::from(ttl))
+            }
+            TokenCmd::Service { name, ttl } => {
+                keys.mint(TokenKind::Service, &name, &[], Duration::from(ttl))
             }
         }
     }

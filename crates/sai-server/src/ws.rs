@@ -469,6 +469,12 @@ async fn connection(
     server.links.insert(cid, tx.clone());
     let name = ident.name.clone();
     server.sched_do(|s, now| s.builder_hello(now, cid, name, peer_s, software, platforms));
+    server
+        .changes
+        .publish(crate::changes::Change::BuilderChanged {
+            builder: ident.name.clone(),
+            online: true,
+        });
     tracing::info!(builder = %ident.name, conn = cid, "builder connected");
     let mut st = ConnState {
         server: server.clone(),
@@ -569,4 +575,10 @@ async fn connection(
     st.abort_upload("connection ended");
     tracing::info!(builder = %ident.name, conn = cid, reason = %why, "builder disconnected");
     server.sched_do(|s, now| s.builder_gone(now, cid, &why));
+    server
+        .changes
+        .publish(crate::changes::Change::BuilderChanged {
+            builder: ident.name.clone(),
+            online: false,
+        });
 }

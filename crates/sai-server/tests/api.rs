@@ -159,6 +159,38 @@ async fn private_events_need_a_user_token() {
     assert_eq!(e["sec"], true);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_token_acts_only_for_a_named_user_and_is_no_user_token() {
+    let env = start(|c| c.revoked_users = vec!["mallory".into()]);
+    let s = &env.server;
+    let ev = push_ok(s, &Push::new("demo", SMALL)).await;
+    let service = s.service_token("sai-web").unwrap();
+    let user = s.user_token("ops").unwrap();
+    let client = reqwest::Client::new();
+    let rebuild = |token: &str, on_behalf: Option<&str>| {
+        let mut rb = client
+            .post(s.url(&format!("/api/events/{ev}/rebuild")))
+            .bearer_auth(token.to_string());
+        if let Some(u) = on_behalf {
+            rb = rb.header("x-sai-on-behalf-of", u);
+        }
+        rb.send()
+    };
+    // Without a user to act for, a service token is not a user token.
+    assert_eq!(rebuild(&service, None).await.unwrap().status(), 401);
+    // A user token cannot pretend to be a service.
+    assert_eq!(rebuild(&user, Some("alice")).await.unwrap().status(), 401);
+    assert_eq!(
+        rebuild(&service, Some("mallory")).await.unwrap().status(),
+        401
+    );
+    assert_eq!(rebuild(&service, Some("a b")).await.unwrap().status(), 401);
+    let ok = rebuild(&service, Some("alice")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let v: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(v["tasks"][0]["reason"], "rebuild requested by alice");
+}
+
 /// Validate `answer` against the schema `name` of the served document.
 fn conforms(doc: &serde_json::Value, name: &str, answer: &serde_json::Value) {
     let mut schema = doc.clone();

@@ -36,16 +36,29 @@ impl Push {
 
     /// The hook's file content: the notification JSON and a newline.
     pub fn file_bytes(&self) -> Vec<u8> {
-        let Push {
-            project,
-            fetch_url,
-            git_ref,
-            hash,
-            saifile,
-        } = self;
+        self.file_bytes_with_sec(false)
+    }
+
+    /// The file content of a push marked private (`"sec": 1`) when `sec`.
+    pub fn file_bytes_with_sec(&self, sec: bool) -> Vec<u8> {
         let mut nonce = [0u8; 16];
         rand::fill(&mut nonce[..]);
-        Notification::new(project, fetch_url, git_ref, hash, saifile, nonce).file_bytes()
+        let n = Notification::new(
+            &self.project,
+            &self.fetch_url,
+            &self.git_ref,
+            &self.hash,
+            &self.saifile,
+            nonce,
+        );
+        if !sec {
+            return n.file_bytes();
+        }
+        let mut v = serde_json::to_value(&n).expect("a notification serialises");
+        v["sec"] = serde_json::json!(1);
+        let mut out = serde_json::to_vec(&v).expect("json");
+        out.push(b'\n');
+        out
     }
 }
 
@@ -99,6 +112,18 @@ impl HookRequest {
     /// Exactly what `hooks/sai.sh` sends for `push` with `key`.
     pub fn like_sai_sh(push: &Push, key: &str) -> HookRequest {
         let file = push.file_bytes();
+        let auth = signature(key, &file);
+        let (ct, body) = curl_multipart("sai-notification.json", &file);
+        HookRequest {
+            authorization: Some(auth),
+            content_type: ct,
+            body,
+        }
+    }
+
+    /// A private (`"sec": 1`) push, framed as `hooks/sai.sh` frames it.
+    pub fn private_like_sai_sh(push: &Push, key: &str) -> HookRequest {
+        let file = push.file_bytes_with_sec(true);
         let auth = signature(key, &file);
         let (ct, body) = curl_multipart("sai-notification.json", &file);
         HookRequest {

@@ -10,16 +10,20 @@
 //! * [`FakeBuilder`]: a builder speaking the real protocol over a real
 //!   websocket, with credit-based flow control.
 //! * [`wait_for`]: poll a condition until a deadline (no fixed sleeps).
+//! * [`web::TestWeb`]: the real `sai-web` binary on port 0.
+//! * [`browser`]: headless Chromium through chromedriver (WebDriver).
 //! * [`git`]: real git repositories ([`git::GitRepo`]) for fetch/checkout
 //!   fixtures.
 //! * [`tls`]: a private CA and server certificates made with `rcgen`.
 
+pub mod browser;
 pub mod builder;
 pub mod git;
 pub mod hook;
 pub mod https_git;
 pub mod notify_socket;
 pub mod tls;
+pub mod web;
 
 pub use builder::FakeBuilder;
 
@@ -287,5 +291,10 @@ impl TestServer {
     /// Mint a user token with `sai-server token user`.
     pub fn user_token(&self, name: &str) -> Result<String> {
         self.token(&["user", "--name", name, "--ttl", "1h"])
+    }
+
+    /// Mint a service token (for sai-web) with `sai-server token service`.
+    pub fn service_token(&self, name: &str) -> Result<String> {
+        self.token(&["service", "--name", name, "--ttl", "1h"])
     }
 }

@@ -53,6 +53,8 @@ pub enum Command {
     Token(crate::token::TokenArgs),
     /// Plan, render, build and start the rack declared in a sai-rack file.
     Rack(crate::rack::RackArgs),
+    /// Add or remove a user of sai-web (argon2 hashes in its users file).
+    User(crate::user::UserArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,5 +129,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Notify(args) => crate::notify::run(args),
         Command::Token(args) => crate::token::run(args),
         Command::Rack(args) => crate::rack::run(args),
+        Command::User(args) => crate::user::run(args),
     }
 }

@@ -13,6 +13,7 @@ mod rack;
 mod schema;
 mod token;
 mod up;
+mod user;
 mod validate;
 
 use std::process::ExitCode;

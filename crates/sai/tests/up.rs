@@ -161,13 +161,18 @@ async fn sai_up_builds_this_repository() {
         PLATFORM,
         "--instances",
         "1",
+        "--web",
+        "127.0.0.1:0",
     ];
     let mut up = Up::start(&args, tmp.path().join("up1.err"));
     let url = up.line_after("sai up: server listening on ").await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let ev = up.line_after(" as event ").await;
     let ev = ev.split(' ').next().unwrap().to_string();
-    assert!(up.stdout().contains("web UI: not available yet"));
+    let web = up.line_after("sai up: web UI: ").await;
+    assert!(web.starts_with("http://127.0.0.1:"), "{web}");
+    let overview = reqwest::get(&web).await.unwrap().text().await.unwrap();
+    assert!(overview.contains(&ev), "the web UI shows the queued event");
     assert!(
         up.stdout()
             .contains("hook not installed (--no-install-hook)")

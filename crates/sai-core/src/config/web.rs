@@ -11,7 +11,8 @@
 //!   "server_url": "http://127.0.0.1:4444",
 //!   "public_url": "https://ci.example.org/sai",
 //!   "users": [{"name": "andy", "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"}],
-//!   "session_key_file": "/var/lib/sai-web/session.key"
+//!   "session_key_file": "/var/lib/sai-web/session.key",
+//!   "server_token_file": "/run/credentials/sai-web.service/server-token"
 //! }
 //! ```
 
@@ -46,6 +47,12 @@ pub struct WebConfig {
     /// Base URL of the sai-server operations API the UI reads from:
     /// `http://host:port[/prefix]`, `https://...` or `unix:/absolute/path`.
     pub server_url: String,
+    /// File holding the service token sai-web presents to sai-server when it
+    /// reads for, or acts for, a signed-in user (mint it with
+    /// `sai-server token service --name sai-web`). Without it signed-in
+    /// users see what anonymous visitors see and cannot act.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_token_file: Option<String>,
     /// URL under which browsers reach this UI (scheme, host and mount path,
     /// e.g. `https://ci.example.org/sai`); used for links, redirects and the
     /// cookie path. Default: derived from each request.
@@ -139,6 +146,14 @@ impl WebConfig {
             if let Err(why) = check_argon2_phc(&user.password_hash) {
                 problems.push(ConfigProblem::new(at.key("password_hash"), why));
             }
+        }
+        if let Some(file) = &self.server_token_file
+            && file.trim().is_empty()
+        {
+            problems.push(ConfigProblem::new(
+                root.key("server_token_file"),
+                "must not be empty; leave it out instead",
+            ));
         }
         if let Some(file) = &self.users_file
             && file.trim().is_empty()

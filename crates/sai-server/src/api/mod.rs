@@ -94,6 +94,9 @@ pub fn user(server: &Server, headers: &HeaderMap) -> Result<Option<String>, Erro
     let Some(tok) = bearer(header(headers, "authorization")) else {
         return Ok(None);
     };
+    if let Some(for_user) = header(headers, "x-sai-on-behalf-of") {
+        return on_behalf_of(server, tok, for_user).map(Some);
+    }
     let id = server
         .keys
         .verify(TokenKind::User, tok, &server.settings.config.revoked_users)
@@ -102,6 +105,34 @@ pub fn user(server: &Server, headers: &HeaderMap) -> Result<Option<String>, Erro
         tracing::warn!(cause = %e, "recording user");
     }
     Ok(Some(id.name))
+}
+
+/// A service token (sai-web) acting for `for_user`: the user is recorded as
+/// the one who acted; revoked users are refused as with their own tokens.
+fn on_behalf_of(server: &Server, tok: &str, for_user: &str) -> Result<String, Error> {
+    let revoked = &server.settings.config.revoked_users;
+    let service = server
+        .keys
+        .verify(TokenKind::Service, tok, revoked)
+        .map_err(|e| Error::Unauthorized(e.to_string()))?;
+    let valid_name = !for_user.is_empty()
+        && for_user.len() <= 64
+        && for_user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !valid_name {
+        return Err(Error::Unauthorized(
+            "X-Sai-On-Behalf-Of is not a user name".into(),
+        ));
+    }
+    if revoked.iter().any(|r| r == for_user) {
+        return Err(Error::Unauthorized(format!("user {for_user:?} is revoked")));
+    }
+    if let Err(e) = server.store.touch_user(for_user) {
+        tracing::warn!(cause = %e, "recording user");
+    }
+    tracing::debug!(user = %for_user, service = %service.name, "request on behalf of a user");
+    Ok(for_user.to_string())
 }
 
 /// The user of a required user token.

@@ -40,6 +40,7 @@ mod platform;
 mod processes;
 mod secrets;
 mod watch;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,7 +74,8 @@ pub struct UpArgs {
     /// free port; the bound address is printed.
     #[arg(long, default_value = "127.0.0.1:4400", value_name = "ADDR:PORT")]
     pub listen: String,
-    /// Address for sai-web. Reserved: the web UI does not exist yet.
+    /// Address the web UI (sai-web, in-process) listens on; port 0 picks a
+    /// free port. The URL is printed.
     #[arg(long, default_value = "127.0.0.1:4401", value_name = "ADDR:PORT")]
     pub web: String,
     /// Platform tuple the local builder offers (default: detected, e.g.
@@ -180,6 +182,15 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         &[],
         |_| true,
     )?;
+    // sai-web reads and acts for its signed-in users with this token.
+    secrets::ensure_token(
+        &keys,
+        &data.join("web.token"),
+        TokenKind::Service,
+        "sai-web",
+        &[],
+        |_| true,
+    )?;
 
     let rt = tokio::runtime::Runtime::new()?;
     let result = rt.block_on(serve(args, platform, data, settings, secret, target));
@@ -205,10 +216,11 @@ async fn serve(
     let daemons = Daemons::start(server, listener, server_sd, builder_config);
 
     say(&format!("server listening on {url}"));
-    say(&format!(
-        "web UI: not available yet (sai-web does not exist yet; --web {} is reserved for it)",
-        args.web
-    ));
+    let web_sd = CancellationToken::new();
+    match web::start(&args.web, &url, &data, web_sd.clone()).await {
+        Ok((web_url, _task)) => say(&format!("web UI: {web_url}")),
+        Err(e) => say(&format!("web UI: not started: {e:#}")),
+    }
     say(&format!("data dir: {}", data.display()));
     say(&format!(
         "builder {BUILDER_NAME} offers {platform} x {}",
@@ -279,6 +291,7 @@ async fn serve(
     }
     say("running; Ctrl-C to stop");
     let stopped = daemons.run_until_stopped().await;
+    web_sd.cancel();
     watcher.abort();
     stopped?.into_result()
 }

@@ -1,0 +1,470 @@
+//! Real headless Chromium against real sai-server + sai-web (+ a builder
+//! speaking the real protocol), on loopback.
+//!
+//! Screenshots for the README are written to `docs/screenshots/` when
+//! `SAI_UPDATE_SCREENSHOTS=1`; otherwise into the test's temp dir.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_testkit::browser::Browser;
+use sai_testkit::hook::Push;
+use sai_testkit::wait_for;
+use serde_json::{Value, json};
+
+async fn row_count(b: &Browser) -> u64 {
+    b.eval(
+        "return document.querySelectorAll('#log .row').length;",
+        vec![],
+    )
+    .await
+    .unwrap()
+    .as_u64()
+    .unwrap()
+}
+
+fn screenshot_path(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
+    if std::env::var("SAI_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/screenshots")
+            .join(name)
+    } else {
+        tmp.path().join(name)
+    }
+}
+
+/// Mark the current document; a reload would lose the mark.
+async fn mark(b: &Browser) {
+    b.eval("window.__saiMark = 42; return true;", vec![])
+        .await
+        .unwrap();
+}
+
+async fn still_marked(b: &Browser) -> bool {
+    b.eval("return window.__saiMark === 42;", vec![])
+        .await
+        .unwrap()
+        == json!(true)
+}
+
+async fn connected(b: &Browser) {
+    b.wait_for(
+        "page websocket",
+        T,
+        "return document.body.dataset.live === 'connected';",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
+    let st = Stack::start(|_| {});
+    let first = st.push(&Push::new("demo", SMALL)).await;
+    let b = Browser::start().await.unwrap();
+    b.goto(&st.url("/")).await.unwrap();
+    connected(&b).await;
+    mark(&b).await;
+    let second = st.push(&Push::new("demo", SMALL)).await;
+    b.wait_for(
+        "the new push on the overview",
+        T,
+        &format!("return !!document.getElementById('ev-{second}');"),
+    )
+    .await
+    .unwrap();
+    assert!(still_marked(&b).await, "no reload");
+    b.screenshot(&screenshot_path(&st.tmp, "overview.png"))
+        .await
+        .ok();
+    assert!(
+        b.eval(
+            &format!("return !!document.getElementById('ev-{first}');"),
+            vec![]
+        )
+        .await
+        .unwrap()
+            == json!(true)
+    );
+
+    // The event page: 4 cells waiting; a builder runs one, the cell turns.
+    b.goto(&st.url(&format!("/e/{second}"))).await.unwrap();
+    connected(&b).await;
+    mark(&b).await;
+    let cells = b
+        .eval(
+            "return document.querySelectorAll('#matrix a.cell').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cells, json!(4));
+    let mut builder = st.builder("b1", &[(LINUX, 1)]).await;
+    let mut offer = builder.offer(T).await.unwrap();
+    while offer.event_id != second {
+        builder
+            .run_task(&offer, b"", TaskResult::Success)
+            .await
+            .unwrap();
+        offer = builder.offer(T).await.unwrap();
+    }
+    builder
+        .send(&BuilderMessage::Accept {
+            task_id: offer.task_id.clone(),
+        })
+        .await
+        .unwrap();
+    let cell = format!(
+        "document.getElementById('c-{}').dataset.state",
+        offer.task_id
+    );
+    b.wait_for("cell running", T, &format!("return {cell} === 'running';"))
+        .await
+        .unwrap();
+    builder
+        .send(&BuilderMessage::TaskFinished {
+            task_id: offer.task_id.clone(),
+            result: TaskResult::Failed {
+                exit_code: 1,
+                step: 0,
+            },
+        })
+        .await
+        .unwrap();
+    b.wait_for("cell failed", T, &format!("return {cell} === 'failed';"))
+        .await
+        .unwrap();
+    assert!(still_marked(&b).await, "no reload");
+    let summary = b
+        .eval(
+            "return document.querySelector('#event-card .summary').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(summary.as_str().unwrap().contains("1 failed"), "{summary}");
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
+    let st = Stack::start(|_| {});
+    let ev = st.push(&Push::new("demo", SMALL)).await;
+    let mut builder = st.builder("b1", &[(LINUX, 1)]).await;
+    let offer = builder.offer(T).await.unwrap();
+    assert_eq!(offer.event_id, ev);
+    let id = offer.task_id.clone();
+    builder
+        .send(&BuilderMessage::Accept {
+            task_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    builder
+        .send(&BuilderMessage::StepStarted {
+            task_id: id.clone(),
+            step: 0,
+        })
+        .await
+        .unwrap();
+    builder
+        .log(&id, 1, b"configuring\n\x1b[32mgreen\x1b[0m done\n")
+        .await
+        .unwrap();
+    let b = Browser::start().await.unwrap();
+    b.goto(&st.url(&format!("/t/{id}"))).await.unwrap();
+    connected(&b).await;
+    b.wait_for(
+        "first lines",
+        T,
+        "return document.querySelectorAll('#log-rows .row').length === 2;",
+    )
+    .await
+    .unwrap();
+    let green = b
+        .eval(
+            "return document.querySelector('#log-rows .row:nth-child(2) .tx span').className;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(green, json!("f2"), "ANSI green became a class");
+    mark(&b).await;
+    builder
+        .log(&id, 2, b"warning: from stderr\n")
+        .await
+        .unwrap();
+    let row = match b
+        .wait_for(
+            "the live line",
+            T,
+            "const r = [...document.querySelectorAll('#log-rows .row')].find(r => r.textContent.includes('warning: from stderr')); return r ? [r.className, r.querySelector('.ln').textContent] : null;",
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let state = b
+                .eval("return [window.__saiMsgs, document.getElementById('log').outerHTML];", vec![])
+                .await;
+            panic!("{e}\npage: {state:?}\nsai-web log:\n{}\ntask: {}", st.web.log(), st.task(&id).await);
+        }
+    };
+    assert_eq!(row, json!(["row ch2", "3"]), "stderr channel, line 3");
+    assert!(still_marked(&b).await);
+    b.screenshot(&screenshot_path(&st.tmp, "task-log.png"))
+        .await
+        .ok();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_100_mb_log_opens_at_its_last_line_and_scrolls_to_its_first() {
+    let st = Stack::start(|c| c.log_window_bytes = 32 << 20);
+    st.push(&Push::new("demo", SMALL)).await;
+    let mut builder = st.builder("b1", &[(LINUX, 1)]).await;
+    let offer = builder.offer(T).await.unwrap();
+    let id = offer.task_id.clone();
+    // 100 MiB: 1,048,576 lines of 100 bytes.
+    let lines = 1_048_576usize;
+    let mut log = Vec::with_capacity(lines * 100);
+    for i in 0..lines {
+        let head = format!("line {:>9} ", i + 1);
+        log.extend_from_slice(head.as_bytes());
+        log.extend(std::iter::repeat_n(b'x', 99 - head.len()));
+        log.push(b'\n');
+    }
+    assert_eq!(log.len(), 100 << 20);
+    builder
+        .run_task(&offer, &log, TaskResult::Success)
+        .await
+        .unwrap();
+    drop(log);
+    wait_for("the whole log stored", Duration::from_secs(120), || async {
+        let t = st.task(&id).await;
+        (t["state"] == "success" && t["log_bytes"] == json!(100u64 << 20)).then_some(())
+    })
+    .await
+    .unwrap();
+    let b = Browser::start().await.unwrap();
+    b.goto(&st.url(&format!("/t/{id}"))).await.unwrap();
+    let last = format!("line {lines:>9} ");
+    b.wait_for(
+        "the last line",
+        Duration::from_secs(60),
+        &format!("return [...document.querySelectorAll('#log-rows .row .tx')].some(t => t.textContent.startsWith('{last}'));"),
+    )
+    .await
+    .unwrap();
+    assert!(row_count(&b).await < 200, "only visible rows in the DOM");
+    b.eval(
+        "document.getElementById('log').scrollTop = 0; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "the first line after scrolling to the top",
+        Duration::from_secs(30),
+        "const r = document.querySelector('#log-rows .row'); return r && r.querySelector('.ln').textContent === '1' && r.querySelector('.tx').textContent.startsWith('line         1 ');",
+    )
+    .await
+    .unwrap();
+    assert!(row_count(&b).await < 200, "still bounded");
+    // Jump to the middle by search.
+    b.eval("document.getElementById('search').value = 'line    524288 '; document.getElementById('search-next').click(); return true;", vec![])
+        .await
+        .unwrap();
+    b.wait_for(
+        "the search hit",
+        Duration::from_secs(60),
+        "const r = document.querySelector('#log-rows .row.hit'); return r ? r.querySelector('.ln').textContent : null;",
+    )
+    .await
+    .map(|v| assert_eq!(v, json!("524288")))
+    .unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
+    let st = Stack::start(|_| {});
+    let mut p = Push::new("libwebsockets", &lws_saifile());
+    p.git_ref = "refs/heads/main".into();
+    let ev = st.push(&p).await;
+    let tasks: Vec<Value> = st.event(&ev).await["tasks"].as_array().unwrap().clone();
+    assert_eq!(tasks.len(), 548);
+    let platform = tasks[0]["platform"].as_str().unwrap().to_string();
+    let b = Browser::start().await.unwrap();
+    b.goto(&st.url(&format!("/e/{ev}"))).await.unwrap();
+    connected(&b).await;
+    let cells = b
+        .eval(
+            "return document.querySelectorAll('#matrix a.cell').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cells, json!(548));
+    mark(&b).await;
+    let mut builder = st.builder("b1", &[(&platform, 4)]).await;
+    let mut done = Vec::new();
+    for _ in 0..4 {
+        let o = builder.offer(T).await.unwrap();
+        builder
+            .run_task(&o, b"ok\n", TaskResult::Success)
+            .await
+            .unwrap();
+        done.push(o.task_id);
+    }
+    let check = format!(
+        "return {}.every(id => document.getElementById('c-' + id).dataset.state === 'success');",
+        serde_json::to_string(&done).unwrap()
+    );
+    b.wait_for("four cells passed", T, &check).await.unwrap();
+    assert!(still_marked(&b).await);
+    b.screenshot(&screenshot_path(&st.tmp, "event-matrix.png"))
+        .await
+        .ok();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_in_rebuild_and_cancel_work_from_the_page_and_sign_out_removes_them() {
+    let st = Stack::start(|_| {});
+    let ev = st.push(&Push::new("demo", SMALL)).await;
+    let task = st.event(&ev).await["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = Browser::start().await.unwrap();
+    b.goto(&st.url(&format!("/t/{task}"))).await.unwrap();
+    let controls = "return !!document.getElementById('cancel-task');";
+    assert_eq!(b.eval(controls, vec![]).await.unwrap(), json!(false));
+    // Sign in through the form.
+    b.eval(
+        "document.getElementById('signin').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "sign-in form",
+        T,
+        "return !!document.getElementById('password');",
+    )
+    .await
+    .unwrap();
+    b.eval(
+        "document.getElementById('name').value = arguments[0]; document.getElementById('password').value = arguments[1]; document.getElementById('signin-submit').click(); return true;",
+        vec![json!(USER), json!(PASSWORD)],
+    )
+    .await
+    .unwrap();
+    b.wait_for("back on the task page, signed in", T, controls)
+        .await
+        .unwrap();
+    b.eval(
+        "document.getElementById('cancel-task').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_for("task cancelled", T, || async {
+        (st.task(&task).await["state"] == "cancelled").then_some(())
+    })
+    .await
+    .unwrap();
+    b.wait_for(
+        "page shows cancelled",
+        T,
+        "return document.getElementById('task-state').textContent === 'cancelled';",
+    )
+    .await
+    .unwrap();
+    b.eval(
+        "document.getElementById('rebuild-task').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_for("task waiting again", T, || async {
+        (st.task(&task).await["state"] == "waiting").then_some(())
+    })
+    .await
+    .unwrap();
+    b.wait_for(
+        "signed-out page",
+        T,
+        "return !!document.getElementById('signout');",
+    )
+    .await
+    .unwrap();
+    b.eval(
+        "document.getElementById('signout').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.wait_for(
+        "controls gone",
+        T,
+        "return !document.getElementById('signout') && !!document.getElementById('signin');",
+    )
+    .await
+    .unwrap();
+    b.goto(&st.url(&format!("/t/{task}"))).await.unwrap();
+    assert_eq!(b.eval(controls, vec![]).await.unwrap(), json!(false));
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_and_restarting_sai_server_reconnects_the_open_page_without_reload() {
+    let mut st = Stack::start(|_| {});
+    let ev = st.push(&Push::new("demo", SMALL)).await;
+    let tasks = st.event(&ev).await["tasks"].as_array().unwrap().clone();
+    let b = Browser::start().await.unwrap();
+    b.goto(&st.url(&format!("/e/{ev}"))).await.unwrap();
+    connected(&b).await;
+    mark(&b).await;
+    let addr = st.server.addr;
+    st.server.guard.kill();
+    b.wait_for("the page says it is reconnecting", T, "const c = document.getElementById('conn'); return !c.hidden && c.textContent.includes('reconnecting');")
+        .await
+        .unwrap();
+    // Restart on the same address with the same data; change state meanwhile.
+    let mut c = sai_testkit::test_config(&st.tmp.path().join("data"), KEY);
+    c.listen = addr.to_string();
+    c.builder_ping_interval_ms = 10_000;
+    c.builder_dead_timeout_ms = 120_000;
+    st.server =
+        sai_testkit::TestServer::start(&sai_testkit::bin_path("sai-server"), &c, &[]).unwrap();
+    let mut builder = st.builder("b1", &[(LINUX, 2)]).await;
+    let o = builder.offer(T).await.unwrap();
+    builder
+        .run_task(&o, b"ok\n", TaskResult::Success)
+        .await
+        .unwrap();
+    b.wait_for(
+        "caught up",
+        T,
+        &format!("return document.getElementById('conn').hidden && document.getElementById('c-{}').dataset.state === 'success';", o.task_id),
+    )
+    .await
+    .unwrap();
+    assert!(still_marked(&b).await, "no reload");
+    assert_eq!(
+        b.eval(
+            "return document.querySelectorAll('#matrix a.cell').length;",
+            vec![]
+        )
+        .await
+        .unwrap(),
+        json!(tasks.len())
+    );
+    b.close().await.unwrap();
+}
