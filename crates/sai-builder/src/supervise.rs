@@ -7,14 +7,29 @@
 
 use std::time::Duration;
 
+#[cfg(unix)]
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(unix)]
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
         tracing::warn!(cause = %e, "cannot notify the service manager");
     }
 }
+
+/// systemd runs only on Unix; elsewhere there is no service manager to tell.
+#[cfg(not(unix))]
+#[allow(dead_code)]
+enum NotifyState<'a> {
+    Ready,
+    Status(&'a str),
+    Stopping,
+    Watchdog,
+}
+
+#[cfg(not(unix))]
+fn send(_states: &[NotifyState<'_>]) {}
 
 /// Tell systemd the daemon is up, with a status line.
 pub fn ready(status: &str) {

@@ -98,6 +98,9 @@ struct Writing {
     announced: i64,
 }
 
+/// The logs of one event database, written in one transaction.
+type EventBatch<'a> = (Arc<EventDb>, Vec<(&'a String, &'a mut Writing)>);
+
 #[derive(Default)]
 struct Pending {
     tasks: HashMap<String, Writing>,
@@ -109,8 +112,7 @@ struct Pending {
 
 impl Pending {
     fn flush(&mut self, feed: &ChangeFeed) {
-        let mut by_event: HashMap<String, (Arc<EventDb>, Vec<(&String, &mut Writing)>)> =
-            HashMap::new();
+        let mut by_event: HashMap<String, EventBatch<'_>> = HashMap::new();
         for (task, w) in self.tasks.iter_mut() {
             by_event
                 .entry(w.db.id.to_string())
