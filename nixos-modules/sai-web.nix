@@ -1,5 +1,6 @@
 # sai-web: the browser UI. It reads everything it shows from sai-server's
-# operations API; put a TLS reverse proxy in front of it.
+# operations API; it serves HTTPS itself (`tls`) or sits behind a TLS
+# reverse proxy.
 { config
 , lib
 , pkgs
@@ -17,7 +18,9 @@ let
   credentials =
     lib.optionalAttrs (cfg.sessionKeyFile != null) { session-key = cfg.sessionKeyFile; }
     // lib.optionalAttrs (cfg.usersFile != null) { users = cfg.usersFile; }
-    // lib.optionalAttrs (cfg.serverTokenFile != null) { server-token = cfg.serverTokenFile; };
+    // lib.optionalAttrs (cfg.serverTokenFile != null) { server-token = cfg.serverTokenFile; }
+    // lib.optionalAttrs (cfg.tls.certificateChainFile != null) { tls-chain = cfg.tls.certificateChainFile; }
+    // lib.optionalAttrs (cfg.tls.privateKeyFile != null) { tls-key = cfg.tls.privateKeyFile; };
 
   checkedConfigFile = sai.checkedConfig {
     inherit pkgs;
@@ -87,6 +90,11 @@ in
 
     usersFile = sai.secretOption "File of users who may sign in, one `name:<argon2 PHC hash>` per line.";
 
+    tls = {
+      certificateChainFile = sai.secretOption "PEM certificate chain for serving HTTPS itself (`tls.certificate_chain_file`); null serves plain HTTP, e.g. behind a TLS reverse proxy.";
+      privateKeyFile = sai.secretOption "PEM private key of that certificate (`tls.private_key_file`).";
+    };
+
     settings = sai.settingsOption {
       daemon = "sai-web";
       example = {
@@ -106,7 +114,13 @@ in
       sai.secretAssertions "services.sai.web.sessionKeyFile" cfg.sessionKeyFile
       ++ sai.secretAssertions "services.sai.web.usersFile" cfg.usersFile
       ++ sai.secretAssertions "services.sai.web.serverTokenFile" cfg.serverTokenFile
+      ++ sai.secretAssertions "services.sai.web.tls.certificateChainFile" cfg.tls.certificateChainFile
+      ++ sai.secretAssertions "services.sai.web.tls.privateKeyFile" cfg.tls.privateKeyFile
       ++ [
+        {
+          assertion = (cfg.tls.certificateChainFile == null) == (cfg.tls.privateKeyFile == null);
+          message = "services.sai.web.tls: set both certificateChainFile and privateKeyFile, or neither.";
+        }
         {
           assertion = cfg.serverUrl != "";
           message = "services.sai.web.serverUrl is not set and services.sai.server is not enabled on this host: say which sai-server the UI shows.";
@@ -121,6 +135,10 @@ in
       session_key_file = if cfg.sessionKeyFile != null then credential "session-key" else "${stateDir}/session.key";
       users_file = lib.mkIf (cfg.usersFile != null) (credential "users");
       server_token_file = lib.mkIf (cfg.serverTokenFile != null) (credential "server-token");
+      tls = lib.mkIf (cfg.tls.certificateChainFile != null) {
+        certificate_chain_file = credential "tls-chain";
+        private_key_file = credential "tls-key";
+      };
     };
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];

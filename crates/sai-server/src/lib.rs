@@ -35,7 +35,8 @@ pub mod logw;
 pub mod sched;
 pub mod store;
 pub mod supervise;
-pub mod tls;
+/// TLS termination, shared with sai-web: the `sai-https` crate.
+pub use sai_https as tls;
 pub mod token_cli;
 pub mod ws;
 

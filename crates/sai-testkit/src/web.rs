@@ -22,6 +22,8 @@ pub struct TestWeb {
     pub config_path: PathBuf,
     /// stderr log file.
     pub log_path: PathBuf,
+    /// Whether it serves HTTPS (it said `listening on https://`).
+    pub tls: bool,
 }
 
 /// A web config for tests: loopback port 0, the session key in `dir`.
@@ -37,6 +39,7 @@ pub fn test_web_config(dir: &Path, server_url: &str) -> WebConfig {
         session_lifetime_secs: 3600,
         session_key_file: dir.join("session.key").display().to_string(),
         trusted_proxy: None,
+        tls: None,
     }
 }
 
@@ -74,14 +77,16 @@ impl TestWeb {
             let mut r = BufReader::new(stdout);
             let mut line = String::new();
             while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if let Some(a) = line.trim().strip_prefix("sai-web listening on http://") {
-                    let _ = tx.send(a.to_string());
+                if let Some(rest) = line.trim().strip_prefix("sai-web listening on ")
+                    && let Some((scheme, a)) = rest.split_once("://")
+                {
+                    let _ = tx.send((scheme == "https", a.to_string()));
                 }
                 line.clear();
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().context("parsing listening address")?,
+        let (tls, addr) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((tls, a)) => (tls, a.parse().context("parsing listening address")?),
             Err(_) => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 bail!("sai-web did not report listening; its log:\n{log}");
@@ -92,12 +97,14 @@ impl TestWeb {
             addr,
             config_path,
             log_path,
+            tls,
         })
     }
 
-    /// `http://addr<path>`.
+    /// `http://addr<path>` (`https://` when it serves TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// The stderr so far.

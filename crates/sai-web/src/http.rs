@@ -72,7 +72,7 @@ pub fn routes(
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(sai_https::remote_addr())
         .and(warp::body::stream())
         .then(
             move |method: Method,

@@ -125,15 +125,21 @@ pub async fn overview_data(
     Ok(out)
 }
 
-/// Serve on `listener` until the app's shutdown token is cancelled.
+/// Serve on `listener` until the app's shutdown token is cancelled: HTTPS
+/// when the settings name a certificate (re-read on SIGHUP), else HTTP.
 pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let sd = app.shutdown.clone();
     tokio::spawn(feed::follow(app.clone()));
-    warp::serve(http::routes(app))
-        .incoming(listener)
-        .graceful(async move { sd.cancelled().await })
-        .run()
-        .await;
+    match app.settings.tls.clone() {
+        Some(store) => sai_https::serve(http::routes(app), listener, store, sd).await?,
+        None => {
+            warp::serve(http::routes(app))
+                .incoming(listener)
+                .graceful(async move { sd.cancelled().await })
+                .run()
+                .await
+        }
+    }
     tracing::info!("sai-web stopped");
     Ok(())
 }

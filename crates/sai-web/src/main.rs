@@ -88,7 +88,12 @@ async fn serve(settings: sai_web::settings::Settings) -> Result<()> {
     });
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "sai-web listening on http://{addr}")?;
+        let scheme = if app.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        writeln!(out, "sai-web listening on {scheme}://{addr}")?;
         out.flush()?;
     }
     sai_web::serve(app, listener).await

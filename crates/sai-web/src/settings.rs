@@ -2,6 +2,7 @@
 //! config file's folder; the service token is read from its file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sai_core::config::web::WebConfig;
@@ -19,6 +20,8 @@ pub struct Settings {
     pub service_token: Option<String>,
     /// Cookies may carry `Secure` for every request (served over TLS).
     pub public_https: bool,
+    /// The certificate sai-web serves HTTPS with, when `tls` is configured.
+    pub tls: Option<Arc<sai_https::CertificateStore>>,
 }
 
 /// Load and validate a config file.
@@ -50,12 +53,20 @@ impl Settings {
             }
             None => None,
         };
+        let tls = match &config.tls {
+            Some(t) => Some(sai_https::CertificateStore::open(
+                sai_https::TlsFiles::resolve(t, base_dir),
+            )?),
+            None => None,
+        };
         Ok(Settings {
             session_key_path: base_dir.join(&config.session_key_file),
-            public_https: config
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://")),
+            public_https: tls.is_some()
+                || config
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
+            tls,
             base_dir: base_dir.to_path_buf(),
             service_token,
             config,

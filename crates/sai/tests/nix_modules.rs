@@ -558,7 +558,12 @@ fn tls_files_and_service_tokens_are_credentials_too() {
                 tls.certificateChainFile = "/var/lib/acme/ci/fullchain.pem";
                 tls.privateKeyFile = "/var/lib/acme/ci/key.pem";
               };
-              services.sai.web = { enable = true; serverTokenFile = "/run/keys/web-service.token"; };
+              services.sai.web = {
+                enable = true;
+                serverTokenFile = "/run/keys/web-service.token";
+                tls.certificateChainFile = "/var/lib/acme/web/fullchain.pem";
+                tls.privateKeyFile = "/var/lib/acme/web/key.pem";
+              };
               services.sai.builder.instances.x = {
                 servers.lan = { url = "ws://192.0.2.1:4444/builder"; tokenFile = "/run/keys/t"; insecure = true; };
                 servers.wan = { url = "wss://ci.example.org/builder"; tokenFile = "/run/keys/u"; caFile = "/etc/ssl/lab-ca.pem"; };
@@ -587,9 +592,23 @@ fn tls_files_and_service_tokens_are_credentials_too() {
         config["web"]["server_token_file"],
         "/run/credentials/sai-web.service/server-token"
     );
-    assert!(
-        strings(&config["units"]["sai-web"]["serviceConfig"]["LoadCredential"])
-            .contains(&"server-token:/run/keys/web-service.token".to_string())
+    let web_credentials = strings(&config["units"]["sai-web"]["serviceConfig"]["LoadCredential"]);
+    for c in [
+        "server-token:/run/keys/web-service.token",
+        "tls-chain:/var/lib/acme/web/fullchain.pem",
+        "tls-key:/var/lib/acme/web/key.pem",
+    ] {
+        assert!(
+            web_credentials.contains(&c.to_string()),
+            "{web_credentials:?}"
+        );
+    }
+    assert_eq!(
+        config["web"]["tls"],
+        serde_json::json!({
+            "certificate_chain_file": "/run/credentials/sai-web.service/tls-chain",
+            "private_key_file": "/run/credentials/sai-web.service/tls-key",
+        })
     );
     let servers = &config["builder"]["platforms"][0]["servers"];
     assert_eq!(servers[0]["insecure"], true);

@@ -56,6 +56,7 @@ fn users_are_added_with_argon2_hashes_replaced_and_removed_keeping_other_lines()
         session_lifetime_secs: 60,
         session_key_file: "k".into(),
         trusted_proxy: None,
+        tls: None,
     };
     let loaded = sai_web::users::Users::load(&config(f), tmp.path()).unwrap();
     assert!(loaded.check("alice", "first password"));

@@ -106,9 +106,9 @@ pub struct ServerConfig {
     pub tls: Option<ServerTlsConfig>,
 }
 
-/// The certificate sai-server presents when it terminates TLS itself. Both
-/// files are PEM and are read again on SIGHUP (renewals without a restart;
-/// connected builders stay connected).
+/// The certificate sai-server (or sai-web) presents when it terminates TLS
+/// itself. Both files are PEM and are read again on SIGHUP (renewals
+/// without a restart; open connections, such as builders', stay up).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
@@ -119,6 +119,22 @@ pub struct ServerTlsConfig {
     /// PEM file with the private key of that certificate (PKCS#8, PKCS#1 or
     /// SEC1), e.g. certbot's `privkey.pem`.
     pub private_key_file: String,
+}
+
+impl ServerTlsConfig {
+    /// Problems of this section, found at `at` in its config.
+    pub fn validate(&self, at: &FieldPath) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("certificate_chain_file", &self.certificate_chain_file),
+            ("private_key_file", &self.private_key_file),
+        ] {
+            if value.is_empty() {
+                problems.push(ConfigProblem::new(at.key(key), "must not be empty"));
+            }
+        }
+        problems
+    }
 }
 
 /// One project (repository) the hook endpoint accepts.
@@ -313,18 +329,7 @@ impl ServerConfig {
             );
         }
         if let Some(tls) = &self.tls {
-            if tls.certificate_chain_file.is_empty() {
-                push(
-                    root.key("tls").key("certificate_chain_file"),
-                    "must not be empty".into(),
-                );
-            }
-            if tls.private_key_file.is_empty() {
-                push(
-                    root.key("tls").key("private_key_file"),
-                    "must not be empty".into(),
-                );
-            }
+            problems.extend(tls.validate(&root.key("tls")));
         }
         problems
     }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::problem::{ConfigProblem, FieldPath, check_marker};
 use super::schema::ConfigType;
+use super::server::ServerTlsConfig;
 
 /// Value of the optional `schema` marker of a web config.
 pub const SCHEMA_MARKER: &str = "sai-web";
@@ -76,6 +77,12 @@ pub struct WebConfig {
     /// peer address of the connection is the client address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxy: Option<TrustedProxy>,
+    /// Serve HTTPS on `listen` with this certificate, exactly as sai-server
+    /// does (PEM chain and key, relative paths from the config's folder,
+    /// re-read on SIGHUP without dropping open connections). Leave it out
+    /// to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// One user who may sign in to the UI.
@@ -178,6 +185,9 @@ impl WebConfig {
                 root.key("session_key_file"),
                 "must name the file holding the session key",
             ));
+        }
+        if let Some(tls) = &self.tls {
+            problems.extend(tls.validate(&root.key("tls")));
         }
         if let Some(proxy) = &self.trusted_proxy {
             let at = root.key("trusted_proxy");

@@ -29,6 +29,7 @@ pub async fn start(
         session_lifetime_secs: sai_core::config::web::DEFAULT_SESSION_LIFETIME_SECS,
         session_key_file: "web-session.key".into(),
         trusted_proxy: None,
+        tls: None,
     };
     let problems = config.validate();
     if !problems.is_empty() {

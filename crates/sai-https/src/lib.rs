@@ -1,4 +1,5 @@
-//! TLS termination for sai-server (rustls with the ring provider).
+//! TLS termination for Sai's HTTP daemons, sai-server and sai-web (rustls
+//! with the ring provider).
 //!
 //! warp 0.4 has no TLS support and keeps its acceptor trait private, so
 //! [`serve`] runs its own accept loop: TCP accept, rustls handshake, then
@@ -10,8 +11,12 @@
 //! The certificate comes from [`CertificateStore`]: it is read at start
 //! (a missing or mismatched file stops the start with a clear error) and
 //! again on SIGHUP. A reload replaces what *new* handshakes get; sessions
-//! already established, such as connected builders, are not touched. A
-//! reload that fails is logged and the previous certificate stays.
+//! already established, such as connected builders or browsers' keep-alive
+//! connections, are not touched. A reload that fails is logged and the
+//! previous certificate stays.
+//!
+//! This is a crate of its own because both daemons need it and `sai-core`
+//! (where their config types live) must not do I/O.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
