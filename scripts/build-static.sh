@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Static, stripped release binaries (cargo profile `static`, see
-# CONTRIBUTING.md "Static binaries").
+# Static, stripped, optimised release binaries (cargo profile
+# `release-static`, see CONTRIBUTING.md "Static binaries").
 #
 #   scripts/build-static.sh [TRIPLE] [CRATE...]
 #
 # Default: sai-builder for x86_64-unknown-linux-gnu. For aarch64 the Debian
 # cross toolchain (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross) links it.
-# Output: target/<triple>/static/<crate>; sizes are printed.
+# Output: target/<triple>/release-static/<crate>; sizes are printed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 triple=${1:-x86_64-unknown-linux-gnu}
@@ -25,7 +25,7 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 	cargo build --locked --profile release-static --target "$triple" "${args[@]}"
 echo "built in $((SECONDS - start))s"
 for c in "${crates[@]}"; do
-	f=target/$triple/static/$c
+	f=${CARGO_TARGET_DIR:-target}/$triple/release-static/$c
 	printf '%s %s bytes\n' "$f" "$(stat -c %s "$f")"
 	file "$f" 2>/dev/null || true
 done

@@ -325,7 +325,7 @@ fn check_config_names_a_missing_or_empty_ca_file() {
         let conf = write_builder_config_with(dir, "b1", &[(LINUX, 1, &[&s])], |c| {
             c["platforms"][0]["servers"][0]["ca_file"] = json!(ca);
         });
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        let out = builder_command()
             .arg("--check-config")
             .arg("-c")
             .arg(&conf)
