@@ -6,20 +6,32 @@
 //! zstd frame in a `log_blocks` row of the event database together with its
 //! index entry: first and end byte offset and a bit per channel present.
 //!
-//! The newest block of a task stays open: every flush rewrites its row with
-//! the records so far (compressed), so what was flushed is durable, and once
-//! it reaches [`BLOCK_BYTES`] it is sealed and a new one starts. Readers
-//! decompress only the blocks overlapping the range they ask for.
+//! Big blocks compress well (a 100 MB build log of 1,000,000 lines takes
+//! ~3 MB) but are too big to recompress at every flush. So the newest block
+//! of a task is stored as *pieces*: every flush appends the records since
+//! the previous one as a small unsealed row (fast zstd level), which is
+//! durable at once and costs only the new bytes. When the pieces add up to
+//! [`BLOCK_BYTES`], or the task ends, they are replaced in one transaction
+//! by one sealed block compressed at [`SEALED_LEVEL`]; too many pieces of a
+//! slow log are merged into one before that. Readers decompress only the
+//! rows overlapping the range they ask for, pieces and blocks alike.
 //!
 //! Stores written before blocks kept one uncompressed row per record in the
 //! `logs` table; [`migrate_legacy`] packs those into blocks.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-/// Raw size at which the open block is sealed.
-pub const BLOCK_BYTES: usize = 128 * 1024;
-/// zstd level: fast enough for the writer thread, ~same ratio as gzip -9.
-const LEVEL: i32 = 3;
+/// Raw size at which the open block is sealed. Measured on the 100 MB
+/// log of `benches/server.rs` (zstd CLI, independent blocks): 128 KiB
+/// blocks at level 3 take 5.6 MB, 1 MiB 3.6 MB, 2 MiB 3.1 MB, 4 MiB 2.9 MB;
+/// decompressing 4 MiB for a tail read takes a few milliseconds.
+pub const BLOCK_BYTES: usize = 4 * 1024 * 1024;
+/// zstd level of sealed blocks (each compressed once).
+pub const SEALED_LEVEL: i32 = 3;
+/// zstd level of pieces (small, written at every flush).
+const PIECE_LEVEL: i32 = 1;
+/// Pieces of the open block beyond which they are merged into one.
+const MAX_PIECES: usize = 64;
 /// Encoded record header: channel (1), timestamp delta (8), length (4).
 const HEADER: usize = 13;
 
@@ -116,6 +128,19 @@ impl Block {
         self.count == 0
     }
 
+    /// Append the records of `other`, which starts where this block ends.
+    fn append(&mut self, other: &Block) {
+        let mut data = &other.data[..];
+        let mut ts = 0i64;
+        for h in other.heads.chunks_exact(HEADER) {
+            ts = ts.wrapping_add(i64::from_le_bytes(h[1..9].try_into().expect("8 bytes")));
+            let len = u32::from_le_bytes(h[9..13].try_into().expect("4 bytes")) as usize;
+            let (d, rest) = data.split_at(len);
+            self.push(h[0], ts, d);
+            data = rest;
+        }
+    }
+
     fn raw_len(&self) -> usize {
         4 + self.heads.len() + self.data.len()
     }
@@ -125,7 +150,8 @@ impl Block {
         raw.extend_from_slice(&self.count.to_le_bytes());
         raw.extend_from_slice(&self.heads);
         raw.extend_from_slice(&self.data);
-        let z = zstd::bulk::compress(&raw, LEVEL)?;
+        let level = if sealed { SEALED_LEVEL } else { PIECE_LEVEL };
+        let z = zstd::bulk::compress(&raw, level)?;
         tx.prepare_cached(
             "INSERT INTO log_blocks(task_id, first_offset, end_offset, channels, raw_len, sealed, data)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -143,15 +169,6 @@ impl Block {
             z
         ])?;
         Ok(())
-    }
-
-    /// Rebuild an open block from its stored form to append to it.
-    fn reopen(task: &str, first_offset: i64, end_offset: i64, raw: &[u8]) -> Result<Block> {
-        let mut b = Block::starting_at(first_offset);
-        for r in decode(task, first_offset, end_offset, raw)? {
-            b.push(r.channel, r.timestamp_us, &r.data);
-        }
-        Ok(b)
     }
 }
 
@@ -195,101 +212,153 @@ fn decode(task: &str, first_offset: i64, end_offset: i64, raw: &[u8]) -> Result<
     Ok(out)
 }
 
-/// The appending side of one task's log: the open block in memory plus
-/// blocks sealed since the last [`TaskLog::persist`].
+/// The appending side of one task's log: where its open block starts, how
+/// much of it is stored as pieces, and the records not stored yet.
 #[derive(Debug)]
 pub struct TaskLog {
     task_id: String,
-    open: Block,
-    sealed: Vec<Block>,
-    dirty: bool,
+    /// First offset of the open block.
+    open_first: i64,
+    /// Raw bytes of the pieces stored for the open block.
+    open_stored: usize,
+    /// Pieces stored for the open block.
+    open_pieces: usize,
+    /// Records received since the last [`TaskLog::persist`].
+    pending: Block,
+    /// Seal the open block at the next persist.
+    seal: bool,
 }
 
 impl TaskLog {
-    /// Continue a task's log where the database says it ends, reopening its
-    /// unsealed block if it has one.
-    pub fn resume(conn: &Connection, task_id: &str) -> Result<TaskLog> {
-        let last = conn
-            .query_row(
-                "SELECT first_offset, end_offset, channels, raw_len, sealed, data FROM log_blocks
-                 WHERE task_id = ?1 ORDER BY end_offset DESC LIMIT 1",
-                [task_id],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, bool>(4)?,
-                        r.get::<_, Vec<u8>>(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let open = match last {
-            None => Block::starting_at(0),
-            Some((_, end, _, _, true, _)) => Block::starting_at(end),
-            Some((first, end, channels, raw_len, false, z)) => {
-                let raw = zstd::bulk::decompress(&z, raw_len as usize)?;
-                let b = Block::reopen(task_id, first, end, &raw)?;
-                debug_assert_eq!(b.channels, channels);
-                b
-            }
-        };
-        Ok(TaskLog {
+    fn new(task_id: &str, end: i64) -> TaskLog {
+        TaskLog {
             task_id: task_id.to_string(),
-            open,
-            sealed: Vec::new(),
-            dirty: false,
-        })
+            open_first: end,
+            open_stored: 0,
+            open_pieces: 0,
+            pending: Block::starting_at(end),
+            seal: false,
+        }
+    }
+
+    /// Continue a task's log where the database says it ends, after the
+    /// pieces of its open block if it has some.
+    pub fn resume(conn: &Connection, task_id: &str) -> Result<TaskLog> {
+        let end = len(conn, task_id)?;
+        let (first, stored, pieces): (Option<i64>, i64, i64) = conn.query_row(
+            "SELECT MIN(first_offset), COALESCE(SUM(raw_len), 0), COUNT(*) FROM log_blocks
+             WHERE task_id = ?1 AND sealed = 0",
+            [task_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let mut log = TaskLog::new(task_id, end);
+        if let Some(first) = first {
+            log.open_first = first;
+            log.open_stored = stored as usize;
+            log.open_pieces = pieces as usize;
+        }
+        Ok(log)
     }
 
     /// Byte length of the log including what is not persisted yet.
     pub fn len(&self) -> i64 {
-        self.open.end_offset
+        self.pending.end_offset
     }
 
     /// Whether nothing was ever logged.
     pub fn is_empty(&self) -> bool {
-        self.open.end_offset == 0
+        self.pending.end_offset == 0
     }
 
     /// Append a record in memory; returns its offset.
     pub fn push(&mut self, channel: u8, timestamp_us: i64, data: &[u8]) -> i64 {
-        let offset = self.open.end_offset;
-        self.open.push(channel, timestamp_us, data);
-        self.dirty = true;
-        if self.open.raw_len() >= BLOCK_BYTES {
-            self.seal();
+        let offset = self.pending.end_offset;
+        self.pending.push(channel, timestamp_us, data);
+        if self.open_stored + self.pending.raw_len() >= BLOCK_BYTES {
+            self.seal = true;
         }
         offset
     }
 
-    /// Close the open block (e.g. at the end of a step) so the next record
-    /// starts a new one.
-    pub fn seal(&mut self) {
-        if self.open.is_empty() {
-            return;
-        }
-        let next = Block::starting_at(self.open.end_offset);
-        self.sealed.push(std::mem::replace(&mut self.open, next));
-        self.dirty = true;
+    /// Whether [`TaskLog::persist`] has anything to write.
+    pub fn is_dirty(&self) -> bool {
+        !self.pending.is_empty() || (self.seal && self.open_pieces > 0)
     }
 
-    /// Write what changed since the last call inside `tx`.
+    /// Whether the next [`TaskLog::persist`] seals a full block.
+    pub fn wants_seal(&self) -> bool {
+        self.seal
+    }
+
+    /// Seal the open block at the next persist (e.g. when the task ends) so
+    /// it is stored compressed as one block.
+    pub fn seal(&mut self) {
+        self.seal = true;
+    }
+
+    /// Write what changed since the last call inside `tx`: the pending
+    /// records as a piece, or the whole open block as a sealed block.
     pub fn persist(&mut self, tx: &Transaction<'_>) -> Result<()> {
-        if !self.dirty {
+        let seal = std::mem::take(&mut self.seal);
+        let end = self.pending.end_offset;
+        let merge = !seal && self.open_pieces + 1 > MAX_PIECES;
+        if self.pending.is_empty() && (self.open_pieces == 0 || !(seal || merge)) {
             return Ok(());
         }
-        for b in &self.sealed {
-            b.write(tx, &self.task_id, true)?;
+        if !seal && !merge {
+            self.pending.write(tx, &self.task_id, false)?;
+            self.open_stored += self.pending.raw_len();
+            self.open_pieces += 1;
+        } else {
+            let block = self.take_open(tx)?;
+            block.write(tx, &self.task_id, seal)?;
+            if seal {
+                self.open_first = block.end_offset;
+                self.open_stored = 0;
+                self.open_pieces = 0;
+            } else {
+                self.open_stored = block.raw_len();
+                self.open_pieces = 1;
+            }
         }
-        if !self.open.is_empty() {
-            self.open.write(tx, &self.task_id, false)?;
-        }
-        self.sealed.clear();
-        self.dirty = false;
+        self.pending = Block::starting_at(end);
         Ok(())
+    }
+
+    /// The stored pieces of the open block, deleted, plus the pending
+    /// records, as one block.
+    fn take_open(&mut self, tx: &Transaction<'_>) -> Result<Block> {
+        if self.open_pieces == 0 {
+            return Ok(std::mem::take(&mut self.pending));
+        }
+        let mut block = Block::starting_at(self.open_first);
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT first_offset, end_offset, raw_len, data FROM log_blocks
+                 WHERE task_id = ?1 AND first_offset >= ?2 AND sealed = 0 ORDER BY first_offset",
+            )?;
+            let mut rows = st.query(params![self.task_id, self.open_first])?;
+            while let Some(r) = rows.next()? {
+                let (first, end, raw_len): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                if first != block.end_offset {
+                    return Err(LogError::Corrupt {
+                        task: self.task_id.clone(),
+                        offset: first,
+                        what: "pieces of the open block are not contiguous",
+                    });
+                }
+                let raw = zstd::bulk::decompress(r.get_ref(3)?.as_blob()?, raw_len as usize)?;
+                for rec in decode(&self.task_id, first, end, &raw)? {
+                    block.push(rec.channel, rec.timestamp_us, &rec.data);
+                }
+            }
+        }
+        tx.prepare_cached(
+            "DELETE FROM log_blocks WHERE task_id = ?1 AND first_offset >= ?2 AND sealed = 0",
+        )?
+        .execute(params![self.task_id, self.open_first])?;
+        block.append(&std::mem::take(&mut self.pending));
+        Ok(block)
     }
 }
 
@@ -418,12 +487,7 @@ pub fn migrate_legacy(conn: &mut Connection) -> Result<usize> {
         .collect::<rusqlite::Result<_>>()?;
     for task in &tasks {
         clear(&tx, task)?;
-        let mut log = TaskLog {
-            task_id: task.clone(),
-            open: Block::starting_at(0),
-            sealed: Vec::new(),
-            dirty: false,
-        };
+        let mut log = TaskLog::new(task, 0);
         {
             let mut st = tx.prepare(
                 "SELECT offset, channel, timestamp_us, data FROM logs WHERE task_id = ?1 ORDER BY offset",
@@ -442,6 +506,9 @@ pub fn migrate_legacy(conn: &mut Connection) -> Result<usize> {
                     });
                 }
                 log.push(r.get::<_, i64>(1)? as u8, r.get(2)?, data);
+                if log.wants_seal() {
+                    log.persist(&tx)?;
+                }
             }
         }
         log.seal();
@@ -468,23 +535,38 @@ mod tests {
         tx.commit().unwrap();
     }
 
-    /// Lines of ~100 bytes on alternating channels, several blocks long.
-    fn fill(conn: &mut Connection, task: &str, lines: usize) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
+    fn rows(c: &Connection, task: &str, sealed: bool) -> i64 {
+        c.query_row(
+            "SELECT COUNT(*) FROM log_blocks WHERE task_id = ?1 AND sealed = ?2",
+            params![task, sealed],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// Lines of ~100 bytes on alternating channels, persisted every
+    /// `every` lines like the writer's flushes.
+    fn fill(
+        conn: &mut Connection,
+        task: &str,
+        lines: usize,
+        every: usize,
+    ) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
         let mut log = TaskLog::resume(conn, task).unwrap();
         let mut all = Vec::new();
         let mut recs = Vec::new();
         for i in 0..lines {
             let ch = if i % 7 == 0 { 2 } else { 1 };
             let line = format!(
-                "{i:08} {} the quick brown fox jumps over the lazy dog {}\n",
-                ch,
-                i * 31 % 997
+                "{i:08} {ch} the quick brown fox jumps over the lazy dog {} and then some more text {}\n",
+                i * 31 % 997,
+                i % 13
             )
             .into_bytes();
             assert_eq!(log.push(ch, i as i64, &line), all.len() as i64);
             all.extend_from_slice(&line);
             recs.push((ch, line));
-            if i % 500 == 0 {
+            if i % every == 0 || log.wants_seal() {
                 append(conn, &mut log);
             }
         }
@@ -492,14 +574,15 @@ mod tests {
         (all, recs)
     }
 
+    /// Lines for three blocks and a bit.
+    const THREE_BLOCKS: usize = 3 * BLOCK_BYTES / 100 + 5000;
+
     #[test]
     fn reads_back_byte_identical_across_blocks_and_channels() {
         let mut c = db();
-        let (all, recs) = fill(&mut c, "t1", 5000);
-        let blocks: i64 = c
-            .query_row("SELECT COUNT(*) FROM log_blocks", [], |r| r.get(0))
-            .unwrap();
-        assert!(blocks >= 3, "{blocks} blocks");
+        let (all, recs) = fill(&mut c, "t1", THREE_BLOCKS, 2000);
+        assert!(rows(&c, "t1", true) >= 3, "sealed blocks");
+        assert!(rows(&c, "t1", false) >= 1, "pieces of the open block");
         assert_eq!(len(&c, "t1").unwrap(), all.len() as i64);
         assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all);
         let back = read(&c, "t1", 0, i64::MAX).unwrap();
@@ -511,19 +594,20 @@ mod tests {
         let stored = stored_bytes(&c, None).unwrap();
         assert_eq!(stored, stored_bytes(&c, Some("t1")).unwrap());
         assert_eq!(stored_bytes(&c, Some("t2")).unwrap(), 0);
-        assert!(stored * 4 < all.len() as i64, "{stored} of {}", all.len());
+        assert!(stored * 10 < all.len() as i64, "{stored} of {}", all.len());
     }
 
     #[test]
     fn range_starting_and_ending_mid_block_and_mid_record() {
         let mut c = db();
-        let (all, _) = fill(&mut c, "t1", 8000);
-        let mid = BLOCK_BYTES as i64 / 2 + 17;
+        let (all, _) = fill(&mut c, "t1", THREE_BLOCKS, 700);
+        let block = BLOCK_BYTES as i64;
+        let mid = block / 2 + 17;
         for (a, n) in [
-            (mid, BLOCK_BYTES as i64),                   // crosses one boundary
-            (mid, 2 * BLOCK_BYTES as i64 + 5),           // spans a whole block
+            (mid, block),                                // crosses one boundary
+            (mid, 2 * block + 5),                        // spans a whole block
             (5, 3),                                      // inside one record
-            (all.len() as i64 - 256 * 1024, 256 * 1024), // the tail
+            (all.len() as i64 - 256 * 1024, 256 * 1024), // the tail, in pieces
             (all.len() as i64 - 10, 100),                // past the end
         ] {
             let want = &all[a as usize..((a + n) as usize).min(all.len())];
@@ -541,52 +625,143 @@ mod tests {
     }
 
     #[test]
-    fn resume_continues_the_open_block_and_tasks_stay_apart() {
+    fn flushes_store_pieces_merged_then_sealed_into_one_block() {
         let mut c = db();
-        let (mut all, _) = fill(&mut c, "t1", 100);
-        fill(&mut c, "t2", 300);
-        // A new writer (e.g. after a restart) continues the unsealed block.
+        let mut log = TaskLog::resume(&c, "t1").unwrap();
+        let mut all = Vec::new();
+        for i in 0..MAX_PIECES {
+            let line = format!("line {i}\n");
+            log.push(1, i as i64, line.as_bytes());
+            all.extend_from_slice(line.as_bytes());
+            append(&mut c, &mut log);
+            assert_eq!(rows(&c, "t1", false), i as i64 + 1, "one piece per flush");
+            assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all, "durable");
+        }
+        log.push(2, 99, b"one more\n");
+        all.extend_from_slice(b"one more\n");
+        append(&mut c, &mut log);
+        assert_eq!(rows(&c, "t1", false), 1, "pieces merged into one");
+        // A writer after a restart continues after the stored pieces.
         let mut log = TaskLog::resume(&c, "t1").unwrap();
         assert_eq!(log.len(), all.len() as i64);
-        log.push(1, 0, b"more\n");
-        all.extend_from_slice(b"more\n");
+        log.push(1, 100, b"after restart\n");
+        all.extend_from_slice(b"after restart\n");
         append(&mut c, &mut log);
-        let n: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM log_blocks WHERE task_id='t1'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "appended into the open block");
-        assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all);
-        // Sealing starts a new block at the end.
+        assert_eq!(rows(&c, "t1", false), 2);
         log.seal();
+        append(&mut c, &mut log);
+        assert_eq!((rows(&c, "t1", false), rows(&c, "t1", true)), (0, 1));
+        assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all);
+        let recs = read(&c, "t1", 0, i64::MAX).unwrap();
+        assert_eq!(recs.len(), MAX_PIECES + 2);
+        assert_eq!(
+            (recs[MAX_PIECES].channel, recs[MAX_PIECES].timestamp_us),
+            (2, 99)
+        );
+        // Sealing starts a new block at the end; a second seal is a no-op.
+        log.seal();
+        append(&mut c, &mut log);
         log.push(2, 0, b"x");
         append(&mut c, &mut log);
-        let n: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM log_blocks WHERE task_id='t1'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!((rows(&c, "t1", false), rows(&c, "t1", true)), (1, 1));
         assert_eq!(
             TaskLog::resume(&c, "t1").unwrap().len(),
             all.len() as i64 + 1
         );
+    }
+
+    #[test]
+    fn full_blocks_are_sealed_near_block_bytes_and_tasks_stay_apart() {
+        let mut c = db();
+        let (all, _) = fill(&mut c, "t1", THREE_BLOCKS, 300);
+        fill(&mut c, "t2", 300, 10);
+        let sizes: Vec<i64> = c
+            .prepare("SELECT raw_len FROM log_blocks WHERE task_id = 't1' AND sealed = 1")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(sizes.len(), 3, "{sizes:?}");
+        for s in sizes {
+            let s = s as usize;
+            assert!(
+                (BLOCK_BYTES - 64 * 1024..BLOCK_BYTES + 64 * 1024).contains(&s),
+                "{s}"
+            );
+        }
         let tx = c.transaction().unwrap();
         clear(&tx, "t1").unwrap();
         tx.commit().unwrap();
         assert_eq!(len(&c, "t1").unwrap(), 0);
+        assert!(all.len() > 2 * BLOCK_BYTES);
         assert!(len(&c, "t2").unwrap() > 0);
+    }
+
+    /// The bench's 100 MB log: 1,000,000 lines of 100 bytes.
+    fn build_line(i: u32) -> String {
+        let line = format!(
+            "[{:>6}.{:03}] CC src/module{:03}/file{:05}.c -> build/obj/file{:05}.o (-O2 -g -Wall)",
+            i / 1000,
+            i % 1000,
+            i % 97,
+            i,
+            i
+        );
+        format!("{line:<99}\n")
+    }
+
+    #[test]
+    fn a_100_mb_build_log_takes_at_most_3_mb_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("event.sqlite3");
+        let mut c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let mut log = TaskLog::resume(&c, "t1").unwrap();
+        // 64 KiB records as a builder sends them, flushed every 256 KiB.
+        let mut chunk = String::new();
+        let mut since_flush = 0;
+        for i in 0..1_000_000u32 {
+            chunk.push_str(&build_line(i));
+            if chunk.len() >= 64 * 1024 || i == 999_999 {
+                log.push(1, i as i64, chunk.as_bytes());
+                since_flush += chunk.len();
+                chunk.clear();
+                if since_flush >= 256 * 1024 {
+                    append(&mut c, &mut log);
+                    since_flush = 0;
+                }
+            }
+        }
+        log.seal();
+        append(&mut c, &mut log);
+        c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+        assert_eq!(len(&c, "t1").unwrap(), 100_000_000);
+        let pages: (i64, i64, i64) = (
+            c.pragma_query_value(None, "page_count", |r| r.get(0))
+                .unwrap(),
+            c.pragma_query_value(None, "freelist_count", |r| r.get(0))
+                .unwrap(),
+            stored_bytes(&c, None).unwrap(),
+        );
+        eprintln!("pages, free pages, blob bytes: {pages:?}");
+        let tail = read_bytes(&c, "t1", 100_000_000 - 256 * 1024, 256 * 1024).unwrap();
+        assert!(tail.ends_with(build_line(999_999).as_bytes()));
+        assert!(tail.starts_with(&build_line(997_378).as_bytes()[56..]));
+        drop(c);
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        eprintln!("100 MB log: {on_disk} bytes on disk");
+        assert!(on_disk <= 3_000_000, "{on_disk} bytes on disk");
     }
 
     #[test]
     fn corrupt_block_is_an_error_naming_task_and_offset() {
         let mut c = db();
-        fill(&mut c, "t1", 10);
+        fill(&mut c, "t1", 10, 1000);
         c.execute("UPDATE log_blocks SET end_offset = end_offset + 1", [])
             .unwrap();
         let e = read_bytes(&c, "t1", 0, 10).unwrap_err().to_string();

@@ -5,7 +5,11 @@
 //! blocks that changed in one transaction per event database at least every
 //! `log_flush_ms` or when 256 KiB are pending. Only after the commit is the
 //! flow-control credit returned to the sending connection, so credited
-//! bytes are durable. A task's log stays in memory only while it is being
+//! bytes survive a crash of the server. Commits do not fsync (WAL,
+//! `synchronous=NORMAL`); within [`CHECKPOINT_EVERY`] of a write the
+//! databases written are checkpointed and their WAL truncated, which syncs
+//! them, so logs survive power loss within about a second, and a finished
+//! task's event folder is back to its compressed size. A task's log stays in memory only while it is being
 //! written: one idle flush interval later it is dropped, with the event
 //! database handle it holds.
 
@@ -22,6 +26,8 @@ use crate::logstore::TaskLog;
 use crate::store::EventDb;
 
 const FLUSH_BYTES: usize = 256 * 1024;
+/// Longest time a written event database waits for its checkpoint.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Log bytes of one task, as received.
 pub struct LogChunk {
@@ -41,8 +47,16 @@ pub struct LogChunk {
 
 enum Cmd {
     Record(LogChunk),
-    Clear { db: Arc<EventDb>, task_id: String },
+    Clear {
+        db: Arc<EventDb>,
+        task_id: String,
+    },
     Flush(tokio::sync::oneshot::Sender<()>),
+    Finish {
+        db: Arc<EventDb>,
+        task_id: String,
+        ack: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// Handle of the writer thread.
@@ -80,6 +94,15 @@ impl LogWriter {
         self.send(Cmd::Clear { db, task_id });
     }
 
+    /// A task ended: write everything queued so far and seal its open log
+    /// block; resolves when committed. Its database is checkpointed soon
+    /// after.
+    pub async fn finish_task(&self, db: Arc<EventDb>, task_id: String) {
+        let (ack, rx) = tokio::sync::oneshot::channel();
+        self.send(Cmd::Finish { db, task_id, ack });
+        let _ = rx.await;
+    }
+
     /// Write everything queued so far; resolves when committed.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -108,23 +131,29 @@ struct Pending {
     bytes: usize,
     since: Option<Instant>,
     last_forget: Option<Instant>,
+    /// Databases written since their last checkpoint, by event id.
+    unsynced: HashMap<String, Arc<EventDb>>,
+    /// When they are checkpointed.
+    checkpoint_at: Option<Instant>,
 }
 
 impl Pending {
     fn flush(&mut self, feed: &ChangeFeed) {
         let mut by_event: HashMap<String, EventBatch<'_>> = HashMap::new();
-        for (task, w) in self.tasks.iter_mut() {
+        for (task, w) in self.tasks.iter_mut().filter(|(_, w)| w.log.is_dirty()) {
             by_event
                 .entry(w.db.id.to_string())
                 .or_insert_with(|| (w.db.clone(), Vec::new()))
                 .1
                 .push((task, w));
         }
+        let mut written = Vec::new();
         for (_, (db, mut writing)) in by_event {
             if let Err(e) = db.write_logs(writing.iter_mut().map(|(_, w)| &mut w.log)) {
                 tracing::error!(event = %db.id, cause = %e, "writing logs");
                 continue;
             }
+            written.push(db.clone());
             // One change per task: the byte range stored since the last one.
             for (task, w) in writing {
                 let end = w.log.len();
@@ -138,11 +167,52 @@ impl Pending {
                 }
             }
         }
+        for db in &written {
+            self.written(db);
+        }
         for (_, (tx, bytes)) in self.credits.drain() {
             let _ = tx.send(Outgoing::Credit(bytes));
         }
         self.bytes = 0;
         self.since = None;
+    }
+
+    fn written(&mut self, db: &Arc<EventDb>) {
+        self.unsynced
+            .entry(db.id.to_string())
+            .or_insert_with(|| db.clone());
+        self.checkpoint_at
+            .get_or_insert_with(|| Instant::now() + CHECKPOINT_EVERY);
+    }
+
+    /// Seal a finished task's log (in memory or reloaded) and write it.
+    fn finish(&mut self, feed: &ChangeFeed, db: Arc<EventDb>, task_id: &str) {
+        self.flush(feed);
+        let log = match self.tasks.remove(task_id) {
+            Some(w) => Ok(w.log),
+            None => db.resume_log(task_id),
+        };
+        let sealed = log.and_then(|mut log| {
+            log.seal();
+            db.write_logs([&mut log])
+        });
+        match sealed {
+            Ok(()) => self.written(&db),
+            Err(e) => tracing::error!(task = %task_id, cause = %e, "sealing log"),
+        }
+    }
+
+    /// Checkpoint and truncate the WAL of the databases written, if due.
+    fn checkpoint_if_due(&mut self) {
+        if self.checkpoint_at.is_none_or(|t| t > Instant::now()) {
+            return;
+        }
+        self.checkpoint_at = None;
+        for (_, db) in self.unsynced.drain() {
+            if let Err(e) = db.checkpoint() {
+                tracing::warn!(event = %db.id, cause = %e, "checkpointing event database");
+            }
+        }
     }
 
     /// Forget logs nobody wrote to since the previous call, at most once
@@ -159,7 +229,7 @@ impl Pending {
 fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
     let mut pending = Pending::default();
     loop {
-        let timeout = pending
+        let flush_in = pending
             .since
             .map(|t| flush_every.saturating_sub(t.elapsed()))
             .unwrap_or(if pending.tasks.is_empty() {
@@ -167,6 +237,9 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
             } else {
                 flush_every
             });
+        let timeout = pending.checkpoint_at.map_or(flush_in, |t| {
+            flush_in.min(t.saturating_duration_since(Instant::now()))
+        });
         match rx.recv_timeout(timeout) {
             Ok(Cmd::Record(LogChunk {
                 db,
@@ -219,14 +292,21 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                 pending.flush(&feed);
                 let _ = ack.send(());
             }
+            Ok(Cmd::Finish { db, task_id, ack }) => {
+                pending.finish(&feed, db, &task_id);
+                let _ = ack.send(());
+            }
             Err(RecvTimeoutError::Timeout) => {
                 pending.flush(&feed);
                 pending.forget_idle(flush_every);
             }
             Err(RecvTimeoutError::Disconnected) => {
                 pending.flush(&feed);
+                pending.checkpoint_at = Some(Instant::now());
+                pending.checkpoint_if_due();
                 return;
             }
         }
+        pending.checkpoint_if_due();
     }
 }

@@ -243,8 +243,9 @@ impl ConnState {
                         if self.upload.as_ref().is_some_and(|u| u.task_id == task_id) {
                             self.abort_upload("task finished during the upload");
                         }
-                        // Everything logged before this message is stored first.
-                        server.logs.flush().await;
+                        // Everything logged before this message is stored
+                        // first, the task's last log block sealed.
+                        server.logs.finish_task(db.clone(), task_id.clone()).await;
                         if let TaskResult::HandedBack { reason } = &result {
                             let notice = format!(
                                 "sai-server: task handed back by builder {}: {reason}; requeued without counting an attempt\n",

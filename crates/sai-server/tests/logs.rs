@@ -14,20 +14,26 @@ use sai_testkit::{FakeBuilder, TestServer, wait_for};
 
 const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
 
-/// Lines on alternating channels: the expected bytes and (channel, line).
+/// Records of 32 lines (~1.6 KB) on alternating channels: the expected
+/// bytes and (channel, record).
 fn lines(from: usize, n: usize) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
     let mut all = Vec::new();
     let mut recs = Vec::new();
     for i in from..from + n {
         let ch = if i % 5 == 0 { 2 } else { 1 };
-        let line = format!(
-            "{i:07} ch{ch} compiling module {} with flags -O{}\n",
-            i % 37,
-            i % 3
-        )
-        .into_bytes();
-        all.extend_from_slice(&line);
-        recs.push((ch, line));
+        let mut rec = Vec::new();
+        for l in 0..32 {
+            rec.extend_from_slice(
+                format!(
+                    "{i:07}.{l:02} ch{ch} compiling module {} with flags -O{}\n",
+                    (i + l) % 37,
+                    i % 3
+                )
+                .as_bytes(),
+            );
+        }
+        all.extend_from_slice(&rec);
+        recs.push((ch, rec));
     }
     (all, recs)
 }
@@ -63,8 +69,8 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     })
     .await
     .unwrap();
-    // ~340 KB: a few sealed blocks and an open one.
-    let (mut all, mut recs) = lines(0, 6000);
+    // ~6.7 MB: a sealed block (4 MiB raw) and pieces of the open one.
+    let (mut all, mut recs) = lines(0, 4000);
     for (ch, line) in &recs {
         b.log(&id, *ch, line).await.unwrap();
     }
@@ -84,7 +90,7 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
         .unwrap();
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, id);
-    let (more, more_recs) = lines(6000, 1500);
+    let (more, more_recs) = lines(4000, 1500);
     b.send(&BuilderMessage::Accept {
         task_id: id.clone(),
     })
@@ -113,10 +119,12 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     let (st, _, body) = raw(&s, &id, None).await;
     assert_eq!((st, body.len()), (200, all.len()));
     assert_eq!(body, all);
-    // Ranges starting and ending mid-block (blocks are 128 KiB raw) and
-    // mid-record, a suffix range (the tail) and an open-ended one.
+    // Ranges starting and ending mid-block (blocks are 4 MiB raw) and
+    // mid-record, one across the first block's end, a suffix range (the
+    // tail) and an open-ended one.
     let n = all.len();
     for (range, a, b_incl) in [
+        ("bytes=4000001-4500000".to_string(), 4_000_001, 4_500_000),
         (
             format!("bytes={}-{}", 65_537, 65_537 + 200_000),
             65_537,
@@ -167,25 +175,37 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     let text = mid["records"][0]["text"].as_str().unwrap();
     assert!(all[200_003..].starts_with(text.as_bytes()));
 
-    // The event folder holds the log compressed.
-    let st = s.guard.stop().unwrap();
-    assert!(st.success());
+    // Once the task is done its event database is checkpointed: the WAL
+    // is cut back and the folder holds the log compressed.
     let ev_dir = std::fs::read_dir(cfg.data_dir.clone() + "/events")
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
+    let wal = ev_dir.join("event.sqlite3-wal");
+    wait_for("event WAL truncated after the task ended", T, || async {
+        (std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let folder = std::fs::metadata(ev_dir.join("event.sqlite3"))
+        .unwrap()
+        .len();
+    assert!((folder as usize) * 10 < n, "{folder} bytes for {n}");
+    let st = s.guard.stop().unwrap();
+    assert!(st.success());
     let db = rusqlite::Connection::open(ev_dir.join("event.sqlite3")).unwrap();
-    let (blocks, stored): (i64, i64) = db
+    let (blocks, pieces, stored): (i64, i64, i64) = db
         .query_row(
-            "SELECT COUNT(*), SUM(length(data)) FROM log_blocks",
+            "SELECT COUNT(*), COUNT(*) - SUM(sealed), SUM(length(data)) FROM log_blocks",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert!(blocks >= 3, "{blocks} blocks");
-    assert!((stored as usize) * 4 < n, "{stored} bytes stored for {n}");
+    assert!(blocks >= 2, "{blocks} blocks");
+    assert_eq!(pieces, 0, "the finished task's last block is sealed");
+    assert!((stored as usize) * 10 < n, "{stored} bytes stored for {n}");
 }
 
 /// Event databases the server process has open now (not counting one

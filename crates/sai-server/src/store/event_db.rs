@@ -229,6 +229,13 @@ impl EventDb {
         Ok(())
     }
 
+    /// Copy the WAL into the database file, sync it and truncate the WAL.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn()
+            .pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        Ok(())
+    }
+
     /// Artifacts of a task.
     pub fn artifacts(&self, task_id: &str) -> Result<Vec<ArtifactRow>, StoreError> {
         let conn = self.conn();
