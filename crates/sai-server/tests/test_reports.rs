@@ -43,6 +43,22 @@ const LAUGHS: &str = r#"<?xml version="1.0"?>
 ]>
 <testsuite><testcase name="boom"><failure>&lol9;</failure></testcase></testsuite>"#;
 
+/// The answer conforms to the served OpenAPI schema `name` and
+/// deserialises into the `sai_core::api` type (which refuses unknown fields).
+async fn conforms<T: serde::de::DeserializeOwned>(
+    server: &sai_testkit::TestServer,
+    name: &str,
+    answer: &Value,
+) -> T {
+    let (_, doc) = get(server, "/api/openapi.json").await;
+    let mut schema = doc.clone();
+    schema["$ref"] = serde_json::json!(format!("#/components/schemas/{name}"));
+    let v = jsonschema::validator_for(&schema).expect("the served schemas compile");
+    let errors: Vec<String> = v.iter_errors(answer).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{answer}");
+    serde_json::from_value(answer.clone()).unwrap_or_else(|e| panic!("{name}: {e}\n{answer}"))
+}
+
 async fn builder(server: &sai_testkit::TestServer) -> FakeBuilder {
     let token = server.builder_token("b1", &[LINUX]).unwrap();
     FakeBuilder::start(&server.builder_url(), &token, "b1", &[(LINUX, 1)])
@@ -165,6 +181,7 @@ async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_
     // Each refused report says why; the good one's cases are stored.
     let (st, tests) = get(s, &format!("/api/tasks/{id}/tests")).await;
     assert_eq!(st, 200, "{tests}");
+    let _: sai_core::api::TaskTests = conforms(s, "TaskTests", &tests).await;
     let refused = |name: &str| -> String {
         tests["reports"]
             .as_array()
@@ -212,11 +229,23 @@ async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_
 
     // The event lists the failing test with its platform.
     let (_, et) = get(s, &format!("/api/events/{ev}/tests")).await;
+    let _: sai_core::api::EventTests = conforms(s, "EventTests", &et).await;
     let failed = et["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 1, "{et}");
     assert_eq!(failed[0]["name"], "divides");
     assert_eq!(failed[0]["platforms"], serde_json::json!([LINUX]));
     assert_eq!(failed[0]["flaky"], false);
+
+    // The history: one failed run, at this commit, not flaky.
+    let (st, h) = get(s, "/api/projects/proj/tests?suite=divides&name=divides").await;
+    assert_eq!(st, 200, "{h}");
+    let h: sai_core::api::TestHistory = conforms(s, "TestHistory", &h).await;
+    assert_eq!(h.runs.len(), 1);
+    assert_eq!(h.runs[0].task_id, id);
+    assert!(!h.flaky);
+    let (st, e) = get(s, "/api/projects/proj/tests?suite=divides").await;
+    assert_eq!(st, 400, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("name="), "{e}");
 }
 
 /// Accept the next offer, wait `ms`, report success; returns the task id.
@@ -299,6 +328,7 @@ async fn estimates_come_from_recorded_history_within_its_spread_and_none_without
     let offer = b.offer(T).await.unwrap();
     b.accept(&offer.task_id).await.unwrap();
     let e = event(s, &ev).await;
+    let _: sai_core::api::Event = conforms(s, "Event", &e).await;
     let t = default_task(&e);
     assert_eq!(t["id"], offer.task_id.as_str(), "default runs first");
     let est = t["estimate_ms"].as_i64().unwrap_or_else(|| panic!("{e}"));
