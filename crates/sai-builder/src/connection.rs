@@ -284,11 +284,23 @@ impl LinkSender {
         task_id: &str,
         artifact: &Artifact,
     ) -> Result<(), ArtifactSendError> {
+        self.send_upload(task_id, artifact, false).await
+    }
+
+    /// [`Self::send_artifact`], with `artifact_begin.test_report` set when
+    /// the file is a JUnit XML test report.
+    pub async fn send_upload(
+        &self,
+        task_id: &str,
+        artifact: &Artifact,
+        test_report: bool,
+    ) -> Result<(), ArtifactSendError> {
         self.send(&BuilderMessage::ArtifactBegin {
             task_id: task_id.to_string(),
             name: artifact.name.clone(),
             size: artifact.size,
             sha256: artifact.sha256.clone(),
+            test_report,
         })
         .await?;
         let mut reader = ChunkReader::open(&artifact.path, MAX_FRAME_PAYLOAD).await?;

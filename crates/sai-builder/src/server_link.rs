@@ -493,6 +493,7 @@ fn admit(
 
 /// Send one task event to the server.
 async fn forward(ev: TaskEvent, id: &str, sender: &LinkSender) -> Result<(), LinkClosed> {
+    let test_report = matches!(ev, TaskEvent::TestReport(_));
     match ev {
         TaskEvent::Log(chunk) => sender.send_log(id, chunk).await,
         TaskEvent::StepStarted { step } => {
@@ -517,19 +518,26 @@ async fn forward(ev: TaskEvent, id: &str, sender: &LinkSender) -> Result<(), Lin
                 })
                 .await
         }
-        TaskEvent::Artifact(a) => match sender.send_artifact(id, &a).await {
-            Ok(()) => Ok(()),
-            Err(ArtifactSendError::Closed(c)) => Err(c),
-            Err(e) => {
-                tracing::warn!(task = id, artifact = %a.name, "artifact not uploaded: {e}");
-                sender
-                    .send_log(
-                        id,
-                        LogChunk::notice(format!("artifact {} not uploaded: {e}", a.name)),
-                    )
-                    .await
+        TaskEvent::Artifact(a) | TaskEvent::TestReport(a) => {
+            match sender.send_upload(id, &a, test_report).await {
+                Ok(()) => Ok(()),
+                Err(ArtifactSendError::Closed(c)) => Err(c),
+                Err(e) => {
+                    let what = if test_report {
+                        "test report"
+                    } else {
+                        "artifact"
+                    };
+                    tracing::warn!(task = id, artifact = %a.name, "{what} not uploaded: {e}");
+                    sender
+                        .send_log(
+                            id,
+                            LogChunk::notice(format!("{what} {} not uploaded: {e}", a.name)),
+                        )
+                        .await
+                }
             }
-        },
+        }
     }
 }
 

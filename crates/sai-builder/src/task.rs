@@ -11,7 +11,8 @@
 //!    environment ([`crate::env`]);
 //! 4. runs the steps in order ([`crate::step_runner`]) until one fails, with
 //!    the task's log budget shared by its steps;
-//! 5. after success, scans the artifact globs ([`crate::artifacts`]).
+//! 5. after the steps, passed or failed, scans the test report globs, and
+//!    after success the artifact globs ([`crate::artifacts`]).
 //!
 //! Everything the server must hear about is sent as [`TaskEvent`]s, in
 //! order; the return value is the [`TaskResult`] for `task_finished`.
@@ -61,6 +62,8 @@ pub fn describe_result(result: &TaskResult) -> String {
 pub const EXIT_TIMED_OUT: i32 = 124;
 /// Exit code reported for a step killed for exceeding the log budget.
 pub const EXIT_LOG_LIMIT: i32 = 125;
+/// Largest test report uploaded (the server parses at most this much).
+pub const MAX_TEST_REPORT_BYTES: u64 = 8 << 20;
 /// Time log proxies get to deliver bytes written just before a task ended.
 const PROXY_DRAIN: Duration = Duration::from_secs(1);
 
@@ -128,6 +131,8 @@ pub enum TaskEvent {
     },
     /// A file to upload (only after every step succeeded).
     Artifact(Artifact),
+    /// A JUnit XML test report to upload (after the steps, passed or failed).
+    TestReport(Artifact),
 }
 
 fn exit_code(outcome: StepOutcome) -> i32 {
@@ -345,6 +350,33 @@ async fn run_inner(
     proxy.shutdown(PROXY_DRAIN).await;
     let _ = proxy_forwarder.await;
     drop(instance);
+
+    // Test reports: also (above all) when a step failed.
+    if matches!(result, TaskResult::Success | TaskResult::Failed { .. })
+        && !offer.test_reports.is_empty()
+    {
+        let (dir, patterns) = (src.clone(), offer.test_reports.clone());
+        match tokio::task::spawn_blocking(move || scan(&dir, &patterns)).await {
+            Ok(found) => {
+                for n in found.notices {
+                    notice(format!("test reports: {n}")).await;
+                }
+                for a in found.artifacts {
+                    if a.size > MAX_TEST_REPORT_BYTES {
+                        notice(format!(
+                            "Test report {} not uploaded: {} bytes, more than {MAX_TEST_REPORT_BYTES}",
+                            a.name, a.size
+                        ))
+                        .await;
+                        continue;
+                    }
+                    notice(format!("Test report {} ({} bytes)", a.name, a.size)).await;
+                    let _ = events.send(TaskEvent::TestReport(a)).await;
+                }
+            }
+            Err(e) => notice(format!("test report scan failed: {e}")).await,
+        }
+    }
 
     // Artifacts.
     if result == TaskResult::Success && !offer.artifacts.is_empty() {

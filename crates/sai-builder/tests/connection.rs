@@ -297,8 +297,10 @@ async fn artifacts_are_sent_as_begin_frames_end() {
                 name,
                 size,
                 sha256,
+                test_report,
             } => {
                 assert_eq!(task_id, TID);
+                assert!(!test_report, "a plain artifact is not a test report");
                 (name, size, sha256)
             }
             other => panic!("{other:?}"),

@@ -50,6 +50,7 @@ fn offer(n: u32, origin: &Path, hash: &str, steps: &[&str]) -> TaskOffer {
         artifacts: vec!["build/*.bin".into()],
         packages: vec![],
         attempt: 1,
+        test_reports: vec![],
     }
 }
 
@@ -139,6 +140,48 @@ async fn a_successful_task_reports_steps_logs_and_artifacts_in_order() {
     assert!(
         ctx.layout.src_dir(&vn).join("build/out.bin").exists(),
         "job dir kept"
+    );
+}
+
+#[tokio::test]
+async fn test_reports_are_uploaded_after_a_failing_step_and_artifacts_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, hash) = origin(tmp.path());
+    let ctx = context(tmp.path());
+    let mut o = offer(
+        4,
+        &origin,
+        &hash,
+        &[
+            "./build.sh",
+            "mkdir -p build/Testing/x && echo '<testsuite/>' > build/Testing/x/junit.xml && exit 3",
+        ],
+    );
+    o.test_reports = vec!["build/Testing/**/*.xml".into(), "nothing/*.xml".into()];
+    let (result, events) = run(&ctx, &o, CancellationToken::new()).await;
+    assert_eq!(
+        result,
+        TaskResult::Failed {
+            exit_code: 3,
+            step: 1
+        }
+    );
+    let reports: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TaskEvent::TestReport(a) => Some(a.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, ["build/Testing/x/junit.xml"]);
+    assert!(
+        !events.iter().any(|e| matches!(e, TaskEvent::Artifact(_))),
+        "artifacts only after success"
+    );
+    let notices = text(&events, CH_NOTICE);
+    assert!(
+        notices.contains("\"nothing/*.xml\" matched no file"),
+        "{notices}"
     );
 }
 

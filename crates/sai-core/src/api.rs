@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::junit::TestOutcome;
 use crate::task::{EventState, TaskState};
 
 /// An error answer: `{"error": ..., "detail"?: ...}`.
@@ -69,6 +70,13 @@ pub struct Event {
     /// Tasks per state (`GET /api/events/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_states: Option<BTreeMap<TaskState, usize>>,
+    /// When the event is expected to be done (unix ms; `GET /api/events/{id}`
+    /// of an open event only): per platform, the estimated work queued up to
+    /// it divided by the instances builders offer (docs/web.md, "Estimates").
+    /// Absent when any of that work has no history or no builder offers one
+    /// of its platforms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_finish: Option<i64>,
 }
 
 /// A task: one configuration on one platform.
@@ -135,6 +143,11 @@ pub struct Task {
     /// Compressed bytes the log takes on disk (`GET /api/tasks/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_stored_bytes: Option<i64>,
+    /// Expected duration of a waiting or running task (ms): the median of
+    /// the latest successful runs of its project, configuration and
+    /// platform. Absent without such history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_ms: Option<i64>,
 }
 
 /// An uploaded artifact.
@@ -253,4 +266,137 @@ pub enum HookReply {
         /// Why.
         ignored: String,
     },
+}
+
+/// One test case of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// Suite (JUnit `classname`, or the enclosing `testsuite`).
+    pub suite: String,
+    /// Name.
+    pub name: String,
+    /// Result.
+    pub result: TestOutcome,
+    /// Duration (ms), when the report gives it.
+    pub duration_ms: Option<i64>,
+    /// Why it failed, errored or was skipped (the end of it, when long).
+    pub message: Option<String>,
+    /// The report file it came from.
+    pub report: String,
+}
+
+/// One test report a task uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestReport {
+    /// File name (also downloadable among the task's artifacts).
+    pub name: String,
+    /// Test cases recorded from it.
+    pub cases: i64,
+    /// Why it was refused (not well-formed, too large, a DTD...), if it was.
+    pub refused: Option<String>,
+    /// Arrival (unix ms).
+    pub created: i64,
+}
+
+/// `GET /api/tasks/{id}/tests`: a task's test results, failed first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTests {
+    /// The task.
+    pub task_id: String,
+    /// Test cases per result.
+    pub counts: BTreeMap<TestOutcome, usize>,
+    /// Reports uploaded.
+    pub reports: Vec<TestReport>,
+    /// Test cases: failed, errored, passed, skipped; report order inside.
+    pub cases: Vec<TestCase>,
+}
+
+/// Where a test failed in an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestFailure {
+    /// The task.
+    pub task_id: String,
+    /// Its configuration.
+    pub configuration: String,
+    /// Its platform.
+    pub platform: String,
+    /// `fail` or `error`.
+    pub result: TestOutcome,
+    /// The message.
+    pub message: Option<String>,
+}
+
+/// A test that failed in at least one task of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailedTest {
+    /// Suite.
+    pub suite: String,
+    /// Name.
+    pub name: String,
+    /// Platforms it failed on, sorted.
+    pub platforms: Vec<String>,
+    /// It also passed at this commit somewhere (another task, or a rebuild).
+    pub flaky: bool,
+    /// Each failure.
+    pub failures: Vec<TestFailure>,
+}
+
+/// `GET /api/events/{id}/tests`: the tests that failed anywhere in an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventTests {
+    /// The event.
+    pub event_id: String,
+    /// Test cases per result over all its tasks.
+    pub counts: BTreeMap<TestOutcome, usize>,
+    /// Failed tests, by suite and name.
+    pub failed: Vec<FailedTest>,
+}
+
+/// One recorded run of a test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRun {
+    /// Event.
+    pub event_id: String,
+    /// Task.
+    pub task_id: String,
+    /// Commit.
+    pub hash: String,
+    /// Ref.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Configuration.
+    pub configuration: String,
+    /// Platform.
+    pub platform: String,
+    /// Result.
+    pub result: TestOutcome,
+    /// Duration (ms).
+    pub duration_ms: Option<i64>,
+    /// When it was recorded (unix ms).
+    pub recorded: i64,
+}
+
+/// `GET /api/projects/{name}/tests?suite=..&name=..`: a test's recent runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestHistory {
+    /// Project.
+    pub project: String,
+    /// Suite.
+    pub suite: String,
+    /// Name.
+    pub name: String,
+    /// Some commit among the runs both failed and passed it.
+    pub flaky: bool,
+    /// Those commits.
+    pub flaky_commits: Vec<String>,
+    /// Runs, newest first (rebuilt tasks' earlier runs included).
+    pub runs: Vec<TestRun>,
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod artifact_name;
 pub mod config;
 pub mod jsonc;
+pub mod junit;
 pub mod notification;
 pub mod platform;
 pub mod protocol;

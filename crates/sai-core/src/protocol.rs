@@ -140,6 +140,12 @@ pub enum BuilderMessage {
         size: u64,
         /// Lowercase hex sha256 of the content.
         sha256: String,
+        /// The file is a JUnit XML test report (the saifile's
+        /// `test_reports`), uploaded after the steps whether they passed or
+        /// failed; the server stores it like an artifact and records its test
+        /// cases. Absent (false) for plain artifacts; older servers ignore it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        test_report: bool,
     },
     /// All bytes of the open artifact were sent.
     ArtifactEnd {
@@ -269,6 +275,11 @@ pub struct TaskOffer {
     pub packages: Vec<String>,
     /// 1 for the first try; higher after infrastructure failures.
     pub attempt: u32,
+    /// JUnit XML report globs, relative to the checkout, to upload after the
+    /// steps (passed or failed) with `artifact_begin.test_report`. Absent
+    /// when the configuration has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_reports: Vec<String>,
 }
 
 /// Kind of a binary frame.

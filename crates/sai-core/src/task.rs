@@ -404,6 +404,8 @@ pub struct Task {
     pub last_updated: i64,
     /// What happened so far.
     pub run: RunRecord,
+    /// JUnit XML report globs (the saifile's `test_reports`).
+    pub test_reports: Vec<String>,
 }
 
 impl Task {

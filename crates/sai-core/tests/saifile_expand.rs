@@ -160,6 +160,27 @@ fn artifacts_and_packages_are_split_lists() {
 }
 
 #[test]
+fn test_reports_are_a_split_list_and_absent_by_default() {
+    let src = r#"{"platforms": {"a/x/gcc": {"build": "make"}},
+      "configurations": {
+        "tested": {"test_reports": "build/Testing/**/*.xml, out/junit.xml,"},
+        "plain": {}
+      }}"#;
+    let sf = saifile::parse("t.sai.json", src.as_bytes()).unwrap();
+    assert!(sf.warnings().is_empty(), "{:?}", sf.warnings());
+    let tasks = sf.expand(None).unwrap();
+    assert_eq!(
+        tasks[0].test_reports,
+        ["build/Testing/**/*.xml", "out/junit.xml"]
+    );
+    assert!(tasks[1].test_reports.is_empty());
+    let plain = serde_json::to_value(&tasks[1]).unwrap();
+    assert!(plain.get("test_reports").is_none(), "{plain}");
+    let tested = serde_json::to_value(&tasks[0]).unwrap();
+    assert_eq!(tested["test_reports"][1], "out/junit.xml");
+}
+
+#[test]
 fn task_json_has_exactly_four_keys_unless_there_are_packages() {
     let plain = TaskSpec {
         configuration: "c".into(),
@@ -167,6 +188,7 @@ fn task_json_has_exactly_four_keys_unless_there_are_packages() {
         steps: vec!["make".into()],
         artifacts: vec![],
         packages: vec![],
+        test_reports: vec![],
     };
     let v = serde_json::to_value(&plain).unwrap();
     let keys: Vec<_> = v.as_object().unwrap().keys().map(String::as_str).collect();

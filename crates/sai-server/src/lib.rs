@@ -26,6 +26,7 @@ pub mod api;
 pub mod auth;
 pub mod changes;
 pub mod error;
+pub mod eta;
 pub mod handle_cache;
 pub mod hook;
 pub mod link;
@@ -35,6 +36,7 @@ pub mod logw;
 pub mod sched;
 pub mod store;
 pub mod supervise;
+pub mod test_reports;
 /// TLS termination, shared with sai-web: the `sai-https` crate.
 pub use sai_https as tls;
 pub mod token_cli;

@@ -26,6 +26,7 @@ use crate::link::Outgoing;
 use crate::logw::LogChunk;
 use crate::sched::{ConnId, GoneCause, Lookup};
 use crate::store::sanitise_artifact_name;
+use sai_core::task::TaskState;
 
 /// Handle an upgrade request: authenticate, then upgrade.
 pub fn upgrade(
@@ -133,6 +134,7 @@ fn check_hello(ident: &Identity, text: &str) -> Result<BuilderMessage, (u16, Str
 
 struct Upload {
     task_id: String,
+    test_report: bool,
     name: String,
     size: u64,
     sha256: String,
@@ -235,11 +237,12 @@ impl ConnState {
                 name,
                 size,
                 sha256,
-            } => self.artifact_begin(task_id, name, size, sha256),
+                test_report,
+            } => self.artifact_begin(task_id, name, size, sha256, test_report),
             BuilderMessage::ArtifactEnd { task_id } => self.artifact_end(&task_id).await,
             BuilderMessage::TaskFinished { task_id, result } => {
                 match self.lookup(&task_id) {
-                    Lookup::Assigned(db, _) => {
+                    Lookup::Assigned(db, project) => {
                         if self.upload.as_ref().is_some_and(|u| u.task_id == task_id) {
                             self.abort_upload("task finished during the upload");
                         }
@@ -252,7 +255,7 @@ impl ConnState {
                                 self.name
                             );
                             server.logs.record(LogChunk {
-                                db,
+                                db: db.clone(),
                                 task_id: task_id.clone(),
                                 channel: CHANNEL_NOTICE,
                                 timestamp_us: crate::store::now_ms() * 1000,
@@ -261,6 +264,7 @@ impl ConnState {
                             });
                         }
                         server.sched_do(|s, now| s.finished(now, cid, &task_id, &result));
+                        record_duration(&server, &db, &project, &task_id);
                     }
                     Lookup::Cancelled => {}
                     Lookup::Unknown => self.not_yours(&task_id),
@@ -270,7 +274,14 @@ impl ConnState {
         Ok(())
     }
 
-    fn artifact_begin(&mut self, task_id: String, name: String, size: u64, sha256: String) {
+    fn artifact_begin(
+        &mut self,
+        task_id: String,
+        name: String,
+        size: u64,
+        sha256: String,
+        test_report: bool,
+    ) {
         let Lookup::Assigned(db, _) = self.lookup(&task_id) else {
             return self.not_yours(&task_id);
         };
@@ -299,6 +310,7 @@ impl ConnState {
             Ok(file) => {
                 self.upload = Some(Upload {
                     task_id,
+                    test_report,
                     name: clean,
                     size,
                     sha256: sha256.to_ascii_lowercase(),
@@ -353,6 +365,8 @@ impl ConnState {
             });
         if let Err(e) = res {
             self.error(Some(task_id), format!("storing artifact {}: {e}", u.name));
+        } else if u.test_report {
+            crate::test_reports::ingest(&self.server, &u.db, task_id, &u.name, fin).await;
         }
     }
 
@@ -404,6 +418,33 @@ impl ConnState {
             }
         }
         Ok(())
+    }
+}
+
+/// Add a task that just ended (passed or failed) to its duration history.
+fn record_duration(server: &Server, db: &crate::store::EventDb, project: &str, task_id: &str) {
+    let task = match db.task(task_id) {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
+        Err(e) => return tracing::error!(cause = %e, "reading finished task"),
+    };
+    let run = &task.run;
+    let (Some(started), Some(ended)) = (run.started, run.ended) else {
+        return;
+    };
+    if !matches!(run.state, TaskState::Success | TaskState::Failed) || ended < started {
+        return;
+    }
+    let key = crate::store::durations::DurationKey {
+        project,
+        configuration: &task.configuration,
+        platform: &task.platform,
+    };
+    if let Err(e) = server
+        .store
+        .record_duration(key, task_id, run.state, ended - started, ended)
+    {
+        tracing::error!(cause = %e, "recording task duration");
     }
 }
 

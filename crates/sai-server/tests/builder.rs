@@ -424,6 +424,7 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
         name: "x.bin".into(),
         size: 3,
         sha256: "00".repeat(32),
+        test_report: false,
     })
     .await
     .unwrap();

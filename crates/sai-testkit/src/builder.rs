@@ -316,11 +316,27 @@ impl FakeBuilder {
 
     /// Upload an artifact.
     pub async fn artifact(&mut self, task_id: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        self.upload(task_id, name, bytes, false).await
+    }
+
+    /// Upload a JUnit XML test report (`artifact_begin.test_report`).
+    pub async fn test_report(&mut self, task_id: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        self.upload(task_id, name, bytes, true).await
+    }
+
+    async fn upload(
+        &mut self,
+        task_id: &str,
+        name: &str,
+        bytes: &[u8],
+        test_report: bool,
+    ) -> Result<()> {
         self.send(&BuilderMessage::ArtifactBegin {
             task_id: task_id.into(),
             name: name.into(),
             size: bytes.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            test_report,
         })
         .await?;
         self.frames(FrameKind::Artifact, task_id, 0, bytes).await?;

@@ -383,13 +383,20 @@ async fn handle(app: &Arc<App>, req: Request) -> Response {
             }
         }
         (Method::GET, ["e", id]) => match app.upstream.event(id, &viewer).await {
-            Ok(d) => page(StatusCode::OK, pages::event(&ctx, &d)),
+            Ok(d) => {
+                let tests = app.upstream.event_tests(id, &viewer).await.ok();
+                page(StatusCode::OK, pages::event(&ctx, &d, tests.as_ref()))
+            }
             Err(e) => upstream_failed(e),
         },
         (Method::GET, ["t", id]) => match app.upstream.task(id, &viewer).await {
             Ok(t) => {
                 let builders = app.upstream.builders(&viewer).await.unwrap_or_default();
-                page(StatusCode::OK, pages::task(&ctx, &t, &builders))
+                let tests = app.upstream.task_tests(id, &viewer).await.ok();
+                page(
+                    StatusCode::OK,
+                    pages::task(&ctx, &t, &builders, tests.as_ref()),
+                )
             }
             Err(e) => upstream_failed(e),
         },

@@ -9,6 +9,8 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use crate::assets;
 use crate::session::Session;
 use crate::upstream::{Builder, EventDetail, Task};
+use sai_core::api::{EventTests, TaskTests};
+use sai_core::junit::TestOutcome;
 
 /// What every page needs to know about the request.
 pub struct PageCtx<'a> {
@@ -330,8 +332,60 @@ fn action(session: &Session, path: &str, label: &str, id: &str, confirm_class: &
     }
 }
 
+/// The tests that failed anywhere in an event, with their platforms.
+pub fn event_tests(t: &EventTests) -> Markup {
+    html! {
+        @if !t.failed.is_empty() {
+            section #failed-tests {
+                h2 { "Failed tests (" (t.failed.len()) ")" }
+                table.tests {
+                    thead { tr { th { "test" } th { "platforms" } th { "message" } } }
+                    tbody { @for f in &t.failed {
+                        tr.test {
+                            td { span.suite { (f.suite) } " " b.name { (f.name) }
+                                @if f.flaky { " " span.badge.flaky title="also passed at this commit" { "flaky" } } }
+                            td.platforms { @for p in &f.platforms { code { (p) } " " } }
+                            td { @if let Some(m) = f.failures.first().and_then(|x| x.message.as_deref()) { pre.msg { (m) } } }
+                        }
+                    } }
+                }
+            }
+        }
+    }
+}
+
+/// A task's test results: failed tests with their messages first, then a
+/// count of the rest, and refused reports with their reason.
+pub fn task_tests(t: &TaskTests) -> Markup {
+    let failed: Vec<_> = t.cases.iter().filter(|c| c.result.is_failure()).collect();
+    let count = |r: TestOutcome| t.counts.get(&r).copied().unwrap_or(0);
+    html! {
+        @if !t.reports.is_empty() {
+            section #tests {
+                h2 { "Tests" }
+                p #test-counts { (count(TestOutcome::Pass)) " passed, " (failed.len()) " failed, " (count(TestOutcome::Skip)) " skipped" }
+                @for r in t.reports.iter().filter(|r| r.refused.is_some()) {
+                    p.refused { "report " code { (r.name) } " refused: " (r.refused.as_deref().unwrap_or("")) }
+                }
+                @if !failed.is_empty() {
+                    table.tests {
+                        thead { tr { th { "test" } th { "result" } th { "message" } } }
+                        tbody { @for c in &failed {
+                            tr.test.failed {
+                                td { span.suite { (c.suite) } " " b.name { (c.name) } }
+                                td { (c.result.as_str()) }
+                                td { @if let Some(m) = &c.message { pre.msg { (m) } } }
+                            }
+                        } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The event page.
-pub fn event(ctx: &PageCtx, d: &EventDetail) -> Markup {
+pub fn event(ctx: &PageCtx, d: &EventDetail, tests: Option<&EventTests>) -> Markup {
     let e = &d.event;
     layout(
         ctx,
@@ -341,6 +395,9 @@ pub fn event(ctx: &PageCtx, d: &EventDetail) -> Markup {
         html! {
             h1 { (e.project) " " (short_ref(&e.git_ref)) " " code { (e.hash.get(..12).unwrap_or(&e.hash)) } }
             div #event-card data-live="event-card" { (event_card(ctx.now_ms, d)) }
+            @if let Some(f) = d.expected_finish {
+                p #expected-finish { "expected to finish " time.at datetime=(f) { "in " (duration((f - ctx.now_ms).max(0))) } }
+            }
             @if let Some(s) = ctx.session {
                 div.actions {
                     (action(s, &format!("/e/{}/rebuild", e.id), "Rebuild all", "rebuild-event", ""))
@@ -348,6 +405,7 @@ pub fn event(ctx: &PageCtx, d: &EventDetail) -> Markup {
                 }
             }
             (matrix(&d.tasks))
+            @if let Some(t) = tests { (event_tests(t)) }
         },
     )
 }
@@ -413,6 +471,9 @@ pub fn task_info(now_ms: i64, t: &Task, builders: &[Builder]) -> Markup {
                 dt { "builder" } dd { (t.builder.as_deref().unwrap_or("-")) }
                 dt { "attempt" } dd { (t.attempt) @if t.infra_failures > 0 { " (" (t.infra_failures) " infrastructure failures)" } }
                 dt { "created" } dd { time.age datetime=(t.created) { (age(now_ms, t.created)) } }
+                @if let Some(e) = t.estimate_ms.filter(|_| !t.is_terminal()) {
+                    dt { "estimate" } dd #estimate { "about " (duration(e)) }
+                }
                 @if let Some(s) = t.started {
                     dt { "started" } dd { time.age datetime=(s) { (age(now_ms, s)) } }
                     dt { "duration" } dd #duration {
@@ -445,7 +506,7 @@ pub fn task_info(now_ms: i64, t: &Task, builders: &[Builder]) -> Markup {
 }
 
 /// The task page with its log viewer.
-pub fn task(ctx: &PageCtx, t: &Task, builders: &[Builder]) -> Markup {
+pub fn task(ctx: &PageCtx, t: &Task, builders: &[Builder], tests: Option<&TaskTests>) -> Markup {
     layout(
         ctx,
         &format!("{} {}", t.configuration, t.platform),
@@ -460,6 +521,7 @@ pub fn task(ctx: &PageCtx, t: &Task, builders: &[Builder]) -> Markup {
                 }
             }
             (task_info(ctx.now_ms, t, builders))
+            @if let Some(tt) = tests { (task_tests(tt)) }
             h2 { "Log" }
             div.logbar {
                 label { input #follow type="checkbox" checked; " follow" }
@@ -592,6 +654,7 @@ mod tests {
             steps: vec![],
             artifacts: vec![],
             log_bytes: 0,
+            estimate_ms: None,
         };
         let html = matrix(&[t]).into_string();
         assert!(!html.contains("<script>x"));

@@ -48,6 +48,9 @@ pub struct EventDetail {
     /// Count of tasks per state.
     #[serde(default)]
     pub task_states: BTreeMap<String, usize>,
+    /// When the event is expected to be done (unix ms), if estimable.
+    #[serde(default)]
+    pub expected_finish: Option<i64>,
 }
 
 /// A task as listed in an event, or in full from `/api/tasks/{id}`.
@@ -108,6 +111,9 @@ pub struct Task {
     /// Log size in bytes (full task only).
     #[serde(default)]
     pub log_bytes: u64,
+    /// Expected duration (ms) of a waiting or running task, from history.
+    #[serde(default)]
+    pub estimate_ms: Option<i64>,
 }
 
 impl Task {
@@ -335,6 +341,30 @@ impl Upstream {
             return Err(UpstreamError::NotFound);
         }
         self.get(&format!("/api/events/{id}"), viewer).await
+    }
+
+    /// A task's test results, failed first.
+    pub async fn task_tests(
+        &self,
+        id: &str,
+        viewer: &Viewer,
+    ) -> Result<sai_core::api::TaskTests, UpstreamError> {
+        if !is_hex_id(id, 64) {
+            return Err(UpstreamError::NotFound);
+        }
+        self.get(&format!("/api/tasks/{id}/tests"), viewer).await
+    }
+
+    /// The tests that failed anywhere in an event.
+    pub async fn event_tests(
+        &self,
+        id: &str,
+        viewer: &Viewer,
+    ) -> Result<sai_core::api::EventTests, UpstreamError> {
+        if !is_hex_id(id, 32) {
+            return Err(UpstreamError::NotFound);
+        }
+        self.get(&format!("/api/events/{id}/tests"), viewer).await
     }
 
     /// One task with steps and artifacts.

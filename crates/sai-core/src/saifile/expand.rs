@@ -36,6 +36,7 @@ pub(crate) fn expand(file: &Saifile, git_ref: Option<&str>) -> Result<Vec<TaskSp
                 steps: steps(&build),
                 artifacts: conf.artifacts.clone(),
                 packages: conf.deps.clone(),
+                test_reports: conf.test_reports.clone(),
             });
         }
     }

@@ -102,6 +102,9 @@ pub struct Configuration {
     pub idle: Option<u64>,
     /// `pool` (newer saifiles), kept for the scheduler; not interpreted here.
     pub pool: Option<String>,
+    /// `test_reports` split on commas and trimmed: globs of JUnit XML files
+    /// the builder uploads after the steps, passed or failed.
+    pub test_reports: Vec<String>,
 }
 
 /// Something suspicious but accepted, at a place in the file.
@@ -138,7 +141,8 @@ pub struct SaifileError {
 /// One task to create: a configuration built on a platform.
 ///
 /// Serialises with exactly the keys `configuration`, `platform`, `steps`,
-/// `artifacts`, plus `packages` only when the configuration has `deps`.
+/// `artifacts`, plus `packages` only when the configuration has `deps` and
+/// `test_reports` only when it has `test_reports`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {
     /// The configuration key (the task name).
@@ -153,6 +157,9 @@ pub struct TaskSpec {
     /// Packages from the configuration's `deps`.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub packages: Vec<String>,
+    /// JUnit XML report globs from the configuration's `test_reports`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub test_reports: Vec<String>,
 }
 
 /// Parse a whole `.sai.json`. `source_name` is used in error messages.

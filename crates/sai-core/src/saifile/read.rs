@@ -256,7 +256,7 @@ pub(crate) fn atoi_nonzero(s: &str) -> bool {
     s.bytes().take_while(u8::is_ascii_digit).any(|b| b != b'0')
 }
 
-const CONFIGURATION_KEYS: [&str; 9] = [
+const CONFIGURATION_KEYS: [&str; 10] = [
     "prep",
     "cmake",
     "cpack",
@@ -266,6 +266,7 @@ const CONFIGURATION_KEYS: [&str; 9] = [
     "branches",
     "idle",
     "pool",
+    "test_reports",
 ];
 
 /// A configuration's `platforms` list and where its string starts.
@@ -349,6 +350,7 @@ fn parse_configurations<'n>(
                     });
                 }
                 "artifacts" => c.artifacts = comma_list(v),
+                "test_reports" => c.test_reports = comma_list(v),
                 "branches" => {
                     c.branches = v
                         .split(|ch: char| ch == ',' || ch.is_whitespace())

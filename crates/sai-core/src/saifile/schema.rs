@@ -131,6 +131,14 @@ pub struct ConfigurationDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub pool: Option<String>,
+    /// Comma-separated globs (relative to the source, `**` crosses
+    /// directories) of JUnit XML test reports, e.g.
+    /// `build/Testing/**/*.xml` as written by `ctest --output-junit`. The
+    /// builder uploads them after the steps, passed or failed; the server
+    /// records each test case. See docs/saifile.md, "Test reports".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub test_reports: Option<String>,
 }
 
 /// The JSON Schema of `.sai.json` files (written to

@@ -9,6 +9,7 @@ use sai_core::protocol::is_task_id;
 use sai_core::task::{Event, EventId, TaskState};
 use warp::http::HeaderMap;
 
+use super::estimates::Estimator;
 use super::{Res, ok, require_user, user};
 use crate::Server;
 use crate::error::Error;
@@ -29,6 +30,7 @@ pub fn view(e: &Event) -> api::Event {
         task_count: e.task_count,
         tasks: None,
         task_states: None,
+        expected_finish: None,
     }
 }
 
@@ -53,18 +55,21 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
         .event_db(id)?
         .ok_or(Error::NotFound("no such event"))?;
     let fleet = server.fleet();
+    let mut est = Estimator::new(server);
     let mut counts: BTreeMap<TaskState, usize> = BTreeMap::new();
-    let tasks = db
-        .tasks()?
-        .iter()
-        .map(|t| {
-            *counts.entry(t.run.state).or_default() += 1;
-            super::tasks::view(t, &fleet)
-        })
-        .collect();
+    let mut tasks = Vec::new();
+    for t in db.tasks()? {
+        *counts.entry(t.run.state).or_default() += 1;
+        let mut tv = super::tasks::view(&t, &fleet);
+        tv.estimate_ms = est.task(&e.project, &t)?;
+        tasks.push(tv);
+    }
     let mut v = view(&e);
     v.tasks = Some(tasks);
     v.task_states = Some(counts);
+    if !e.state.is_terminal() {
+        v.expected_finish = est.event_finish(id)?;
+    }
     ok(&v)
 }
 

@@ -20,6 +20,9 @@ pub fn schemas() -> Map<String, Value> {
     generator.subschema_for::<api::Builder>();
     generator.subschema_for::<api::Deleted>();
     generator.subschema_for::<api::HookReply>();
+    generator.subschema_for::<api::TaskTests>();
+    generator.subschema_for::<api::EventTests>();
+    generator.subschema_for::<api::TestHistory>();
     generator.take_definitions(true)
 }
 
@@ -113,6 +116,18 @@ pub fn document() -> Value {
         "/api/tasks/{id}/cancel": {"post": {"summary": "Cancel a waiting or running task",
             "security": auth, "parameters": [task],
             "responses": with_errors(json!({"200": resp("task", r("Task")), "409": resp("already finished", r("Error"))}))}},
+        "/api/tasks/{id}/tests": {"get": {"summary": "The task's test cases from its JUnit XML reports, failed first, and the reports (refused ones say why)",
+            "parameters": [task.clone()],
+            "responses": with_errors(json!({"200": resp("test results", r("TaskTests"))}))}},
+        "/api/events/{id}/tests": {"get": {"summary": "Tests that failed in any task of the event, with the platforms they failed on",
+            "parameters": [id_param("id", 32)],
+            "responses": with_errors(json!({"200": resp("failed tests", r("EventTests"))}))}},
+        "/api/projects/{project}/tests": {"get": {"summary": "Recent runs of one test across events; flaky when a commit both failed and passed it",
+            "parameters": [{"name": "project", "in": "path", "required": true, "schema": {"type": "string"}},
+                           {"name": "suite", "in": "query", "required": true, "schema": {"type": "string"}},
+                           {"name": "name", "in": "query", "required": true, "schema": {"type": "string"}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50}}],
+            "responses": with_errors(json!({"200": resp("history", r("TestHistory")), "400": resp("suite or name missing", r("Error"))}))}},
         "/api/builders": {"get": {"summary": "Builders, connected first", "responses": {
             "200": resp("builders", json!({"type": "array", "items": r("Builder")}))}}},
         "/builder": {"get": {"summary": "Builder websocket (also /sai/builder); see docs/protocol.md",

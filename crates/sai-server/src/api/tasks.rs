@@ -47,6 +47,7 @@ pub fn view(t: &Task, fleet: &Fleet) -> api::Task {
         artifacts: None,
         log_bytes: None,
         log_stored_bytes: None,
+        estimate_ms: None,
     }
 }
 
@@ -73,6 +74,9 @@ pub fn load(server: &Server, headers: &HeaderMap, id: &str) -> Result<(Arc<Event
 pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     let (db, t) = load(server, headers, id)?;
     let mut v = view(&t, &server.fleet());
+    if let Some(ev) = server.store.event(db.id.as_str())? {
+        v.estimate_ms = super::estimates::Estimator::new(server).task(&ev.project, &t)?;
+    }
     v.steps = Some(t.steps);
     v.artifact_globs = Some(t.artifacts);
     v.packages = Some(t.packages);

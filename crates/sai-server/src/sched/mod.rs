@@ -166,6 +166,21 @@ impl Fleet {
     }
 }
 
+/// A waiting or running task, as [`Sched::open_work`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenWork {
+    /// Its event's project.
+    pub project: String,
+    /// Configuration.
+    pub configuration: String,
+    /// Requested platform.
+    pub platform: String,
+    /// Start of the current attempt, when running.
+    pub started: Option<i64>,
+    /// Belongs to the event asked about.
+    pub own: bool,
+}
+
 /// Order of waiting tasks: event sequence, priority first, saifile order
 /// (the index of the task in its event).
 type Key = (i64, bool, usize);
@@ -712,6 +727,33 @@ impl<D: Clone> Sched<D> {
         }
     }
 
+    /// The waiting and running tasks of the open event `event_id` and of
+    /// the events before it in dispatch order: the work its expected finish
+    /// is computed from (`crate::eta`). Empty when the event is not open.
+    pub fn open_work(&self, event_id: &str) -> Vec<OpenWork> {
+        let Some(&until) = self.by_id.get(event_id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (seq, e) in self.events.range(..=until) {
+            for t in &e.tasks {
+                let run = &t.task.run;
+                if matches!(run.state, TaskState::Waiting | TaskState::Running) {
+                    out.push(OpenWork {
+                        project: e.event.project.clone(),
+                        configuration: t.task.configuration.clone(),
+                        platform: t.task.platform.clone(),
+                        started: (run.state == TaskState::Running)
+                            .then_some(run.started)
+                            .flatten(),
+                        own: *seq == until,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The run record of a task held in memory.
     pub fn run_of(&self, task_id: &str) -> Option<&RunRecord> {
         let (seq, i) = self.locate(task_id)?;
@@ -970,6 +1012,7 @@ impl<D: Clone> Sched<D> {
             artifacts: t.artifacts.clone(),
             packages: t.packages.clone(),
             attempt: t.run.attempt as u32 + 1,
+            test_reports: t.test_reports.clone(),
         };
         self.persist(seq, i);
         self.out.push(Effect::Send {

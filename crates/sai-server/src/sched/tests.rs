@@ -63,6 +63,7 @@ impl Fixture {
                 created: now,
                 last_updated: now,
                 run: RunRecord::new(),
+                test_reports: vec![],
             })
             .collect();
         let event = Event {

@@ -42,7 +42,7 @@ pub struct ArtifactRow {
 pub use crate::logstore::LogRecord;
 use crate::logstore::{self, TaskLog};
 
-const TASK_COLS: &str = "id, idx, configuration, platform, steps, artifacts, packages, priority, state, builder, exit_code, failed_step, reason, attempt, infra_failures, build_step, created, started, ended, last_updated, instance";
+const TASK_COLS: &str = "id, idx, configuration, platform, steps, artifacts, packages, priority, state, builder, exit_code, failed_step, reason, attempt, infra_failures, build_step, created, started, ended, last_updated, instance, test_reports";
 
 fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -59,6 +59,7 @@ fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         steps: list(4)?,
         artifacts: list(5)?,
         packages: list(6)?,
+        test_reports: list(21)?,
         priority: r.get::<_, i64>(7)? != 0,
         created: r.get(16)?,
         last_updated: r.get(19)?,
@@ -83,8 +84,8 @@ pub(super) fn insert_tasks(conn: &mut Connection, tasks: &[Task]) -> Result<(), 
     let tx = conn.transaction()?;
     {
         let mut st = tx.prepare(
-            "INSERT INTO tasks(id, idx, configuration, platform, steps, artifacts, packages, priority, state, created, last_updated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            "INSERT INTO tasks(id, idx, configuration, platform, steps, artifacts, packages, priority, state, created, last_updated, test_reports)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
         )?;
         for t in tasks {
             st.execute(params![
@@ -97,7 +98,8 @@ pub(super) fn insert_tasks(conn: &mut Connection, tasks: &[Task]) -> Result<(), 
                 serde_json::to_string(&t.packages)?,
                 t.priority as i64,
                 t.run.state.as_str(),
-                t.created
+                t.created,
+                serde_json::to_string(&t.test_reports)?
             ])?;
         }
     }
@@ -283,6 +285,7 @@ impl EventDb {
         let tx = conn.transaction()?;
         logstore::clear(&tx, task_id)?;
         tx.execute("DELETE FROM artifacts WHERE task_id = ?1", [task_id])?;
+        super::test_results::clear(&tx, task_id)?;
         tx.commit()?;
         drop(conn);
         let dir = self.artifact_dir(task_id);

@@ -49,6 +49,34 @@ pub const MAIN: &[&str] = &[
         exit_code INTEGER NOT NULL,
         duration_ms INTEGER NOT NULL,
         created INTEGER NOT NULL);",
+    // 2: finished tasks' durations (estimates) and every recorded test case
+    // run (per-test history across events and rebuilds; flaky detection).
+    "CREATE TABLE task_durations(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        configuration TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        ended INTEGER NOT NULL);
+     CREATE INDEX task_durations_key ON task_durations(project, configuration, platform, state, ended);
+     CREATE TABLE test_runs(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        suite TEXT NOT NULL,
+        name TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        configuration TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        result TEXT NOT NULL,
+        duration_ms INTEGER,
+        recorded INTEGER NOT NULL);
+     CREATE INDEX test_runs_key ON test_runs(project, suite, name, id);
+     CREATE INDEX test_runs_event ON test_runs(event_id);",
 ];
 
 /// Migrations of an event database, in order.
@@ -95,6 +123,25 @@ pub const EVENT: &[&str] = &[
     // 2: logs compressed in blocks; rows of `logs` are moved by
     // `logstore::migrate_legacy` when the database is opened.
     crate::logstore::SCHEMA,
+    // 4: test report globs per task; uploaded reports and their test cases.
+    "ALTER TABLE tasks ADD COLUMN test_reports TEXT NOT NULL DEFAULT '[]';
+     CREATE TABLE test_reports(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        cases INTEGER NOT NULL,
+        refused TEXT,
+        created INTEGER NOT NULL);
+     CREATE TABLE test_cases(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        report TEXT NOT NULL,
+        suite TEXT NOT NULL,
+        name TEXT NOT NULL,
+        result TEXT NOT NULL,
+        duration_ms INTEGER,
+        message TEXT);
+     CREATE INDEX test_cases_task ON test_cases(task_id);",
 ];
 
 fn migrate(conn: &mut Connection, migrations: &[&str], db: &str) -> Result<(), StoreError> {

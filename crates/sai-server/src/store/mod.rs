@@ -21,9 +21,11 @@
 //! Modules: [`migrations`] (schemas, `user_version`), [`main_db`] (queries
 //! of the main database), [`event_db`] (one event's tasks, logs, artifacts).
 
+pub mod durations;
 pub mod event_db;
 pub mod main_db;
 pub mod migrations;
+pub mod test_results;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -222,6 +224,7 @@ impl Store {
                 steps: spec.steps,
                 artifacts: spec.artifacts,
                 packages: spec.packages,
+                test_reports: spec.test_reports,
                 priority,
                 created: now,
                 last_updated: now,
@@ -335,6 +338,8 @@ impl Store {
         let n = self
             .main()
             .execute("DELETE FROM events WHERE id = ?1", params![id])?;
+        self.main()
+            .execute("DELETE FROM test_runs WHERE event_id = ?1", params![id])?;
         drop(handle);
         if let Some(db) = self.events.remove(id) {
             db.doomed.store(true, Ordering::SeqCst);
@@ -388,6 +393,7 @@ mod tests {
             steps: vec!["true".into()],
             artifacts: vec![],
             packages: vec![],
+            test_reports: vec![],
         }
     }
 
