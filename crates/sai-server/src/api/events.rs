@@ -29,6 +29,8 @@ pub fn view(e: &Event) -> api::Event {
         task_count: e.task_count,
         tasks: None,
         task_states: None,
+        commit_status: None,
+        webhook: None,
     }
 }
 
@@ -65,6 +67,7 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     let mut v = view(&e);
     v.tasks = Some(tasks);
     v.task_states = Some(counts);
+    (v.commit_status, v.webhook) = server.outbox.deliveries(id);
     ok(&v)
 }
 
