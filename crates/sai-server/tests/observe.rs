@@ -461,15 +461,8 @@ async fn a_forge_that_is_down_gets_retries_and_the_scheduler_goes_on() {
     assert!(d["next_attempt"].as_i64().is_some(), "{e}");
     let ev2 = push_ok(s, &Push::new("down", ONE)).await;
     assert_eq!(run_one(&mut b, TaskResult::Success).await, ev2);
-    task_state(
-        s,
-        &tasks_of(s, &ev2).await[0]["id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        "success",
-    )
-    .await;
+    let t2 = tasks_of(s, &ev2).await;
+    task_state(s, t2[0]["id"].as_str().unwrap(), "success").await;
 
     // The forge comes back: the latest state of each event arrives.
     let rec = Recorder::start_at(addr).await.unwrap();
