@@ -229,6 +229,11 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
         env!("CARGO_PKG_VERSION")
     );
     crate::tls::install_crypto_provider();
+    if let Some(addr) = &config.metrics_listen {
+        let listener = crate::metrics::bind(addr).await?;
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(crate::metrics::serve(listener, shutdown.clone()));
+    }
     let (attempted, mut first_attempts) = tokio::sync::mpsc::unbounded_channel();
     let n_links = links.len();
     let mut set = JoinSet::new();

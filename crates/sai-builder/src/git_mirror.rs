@@ -359,6 +359,13 @@ impl Mirror {
     }
 
     fn fetch(&self, refspec: &str) -> Result<(), GitError> {
+        let started = std::time::Instant::now();
+        let r = self.fetch_untimed(refspec);
+        crate::metrics::metrics().fetch(r.is_ok(), started.elapsed());
+        r
+    }
+
+    fn fetch_untimed(&self, refspec: &str) -> Result<(), GitError> {
         let repo = self.repo()?;
         let err = |e: gix::Error| GitError::Gix {
             what: "fetching",

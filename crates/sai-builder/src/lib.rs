@@ -22,6 +22,7 @@
 //! | [`backoff`] | exponential reconnect delays with jitter |
 //! | [`server_link`] | one server: connect, accept/reject offers, run tasks, reconnect |
 //! | [`daemon`] | config loading, the links, hourly housekeeping, shutdown |
+//! | [`metrics`] | Prometheus metrics and their optional local listener |
 
 pub mod artifacts;
 pub mod backoff;
@@ -34,6 +35,7 @@ pub mod instances;
 pub mod jobdir;
 pub mod log;
 pub mod logproxy;
+pub mod metrics;
 pub mod platform;
 pub mod server_link;
 pub mod step_runner;

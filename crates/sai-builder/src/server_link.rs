@@ -33,6 +33,11 @@
 //! [`Shared::capacity_changed`]) every link sends
 //! [`BuilderMessage::Capacity`] with the free instances of its platforms, and
 //! the server offers the declined tasks again on the same connection.
+//!
+//! Load: every link reports [`BuilderMessage::Load`] ([`Shared::load`]:
+//! load average, memory, disk free under the job directories, running
+//! tasks) when it connects, every [`LinkConfig::load_every`], when one of
+//! its tasks starts and whenever capacity frees up.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -40,7 +45,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sai_core::protocol::{
-    BuilderMessage, PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult,
+    BuilderLoad, BuilderMessage, LOAD_REPORT_SECS, PlatformCapacity, PlatformOffer, ServerMessage,
+    TaskOffer, TaskResult,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -128,6 +134,30 @@ impl Shared {
             .collect()
     }
 
+    /// The builder's load now, for [`BuilderMessage::Load`].
+    pub fn load(&self) -> BuilderLoad {
+        let mem = crate::platform::load::memory();
+        let running: usize = self
+            .platforms
+            .values()
+            .map(|p| (p.instances as usize).saturating_sub(p.slots.available_permits()))
+            .sum();
+        BuilderLoad {
+            load_avg_1m_centi: crate::platform::load::load_avg_1m_centi(),
+            cpus: std::thread::available_parallelism()
+                .ok()
+                .and_then(|n| u32::try_from(n.get()).ok()),
+            mem_total_bytes: mem.map(|m| m.total),
+            mem_available_bytes: mem.map(|m| m.available),
+            disk_free_bytes: free_disk_bytes(&self.layout.jobs_dir()).ok().or_else(|| {
+                // The jobs folder appears with the first task.
+                free_disk_bytes(self.layout.home()).ok()
+            }),
+            disk_floor_bytes: self.min_free_disk_bytes,
+            running_tasks: u32::try_from(running).unwrap_or(u32::MAX),
+        }
+    }
+
     /// The VNs of the running tasks.
     pub fn active_vns(&self) -> HashSet<String> {
         self.active
@@ -181,6 +211,8 @@ pub struct LinkConfig {
     pub backoff_initial: Duration,
     /// Largest reconnect delay.
     pub backoff_cap: Duration,
+    /// Interval of the `load` reports (also sent when a task starts or ends).
+    pub load_every: Duration,
     /// Told the URL once the first connection attempt has ended either way
     /// (connected, or failed and retrying): the daemon's readiness.
     pub first_attempt: Option<tokio::sync::mpsc::UnboundedSender<String>>,
@@ -200,6 +232,7 @@ impl LinkConfig {
             stable_after: DEFAULT_STABLE_AFTER,
             backoff_initial: crate::backoff::INITIAL,
             backoff_cap: crate::backoff::CAP,
+            load_every: Duration::from_secs(LOAD_REPORT_SECS),
             first_attempt: None,
         }
     }
@@ -324,13 +357,19 @@ async fn serve(
     let mut lost = false;
     let mut capacity = shared.capacity.subscribe();
     capacity.mark_unchanged();
+    let mut load_every = tokio::time::interval(lc.load_every);
+    load_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if (stopping || lost) && running.is_empty() {
             break;
         }
         tokio::select! {
+            _ = load_every.tick(), if !stopping && !lost => {
+                let _ = sender.send(&BuilderMessage::Load(shared.load())).await;
+            }
             Ok(()) = capacity.changed(), if !stopping && !lost => {
                 capacity.mark_unchanged();
+                let _ = sender.send(&BuilderMessage::Load(shared.load())).await;
                 let platforms = shared.free_capacity(&lc.platforms);
                 tracing::debug!(
                     server = lc.url,
@@ -400,6 +439,7 @@ async fn serve(
                             ));
                             ids.insert(handle.id(), id.clone());
                             running.insert(id, r);
+                            let _ = sender.send(&BuilderMessage::Load(shared.load())).await;
                         }
                     }
                 }
@@ -509,6 +549,7 @@ async fn forward(ev: TaskEvent, id: &str, sender: &LinkSender) -> Result<(), Lin
             exit_code,
             duration,
         } => {
+            crate::metrics::metrics().step(exit_code, duration);
             sender
                 .send(&BuilderMessage::StepFinished {
                     task_id: id.to_string(),
@@ -592,6 +633,7 @@ async fn run_one(
         "task {id} {}",
         crate::task::describe_result(&result)
     );
+    crate::metrics::metrics().task(&result);
     if link_ok && stop.get() != Some(&Stop::LinkLost) {
         let _ = sender
             .send(&BuilderMessage::TaskFinished {

@@ -77,6 +77,40 @@ pub struct Event {
     /// of its platforms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_finish: Option<i64>,
+    /// The last commit status report to the forge, when the project has
+    /// one configured (`GET /api/events/{id}` only; kept in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_status: Option<Delivery>,
+    /// The last completion webhook call, when the project has one
+    /// (`GET /api/events/{id}` only; kept in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Delivery>,
+}
+
+/// The latest attempt to tell something outside Sai about an event (a
+/// commit status on the forge, a webhook).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// What was being reported: the state sent to the forge (`pending`,
+    /// `success`, `failure`, `error`; GitLab `failed`, `canceled`) or the
+    /// event state sent to the webhook.
+    pub state: String,
+    /// Attempts for this state so far.
+    pub attempts: u32,
+    /// When the last attempt ended (unix ms).
+    pub last_attempt: i64,
+    /// The last attempt was accepted (HTTP 2xx).
+    pub delivered: bool,
+    /// HTTP status of the last answer, if one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the next attempt is due (unix ms), while retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<i64>,
 }
 
 /// A task: one configuration on one platform.
@@ -216,6 +250,40 @@ pub struct Builder {
     pub platforms: Vec<BuilderPlatform>,
     /// Connection time when online, else last seen (unix ms).
     pub since: i64,
+    /// Its latest load report (connected builders that sent one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<BuilderLoad>,
+}
+
+/// A connected builder's latest load report (protocol message `load`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderLoad {
+    /// When it arrived (unix ms).
+    pub reported: i64,
+    /// One-minute load average times 100 (`150` is 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_avg_1m_centi: Option<u32>,
+    /// Logical CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Total memory in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_total_bytes: Option<u64>,
+    /// Memory available in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_available_bytes: Option<u64>,
+    /// Bytes free on the file system of its job directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    /// Free bytes it needs to be offered work: the larger of its own floor
+    /// and the server's `builder_min_free_disk_bytes`.
+    pub disk_floor_bytes: u64,
+    /// True when `disk_free_bytes` is below `disk_floor_bytes`: the
+    /// scheduler offers it nothing.
+    pub below_disk_floor: bool,
+    /// Tasks running on it (over all its servers).
+    pub running_tasks: u32,
 }
 
 /// One platform a builder offers.

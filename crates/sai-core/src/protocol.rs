@@ -172,6 +172,44 @@ pub enum BuilderMessage {
         /// Outcome.
         result: TaskResult,
     },
+    /// How loaded the builder is: sent after the welcome, every
+    /// [`LOAD_REPORT_SECS`] seconds and when a task starts or ends. The
+    /// server keeps the latest per connection and offers no work while
+    /// `disk_free_bytes` is below the floor. An optional addition to
+    /// version 2 (like `shutting_down`): a server that predates it answers
+    /// `error` and ignores it.
+    Load(BuilderLoad),
+}
+
+/// Interval of [`BuilderMessage::Load`] reports, in seconds.
+pub const LOAD_REPORT_SECS: u64 = 10;
+
+/// A builder's load, in [`BuilderMessage::Load`]. Every probe is optional:
+/// a value the builder's platform cannot measure is left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BuilderLoad {
+    /// One-minute load average times 100 (`150` is 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_avg_1m_centi: Option<u32>,
+    /// Logical CPUs of the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Total memory in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_total_bytes: Option<u64>,
+    /// Memory available to new processes in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_available_bytes: Option<u64>,
+    /// Bytes free to unprivileged users on the file system of the job
+    /// directories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    /// The builder's own floor (`min_free_disk_bytes`; 0 for none).
+    #[serde(default)]
+    pub disk_floor_bytes: u64,
+    /// Tasks running on the builder now, over all its connections.
+    #[serde(default)]
+    pub running_tasks: u32,
 }
 
 /// How a task ended on the builder.
@@ -556,6 +594,34 @@ mod tests {
         let j = serde_json::to_string(&r).unwrap();
         assert_eq!(j, r#"{"outcome":"handed_back","reason":"stopping"}"#);
         assert_eq!(serde_json::from_str::<TaskResult>(&j).unwrap(), r);
+    }
+
+    /// The exact text of a `load` message: builders and servers of any
+    /// build must agree on it.
+    #[test]
+    fn load_message_has_this_exact_wire_text() {
+        let m = BuilderMessage::Load(BuilderLoad {
+            load_avg_1m_centi: Some(150),
+            cpus: Some(4),
+            mem_total_bytes: Some(8_000_000_000),
+            mem_available_bytes: Some(6_000_000_000),
+            disk_free_bytes: Some(1_073_741_824),
+            disk_floor_bytes: 2_147_483_648,
+            running_tasks: 2,
+        });
+        let want = r#"{"type":"load","load_avg_1m_centi":150,"cpus":4,"mem_total_bytes":8000000000,"mem_available_bytes":6000000000,"disk_free_bytes":1073741824,"disk_floor_bytes":2147483648,"running_tasks":2}"#;
+        assert_eq!(serde_json::to_string(&m).unwrap(), want);
+        assert_eq!(serde_json::from_str::<BuilderMessage>(want).unwrap(), m);
+        // A builder that cannot measure anything sends only the counts.
+        let bare = r#"{"type":"load","disk_floor_bytes":0,"running_tasks":0}"#;
+        assert_eq!(
+            serde_json::from_str::<BuilderMessage>(bare).unwrap(),
+            BuilderMessage::Load(BuilderLoad::default())
+        );
+        assert_eq!(
+            serde_json::to_string(&BuilderMessage::Load(BuilderLoad::default())).unwrap(),
+            bare
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use sai_core::api::HookReply;
 use sai_core::notification::{self, Received};
-use sai_core::task::{Event, EventId};
+use sai_core::task::{Event, EventId, EventState};
 
 use crate::Server;
 use crate::error::Error;
@@ -150,6 +150,9 @@ pub async fn handle(
             duplicate: true,
         });
     };
+    // Queued before the scheduler sees the event, so that an event ending
+    // at once reports its end after this.
+    server.outbox.note(&id, EventState::Waiting);
     let grace = settings.config.dispatch_grace_ms as i64;
     server.sched_do(|s, now| {
         s.add_event(

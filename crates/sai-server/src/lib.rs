@@ -18,6 +18,8 @@
 //! | [`logw`] | the batched log writer (credit returned after commit) |
 //! | [`auth`] | PASETO tokens of builders and users |
 //! | [`token_cli`] | the `token` subcommand shared with `sai` |
+//! | [`metrics`] | `GET /metrics`: Prometheus metrics from published snapshots |
+//! | [`outbox`] | commit statuses on the forge and the completion webhook, retried in the background |
 //!
 //! [`Server::sched_do`] is where scheduler inputs go in and their effects
 //! (run records, event states, messages, connection closes) are applied.
@@ -33,6 +35,8 @@ pub mod link;
 pub mod log_download;
 pub mod logstore;
 pub mod logw;
+pub mod metrics;
+pub mod outbox;
 pub mod sched;
 pub mod store;
 pub mod supervise;
@@ -57,7 +61,7 @@ use warp::Filter;
 use crate::auth::TokenKeys;
 use crate::link::{Links, Outgoing};
 use crate::logw::LogWriter;
-use crate::sched::{ConnId, Effect, Fleet, Sched};
+use crate::sched::{ConnId, Effect, Fleet, QueueStats, Sched};
 use crate::store::{EventDb, Store, now_ms};
 
 /// The scheduler as the server holds it: events carry their database handle.
@@ -85,6 +89,10 @@ pub struct Settings {
     pub projects: HashMap<String, Option<Vec<u8>>>,
     /// The certificate when the server terminates TLS itself.
     pub tls: Option<Arc<tls::CertificateStore>>,
+    /// The token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
+    /// Commit status and webhook targets per project.
+    pub targets: HashMap<String, outbox::ProjectTargets>,
 }
 
 /// Why the server cannot start.
@@ -174,6 +182,17 @@ impl Settings {
             }
             projects.insert(p.name.clone(), key);
         }
+        let metrics_token = match &config.metrics_token_file {
+            Some(f) => {
+                let path = base.join(f);
+                Some(sai_core::secret::secret_text_from_file(
+                    &path,
+                    std::fs::read(&path),
+                )?)
+            }
+            None => None,
+        };
+        let targets = outbox::resolve_targets(&config.projects, base)?;
         let tls = match &config.tls {
             Some(t) => Some(tls::CertificateStore::open(tls::TlsFiles::resolve(
                 t, base,
@@ -187,6 +206,8 @@ impl Settings {
             global_key,
             projects,
             tls,
+            metrics_token,
+            targets,
         })
     }
 
@@ -214,6 +235,7 @@ pub struct Server {
     pending: Mutex<VecDeque<Effect<Arc<EventDb>>>>,
     applying: Mutex<()>,
     fleet: RwLock<Arc<Fleet>>,
+    queue: RwLock<Arc<QueueStats>>,
     /// Live builder connections.
     pub links: Links,
     next_conn: AtomicU64,
@@ -226,6 +248,12 @@ pub struct Server {
     /// The live change feed (`/api/changes`).
     pub changes: Arc<changes::ChangeFeed>,
     wake_at: Mutex<Option<i64>>,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
+    /// Commit statuses and webhooks waiting to go out.
+    pub outbox: outbox::Outbox,
+    /// Commit status and webhook targets per project (from the settings).
+    pub targets: HashMap<String, outbox::ProjectTargets>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,7 +273,9 @@ impl Server {
             Duration::from_millis(settings.config.log_flush_ms),
             changes.clone(),
         );
-        let sched = Sched::new(settings.config.max_infra_attempts);
+        let targets = settings.targets.clone();
+        let sched = Sched::new(settings.config.max_infra_attempts)
+            .with_disk_floor(settings.config.builder_min_free_disk_bytes);
         let server = Arc::new(Server {
             settings,
             store,
@@ -253,6 +283,7 @@ impl Server {
             pending: Mutex::new(VecDeque::new()),
             applying: Mutex::new(()),
             fleet: RwLock::new(Arc::new(Fleet::default())),
+            queue: RwLock::new(Arc::new(QueueStats::default())),
             links: Links::default(),
             next_conn: AtomicU64::new(1),
             keys,
@@ -260,6 +291,9 @@ impl Server {
             shutdown,
             changes,
             wake_at: Mutex::new(None),
+            metrics: metrics::Metrics::new(),
+            outbox: outbox::Outbox::default(),
+            targets,
         });
         for event in server.store.active_events()? {
             let Some(db) = server.store.event_db(&event.id)? else {
@@ -282,6 +316,12 @@ impl Server {
         self.fleet.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The waiting queue as last published by the scheduler; never waits
+    /// for the scheduler.
+    pub fn queue(&self) -> Arc<QueueStats> {
+        self.queue.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// A new connection id.
     pub fn new_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
@@ -298,6 +338,9 @@ impl Server {
             let effects = s.take_effects();
             if let Some(fleet) = s.take_fleet() {
                 *self.fleet.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fleet);
+            }
+            if let Some(queue) = s.take_queue() {
+                *self.queue.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(queue);
             }
             lock(&self.pending).extend(effects);
             (r, s.next_wake(now))
@@ -328,6 +371,10 @@ impl Server {
                     tracing::error!(%task, cause = %e, "writing task state");
                     return;
                 }
+                if run.state.is_terminal() {
+                    let ms = run.started.zip(run.ended).map(|(s, e)| e - s);
+                    self.metrics.task_ended(run.state, ms);
+                }
                 self.changes.publish(changes::Change::TaskChanged {
                     task: task.to_string(),
                     state: run.state.as_str().to_string(),
@@ -338,6 +385,9 @@ impl Server {
                     tracing::error!(%event, cause = %e, "writing event state");
                 } else {
                     tracing::info!(%event, %state, "event state");
+                    if state.is_terminal() {
+                        self.outbox.note(&event, state);
+                    }
                     self.changes.publish(changes::Change::EventChanged {
                         event: event.to_string(),
                         state: state.as_str().to_string(),
@@ -465,6 +515,31 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
             }
         })
     };
+    let figures = {
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let s2 = s.clone();
+                let f = tokio::task::spawn_blocking(move || metrics::StoreFigures {
+                    events: s2
+                        .store
+                        .event_state_counts()
+                        .map(|v| v.into_iter().collect())
+                        .unwrap_or_default(),
+                    bytes: metrics::dir_bytes(&s2.settings.data_dir),
+                })
+                .await;
+                if let Ok(f) = f {
+                    s.metrics.set_store_figures(f);
+                }
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(metrics::STORE_REFRESH) => {}
+                }
+            }
+        })
+    };
+    let outbox = tokio::spawn(outbox::run(server.clone()));
     let routes = routes(server.clone());
     let sd = shutdown.clone();
     match server.settings.tls.clone() {
@@ -481,6 +556,8 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
     server.sched_do(|s, _| s.stop(1001, "sai-server is shutting down"));
     server.logs.flush().await;
     retention.abort();
+    figures.abort();
+    outbox.abort();
     tracing::info!("sai-server stopped");
     Ok(())
 }

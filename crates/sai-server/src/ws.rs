@@ -202,6 +202,10 @@ impl ConnState {
                 tracing::debug!(builder = %self.name, ?platforms, "capacity");
                 server.sched_do(|s, now| s.capacity(now, cid, &platforms));
             }
+            BuilderMessage::Load(load) => {
+                tracing::debug!(builder = %self.name, ?load, "load");
+                server.sched_do(|s, now| s.builder_load(now, cid, load));
+            }
             BuilderMessage::ShuttingDown => {
                 tracing::info!(builder = %self.name, "builder is shutting down");
                 server.sched_do(|s, _| s.shutting_down(cid));
@@ -382,6 +386,7 @@ impl ConnState {
         match self.lookup(&h.task_id) {
             Lookup::Assigned(db, _) => match h.kind {
                 FrameKind::Log => {
+                    self.server.metrics.log_bytes(len);
                     self.server.logs.record(LogChunk {
                         db,
                         task_id: h.task_id,

@@ -159,7 +159,7 @@ async fn projects_and_per_project_keys() {
         c.projects = vec![sai_core::config::server::ProjectConfig {
             name: "special".into(),
             notification_key: Some("special-key".into()),
-            notification_key_file: None,
+            ..Default::default()
         }];
     });
     let s = &env.server;

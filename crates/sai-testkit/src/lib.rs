@@ -15,6 +15,8 @@
 //! * [`git`]: real git repositories ([`git::GitRepo`]) for fetch/checkout
 //!   fixtures.
 //! * [`tls`]: a private CA and server certificates made with `rcgen`.
+//! * [`openmetrics`]: a strict parser of `/metrics` text expositions.
+//! * [`recorder`]: an HTTP server recording requests (forges, webhooks).
 
 pub mod browser;
 pub mod builder;
@@ -22,6 +24,8 @@ pub mod git;
 pub mod hook;
 pub mod https_git;
 pub mod notify_socket;
+pub mod openmetrics;
+pub mod recorder;
 pub mod tls;
 pub mod web;
 

@@ -546,7 +546,7 @@ pub fn builders_table(now_ms: i64, builders: &[Builder]) -> Markup {
         div #builders data-live="builders" {
             @if builders.is_empty() { p.empty { "No builder has connected yet." } }
             table.builders {
-                thead { tr { th { "builder" } th { "state" } th { "platforms (busy/instances)" } th { "running" } th { "since" } } }
+                thead { tr { th { "builder" } th { "state" } th { "platforms (busy/instances)" } th { "running" } th { "load" } th { "since" } } }
                 tbody {
                     @for b in builders {
                         tr class={ @if b.online { "online" } @else { "offline" } } {
@@ -559,10 +559,36 @@ pub fn builders_table(now_ms: i64, builders: &[Builder]) -> Markup {
                             td { @for p in &b.platforms { @for r in &p.running {
                                 a href={ "/t/" (r) } { code { (r.get(32..40).unwrap_or(r)) } } " "
                             } } }
+                            td.load { (builder_load(b.load.as_ref())) }
                             td { time.age datetime=(b.since) { (age(now_ms, b.since)) } }
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A builder's load cell: load average per CPUs, memory and disk free,
+/// flagged when the disk is below the floor.
+fn builder_load(load: Option<&crate::upstream::BuilderLoad>) -> Markup {
+    let Some(l) = load else {
+        return html! { "-" };
+    };
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    html! {
+        @if let Some(c) = l.load_avg_1m_centi {
+            "load " (format!("{:.2}", f64::from(c) / 100.0))
+            @if let Some(n) = l.cpus { " / " (n) " CPUs" }
+            br;
+        }
+        @if let (Some(a), Some(t)) = (l.mem_available_bytes, l.mem_total_bytes) {
+            "mem " (gib(a)) " free of " (gib(t)) br;
+        }
+        @if let Some(d) = l.disk_free_bytes {
+            span class={ @if l.below_disk_floor { "disk-low" } @else { "disk" } } {
+                "disk " (gib(d)) " free"
+                @if l.below_disk_floor { " (below floor " (gib(l.disk_floor_bytes)) ": no work)" }
             }
         }
     }

@@ -163,6 +163,35 @@ pub struct Builder {
     /// Connected since / last seen, unix ms.
     #[serde(default)]
     pub since: i64,
+    /// Latest load report (connected builders).
+    #[serde(default)]
+    pub load: Option<BuilderLoad>,
+}
+
+/// A builder's latest load report.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BuilderLoad {
+    /// One-minute load average times 100.
+    #[serde(default)]
+    pub load_avg_1m_centi: Option<u32>,
+    /// Logical CPUs.
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Total memory in bytes.
+    #[serde(default)]
+    pub mem_total_bytes: Option<u64>,
+    /// Available memory in bytes.
+    #[serde(default)]
+    pub mem_available_bytes: Option<u64>,
+    /// Free bytes under the job directories.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    /// The floor that applies.
+    #[serde(default)]
+    pub disk_floor_bytes: u64,
+    /// Below the floor: offered no work.
+    #[serde(default)]
+    pub below_disk_floor: bool,
 }
 
 /// One platform a builder offers.

@@ -10,8 +10,10 @@
 //! | [`RunAs`] (user switching) | uid, gid and supplementary groups, set in the child | refused with [`crate::step_runner::StepError::RunAsUnsupported`] |
 //! | log proxy endpoints | unix sockets (mode 0600) | loopback TCP listeners |
 //! | [`free_disk_bytes`] | `statvfs(2)` | `GetDiskFreeSpaceExW` (fs4) |
+//! | [`load`] (load average, memory) | `/proc/loadavg`, `/proc/meminfo` (Linux; `None` elsewhere) | `None` |
 //! | file locks (mirror, devices) | `std::fs::File::lock` (flock) | `std::fs::File::lock` (LockFileEx) |
 
+pub mod load;
 pub mod script;
 
 #[cfg(target_os = "linux")]

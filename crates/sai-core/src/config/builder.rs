@@ -92,6 +92,11 @@ pub struct BuilderConfig {
     /// Without one the builder refuses to start when limits are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_limits: Option<TaskLimitsConfig>,
+    /// Address and port of a local listener serving the builder's
+    /// Prometheus metrics at `/metrics`, e.g. `127.0.0.1:9101`. Default:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Resource limits of one task (all of its steps and their processes).
@@ -225,6 +230,14 @@ impl BuilderConfig {
             push(
                 root.key("platforms"),
                 "list at least one platform this builder offers".to_string(),
+            );
+        }
+        if let Some(addr) = &self.metrics_listen
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            push(
+                root.key("metrics_listen"),
+                format!("\"{addr}\" is not an address:port such as \"127.0.0.1:9101\""),
             );
         }
         if let Some(user) = &self.run_as

@@ -366,6 +366,7 @@ impl RackBuilder {
                 .min_free_disk_bytes
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_BYTES),
             task_limits: self.task_limits.clone(),
+            metrics_listen: None,
         }
     }
 

@@ -104,6 +104,20 @@ pub struct ServerConfig {
     /// out to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
+    /// Free bytes a builder must report on the file system of its job
+    /// directories to be offered work (protocol message `load`); the larger
+    /// of this and the builder's own `min_free_disk_bytes` applies. Default
+    /// 0: only the builder's own floor.
+    #[serde(default)]
+    pub builder_min_free_disk_bytes: u64,
+    /// File holding a token that `GET /metrics` requires as
+    /// `Authorization: Bearer <token>`. Without it `/metrics` is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token_file: Option<String>,
+    /// Base URL of sai-web, e.g. `https://ci.example.org`: commit statuses
+    /// and webhooks link to `<web_url>/e/<event id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_url: Option<String>,
 }
 
 /// The certificate sai-server (or sai-web) presents when it terminates TLS
@@ -138,7 +152,7 @@ impl ServerTlsConfig {
 }
 
 /// One project (repository) the hook endpoint accepts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     /// Repository name as the hook sends it in `repository.name`.
@@ -150,6 +164,68 @@ pub struct ProjectConfig {
     /// not part of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key_file: Option<String>,
+    /// Report each event's state as a commit status on the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_status: Option<CommitStatusConfig>,
+    /// POST a JSON summary of each event to this webhook when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// The forge kinds whose commit status API sai-server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Forge {
+    /// Forgejo: `POST <url>/api/v1/repos/{owner}/{repo}/statuses/{sha}`,
+    /// `Authorization: token <token>`.
+    Forgejo,
+    /// Gitea: the same API as Forgejo.
+    Gitea,
+    /// GitHub: `POST <url>/repos/{owner}/{repo}/statuses/{sha}`,
+    /// `Authorization: Bearer <token>`.
+    Github,
+    /// GitLab: `POST <url>/api/v4/projects/{id}/statuses/{sha}`,
+    /// `PRIVATE-TOKEN: <token>`.
+    Gitlab,
+}
+
+/// Where and how a project's commit statuses are reported: `pending` when
+/// an event is created, then `success`, `failure` or `error` when it ends.
+/// Failed deliveries are retried with backoff in the background.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitStatusConfig {
+    /// Which API to speak.
+    pub forge: Forge,
+    /// Base URL of the forge, e.g. `https://codeberg.org` (Forgejo, Gitea),
+    /// `https://api.github.com` (GitHub; `https://host/api/v3` for GitHub
+    /// Enterprise), `https://gitlab.com` (GitLab).
+    pub url: String,
+    /// The repository on the forge: `owner/repo`, or for GitLab the numeric
+    /// project id or `group/project` path.
+    pub repository: String,
+    /// File holding the API token (surrounding white space ignored).
+    pub token_file: String,
+    /// Name of the status on the commit (`context`; GitLab `name`).
+    /// Default `sai`.
+    #[serde(default = "default_status_context")]
+    pub context: String,
+}
+
+/// A generic JSON webhook called when an event ends (chat bots).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// URL the JSON is POSTed to.
+    pub url: String,
+    /// File holding an HMAC secret: the request then carries
+    /// `X-Sai-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+}
+
+fn default_status_context() -> String {
+    "sai".into()
 }
 
 /// Automatic deletion of old events. Events still referenced (open database)
@@ -223,6 +299,9 @@ impl Default for ServerConfig {
             revoked_users: Vec::new(),
             retention: RetentionConfig::default(),
             tls: None,
+            builder_min_free_disk_bytes: 0,
+            metrics_token_file: None,
+            web_url: None,
         }
     }
 }
@@ -288,6 +367,34 @@ impl ServerConfig {
             if p.notification_key.is_some() && p.notification_key_file.is_some() {
                 push(at.key("notification_key"), BOTH_KEYS.into());
             }
+            if let Some(cs) = &p.commit_status {
+                let at = at.key("commit_status");
+                if !is_http_url(&cs.url) {
+                    push(at.key("url"), format!("{:?} is not an http(s) URL", cs.url));
+                }
+                let parts = cs.repository.split('/').count();
+                let forge_path = cs.forge == Forge::Gitlab || parts == 2;
+                if cs.repository.is_empty()
+                    || !forge_path
+                    || cs.repository.split('/').any(str::is_empty)
+                {
+                    push(
+                        at.key("repository"),
+                        format!("{:?} is not owner/repo", cs.repository),
+                    );
+                }
+                if cs.context.is_empty() {
+                    push(at.key("context"), "must not be empty".into());
+                }
+            }
+            if let Some(w) = &p.webhook
+                && !is_http_url(&w.url)
+            {
+                push(
+                    at.key("webhook").key("url"),
+                    format!("{:?} is not an http(s) URL", w.url),
+                );
+            }
         }
         if self.max_body_bytes < 1024 {
             push(root.key("max_body_bytes"), "must be at least 1024".into());
@@ -328,11 +435,22 @@ impl ServerConfig {
                 "must be at least 1".into(),
             );
         }
+        if let Some(u) = &self.web_url
+            && !is_http_url(u)
+        {
+            push(root.key("web_url"), format!("{u:?} is not an http(s) URL"));
+        }
         if let Some(tls) = &self.tls {
             problems.extend(tls.validate(&root.key("tls")));
         }
         problems
     }
+}
+
+fn is_http_url(u: &str) -> bool {
+    ["http://", "https://"]
+        .iter()
+        .any(|p| u.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
 }
 
 const BOTH_KEYS: &str = "notification_key and notification_key_file are both set; keep only one";
@@ -381,13 +499,11 @@ mod tests {
             projects: vec![
                 ProjectConfig {
                     name: "../x".into(),
-                    notification_key: None,
-                    notification_key_file: None,
+                    ..ProjectConfig::default()
                 },
                 ProjectConfig {
                     name: "../x".into(),
-                    notification_key: None,
-                    notification_key_file: None,
+                    ..ProjectConfig::default()
                 },
             ],
             ..ServerConfig::default()

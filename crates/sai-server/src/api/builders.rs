@@ -22,6 +22,7 @@ pub fn list(server: &Server) -> Res {
             peer: b.peer,
             software: b.software,
             since: b.last_seen,
+            load: None,
             platforms: platforms
                 .into_iter()
                 .map(|p| BuilderPlatform {

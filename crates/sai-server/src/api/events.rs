@@ -31,6 +31,8 @@ pub fn view(e: &Event) -> api::Event {
         tasks: None,
         task_states: None,
         expected_finish: None,
+        commit_status: None,
+        webhook: None,
     }
 }
 
@@ -70,6 +72,7 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     if !e.state.is_terminal() {
         v.expected_finish = est.event_finish(id)?;
     }
+    (v.commit_status, v.webhook) = server.outbox.deliveries(id);
     ok(&v)
 }
 

@@ -170,6 +170,13 @@ where
         body,
     )
     .await;
+    let result = match &answer {
+        Ok(sai_core::api::HookReply::Accepted { .. }) => "accepted",
+        Ok(sai_core::api::HookReply::Duplicate { .. }) => "duplicate",
+        Ok(sai_core::api::HookReply::Ignored { .. }) => "ignored",
+        Err(_) => "refused",
+    };
+    server.metrics.hook(result);
     match answer {
         Ok(a) => ok(&a),
         Err(e) => {
@@ -177,6 +184,39 @@ where
             Err(e)
         }
     }
+}
+
+/// `GET /metrics`: the text exposition, from published snapshots only.
+fn metrics(server: &Server, headers: &HeaderMap) -> Res {
+    if let Some(want) = &server.settings.metrics_token {
+        let got = bearer(header(headers, "authorization")).unwrap_or("");
+        let same: bool = subtle_eq(got.as_bytes(), want.as_bytes());
+        if !same {
+            return Err(Error::Unauthorized(
+                "metrics token required: Authorization: Bearer <token of metrics_token_file>"
+                    .into(),
+            ));
+        }
+    }
+    let body = server
+        .metrics
+        .render(&server.fleet(), &server.queue(), crate::store::now_ms());
+    Ok(
+        warp::reply::with_header(body, "content-type", crate::metrics::CONTENT_TYPE)
+            .into_response(),
+    )
+}
+
+/// Constant-time equality of two byte strings.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    use hmac::Mac;
+    // Compare HMACs of both under a fixed key: equal length, constant time.
+    let mac = |x: &[u8]| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"sai-metrics").expect("any key");
+        m.update(x);
+        m.finalize()
+    };
+    mac(a) == mac(b)
 }
 
 /// Route one HTTP request.
@@ -223,6 +263,7 @@ where
         },
         (Method::POST, ["api", "tasks", id, "cancel"]) => tasks::cancel(s, h, id),
         (Method::GET, ["api", "builders"]) => builders::list(s),
+        (Method::GET, ["metrics"]) => metrics(s, h),
         _ => Err(Error::NotFound("not found")),
     };
     res.unwrap_or_else(Error::into_response)

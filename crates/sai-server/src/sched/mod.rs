@@ -42,6 +42,13 @@
 //!   (`capacity`) on the platform it was declined on.
 //! * A waiting task no connected builder offers a platform for says so
 //!   ([`Fleet::waiting_detail`]).
+//! * A builder whose latest load report ([`Sched::builder_load`]) has less
+//!   disk free than its floor (the larger of its own and the server's
+//!   [`Sched::with_disk_floor`]) is offered nothing until a report says
+//!   otherwise; a task only such builders could run says so in its
+//!   waiting detail.
+//! * [`Sched::take_queue`] publishes the waiting queue's depth and oldest
+//!   task per platform and the tasks per state, for `/metrics`.
 
 #[cfg(test)]
 mod tests;
@@ -49,9 +56,11 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use sai_core::api::{Builder, BuilderPlatform};
+use sai_core::api::{Builder, BuilderLoad as ApiLoad, BuilderPlatform};
 use sai_core::platform::tuple_matches;
-use sai_core::protocol::{PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult};
+use sai_core::protocol::{
+    BuilderLoad, PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult,
+};
 use sai_core::task::{Event, EventId, EventState, RunRecord, StateCounts, Task, TaskId, TaskState};
 
 /// Identifies one builder websocket connection.
@@ -155,14 +164,37 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// "no builder offers <platform>" when no connected builder offers a
-    /// platform matching `platform`.
+    /// Why a task of `platform` waits, when the fleet explains it: "no
+    /// builder offers <platform>" when no connected builder offers a
+    /// matching platform; when every one that does is below its disk floor,
+    /// which builders and how much they have and need.
     pub fn waiting_detail(&self, platform: &str) -> Option<String> {
-        let offered = self
+        let offering: Vec<&Builder> = self
             .builders
             .iter()
-            .any(|b| b.platforms.iter().any(|p| tuple_matches(platform, &p.name)));
-        (!offered).then(|| format!("no builder offers {platform}"))
+            .filter(|b| b.platforms.iter().any(|p| tuple_matches(platform, &p.name)))
+            .collect();
+        if offering.is_empty() {
+            return Some(format!("no builder offers {platform}"));
+        }
+        let low: Vec<String> = offering
+            .iter()
+            .filter_map(|b| {
+                let l = b.load.as_ref().filter(|l| l.below_disk_floor)?;
+                Some(format!(
+                    "{} has {} free in its job directory, below its floor of {}",
+                    b.name,
+                    human_bytes(l.disk_free_bytes.unwrap_or(0)),
+                    human_bytes(l.disk_floor_bytes)
+                ))
+            })
+            .collect();
+        (low.len() == offering.len()).then(|| {
+            format!(
+                "every builder offering {platform} is low on disk: {}",
+                low.join("; ")
+            )
+        })
     }
 }
 
@@ -179,6 +211,37 @@ pub struct OpenWork {
     pub started: Option<i64>,
     /// Belongs to the event asked about.
     pub own: bool,
+}
+
+/// Bytes for people: `1.5 GiB`, `300 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if v < 10.0 {
+        format!("{v:.1} {}", UNITS[u])
+    } else {
+        format!("{v:.0} {}", UNITS[u])
+    }
+}
+
+/// The waiting queue and the tasks of the events held in memory, as
+/// published for `/metrics` after every change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// Per requested platform: waiting tasks and the creation time (unix
+    /// ms) of the oldest.
+    pub waiting: BTreeMap<String, (usize, i64)>,
+    /// Tasks of the events in memory (not yet ended), per state.
+    pub tasks: BTreeMap<TaskState, usize>,
+    /// Events in memory (waiting or running).
+    pub events: usize,
 }
 
 /// Order of waiting tasks: event sequence, priority first, saifile order
@@ -216,6 +279,8 @@ struct Conn {
     cancelled: HashSet<TaskId>,
     since: i64,
     shutting_down: bool,
+    /// Latest load report and when it arrived.
+    load: Option<(i64, BuilderLoad)>,
 }
 
 /// The scheduler state.
@@ -229,6 +294,9 @@ pub struct Sched<D> {
     stopping: bool,
     fleet_changed: bool,
     out: Vec<Effect<D>>,
+    /// The server's disk floor for builders (bytes).
+    disk_floor: u64,
+    queue_changed: bool,
 }
 
 impl<D: Clone> Sched<D> {
@@ -243,7 +311,55 @@ impl<D: Clone> Sched<D> {
             stopping: false,
             fleet_changed: true,
             out: Vec::new(),
+            disk_floor: 0,
+            queue_changed: true,
         }
+    }
+
+    /// Builders reporting less disk free than `bytes` get no offers (their
+    /// own larger floor applies too).
+    pub fn with_disk_floor(mut self, bytes: u64) -> Sched<D> {
+        self.disk_floor = bytes;
+        self
+    }
+
+    /// A new snapshot of the queue when it changed since the last call.
+    pub fn take_queue(&mut self) -> Option<QueueStats> {
+        if !std::mem::take(&mut self.queue_changed) {
+            return None;
+        }
+        let mut q = QueueStats {
+            events: self.events.len(),
+            ..QueueStats::default()
+        };
+        for (platform, set) in &self.waiting {
+            let oldest = set
+                .iter()
+                .map(|&(seq, _, i)| self.events[&seq].tasks[i].task.created)
+                .take(64)
+                .min()
+                .unwrap_or_default();
+            q.waiting.insert(platform.clone(), (set.len(), oldest));
+        }
+        for e in self.events.values() {
+            for &st in TaskState::ALL {
+                let n = e.counts.get(st);
+                if n > 0 {
+                    *q.tasks.entry(st).or_default() += n;
+                }
+            }
+        }
+        Some(q)
+    }
+
+    /// The floor that applies to a connection, and whether its latest
+    /// report is below it.
+    fn disk_state(&self, c: &Conn) -> (u64, bool) {
+        let Some((_, l)) = &c.load else {
+            return (self.disk_floor, false);
+        };
+        let floor = l.disk_floor_bytes.max(self.disk_floor);
+        (floor, l.disk_free_bytes.is_some_and(|f| f < floor))
     }
 
     /// The effects of the inputs so far, in the order they must be applied.
@@ -265,6 +381,20 @@ impl<D: Clone> Sched<D> {
                 peer: c.peer.clone(),
                 software: c.software.clone(),
                 since: c.since,
+                load: c.load.as_ref().map(|(at, l)| {
+                    let (floor, below) = self.disk_state(c);
+                    ApiLoad {
+                        reported: *at,
+                        load_avg_1m_centi: l.load_avg_1m_centi,
+                        cpus: l.cpus,
+                        mem_total_bytes: l.mem_total_bytes,
+                        mem_available_bytes: l.mem_available_bytes,
+                        disk_free_bytes: l.disk_free_bytes,
+                        disk_floor_bytes: floor,
+                        below_disk_floor: below,
+                        running_tasks: l.running_tasks,
+                    }
+                }),
                 platforms: c
                     .slots
                     .iter()
@@ -365,6 +495,7 @@ impl<D: Clone> Sched<D> {
             .collect();
         self.by_id.insert(rt.event.id.clone(), seq);
         self.events.insert(seq, rt);
+        self.queue_changed = true;
         if !keep {
             self.refresh(seq);
         }
@@ -399,6 +530,7 @@ impl<D: Clone> Sched<D> {
                 cancelled: HashSet::new(),
                 since: now,
                 shutting_down: false,
+                load: None,
             },
         );
         self.fleet_changed = true;
@@ -424,6 +556,19 @@ impl<D: Clone> Sched<D> {
             .collect();
         c.rejected.retain(|_, si| !free.contains(si));
         if !free.is_empty() {
+            self.dispatch_conn(now, conn);
+        }
+    }
+
+    /// The builder reported its load. Below its disk floor it is offered
+    /// nothing; a report back above the floor offers it work again.
+    pub fn builder_load(&mut self, now: i64, conn: ConnId, load: BuilderLoad) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.load = Some((now, load));
+        self.fleet_changed = true;
+        if !self.disk_state(&self.conns[&conn]).1 {
             self.dispatch_conn(now, conn);
         }
     }
@@ -701,6 +846,7 @@ impl<D: Clone> Sched<D> {
         }
         let e = self.events.remove(&seq).expect("event");
         self.by_id.remove(&e.event.id);
+        self.queue_changed = true;
         for conn in freed {
             self.dispatch_conn(now, conn);
         }
@@ -783,6 +929,7 @@ impl<D: Clone> Sched<D> {
         let t = &mut e.tasks[i];
         let from = t.task.run.state;
         if from != to {
+            self.queue_changed = true;
             e.counts.moved(from, to);
             let key = (seq, !t.task.priority, i);
             if from == TaskState::Waiting
@@ -866,6 +1013,7 @@ impl<D: Clone> Sched<D> {
             let id = e.event.id.clone();
             self.events.remove(&seq);
             self.by_id.remove(&id);
+            self.queue_changed = true;
         }
     }
 
@@ -939,7 +1087,7 @@ impl<D: Clone> Sched<D> {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if c.shutting_down {
+        if c.shutting_down || self.disk_state(c).1 {
             return;
         }
         for si in 0..c.slots.len() {

@@ -545,3 +545,97 @@ fn tasks_left_running_by_a_previous_server_are_requeued_on_load() {
         state: EventState::Waiting
     }));
 }
+
+fn load(free: u64, floor: u64) -> BuilderLoad {
+    BuilderLoad {
+        load_avg_1m_centi: Some(50),
+        cpus: Some(4),
+        mem_total_bytes: Some(8 << 30),
+        mem_available_bytes: Some(4 << 30),
+        disk_free_bytes: Some(free),
+        disk_floor_bytes: floor,
+        running_tasks: 0,
+    }
+}
+
+#[test]
+fn a_builder_below_its_disk_floor_gets_no_offers_and_waiting_tasks_say_why() {
+    const GIB: u64 = 1 << 30;
+    let mut f = Fixture::new(3);
+    f.hello(0, 1, &[(LINUX, 2)]);
+    // Below its own floor before any work exists.
+    f.s.builder_load(1, 1, load(GIB / 2, 2 * GIB));
+    let t = f.event(2, &[(LINUX, false)], 2);
+    f.s.tick(3);
+    assert!(f.offers(1).is_empty(), "no offer below the disk floor");
+    assert_eq!(f.run(&t[0]).state, TaskState::Waiting);
+    let fleet = f.s.take_fleet().unwrap();
+    let b = &fleet.builders[0];
+    let l = b.load.as_ref().expect("load published");
+    assert_eq!(
+        (
+            l.reported,
+            l.disk_free_bytes,
+            l.disk_floor_bytes,
+            l.below_disk_floor
+        ),
+        (1, Some(GIB / 2), 2 * GIB, true)
+    );
+    assert_eq!(l.load_avg_1m_centi, Some(50));
+    assert_eq!(
+        fleet.waiting_detail(LINUX).as_deref(),
+        Some(
+            format!(
+                "every builder offering {LINUX} is low on disk: b1 has 512 MiB free in its job directory, below its floor of 2.0 GiB"
+            )
+            .as_str()
+        )
+    );
+    // Another builder with room takes the task; the detail goes away.
+    f.hello(4, 2, &[(LINUX, 1)]);
+    assert_eq!(f.offers(2), vec![t[0].to_string()]);
+    let fleet = f.s.take_fleet().unwrap();
+    assert_eq!(fleet.waiting_detail(LINUX), None);
+    // A report above the floor makes the first builder eligible at once.
+    let u = f.event(5, &[(LINUX, false)], 5);
+    f.s.tick(6);
+    assert!(f.offers(1).is_empty());
+    f.s.builder_load(7, 1, load(3 * GIB, 2 * GIB));
+    assert_eq!(f.offers(1), vec![u[0].to_string()]);
+}
+
+#[test]
+fn the_server_disk_floor_applies_when_larger_than_the_builders() {
+    const GIB: u64 = 1 << 30;
+    let mut f = Fixture::new(3);
+    f.s = Sched::new(3).with_disk_floor(10 * GIB);
+    f.hello(0, 1, &[(LINUX, 1)]);
+    f.s.builder_load(0, 1, load(5 * GIB, GIB));
+    let t = f.event(1, &[(LINUX, false)], 1);
+    f.s.tick(1);
+    assert!(f.offers(1).is_empty());
+    let fleet = f.s.take_fleet().unwrap();
+    let detail = fleet.waiting_detail(LINUX).unwrap();
+    assert!(detail.contains("below its floor of 10 GiB"), "{detail}");
+    // A builder that reports no disk figure is not held back.
+    f.hello(2, 2, &[(LINUX, 1)]);
+    assert_eq!(f.offers(2), vec![t[0].to_string()]);
+}
+
+#[test]
+fn queue_stats_count_waiting_tasks_per_platform_with_the_oldest() {
+    let mut f = Fixture::new(3);
+    assert_eq!(f.s.take_queue(), Some(QueueStats::default()));
+    assert_eq!(f.s.take_queue(), None, "unchanged: no new snapshot");
+    f.event(100, &[(LINUX, false), (ESP32, false)], 100);
+    f.event(200, &[(LINUX, false)], 200);
+    let q = f.s.take_queue().unwrap();
+    assert_eq!(q.waiting[LINUX], (2, 100));
+    assert_eq!(q.waiting[ESP32], (1, 100));
+    assert_eq!(q.tasks[&TaskState::Waiting], 3);
+    assert_eq!(q.events, 2);
+    f.hello(300, 1, &[(LINUX, 1)]);
+    let q = f.s.take_queue().unwrap();
+    assert_eq!(q.waiting[LINUX], (1, 200));
+    assert_eq!(q.tasks[&TaskState::Running], 1);
+}

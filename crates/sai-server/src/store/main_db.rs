@@ -187,6 +187,15 @@ impl Store {
         )
     }
 
+    /// Number of events per state.
+    pub fn event_state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.rows(
+            "SELECT state, count(*) FROM events GROUP BY state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     /// Set an event's state.
     pub fn set_event_state(&self, id: &str, state: EventState) -> Result<(), StoreError> {
         self.main().execute(

@@ -69,6 +69,7 @@ pub fn builder_config(
         job_retention_secs: sai_core::config::builder::DEFAULT_JOB_RETENTION_SECS,
         min_free_disk_bytes: 256 * 1024 * 1024,
         task_limits: None,
+        metrics_listen: None,
     };
     let problems = config.validate();
     if !problems.is_empty() {
