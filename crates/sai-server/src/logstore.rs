@@ -276,8 +276,11 @@ impl TaskLog {
         self.dirty = true;
     }
 
-    /// Write what changed since the last call inside `tx`.
-    pub fn persist(&mut self, tx: &Transaction<'_>) -> Result<()> {
+    /// Write what changed since the last [`TaskLog::committed`] inside
+    /// `tx`. Nothing is forgotten here: if `tx` does not commit (a full
+    /// disk), the next call writes the same blocks again, so a failed write
+    /// never leaves a hole.
+    pub fn persist(&self, tx: &Transaction<'_>) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }
@@ -287,9 +290,19 @@ impl TaskLog {
         if !self.open.is_empty() {
             self.open.write(tx, &self.task_id, false)?;
         }
+        Ok(())
+    }
+
+    /// The transaction [`TaskLog::persist`] wrote into committed: forget the
+    /// sealed blocks it stored.
+    pub fn committed(&mut self) {
         self.sealed.clear();
         self.dirty = false;
-        Ok(())
+    }
+
+    /// Whether bytes were pushed that no committed transaction holds yet.
+    pub fn has_unstored(&self) -> bool {
+        self.dirty
     }
 }
 
@@ -446,6 +459,7 @@ pub fn migrate_legacy(conn: &mut Connection) -> Result<usize> {
         }
         log.seal();
         log.persist(&tx)?;
+        log.committed();
     }
     tx.execute("DELETE FROM logs", [])?;
     tx.commit()?;
@@ -466,6 +480,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         log.persist(&tx).unwrap();
         tx.commit().unwrap();
+        log.committed();
     }
 
     /// Lines of ~100 bytes on alternating channels, several blocks long.

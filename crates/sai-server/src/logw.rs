@@ -5,9 +5,13 @@
 //! blocks that changed in one transaction per event database at least every
 //! `log_flush_ms` or when 256 KiB are pending. Only after the commit is the
 //! flow-control credit returned to the sending connection, so credited
-//! bytes are durable. A task's log stays in memory only while it is being
-//! written: one idle flush interval later it is dropped, with the event
-//! database handle it holds.
+//! bytes are durable. When a write fails (a full disk), nothing is dropped
+//! and no credit is returned for those bytes: the builder stops sending
+//! once its window is spent, and the writer retries every flush interval
+//! until the write succeeds. A task that ends while its log is not stored
+//! is told so by [`LogWriter::flush_task`]. A task's log stays in memory
+//! only while it is being written: one idle flush interval after it is
+//! stored it is dropped, with the event database handle it holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,8 +45,25 @@ pub struct LogChunk {
 
 enum Cmd {
     Record(LogChunk),
-    Clear { db: Arc<EventDb>, task_id: String },
+    Clear {
+        db: Arc<EventDb>,
+        task_id: String,
+    },
     Flush(tokio::sync::oneshot::Sender<()>),
+    FlushTask {
+        task_id: String,
+        ack: tokio::sync::oneshot::Sender<Result<(), Unstored>>,
+    },
+}
+
+/// A task's log holds bytes that could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{bytes} bytes of its log could not be stored: {cause}")]
+pub struct Unstored {
+    /// Bytes received and not stored.
+    pub bytes: u64,
+    /// The last write error.
+    pub cause: String,
 }
 
 /// Handle of the writer thread.
@@ -80,11 +101,25 @@ impl LogWriter {
         self.send(Cmd::Clear { db, task_id });
     }
 
-    /// Write everything queued so far; resolves when committed.
+    /// Write everything queued so far; resolves when written or failed.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Cmd::Flush(tx));
         let _ = rx.await;
+    }
+
+    /// Write everything queued so far; `Err` when some of this task's log
+    /// is still not stored (the writer keeps retrying it).
+    pub async fn flush_task(&self, task_id: &str) -> Result<(), Unstored> {
+        let (ack, rx) = tokio::sync::oneshot::channel();
+        self.send(Cmd::FlushTask {
+            task_id: task_id.to_string(),
+            ack,
+        });
+        rx.await.unwrap_or(Err(Unstored {
+            bytes: 0,
+            cause: "the log writer is gone".into(),
+        }))
     }
 }
 
@@ -96,6 +131,22 @@ struct Writing {
     active: bool,
     /// End of the bytes announced on the change feed.
     announced: i64,
+    /// Credit to return once the bytes pushed since the last commit are stored.
+    credits: HashMap<ConnId, (UnboundedSender<Outgoing>, u64)>,
+    /// Why the last write failed, while bytes are unstored.
+    failed: Option<String>,
+}
+
+impl Writing {
+    fn unstored(&self) -> Option<Unstored> {
+        self.log.has_unstored().then(|| Unstored {
+            bytes: (self.log.len() - self.announced).max(0) as u64,
+            cause: self
+                .failed
+                .clone()
+                .unwrap_or_else(|| "not written yet".into()),
+        })
+    }
 }
 
 /// The logs of one event database, written in one transaction.
@@ -104,7 +155,6 @@ type EventBatch<'a> = (Arc<EventDb>, Vec<(&'a String, &'a mut Writing)>);
 #[derive(Default)]
 struct Pending {
     tasks: HashMap<String, Writing>,
-    credits: HashMap<ConnId, (UnboundedSender<Outgoing>, u64)>,
     bytes: usize,
     since: Option<Instant>,
     last_forget: Option<Instant>,
@@ -120,13 +170,20 @@ impl Pending {
                 .1
                 .push((task, w));
         }
+        let mut unstored = false;
         for (_, (db, mut writing)) in by_event {
             if let Err(e) = db.write_logs(writing.iter_mut().map(|(_, w)| &mut w.log)) {
-                tracing::error!(event = %db.id, cause = %e, "writing logs");
+                // Keep the bytes and their credit; retried at the next flush.
+                tracing::error!(event = %db.id, cause = %e, "writing logs; will retry");
+                for (_, w) in writing {
+                    w.failed = Some(e.to_string());
+                }
+                unstored = true;
                 continue;
             }
             // One change per task: the byte range stored since the last one.
             for (task, w) in writing {
+                w.failed = None;
                 let end = w.log.len();
                 if end > w.announced {
                     feed.publish(Change::LogAppended {
@@ -136,13 +193,13 @@ impl Pending {
                     });
                     w.announced = end;
                 }
+                for (_, (tx, bytes)) in w.credits.drain() {
+                    let _ = tx.send(Outgoing::Credit(bytes));
+                }
             }
         }
-        for (_, (tx, bytes)) in self.credits.drain() {
-            let _ = tx.send(Outgoing::Credit(bytes));
-        }
         self.bytes = 0;
-        self.since = None;
+        self.since = unstored.then(Instant::now);
     }
 
     /// Forget logs nobody wrote to since the previous call, at most once
@@ -152,7 +209,8 @@ impl Pending {
             return;
         }
         self.last_forget = Some(Instant::now());
-        self.tasks.retain(|_, w| std::mem::take(&mut w.active));
+        self.tasks
+            .retain(|_, w| std::mem::take(&mut w.active) || w.log.has_unstored());
     }
 }
 
@@ -192,6 +250,8 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                             log,
                             active: true,
                             announced,
+                            credits: HashMap::new(),
+                            failed: None,
                         })
                     }
                 };
@@ -199,7 +259,7 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                 w.active = true;
                 let len = data.len();
                 if let Some((cid, tx)) = credit {
-                    pending.credits.entry(cid).or_insert((tx, 0)).1 += len as u64;
+                    w.credits.entry(cid).or_insert((tx, 0)).1 += len as u64;
                 }
                 pending.bytes += len;
                 pending.since.get_or_insert_with(Instant::now);
@@ -210,7 +270,12 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
             }
             Ok(Cmd::Clear { db, task_id }) => {
                 pending.flush(&feed);
-                pending.tasks.remove(&task_id);
+                if let Some(mut w) = pending.tasks.remove(&task_id) {
+                    // Discarded on purpose: their sender may send again.
+                    for (_, (tx, bytes)) in w.credits.drain() {
+                        let _ = tx.send(Outgoing::Credit(bytes));
+                    }
+                }
                 if let Err(e) = db.clear_task_output(&task_id) {
                     tracing::error!(task = %task_id, cause = %e, "clearing task output");
                 }
@@ -218,6 +283,14 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
             Ok(Cmd::Flush(ack)) => {
                 pending.flush(&feed);
                 let _ = ack.send(());
+            }
+            Ok(Cmd::FlushTask { task_id, ack }) => {
+                pending.flush(&feed);
+                let res = match pending.tasks.get(&task_id).and_then(Writing::unstored) {
+                    Some(u) => Err(u),
+                    None => Ok(()),
+                };
+                let _ = ack.send(res);
             }
             Err(RecvTimeoutError::Timeout) => {
                 pending.flush(&feed);

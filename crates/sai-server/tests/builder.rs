@@ -408,7 +408,8 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
     assert_eq!(t["attempt"], 0, "a reject is not an attempt");
     assert!(t["reason"].as_str().unwrap().contains("disk full"));
     // A second builder takes the rejected task.
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+    let token2 = s.builder_token("host2", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token2, "host2", &[(LINUX, 1)])
         .await
         .unwrap();
     assert_eq!(b.offer(T).await.unwrap().task_id, o.task_id);
@@ -446,9 +447,24 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
         ServerMessage::Error { message, .. } => assert!(message.contains("discarded"), "{message}"),
         m => panic!("expected an error, got {m:?}"),
     }
-    a.run_task(&o2, b"", TaskResult::Success).await.unwrap();
-    let t = task_state(s, &o2.task_id, "success").await;
+    // The task reports success, but its artifact did not arrive: it says
+    // so and does not end `success`.
+    a.send(&BuilderMessage::TaskFinished {
+        task_id: o2.task_id.clone(),
+        result: TaskResult::Success,
+    })
+    .await
+    .unwrap();
+    let t = task_state(s, &o2.task_id, "waiting").await;
     assert_eq!(t["artifacts"].as_array().unwrap().len(), 0);
+    assert_eq!(t["infra_failures"], 1);
+    let reason = t["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("1 artifact(s) did not arrive") && reason.contains("x.bin"),
+        "{reason}"
+    );
+    let log = String::from_utf8(raw_log(s, &o2.task_id).await).unwrap();
+    assert!(log.contains("artifact x.bin discarded"), "{log}");
 }
 
 /// One linux task only.

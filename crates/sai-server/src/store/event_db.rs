@@ -222,10 +222,14 @@ impl EventDb {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for log in logs {
+        let logs: Vec<&mut TaskLog> = logs.into_iter().collect();
+        for log in &logs {
             log.persist(&tx)?;
         }
         tx.commit()?;
+        for log in logs {
+            log.committed();
+        }
         Ok(())
     }
 
