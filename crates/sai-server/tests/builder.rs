@@ -17,7 +17,12 @@ use sai_testkit::{FakeBuilder, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
-    let env = start(|c| c.log_window_bytes = 65536);
+    let env = start(|c| {
+        c.log_window_bytes = 65536;
+        // The fake builder answers pings only while the test reads from it;
+        // the many API calls below must not make it look dead on a busy host.
+        c.builder_dead_timeout_ms = 30_000;
+    });
     let s = &env.server;
     let ev = push_ok(s, &Push::new("demo", SMALL)).await;
     let token = s.builder_token("host1", &["linux-debian"]).unwrap();

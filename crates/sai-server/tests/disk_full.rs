@@ -101,7 +101,7 @@ async fn credit_within(b: &mut FakeBuilder, d: Duration) -> u64 {
 /// (free space inside sqlite's files is used up first); appends them to
 /// `sent`. Afterwards `window - credit` bytes are received and unstored.
 async fn log_until_refused(b: &mut FakeBuilder, task_id: &str, seed: u64, sent: &mut Vec<u8>) {
-    for round in 0..400 {
+    for round in 0..60 {
         let n = b.credit as usize;
         if n > 0 {
             let bytes = noise(seed * 1000 + round, n);
