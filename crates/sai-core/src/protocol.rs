@@ -51,6 +51,9 @@ pub const CLOSE_UNSUPPORTED_VERSION: u16 = 4001;
 pub const CLOSE_POLICY: u16 = 1008;
 /// Websocket close code: malformed message (standard 1002 "protocol error").
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Websocket close code: a newer connection with the same builder name
+/// replaced this one.
+pub const CLOSE_REPLACED: u16 = 4002;
 
 /// Log channel: stdout of a step.
 pub const CHANNEL_STDOUT: u8 = 1;

@@ -164,22 +164,18 @@ async fn main() -> anyhow::Result<()> {
     let saifile = lws();
     let parsed = sai_core::saifile::parse("lws", &saifile).map_err(|e| anyhow::anyhow!("{e}"))?;
     let platforms: Vec<String> = parsed.platform_names().map(str::to_string).collect();
-    let refs: Vec<&str> = platforms.iter().map(String::as_str).collect();
-    let token = s.builder_token("farm", &refs)?;
     let done = Arc::new(AtomicUsize::new(0));
     let total = 548usize;
     let mut handles = Vec::new();
     let ready = Arc::new(tokio::sync::Barrier::new(platforms.len() + 1));
-    for p in &platforms {
-        let (url, token, p, done, ready) = (
-            s.builder_url(),
-            token.clone(),
-            p.clone(),
-            done.clone(),
-            ready.clone(),
-        );
+    for (i, p) in platforms.iter().enumerate() {
+        // One name per connection: a second connection with a builder's
+        // name replaces the first.
+        let name = format!("farm-{i}");
+        let token = s.builder_token(&name, &[p.as_str()])?;
+        let (url, p, done, ready) = (s.builder_url(), p.clone(), done.clone(), ready.clone());
         handles.push(tokio::spawn(async move {
-            let mut b = FakeBuilder::start(&url, &token, "farm", &[(p.as_str(), 4)]).await?;
+            let mut b = FakeBuilder::start(&url, &token, &name, &[(p.as_str(), 4)]).await?;
             ready.wait().await;
             loop {
                 if done.load(Ordering::SeqCst) >= total {

@@ -54,6 +54,31 @@ pub struct Identity {
     pub platforms: Vec<String>,
 }
 
+/// May a builder whose token grants platform `granted` offer `offered`?
+///
+/// A grant naming all three elements (`os/arch/toolchain`) allows exactly
+/// that platform. A shorter grant names a family: each element it names
+/// must equal the offered element or be continued in it after a `-`
+/// (`linux-debian` allows `linux-debian-12/...`, not `linux-debianish/...`;
+/// `linux/x86_64` allows `linux-fedora/x86_64-amd/gcc`, not
+/// `linux/x86_64_v3`), and the elements it leaves out are free. Never a
+/// plain string prefix, and an empty element grants nothing.
+pub fn token_allows(granted: &str, offered: &str) -> bool {
+    let g: Vec<&str> = granted.split('/').collect();
+    let o: Vec<&str> = offered.split('/').collect();
+    if g.iter().any(|e| e.is_empty()) || o.iter().any(|e| e.is_empty()) {
+        return false;
+    }
+    if g.len() == sai_core::platform::MAX_ELEMENTS {
+        return granted == offered;
+    }
+    g.len() <= o.len()
+        && g.iter().zip(&o).all(|(g, o)| {
+            o.strip_prefix(g)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+        })
+}
+
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -246,6 +271,39 @@ pub use sai_core::notification::{SigError, sign as sign_hook};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_platforms_allow_exactly_their_set() {
+        // A full platform is exact: no prefix, no longer toolchain or arch.
+        let full = "lnx-a/x86_64/gcc";
+        assert!(token_allows(full, full));
+        assert!(!token_allows(full, "lnx-ab/x86_64/gcc-evil"));
+        assert!(!token_allows(full, "lnx-ab/x86_64/gcc"));
+        assert!(!token_allows(full, "lnx-a/x86_64/gcc-evil"));
+        assert!(!token_allows(full, "lnx-a-b/x86_64/gcc"));
+        assert!(!token_allows(full, "lnx-a/x86_64-amd/gcc"));
+        assert!(!token_allows(full, "lnx-a/x86_64"));
+        assert!(!token_allows(full, "lnx-a"));
+        // A shorter grant is a family, at '-' boundaries only.
+        assert!(token_allows("linux", "linux"));
+        assert!(token_allows("linux", "linux-debian-12/x86_64-amd/gcc"));
+        assert!(!token_allows("linux", "linuxish/x86_64/gcc"));
+        assert!(token_allows(
+            "linux-debian",
+            "linux-debian-12/x86_64-amd/gcc"
+        ));
+        assert!(!token_allows("linux-debian", "linux-debian12/x86_64/gcc"));
+        assert!(!token_allows("linux-debian-12", "linux-debian/x86_64/gcc"));
+        assert!(token_allows("linux/x86_64", "linux-fedora/x86_64-amd/gcc"));
+        assert!(token_allows("linux/x86_64", "linux/x86_64"));
+        assert!(!token_allows("linux/x86_64", "linux/x86_64_v3/gcc"));
+        assert!(!token_allows("linux/x86_64", "linux"));
+        assert!(!token_allows("lnx-a", "lnx-ab/x86_64/gcc"));
+        // Empty elements are not wildcards here (they are in task requests).
+        assert!(!token_allows("linux//gcc", "linux/x86_64/gcc"));
+        assert!(!token_allows("", "linux"));
+        assert!(!token_allows("linux/", "linux/x86_64"));
+    }
 
     #[test]
     fn tokens_kinds_and_revocation() {

@@ -83,6 +83,7 @@ impl Error {
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +91,10 @@ impl Error {
     /// What the client is told.
     pub fn body(&self) -> sai_core::api::Error {
         let (error, detail) = match self {
+            Error::Store(e) if e.is_disk_full() => (
+                "the server's data disk is full: nothing was stored; try again later".to_string(),
+                None,
+            ),
             Error::Store(_) | Error::Internal(_) => ("internal error".to_string(), None),
             Error::BadRequest { detail, .. } => (self.to_string(), detail.clone()),
             Error::NotJson(detail) | Error::Field(FieldError::SaifileBase64(detail)) => {

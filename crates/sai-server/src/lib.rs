@@ -254,7 +254,20 @@ pub struct Server {
     pub outbox: outbox::Outbox,
     /// Commit status and webhook targets per project (from the settings).
     pub targets: HashMap<String, outbox::ProjectTargets>,
+    unwritten: Mutex<Unwritten>,
 }
+
+/// Task and event states whose write failed (a full disk), retried until
+/// they are stored; a newer write of the same task or event replaces them.
+#[derive(Default)]
+struct Unwritten {
+    runs: HashMap<sai_core::task::TaskId, (Arc<EventDb>, sai_core::task::RunRecord)>,
+    states: HashMap<sai_core::task::EventId, sai_core::task::EventState>,
+    retrying: bool,
+}
+
+/// How often unwritten states are retried.
+const RETRY_UNWRITTEN: Duration = Duration::from_millis(500);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -274,8 +287,15 @@ impl Server {
             changes.clone(),
         );
         let targets = settings.targets.clone();
-        let sched = Sched::new(settings.config.max_infra_attempts)
+        let mut sched = Sched::new(settings.config.max_infra_attempts)
             .with_disk_floor(settings.config.builder_min_free_disk_bytes);
+        sched.set_task_deadline(Some(
+            settings
+                .config
+                .task_deadline_secs
+                .min(1 << 40)
+                .saturating_mul(1000) as i64,
+        ));
         let server = Arc::new(Server {
             settings,
             store,
@@ -294,6 +314,7 @@ impl Server {
             metrics: metrics::Metrics::new(),
             outbox: outbox::Outbox::default(),
             targets,
+            unwritten: Mutex::new(Unwritten::default()),
         });
         for event in server.store.active_events()? {
             let Some(db) = server.store.event_db(&event.id)? else {
@@ -349,7 +370,71 @@ impl Server {
         if let Some(at) = wake {
             self.wake_at(at);
         }
+        self.retry_unwritten();
         r
+    }
+
+    /// Start retrying the unwritten states, unless that runs already.
+    fn retry_unwritten(self: &Arc<Self>) {
+        {
+            let mut u = lock(&self.unwritten);
+            if u.retrying || (u.runs.is_empty() && u.states.is_empty()) {
+                return;
+            }
+            u.retrying = true;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            lock(&self.unwritten).retrying = false;
+            return;
+        };
+        let me = self.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(RETRY_UNWRITTEN).await;
+                let me2 = me.clone();
+                let done = tokio::task::spawn_blocking(move || me2.write_unwritten())
+                    .await
+                    .unwrap_or(false);
+                if done || me.shutdown.is_cancelled() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One retry of every unwritten state; true when none is left (and the
+    /// retry loop ends).
+    fn write_unwritten(&self) -> bool {
+        let _applying = lock(&self.applying);
+        let (runs, states) = {
+            let u = lock(&self.unwritten);
+            (u.runs.clone(), u.states.clone())
+        };
+        for (task, (db, run)) in runs {
+            if db.update_task(&task, &run).is_ok() {
+                tracing::info!(%task, state = %run.state, "task state written after an earlier failure");
+                lock(&self.unwritten).runs.remove(&task);
+                self.changes.publish(changes::Change::TaskChanged {
+                    task: task.to_string(),
+                    state: run.state.as_str().to_string(),
+                });
+            }
+        }
+        for (event, state) in states {
+            if self.store.set_event_state(&event, state).is_ok() {
+                lock(&self.unwritten).states.remove(&event);
+                self.changes.publish(changes::Change::EventChanged {
+                    event: event.to_string(),
+                    state: state.as_str().to_string(),
+                });
+            }
+        }
+        let mut u = lock(&self.unwritten);
+        let done = u.runs.is_empty() && u.states.is_empty();
+        if done {
+            u.retrying = false;
+        }
+        done
     }
 
     /// Apply queued effects in order. Whoever holds `applying` drains the
@@ -368,13 +453,15 @@ impl Server {
         match effect {
             Effect::Persist { db, task, run } => {
                 if let Err(e) = db.update_task(&task, &run) {
-                    tracing::error!(%task, cause = %e, "writing task state");
+                    tracing::error!(%task, cause = %e, "writing task state; will retry");
+                    lock(&self.unwritten).runs.insert(task, (db, run));
                     return;
                 }
                 if run.state.is_terminal() {
                     let ms = run.started.zip(run.ended).map(|(s, e)| e - s);
                     self.metrics.task_ended(run.state, ms);
                 }
+                lock(&self.unwritten).runs.remove(&task);
                 self.changes.publish(changes::Change::TaskChanged {
                     task: task.to_string(),
                     state: run.state.as_str().to_string(),
@@ -382,8 +469,10 @@ impl Server {
             }
             Effect::EventState { event, state } => {
                 if let Err(e) = self.store.set_event_state(&event, state) {
-                    tracing::error!(%event, cause = %e, "writing event state");
+                    tracing::error!(%event, cause = %e, "writing event state; will retry");
+                    lock(&self.unwritten).states.insert(event, state);
                 } else {
+                    lock(&self.unwritten).states.remove(&event);
                     tracing::info!(%event, %state, "event state");
                     if state.is_terminal() {
                         self.outbox.note(&event, state);

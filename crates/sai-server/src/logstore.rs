@@ -91,7 +91,7 @@ pub struct LogRecord {
 /// then per record its channel (u8), timestamp delta from the previous
 /// record (i64) and length (u32), then the bytes of every record: headers
 /// and text apart compress much better than interleaved.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Block {
     first_offset: i64,
     end_offset: i64,
@@ -214,7 +214,7 @@ fn decode(task: &str, first_offset: i64, end_offset: i64, raw: &[u8]) -> Result<
 
 /// The appending side of one task's log: where its open block starts, how
 /// much of it is stored as pieces, and the records not stored yet.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TaskLog {
     task_id: String,
     /// First offset of the open block.
@@ -278,6 +278,11 @@ impl TaskLog {
             self.seal = true;
         }
         offset
+    }
+
+    /// Whether bytes were pushed that no committed transaction holds yet.
+    pub fn has_unstored(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Whether [`TaskLog::persist`] has anything to write.

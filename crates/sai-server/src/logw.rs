@@ -5,13 +5,18 @@
 //! blocks that changed in one transaction per event database at least every
 //! `log_flush_ms` or when 256 KiB are pending. Only after the commit is the
 //! flow-control credit returned to the sending connection, so credited
-//! bytes survive a crash of the server. Commits do not fsync (WAL,
-//! `synchronous=NORMAL`); within [`CHECKPOINT_EVERY`] of a write the
-//! databases written are checkpointed and their WAL truncated, which syncs
-//! them, so logs survive power loss within about a second, and a finished
-//! task's event folder is back to its compressed size. A task's log stays in memory only while it is being
-//! written: one idle flush interval later it is dropped, with the event
-//! database handle it holds.
+//! bytes survive a crash of the server. When a write fails (a full disk),
+//! nothing is dropped and no credit is returned for those bytes: the
+//! builder stops sending once its window is spent, and the writer retries
+//! every flush interval until the write succeeds; a task that ends while
+//! its log is not stored is told so by [`LogWriter::finish_task`]. Commits
+//! do not fsync (WAL, `synchronous=NORMAL`); within [`CHECKPOINT_EVERY`] of
+//! a write the databases written are checkpointed and their WAL truncated,
+//! which syncs them, so logs survive power loss within about a second, and
+//! a finished task's event folder is back to its compressed size. A task's
+//! log stays in memory only while it is being written: one idle flush
+//! interval after it is stored it is dropped, with the event database
+//! handle it holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,8 +60,18 @@ enum Cmd {
     Finish {
         db: Arc<EventDb>,
         task_id: String,
-        ack: tokio::sync::oneshot::Sender<()>,
+        ack: tokio::sync::oneshot::Sender<Result<(), Unstored>>,
     },
+}
+
+/// A task's log holds bytes that could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{bytes} bytes of its log could not be stored: {cause}")]
+pub struct Unstored {
+    /// Bytes received and not stored.
+    pub bytes: u64,
+    /// The last write error.
+    pub cause: String,
 }
 
 /// Handle of the writer thread.
@@ -95,15 +110,19 @@ impl LogWriter {
     }
 
     /// A task ended: write everything queued so far and seal its open log
-    /// block; resolves when committed. Its database is checkpointed soon
-    /// after.
-    pub async fn finish_task(&self, db: Arc<EventDb>, task_id: String) {
+    /// block; resolves when committed, or with `Err` when some of its log
+    /// is still not stored (the writer keeps retrying it). Its database is
+    /// checkpointed soon after.
+    pub async fn finish_task(&self, db: Arc<EventDb>, task_id: String) -> Result<(), Unstored> {
         let (ack, rx) = tokio::sync::oneshot::channel();
         self.send(Cmd::Finish { db, task_id, ack });
-        let _ = rx.await;
+        rx.await.unwrap_or(Err(Unstored {
+            bytes: 0,
+            cause: "the log writer is gone".into(),
+        }))
     }
 
-    /// Write everything queued so far; resolves when committed.
+    /// Write everything queued so far; resolves when written or failed.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Cmd::Flush(tx));
@@ -119,6 +138,22 @@ struct Writing {
     active: bool,
     /// End of the bytes announced on the change feed.
     announced: i64,
+    /// Credit to return once the bytes pushed since the last commit are stored.
+    credits: HashMap<ConnId, (UnboundedSender<Outgoing>, u64)>,
+    /// Why the last write failed, while bytes are unstored.
+    failed: Option<String>,
+}
+
+impl Writing {
+    fn unstored(&self) -> Option<Unstored> {
+        self.log.has_unstored().then(|| Unstored {
+            bytes: (self.log.len() - self.announced).max(0) as u64,
+            cause: self
+                .failed
+                .clone()
+                .unwrap_or_else(|| "not written yet".into()),
+        })
+    }
 }
 
 /// The logs of one event database, written in one transaction.
@@ -127,7 +162,6 @@ type EventBatch<'a> = (Arc<EventDb>, Vec<(&'a String, &'a mut Writing)>);
 #[derive(Default)]
 struct Pending {
     tasks: HashMap<String, Writing>,
-    credits: HashMap<ConnId, (UnboundedSender<Outgoing>, u64)>,
     bytes: usize,
     since: Option<Instant>,
     last_forget: Option<Instant>,
@@ -148,14 +182,21 @@ impl Pending {
                 .push((task, w));
         }
         let mut written = Vec::new();
+        let mut unstored = false;
         for (_, (db, mut writing)) in by_event {
             if let Err(e) = db.write_logs(writing.iter_mut().map(|(_, w)| &mut w.log)) {
-                tracing::error!(event = %db.id, cause = %e, "writing logs");
+                // Keep the bytes and their credit; retried at the next flush.
+                tracing::error!(event = %db.id, cause = %e, "writing logs; will retry");
+                for (_, w) in writing {
+                    w.failed = Some(e.to_string());
+                }
+                unstored = true;
                 continue;
             }
             written.push(db.clone());
             // One change per task: the byte range stored since the last one.
             for (task, w) in writing {
+                w.failed = None;
                 let end = w.log.len();
                 if end > w.announced {
                     feed.publish(Change::LogAppended {
@@ -165,16 +206,16 @@ impl Pending {
                     });
                     w.announced = end;
                 }
+                for (_, (tx, bytes)) in w.credits.drain() {
+                    let _ = tx.send(Outgoing::Credit(bytes));
+                }
             }
         }
         for db in &written {
             self.written(db);
         }
-        for (_, (tx, bytes)) in self.credits.drain() {
-            let _ = tx.send(Outgoing::Credit(bytes));
-        }
         self.bytes = 0;
-        self.since = None;
+        self.since = unstored.then(Instant::now);
     }
 
     fn written(&mut self, db: &Arc<EventDb>) {
@@ -185,13 +226,24 @@ impl Pending {
             .get_or_insert_with(|| Instant::now() + CHECKPOINT_EVERY);
     }
 
-    /// Seal a finished task's log (in memory or reloaded) and write it.
-    fn finish(&mut self, feed: &ChangeFeed, db: Arc<EventDb>, task_id: &str) {
+    /// Seal a finished task's log (in memory or reloaded) and write it;
+    /// `Err` while some of it is not stored (it stays here to be retried).
+    fn finish(
+        &mut self,
+        feed: &ChangeFeed,
+        db: Arc<EventDb>,
+        task_id: &str,
+    ) -> Result<(), Unstored> {
         self.flush(feed);
+        if let Some(u) = self.tasks.get(task_id).and_then(Writing::unstored) {
+            return Err(u);
+        }
         let log = match self.tasks.remove(task_id) {
             Some(w) => Ok(w.log),
             None => db.resume_log(task_id),
         };
+        // Every byte is stored as pieces by now; sealing only recompresses
+        // them as one block, so a failure here loses nothing.
         let sealed = log.and_then(|mut log| {
             log.seal();
             db.write_logs([&mut log])
@@ -200,6 +252,7 @@ impl Pending {
             Ok(()) => self.written(&db),
             Err(e) => tracing::error!(task = %task_id, cause = %e, "sealing log"),
         }
+        Ok(())
     }
 
     /// Checkpoint and truncate the WAL of the databases written, if due.
@@ -222,7 +275,8 @@ impl Pending {
             return;
         }
         self.last_forget = Some(Instant::now());
-        self.tasks.retain(|_, w| std::mem::take(&mut w.active));
+        self.tasks
+            .retain(|_, w| std::mem::take(&mut w.active) || w.log.has_unstored());
     }
 }
 
@@ -265,6 +319,8 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                             log,
                             active: true,
                             announced,
+                            credits: HashMap::new(),
+                            failed: None,
                         })
                     }
                 };
@@ -272,7 +328,7 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                 w.active = true;
                 let len = data.len();
                 if let Some((cid, tx)) = credit {
-                    pending.credits.entry(cid).or_insert((tx, 0)).1 += len as u64;
+                    w.credits.entry(cid).or_insert((tx, 0)).1 += len as u64;
                 }
                 pending.bytes += len;
                 pending.since.get_or_insert_with(Instant::now);
@@ -283,7 +339,12 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
             }
             Ok(Cmd::Clear { db, task_id }) => {
                 pending.flush(&feed);
-                pending.tasks.remove(&task_id);
+                if let Some(mut w) = pending.tasks.remove(&task_id) {
+                    // Discarded on purpose: their sender may send again.
+                    for (_, (tx, bytes)) in w.credits.drain() {
+                        let _ = tx.send(Outgoing::Credit(bytes));
+                    }
+                }
                 if let Err(e) = db.clear_task_output(&task_id) {
                     tracing::error!(task = %task_id, cause = %e, "clearing task output");
                 }
@@ -293,8 +354,7 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                 let _ = ack.send(());
             }
             Ok(Cmd::Finish { db, task_id, ack }) => {
-                pending.finish(&feed, db, &task_id);
-                let _ = ack.send(());
+                let _ = ack.send(pending.finish(&feed, db, &task_id));
             }
             Err(RecvTimeoutError::Timeout) => {
                 pending.flush(&feed);

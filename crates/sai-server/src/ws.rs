@@ -1,6 +1,7 @@
 //! Builder websocket endpoint (`/builder`, `/sai/builder`); the protocol is
 //! defined in [`sai_core::protocol`] and described in `docs/protocol.md`.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use sai_core::platform::{Platform, tuple_matches};
+use sai_core::platform::Platform;
 use sai_core::protocol::{
     BuilderMessage, CHANNEL_NOTICE, CLOSE_POLICY, CLOSE_PROTOCOL_ERROR, CLOSE_UNSUPPORTED_VERSION,
     FrameKind, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, ServerMessage, TaskResult, decode_frame,
@@ -20,7 +21,7 @@ use warp::Reply;
 use warp::ws::{Message, WebSocket};
 
 use crate::Server;
-use crate::auth::{Identity, TokenKind, bearer};
+use crate::auth::{Identity, TokenKind, bearer, token_allows};
 use crate::error::Error;
 use crate::link::Outgoing;
 use crate::logw::LogChunk;
@@ -122,7 +123,7 @@ fn check_hello(ident: &Identity, text: &str) -> Result<BuilderMessage, (u16, Str
                 format!("platform {:?}: instances must be 1..=256", p.name),
             ));
         }
-        if !ident.platforms.iter().any(|c| tuple_matches(c, &p.name)) {
+        if !ident.platforms.iter().any(|g| token_allows(g, &p.name)) {
             return Err((
                 CLOSE_POLICY,
                 format!("platform {:?} is not allowed by the builder token", p.name),
@@ -130,6 +131,19 @@ fn check_hello(ident: &Identity, text: &str) -> Result<BuilderMessage, (u16, Str
         }
     }
     Ok(msg)
+}
+
+/// How a builder's result reads in a notice.
+fn result_word(r: &TaskResult) -> String {
+    match r {
+        TaskResult::Success => "success".into(),
+        TaskResult::Failed { exit_code, step } => {
+            format!("failure (step {} exited with {exit_code})", step + 1)
+        }
+        TaskResult::Cancelled => "cancelled".into(),
+        TaskResult::InfraError { reason } => format!("an infrastructure error ({reason})"),
+        TaskResult::HandedBack { reason } => format!("a hand-back ({reason})"),
+    }
 }
 
 struct Upload {
@@ -151,7 +165,10 @@ struct ConnState {
     name: String,
     tx: UnboundedSender<Outgoing>,
     credit: i64,
-    upload: Option<Upload>,
+    /// Open artifact uploads by task: one per task, any number of tasks.
+    uploads: HashMap<String, Upload>,
+    /// Artifacts of running tasks that did not arrive, with why.
+    lost: HashMap<String, Vec<String>>,
 }
 
 impl ConnState {
@@ -168,6 +185,16 @@ impl ConnState {
     fn lookup(&self, task_id: &str) -> Lookup<Arc<crate::store::EventDb>> {
         self.server.sched().lookup(self.cid, task_id)
     }
+    /// An artifact of `task_id` did not arrive: tell the builder, and
+    /// remember it for the task's end.
+    fn artifact_lost(&mut self, task_id: &str, message: String) {
+        self.error(Some(task_id), message.clone());
+        self.lost
+            .entry(task_id.to_string())
+            .or_default()
+            .push(message);
+    }
+
     fn not_yours(&self, task_id: &str) {
         self.error(
             Some(task_id),
@@ -247,12 +274,65 @@ impl ConnState {
             BuilderMessage::TaskFinished { task_id, result } => {
                 match self.lookup(&task_id) {
                     Lookup::Assigned(db, project) => {
-                        if self.upload.as_ref().is_some_and(|u| u.task_id == task_id) {
-                            self.abort_upload("task finished during the upload");
-                        }
+                        self.abort_upload(&task_id, "task finished during the upload");
+                        let lost = self.lost.remove(&task_id).unwrap_or_default();
                         // Everything logged before this message is stored
-                        // first, the task's last log block sealed.
-                        server.logs.finish_task(db.clone(), task_id.clone()).await;
+                        // first; a log that cannot be stored makes the task
+                        // an infrastructure failure, never a result with a hole.
+                        let mut result = result;
+                        if !lost.is_empty()
+                            && !matches!(
+                                result,
+                                TaskResult::HandedBack { .. } | TaskResult::InfraError { .. }
+                            )
+                        {
+                            let notice = format!(
+                                "sai-server: {} artifact(s) did not arrive: {}; the builder reported {}, but the task ends as an infrastructure failure\n",
+                                lost.len(),
+                                lost.join("; "),
+                                result_word(&result)
+                            );
+                            server.logs.record(LogChunk {
+                                db: db.clone(),
+                                task_id: task_id.clone(),
+                                channel: CHANNEL_NOTICE,
+                                timestamp_us: crate::store::now_ms() * 1000,
+                                data: notice.into_bytes(),
+                                credit: None,
+                            });
+                            result = TaskResult::InfraError {
+                                reason: format!(
+                                    "{} artifact(s) did not arrive: {}",
+                                    lost.len(),
+                                    lost.join("; ")
+                                ),
+                            };
+                        }
+                        if let Err(u) = server
+                            .logs
+                            .finish_task(db.clone(), task_id.clone())
+                            .await
+                            && !matches!(
+                                result,
+                                TaskResult::HandedBack { .. } | TaskResult::InfraError { .. }
+                            )
+                        {
+                            let notice = format!(
+                                "sai-server: {u}; the builder reported {}, but the task ends as an infrastructure failure\n",
+                                result_word(&result)
+                            );
+                            server.logs.record(LogChunk {
+                                db: db.clone(),
+                                task_id: task_id.clone(),
+                                channel: CHANNEL_NOTICE,
+                                timestamp_us: crate::store::now_ms() * 1000,
+                                data: notice.into_bytes(),
+                                credit: None,
+                            });
+                            result = TaskResult::InfraError {
+                                reason: format!("sai-server could not store the task's log: {u}"),
+                            };
+                        }
                         if let TaskResult::HandedBack { reason } = &result {
                             let notice = format!(
                                 "sai-server: task handed back by builder {}: {reason}; requeued without counting an attempt\n",
@@ -270,7 +350,10 @@ impl ConnState {
                         server.sched_do(|s, now| s.finished(now, cid, &task_id, &result));
                         record_duration(&server, &db, &project, &task_id);
                     }
-                    Lookup::Cancelled => {}
+                    Lookup::Cancelled => {
+                        self.abort_upload(&task_id, "the task was cancelled");
+                        self.lost.remove(&task_id);
+                    }
                     Lookup::Unknown => self.not_yours(&task_id),
                 }
             }
@@ -289,68 +372,90 @@ impl ConnState {
         let Lookup::Assigned(db, _) = self.lookup(&task_id) else {
             return self.not_yours(&task_id);
         };
-        if self.upload.is_some() {
-            return self.error(Some(&task_id), "another artifact upload is open".into());
+        let shown = sanitise_artifact_name(&name).unwrap_or_else(|| format!("{name:?}"));
+        if let Some(open) = self.uploads.get(&task_id) {
+            let open = open.name.clone();
+            self.abort_upload(&task_id, &format!("artifact {shown} began before it ended"));
+            return self.artifact_lost(
+                &task_id,
+                format!("artifact {shown} discarded: artifact {open} of the task was still open"),
+            );
         }
         let Some(clean) = sanitise_artifact_name(&name) else {
-            return self.error(
-                Some(&task_id),
-                format!("artifact name {name:?} is not usable"),
-            );
+            return self.artifact_lost(&task_id, format!("artifact name {name:?} is not usable"));
         };
         if size > self.server.settings.config.max_artifact_bytes {
-            return self.error(
-                Some(&task_id),
-                format!("artifact of {size} bytes exceeds the limit"),
+            return self.artifact_lost(
+                &task_id,
+                format!(
+                    "artifact {clean} of {size} bytes exceeds the limit of {} bytes",
+                    self.server.settings.config.max_artifact_bytes
+                ),
             );
         }
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return self.error(Some(&task_id), "sha256 must be 64 hex characters".into());
+            return self.artifact_lost(
+                &task_id,
+                format!("artifact {clean}: sha256 must be 64 hex characters"),
+            );
         }
         let dir = db.artifact_dir(&task_id);
         let part = dir.join(format!("{clean}.part"));
         let file = std::fs::create_dir_all(&dir).and_then(|_| std::fs::File::create(&part));
         match file {
             Ok(file) => {
-                self.upload = Some(Upload {
-                    task_id,
-                    test_report,
-                    name: clean,
-                    size,
-                    sha256: sha256.to_ascii_lowercase(),
-                    written: 0,
-                    hasher: sha2::Sha256::new(),
-                    file,
-                    part,
-                    db,
-                })
+                self.uploads.insert(
+                    task_id.clone(),
+                    Upload {
+                        task_id,
+                        test_report,
+                        name: clean,
+                        size,
+                        sha256: sha256.to_ascii_lowercase(),
+                        written: 0,
+                        hasher: sha2::Sha256::new(),
+                        file,
+                        part,
+                        db,
+                    },
+                );
             }
-            Err(e) => self.error(Some(&task_id), format!("cannot store artifact: {e}")),
+            Err(e) => self.artifact_lost(&task_id, format!("cannot store artifact {clean}: {e}")),
         }
     }
 
-    fn abort_upload(&mut self, why: &str) {
-        if let Some(u) = self.upload.take() {
+    /// Discard the task's open upload, if any.
+    fn abort_upload(&mut self, task_id: &str, why: &str) {
+        if let Some(u) = self.uploads.remove(task_id) {
             let _ = std::fs::remove_file(&u.part);
-            self.error(
-                Some(&u.task_id),
-                format!("artifact {} discarded: {why}", u.name),
-            );
+            self.artifact_lost(&u.task_id, format!("artifact {} discarded: {why}", u.name));
+        }
+    }
+
+    /// Discard every open upload (the connection ended).
+    fn abort_all_uploads(&mut self, why: &str) {
+        let open: Vec<String> = self.uploads.keys().cloned().collect();
+        for task_id in open {
+            self.abort_upload(&task_id, why);
         }
     }
 
     async fn artifact_end(&mut self, task_id: &str) {
-        let Some(u) = self.upload.take_if(|u| u.task_id == task_id) else {
-            return self.error(
-                Some(task_id),
-                "no artifact upload open for this task".into(),
-            );
+        let Some(u) = self.uploads.remove(task_id) else {
+            if matches!(self.lookup(task_id), Lookup::Assigned(..)) {
+                // Its begin was refused (and reported) already.
+                return self.error(
+                    Some(task_id),
+                    "no artifact upload open for this task".into(),
+                );
+            }
+            return self.not_yours(task_id);
         };
         let digest = hex::encode(u.hasher.finalize());
         if u.written != u.size || digest != u.sha256 {
             let _ = std::fs::remove_file(&u.part);
-            return self.error(
-                Some(task_id),
+            return self.artifact_lost(
+                task_id,
                 format!(
                     "artifact {} discarded: got {} bytes sha256 {digest}, announced {} bytes sha256 {}",
                     u.name, u.written, u.size, u.sha256
@@ -368,7 +473,8 @@ impl ConnState {
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = res {
-            self.error(Some(task_id), format!("storing artifact {}: {e}", u.name));
+            let _ = std::fs::remove_file(&u.part);
+            self.artifact_lost(task_id, format!("storing artifact {}: {e}", u.name));
         } else if u.test_report {
             crate::test_reports::ingest(&self.server, &u.db, task_id, &u.name, fin).await;
         }
@@ -398,19 +504,16 @@ impl ConnState {
                 }
                 FrameKind::Artifact => {
                     let _ = self.tx.send(Outgoing::Credit(len));
-                    let Some(u) = self.upload.as_mut().filter(|u| u.task_id == h.task_id) else {
-                        self.error(
-                            Some(&h.task_id),
-                            "artifact bytes without artifact_begin".into(),
-                        );
+                    let Some(u) = self.uploads.get_mut(&h.task_id) else {
+                        // The begin was refused and reported: nothing to add.
                         return Ok(());
                     };
                     u.written += len;
                     u.hasher.update(payload);
                     if u.written > u.size {
-                        self.abort_upload("more bytes than announced");
+                        self.abort_upload(&h.task_id, "more bytes than announced");
                     } else if let Err(e) = u.file.write_all(payload) {
-                        self.abort_upload(&format!("write failed: {e}"));
+                        self.abort_upload(&h.task_id, &format!("write failed: {e}"));
                     }
                 }
             },
@@ -529,7 +632,8 @@ async fn connection(
         name: ident.name.clone(),
         tx,
         credit: cfg.log_window_bytes as i64,
-        upload: None,
+        uploads: HashMap::new(),
+        lost: HashMap::new(),
     };
     let ping_every = Duration::from_millis(cfg.builder_ping_interval_ms);
     let dead_after = Duration::from_millis(cfg.builder_dead_timeout_ms);
@@ -619,7 +723,7 @@ async fn connection(
             }
         }
     }
-    st.abort_upload("connection ended");
+    st.abort_all_uploads("connection ended");
     tracing::info!(builder = %ident.name, conn = cid, reason = %why, "builder disconnected");
     server.sched_do(|s, now| s.builder_gone(now, cid, &why));
     server

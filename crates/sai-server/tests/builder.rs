@@ -17,7 +17,12 @@ use sai_testkit::{FakeBuilder, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
-    let env = start(|c| c.log_window_bytes = 65536);
+    let env = start(|c| {
+        c.log_window_bytes = 65536;
+        // The fake builder answers pings only while the test reads from it;
+        // the many API calls below must not make it look dead on a busy host.
+        c.builder_dead_timeout_ms = 30_000;
+    });
     let s = &env.server;
     let ev = push_ok(s, &Push::new("demo", SMALL)).await;
     let token = s.builder_token("host1", &["linux-debian"]).unwrap();
@@ -408,7 +413,8 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
     assert_eq!(t["attempt"], 0, "a reject is not an attempt");
     assert!(t["reason"].as_str().unwrap().contains("disk full"));
     // A second builder takes the rejected task.
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+    let token2 = s.builder_token("host2", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token2, "host2", &[(LINUX, 1)])
         .await
         .unwrap();
     assert_eq!(b.offer(T).await.unwrap().task_id, o.task_id);
@@ -447,9 +453,24 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
         ServerMessage::Error { message, .. } => assert!(message.contains("discarded"), "{message}"),
         m => panic!("expected an error, got {m:?}"),
     }
-    a.run_task(&o2, b"", TaskResult::Success).await.unwrap();
-    let t = task_state(s, &o2.task_id, "success").await;
+    // The task reports success, but its artifact did not arrive: it says
+    // so and does not end `success`.
+    a.send(&BuilderMessage::TaskFinished {
+        task_id: o2.task_id.clone(),
+        result: TaskResult::Success,
+    })
+    .await
+    .unwrap();
+    let t = task_state(s, &o2.task_id, "waiting").await;
     assert_eq!(t["artifacts"].as_array().unwrap().len(), 0);
+    assert_eq!(t["infra_failures"], 1);
+    let reason = t["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("1 artifact(s) did not arrive") && reason.contains("x.bin"),
+        "{reason}"
+    );
+    let log = String::from_utf8(raw_log(s, &o2.task_id).await).unwrap();
+    assert!(log.contains("artifact x.bin discarded"), "{log}");
 }
 
 /// One linux task only.

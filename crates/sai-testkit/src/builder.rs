@@ -314,6 +314,12 @@ impl FakeBuilder {
         Ok(())
     }
 
+    /// Send bytes of the task's open artifact upload (after an
+    /// `artifact_begin`), split into frames, within credit.
+    pub async fn artifact_bytes(&mut self, task_id: &str, bytes: &[u8]) -> Result<()> {
+        self.frames(FrameKind::Artifact, task_id, 0, bytes).await
+    }
+
     /// Upload an artifact.
     pub async fn artifact(&mut self, task_id: &str, name: &str, bytes: &[u8]) -> Result<()> {
         self.upload(task_id, name, bytes, false).await

@@ -118,6 +118,13 @@ pub struct ServerConfig {
     /// and webhooks link to `<web_url>/e/<event id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_url: Option<String>,
+    /// Longest a task may stay with one builder, in seconds, from the offer
+    /// to its result (default 86400). A builder that takes a task and then
+    /// goes silent on it while its connection stays up loses it at this
+    /// deadline: the task is cancelled there and counts an infrastructure
+    /// failure (requeued, or failed at `max_infra_attempts`).
+    #[serde(default = "default_task_deadline_secs")]
+    pub task_deadline_secs: u64,
 }
 
 /// The certificate sai-server (or sai-web) presents when it terminates TLS
@@ -274,6 +281,9 @@ fn default_event_db_cache() -> usize {
 fn default_max_artifact_bytes() -> u64 {
     4 * 1024 * 1024 * 1024
 }
+fn default_task_deadline_secs() -> u64 {
+    86_400
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -302,6 +312,7 @@ impl Default for ServerConfig {
             builder_min_free_disk_bytes: 0,
             metrics_token_file: None,
             web_url: None,
+            task_deadline_secs: default_task_deadline_secs(),
         }
     }
 }
@@ -428,6 +439,12 @@ impl ServerConfig {
         }
         if self.log_flush_ms == 0 {
             push(root.key("log_flush_ms"), "must be greater than 0".into());
+        }
+        if self.task_deadline_secs == 0 {
+            push(
+                root.key("task_deadline_secs"),
+                "must be greater than 0".into(),
+            );
         }
         if self.retention.keep_events_per_project == Some(0) {
             push(

@@ -49,6 +49,15 @@
 //!   waiting detail.
 //! * [`Sched::take_queue`] publishes the waiting queue's depth and oldest
 //!   task per platform and the tasks per state, for `/metrics`.
+//! * A builder name has one connection: a hello with the name of a
+//!   connected builder replaces the older connection, which is closed
+//!   ([`CLOSE_REPLACED`]); its tasks go back to `waiting` without counting
+//!   an attempt or an infrastructure failure.
+//! * A task has a deadline ([`Sched::set_task_deadline`]) from its offer:
+//!   a builder that holds it longer without a result (silent while its
+//!   connection stays up) is told to cancel it, and the task counts an
+//!   infrastructure failure and is not offered to that connection again
+//!   until it reports free capacity.
 
 #[cfg(test)]
 mod tests;
@@ -59,7 +68,8 @@ use std::fmt;
 use sai_core::api::{Builder, BuilderLoad as ApiLoad, BuilderPlatform};
 use sai_core::platform::tuple_matches;
 use sai_core::protocol::{
-    BuilderLoad, PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer, TaskResult,
+    BuilderLoad, CLOSE_REPLACED, PlatformCapacity, PlatformOffer, ServerMessage, TaskOffer,
+    TaskResult,
 };
 use sai_core::task::{Event, EventId, EventState, RunRecord, StateCounts, Task, TaskId, TaskState};
 
@@ -252,6 +262,8 @@ struct TaskRt {
     task: Task,
     conn: Option<ConnId>,
     accepted: bool,
+    /// When the current offer's deadline passes (unix ms; 0: none).
+    deadline: i64,
 }
 
 struct EventRt<D> {
@@ -291,6 +303,11 @@ pub struct Sched<D> {
     /// Waiting tasks by requested platform.
     waiting: BTreeMap<String, BTreeSet<Key>>,
     max_infra: u32,
+    /// Longest a task stays with a builder (ms), if limited.
+    task_deadline_ms: Option<i64>,
+    /// Deadlines of offered tasks; entries of tasks that moved on since are
+    /// skipped when they come due.
+    deadlines: BTreeSet<(i64, TaskId)>,
     stopping: bool,
     fleet_changed: bool,
     out: Vec<Effect<D>>,
@@ -308,6 +325,8 @@ impl<D: Clone> Sched<D> {
             conns: BTreeMap::new(),
             waiting: BTreeMap::new(),
             max_infra,
+            task_deadline_ms: None,
+            deadlines: BTreeSet::new(),
             stopping: false,
             fleet_changed: true,
             out: Vec::new(),
@@ -360,6 +379,11 @@ impl<D: Clone> Sched<D> {
         };
         let floor = l.disk_floor_bytes.max(self.disk_floor);
         (floor, l.disk_free_bytes.is_some_and(|f| f < floor))
+    }
+
+    /// Give every offer a deadline of `ms` (none by default).
+    pub fn set_task_deadline(&mut self, ms: Option<i64>) {
+        self.task_deadline_ms = ms;
     }
 
     /// The effects of the inputs so far, in the order they must be applied.
@@ -417,11 +441,14 @@ impl<D: Clone> Sched<D> {
     /// When [`Sched::tick`] must run next: the earliest end of a dispatch
     /// grace of an event with waiting tasks.
     pub fn next_wake(&self, now: i64) -> Option<i64> {
-        self.events
+        let grace = self
+            .events
             .values()
             .filter(|e| e.ready_at > now && e.counts.get(TaskState::Waiting) > 0)
             .map(|e| e.ready_at)
-            .min()
+            .min();
+        let deadline = self.deadlines.first().map(|(at, _)| *at);
+        grace.into_iter().chain(deadline).min()
     }
 
     /// Is the event held in memory (not terminal)?
@@ -485,6 +512,7 @@ impl<D: Clone> Sched<D> {
                 task,
                 conn: None,
                 accepted: false,
+                deadline: 0,
             });
         }
         let platforms: BTreeSet<String> = rt
@@ -512,6 +540,16 @@ impl<D: Clone> Sched<D> {
         software: String,
         platforms: Vec<PlatformOffer>,
     ) {
+        let older: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.name == name)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut requeued = BTreeSet::new();
+        for old in older {
+            requeued.extend(self.replace_conn(old));
+        }
         self.conns.insert(
             conn,
             Conn {
@@ -535,6 +573,51 @@ impl<D: Clone> Sched<D> {
         );
         self.fleet_changed = true;
         self.dispatch_conn(now, conn);
+        self.dispatch_platforms(now, &requeued);
+    }
+
+    /// A newer connection of the same builder said hello: close the older
+    /// one and requeue what it held without counting; returns the requested
+    /// platforms of the requeued tasks.
+    fn replace_conn(&mut self, old: ConnId) -> BTreeSet<String> {
+        let mut requeued = BTreeSet::new();
+        let Some(c) = self.conns.remove(&old) else {
+            return requeued;
+        };
+        let name = &c.name;
+        self.fleet_changed = true;
+        self.out.push(Effect::Close {
+            conn: old,
+            code: CLOSE_REPLACED,
+            reason: format!("replaced by a newer connection of builder {name}"),
+        });
+        self.out.push(Effect::Release { conn: old });
+        let why =
+            format!("builder {name} connected again; its newer connection replaced the older");
+        let mut touched = BTreeSet::new();
+        for task_id in c.assigned.keys() {
+            let Some((seq, i)) = self.locate(task_id) else {
+                continue;
+            };
+            let t = &self.events[&seq].tasks[i];
+            if t.conn != Some(old) {
+                continue;
+            }
+            if t.accepted {
+                self.hand_back(seq, i, &why);
+            } else {
+                let run = self.requeue(seq, i);
+                run.started = None;
+                run.reason = Some(format!("requeued: {why}"));
+            }
+            self.persist(seq, i);
+            touched.insert(seq);
+            requeued.insert(self.events[&seq].tasks[i].task.platform.clone());
+        }
+        for seq in touched {
+            self.refresh(seq);
+        }
+        requeued
     }
 
     /// The builder reported its free capacity: the tasks it declined on the
@@ -769,9 +852,47 @@ impl<D: Clone> Sched<D> {
         }
     }
 
-    /// Time passed: offer what became ready.
+    /// Time passed: take back tasks past their deadline, offer what
+    /// became ready.
     pub fn tick(&mut self, now: i64) {
+        self.expire_deadlines(now);
         self.dispatch_all(now);
+    }
+
+    fn expire_deadlines(&mut self, now: i64) {
+        let max = self.max_infra as i64;
+        let secs = self.task_deadline_ms.unwrap_or(0) / 1000;
+        let mut touched = BTreeSet::new();
+        while let Some((at, id)) = self.deadlines.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some((seq, i)) = self.locate(&id) else {
+                continue;
+            };
+            let t = &self.events[&seq].tasks[i];
+            let Some(conn) = t.conn.filter(|_| t.deadline == at) else {
+                continue;
+            };
+            let builder = t.task.run.builder.clone().unwrap_or_default();
+            let what =
+                format!("builder {builder} gave no result within the task deadline of {secs} s");
+            let si = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.assigned.get(&id).copied());
+            self.stop_on_builder(seq, i, &what);
+            if let (Some(c), Some(si)) = (self.conns.get_mut(&conn), si) {
+                c.rejected.insert(id.clone(), si);
+            }
+            self.infra_failure(now, seq, i, max, &what);
+            self.persist(seq, i);
+            touched.insert(seq);
+        }
+        for seq in touched {
+            self.refresh(seq);
+        }
     }
 
     /// Operator cancel of one task.
@@ -1135,6 +1256,10 @@ impl<D: Clone> Sched<D> {
         t.conn = Some(conn);
         t.accepted = false;
         let id = t.task.id.clone();
+        if let Some(ms) = self.task_deadline_ms {
+            t.deadline = now + ms;
+            self.deadlines.insert((t.deadline, id.clone()));
+        }
         c.slots[si].running.insert(id.clone());
         c.assigned.insert(id.clone(), si);
         self.fleet_changed = true;

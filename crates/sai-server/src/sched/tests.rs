@@ -639,3 +639,125 @@ fn queue_stats_count_waiting_tasks_per_platform_with_the_oldest() {
     assert_eq!(q.waiting[LINUX], (1, 200));
     assert_eq!(q.tasks[&TaskState::Running], 1);
 }
+
+#[test]
+fn a_newer_connection_of_the_same_builder_replaces_the_older_without_counting() {
+    let mut f = Fixture::new(3);
+    let t = f.event(0, &[(LINUX, false), (LINUX, false)], 0);
+    let hello = |f: &mut Fixture, now, conn| {
+        f.s.builder_hello(
+            now,
+            conn,
+            "host1".into(),
+            None,
+            "test".into(),
+            vec![offer(LINUX, 2)],
+        )
+    };
+    hello(&mut f, 0, 1);
+    assert_eq!(f.offers(1).len(), 2);
+    assert!(f.s.accept(1, &t[0]));
+    assert_eq!(f.run(&t[0]).attempt, 1);
+    // t[1] stays offered, not accepted. The same name connects again.
+    hello(&mut f, 10, 2);
+    let fx = f.s.take_effects();
+    let close = fx.iter().position(|e| {
+        matches!(e, Effect::Close { conn: 1, code, reason }
+            if *code == CLOSE_REPLACED && reason.contains("newer connection"))
+    });
+    let release = fx.iter().position(|e| *e == Effect::Release { conn: 1 });
+    assert!(
+        close.is_some() && close < release,
+        "close, then release the older: {fx:?}"
+    );
+    let offered: Vec<String> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                conn: 2,
+                msg: ServerMessage::Offer { task },
+            } => Some(task.task_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offered.len(), 2, "both tasks go to the newer connection");
+    for id in &t {
+        let r = f.run(id);
+        assert_eq!(r.state, TaskState::Running);
+        assert_eq!(r.attempt, 0, "the replaced try does not count");
+        assert_eq!(r.infra_failures, 0);
+    }
+    let fleet = f.s.take_fleet().unwrap();
+    assert_eq!(fleet.builders.len(), 1, "one connection per builder name");
+    // The older connection is gone: it can neither report nor end anything.
+    assert!(!f.s.accept(1, &t[0]));
+    f.s.builder_gone(20, 1, &GoneCause::Disconnected);
+    assert_eq!(f.run(&t[0]).infra_failures, 0);
+    assert_eq!(f.run(&t[0]).state, TaskState::Running);
+}
+
+#[test]
+fn a_task_past_its_deadline_is_cancelled_there_and_counts_an_infrastructure_failure() {
+    let mut f = Fixture::new(2);
+    f.s.set_task_deadline(Some(60_000));
+    let t = f.event(0, &[(LINUX, false)], 0);
+    f.hello(1_000, 1, &[(LINUX, 1)]);
+    f.hello(1_000, 2, &[(ESP32, 1)]);
+    assert_eq!(f.offers(1), vec![t[0].to_string()]);
+    assert!(f.s.accept(1, &t[0]));
+    assert_eq!(f.s.next_wake(2_000), Some(61_000));
+    f.s.tick(60_999);
+    assert_eq!(f.run(&t[0]).state, TaskState::Running, "not yet");
+    f.s.take_effects();
+
+    f.s.tick(61_000);
+    let fx = f.s.take_effects();
+    assert!(
+        fx.iter().any(|e| matches!(e,
+            Effect::Send { conn: 1, msg: ServerMessage::Cancel { task_id, reason } }
+                if *task_id == t[0].to_string() && reason.contains("deadline"))),
+        "{fx:?}"
+    );
+    let r = f.run(&t[0]);
+    assert_eq!(r.state, TaskState::Waiting);
+    assert_eq!(r.infra_failures, 1);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("no result within the task deadline of 60 s"),
+        "{r:?}"
+    );
+    // Not offered again to the silent connection; its late result is dropped.
+    assert!(f.offers(1).is_empty());
+    assert!(matches!(f.s.lookup(1, &t[0]), Lookup::Cancelled));
+    assert!(!f.s.finished(61_500, 1, &t[0], &TaskResult::Success));
+
+    // Another builder takes it; past the second deadline the task fails.
+    f.hello(62_000, 3, &[(LINUX, 1)]);
+    assert_eq!(f.offers(3), vec![t[0].to_string()]);
+    assert!(f.s.accept(3, &t[0]));
+    assert_eq!(f.s.next_wake(62_000), Some(122_000));
+    f.s.tick(122_000);
+    let (_, r) = f.last_persisted();
+    assert_eq!(r.state, TaskState::Failed);
+    assert!(r.reason.unwrap().contains("gave up after 2"));
+}
+
+#[test]
+fn a_finished_task_leaves_no_deadline_behind() {
+    let mut f = Fixture::new(3);
+    f.s.set_task_deadline(Some(1_000));
+    let t = f.event(0, &[(LINUX, false), (LINUX, false)], 0);
+    f.hello(0, 1, &[(LINUX, 1)]);
+    assert_eq!(f.offers(1), vec![t[0].to_string()]);
+    assert!(f.s.accept(1, &t[0]));
+    assert!(f.s.finished(500, 1, &t[0], &TaskResult::Success));
+    assert_eq!(f.offers(1), vec![t[1].to_string()]);
+    // The first task's old deadline passes: nothing happens to anyone.
+    f.s.tick(1_000);
+    let r = f.run(&t[1]);
+    assert_eq!(r.state, TaskState::Running);
+    assert_eq!(r.infra_failures, 0);
+    assert_eq!(f.s.next_wake(1_000), Some(1_500));
+}

@@ -217,18 +217,30 @@ impl EventDb {
         Ok(TaskLog::resume(&self.conn(), task_id)?)
     }
 
-    /// Persist what changed in these task logs, in one transaction.
+    /// Persist what changed in these task logs, in one transaction. When it
+    /// does not commit (a full disk), every log is put back as it was, so
+    /// the next call writes the same records again and nothing is lost.
     pub fn write_logs<'a>(
         &self,
         logs: impl IntoIterator<Item = &'a mut TaskLog>,
     ) -> Result<(), StoreError> {
+        let mut logs: Vec<&mut TaskLog> = logs.into_iter().collect();
+        let before: Vec<TaskLog> = logs.iter().map(|l| (**l).clone()).collect();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for log in logs {
-            log.persist(&tx)?;
+        let written = (|| {
+            let tx = conn.transaction()?;
+            for log in logs.iter_mut() {
+                log.persist(&tx)?;
+            }
+            tx.commit()?;
+            Ok::<(), StoreError>(())
+        })();
+        if written.is_err() {
+            for (log, was) in logs.into_iter().zip(before) {
+                *log = was;
+            }
         }
-        tx.commit()?;
-        Ok(())
+        written
     }
 
     /// Copy the WAL into the database file, sync it and truncate the WAL.

@@ -102,6 +102,25 @@ pub enum StoreError {
     Log(#[from] crate::logstore::LogError),
 }
 
+impl StoreError {
+    /// Did this fail because the data disk is full (`SQLITE_FULL`, `ENOSPC`)?
+    pub fn is_disk_full(&self) -> bool {
+        fn sql(e: &rusqlite::Error) -> bool {
+            e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        match self {
+            StoreError::Open { source, .. } | StoreError::Migration { source, .. } => sql(source),
+            StoreError::Sql(e) => sql(e),
+            StoreError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(28)
+            }
+            StoreError::Log(crate::logstore::LogError::Db(e)) => sql(e),
+            _ => false,
+        }
+    }
+}
+
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io { what, path, source }
