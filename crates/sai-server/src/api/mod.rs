@@ -200,7 +200,7 @@ where
         }
         (_, ["update-hook"] | ["sai", "update-hook"]) => Err(Error::MethodNotAllowed("POST only")),
         (Method::GET, ["api", "openapi.json"]) => ok(&openapi::document()),
-        (Method::GET, ["api", "projects"]) => projects::list(s),
+        (Method::GET, ["api", "projects"]) => projects::list(s, h),
         (Method::GET, ["api", "projects", p, "events"]) => projects::events(s, h, p, &q),
         (Method::GET, ["api", "events", id]) => events::get(s, h, id),
         (Method::DELETE, ["api", "events", id]) => events::delete(s, h, id),
@@ -216,7 +216,7 @@ where
             None => Err(Error::NotFound("no such task")),
         },
         (Method::POST, ["api", "tasks", id, "cancel"]) => tasks::cancel(s, h, id),
-        (Method::GET, ["api", "builders"]) => builders::list(s),
+        (Method::GET, ["api", "builders"]) => builders::list(s, h),
         _ => Err(Error::NotFound("not found")),
     };
     res.unwrap_or_else(Error::into_response)

@@ -7,11 +7,15 @@ use super::{Query, Res, ok, query_int, user};
 use crate::Server;
 use crate::error::Error;
 
-/// Every project with its number of events.
-pub fn list(server: &Server) -> Res {
-    let v: Vec<Project> = server
-        .store
-        .projects()?
+/// Every project with its number of events. Anonymous callers see only
+/// projects with public events, and only those events' count and URL.
+pub fn list(server: &Server, headers: &HeaderMap) -> Res {
+    let rows = if user(server, headers)?.is_some() {
+        server.store.projects()?
+    } else {
+        server.store.public_projects()?
+    };
+    let v: Vec<Project> = rows
         .into_iter()
         .map(|p| Project {
             name: p.name,
@@ -25,11 +29,16 @@ pub fn list(server: &Server) -> Res {
 
 /// A project's events, newest first (private ones with a user token only).
 pub fn events(server: &Server, headers: &HeaderMap, p: &str, q: &Query) -> Res {
-    if !server.store.project_exists(p)? {
+    let authed = user(server, headers)?.is_some();
+    let visible = if authed {
+        server.store.project_exists(p)?
+    } else {
+        server.store.project_is_public(p)?
+    };
+    if !visible {
         return Err(Error::NotFound("no such project"));
     }
     let limit = query_int(q, "limit", 50).clamp(1, 1000);
-    let authed = user(server, headers)?.is_some();
     let rows = server.store.events_of(p, limit)?;
     let v: Vec<_> = rows
         .iter()

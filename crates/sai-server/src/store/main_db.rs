@@ -213,6 +213,56 @@ impl Store {
         )
     }
 
+    /// Projects with at least one public event, as an anonymous caller may
+    /// see them: counts, first push and fetch URL of their public events only.
+    pub fn public_projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
+        self.rows(
+            "SELECT project,
+                    (SELECT fetch_url FROM events l WHERE l.project = e.project AND l.sec = 0
+                     ORDER BY l.rowid DESC LIMIT 1),
+                    MIN(created), COUNT(*)
+             FROM events e WHERE sec = 0 GROUP BY project ORDER BY project",
+            [],
+            |r| {
+                Ok(ProjectRow {
+                    name: r.get(0)?,
+                    fetch_url: r.get(1)?,
+                    created: r.get(2)?,
+                    event_count: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// Does this project have an event an anonymous caller may see?
+    pub fn project_is_public(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .main()
+            .query_row(
+                "SELECT 1 FROM events WHERE project = ?1 AND sec = 0 LIMIT 1",
+                [name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Which of these event ids are private events.
+    pub fn private_events<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let db = self.main();
+        let mut st = db.prepare_cached("SELECT 1 FROM events WHERE id = ?1 AND sec != 0")?;
+        let mut out = HashSet::new();
+        for id in ids {
+            if st.exists([id])? {
+                out.insert(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// Does this project exist?
     pub fn project_exists(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self
