@@ -2,7 +2,7 @@
 //! `match`) and its client-safe body: storage and internal failures are
 //! logged here and answered `internal error`, nothing more.
 
-use sai_core::notification::{FieldError, SigError};
+use sai_core::notification::{FieldError, ReplayError, SigError};
 use warp::http::StatusCode;
 
 use crate::store::StoreError;
@@ -65,6 +65,10 @@ pub enum Error {
     /// Something else failed inside the server.
     #[error("{0}")]
     Internal(String),
+    /// A hook notification outside the replay window, or without the
+    /// timestamp the server requires.
+    #[error("{0}")]
+    Replay(ReplayError),
 }
 
 impl Error {
@@ -84,6 +88,8 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Replay(ReplayError::OutsideWindow { .. }) => StatusCode::FORBIDDEN,
+            Error::Replay(ReplayError::NoTimestamp) => StatusCode::BAD_REQUEST,
         }
     }
 

@@ -104,6 +104,40 @@ pub struct ServerConfig {
     /// out to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
+    /// What one push, one request or one client may cost, and how long a
+    /// hook notification stays valid.
+    #[serde(default)]
+    pub limits: ServerLimits,
+}
+
+/// Caps and timeouts that keep one push, request or client from exhausting
+/// the server. The defaults are safe for a public server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// A hook notification carrying a `timestamp` is accepted only within
+    /// this many seconds of the server's clock, and its `nonce` is
+    /// remembered (in the main database) until then, so a captured
+    /// notification cannot be replayed (default 300).
+    #[serde(default = "default_hook_window_secs")]
+    pub hook_window_secs: u64,
+    /// Refuse notifications without a `timestamp`. The original hook sends
+    /// none; their nonces are remembered forever instead (default false).
+    #[serde(default)]
+    pub hook_require_timestamp: bool,
+}
+
+fn default_hook_window_secs() -> u64 {
+    300
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            hook_window_secs: default_hook_window_secs(),
+            hook_require_timestamp: false,
+        }
+    }
 }
 
 /// The certificate sai-server presents when it terminates TLS itself. Both
@@ -207,6 +241,7 @@ impl Default for ServerConfig {
             revoked_users: Vec::new(),
             retention: RetentionConfig::default(),
             tls: None,
+            limits: ServerLimits::default(),
         }
     }
 }

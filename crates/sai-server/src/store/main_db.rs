@@ -263,6 +263,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Remember a hook notification's nonce until `expires` (unix ms; `None`:
+    /// forever); false when it was seen before (a replay). Expired nonces
+    /// are forgotten first.
+    pub fn remember_nonce(&self, nonce: &str, expires: Option<i64>) -> Result<bool, StoreError> {
+        let db = self.main();
+        db.execute(
+            "DELETE FROM hook_nonces WHERE expires < ?1",
+            params![now_ms()],
+        )?;
+        let n = db.execute(
+            "INSERT INTO hook_nonces(nonce, expires) VALUES (?1, ?2) ON CONFLICT(nonce) DO NOTHING",
+            params![nonce, expires],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Does this project exist?
     pub fn project_exists(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self

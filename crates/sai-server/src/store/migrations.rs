@@ -49,6 +49,12 @@ pub const MAIN: &[&str] = &[
         exit_code INTEGER NOT NULL,
         duration_ms INTEGER NOT NULL,
         created INTEGER NOT NULL);",
+    // 2: nonces of accepted hook notifications, kept until `expires` (unix
+    // ms; NULL: forever, for notifications without a timestamp).
+    "CREATE TABLE hook_nonces(
+        nonce TEXT PRIMARY KEY,
+        expires INTEGER);
+     CREATE INDEX hook_nonces_expires ON hook_nonces(expires);",
 ];
 
 /// Migrations of an event database, in order.
