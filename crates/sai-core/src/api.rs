@@ -69,6 +69,10 @@ pub struct Event {
     /// Tasks per state (`GET /api/events/{id}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_states: Option<BTreeMap<TaskState, usize>>,
+    /// `tasks` is one page: pass this as `cursor` for the next one
+    /// (`GET /api/events/{id}` only, absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A task: one configuration on one platform.

@@ -69,6 +69,9 @@ pub enum Error {
     /// timestamp the server requires.
     #[error("{0}")]
     Replay(ReplayError),
+    /// A push over one of the server's caps.
+    #[error("{0}")]
+    OverLimit(#[from] crate::push_limits::OverLimit),
 }
 
 impl Error {
@@ -90,6 +93,7 @@ impl Error {
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Replay(ReplayError::OutsideWindow { .. }) => StatusCode::FORBIDDEN,
             Error::Replay(ReplayError::NoTimestamp) => StatusCode::BAD_REQUEST,
+            Error::OverLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 

@@ -14,7 +14,8 @@
 //! `timestamp` outside the replay window (403), saifile size and base64
 //! (413/400), a nonce seen before whose commit has no event (409: a replay
 //! after deletion or retention), replay of a known hash (200, nothing new),
-//! saifile parse and expansion (422, with `file:line:col`), store (500).
+//! saifile parse and expansion (422, with `file:line:col`), the caps of
+//! `limits` on the expanded tasks (422, with the numbers), store (500).
 
 use std::sync::Arc;
 
@@ -139,6 +140,7 @@ pub async fn handle(
             stage: "expand",
             detail: e.to_string(),
         })?;
+    crate::push_limits::check(&specs, limits)?;
     let id = EventId::from_bytes(random16());
     let ev = Event::new(
         id.clone(),

@@ -16,6 +16,7 @@
 //! | [`ws`] | the builder websocket: hello, messages, frames, artifacts |
 //! | [`link`] | the queues of live builder connections |
 //! | [`logw`] | the batched log writer (credit returned after commit) |
+//! | [`push_limits`] | what one push may cost: the caps on expanded tasks |
 //! | [`auth`] | PASETO tokens of builders and users |
 //! | [`token_cli`] | the `token` subcommand shared with `sai` |
 //!
@@ -32,6 +33,7 @@ pub mod link;
 pub mod log_download;
 pub mod logstore;
 pub mod logw;
+pub mod push_limits;
 pub mod sched;
 pub mod store;
 pub mod supervise;

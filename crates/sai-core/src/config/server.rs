@@ -125,10 +125,39 @@ pub struct ServerLimits {
     /// none; their nonces are remembered forever instead (default false).
     #[serde(default)]
     pub hook_require_timestamp: bool,
+    /// Most tasks one push may create after matrix expansion; more is
+    /// refused with 422 (default 10000).
+    #[serde(default = "default_max_tasks_per_push")]
+    pub max_tasks_per_push: u64,
+    /// Largest step (one shell command line) after `${...}` substitution,
+    /// in bytes; larger is refused with 422 (default 262144).
+    #[serde(default = "default_max_step_bytes")]
+    pub max_step_bytes: u64,
+    /// Largest saifile after expansion: the bytes of every task's steps,
+    /// artifact globs and packages together; larger is refused with 422
+    /// (default 33554432).
+    #[serde(default = "default_max_expanded_bytes")]
+    pub max_expanded_bytes: u64,
+    /// Most items one page of a listing returns (`limit` is clamped to it;
+    /// the tasks of an event, the events of a project; default 1000).
+    #[serde(default = "default_max_page")]
+    pub max_page: u32,
 }
 
 fn default_hook_window_secs() -> u64 {
     300
+}
+fn default_max_tasks_per_push() -> u64 {
+    10_000
+}
+fn default_max_step_bytes() -> u64 {
+    256 * 1024
+}
+fn default_max_expanded_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_max_page() -> u32 {
+    1000
 }
 
 impl Default for ServerLimits {
@@ -136,6 +165,10 @@ impl Default for ServerLimits {
         ServerLimits {
             hook_window_secs: default_hook_window_secs(),
             hook_require_timestamp: false,
+            max_tasks_per_push: default_max_tasks_per_push(),
+            max_step_bytes: default_max_step_bytes(),
+            max_expanded_bytes: default_max_expanded_bytes(),
+            max_page: default_max_page(),
         }
     }
 }
@@ -331,6 +364,17 @@ impl ServerConfig {
         }
         if self.max_infra_attempts == 0 {
             push(root.key("max_infra_attempts"), "must be at least 1".into());
+        }
+        let limits = root.key("limits");
+        for (name, v) in [
+            ("max_tasks_per_push", self.limits.max_tasks_per_push),
+            ("max_step_bytes", self.limits.max_step_bytes),
+            ("max_expanded_bytes", self.limits.max_expanded_bytes),
+            ("max_page", self.limits.max_page.into()),
+        ] {
+            if v == 0 {
+                push(limits.key(name), "must be at least 1".into());
+            }
         }
         if self.log_window_bytes < 65536 {
             push(

@@ -202,7 +202,7 @@ where
         (Method::GET, ["api", "openapi.json"]) => ok(&openapi::document()),
         (Method::GET, ["api", "projects"]) => projects::list(s, h),
         (Method::GET, ["api", "projects", p, "events"]) => projects::events(s, h, p, &q),
-        (Method::GET, ["api", "events", id]) => events::get(s, h, id),
+        (Method::GET, ["api", "events", id]) => events::get(s, h, id, &q),
         (Method::DELETE, ["api", "events", id]) => events::delete(s, h, id),
         (Method::POST, ["api", "events", id, "rebuild"]) => events::rebuild(s, h, id, None).await,
         (Method::GET, ["api", "tasks", id]) => tasks::get(s, h, id),

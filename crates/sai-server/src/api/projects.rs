@@ -7,6 +7,9 @@ use super::{Query, Res, ok, query_int, user};
 use crate::Server;
 use crate::error::Error;
 
+/// Response header naming the `cursor` of the next page of a listing.
+pub const NEXT_CURSOR: &str = "x-sai-next-cursor";
+
 /// Every project with its number of events. Anonymous callers see only
 /// projects with public events, and only those events' count and URL.
 pub fn list(server: &Server, headers: &HeaderMap) -> Res {
@@ -27,7 +30,9 @@ pub fn list(server: &Server, headers: &HeaderMap) -> Res {
     ok(&v)
 }
 
-/// A project's events, newest first (private ones with a user token only).
+/// A project's events, newest first (private ones with a user token only):
+/// one page of `limit` (default 50, at most `limits.max_page`) from
+/// `cursor`; a full page carries the next cursor in `x-sai-next-cursor`.
 pub fn events(server: &Server, headers: &HeaderMap, p: &str, q: &Query) -> Res {
     let authed = user(server, headers)?.is_some();
     let visible = if authed {
@@ -38,12 +43,25 @@ pub fn events(server: &Server, headers: &HeaderMap, p: &str, q: &Query) -> Res {
     if !visible {
         return Err(Error::NotFound("no such project"));
     }
-    let limit = query_int(q, "limit", 50).clamp(1, 1000);
-    let rows = server.store.events_of(p, limit)?;
-    let v: Vec<_> = rows
-        .iter()
-        .filter(|e| authed || !e.sec)
-        .map(super::events::view)
-        .collect();
-    ok(&v)
+    let max = i64::from(server.settings.config.limits.max_page);
+    let limit = query_int(q, "limit", 50).clamp(1, max);
+    let before = match q.get("cursor") {
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            Error::bad_request(
+                "cursor must be an x-sai-next-cursor of a previous page",
+                None,
+            )
+        })?,
+        None => i64::MAX,
+    };
+    let rows = server.store.events_of(p, limit, before, authed)?;
+    let v: Vec<_> = rows.iter().map(super::events::view).collect();
+    let mut res = ok(&v)?;
+    if rows.len() as i64 == limit
+        && let Some(last) = rows.last()
+    {
+        res.headers_mut()
+            .insert(NEXT_CURSOR, warp::http::HeaderValue::from(last.seq));
+    }
+    Ok(res)
 }

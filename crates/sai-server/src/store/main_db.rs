@@ -150,13 +150,21 @@ impl Store {
             .optional()?)
     }
 
-    /// Events of a project, newest first.
-    pub fn events_of(&self, project: &str, limit: i64) -> Result<Vec<Event>, StoreError> {
+    /// At most `limit` events of a project older than sequence number
+    /// `before`, newest first; private ones only with `private`.
+    pub fn events_of(
+        &self,
+        project: &str,
+        limit: i64,
+        before: i64,
+        private: bool,
+    ) -> Result<Vec<Event>, StoreError> {
         self.rows(
             &format!(
-                "SELECT {EVENT_COLS} FROM events WHERE project = ?1 ORDER BY rowid DESC LIMIT ?2"
+                "SELECT {EVENT_COLS} FROM events WHERE project = ?1 AND rowid < ?3 AND (?4 OR sec = 0)
+                 ORDER BY rowid DESC LIMIT ?2"
             ),
-            params![project, limit],
+            params![project, limit, before, private],
             event_from_row,
         )
     }
