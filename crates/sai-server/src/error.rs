@@ -72,6 +72,14 @@ pub enum Error {
     /// A push over one of the server's caps.
     #[error("{0}")]
     OverLimit(#[from] crate::push_limits::OverLimit),
+    /// Every API connection slot is taken.
+    #[error(
+        "server busy: all {0} API connections in use (limits.max_api_connections); retry later"
+    )]
+    Busy(u32),
+    /// The request body did not arrive in time.
+    #[error("request body not received within {0} ms (limits.body_timeout_ms)")]
+    BodyTimeout(u64),
 }
 
 impl Error {
@@ -94,6 +102,8 @@ impl Error {
             Error::Replay(ReplayError::OutsideWindow { .. }) => StatusCode::FORBIDDEN,
             Error::Replay(ReplayError::NoTimestamp) => StatusCode::BAD_REQUEST,
             Error::OverLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -11,7 +11,12 @@ use sai_testkit::hook::{HookRequest, Push};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
-    let env = start(|_| {});
+    // The fake builder reads (and answers pings) only when asked to: keep it
+    // connected however slow the machine is.
+    let env = start(|c| {
+        c.builder_ping_interval_ms = 10_000;
+        c.builder_dead_timeout_ms = 120_000;
+    });
     let s = &env.server;
     let mut secret = Push::new("secret", SMALL);
     secret.fetch_url = "https://git.example.invalid/hidden-fetch-url".into();

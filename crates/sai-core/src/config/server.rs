@@ -142,6 +142,20 @@ pub struct ServerLimits {
     /// the tasks of an event, the events of a project; default 1000).
     #[serde(default = "default_max_page")]
     pub max_page: u32,
+    /// A connection must send a request's headers within this many
+    /// milliseconds of connecting or of its previous response, else it is
+    /// closed (default 10000).
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A request body (a hook notification) must arrive within this many
+    /// milliseconds, else 408 (default 30000).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Most HTTP connections served for the API at once. Builder websockets
+    /// and hook requests do not count and are served beyond it; other
+    /// requests on connections over it get 503 (default 512).
+    #[serde(default = "default_max_api_connections")]
+    pub max_api_connections: u32,
 }
 
 fn default_hook_window_secs() -> u64 {
@@ -159,6 +173,15 @@ fn default_max_expanded_bytes() -> u64 {
 fn default_max_page() -> u32 {
     1000
 }
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_api_connections() -> u32 {
+    512
+}
 
 impl Default for ServerLimits {
     fn default() -> Self {
@@ -169,6 +192,9 @@ impl Default for ServerLimits {
             max_step_bytes: default_max_step_bytes(),
             max_expanded_bytes: default_max_expanded_bytes(),
             max_page: default_max_page(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_api_connections: default_max_api_connections(),
         }
     }
 }
@@ -371,6 +397,12 @@ impl ServerConfig {
             ("max_step_bytes", self.limits.max_step_bytes),
             ("max_expanded_bytes", self.limits.max_expanded_bytes),
             ("max_page", self.limits.max_page.into()),
+            ("header_timeout_ms", self.limits.header_timeout_ms),
+            ("body_timeout_ms", self.limits.body_timeout_ms),
+            (
+                "max_api_connections",
+                self.limits.max_api_connections.into(),
+            ),
         ] {
             if v == 0 {
                 push(limits.key(name), "must be at least 1".into());

@@ -155,7 +155,13 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let body = read_body(body, server.settings.config.max_body_bytes).await?;
+    let limits = &server.settings.config.limits;
+    let body = tokio::time::timeout(
+        std::time::Duration::from_millis(limits.body_timeout_ms),
+        read_body(body, server.settings.config.max_body_bytes),
+    )
+    .await
+    .map_err(|_| Error::BodyTimeout(limits.body_timeout_ms))??;
     let source_ip = header(&headers, "x-forwarded-for")
         .map(|s| s.split(',').next().unwrap_or("").trim().to_string())
         .or_else(|| peer.map(|p| p.ip().to_string()));
