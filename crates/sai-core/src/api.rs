@@ -245,7 +245,7 @@ pub enum HookReply {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         warnings: Vec<String>,
     },
-    /// The project already has an event of this commit.
+    /// The project already has an event of this commit on this ref.
     Duplicate {
         /// That event.
         event_id: Option<String>,

@@ -12,6 +12,7 @@ pub mod jsonc;
 pub mod notification;
 pub mod platform;
 pub mod protocol;
+pub mod refname;
 pub mod saifile;
 pub mod secret;
 pub mod task;

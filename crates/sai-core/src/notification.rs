@@ -183,6 +183,14 @@ pub enum FieldError {
     /// Bad `hash`.
     #[error("hash must be 7-64 hex characters")]
     Hash,
+    /// `ref` breaks one of git's ref-name rules.
+    #[error("ref {name:?} {rule}")]
+    RefName {
+        /// The ref.
+        name: String,
+        /// The rule.
+        rule: crate::refname::RefNameError,
+    },
     /// Bad or missing `nonce`.
     #[error("nonce must be 16-128 characters of A-Z a-z 0-9 - _")]
     Nonce,
@@ -270,6 +278,12 @@ impl Received {
         let git_ref = self.git_ref.unwrap_or_default();
         if !valid_ref(&git_ref) {
             return Err(FieldError::Ref);
+        }
+        if let Err(rule) = crate::refname::check(&git_ref) {
+            return Err(FieldError::RefName {
+                name: git_ref,
+                rule,
+            });
         }
         let hash = self.hash.unwrap_or_default();
         if !valid_hash(&hash) {

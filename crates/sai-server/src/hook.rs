@@ -107,7 +107,9 @@ pub async fn handle(
     let fresh = server
         .store
         .remember_nonce(&n.nonce, expires.map(|s| s.saturating_mul(1000)))?;
-    let existing = server.store.event_by_hash(&n.project, &n.hash)?;
+    let existing = server
+        .store
+        .event_by_hash(&n.project, &n.git_ref, &n.hash)?;
     if !fresh && existing.is_none() {
         tracing::warn!(project = %n.project, git_ref = %n.git_ref, "replayed notification refused");
         return Err(Error::Conflict(
@@ -169,7 +171,9 @@ pub async fn handle(
     .await??;
     let Some(created) = created else {
         return Ok(HookReply::Duplicate {
-            event_id: server.store.event_by_hash(&n.project, &n.hash)?,
+            event_id: server
+                .store
+                .event_by_hash(&n.project, &n.git_ref, &n.hash)?,
             duplicate: true,
         });
     };

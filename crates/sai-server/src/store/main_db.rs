@@ -71,7 +71,8 @@ impl Store {
     }
 
     /// Insert the event row (the commit point of a push); its sequence
-    /// number, or `None` when the project already has an event of that hash.
+    /// number, or `None` when the project already has an event of that
+    /// commit on that ref.
     pub(super) fn insert_event(&self, ev: &Event) -> Result<Option<i64>, StoreError> {
         let mut db = self.main();
         let tx = db.transaction()?;
@@ -83,7 +84,7 @@ impl Store {
         let n = tx.execute(
             "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
-             ON CONFLICT(project, hash) DO NOTHING",
+             ON CONFLICT(project, ref, hash) DO NOTHING",
             params![
                 ev.id.as_str(),
                 ev.project,
@@ -102,13 +103,18 @@ impl Store {
         Ok((n == 1).then_some(seq))
     }
 
-    /// The event with this project and hash, if any.
-    pub fn event_by_hash(&self, project: &str, hash: &str) -> Result<Option<String>, StoreError> {
+    /// The event of this commit pushed to this ref of this project, if any.
+    pub fn event_by_hash(
+        &self,
+        project: &str,
+        git_ref: &str,
+        hash: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self
             .main()
             .query_row(
-                "SELECT id FROM events WHERE project = ?1 AND hash = ?2",
-                params![project, hash],
+                "SELECT id FROM events WHERE project = ?1 AND ref = ?2 AND hash = ?3",
+                params![project, git_ref, hash],
                 |r| r.get(0),
             )
             .optional()?)

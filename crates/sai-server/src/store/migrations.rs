@@ -55,6 +55,10 @@ pub const MAIN: &[&str] = &[
         nonce TEXT PRIMARY KEY,
         expires INTEGER);
      CREATE INDEX hook_nonces_expires ON hook_nonces(expires);",
+    // 3: an event is one commit pushed to one ref: the same commit on a
+    // second ref is a new event.
+    "DROP INDEX events_project_hash;
+     CREATE UNIQUE INDEX events_project_ref_hash ON events(project, ref, hash);",
 ];
 
 /// Migrations of an event database, in order.
