@@ -85,6 +85,10 @@ pub struct Event {
     /// (`GET /api/events/{id}` only; kept in memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Delivery>,
+    /// `tasks` is one page: pass this as `cursor` for the next one
+    /// (`GET /api/events/{id}` only, absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// The latest attempt to tell something outside Sai about an event (a
@@ -322,7 +326,7 @@ pub enum HookReply {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         warnings: Vec<String>,
     },
-    /// The project already has an event of this commit.
+    /// The project already has an event of this commit on this ref.
     Duplicate {
         /// That event.
         event_id: Option<String>,

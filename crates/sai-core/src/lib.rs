@@ -13,6 +13,7 @@ pub mod junit;
 pub mod notification;
 pub mod platform;
 pub mod protocol;
+pub mod refname;
 pub mod saifile;
 pub mod secret;
 pub mod task;

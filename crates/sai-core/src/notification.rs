@@ -8,9 +8,14 @@
 //! ```json
 //! {"schema":"com-warmcat-sai-notification","action":"repo-update",
 //!  "repository":{"name":"<project>","fetchurl":"<url>"},"nonce":"<hex>",
+//!  "timestamp":<unix seconds>,
 //!  "ref":"refs/heads/main","hash":"<commit>","saifile_len":<n>,
 //!  "saifile":"<base64 of .sai.json>"}
 //! ```
+//!
+//! `timestamp` is an addition to the original format (which the server
+//! still accepts without it): with the `nonce`, it lets the server refuse a
+//! captured notification replayed later ([`Checked::timestamp`]).
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -41,6 +46,9 @@ pub struct Notification {
     pub repository: Repository,
     /// Random hex, makes every notification unique.
     pub nonce: String,
+    /// When it was made (unix seconds); the original hook sends none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
     /// Ref pushed.
     #[serde(rename = "ref")]
     pub git_ref: String,
@@ -72,11 +80,18 @@ impl Notification {
                 fetchurl: fetch_url.into(),
             },
             nonce: hex::encode(nonce),
+            timestamp: None,
             git_ref: git_ref.into(),
             hash: hash.into(),
             saifile_len: b64.len() as u64,
             saifile: b64,
         }
+    }
+
+    /// The same, made at `unix_secs` (the sender's clock).
+    pub fn at(mut self, unix_secs: i64) -> Notification {
+        self.timestamp = Some(unix_secs);
+        self
     }
 
     /// The file the hook posts: the JSON and a newline.
@@ -102,6 +117,10 @@ pub struct Received {
     pub git_ref: Option<String>,
     /// `hash`.
     pub hash: Option<String>,
+    /// `nonce`.
+    pub nonce: Option<String>,
+    /// `timestamp`.
+    pub timestamp: Option<serde_json::Value>,
     /// `saifile_len`.
     pub saifile_len: Option<u64>,
     /// `saifile`.
@@ -132,6 +151,10 @@ pub struct Checked {
     pub hash: String,
     /// Private event.
     pub sec: bool,
+    /// The sender's random nonce.
+    pub nonce: String,
+    /// When the sender made it (unix seconds), if it says.
+    pub timestamp: Option<i64>,
     saifile: String,
     saifile_len: Option<u64>,
 }
@@ -160,6 +183,20 @@ pub enum FieldError {
     /// Bad `hash`.
     #[error("hash must be 7-64 hex characters")]
     Hash,
+    /// `ref` breaks one of git's ref-name rules.
+    #[error("ref {name:?} {rule}")]
+    RefName {
+        /// The ref.
+        name: String,
+        /// The rule.
+        rule: crate::refname::RefNameError,
+    },
+    /// Bad or missing `nonce`.
+    #[error("nonce must be 16-128 characters of A-Z a-z 0-9 - _")]
+    Nonce,
+    /// `timestamp` is not an integer.
+    #[error("timestamp must be an integer (unix seconds)")]
+    Timestamp,
     /// No `saifile`.
     #[error("saifile missing")]
     SaifileMissing,
@@ -191,6 +228,12 @@ fn valid_ref(r: &str) -> bool {
         && r.bytes().all(|b| b.is_ascii_graphic())
 }
 
+fn valid_nonce(n: &str) -> bool {
+    (16..=128).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn valid_hash(h: &str) -> bool {
     (7..=64).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -212,7 +255,7 @@ impl Received {
     }
 
     /// Check the fields, in this order: schema, action, repository, name,
-    /// fetch URL, ref, hash.
+    /// fetch URL, ref, hash, nonce, timestamp.
     pub fn check(self) -> Result<Checked, FieldError> {
         if self.schema.as_deref() != Some(SCHEMA) {
             return Err(FieldError::Schema);
@@ -236,10 +279,24 @@ impl Received {
         if !valid_ref(&git_ref) {
             return Err(FieldError::Ref);
         }
+        if let Err(rule) = crate::refname::check(&git_ref) {
+            return Err(FieldError::RefName {
+                name: git_ref,
+                rule,
+            });
+        }
         let hash = self.hash.unwrap_or_default();
         if !valid_hash(&hash) {
             return Err(FieldError::Hash);
         }
+        let nonce = self.nonce.unwrap_or_default();
+        if !valid_nonce(&nonce) {
+            return Err(FieldError::Nonce);
+        }
+        let timestamp = match self.timestamp {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or(FieldError::Timestamp)?),
+        };
         let sec = self.sec.is_some_and(|v| {
             !v.is_null() && v != serde_json::json!(false) && v != serde_json::json!(0)
         });
@@ -249,10 +306,63 @@ impl Received {
             git_ref,
             hash,
             sec,
+            nonce,
+            timestamp,
             saifile: self.saifile.unwrap_or_default(),
             saifile_len: self.saifile_len,
         })
     }
+}
+
+/// Why a notification is refused as a possible replay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// `timestamp` is further from the server's clock than the window.
+    #[error(
+        "notification timestamp {timestamp} is {skew} s from the server's clock, outside the \
+         {window} s window (a replay, or a clock to fix)"
+    )]
+    OutsideWindow {
+        /// Its timestamp.
+        timestamp: i64,
+        /// Seconds between it and now.
+        skew: i64,
+        /// The window.
+        window: u64,
+    },
+    /// No `timestamp` and the server requires one.
+    #[error("notification has no timestamp and the server requires one")]
+    NoTimestamp,
+}
+
+/// How long the server must remember a nonce (unix seconds it may forget
+/// it after), or why the notification is refused: a notification with a
+/// timestamp is accepted within `window` seconds either side of `now`, and
+/// its nonce is remembered until the window has passed it; one without is
+/// refused when `require` is set, else its nonce is remembered forever
+/// (`Ok(None)`).
+pub fn replay_window(
+    timestamp: Option<i64>,
+    now: i64,
+    window: u64,
+    require: bool,
+) -> Result<Option<i64>, ReplayError> {
+    let Some(t) = timestamp else {
+        return if require {
+            Err(ReplayError::NoTimestamp)
+        } else {
+            Ok(None)
+        };
+    };
+    let skew = now.saturating_sub(t).saturating_abs();
+    if skew as u64 > window {
+        return Err(ReplayError::OutsideWindow {
+            timestamp: t,
+            skew,
+            window,
+        });
+    }
+    Ok(Some(t.saturating_add(window as i64)))
 }
 
 impl Checked {
@@ -416,6 +526,27 @@ mod tests {
     }
 
     #[test]
+    fn replay_window_edges() {
+        assert_eq!(replay_window(Some(1000), 1300, 300, false), Ok(Some(1300)));
+        assert_eq!(replay_window(Some(1600), 1300, 300, false), Ok(Some(1900)));
+        assert_eq!(
+            replay_window(Some(999), 1300, 300, false),
+            Err(ReplayError::OutsideWindow {
+                timestamp: 999,
+                skew: 301,
+                window: 300
+            })
+        );
+        assert!(replay_window(Some(1601), 1300, 300, true).is_err());
+        assert_eq!(replay_window(None, 1300, 300, false), Ok(None));
+        assert_eq!(
+            replay_window(None, 1300, 300, true),
+            Err(ReplayError::NoTimestamp)
+        );
+        assert!(replay_window(Some(i64::MIN), 1300, 300, false).is_err());
+    }
+
+    #[test]
     fn field_rules() {
         let ok = || {
             Received::parse(
@@ -434,6 +565,18 @@ mod tests {
         let mut r = ok();
         r.hash = Some("xyz".into());
         assert_eq!(r.check(), Err(FieldError::Hash));
+        let mut r = ok();
+        r.nonce = None;
+        assert_eq!(r.check(), Err(FieldError::Nonce));
+        let mut r = ok();
+        r.nonce = Some("short".into());
+        assert_eq!(r.check(), Err(FieldError::Nonce));
+        let mut r = ok();
+        r.timestamp = Some(serde_json::json!("yesterday"));
+        assert_eq!(r.check(), Err(FieldError::Timestamp));
+        let mut r = ok();
+        r.timestamp = Some(serde_json::json!(1_700_000_000));
+        assert_eq!(r.check().unwrap().timestamp, Some(1_700_000_000));
         let mut r = ok();
         r.saifile_len = Some(1);
         assert!(matches!(

@@ -2,11 +2,11 @@
 //! with the ring provider).
 //!
 //! warp 0.4 has no TLS support and keeps its acceptor trait private, so
-//! [`serve`] runs its own accept loop: TCP accept, rustls handshake, then
-//! hyper-util serves the warp filter on the decrypted stream (websocket
-//! upgrades included). The peer address is handed to the filter through a
-//! request extension that [`remote_addr`] reads, because warp's own
-//! `warp::addr::remote()` only works with warp's accept loop.
+//! [`crate::accept::serve`] runs its own accept loop: TCP accept, rustls
+//! handshake, then hyper-util serves the warp filter on the decrypted stream
+//! (websocket upgrades included). The peer address is handed to the filter
+//! through a request extension that [`remote_addr`] reads, because warp's
+//! own `warp::addr::remote()` only works with warp's accept loop.
 //!
 //! The certificate comes from [`CertificateStore`]: it is read at start
 //! (a missing or mismatched file stops the start with a clear error) and
@@ -18,16 +18,14 @@
 //! This is a crate of its own because both daemons need it and `sai-core`
 //! (where their config types live) must not do I/O.
 
+
+pub mod accept;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -37,9 +35,6 @@ use sai_core::config::server::ServerTlsConfig;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
-
-/// Longest time a client may take for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -180,41 +175,14 @@ impl ResolvesServerCert for CertificateStore {
     }
 }
 
-/// The client's address as seen by this module's accept loop.
-#[derive(Debug, Clone, Copy)]
-struct PeerAddr(SocketAddr);
-
-/// The remote address of the connection: from [`serve`]'s accept loop, or
-/// from warp's own when serving plain HTTP.
+/// The remote address of the connection: from [`crate::accept::serve`]'s
+/// accept loop, or from warp's own.
 pub fn remote_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
-    warp::ext::optional::<PeerAddr>()
-        .and(warp::addr::remote())
-        .map(|ours: Option<PeerAddr>, warps: Option<SocketAddr>| ours.map(|p| p.0).or(warps))
-}
-
-/// A warp service that records the peer address in each request.
-#[derive(Clone)]
-struct WithPeer<S> {
-    inner: S,
-    peer: SocketAddr,
-}
-
-impl<S, B> tower_service::Service<warp::http::Request<B>> for WithPeer<S>
-where
-    S: tower_service::Service<warp::http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: warp::http::Request<B>) -> Self::Future {
-        req.extensions_mut().insert(PeerAddr(self.peer));
-        self.inner.call(req)
-    }
+    accept::conn_slot().and(warp::addr::remote()).map(
+        |ours: Option<accept::ConnSlot>, warps: Option<SocketAddr>| {
+            ours.map(|c| c.peer()).or(warps)
+        },
+    )
 }
 
 /// Reload `store` on every SIGHUP until `shutdown` fires. Without a store
@@ -249,63 +217,4 @@ pub fn reload_on_sighup(store: Option<Arc<CertificateStore>>, shutdown: Cancella
             }
         }
     });
-}
-
-/// Serve `filter` over TLS on `listener` until `shutdown` fires, then wait
-/// for in-flight HTTP requests (not upgraded websockets) to finish.
-pub async fn serve<F>(
-    filter: F,
-    listener: tokio::net::TcpListener,
-    store: Arc<CertificateStore>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()>
-where
-    F: Filter + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
-{
-    let acceptor = store.acceptor()?;
-    reload_on_sighup(Some(store), shutdown.clone());
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(cause = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let service = WithPeer {
-            inner: warp::service(filter.clone()),
-            peer,
-        };
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(peer = %peer, cause = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(peer = %peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(service);
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(peer = %peer, cause = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }

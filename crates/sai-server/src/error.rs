@@ -2,7 +2,7 @@
 //! `match`) and its client-safe body: storage and internal failures are
 //! logged here and answered `internal error`, nothing more.
 
-use sai_core::notification::{FieldError, SigError};
+use sai_core::notification::{FieldError, ReplayError, SigError};
 use warp::http::StatusCode;
 
 use crate::store::StoreError;
@@ -65,6 +65,21 @@ pub enum Error {
     /// Something else failed inside the server.
     #[error("{0}")]
     Internal(String),
+    /// A hook notification outside the replay window, or without the
+    /// timestamp the server requires.
+    #[error("{0}")]
+    Replay(ReplayError),
+    /// A push over one of the server's caps.
+    #[error("{0}")]
+    OverLimit(#[from] crate::push_limits::OverLimit),
+    /// Every API connection slot is taken.
+    #[error(
+        "server busy: all {0} API connections in use (limits.max_api_connections); retry later"
+    )]
+    Busy(u32),
+    /// The request body did not arrive in time.
+    #[error("request body not received within {0} ms (limits.body_timeout_ms)")]
+    BodyTimeout(u64),
 }
 
 impl Error {
@@ -85,6 +100,11 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Store(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Replay(ReplayError::OutsideWindow { .. }) => StatusCode::FORBIDDEN,
+            Error::Replay(ReplayError::NoTimestamp) => StatusCode::BAD_REQUEST,
+            Error::OverLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -11,8 +11,11 @@
 //! Order of checks: body size (413), content type (415), signature header
 //! present and well formed (401), HMAC (403), project known (404), schema
 //! and action (400), fields (400), `_`-branch rule (200, ignored), saifile
-//! size and base64 (413/400), replay of a known hash (200, nothing new),
-//! saifile parse and expansion (422, with `file:line:col`), store (500).
+//! `timestamp` outside the replay window (403), saifile size and base64
+//! (413/400), a nonce seen before whose commit has no event (409: a replay
+//! after deletion or retention), replay of a known hash (200, nothing new),
+//! saifile parse and expansion (422, with `file:line:col`), the caps of
+//! `limits` on the expanded tasks (422, with the numbers), store (500).
 
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ use sai_core::task::{Event, EventId, EventState};
 
 use crate::Server;
 use crate::error::Error;
+use crate::store::now_ms;
 
 /// Extract the notification bytes (the file part, or the whole JSON body).
 pub async fn notification_bytes(
@@ -89,10 +93,30 @@ pub async fn handle(
         tracing::info!(project = %n.project, git_ref = %n.git_ref, "ignoring push to a branch starting with _");
         return Ok(HookReply::Ignored { ignored: why });
     }
+    let limits = &settings.config.limits;
+    let expires = notification::replay_window(
+        n.timestamp,
+        now_ms() / 1000,
+        limits.hook_window_secs,
+        limits.hook_require_timestamp,
+    )
+    .map_err(Error::Replay)?;
     let saifile = n
         .saifile(settings.config.max_saifile_base64)
         .map_err(Error::Field)?;
-    if let Some(existing) = server.store.event_by_hash(&n.project, &n.hash)? {
+    let fresh = server
+        .store
+        .remember_nonce(&n.nonce, expires.map(|s| s.saturating_mul(1000)))?;
+    let existing = server
+        .store
+        .event_by_hash(&n.project, &n.git_ref, &n.hash)?;
+    if !fresh && existing.is_none() {
+        tracing::warn!(project = %n.project, git_ref = %n.git_ref, "replayed notification refused");
+        return Err(Error::Conflict(
+            "notification replayed: its nonce was used before (send a new notification)".into(),
+        ));
+    }
+    if let Some(existing) = existing {
         return Ok(HookReply::Duplicate {
             event_id: Some(existing),
             duplicate: true,
@@ -118,6 +142,7 @@ pub async fn handle(
             stage: "expand",
             detail: e.to_string(),
         })?;
+    crate::push_limits::check(&specs, limits)?;
     let id = EventId::from_bytes(random16());
     let ev = Event::new(
         id.clone(),
@@ -146,7 +171,9 @@ pub async fn handle(
     .await??;
     let Some(created) = created else {
         return Ok(HookReply::Duplicate {
-            event_id: server.store.event_by_hash(&n.project, &n.hash)?,
+            event_id: server
+                .store
+                .event_by_hash(&n.project, &n.git_ref, &n.hash)?,
             duplicate: true,
         });
     };

@@ -8,6 +8,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`accept`] | the accept loop (plain and TLS): header timeout, API connection cap |
 //! | [`hook`] | `POST /update-hook`: the notification ([`sai_core::notification`]) to a stored event |
 //! | [`api`] | routing; one module per API resource; the OpenAPI document |
 //! | [`error`] | the one HTTP error type and its status mapping |
@@ -16,6 +17,7 @@
 //! | [`ws`] | the builder websocket: hello, messages, frames, artifacts |
 //! | [`link`] | the queues of live builder connections |
 //! | [`logw`] | the batched log writer (credit returned after commit) |
+//! | [`push_limits`] | what one push may cost: the caps on expanded tasks |
 //! | [`auth`] | PASETO tokens of builders and users |
 //! | [`token_cli`] | the `token` subcommand shared with `sai` |
 //! | [`metrics`] | `GET /metrics`: Prometheus metrics from published snapshots |
@@ -24,6 +26,7 @@
 //! [`Server::sched_do`] is where scheduler inputs go in and their effects
 //! (run records, event states, messages, connection closes) are applied.
 
+pub use sai_https::accept;
 pub mod api;
 pub mod auth;
 pub mod changes;
@@ -37,6 +40,7 @@ pub mod logstore;
 pub mod logw;
 pub mod metrics;
 pub mod outbox;
+pub mod push_limits;
 pub mod sched;
 pub mod store;
 pub mod supervise;
@@ -630,18 +634,14 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
     };
     let outbox = tokio::spawn(outbox::run(server.clone()));
     let routes = routes(server.clone());
-    let sd = shutdown.clone();
-    match server.settings.tls.clone() {
-        Some(store) => tls::serve(routes, listener, store, sd).await?,
-        None => {
-            tls::reload_on_sighup(None, sd.clone());
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move { sd.cancelled().await })
-                .run()
-                .await
-        }
-    }
+    accept::serve(
+        routes,
+        listener,
+        server.settings.tls.clone(),
+        &server.settings.config.limits,
+        shutdown.clone(),
+    )
+    .await?;
     server.sched_do(|s, _| s.stop(1001, "sai-server is shutting down"));
     server.logs.flush().await;
     retention.abort();
@@ -660,8 +660,15 @@ pub fn routes(
         .and(warp::ws())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(accept::conn_slot())
         .map(
-            move |ws: warp::ws::Ws, authz: Option<String>, query: String| {
+            move |ws: warp::ws::Ws,
+                  authz: Option<String>,
+                  query: String,
+                  slot: Option<accept::ConnSlot>| {
+                if let Some(slot) = slot {
+                    slot.release();
+                }
                 changes_upgrade(s0.clone(), ws, authz, &query)
             },
         );
@@ -670,11 +677,16 @@ pub fn routes(
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
         .and(tls::remote_addr())
+        .and(accept::conn_slot())
         .map(
             move |ws: warp::ws::Ws,
                   path: warp::path::FullPath,
                   authz: Option<String>,
-                  peer: Option<SocketAddr>| {
+                  peer: Option<SocketAddr>,
+                  slot: Option<accept::ConnSlot>| {
+                if let Some(slot) = slot {
+                    slot.release();
+                }
                 ws::upgrade(s1.clone(), ws, path.as_str(), authz, peer)
             },
         );
@@ -685,11 +697,23 @@ pub fn routes(
         .and(query)
         .and(warp::header::headers_cloned())
         .and(tls::remote_addr())
+        .and(accept::conn_slot())
         .and(warp::body::stream())
         .then(
-            move |method, path: warp::path::FullPath, query, headers, peer, body| {
+            move |method,
+                  path: warp::path::FullPath,
+                  query,
+                  headers,
+                  peer,
+                  slot: Option<accept::ConnSlot>,
+                  body| {
                 let s = s2.clone();
+                let busy = slot.is_some_and(|c| !c.admits(path.as_str()));
                 async move {
+                    if busy {
+                        return error::Error::Busy(s.settings.config.limits.max_api_connections)
+                            .into_response();
+                    }
                     api::handle(
                         s,
                         method,

@@ -195,6 +195,33 @@ impl ConnState {
             .push(message);
     }
 
+    /// A re-run's log starts with a notice, so that it is kept apart from
+    /// the log of the attempt before (which stays above it).
+    fn attempt_notice(&self, task_id: &str) {
+        let Lookup::Assigned(db, _) = self.lookup(task_id) else {
+            return;
+        };
+        let attempt = match db.task(task_id) {
+            Ok(Some(t)) => t.run.attempt,
+            _ => return,
+        };
+        if attempt <= 1 {
+            return;
+        }
+        let notice = format!(
+            "\nsai-server: ---- attempt {attempt} starts here on builder {}; the log above is from earlier attempts ----\n",
+            self.name
+        );
+        self.server.logs.record(LogChunk {
+            db,
+            task_id: task_id.to_string(),
+            channel: CHANNEL_NOTICE,
+            timestamp_us: crate::store::now_ms() * 1000,
+            data: notice.into_bytes(),
+            credit: None,
+        });
+    }
+
     fn not_yours(&self, task_id: &str) {
         self.error(
             Some(task_id),
@@ -218,6 +245,8 @@ impl ConnState {
             BuilderMessage::Accept { task_id } => {
                 if !server.sched_do(|s, _| s.accept(cid, &task_id)) {
                     self.not_yours(&task_id);
+                } else {
+                    self.attempt_notice(&task_id);
                 }
             }
             BuilderMessage::Reject { task_id, reason } => {

@@ -110,6 +110,7 @@ async fn invalid_notifications_are_refused_with_json_errors() {
             "schema": "com-warmcat-sai-notification", "action": "repo-update",
             "repository": {"name": "demo", "fetchurl": "https://x.invalid/demo"},
             "ref": "refs/heads/main", "hash": "0123456789abcdef0123456789abcdef01234567",
+            "nonce": sai_testkit::hook::random_hex(16),
             "saifile": saifile,
         })
     };

@@ -50,7 +50,8 @@ impl Push {
             &self.hash,
             &self.saifile,
             nonce,
-        );
+        )
+        .at(unix_now());
         if !sec {
             return n.file_bytes();
         }
@@ -60,6 +61,14 @@ impl Push {
         out.push(b'\n');
         out
     }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// `n` random bytes as lowercase hex.

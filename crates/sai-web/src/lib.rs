@@ -129,17 +129,11 @@ pub async fn overview_data(
 /// when the settings name a certificate (re-read on SIGHUP), else HTTP.
 pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let sd = app.shutdown.clone();
+    let app_tls = app.settings.tls.clone();
     tokio::spawn(feed::follow(app.clone()));
-    match app.settings.tls.clone() {
-        Some(store) => sai_https::serve(http::routes(app), listener, store, sd).await?,
-        None => {
-            warp::serve(http::routes(app))
-                .incoming(listener)
-                .graceful(async move { sd.cancelled().await })
-                .run()
-                .await
-        }
-    }
+    // Browsers only: the server's API limits are the safe defaults here.
+    let limits = sai_core::config::server::ServerLimits::default();
+    sai_https::accept::serve(http::routes(app), listener, app_tls, &limits, sd).await?;
     tracing::info!("sai-web stopped");
     Ok(())
 }

@@ -235,6 +235,7 @@ impl Notification {
             &self.saifile,
             nonce,
         )
+        .at(unix_now())
         .file_bytes()
     }
 
@@ -437,4 +438,12 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
         _ => println!("sai notify: {}", describe_reply(&n, &url, &reply)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unix seconds now (the notification's `timestamp`).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

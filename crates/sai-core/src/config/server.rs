@@ -125,6 +125,99 @@ pub struct ServerConfig {
     /// failure (requeued, or failed at `max_infra_attempts`).
     #[serde(default = "default_task_deadline_secs")]
     pub task_deadline_secs: u64,
+    /// What one push, one request or one client may cost, and how long a
+    /// hook notification stays valid.
+    #[serde(default)]
+    pub limits: ServerLimits,
+}
+
+/// Caps and timeouts that keep one push, request or client from exhausting
+/// the server. The defaults are safe for a public server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// A hook notification carrying a `timestamp` is accepted only within
+    /// this many seconds of the server's clock, and its `nonce` is
+    /// remembered (in the main database) until then, so a captured
+    /// notification cannot be replayed (default 300).
+    #[serde(default = "default_hook_window_secs")]
+    pub hook_window_secs: u64,
+    /// Refuse notifications without a `timestamp`. The original hook sends
+    /// none; their nonces are remembered forever instead (default false).
+    #[serde(default)]
+    pub hook_require_timestamp: bool,
+    /// Most tasks one push may create after matrix expansion; more is
+    /// refused with 422 (default 10000).
+    #[serde(default = "default_max_tasks_per_push")]
+    pub max_tasks_per_push: u64,
+    /// Largest step (one shell command line) after `${...}` substitution,
+    /// in bytes; larger is refused with 422 (default 262144).
+    #[serde(default = "default_max_step_bytes")]
+    pub max_step_bytes: u64,
+    /// Largest saifile after expansion: the bytes of every task's steps,
+    /// artifact globs and packages together; larger is refused with 422
+    /// (default 33554432).
+    #[serde(default = "default_max_expanded_bytes")]
+    pub max_expanded_bytes: u64,
+    /// Most items one page of a listing returns (`limit` is clamped to it;
+    /// the tasks of an event, the events of a project; default 1000).
+    #[serde(default = "default_max_page")]
+    pub max_page: u32,
+    /// A connection must send a request's headers within this many
+    /// milliseconds of connecting or of its previous response, else it is
+    /// closed (default 10000).
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A request body (a hook notification) must arrive within this many
+    /// milliseconds, else 408 (default 30000).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Most HTTP connections served for the API at once. Builder websockets
+    /// and hook requests do not count and are served beyond it; other
+    /// requests on connections over it get 503 (default 512).
+    #[serde(default = "default_max_api_connections")]
+    pub max_api_connections: u32,
+}
+
+fn default_hook_window_secs() -> u64 {
+    300
+}
+fn default_max_tasks_per_push() -> u64 {
+    10_000
+}
+fn default_max_step_bytes() -> u64 {
+    256 * 1024
+}
+fn default_max_expanded_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_max_page() -> u32 {
+    1000
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_api_connections() -> u32 {
+    512
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            hook_window_secs: default_hook_window_secs(),
+            hook_require_timestamp: false,
+            max_tasks_per_push: default_max_tasks_per_push(),
+            max_step_bytes: default_max_step_bytes(),
+            max_expanded_bytes: default_max_expanded_bytes(),
+            max_page: default_max_page(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_api_connections: default_max_api_connections(),
+        }
+    }
 }
 
 /// The certificate sai-server (or sai-web) presents when it terminates TLS
@@ -313,6 +406,7 @@ impl Default for ServerConfig {
             metrics_token_file: None,
             web_url: None,
             task_deadline_secs: default_task_deadline_secs(),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -430,6 +524,23 @@ impl ServerConfig {
         }
         if self.max_infra_attempts == 0 {
             push(root.key("max_infra_attempts"), "must be at least 1".into());
+        }
+        let limits = root.key("limits");
+        for (name, v) in [
+            ("max_tasks_per_push", self.limits.max_tasks_per_push),
+            ("max_step_bytes", self.limits.max_step_bytes),
+            ("max_expanded_bytes", self.limits.max_expanded_bytes),
+            ("max_page", self.limits.max_page.into()),
+            ("header_timeout_ms", self.limits.header_timeout_ms),
+            ("body_timeout_ms", self.limits.body_timeout_ms),
+            (
+                "max_api_connections",
+                self.limits.max_api_connections.into(),
+            ),
+        ] {
+            if v == 0 {
+                push(limits.key(name), "must be at least 1".into());
+            }
         }
         if self.log_window_bytes < 65536 {
             push(

@@ -1,14 +1,16 @@
 //! `GET /api/builders`: connected builders first (from the scheduler's
-//! published fleet), then the ones seen before.
+//! published fleet), then the ones seen before. Anonymous callers get no
+//! addresses and no ids of tasks of private events.
 
 use sai_core::api::{Builder, BuilderPlatform};
-use sai_core::protocol::PlatformOffer;
+use sai_core::protocol::{PlatformOffer, event_of_task};
+use warp::http::HeaderMap;
 
-use super::{Res, ok};
+use super::{Res, ok, user};
 use crate::Server;
 
 /// Every builder.
-pub fn list(server: &Server) -> Res {
+pub fn list(server: &Server, headers: &HeaderMap) -> Res {
     let fleet = server.fleet();
     let mut out: Vec<Builder> = fleet.builders.clone();
     for b in server.store.builders()? {
@@ -33,5 +35,28 @@ pub fn list(server: &Server) -> Res {
                 .collect(),
         });
     }
+    if user(server, headers)?.is_none() {
+        hide_private(server, &mut out)?;
+    }
     ok(&out)
+}
+
+/// Drop what an anonymous caller may not see: peer addresses and running
+/// tasks of private events.
+fn hide_private(server: &Server, builders: &mut [Builder]) -> Result<(), crate::error::Error> {
+    let running = builders
+        .iter()
+        .flat_map(|b| &b.platforms)
+        .flat_map(|p| p.running.iter().flatten())
+        .filter_map(|t| event_of_task(t));
+    let private = server.store.private_events(running)?;
+    for b in builders {
+        b.peer = None;
+        for p in &mut b.platforms {
+            if let Some(running) = &mut p.running {
+                running.retain(|t| event_of_task(t).is_none_or(|e| !private.contains(e)));
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,16 +1,15 @@
 //! `GET`/`DELETE /api/events/{id}`, `POST /api/events/{id}/rebuild` (and a
 //! task's rebuild, which resets one task of its event).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sai_core::api;
 use sai_core::protocol::is_task_id;
-use sai_core::task::{Event, EventId, TaskState};
+use sai_core::task::{Event, EventId};
 use warp::http::HeaderMap;
 
 use super::estimates::Estimator;
-use super::{Res, ok, require_user, user};
+use super::{Query, Res, ok, query_int, require_user, user};
 use crate::Server;
 use crate::error::Error;
 
@@ -33,6 +32,7 @@ pub fn view(e: &Event) -> api::Event {
         expected_finish: None,
         commit_status: None,
         webhook: None,
+        next_cursor: None,
     }
 }
 
@@ -49,26 +49,39 @@ pub fn load(server: &Server, headers: &HeaderMap, id: &str) -> Result<Event, Err
     Ok(e)
 }
 
-/// An event with its tasks.
-pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
+/// An event with one page of its tasks (`limit`, default and cap
+/// `limits.max_page`; `cursor` from the previous page's `next_cursor`) and
+/// the count of every state.
+pub fn get(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
     let e = load(server, headers, id)?;
     let db = server
         .store
         .event_db(id)?
         .ok_or(Error::NotFound("no such event"))?;
+    let max = i64::from(server.settings.config.limits.max_page);
+    let limit = query_int(q, "limit", max).clamp(1, max);
+    let after = match q.get("cursor") {
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            Error::bad_request("cursor must be a next_cursor of a previous page", None)
+        })?,
+        None => -1,
+    };
     let fleet = server.fleet();
     let mut est = Estimator::new(server);
-    let mut counts: BTreeMap<TaskState, usize> = BTreeMap::new();
-    let mut tasks = Vec::new();
-    for t in db.tasks()? {
-        *counts.entry(t.run.state).or_default() += 1;
-        let mut tv = super::tasks::view(&t, &fleet);
-        tv.estimate_ms = est.task(&e.project, &t)?;
+    let page = db.tasks_page(after, limit)?;
+    let next_cursor = (page.len() as i64 == limit)
+        .then(|| page.last().map(|t| t.idx.to_string()))
+        .flatten();
+    let mut tasks = Vec::with_capacity(page.len());
+    for t in &page {
+        let mut tv = super::tasks::view(t, &fleet);
+        tv.estimate_ms = est.task(&e.project, t)?;
         tasks.push(tv);
     }
     let mut v = view(&e);
     v.tasks = Some(tasks);
-    v.task_states = Some(counts);
+    v.task_states = Some(db.state_counts()?);
+    v.next_cursor = next_cursor;
     if !e.state.is_terminal() {
         v.expected_finish = est.event_finish(id)?;
     }
@@ -135,6 +148,6 @@ pub async fn rebuild(
     tracing::info!(event = %ev, task = ?task, user = %who, "rebuild");
     match task {
         Some(t) => super::tasks::get(server, headers, t),
-        None => get(server, headers, ev),
+        None => get(server, headers, ev, &Query::new()),
     }
 }

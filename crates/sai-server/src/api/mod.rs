@@ -158,7 +158,13 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let body = read_body(body, server.settings.config.max_body_bytes).await?;
+    let limits = &server.settings.config.limits;
+    let body = tokio::time::timeout(
+        std::time::Duration::from_millis(limits.body_timeout_ms),
+        read_body(body, server.settings.config.max_body_bytes),
+    )
+    .await
+    .map_err(|_| Error::BodyTimeout(limits.body_timeout_ms))??;
     let source_ip = header(&headers, "x-forwarded-for")
         .map(|s| s.split(',').next().unwrap_or("").trim().to_string())
         .or_else(|| peer.map(|p| p.ip().to_string()));
@@ -243,9 +249,9 @@ where
         }
         (_, ["update-hook"] | ["sai", "update-hook"]) => Err(Error::MethodNotAllowed("POST only")),
         (Method::GET, ["api", "openapi.json"]) => ok(&openapi::document()),
-        (Method::GET, ["api", "projects"]) => projects::list(s),
+        (Method::GET, ["api", "projects"]) => projects::list(s, h),
         (Method::GET, ["api", "projects", p, "events"]) => projects::events(s, h, p, &q),
-        (Method::GET, ["api", "events", id]) => events::get(s, h, id),
+        (Method::GET, ["api", "events", id]) => events::get(s, h, id, &q),
         (Method::GET, ["api", "events", id, "tests"]) => tests::of_event(s, h, id),
         (Method::GET, ["api", "tasks", id, "tests"]) => tests::of_task(s, h, id),
         (Method::GET, ["api", "projects", p, "tests"]) => tests::history(s, h, p, &q),
@@ -262,7 +268,7 @@ where
             None => Err(Error::NotFound("no such task")),
         },
         (Method::POST, ["api", "tasks", id, "cancel"]) => tasks::cancel(s, h, id),
-        (Method::GET, ["api", "builders"]) => builders::list(s),
+        (Method::GET, ["api", "builders"]) => builders::list(s, h),
         (Method::GET, ["metrics"]) => metrics(s, h),
         _ => Err(Error::NotFound("not found")),
     };

@@ -137,6 +137,32 @@ impl EventDb {
         Ok(rows)
     }
 
+    /// At most `limit` tasks after saifile position `after`, in saifile order.
+    pub fn tasks_page(&self, after: i64, limit: i64) -> Result<Vec<Task>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {TASK_COLS} FROM tasks WHERE idx > ?1 ORDER BY idx LIMIT ?2"
+        ))?;
+        let rows = st
+            .query_map([after, limit], task_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Number of tasks in each state.
+    pub fn state_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<sai_core::task::TaskState, usize>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT state, COUNT(*) FROM tasks GROUP BY state")?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in st.query_map([], |r| Ok((super::parsed(r, 0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            out.insert(state, n as usize);
+        }
+        Ok(out)
+    }
+
     /// One task.
     pub fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
         Ok(self

@@ -71,7 +71,8 @@ impl Store {
     }
 
     /// Insert the event row (the commit point of a push); its sequence
-    /// number, or `None` when the project already has an event of that hash.
+    /// number, or `None` when the project already has an event of that
+    /// commit on that ref.
     pub(super) fn insert_event(&self, ev: &Event) -> Result<Option<i64>, StoreError> {
         let mut db = self.main();
         let tx = db.transaction()?;
@@ -83,7 +84,7 @@ impl Store {
         let n = tx.execute(
             "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
-             ON CONFLICT(project, hash) DO NOTHING",
+             ON CONFLICT(project, ref, hash) DO NOTHING",
             params![
                 ev.id.as_str(),
                 ev.project,
@@ -102,13 +103,18 @@ impl Store {
         Ok((n == 1).then_some(seq))
     }
 
-    /// The event with this project and hash, if any.
-    pub fn event_by_hash(&self, project: &str, hash: &str) -> Result<Option<String>, StoreError> {
+    /// The event of this commit pushed to this ref of this project, if any.
+    pub fn event_by_hash(
+        &self,
+        project: &str,
+        git_ref: &str,
+        hash: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self
             .main()
             .query_row(
-                "SELECT id FROM events WHERE project = ?1 AND hash = ?2",
-                params![project, hash],
+                "SELECT id FROM events WHERE project = ?1 AND ref = ?2 AND hash = ?3",
+                params![project, git_ref, hash],
                 |r| r.get(0),
             )
             .optional()?)
@@ -150,13 +156,21 @@ impl Store {
             .optional()?)
     }
 
-    /// Events of a project, newest first.
-    pub fn events_of(&self, project: &str, limit: i64) -> Result<Vec<Event>, StoreError> {
+    /// At most `limit` events of a project older than sequence number
+    /// `before`, newest first; private ones only with `private`.
+    pub fn events_of(
+        &self,
+        project: &str,
+        limit: i64,
+        before: i64,
+        private: bool,
+    ) -> Result<Vec<Event>, StoreError> {
         self.rows(
             &format!(
-                "SELECT {EVENT_COLS} FROM events WHERE project = ?1 ORDER BY rowid DESC LIMIT ?2"
+                "SELECT {EVENT_COLS} FROM events WHERE project = ?1 AND rowid < ?3 AND (?4 OR sec = 0)
+                 ORDER BY rowid DESC LIMIT ?2"
             ),
-            params![project, limit],
+            params![project, limit, before, private],
             event_from_row,
         )
     }
@@ -220,6 +234,72 @@ impl Store {
                 })
             },
         )
+    }
+
+    /// Projects with at least one public event, as an anonymous caller may
+    /// see them: counts, first push and fetch URL of their public events only.
+    pub fn public_projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
+        self.rows(
+            "SELECT project,
+                    (SELECT fetch_url FROM events l WHERE l.project = e.project AND l.sec = 0
+                     ORDER BY l.rowid DESC LIMIT 1),
+                    MIN(created), COUNT(*)
+             FROM events e WHERE sec = 0 GROUP BY project ORDER BY project",
+            [],
+            |r| {
+                Ok(ProjectRow {
+                    name: r.get(0)?,
+                    fetch_url: r.get(1)?,
+                    created: r.get(2)?,
+                    event_count: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// Does this project have an event an anonymous caller may see?
+    pub fn project_is_public(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .main()
+            .query_row(
+                "SELECT 1 FROM events WHERE project = ?1 AND sec = 0 LIMIT 1",
+                [name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Which of these event ids are private events.
+    pub fn private_events<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let db = self.main();
+        let mut st = db.prepare_cached("SELECT 1 FROM events WHERE id = ?1 AND sec != 0")?;
+        let mut out = HashSet::new();
+        for id in ids {
+            if st.exists([id])? {
+                out.insert(id.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remember a hook notification's nonce until `expires` (unix ms; `None`:
+    /// forever); false when it was seen before (a replay). Expired nonces
+    /// are forgotten first.
+    pub fn remember_nonce(&self, nonce: &str, expires: Option<i64>) -> Result<bool, StoreError> {
+        let db = self.main();
+        db.execute(
+            "DELETE FROM hook_nonces WHERE expires < ?1",
+            params![now_ms()],
+        )?;
+        let n = db.execute(
+            "INSERT INTO hook_nonces(nonce, expires) VALUES (?1, ?2) ON CONFLICT(nonce) DO NOTHING",
+            params![nonce, expires],
+        )?;
+        Ok(n == 1)
     }
 
     /// Does this project exist?

@@ -77,6 +77,16 @@ pub const MAIN: &[&str] = &[
         recorded INTEGER NOT NULL);
      CREATE INDEX test_runs_key ON test_runs(project, suite, name, id);
      CREATE INDEX test_runs_event ON test_runs(event_id);",
+    // 3: nonces of accepted hook notifications, kept until `expires` (unix
+    // ms; NULL: forever, for notifications without a timestamp).
+    "CREATE TABLE hook_nonces(
+        nonce TEXT PRIMARY KEY,
+        expires INTEGER);
+     CREATE INDEX hook_nonces_expires ON hook_nonces(expires);",
+    // 4: an event is one commit pushed to one ref: the same commit on a
+    // second ref is a new event.
+    "DROP INDEX events_project_hash;
+     CREATE UNIQUE INDEX events_project_ref_hash ON events(project, ref, hash);",
 ];
 
 /// Migrations of an event database, in order.

@@ -221,7 +221,7 @@ impl Store {
     /// Insert an event and all its tasks (`(id, spec, priority)`); see the
     /// module doc for the commit protocol. The store sets the event's
     /// `created`, `last_updated`, `state`, `task_count` and `seq`. `Ok(None)`
-    /// when an event with the same project and hash already exists (nothing
+    /// when an event with the same project, ref and hash already exists (nothing
     /// written).
     pub fn create_event(
         &self,

@@ -1,0 +1,126 @@
+//! Private events stay private: anonymous callers of `/api/projects` and
+//! `/api/builders` see no private project, no running private task and no
+//! builder address; signed-in callers see everything (issue 9 item 7).
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use sai_testkit::FakeBuilder;
+use sai_testkit::hook::{HookRequest, Push};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
+    // The fake builder reads (and answers pings) only when asked to: keep it
+    // connected however slow the machine is.
+    let env = start(|c| {
+        c.builder_ping_interval_ms = 10_000;
+        c.builder_dead_timeout_ms = 120_000;
+    });
+    let s = &env.server;
+    let mut secret = Push::new("secret", SMALL);
+    secret.fetch_url = "https://git.example.invalid/hidden-fetch-url".into();
+    let r = HookRequest::private_like_sai_sh(&secret, KEY)
+        .send(&s.url("/update-hook"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = s.builder_token("host1", &["linux-debian"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let offer = b.offer(T).await.unwrap();
+    assert_eq!(offer.project, "secret");
+    b.accept(&offer.task_id).await.unwrap();
+    push_ok(s, &Push::new("open", SMALL)).await;
+    let user = s.user_token("ops").unwrap();
+    sai_testkit::wait_for("the private task listed as running", T, || async {
+        let (_, bs) = post_auth(s, Method::GET, "/api/builders", Some(&user)).await;
+        bs.to_string().contains(&offer.task_id).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let anon_projects = reqwest::get(s.url("/api/projects"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let projects: serde_json::Value = serde_json::from_str(&anon_projects).unwrap();
+    let names: Vec<&str> = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["open"], "{anon_projects}");
+    assert!(
+        !anon_projects.contains("hidden-fetch-url"),
+        "{anon_projects}"
+    );
+    assert_eq!(projects[0]["event_count"], 1);
+    assert_eq!(get(s, "/api/projects/secret/events").await.0, 404);
+
+    let anon_builders = reqwest::get(s.url("/api/builders"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(anon_builders.contains("host1"), "{anon_builders}");
+    assert!(
+        !anon_builders.contains(&offer.task_id),
+        "a private running task is listed: {anon_builders}"
+    );
+    assert!(
+        !anon_builders.contains("127.0.0.1"),
+        "a builder address is shown: {anon_builders}"
+    );
+
+    // Signed in (a user token, or sai-web acting for a user): everything.
+    let (_, projects) = post_auth(s, Method::GET, "/api/projects", Some(&user)).await;
+    assert_eq!(projects.as_array().unwrap().len(), 2, "{projects}");
+    let (_, bs) = post_auth(s, Method::GET, "/api/builders", Some(&user)).await;
+    let text = bs.to_string();
+    assert!(text.contains(&offer.task_id), "{text}");
+    assert!(text.contains("127.0.0.1"), "{text}");
+    let service = s.service_token("sai-web").unwrap();
+    let p = reqwest::Client::new()
+        .get(s.url("/api/projects"))
+        .bearer_auth(&service)
+        .header("x-sai-on-behalf-of", "alice")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(p.contains("hidden-fetch-url"), "{p}");
+    let (st, evs) = post_auth(s, Method::GET, "/api/projects/secret/events", Some(&user)).await;
+    assert_eq!(st, 200);
+    assert_eq!(evs.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_with_public_and_private_events_shows_only_the_public_ones() {
+    let env = start(|_| {});
+    let s = &env.server;
+    let mut private = Push::new("mixed", SMALL);
+    private.fetch_url = "https://git.example.invalid/private-url".into();
+    HookRequest::private_like_sai_sh(&private, KEY)
+        .send(&s.url("/update-hook"))
+        .await
+        .unwrap();
+    push_ok(s, &Push::new("mixed", SMALL)).await;
+    let (_, projects) = get(s, "/api/projects").await;
+    assert_eq!(projects[0]["name"], "mixed");
+    assert_eq!(projects[0]["event_count"], 1, "{projects}");
+    assert_eq!(
+        projects[0]["fetch_url"], "https://git.example.invalid/mixed",
+        "{projects}"
+    );
+    let user = s.user_token("ops").unwrap();
+    let (_, projects) = post_auth(s, Method::GET, "/api/projects", Some(&user)).await;
+    assert_eq!(projects[0]["event_count"], 2, "{projects}");
+}
