@@ -7,7 +7,7 @@
 //! flow-control credit returned to the sending connection, so credited
 //! bytes are durable. When a write fails (a full disk), nothing is dropped
 //! and no credit is returned for those bytes: the builder stops sending
-//! once its window is spent, and the writer retries every flush interval
+//! once its window is spent, and the writer retries about every second
 //! until the write succeeds. A task that ends while its log is not stored
 //! is told so by [`LogWriter::flush_task`]. A task's log stays in memory
 //! only while it is being written: one idle flush interval after it is
@@ -26,6 +26,8 @@ use crate::logstore::TaskLog;
 use crate::store::EventDb;
 
 const FLUSH_BYTES: usize = 256 * 1024;
+/// A failed write is retried this often (at least every flush interval).
+const RETRY_WRITE: Duration = Duration::from_secs(1);
 
 /// Log bytes of one task, as received.
 pub struct LogChunk {
@@ -157,6 +159,8 @@ struct Pending {
     tasks: HashMap<String, Writing>,
     bytes: usize,
     since: Option<Instant>,
+    /// When to retry a failed write.
+    retry_at: Option<Instant>,
     last_forget: Option<Instant>,
 }
 
@@ -199,7 +203,8 @@ impl Pending {
             }
         }
         self.bytes = 0;
-        self.since = unstored.then(Instant::now);
+        self.since = None;
+        self.retry_at = unstored.then(|| Instant::now() + RETRY_WRITE);
     }
 
     /// Forget logs nobody wrote to since the previous call, at most once
@@ -217,14 +222,12 @@ impl Pending {
 fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
     let mut pending = Pending::default();
     loop {
-        let timeout = pending
-            .since
-            .map(|t| flush_every.saturating_sub(t.elapsed()))
-            .unwrap_or(if pending.tasks.is_empty() {
-                Duration::from_secs(3600)
-            } else {
-                flush_every
-            });
+        let timeout = match (pending.since, pending.retry_at) {
+            (Some(t), _) => flush_every.saturating_sub(t.elapsed()),
+            (None, Some(r)) => r.saturating_duration_since(Instant::now()),
+            (None, None) if pending.tasks.is_empty() => Duration::from_secs(3600),
+            (None, None) => flush_every,
+        };
         match rx.recv_timeout(timeout) {
             Ok(Cmd::Record(LogChunk {
                 db,
