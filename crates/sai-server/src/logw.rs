@@ -8,7 +8,7 @@
 //! bytes survive a crash of the server. When a write fails (a full disk),
 //! nothing is dropped and no credit is returned for those bytes: the
 //! builder stops sending once its window is spent, and the writer retries
-//! every flush interval until the write succeeds; a task that ends while
+//! about every second until the write succeeds; a task that ends while
 //! its log is not stored is told so by [`LogWriter::finish_task`]. Commits
 //! do not fsync (WAL, `synchronous=NORMAL`); within [`CHECKPOINT_EVERY`] of
 //! a write the databases written are checkpointed and their WAL truncated,
@@ -33,6 +33,8 @@ use crate::store::EventDb;
 const FLUSH_BYTES: usize = 256 * 1024;
 /// Longest time a written event database waits for its checkpoint.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// A failed write is retried this often (at least every flush interval).
+const RETRY_WRITE: Duration = Duration::from_secs(1);
 
 /// Log bytes of one task, as received.
 pub struct LogChunk {
@@ -164,6 +166,8 @@ struct Pending {
     tasks: HashMap<String, Writing>,
     bytes: usize,
     since: Option<Instant>,
+    /// When to retry a failed write.
+    retry_at: Option<Instant>,
     last_forget: Option<Instant>,
     /// Databases written since their last checkpoint, by event id.
     unsynced: HashMap<String, Arc<EventDb>>,
@@ -215,7 +219,8 @@ impl Pending {
             self.written(db);
         }
         self.bytes = 0;
-        self.since = unstored.then(Instant::now);
+        self.since = None;
+        self.retry_at = unstored.then(|| Instant::now() + RETRY_WRITE);
     }
 
     fn written(&mut self, db: &Arc<EventDb>) {
@@ -283,14 +288,12 @@ impl Pending {
 fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
     let mut pending = Pending::default();
     loop {
-        let flush_in = pending
-            .since
-            .map(|t| flush_every.saturating_sub(t.elapsed()))
-            .unwrap_or(if pending.tasks.is_empty() {
-                Duration::from_secs(3600)
-            } else {
-                flush_every
-            });
+        let flush_in = match (pending.since, pending.retry_at) {
+            (Some(t), _) => flush_every.saturating_sub(t.elapsed()),
+            (None, Some(r)) => r.saturating_duration_since(Instant::now()),
+            (None, None) if pending.tasks.is_empty() => Duration::from_secs(3600),
+            (None, None) => flush_every,
+        };
         let timeout = pending.checkpoint_at.map_or(flush_in, |t| {
             flush_in.min(t.saturating_duration_since(Instant::now()))
         });

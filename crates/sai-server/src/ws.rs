@@ -222,6 +222,40 @@ impl ConnState {
         });
     }
 
+    /// The builder's `result`, unless something of the task did not
+    /// arrive (`missing` says what): then an infrastructure failure, with a
+    /// notice in the task's log. Hand-backs and infrastructure errors stay.
+    fn infra_unless_whole(
+        &self,
+        db: &Arc<crate::store::EventDb>,
+        task_id: &str,
+        result: TaskResult,
+        missing: Option<String>,
+    ) -> TaskResult {
+        let Some(what) = missing else {
+            return result;
+        };
+        if matches!(
+            result,
+            TaskResult::HandedBack { .. } | TaskResult::InfraError { .. }
+        ) {
+            return result;
+        }
+        let notice = format!(
+            "sai-server: {what}; the builder reported {}, but the task ends as an infrastructure failure\n",
+            result_word(&result)
+        );
+        self.server.logs.record(LogChunk {
+            db: db.clone(),
+            task_id: task_id.to_string(),
+            channel: CHANNEL_NOTICE,
+            timestamp_us: crate::store::now_ms() * 1000,
+            data: notice.into_bytes(),
+            credit: None,
+        });
+        TaskResult::InfraError { reason: what }
+    }
+
     fn not_yours(&self, task_id: &str) {
         self.error(
             Some(task_id),
@@ -305,63 +339,28 @@ impl ConnState {
                     Lookup::Assigned(db, project) => {
                         self.abort_upload(&task_id, "task finished during the upload");
                         let lost = self.lost.remove(&task_id).unwrap_or_default();
+                        let missing = (!lost.is_empty()).then(|| {
+                            format!(
+                                "{} artifact(s) did not arrive: {}",
+                                lost.len(),
+                                lost.join("; ")
+                            )
+                        });
+                        let result = self.infra_unless_whole(&db, &task_id, result, missing);
                         // Everything logged before this message is stored
                         // first; a log that cannot be stored makes the task
                         // an infrastructure failure, never a result with a hole.
-                        let mut result = result;
-                        if !lost.is_empty()
-                            && !matches!(
-                                result,
-                                TaskResult::HandedBack { .. } | TaskResult::InfraError { .. }
-                            )
-                        {
-                            let notice = format!(
-                                "sai-server: {} artifact(s) did not arrive: {}; the builder reported {}, but the task ends as an infrastructure failure\n",
-                                lost.len(),
-                                lost.join("; "),
-                                result_word(&result)
-                            );
-                            server.logs.record(LogChunk {
-                                db: db.clone(),
-                                task_id: task_id.clone(),
-                                channel: CHANNEL_NOTICE,
-                                timestamp_us: crate::store::now_ms() * 1000,
-                                data: notice.into_bytes(),
-                                credit: None,
-                            });
-                            result = TaskResult::InfraError {
-                                reason: format!(
-                                    "{} artifact(s) did not arrive: {}",
-                                    lost.len(),
-                                    lost.join("; ")
-                                ),
-                            };
-                        }
-                        if let Err(u) = server
+                        let unstored = server
                             .logs
                             .finish_task(db.clone(), task_id.clone())
                             .await
-                            && !matches!(
-                                result,
-                                TaskResult::HandedBack { .. } | TaskResult::InfraError { .. }
-                            )
-                        {
-                            let notice = format!(
-                                "sai-server: {u}; the builder reported {}, but the task ends as an infrastructure failure\n",
-                                result_word(&result)
-                            );
-                            server.logs.record(LogChunk {
-                                db: db.clone(),
-                                task_id: task_id.clone(),
-                                channel: CHANNEL_NOTICE,
-                                timestamp_us: crate::store::now_ms() * 1000,
-                                data: notice.into_bytes(),
-                                credit: None,
-                            });
-                            result = TaskResult::InfraError {
-                                reason: format!("sai-server could not store the task's log: {u}"),
-                            };
-                        }
+                            .err();
+                        let result = self.infra_unless_whole(
+                            &db,
+                            &task_id,
+                            result,
+                            unstored.map(|u| u.to_string()),
+                        );
                         if let TaskResult::HandedBack { reason } = &result {
                             let notice = format!(
                                 "sai-server: task handed back by builder {}: {reason}; requeued without counting an attempt\n",

@@ -83,7 +83,9 @@ async fn a_token_allows_exactly_its_platforms() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_newer_connection_of_a_builder_replaces_the_older_without_counting() {
-    let env = start(|_| {});
+    // The older fake builder is not read while the newer connects: it must
+    // not look dead (closed 1001) on a busy host before it is replaced.
+    let env = start(|c| c.builder_dead_timeout_ms = 30_000);
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
     let token = s.builder_token("host1", &["linux"]).unwrap();
