@@ -25,7 +25,6 @@ use crate::error::Error;
 use crate::link::Outgoing;
 use crate::logw::LogChunk;
 use crate::sched::{ConnId, GoneCause, Lookup};
-use crate::store::sanitise_artifact_name;
 
 /// Handle an upgrade request: authenticate, then upgrade.
 pub fn upgrade(
@@ -276,12 +275,9 @@ impl ConnState {
         if self.upload.is_some() {
             return self.error(Some(&task_id), "another artifact upload is open".into());
         }
-        let Some(clean) = sanitise_artifact_name(&name) else {
-            return self.error(
-                Some(&task_id),
-                format!("artifact name {name:?} is not usable"),
-            );
-        };
+        if let Err(e) = sai_core::artifact_name::check(&name) {
+            return self.error(Some(&task_id), format!("artifact refused: {e}"));
+        }
         if size > self.server.settings.config.max_artifact_bytes {
             return self.error(
                 Some(&task_id),
@@ -291,14 +287,15 @@ impl ConnState {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return self.error(Some(&task_id), "sha256 must be 64 hex characters".into());
         }
+        // Beside the task's artifact tree, so it can collide with no name.
         let dir = db.artifact_dir(&task_id);
-        let part = dir.join(format!("{clean}.part"));
+        let part = dir.with_extension("part");
         let file = std::fs::create_dir_all(&dir).and_then(|_| std::fs::File::create(&part));
         match file {
             Ok(file) => {
                 self.upload = Some(Upload {
                     task_id,
-                    name: clean,
+                    name,
                     size,
                     sha256: sha256.to_ascii_lowercase(),
                     written: 0,
@@ -340,10 +337,16 @@ impl ConnState {
                 ),
             );
         }
-        let fin = u.part.with_file_name(&u.name);
+        // The name was checked (relative, no `.`/`..`), so this stays in
+        // the task's artifact folder.
+        let fin = u.db.artifact_dir(task_id).join(&u.name);
         let res = u
             .file
             .sync_all()
+            .and_then(|_| match fin.parent() {
+                Some(p) => std::fs::create_dir_all(p),
+                None => Ok(()),
+            })
             .and_then(|_| std::fs::rename(&u.part, &fin))
             .map_err(|e| e.to_string())
             .and_then(|_| {

@@ -104,6 +104,13 @@ pub struct ServerConfig {
     /// out to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
+    /// Also serve the operations API and the change feed on this unix
+    /// socket (an absolute path), for a sai-web on the same host. The
+    /// socket is created with mode 0660, so only the server's user and
+    /// group can connect; a request on it acts as the service credential
+    /// does (`X-Sai-On-Behalf-Of` names the user), without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_socket: Option<String>,
 }
 
 /// The certificate sai-server presents when it terminates TLS itself. Both
@@ -207,6 +214,7 @@ impl Default for ServerConfig {
             revoked_users: Vec::new(),
             retention: RetentionConfig::default(),
             tls: None,
+            local_socket: None,
         }
     }
 }
@@ -250,6 +258,14 @@ impl ServerConfig {
         }
         if self.data_dir.is_empty() {
             push(root.key("data_dir"), "must not be empty".into());
+        }
+        if let Some(p) = &self.local_socket
+            && !p.starts_with('/')
+        {
+            push(
+                root.key("local_socket"),
+                format!("{p:?} is not an absolute path such as \"/run/sai/server.sock\""),
+            );
         }
         if self.notification_key.is_some() && self.notification_key_file.is_some() {
             push(root.key("notification_key"), BOTH_KEYS.into());

@@ -40,8 +40,8 @@
 //! * A declined task is not offered to the same connection again until one
 //!   of that connection's tasks ends or it reports free capacity
 //!   (`capacity`) on the platform it was declined on.
-//! * A waiting task no connected builder offers a platform for says so
-//!   ([`Fleet::waiting_detail`]).
+//! * A waiting task no connected builder offers a platform for, or whose
+//!   matching instances are all busy, says so ([`Fleet::waiting_detail`]).
 
 #[cfg(test)]
 mod tests;
@@ -155,14 +155,30 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Why a task asking for `platform` waits, as far as the builders tell:
     /// "no builder offers <platform>" when no connected builder offers a
-    /// platform matching `platform`.
+    /// matching platform, "all N instances of <platform> busy" when every
+    /// matching instance runs a task; `None` when one is free (the task is
+    /// about to be offered).
     pub fn waiting_detail(&self, platform: &str) -> Option<String> {
-        let offered = self
+        let offers: Vec<&BuilderPlatform> = self
             .builders
             .iter()
-            .any(|b| b.platforms.iter().any(|p| tuple_matches(platform, &p.name)));
-        (!offered).then(|| format!("no builder offers {platform}"))
+            .flat_map(|b| b.platforms.iter())
+            .filter(|p| tuple_matches(platform, &p.name))
+            .collect();
+        if offers.is_empty() {
+            return Some(format!("no builder offers {platform}"));
+        }
+        let slots: u64 = offers.iter().map(|p| u64::from(p.instances)).sum();
+        let busy: u64 = offers
+            .iter()
+            .map(|p| p.running.as_ref().map_or(0, Vec::len) as u64)
+            .sum();
+        (busy >= slots).then(|| match slots {
+            1 => format!("the only instance of {platform} is busy"),
+            n => format!("all {n} instances of {platform} busy"),
+        })
     }
 }
 

@@ -49,6 +49,13 @@ pub const MAIN: &[&str] = &[
         exit_code INTEGER NOT NULL,
         duration_ms INTEGER NOT NULL,
         created INTEGER NOT NULL);",
+    // 2 (webnew): an event may build a seen commit again (`rebuild_of`
+    // names the event it repeats); only pushes stay one per commit.
+    "ALTER TABLE events ADD COLUMN rebuild_of TEXT;
+     DROP INDEX events_project_hash;
+     CREATE UNIQUE INDEX events_project_hash ON events(project, hash) WHERE rebuild_of IS NULL;
+     CREATE INDEX events_project_hash_any ON events(project, hash);
+     CREATE INDEX metrics_task ON metrics(task_id, created);",
 ];
 
 /// Migrations of an event database, in order.
