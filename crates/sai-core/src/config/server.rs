@@ -76,7 +76,8 @@ pub struct ServerConfig {
     #[serde(default = "default_log_window")]
     pub log_window_bytes: u64,
     /// Pending log bytes are written to the event database at least this often,
-    /// in milliseconds (default 100).
+    /// in milliseconds (default 100), and as soon as no more arrived for a
+    /// twentieth of it.
     #[serde(default = "default_log_flush_ms")]
     pub log_flush_ms: u64,
     /// Event databases kept open while idle, least recently used closed
