@@ -21,7 +21,8 @@
 //!    (the server requeues them); once they are gone the link reconnects
 //!    after an exponential, jittered delay ([`crate::backoff`]), reset when
 //!    the previous connection stayed up for [`LinkConfig::stable_after`];
-//! 5. on shutdown, offers are rejected, running tasks are killed and
+//! 5. on shutdown, the link first says `shutting_down` (the server offers
+//!    it nothing more), offers still in flight are rejected, running tasks are killed and
 //!    reported as `handed_back` (the server requeues them at once, without
 //!    counting an attempt or an infrastructure failure), and the websocket
 //!    is closed cleanly.
@@ -380,6 +381,10 @@ async fn serve(
             }
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
+                // Said first, so the server offers this link nothing more
+                // while its tasks are handed back.
+                tracing::info!(server = lc.url, "telling the server this builder is shutting down");
+                let _ = sender.send(&BuilderMessage::ShuttingDown).await;
                 for r in running.values() {
                     r.stop(Stop::Shutdown);
                 }

@@ -78,7 +78,30 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
     let b = get(&server, &format!("/api/tasks/{bad_id}")).await;
     assert_eq!(b["state"], "failed", "{b}\n{}", why());
     assert_eq!(b["exit_code"], 3);
-    assert_eq!(b["failed_step"], 2);
+    assert_eq!(b["failed_step"], 3);
+    // Each step that ran has its times, numbered as the log numbers them.
+    let times = b["step_times"].as_array().cloned().unwrap_or_default();
+    let steps: Vec<(i64, i64)> = times
+        .iter()
+        .map(|t| {
+            (
+                t["step"].as_i64().unwrap(),
+                t["exit_code"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [(1, 0), (2, 0), (3, 3)], "{b}");
+    for t in &times {
+        let (s, e, d) = (
+            t["started"].as_i64().unwrap(),
+            t["ended"].as_i64().unwrap(),
+            t["duration_ms"].as_i64().unwrap(),
+        );
+        assert!(d >= 0 && e - s == d, "{t}");
+        assert!(s >= b["started"].as_i64().unwrap() - 1000, "{t} {b}");
+    }
+    let g_times = g["step_times"].as_array().map_or(0, Vec::len);
+    assert_eq!(g_times, 4, "{g}");
     let log = raw_log(&server, bad_id).await;
     assert!(log.contains("hello from proj at main"), "{log}");
     assert!(

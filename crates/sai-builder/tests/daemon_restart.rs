@@ -126,3 +126,76 @@ async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
     // The server noted every hand-back in the task log (channel 3).
     assert_eq!(log.matches("handed back by builder b1").count(), 4, "{log}");
 }
+
+/// Five restarts of the only builder while a second task waits: the
+/// builder says it is shutting down each time, the running task is handed
+/// back, and the waiting task is never offered to a closing link, fails no
+/// attempt and counts no infrastructure failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut config = server_config(&dir.join("data"));
+    config.max_infra_attempts = 3;
+    let server = sai_testkit::TestServer::start(&server_bin(), &config, &[]).unwrap();
+    let conf = one_server_config(&server, dir, 1);
+    let (repo, hash) = make_repo(dir);
+    // Runs 1 to 5 of configuration "a" wait (at most 60 s) for a file
+    // nobody creates; "b" passes at once.
+    let cnt = dir.join("count").display().to_string();
+    let build = format!(
+        "n=$(cat {cnt}-${{cmake}} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {cnt}-${{cmake}}; \
+         echo \"run $n of ${{cmake}} started\"; \
+         if [ ${{cmake}} = a ] && [ $n -le 5 ]; then i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
+         echo \"run $n of ${{cmake}} finished\""
+    );
+    let sf = saifile(
+        LINUX,
+        &build,
+        json!({ "a": { "cmake": "a" }, "b": { "cmake": "b" } }),
+    );
+    let ev = push(&server, "proj", &repo, &hash, &sf).await;
+    let e = get(&server, &format!("/api/events/{ev}")).await;
+    let id_of = |conf: &str| {
+        e["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["configuration"] == conf)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (id_of("a"), id_of("b"));
+
+    for n in 1..=5 {
+        let mut bp = BuilderProc::start(&conf);
+        let why = || logs(&bp, &server);
+        log_contains(&server, &a, &format!("run {n} of a started"), &why).await;
+        let st = bp.guard.stop().expect("exit status");
+        assert!(st.success(), "{st:?}\n{}", bp.log());
+        let ta = task_waiting_again(&server, &a).await;
+        assert_eq!(ta["infra_failures"], 0, "{ta}");
+        let tb = get(&server, &format!("/api/tasks/{b}")).await;
+        assert_eq!(tb["state"], "waiting", "{tb}");
+        assert_eq!(
+            (tb["attempt"].as_i64(), tb["infra_failures"].as_i64()),
+            (Some(0), Some(0)),
+            "{tb}"
+        );
+        assert!(tb["reason"].is_null(), "never offered nor declined: {tb}");
+        let said = server.log().matches("builder is shutting down").count();
+        assert_eq!(said, n, "one shutting_down per stop\n{}", server.log());
+    }
+
+    let bp = BuilderProc::start(&conf);
+    let why = || logs(&bp, &server);
+    let e = event_done(&server, &ev, &why).await;
+    for t in e["tasks"].as_array().unwrap() {
+        assert_eq!(t["state"], "success", "{e}\n{}", why());
+        assert_eq!(t["infra_failures"], 0, "{e}");
+    }
+    let tb = get(&server, &format!("/api/tasks/{b}")).await;
+    assert_eq!(tb["attempt"], 1, "b ran once: {tb}");
+}

@@ -89,6 +89,10 @@ pub struct Event {
     /// (`GET /api/events/{id}` only, absent on the last page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// The event this one builds again (made by `POST
+    /// /api/events/{id}/again`, e.g. `sai notify --rebuild`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_of: Option<String>,
 }
 
 /// The latest attempt to tell something outside Sai about an event (a
@@ -131,7 +135,9 @@ pub struct Task {
     pub platform: String,
     /// State.
     pub state: TaskState,
-    /// Why a waiting task cannot start, e.g. `no builder offers <platform>`.
+    /// Why a waiting task cannot start: `no builder offers <platform>`,
+    /// `all N instances of <platform> busy`, `attempt 2 of 3 after an
+    /// infrastructure failure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Builder running it (or that ran it last).
@@ -140,7 +146,7 @@ pub struct Task {
     pub instance: Option<String>,
     /// Exit code of the failing step (0 on success).
     pub exit_code: Option<i64>,
-    /// 0-based index of the failing step.
+    /// Number of the failing step, from 1 (as the log's "Starting step N").
     pub failed_step: Option<i64>,
     /// Why it waits again, failed or was cancelled.
     pub reason: Option<String>,
@@ -186,6 +192,26 @@ pub struct Task {
     /// platform. Absent without such history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate_ms: Option<i64>,
+    /// The steps of the current attempt that ended, with their times
+    /// (`GET /api/tasks/{id}` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_times: Option<Vec<StepTime>>,
+}
+
+/// When one step of a task ran, as its builder reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepTime {
+    /// Step number, from 1 (as the log's "Starting step N").
+    pub step: i64,
+    /// Exit status of its shell.
+    pub exit_code: i64,
+    /// Start (unix ms, its end less its duration).
+    pub started: i64,
+    /// End (unix ms, when the server heard of it).
+    pub ended: i64,
+    /// Wall clock duration on the builder (ms).
+    pub duration_ms: i64,
 }
 
 /// An uploaded artifact.

@@ -137,7 +137,9 @@ pub enum BuilderMessage {
     ArtifactBegin {
         /// Running task.
         task_id: String,
-        /// File name (no directories); the server sanitises it.
+        /// Path relative to the task's checkout, `/`-separated (e.g.
+        /// `out/result.txt`): a valid [`crate::artifact_name`]; the server
+        /// refuses any other name and serves the file under this path.
         name: String,
         /// Total bytes that follow.
         size: u64,

@@ -442,6 +442,8 @@ pub struct Event {
     pub task_count: i64,
     /// Insertion order (older events are dispatched first).
     pub seq: i64,
+    /// The event this one builds again (`POST /api/events/{id}/again`).
+    pub rebuild_of: Option<EventId>,
 }
 
 impl Event {
@@ -469,6 +471,7 @@ impl Event {
             sec,
             task_count: 0,
             seq: 0,
+            rebuild_of: None,
         }
     }
 }

@@ -57,7 +57,8 @@ pub async fn notification_bytes(
     }
 }
 
-fn random16() -> [u8; 16] {
+/// 16 random bytes, for event and task ids.
+pub(crate) fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
     rand::fill(&mut b[..]);
     b

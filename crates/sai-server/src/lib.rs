@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sai_core::config::server::ServerConfig;
 use sai_core::secret::secret_from_file;
 use tokio_util::sync::CancellationToken;
@@ -633,7 +634,11 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
         })
     };
     let outbox = tokio::spawn(outbox::run(server.clone()));
-    let routes = routes(server.clone());
+    let local = match &server.settings.config.local_socket {
+        Some(path) => Some(serve_local_socket(server.clone(), Path::new(path))?),
+        None => None,
+    };
+    let routes = routes(server.clone(), false);
     accept::serve(
         routes,
         listener,
@@ -642,6 +647,10 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
         shutdown.clone(),
     )
     .await?;
+    if let Some((task, path)) = local {
+        let _ = task.await;
+        let _ = std::fs::remove_file(path);
+    }
     server.sched_do(|s, _| s.stop(1001, "sai-server is shutting down"));
     server.logs.flush().await;
     retention.abort();
@@ -651,9 +660,38 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
     Ok(())
 }
 
-/// All routes.
+/// Serve the routes on the unix socket `path` (replacing a stale socket
+/// file), mode 0660, until shutdown; requests on it are marked local
+/// ([`api::LOCAL_SOCKET_MARK`]).
+fn serve_local_socket(
+    server: Arc<Server>,
+    path: &Path,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, PathBuf)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("local_socket: binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("local_socket: chmod 0660 {}", path.display()))?;
+    tracing::info!(path = %path.display(), "serving the operations API on the local socket");
+    let sd = server.shutdown.clone();
+    let task = tokio::spawn(
+        warp::serve(routes(server, true))
+            .incoming(listener)
+            .graceful(async move { sd.cancelled().await })
+            .run(),
+    );
+    Ok((task, path.to_path_buf()))
+}
+
+/// All routes. `local`: they serve the local unix socket, whose peers act
+/// as the service credential does.
 pub fn routes(
     server: Arc<Server>,
+    local: bool,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let s0 = server.clone();
     let changes = warp::path!("api" / "changes")
@@ -669,7 +707,7 @@ pub fn routes(
                 if let Some(slot) = slot {
                     slot.release();
                 }
-                changes_upgrade(s0.clone(), ws, authz, &query)
+                changes_upgrade(s0.clone(), ws, authz, &query, local)
             },
         );
     let s1 = server.clone();
@@ -703,12 +741,20 @@ pub fn routes(
             move |method,
                   path: warp::path::FullPath,
                   query,
-                  headers,
+                  mut headers: warp::http::HeaderMap,
                   peer,
                   slot: Option<accept::ConnSlot>,
                   body| {
                 let s = s2.clone();
                 let busy = slot.is_some_and(|c| !c.admits(path.as_str()));
+                if local {
+                    headers.insert(
+                        api::LOCAL_SOCKET_MARK,
+                        warp::http::HeaderValue::from_static("1"),
+                    );
+                } else {
+                    headers.remove(api::LOCAL_SOCKET_MARK);
+                }
                 async move {
                     if busy {
                         return error::Error::Busy(s.settings.config.limits.max_api_connections)
@@ -747,10 +793,12 @@ fn changes_upgrade(
     ws: warp::ws::Ws,
     authz: Option<String>,
     query: &str,
+    local: bool,
 ) -> warp::reply::Response {
     use warp::Reply;
     let token = auth::bearer(authz.as_deref());
-    let ok = token.is_some_and(|t| server.keys.verify(auth::TokenKind::Service, t, &[]).is_ok());
+    let ok = local
+        || token.is_some_and(|t| server.keys.verify(auth::TokenKind::Service, t, &[]).is_ok());
     if !ok {
         return error::Error::Unauthorized(
             "service token required: Authorization: Bearer <token from `sai-server token service`>"

@@ -1,6 +1,12 @@
 //! `GET /api/tasks/<id>/log/raw`: a task's log bytes, streamed block by
 //! block, with single HTTP byte ranges (`bytes=a-b`, `bytes=a-`,
 //! `bytes=-n`), so a download or a tail costs what it reads.
+//!
+//! Every answer says whether it holds the end of a finished log in
+//! [`COMPLETE_HEADER`]: `complete` when the task has ended and the bytes
+//! reach the end of its log, `growing` otherwise (the task still runs, or
+//! the range stops short of the end), so a follower knows whether to ask
+//! again.
 
 use std::sync::Arc;
 
@@ -9,6 +15,14 @@ use warp::http::{HeaderValue, StatusCode};
 
 use crate::logstore::BLOCK_BYTES;
 use crate::store::EventDb;
+
+/// Header saying whether the bytes reach the end of a finished log.
+pub const COMPLETE_HEADER: &str = "x-sai-log-complete";
+
+/// The value of [`COMPLETE_HEADER`].
+pub fn completeness(complete: bool) -> HeaderValue {
+    HeaderValue::from_static(if complete { "complete" } else { "growing" })
+}
 
 /// What a `Range` header asks of a log of `total` bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,11 +103,13 @@ impl Iterator for Chunks {
     }
 }
 
-/// The response for a log of `total` bytes and the request's `Range`.
+/// The response for a log of `total` bytes (of a task that has `ended`)
+/// and the request's `Range`.
 pub fn response(
     db: Arc<EventDb>,
     task_id: &str,
     total: u64,
+    ended: bool,
     range: Option<&str>,
 ) -> warp::reply::Response {
     let (status, start, end) = match parse_range(range, total) {
@@ -105,6 +121,7 @@ pub fn response(
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
                 r.headers_mut().insert("content-range", v);
             }
+            r.headers_mut().insert(COMPLETE_HEADER, completeness(ended));
             return r;
         }
     };
@@ -122,6 +139,7 @@ pub fn response(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert("accept-ranges", HeaderValue::from_static("bytes"));
+    h.insert(COMPLETE_HEADER, completeness(ended && end == total));
     if let Ok(v) = HeaderValue::from_str(&(end - start).to_string()) {
         h.insert("content-length", v);
     }

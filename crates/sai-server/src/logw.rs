@@ -3,7 +3,10 @@
 //! One thread receives log records from every builder connection, appends
 //! each to its task's open log block ([`crate::logstore`]), and writes the
 //! blocks that changed in one transaction per event database at least every
-//! `log_flush_ms` or when 256 KiB are pending. Only after the commit is the
+//! `log_flush_ms`, when 256 KiB are pending, or as soon as nothing more
+//! arrived for a twentieth of `log_flush_ms` (so a line a step prints alone
+//! is readable, and announced to followers, within a few ms, while a busy
+//! stream is still written in large batches). Only after the commit is the
 //! flow-control credit returned to the sending connection, so credited
 //! bytes survive a crash of the server. When a write fails (a full disk),
 //! nothing is dropped and no credit is returned for those bytes: the
@@ -287,10 +290,11 @@ impl Pending {
 
 fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
     let mut pending = Pending::default();
+    let quiet = flush_every / 20;
     loop {
-        let flush_in = match (pending.since, pending.retry_at) {
-            (Some(t), _) => flush_every.saturating_sub(t.elapsed()),
-            (None, Some(r)) => r.saturating_duration_since(Instant::now()),
+        let flush_in = match (pending.retry_at, pending.since) {
+            (Some(r), _) => r.saturating_duration_since(Instant::now()),
+            (None, Some(t)) => flush_every.saturating_sub(t.elapsed()).min(quiet),
             (None, None) if pending.tasks.is_empty() => Duration::from_secs(3600),
             (None, None) => flush_every,
         };

@@ -26,7 +26,6 @@ use crate::error::Error;
 use crate::link::Outgoing;
 use crate::logw::LogChunk;
 use crate::sched::{ConnId, GoneCause, Lookup};
-use crate::store::sanitise_artifact_name;
 use sai_core::task::TaskState;
 
 /// Handle an upgrade request: authenticate, then upgrade.
@@ -400,7 +399,7 @@ impl ConnState {
         let Lookup::Assigned(db, _) = self.lookup(&task_id) else {
             return self.not_yours(&task_id);
         };
-        let shown = sanitise_artifact_name(&name).unwrap_or_else(|| format!("{name:?}"));
+        let shown = format!("{name:?}");
         if let Some(open) = self.uploads.get(&task_id) {
             let open = open.name.clone();
             self.abort_upload(&task_id, &format!("artifact {shown} began before it ended"));
@@ -409,14 +408,14 @@ impl ConnState {
                 format!("artifact {shown} discarded: artifact {open} of the task was still open"),
             );
         }
-        let Some(clean) = sanitise_artifact_name(&name) else {
-            return self.artifact_lost(&task_id, format!("artifact name {name:?} is not usable"));
-        };
+        if let Err(e) = sai_core::artifact_name::check(&name) {
+            return self.artifact_lost(&task_id, format!("artifact refused: {e}"));
+        }
         if size > self.server.settings.config.max_artifact_bytes {
             return self.artifact_lost(
                 &task_id,
                 format!(
-                    "artifact {clean} of {size} bytes exceeds the limit of {} bytes",
+                    "artifact {name} of {size} bytes exceeds the limit of {} bytes",
                     self.server.settings.config.max_artifact_bytes
                 ),
             );
@@ -424,11 +423,12 @@ impl ConnState {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return self.artifact_lost(
                 &task_id,
-                format!("artifact {clean}: sha256 must be 64 hex characters"),
+                format!("artifact {name}: sha256 must be 64 hex characters"),
             );
         }
+        // Beside the task's artifact tree, so it can collide with no name.
         let dir = db.artifact_dir(&task_id);
-        let part = dir.join(format!("{clean}.part"));
+        let part = dir.with_extension("part");
         let file = std::fs::create_dir_all(&dir).and_then(|_| std::fs::File::create(&part));
         match file {
             Ok(file) => {
@@ -437,7 +437,7 @@ impl ConnState {
                     Upload {
                         task_id,
                         test_report,
-                        name: clean,
+                        name,
                         size,
                         sha256: sha256.to_ascii_lowercase(),
                         written: 0,
@@ -448,7 +448,7 @@ impl ConnState {
                     },
                 );
             }
-            Err(e) => self.artifact_lost(&task_id, format!("cannot store artifact {clean}: {e}")),
+            Err(e) => self.artifact_lost(&task_id, format!("cannot store artifact {name}: {e}")),
         }
     }
 
@@ -490,10 +490,16 @@ impl ConnState {
                 ),
             );
         }
-        let fin = u.part.with_file_name(&u.name);
+        // The name was checked (relative, no `.`/`..`), so this stays in
+        // the task's artifact folder.
+        let fin = u.db.artifact_dir(task_id).join(&u.name);
         let res = u
             .file
             .sync_all()
+            .and_then(|_| match fin.parent() {
+                Some(p) => std::fs::create_dir_all(p),
+                None => Ok(()),
+            })
             .and_then(|_| std::fs::rename(&u.part, &fin))
             .map_err(|e| e.to_string())
             .and_then(|_| {

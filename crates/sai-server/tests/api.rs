@@ -93,6 +93,60 @@ async fn listing_deleting_and_openapi() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_seen_commit_is_built_again_as_a_new_event_that_names_the_old_one() {
+    let env = start(|_| {});
+    let s = &env.server;
+    let p = Push::new("demo", SMALL);
+    let old = push_ok(s, &p).await;
+    // Pushing the commit again is a duplicate, not a new event.
+    let (_, dup) = push(s, &p).await;
+    assert_eq!(dup["duplicate"], true, "{dup}");
+    assert_eq!(dup["event_id"], old.as_str());
+
+    let path = format!("/api/events/{old}/again");
+    assert_eq!(post_auth(s, Method::POST, &path, None).await.0, 401);
+    let user = s.user_token("ops").unwrap();
+    let (st, new) = post_auth(s, Method::POST, &path, Some(&user)).await;
+    assert_eq!(st, 200, "{new}");
+    let new_id = new["id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, old);
+    assert_eq!(new["rebuild_of"], old.as_str());
+    assert_eq!(new["hash"], p.hash.as_str());
+    assert_eq!(new["ref"], p.git_ref.as_str());
+    assert_eq!(new["state"], "waiting");
+    let old_ev = event(s, &old).await;
+    let (old_tasks, new_tasks) = (
+        old_ev["tasks"].as_array().unwrap(),
+        new["tasks"].as_array().unwrap(),
+    );
+    assert_eq!(old_tasks.len(), new_tasks.len());
+    for (a, b) in old_tasks.iter().zip(new_tasks) {
+        assert_eq!(
+            (&a["configuration"], &a["platform"]),
+            (&b["configuration"], &b["platform"])
+        );
+        assert_ne!(a["id"], b["id"]);
+        assert_eq!(b["event_id"], new_id.as_str());
+    }
+    assert!(old_ev.get("rebuild_of").is_none(), "{old_ev}");
+    let (_, evs) = get(s, "/api/projects/demo/events").await;
+    let ids: Vec<&str> = evs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [new_id.as_str(), old.as_str()],
+        "both kept, newest first"
+    );
+    // A later push of the same commit names the newest event of it.
+    let (_, dup) = push(s, &p).await;
+    assert_eq!(dup["event_id"], new_id.as_str(), "{dup}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retention_keeps_the_newest_finished_events_and_never_active_ones() {
     let env = start(|c| c.retention.keep_events_per_project = Some(2));
     let s = &env.server;

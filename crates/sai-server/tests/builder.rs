@@ -14,6 +14,7 @@ use sai_core::protocol::{
 };
 use sai_testkit::hook::Push;
 use sai_testkit::{FakeBuilder, wait_for};
+use sha2::Digest;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
@@ -44,6 +45,19 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     let t1 = task(s, &o1.task_id).await;
     assert_eq!(t1["state"], "running");
     assert_eq!(t1["builder"], "host1");
+    // The other linux task waits behind the one busy instance, and says so.
+    let e = event(s, &ev).await;
+    let other = e["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["platform"] == LINUX && t["id"] != o1.task_id.as_str())
+        .unwrap();
+    assert_eq!(other["state"], "waiting");
+    assert_eq!(
+        other["detail"],
+        format!("the only instance of {LINUX} is busy")
+    );
 
     // 300 KiB of log against a 64 KiB window: needs credit returned 4+ times.
     let log: Vec<u8> = (0..300 * 1024)
@@ -76,7 +90,8 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     assert_eq!(t1["log_bytes"], log.len());
     let t2 = task_state(s, &o2.task_id, "failed").await;
     assert_eq!(t2["exit_code"], 2);
-    assert_eq!(t2["failed_step"], 1);
+    // The protocol's 0-based step 1 is the second step: 2, as the log says.
+    assert_eq!(t2["failed_step"], 2);
 
     // Logs: raw bytes, and channel-tagged records by offset.
     let raw = raw_log(s, &o1.task_id).await;
@@ -327,32 +342,98 @@ async fn messages_about_other_connections_tasks_are_refused() {
     assert_eq!(t["builder"], "a");
     assert_eq!(t["log_bytes"], 0);
 
-    // Artifacts: sanitised name, size and sha256 recorded, downloadable.
+    // Artifacts keep their relative path; a name that climbs out of the
+    // tree or is absolute is refused, not rewritten.
     a.send(&BuilderMessage::Accept {
         task_id: oa.task_id.clone(),
     })
     .await
     .unwrap();
+    for bad in ["../../evil.bin", "/etc/passwd", "out/../../x", "a b.bin"] {
+        a.send(&BuilderMessage::ArtifactBegin {
+            task_id: oa.task_id.clone(),
+            name: bad.into(),
+            size: 1,
+            sha256: "0".repeat(64),
+            test_report: false,
+        })
+        .await
+        .unwrap();
+        match a.next(T).await.unwrap() {
+            ServerMessage::Error { message, .. } => {
+                assert!(message.contains("artifact refused"), "{bad}: {message}")
+            }
+            m => panic!("{bad}: expected an error, got {m:?}"),
+        }
+    }
     let blob: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
-    a.artifact(&oa.task_id, "../../evil name.bin", &blob)
+    a.artifact(&oa.task_id, "out/deep/result.bin", &blob)
+        .await
+        .unwrap();
+    a.artifact(&oa.task_id, "result.bin", b"top level\n")
         .await
         .unwrap();
     a.run_task(&oa, b"", TaskResult::Success).await.unwrap();
     let t = task_state(s, &oa.task_id, "success").await;
     let arts = t["artifacts"].as_array().unwrap();
-    assert_eq!(arts.len(), 1, "{t}");
-    assert_eq!(arts[0]["name"], "evil_name.bin");
-    assert_eq!(arts[0]["size"], blob.len());
-    let got = reqwest::get(s.url(&format!(
-        "/api/tasks/{}/artifacts/evil_name.bin",
+    let names: Vec<&str> = arts.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{t}");
+    assert!(names.contains(&"out/deep/result.bin"), "{t}");
+    assert!(names.contains(&"result.bin"), "{t}");
+    let deep = arts
+        .iter()
+        .find(|a| a["name"] == "out/deep/result.bin")
+        .unwrap();
+    assert_eq!(deep["size"], blob.len());
+    let sha = hex::encode(sha2::Sha256::digest(&blob));
+    assert_eq!(deep["sha256"], sha.as_str());
+    let resp = reqwest::get(s.url(&format!(
+        "/api/tasks/{}/artifacts/out/deep/result.bin",
         oa.task_id
     )))
     .await
-    .unwrap()
-    .bytes()
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "attachment; filename=\"result.bin\""
+    );
+    assert_eq!(resp.headers()["x-sai-sha256"], sha.as_str());
+    assert_eq!(&resp.bytes().await.unwrap()[..], &blob[..]);
+    let top = reqwest::get(s.url(&format!("/api/tasks/{}/artifacts/result.bin", oa.task_id)))
+        .await
+        .unwrap();
+    assert_eq!(&top.bytes().await.unwrap()[..], b"top level\n");
+    // The flattened form and other paths are not found.
+    for path in ["out_deep_result.bin", "deep/result.bin", "out/deep"] {
+        let st = reqwest::get(s.url(&format!("/api/tasks/{}/artifacts/{path}", oa.task_id)))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(st, 404, "{path}");
+    }
+    // A path that climbs, sent as is (HTTP clients would remove the `..`).
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let status_line = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        let id = oa.task_id;
+        write!(
+            c,
+            "GET /api/tasks/{id}/artifacts/out/deep/../../result.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    })
     .await
     .unwrap();
-    assert_eq!(&got[..], &blob[..]);
+    assert!(status_line.contains(" 404 "), "{status_line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

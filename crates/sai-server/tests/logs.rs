@@ -348,3 +348,60 @@ async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_write
     .unwrap();
     b.close().await;
 }
+
+async fn completeness(s: &TestServer, task: &str, range: Option<&str>) -> String {
+    let mut req = reqwest::Client::new().get(s.url(&format!("/api/tasks/{task}/log/raw")));
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    let resp = req.send().await.unwrap();
+    resp.headers()
+        .get("x-sai-log-complete")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no x-sai-log-complete in {:?}", resp.headers()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_log_says_whether_it_is_complete_or_still_growing() {
+    let env = start(|_| {});
+    let s = &env.server;
+    push_ok(s, &Push::new("logs", ONE_TASK)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    let id = o.task_id.clone();
+    b.send(&BuilderMessage::Accept {
+        task_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    b.log(&id, 1, b"first line\n").await.unwrap();
+    b.acknowledged(T).await.unwrap();
+    // Running: whatever is read, more may come.
+    assert_eq!(completeness(s, &id, None).await, "growing");
+    assert_eq!(completeness(s, &id, Some("bytes=-5")).await, "growing");
+
+    b.log(&id, 1, b"last line\n").await.unwrap();
+    b.send(&BuilderMessage::TaskFinished {
+        task_id: id.clone(),
+        result: TaskResult::Success,
+    })
+    .await
+    .unwrap();
+    task_state(s, &id, "success").await;
+    assert_eq!(completeness(s, &id, None).await, "complete");
+    assert_eq!(completeness(s, &id, Some("bytes=-5")).await, "complete");
+    // A range stopping short of the end of a finished log is not all of it.
+    assert_eq!(completeness(s, &id, Some("bytes=0-3")).await, "growing");
+    // The paged form says the same in its header.
+    let resp = reqwest::get(s.url(&format!("/api/tasks/{id}/log?format=raw&max=4")))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-sai-log-complete"], "growing");
+    let resp = reqwest::get(s.url(&format!("/api/tasks/{id}/log?format=raw")))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-sai-log-complete"], "complete");
+}

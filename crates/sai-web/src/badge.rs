@@ -2,7 +2,7 @@
 //! `/status/<project>/<branch>.svg` (latest event of that branch). Only
 //! public events count: a badge is served to anyone.
 
-use crate::upstream::Event;
+use crate::upstream::{Event, EventState};
 
 /// What a badge says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,12 +22,11 @@ pub enum Status {
 impl Status {
     /// Of an event state name.
     pub fn of(event: Option<&Event>) -> Status {
-        match event.map(|e| e.state.as_str()) {
-            Some("success") => Status::Passing,
-            Some("failed") => Status::Failing,
-            Some("cancelled") => Status::Cancelled,
-            Some("running-with-failures") => Status::Failing,
-            Some(_) => Status::Running,
+        match event.map(|e| e.state) {
+            Some(EventState::Success) => Status::Passing,
+            Some(EventState::Failed | EventState::RunningWithFailures) => Status::Failing,
+            Some(EventState::Cancelled) => Status::Cancelled,
+            Some(EventState::Waiting | EventState::Running) => Status::Running,
             None => Status::Unknown,
         }
     }
@@ -73,26 +72,35 @@ pub fn svg(status: Status) -> String {
 mod tests {
     use super::*;
 
-    fn ev(r: &str, state: &str, sec: bool) -> Event {
+    fn ev(r: &str, state: EventState, sec: bool) -> Event {
         Event {
             id: "0".repeat(32),
             project: "p".into(),
             git_ref: r.into(),
             hash: "h".into(),
+            fetch_url: "/src/p".into(),
+            source_ip: None,
             created: 0,
             last_updated: 0,
-            state: state.into(),
+            state,
             sec,
             task_count: 1,
+            tasks: None,
+            task_states: None,
+            rebuild_of: None,
+            expected_finish: None,
+            commit_status: None,
+            webhook: None,
+            next_cursor: None,
         }
     }
 
     #[test]
     fn the_newest_public_event_of_the_branch_decides() {
         let events = vec![
-            ev("refs/heads/dev", "failed", false),
-            ev("refs/heads/main", "failed", true),
-            ev("refs/heads/main", "success", false),
+            ev("refs/heads/dev", EventState::Failed, false),
+            ev("refs/heads/main", EventState::Failed, true),
+            ev("refs/heads/main", EventState::Success, false),
         ];
         assert_eq!(Status::of(latest(&events, None)), Status::Failing);
         assert_eq!(Status::of(latest(&events, Some("main"))), Status::Passing);

@@ -17,18 +17,28 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::App;
 
+/// The feed's messages, over TCP (maybe TLS) or the local socket.
+type Messages = futures_util::stream::BoxStream<
+    'static,
+    Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+>;
+
 /// Follow the feed until shutdown.
 pub async fn follow(app: Arc<App>) {
-    let Some(token) = app.settings.service_token.clone() else {
-        return;
-    };
     let base = app
         .settings
         .config
         .server_url
         .trim_end_matches('/')
         .to_string();
-    let ws_base = if let Some(rest) = base.strip_prefix("https://") {
+    let socket = crate::upstream::unix_socket_of(&base).map(str::to_string);
+    let token = app.settings.service_token.clone();
+    if token.is_none() && socket.is_none() {
+        return;
+    }
+    let ws_base = if socket.is_some() {
+        "ws://localhost".to_string()
+    } else if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")
@@ -43,9 +53,21 @@ pub async fn follow(app: Arc<App>) {
         let url = format!("{ws_base}/api/changes?after={seq}");
         let connected = async {
             let mut req = url.as_str().into_client_request()?;
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse()?);
-            let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+            if let Some(token) = &token {
+                req.headers_mut()
+                    .insert("authorization", format!("Bearer {token}").parse()?);
+            }
+            let ws: Messages = match &socket {
+                // The local socket: its permissions stand for the token.
+                Some(path) => {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    tokio_tungstenite::client_async(req, stream)
+                        .await?
+                        .0
+                        .boxed()
+                }
+                None => tokio_tungstenite::connect_async(req).await?.0.boxed(),
+            };
             anyhow::Ok(ws)
         };
         let ws = tokio::select! {

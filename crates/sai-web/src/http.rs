@@ -10,7 +10,7 @@
 //! | GET | `/t/{task}/lines?from=N&count=M` or `?tail=M` | rendered log lines (JSON) |
 //! | GET | `/t/{task}/search?q=..&from=N` or `?error=1` | next matching line |
 //! | GET | `/t/{task}/log.txt` | raw log, HTTP `Range` supported |
-//! | GET | `/t/{task}/artifacts/{name}` | artifact download |
+//! | GET | `/t/{task}/artifacts/{path}` | artifact download (its relative path) |
 //! | GET | `/builders` | builders |
 //! | GET | `/status/{project}.svg`, `/status/{project}/{branch}.svg` | badges |
 //! | GET/POST | `/signin`, POST `/signout` | sessions |
@@ -403,7 +403,9 @@ async fn handle(app: &Arc<App>, req: Request) -> Response {
         (Method::GET, ["t", id, "lines"]) => lines(app, &viewer, id, &req.query).await,
         (Method::GET, ["t", id, "search"]) => search(app, &viewer, id, &req.query).await,
         (Method::GET, ["t", id, "log.txt"]) => raw_log(app, &viewer, id, &req).await,
-        (Method::GET, ["t", id, "artifacts", name]) => artifact(app, &viewer, id, name).await,
+        (Method::GET, ["t", id, "artifacts", path @ ..]) if !path.is_empty() => {
+            artifact(app, &viewer, id, &path.join("/")).await
+        }
         (Method::GET, ["builders"]) => match app.upstream.builders(&viewer).await {
             Ok(b) => page(StatusCode::OK, pages::builders(&ctx, &b)),
             Err(e) => upstream_failed(e),
@@ -595,7 +597,14 @@ async fn indexed(
     let index = app.indexes.get(id);
     {
         let mut i = index.lock().await;
-        logview::catch_up(&app.upstream, id, viewer, &mut i, t.log_bytes).await?;
+        logview::catch_up(
+            &app.upstream,
+            id,
+            viewer,
+            &mut i,
+            crate::upstream::log_len(&t),
+        )
+        .await?;
     }
     Ok((t, index))
 }
@@ -627,7 +636,7 @@ async fn lines(app: &Arc<App>, viewer: &Viewer, id: &str, q: &HashMap<String, St
     match logview::window(&app.upstream, id, viewer, &index, from, count, epoch_us).await {
         Ok(rows) => json_reply(
             StatusCode::OK,
-            &json!({"lines": total, "complete_lines": index.complete_lines(), "bytes": index.scanned(), "complete": t.is_terminal(), "rows": rows}),
+            &json!({"lines": total, "complete_lines": index.complete_lines(), "bytes": index.scanned(), "complete": t.state.is_terminal(), "rows": rows}),
         ),
         Err(e) => upstream_json_error(e),
     }
@@ -712,7 +721,7 @@ async fn raw_log(app: &Arc<App>, viewer: &Viewer, id: &str, req: &Request) -> Re
         Err(UpstreamError::NotFound) => return plain(StatusCode::NOT_FOUND, "no such task"),
         Err(e) => return plain(StatusCode::BAD_GATEWAY, &e.to_string()),
     };
-    let total = t.log_bytes;
+    let total = crate::upstream::log_len(&t);
     let (start, end, status) = match parse_range(req.header("range"), total) {
         Ok(Some((a, b))) => (a, b + 1, StatusCode::PARTIAL_CONTENT),
         Ok(None) => (0, total, StatusCode::OK),
@@ -721,6 +730,8 @@ async fn raw_log(app: &Arc<App>, viewer: &Viewer, id: &str, req: &Request) -> Re
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
                 r.headers_mut().insert("content-range", v);
             }
+            r.headers_mut()
+                .insert(LOG_COMPLETE, log_completeness(t.state.is_terminal()));
             return r;
         }
     };
@@ -767,13 +778,26 @@ async fn raw_log(app: &Arc<App>, viewer: &Viewer, id: &str, req: &Request) -> Re
     if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{}.log\"", &id[32..])) {
         h.insert("content-disposition", v);
     }
+    h.insert(
+        LOG_COMPLETE,
+        log_completeness(t.state.is_terminal() && end == total),
+    );
     r
+}
+
+/// Says, as sai-server's raw log does, whether the bytes reach the end of
+/// a finished task's log (`complete`) or more may come (`growing`).
+const LOG_COMPLETE: &str = "x-sai-log-complete";
+
+fn log_completeness(complete: bool) -> HeaderValue {
+    HeaderValue::from_static(if complete { "complete" } else { "growing" })
 }
 
 async fn artifact(app: &Arc<App>, viewer: &Viewer, id: &str, name: &str) -> Response {
     match app.upstream.artifact(id, name, viewer).await {
         Ok(resp) => {
             let len = resp.content_length();
+            let sha256 = resp.headers().get("x-sai-sha256").cloned();
             let body = futures_util::stream::unfold(Some(resp), |resp| async move {
                 let mut resp = resp?;
                 match resp.chunk().await {
@@ -793,8 +817,12 @@ async fn artifact(app: &Arc<App>, viewer: &Viewer, id: &str, name: &str) -> Resp
             {
                 h.insert("content-length", v);
             }
-            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+            let file = sai_core::artifact_name::file_name(name);
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
                 h.insert("content-disposition", v);
+            }
+            if let Some(v) = sha256 {
+                h.insert("x-sai-sha256", v);
             }
             r
         }

@@ -47,7 +47,7 @@ pub enum Topic {
 }
 
 /// A matrix cell: state, tooltip.
-pub type Cell = (String, String);
+pub type Cell = (crate::upstream::TaskState, String);
 
 /// The newest state of a topic.
 #[derive(Debug, Clone, Default)]
@@ -319,10 +319,9 @@ async fn poll(
                 "event-card".into(),
                 html_wrapped("event-card", pages::event_card(now, &d).into_string()),
             );
-            let cells: BTreeMap<String, Cell> = d
-                .tasks
+            let cells: BTreeMap<String, Cell> = crate::upstream::tasks_of(&d)
                 .iter()
-                .map(|t| (t.id.clone(), (t.state.clone(), pages::cell_title(t))))
+                .map(|t| (t.id.clone(), (t.state, pages::cell_title(t))))
                 .collect();
             snap.cells = if *prev.cells == cells {
                 prev.cells.clone()
@@ -332,7 +331,7 @@ async fn poll(
         }
         Topic::Task(id) => {
             let t = app.upstream.task(id, viewer).await?;
-            let builders = if t.state == "waiting" {
+            let builders = if t.state == crate::upstream::TaskState::Waiting {
                 app.upstream.builders(viewer).await.unwrap_or_default()
             } else {
                 Vec::new()
@@ -360,7 +359,7 @@ async fn follow_log(
     t: &crate::upstream::Task,
     log: &mut LogFollower,
 ) -> Result<(), UpstreamError> {
-    let total = t.log_bytes;
+    let total = t.log_bytes.unwrap_or(0).max(0) as u64;
     let epoch_us = t.started.unwrap_or(t.created) * 1000;
     if log.started && total < log.pos {
         // The log was cleared by a rebuild: start over.
@@ -405,15 +404,15 @@ async fn follow_log(
                 push_row(&mut log.tail, row);
             }
         }
-        log.pos = range.next_offset;
+        log.pos = range.next_offset.max(0) as u64;
     }
-    if t.is_terminal() && log.pos >= total && !log.finished {
+    if t.state.is_terminal() && log.pos >= total && !log.finished {
         if let Some(row) = maker.finish() {
             push_row(&mut log.tail, row);
         }
         log.finished = true;
     }
-    if !t.is_terminal() {
+    if !t.state.is_terminal() {
         log.finished = false;
     }
     let index = app.indexes.get(id);
@@ -528,7 +527,7 @@ fn diff(snap: &Snapshot, sent: &mut Sent) -> Vec<String> {
             .cells
             .iter()
             .filter(|(id, c)| sent.cells.get(*id) != Some(*c))
-            .map(|(id, (state, title))| json!([id, state, title, pages::glyph(state)]))
+            .map(|(id, (state, title))| json!([id, state, title, pages::glyph(*state)]))
             .collect();
         if !changed.is_empty() {
             out.push(json!({"t": "cells", "cells": changed}).to_string());
@@ -562,8 +561,14 @@ mod tests {
     #[test]
     fn a_browser_gets_only_what_changed_and_a_new_one_gets_everything() {
         let mut cells = BTreeMap::new();
-        cells.insert("A".to_string(), ("waiting".to_string(), "t".to_string()));
-        cells.insert("B".to_string(), ("running".to_string(), "t".to_string()));
+        cells.insert(
+            "A".to_string(),
+            (crate::upstream::TaskState::Waiting, "t".to_string()),
+        );
+        cells.insert(
+            "B".to_string(),
+            (crate::upstream::TaskState::Running, "t".to_string()),
+        );
         let s1 = Snapshot {
             upstream_ok: true,
             cells: Arc::new(cells.clone()),
@@ -573,7 +578,10 @@ mod tests {
         let m = diff(&s1, &mut sent);
         assert_eq!(m.len(), 2, "{m:?}");
         assert!(m[1].contains("\"A\"") && m[1].contains("\"B\""));
-        cells.insert("B".to_string(), ("success".to_string(), "t".to_string()));
+        cells.insert(
+            "B".to_string(),
+            (crate::upstream::TaskState::Success, "t".to_string()),
+        );
         let s2 = Snapshot {
             upstream_ok: true,
             cells: Arc::new(cells),

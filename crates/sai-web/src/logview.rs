@@ -265,7 +265,7 @@ pub async fn window(
             break;
         }
         for rec in &range.records {
-            if rec.offset >= total {
+            if rec.offset.max(0) as u64 >= total {
                 break;
             }
             for row in maker.feed(rec) {
@@ -274,7 +274,7 @@ pub async fn window(
                 }
             }
         }
-        pos = range.next_offset.min(total);
+        pos = (range.next_offset.max(0) as u64).min(total);
         chunk = (chunk * 4).min(4 << 20);
     }
     if maker.next_line() < end_line
@@ -347,7 +347,7 @@ pub async fn search(
                 }
             }
         }
-        pos = range.next_offset;
+        pos = range.next_offset.max(0) as u64;
     }
     let first = maker.next_line();
     maker.finish();
@@ -395,6 +395,7 @@ mod tests {
             offset,
             channel,
             timestamp_us: ts,
+            len: text.len(),
             text: text.to_string(),
         };
         let mut m = RowMaker::new(0, 1_000_000);

@@ -8,7 +8,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::assets;
 use crate::session::Session;
-use crate::upstream::{Builder, EventDetail, Task};
+use crate::upstream::{Builder, BuilderPlatform, EventDetail, Task, TaskState, tasks_of};
 use sai_core::api::{EventTests, TaskTests};
 use sai_core::junit::TestOutcome;
 
@@ -144,18 +144,18 @@ pub fn short_ref(r: &str) -> &str {
 }
 
 /// "530/548 passed, 3 failed, 15 running".
-pub fn summary(states: &BTreeMap<String, usize>, total: usize) -> String {
-    let n = |s: &str| states.get(s).copied().unwrap_or(0);
-    let passed = n("success");
+pub fn summary(states: &BTreeMap<TaskState, usize>, total: usize) -> String {
+    let n = |s: TaskState| states.get(&s).copied().unwrap_or(0);
+    let passed = n(TaskState::Success);
     if total > 0 && passed == total {
         return format!("All {total} passed");
     }
     let mut parts = vec![format!("{passed}/{total} passed")];
     for (state, label) in [
-        ("failed", "failed"),
-        ("running", "running"),
-        ("waiting", "waiting"),
-        ("cancelled", "cancelled"),
+        (TaskState::Failed, "failed"),
+        (TaskState::Running, "running"),
+        (TaskState::Waiting, "waiting"),
+        (TaskState::Cancelled, "cancelled"),
     ] {
         if n(state) > 0 {
             parts.push(format!("{} {label}", n(state)));
@@ -164,17 +164,24 @@ pub fn summary(states: &BTreeMap<String, usize>, total: usize) -> String {
     parts.join(", ")
 }
 
-fn finished(states: &BTreeMap<String, usize>) -> usize {
-    ["success", "failed", "cancelled"]
+fn finished(states: &BTreeMap<TaskState, usize>) -> usize {
+    TaskState::TERMINAL
         .iter()
-        .map(|s| states.get(*s).copied().unwrap_or(0))
+        .map(|s| states.get(s).copied().unwrap_or(0))
         .sum()
+}
+
+/// Tasks of a platform offer running now (connected builders only).
+fn busy(p: &BuilderPlatform) -> usize {
+    p.running.as_ref().map_or(0, Vec::len)
 }
 
 /// One event's line on the overview and at the top of the event page.
 pub fn event_card(now_ms: i64, d: &EventDetail) -> Markup {
-    let e = &d.event;
-    let total = d.tasks.len().max(e.task_count as usize);
+    let e = d;
+    let total = tasks_of(d).len().max(e.task_count as usize);
+    let none = BTreeMap::new();
+    let states = d.task_states.as_ref().unwrap_or(&none);
     html! {
         div.event id={ "ev-" (e.id) } data-state=(e.state) {
             span class={ "badge s-" (e.state) } { (e.state) }
@@ -186,9 +193,9 @@ pub fn event_card(now_ms: i64, d: &EventDetail) -> Markup {
             " "
             time.age datetime=(e.created) { (age(now_ms, e.created)) }
             " "
-            span.summary { (summary(&d.task_states, total)) }
+            span.summary { (summary(states, total)) }
             " "
-            progress max=(total.max(1)) value=(finished(&d.task_states)) {}
+            progress max=(total.max(1)) value=(finished(states)) {}
         }
     }
 }
@@ -219,7 +226,7 @@ pub fn builders_summary(builders: &[Builder]) -> Markup {
     let (mut busy, mut slots) = (0usize, 0usize);
     for b in builders.iter().filter(|b| b.online) {
         for p in &b.platforms {
-            busy += p.running.len();
+            busy += self::busy(p);
             slots += p.instances as usize;
         }
     }
@@ -298,7 +305,7 @@ pub fn matrix(tasks: &[Task]) -> Markup {
                                 td {
                                     @if let Some(ts) = at.get(&(c.as_str(), p.as_str())) {
                                         @for t in ts {
-                                            a class={ "cell s-" (t.state) } id={ "c-" (t.id) } href={ "/t/" (t.id) } title=(cell_title(t)) data-state=(t.state) { (glyph(&t.state)) }
+                                            a class={ "cell s-" (t.state) } id={ "c-" (t.id) } href={ "/t/" (t.id) } title=(cell_title(t)) data-state=(t.state) { (glyph(t.state)) }
                                         }
                                     }
                                 }
@@ -312,13 +319,13 @@ pub fn matrix(tasks: &[Task]) -> Markup {
 }
 
 /// A one-character sign for a state (colour is not the only cue).
-pub fn glyph(state: &str) -> &'static str {
+pub fn glyph(state: TaskState) -> &'static str {
     match state {
-        "success" => "✓",
-        "failed" => "✗",
-        "running" => "▶",
-        "cancelled" => "–",
-        _ => "·",
+        TaskState::Success => "✓",
+        TaskState::Failed => "✗",
+        TaskState::Running => "▶",
+        TaskState::Cancelled => "–",
+        TaskState::Waiting => "·",
     }
 }
 
@@ -386,7 +393,7 @@ pub fn task_tests(t: &TaskTests) -> Markup {
 
 /// The event page.
 pub fn event(ctx: &PageCtx, d: &EventDetail, tests: Option<&EventTests>) -> Markup {
-    let e = &d.event;
+    let e = d;
     layout(
         ctx,
         &format!("{} {}", e.project, short_ref(&e.git_ref)),
@@ -404,7 +411,7 @@ pub fn event(ctx: &PageCtx, d: &EventDetail, tests: Option<&EventTests>) -> Mark
                     (action(s, &format!("/e/{}/delete", e.id), "Delete event", "delete-event", "danger"))
                 }
             }
-            (matrix(&d.tasks))
+            (matrix(tasks_of(d)))
             @if let Some(t) = tests { (event_tests(t)) }
         },
     )
@@ -412,7 +419,7 @@ pub fn event(ctx: &PageCtx, d: &EventDetail, tests: Option<&EventTests>) -> Mark
 
 /// Why a waiting task waits, from the server's detail and the builders.
 pub fn waiting_reason(t: &Task, builders: &[Builder]) -> Option<String> {
-    if t.state != "waiting" {
+    if t.state != TaskState::Waiting {
         return None;
     }
     if t.infra_failures > 0 {
@@ -436,7 +443,7 @@ pub fn waiting_reason(t: &Task, builders: &[Builder]) -> Option<String> {
         return Some(format!("no builder offers {}", t.platform));
     }
     let slots: u32 = offers.iter().map(|p| p.instances).sum();
-    let busy: usize = offers.iter().map(|p| p.running.len()).sum();
+    let busy: usize = offers.iter().map(|p| busy(p)).sum();
     if busy as u32 >= slots {
         return Some(format!("all {slots} instances of {} busy", t.platform));
     }
@@ -445,16 +452,17 @@ pub fn waiting_reason(t: &Task, builders: &[Builder]) -> Option<String> {
 
 /// The task page's live header: state, builder, timings, steps, artifacts.
 pub fn task_info(now_ms: i64, t: &Task, builders: &[Builder]) -> Markup {
+    // `i` counts from 0; the server's `failed_step` from 1, as the log does.
     let step_state = |i: i64| -> &'static str {
-        if t.failed_step == Some(i) {
+        if t.failed_step == Some(i + 1) {
             "failed"
-        } else if i < t.build_step - 1 || (i == t.build_step - 1 && t.is_terminal()) {
-            if t.state == "success" || t.failed_step.is_some_and(|f| i < f) {
+        } else if i < t.build_step - 1 || (i == t.build_step - 1 && t.state.is_terminal()) {
+            if t.state == TaskState::Success || t.failed_step.is_some_and(|f| i + 1 < f) {
                 "success"
             } else {
                 "done"
             }
-        } else if i == t.build_step - 1 && t.state == "running" {
+        } else if i == t.build_step - 1 && t.state == TaskState::Running {
             "running"
         } else {
             "pending"
@@ -471,7 +479,7 @@ pub fn task_info(now_ms: i64, t: &Task, builders: &[Builder]) -> Markup {
                 dt { "builder" } dd { (t.builder.as_deref().unwrap_or("-")) }
                 dt { "attempt" } dd { (t.attempt) @if t.infra_failures > 0 { " (" (t.infra_failures) " infrastructure failures)" } }
                 dt { "created" } dd { time.age datetime=(t.created) { (age(now_ms, t.created)) } }
-                @if let Some(e) = t.estimate_ms.filter(|_| !t.is_terminal()) {
+                @if let Some(e) = t.estimate_ms.filter(|_| !t.state.is_terminal()) {
                     dt { "estimate" } dd #estimate { "about " (duration(e)) }
                 }
                 @if let Some(s) = t.started {
@@ -484,17 +492,22 @@ pub fn task_info(now_ms: i64, t: &Task, builders: &[Builder]) -> Markup {
             }
             h2 { "Steps" }
             ol.steps {
-                @for (i, s) in t.steps.iter().enumerate() {
-                    li class={ "step st-" (step_state(i as i64)) } { code { (s) } }
+                @for (i, s) in t.steps.as_deref().unwrap_or_default().iter().enumerate() {
+                    li class={ "step st-" (step_state(i as i64)) } {
+                        code { (s) }
+                        @if let Some(st) = t.step_times.iter().flatten().rev().find(|st| st.step == i as i64 + 1) {
+                            " " span.step-time title={ "exit code " (st.exit_code) } { (duration(st.duration_ms)) }
+                        }
+                    }
                 }
             }
-            @if !t.artifacts.is_empty() {
+            @if let Some(artifacts) = t.artifacts.as_ref().filter(|a| !a.is_empty()) {
                 h2 { "Artifacts" }
                 table.artifacts {
                     thead { tr { th { "name" } th { "size" } th { "sha256" } } }
-                    tbody { @for a in &t.artifacts {
+                    tbody { @for a in artifacts {
                         tr {
-                            td { a href={ "/t/" (t.id) "/artifacts/" (a.name) } download=(a.name) { (a.name) } }
+                            td { a href={ "/t/" (t.id) "/artifacts/" (a.name) } download=(sai_core::artifact_name::file_name(&a.name)) { (a.name) } }
                             td { (size(a.size)) }
                             td { code { (a.sha256) } }
                         }
@@ -553,10 +566,10 @@ pub fn builders_table(now_ms: i64, builders: &[Builder]) -> Markup {
                             td { (b.name) br; small { (b.software) " " (b.peer.as_deref().unwrap_or("")) } }
                             td { @if b.online { "online" } @else { "offline" } }
                             td { ul { @for p in &b.platforms {
-                                li { (p.name) " " (p.running.len()) "/" (p.instances)
-                                    " (" (p.instances as usize - p.running.len().min(p.instances as usize)) " free)" }
+                                li { (p.name) " " (busy(p)) "/" (p.instances)
+                                    " (" (p.instances as usize - busy(p).min(p.instances as usize)) " free)" }
                             } } }
-                            td { @for p in &b.platforms { @for r in &p.running {
+                            td { @for p in &b.platforms { @for r in p.running.iter().flatten() {
                                 a href={ "/t/" (r) } { code { (r.get(32..40).unwrap_or(r)) } } " "
                             } } }
                             td.load { (builder_load(b.load.as_ref())) }
@@ -571,7 +584,7 @@ pub fn builders_table(now_ms: i64, builders: &[Builder]) -> Markup {
 
 /// A builder's load cell: load average per CPUs, memory and disk free,
 /// flagged when the disk is below the floor.
-fn builder_load(load: Option<&crate::upstream::BuilderLoad>) -> Markup {
+fn builder_load(load: Option<&sai_core::api::BuilderLoad>) -> Markup {
     let Some(l) = load else {
         return html! { "-" };
     };
@@ -649,23 +662,71 @@ mod tests {
     #[test]
     fn summaries_read_like_the_issue_asks() {
         let mut m = BTreeMap::new();
-        m.insert("success".to_string(), 530);
-        m.insert("failed".to_string(), 3);
-        m.insert("running".to_string(), 15);
+        m.insert(TaskState::Success, 530);
+        m.insert(TaskState::Failed, 3);
+        m.insert(TaskState::Running, 15);
         assert_eq!(summary(&m, 548), "530/548 passed, 3 failed, 15 running");
-        let all: BTreeMap<String, usize> = [("success".to_string(), 4)].into();
+        let all: BTreeMap<TaskState, usize> = [(TaskState::Success, 4)].into();
         assert_eq!(summary(&all, 4), "All 4 passed");
     }
 
     #[test]
+    fn the_failed_step_is_the_one_the_server_numbers_from_one() {
+        let mut t = task_fixture();
+        t.state = TaskState::Failed;
+        t.steps = Some(vec!["echo a".into(), "exit 3".into(), "echo c".into()]);
+        t.build_step = 2;
+        t.failed_step = Some(2);
+        t.step_times = Some(vec![
+            sai_core::api::StepTime {
+                step: 1,
+                exit_code: 0,
+                started: 1000,
+                ended: 3500,
+                duration_ms: 2500,
+            },
+            sai_core::api::StepTime {
+                step: 2,
+                exit_code: 3,
+                started: 3500,
+                ended: 3600,
+                duration_ms: 100,
+            },
+        ]);
+        let html = task_info(0, &t, &[]).into_string();
+        assert!(
+            html.contains(
+                "<code>echo a</code> <span class=\"step-time\" title=\"exit code 0\">2.5s</span>"
+            ),
+            "{html}"
+        );
+        assert!(html.contains(">0.1s</span>"), "{html}");
+        let classes: Vec<&str> = html
+            .match_indices("class=\"step st-")
+            .map(|(at, m)| html[at + m.len()..].split('"').next().unwrap())
+            .collect();
+        assert_eq!(classes, ["success", "failed", "pending"], "{html}");
+    }
+
+    #[test]
     fn untrusted_text_is_escaped() {
-        let t = Task {
+        let mut t = task_fixture();
+        t.configuration = "<script>x</script>".into();
+        let html = matrix(&[t]).into_string();
+        assert!(!html.contains("<script>x"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+
+    fn task_fixture() -> Task {
+        Task {
             id: "A".repeat(64),
             event_id: "A".repeat(32),
             configuration: "<script>x</script>".into(),
             platform: "linux".into(),
-            state: "waiting".into(),
+            state: TaskState::Waiting,
+            detail: None,
             builder: None,
+            instance: None,
             exit_code: None,
             failed_step: None,
             reason: None,
@@ -673,17 +734,19 @@ mod tests {
             infra_failures: 0,
             build_step: 0,
             step_count: 0,
+            priority: false,
             created: 0,
             started: None,
             ended: None,
-            detail: None,
-            steps: vec![],
-            artifacts: vec![],
-            log_bytes: 0,
+            last_updated: 0,
+            steps: None,
+            artifact_globs: None,
+            packages: None,
+            artifacts: None,
+            log_bytes: None,
+            log_stored_bytes: None,
+            step_times: None,
             estimate_ms: None,
-        };
-        let html = matrix(&[t]).into_string();
-        assert!(!html.contains("<script>x"));
-        assert!(html.contains("&lt;script&gt;"));
+        }
     }
 }

@@ -1,239 +1,26 @@
-//! The sai-server operations API as sai-web reads it: typed responses and a
-//! client that adds the service credential when it acts for a signed-in user.
-//!
-//! These types mirror the JSON documented in `docs/server.md`; fields the
-//! UI does not need are left out, unknown fields are ignored.
+//! The sai-server operations API as sai-web reads it: the API's own types
+//! ([`sai_core::api`], the ones the server serialises and its OpenAPI
+//! document describes) and a client that adds the service credential when
+//! it acts for a signed-in user.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use sai_core::api::{
+    Artifact, Builder, BuilderPlatform, Event, Log as LogRange, LogRecord, Project, StepTime, Task,
+};
+pub use sai_core::task::{EventState, TaskState};
 
-/// An event (one push) as listed by the server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Event {
-    /// 32 hex id.
-    pub id: String,
-    /// Project (repository) name.
-    pub project: String,
-    /// Git ref, e.g. `refs/heads/main`.
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    /// Commit hash.
-    pub hash: String,
-    /// Creation, unix ms.
-    pub created: i64,
-    /// Last change, unix ms.
-    #[serde(default)]
-    pub last_updated: i64,
-    /// State name.
-    pub state: String,
-    /// Private event.
-    #[serde(default)]
-    pub sec: bool,
-    /// Number of tasks.
-    #[serde(default)]
-    pub task_count: i64,
+/// An event with its tasks and task counts (`GET /api/events/{id}`).
+pub type EventDetail = Event;
+
+/// Log bytes of a task read with [`Upstream::task`].
+pub fn log_len(t: &Task) -> u64 {
+    t.log_bytes.unwrap_or(0).max(0) as u64
 }
 
-/// An event with its tasks.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct EventDetail {
-    /// The event.
-    #[serde(flatten)]
-    pub event: Event,
-    /// Its tasks in saifile order.
-    #[serde(default)]
-    pub tasks: Vec<Task>,
-    /// Count of tasks per state.
-    #[serde(default)]
-    pub task_states: BTreeMap<String, usize>,
-    /// When the event is expected to be done (unix ms), if estimable.
-    #[serde(default)]
-    pub expected_finish: Option<i64>,
-}
-
-/// A task as listed in an event, or in full from `/api/tasks/{id}`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Task {
-    /// 64 hex id.
-    pub id: String,
-    /// Event id.
-    pub event_id: String,
-    /// Configuration name.
-    pub configuration: String,
-    /// Platform requested.
-    pub platform: String,
-    /// State name.
-    pub state: String,
-    /// Builder that ran it last.
-    #[serde(default)]
-    pub builder: Option<String>,
-    /// Exit code of the failing step.
-    #[serde(default)]
-    pub exit_code: Option<i64>,
-    /// 0-based failing step.
-    #[serde(default)]
-    pub failed_step: Option<i64>,
-    /// Why it failed or was cancelled.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Offers accepted so far.
-    #[serde(default)]
-    pub attempt: i64,
-    /// Infrastructure failures so far.
-    #[serde(default)]
-    pub infra_failures: i64,
-    /// Steps started.
-    #[serde(default)]
-    pub build_step: i64,
-    /// Number of steps.
-    #[serde(default)]
-    pub step_count: i64,
-    /// Creation, unix ms.
-    #[serde(default)]
-    pub created: i64,
-    /// Start of the current attempt, unix ms.
-    #[serde(default)]
-    pub started: Option<i64>,
-    /// End, unix ms.
-    #[serde(default)]
-    pub ended: Option<i64>,
-    /// Why a waiting task waits.
-    #[serde(default)]
-    pub detail: Option<String>,
-    /// Step commands (full task only).
-    #[serde(default)]
-    pub steps: Vec<String>,
-    /// Uploaded artifacts (full task only).
-    #[serde(default)]
-    pub artifacts: Vec<Artifact>,
-    /// Log size in bytes (full task only).
-    #[serde(default)]
-    pub log_bytes: u64,
-    /// Expected duration (ms) of a waiting or running task, from history.
-    #[serde(default)]
-    pub estimate_ms: Option<i64>,
-}
-
-impl Task {
-    /// Whether the task reached a final state.
-    pub fn is_terminal(&self) -> bool {
-        matches!(self.state.as_str(), "success" | "failed" | "cancelled")
-    }
-}
-
-/// One uploaded artifact.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Artifact {
-    /// File name.
-    pub name: String,
-    /// Size in bytes.
-    pub size: i64,
-    /// Lowercase hex sha256.
-    pub sha256: String,
-}
-
-/// A project.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Project {
-    /// Name.
-    pub name: String,
-    /// Number of events.
-    #[serde(default)]
-    pub event_count: i64,
-}
-
-/// A builder, online or remembered.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Builder {
-    /// Name.
-    pub name: String,
-    /// Connected now.
-    pub online: bool,
-    /// Peer address.
-    #[serde(default)]
-    pub peer: Option<String>,
-    /// Software version.
-    #[serde(default)]
-    pub software: String,
-    /// Offered platforms.
-    #[serde(default)]
-    pub platforms: Vec<BuilderPlatform>,
-    /// Connected since / last seen, unix ms.
-    #[serde(default)]
-    pub since: i64,
-    /// Latest load report (connected builders).
-    #[serde(default)]
-    pub load: Option<BuilderLoad>,
-}
-
-/// A builder's latest load report.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct BuilderLoad {
-    /// One-minute load average times 100.
-    #[serde(default)]
-    pub load_avg_1m_centi: Option<u32>,
-    /// Logical CPUs.
-    #[serde(default)]
-    pub cpus: Option<u32>,
-    /// Total memory in bytes.
-    #[serde(default)]
-    pub mem_total_bytes: Option<u64>,
-    /// Available memory in bytes.
-    #[serde(default)]
-    pub mem_available_bytes: Option<u64>,
-    /// Free bytes under the job directories.
-    #[serde(default)]
-    pub disk_free_bytes: Option<u64>,
-    /// The floor that applies.
-    #[serde(default)]
-    pub disk_floor_bytes: u64,
-    /// Below the floor: offered no work.
-    #[serde(default)]
-    pub below_disk_floor: bool,
-}
-
-/// One platform a builder offers.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct BuilderPlatform {
-    /// Platform tuple.
-    pub name: String,
-    /// Instances.
-    #[serde(default)]
-    pub instances: u32,
-    /// Tasks running.
-    #[serde(default)]
-    pub running: Vec<String>,
-}
-
-/// A range of a task's log.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogRange {
-    /// First byte returned.
-    pub offset: u64,
-    /// Where the next read starts.
-    pub next_offset: u64,
-    /// Bytes in the log now.
-    pub total: u64,
-    /// The task is finished and this range reaches the end.
-    #[serde(default)]
-    pub complete: bool,
-    /// Records, each with its channel.
-    pub records: Vec<LogRecord>,
-}
-
-/// One stored log record.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogRecord {
-    /// Byte offset in the task's log.
-    pub offset: u64,
-    /// Channel: 1 stdout, 2 stderr, 3 Sai notice, 4 tty0, 5 tty1.
-    pub channel: u8,
-    /// Unix microseconds when received.
-    pub timestamp_us: i64,
-    /// Text (invalid UTF-8 replaced).
-    pub text: String,
+/// The tasks of an event read with [`Upstream::event`].
+pub fn tasks_of(e: &Event) -> &[Task] {
+    e.tasks.as_deref().unwrap_or_default()
 }
 
 /// Whose view a request is made for.
@@ -275,22 +62,44 @@ pub struct Upstream {
     base: String,
     http: reqwest::Client,
     service_token: Option<String>,
+    /// The server's local unix socket, when `server_url` is `unix:/path`.
+    socket: Option<std::path::PathBuf>,
+}
+
+/// The socket path of a `unix:/path` server URL.
+pub fn unix_socket_of(server_url: &str) -> Option<&str> {
+    server_url.strip_prefix("unix:")
 }
 
 impl Upstream {
-    /// A client for the API at `base` (`http://host:port`), acting for
-    /// signed-in users with `service_token`.
+    /// A client for the API at `base` (`http://host:port`, or `unix:/path`
+    /// for sai-server's `local_socket`), acting for signed-in users with
+    /// `service_token` (on the local socket, the socket's permissions stand
+    /// for it).
     pub fn new(base: &str, service_token: Option<String>) -> Upstream {
-        let http = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("reqwest client without TLS builds");
+            .timeout(Duration::from_secs(60));
+        let socket = unix_socket_of(base).map(std::path::PathBuf::from);
+        if let Some(path) = &socket {
+            b = b.unix_socket(path.as_path());
+        }
+        let http = b.build().expect("reqwest client without TLS builds");
         Upstream {
-            base: base.trim_end_matches('/').to_string(),
+            base: match &socket {
+                Some(_) => "http://localhost".to_string(),
+                None => base.trim_end_matches('/').to_string(),
+            },
             http,
             service_token,
+            socket,
         }
+    }
+
+    /// Acting for signed-in users is possible: a service token, or the
+    /// local socket.
+    fn can_act(&self) -> bool {
+        self.service_token.is_some() || self.socket.is_some()
     }
 
     fn request(
@@ -300,8 +109,13 @@ impl Upstream {
         viewer: &Viewer,
     ) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, format!("{}{path}", self.base));
-        if let (Viewer::User(name), Some(tok)) = (viewer, &self.service_token) {
-            rb = rb.bearer_auth(tok).header("x-sai-on-behalf-of", name);
+        if let Viewer::User(name) = viewer
+            && self.can_act()
+        {
+            if let Some(tok) = &self.service_token {
+                rb = rb.bearer_auth(tok);
+            }
+            rb = rb.header("x-sai-on-behalf-of", name);
         }
         rb
     }
@@ -449,7 +263,7 @@ impl Upstream {
         name: &str,
         viewer: &Viewer,
     ) -> Result<reqwest::Response, UpstreamError> {
-        if !is_hex_id(id, 64) || !is_artifact_name(name) {
+        if !is_hex_id(id, 64) || sai_core::artifact_name::check(name).is_err() {
             return Err(UpstreamError::NotFound);
         }
         self.send(self.request(
@@ -468,10 +282,10 @@ impl Upstream {
     /// A privileged operation on behalf of `user`.
     pub async fn act(&self, action: &Action, user: &str) -> Result<(), UpstreamError> {
         let viewer = Viewer::User(user.to_string());
-        if self.service_token.is_none() {
+        if !self.can_act() {
             return Err(UpstreamError::Status(
                 503,
-                "sai-web has no service credential for sai-server (server_token_file)".into(),
+                "sai-web has no service credential for sai-server (server_token_file, or server_url unix:/path on its local_socket)".into(),
             ));
         }
         let (method, path) = match action {
@@ -513,13 +327,4 @@ pub fn is_name(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && !s.starts_with('.')
-}
-
-/// An artifact file name safe to put in a path.
-pub fn is_artifact_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.bytes().all(|b| b == b'.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
 }

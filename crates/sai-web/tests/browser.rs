@@ -216,6 +216,33 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     };
     assert_eq!(row, json!(["row ch2", "3"]), "stderr channel, line 3");
     assert!(still_marked(&b).await);
+    // The first step ends and the second starts: its duration appears live.
+    builder
+        .send(&BuilderMessage::StepFinished {
+            task_id: id.clone(),
+            step: 0,
+            exit_code: 0,
+            duration_ms: 1500,
+        })
+        .await
+        .unwrap();
+    builder
+        .send(&BuilderMessage::StepStarted {
+            task_id: id.clone(),
+            step: 1,
+        })
+        .await
+        .unwrap();
+    let took = b
+        .wait_for(
+            "the first step's duration",
+            T,
+            "const t = document.querySelector('ol.steps li:nth-child(1) .step-time'); return t ? t.textContent : null;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nsai-web log:\n{}", st.web.log()));
+    assert_eq!(took, json!("1.5s"));
+    assert!(still_marked(&b).await, "updated without a reload");
     b.screenshot(&screenshot_path(&st.tmp, "task-log.png"))
         .await
         .ok();

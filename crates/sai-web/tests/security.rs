@@ -265,7 +265,9 @@ async fn a_private_event_is_absent_for_anonymous_visitors_everywhere() {
             .await
             .unwrap();
             b.log(&o.task_id, 1, b"secret line\n").await.unwrap();
-            b.artifact(&o.task_id, "secret.bin", b"xyz").await.unwrap();
+            b.artifact(&o.task_id, "out/secret.bin", b"xyz")
+                .await
+                .unwrap();
             b.send(&sai_core::protocol::BuilderMessage::TaskFinished {
                 task_id: o.task_id.clone(),
                 result: TaskResult::Success,
@@ -299,7 +301,7 @@ async fn a_private_event_is_absent_for_anonymous_visitors_everywhere() {
         format!("/t/{private_task}/lines?tail=10"),
         format!("/t/{private_task}/log.txt"),
         format!("/t/{private_task}/search?q=secret"),
-        format!("/t/{private_task}/artifacts/secret.bin"),
+        format!("/t/{private_task}/artifacts/out/secret.bin"),
     ] {
         let (s, body) = get(path.clone()).await;
         assert_eq!(s, 404, "{path}: {body}");
@@ -317,12 +319,38 @@ async fn a_private_event_is_absent_for_anonymous_visitors_everywhere() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "secret line\n");
+    // The artifact keeps its path: listed and downloaded under it, named
+    // by its file name, with its sha256.
+    let page = c
+        .get(st.url(&format!("/t/{private_task}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(
+            "href=\"/t/{private_task}/artifacts/out/secret.bin\" download=\"secret.bin\""
+        )),
+        "{page}"
+    );
     let r = c
-        .get(st.url(&format!("/t/{private_task}/artifacts/secret.bin")))
+        .get(st.url(&format!("/t/{private_task}/artifacts/out/secret.bin")))
         .header("cookie", &cookie)
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"secret.bin\""
+    );
+    assert_eq!(
+        r.headers()["x-sai-sha256"],
+        "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282"
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"xyz");
 }
 

@@ -23,8 +23,9 @@ pub struct NotifyArgs {
     /// the repository's `sai.secretFile` git config.
     #[arg(long, env = "SAI_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
-    /// When the server has seen this commit before, build it again (all its
-    /// tasks run anew). Needs a user token: --token-file.
+    /// When the server has seen this commit before, build it again as a new
+    /// event (which names the one it repeats; the old results stay). Needs a
+    /// user token: --token-file.
     #[arg(long)]
     pub rebuild: bool,
     /// File holding a user token, for --rebuild. Default: the repository's
@@ -269,8 +270,9 @@ impl Notification {
     }
 }
 
-/// Ask the server to build the event `id` again (`POST
-/// /api/events/<id>/rebuild` with a user token); what happened, in one line.
+/// Ask the server to build the commit of event `id` again as a new event
+/// (`POST /api/events/<id>/again` with a user token; the new event names
+/// `id` in its `rebuild_of`); what happened, in one line.
 pub async fn rebuild_event(
     client: &reqwest::Client,
     url: &str,
@@ -278,7 +280,7 @@ pub async fn rebuild_event(
     id: &str,
 ) -> Result<String> {
     let url = url.trim_end_matches('/');
-    let endpoint = format!("{url}/api/events/{id}/rebuild");
+    let endpoint = format!("{url}/api/events/{id}/again");
     let resp = client
         .post(&endpoint)
         .bearer_auth(token.trim())
@@ -290,12 +292,15 @@ pub async fn rebuild_event(
     if !status.is_success() {
         bail!("{endpoint}: {status}: {}", text.trim());
     }
-    let v: Value = serde_json::from_str(&text).unwrap_or_default();
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{endpoint}: reply is not JSON: {}", text.trim()))?;
     let project = v["project"].as_str().unwrap_or("?");
     let git_ref = v["ref"].as_str().unwrap_or("?");
+    let new_id = v["id"].as_str().unwrap_or("?");
     let n = v["tasks"].as_array().map_or(0, Vec::len);
     Ok(format!(
-        "building {project} {git_ref} again: event {id}, {n} tasks queued anew: {url}/api/events/{id}"
+        "building {project} {git_ref} again as event {new_id} (a rebuild of event {id}), \
+         {n} tasks queued: {url}/api/events/{new_id}"
     ))
 }
 

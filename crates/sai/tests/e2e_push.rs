@@ -354,7 +354,7 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
             "fails" => {
                 assert_eq!(t["state"], "failed", "{t}\n{}", why());
                 assert_eq!(t["exit_code"], 3, "{t}");
-                assert_eq!(t["failed_step"], 1, "{t}");
+                assert_eq!(t["failed_step"], 2, "{t}");
                 assert!(stdout.contains("about to fail"), "{stdout}");
                 assert!(!stdout.contains("never printed"), "{stdout}");
             }

@@ -438,12 +438,25 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
         "{again}"
     );
     let before = up.stdout().matches(" finished: ").count();
+    let old_id = again
+        .split("was already queued as event ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .to_string();
     let rebuilt = notify(&["--rebuild"]);
     assert!(
-        rebuilt.contains("building demo refs/heads/main again: event ")
+        rebuilt.contains("building demo refs/heads/main again as event ")
+            && rebuilt.contains(&format!("(a rebuild of event {old_id})"))
             && rebuilt.contains("4 tasks"),
         "{rebuilt}"
     );
+    let new_id = rebuilt
+        .split("again as event ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap();
+    assert_ne!(new_id, old_id, "a new event, not the old one reset");
     let r = wait_for(
         "the rebuilt event's result",
         Duration::from_secs(120),

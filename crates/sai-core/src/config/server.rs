@@ -76,7 +76,8 @@ pub struct ServerConfig {
     #[serde(default = "default_log_window")]
     pub log_window_bytes: u64,
     /// Pending log bytes are written to the event database at least this often,
-    /// in milliseconds (default 100).
+    /// in milliseconds (default 100), and as soon as no more arrived for a
+    /// twentieth of it.
     #[serde(default = "default_log_flush_ms")]
     pub log_flush_ms: u64,
     /// Event databases kept open while idle, least recently used closed
@@ -129,6 +130,13 @@ pub struct ServerConfig {
     /// hook notification stays valid.
     #[serde(default)]
     pub limits: ServerLimits,
+    /// Also serve the operations API and the change feed on this unix
+    /// socket (an absolute path), for a sai-web on the same host. The
+    /// socket is created with mode 0660, so only the server's user and
+    /// group can connect; a request on it acts as the service credential
+    /// does (`X-Sai-On-Behalf-Of` names the user), without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_socket: Option<String>,
 }
 
 /// Caps and timeouts that keep one push, request or client from exhausting
@@ -407,6 +415,7 @@ impl Default for ServerConfig {
             web_url: None,
             task_deadline_secs: default_task_deadline_secs(),
             limits: ServerLimits::default(),
+            local_socket: None,
         }
     }
 }
@@ -450,6 +459,14 @@ impl ServerConfig {
         }
         if self.data_dir.is_empty() {
             push(root.key("data_dir"), "must not be empty".into());
+        }
+        if let Some(p) = &self.local_socket
+            && !p.starts_with('/')
+        {
+            push(
+                root.key("local_socket"),
+                format!("{p:?} is not an absolute path such as \"/run/sai/server.sock\""),
+            );
         }
         if self.notification_key.is_some() && self.notification_key_file.is_some() {
             push(root.key("notification_key"), BOTH_KEYS.into());

@@ -1,10 +1,12 @@
 //! `GET`/`DELETE /api/events/{id}`, `POST /api/events/{id}/rebuild` (and a
-//! task's rebuild, which resets one task of its event).
+//! task's rebuild, which resets one task of its event), `POST
+//! /api/events/{id}/again` (the same commit as a new event).
 
 use std::sync::Arc;
 
 use sai_core::api;
 use sai_core::protocol::is_task_id;
+use sai_core::saifile::TaskSpec;
 use sai_core::task::{Event, EventId};
 use warp::http::HeaderMap;
 
@@ -33,6 +35,7 @@ pub fn view(e: &Event) -> api::Event {
         commit_status: None,
         webhook: None,
         next_cursor: None,
+        rebuild_of: e.rebuild_of.as_ref().map(ToString::to_string),
     }
 }
 
@@ -74,7 +77,7 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
         .flatten();
     let mut tasks = Vec::with_capacity(page.len());
     for t in &page {
-        let mut tv = super::tasks::view(t, &fleet);
+        let mut tv = super::tasks::view(t, &fleet, server.settings.config.max_infra_attempts);
         tv.estimate_ms = est.task(&e.project, t)?;
         tasks.push(tv);
     }
@@ -150,4 +153,71 @@ pub async fn rebuild(
         Some(t) => super::tasks::get(server, headers, t),
         None => get(server, headers, ev, &Query::new()),
     }
+}
+
+/// Build the commit of event `id` again as a new event that names `id` in
+/// its `rebuild_of`: the same project, ref, commit and tasks, all waiting
+/// (their `priority` from the newest earlier event of the ref, as for a
+/// push). The old event and its results stay as they are.
+pub async fn again(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
+    let who = require_user(server, headers)?;
+    let old = load(server, headers, id)?;
+    let db = server
+        .store
+        .event_db(id)?
+        .ok_or(Error::NotFound("no such event"))?;
+    let tasks = db.tasks()?;
+    let new_id = EventId::from_bytes(crate::hook::random16());
+    let mut ev = Event::new(
+        new_id.clone(),
+        &old.project,
+        &old.git_ref,
+        &old.hash,
+        &old.fetch_url,
+        None,
+        old.sec,
+    );
+    ev.rebuild_of = Some(old.id.clone());
+    let srv = server.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        let prev = srv.store.previous_failures(&ev.project, &ev.git_ref)?;
+        let specs = tasks
+            .into_iter()
+            .map(|t| {
+                let prio = prev.contains(&(t.configuration.clone(), t.platform.clone()));
+                let spec = TaskSpec {
+                    configuration: t.configuration,
+                    platform: t.platform,
+                    steps: t.steps,
+                    artifacts: t.artifacts,
+                    packages: t.packages,
+                    test_reports: t.test_reports,
+                };
+                (ev.id.task(crate::hook::random16()), spec, prio)
+            })
+            .collect();
+        srv.store.create_event(ev, specs, false)
+    })
+    .await??
+    .ok_or_else(|| Error::Conflict("an event with this id exists".into()))?;
+    let grace = server.settings.config.dispatch_grace_ms as i64;
+    let project = created.event.project.clone();
+    server.sched_do(|s, now| {
+        s.add_event(
+            now,
+            created.event,
+            created.db,
+            created.tasks,
+            now + grace,
+            false,
+        )
+    });
+    server
+        .changes
+        .publish(crate::changes::Change::EventCreated {
+            event: new_id.to_string(),
+            project,
+        });
+    tracing::info!(event = %new_id, rebuild_of = %id, user = %who, "commit built again as a new event");
+    get(server, headers, new_id.as_str(), &Query::default())
 }

@@ -5,8 +5,8 @@
 //! | module | routes |
 //! |---|---|
 //! | [`projects`] | `GET /api/projects`, `GET /api/projects/{name}/events` |
-//! | [`events`] | `GET`/`DELETE /api/events/{id}`, `POST /api/events/{id}/rebuild` |
-//! | [`tasks`] | `GET /api/tasks/{id}`, `.../log`, `.../artifacts/{name}`, `POST .../rebuild`, `.../cancel` |
+//! | [`events`] | `GET`/`DELETE /api/events/{id}`, `POST /api/events/{id}/rebuild`, `POST /api/events/{id}/again` |
+//! | [`tasks`] | `GET /api/tasks/{id}`, `.../log`, `.../artifacts/{path}`, `POST .../rebuild`, `.../cancel` |
 //! | [`builders`] | `GET /api/builders` |
 //! | [`tests`] | `GET /api/tasks/{id}/tests`, `GET /api/events/{id}/tests`, `GET /api/projects/{name}/tests` |
 //! | [`openapi`] | `GET /api/openapi.json`, generated from the types |
@@ -92,10 +92,19 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The user of a valid user token in `Authorization: Bearer`.
+/// Header the server itself sets on requests that came through its local
+/// unix socket ([`crate::serve`]) and strips from every other request.
+pub const LOCAL_SOCKET_MARK: &str = "x-sai-internal-local-socket";
+
+/// The user of a valid user token in `Authorization: Bearer`, or the user a
+/// service (a service token, or a peer on the local socket) acts for.
 pub fn user(server: &Server, headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let local = headers.contains_key(LOCAL_SOCKET_MARK);
     let Some(tok) = bearer(header(headers, "authorization")) else {
-        return Ok(None);
+        return match header(headers, "x-sai-on-behalf-of") {
+            Some(for_user) if local => act_for(server, for_user, "local socket").map(Some),
+            _ => Ok(None),
+        };
     };
     if let Some(for_user) = header(headers, "x-sai-on-behalf-of") {
         return on_behalf_of(server, tok, for_user).map(Some);
@@ -118,6 +127,12 @@ fn on_behalf_of(server: &Server, tok: &str, for_user: &str) -> Result<String, Er
         .keys
         .verify(TokenKind::Service, tok, revoked)
         .map_err(|e| Error::Unauthorized(e.to_string()))?;
+    act_for(server, for_user, &service.name)
+}
+
+/// `service` acts for `for_user`: a valid, unrevoked user name, recorded.
+fn act_for(server: &Server, for_user: &str, service: &str) -> Result<String, Error> {
+    let revoked = &server.settings.config.revoked_users;
     let valid_name = !for_user.is_empty()
         && for_user.len() <= 64
         && for_user
@@ -134,7 +149,7 @@ fn on_behalf_of(server: &Server, tok: &str, for_user: &str) -> Result<String, Er
     if let Err(e) = server.store.touch_user(for_user) {
         tracing::warn!(cause = %e, "recording user");
     }
-    tracing::debug!(user = %for_user, service = %service.name, "request on behalf of a user");
+    tracing::debug!(user = %for_user, %service, "request on behalf of a user");
     Ok(for_user.to_string())
 }
 
@@ -257,11 +272,12 @@ where
         (Method::GET, ["api", "projects", p, "tests"]) => tests::history(s, h, p, &q),
         (Method::DELETE, ["api", "events", id]) => events::delete(s, h, id),
         (Method::POST, ["api", "events", id, "rebuild"]) => events::rebuild(s, h, id, None).await,
+        (Method::POST, ["api", "events", id, "again"]) => events::again(s, h, id).await,
         (Method::GET, ["api", "tasks", id]) => tasks::get(s, h, id),
         (Method::GET, ["api", "tasks", id, "log"]) => tasks::log(s, h, id, &q),
         (Method::GET, ["api", "tasks", id, "log", "raw"]) => tasks::log_raw(s, h, id),
-        (Method::GET, ["api", "tasks", id, "artifacts", name]) => {
-            tasks::artifact_bytes(s, h, id, name)
+        (Method::GET, ["api", "tasks", id, "artifacts", name @ ..]) if !name.is_empty() => {
+            tasks::artifact_bytes(s, h, id, &name.join("/"))
         }
         (Method::POST, ["api", "tasks", id, "rebuild"]) => match event_of_task(id) {
             Some(ev) => events::rebuild(s, h, ev, Some(id)).await,

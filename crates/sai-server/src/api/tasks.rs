@@ -12,11 +12,34 @@ use super::{Query, Res, ok, query_int, require_user};
 use crate::Server;
 use crate::error::Error;
 use crate::sched::Fleet;
-use crate::store::{ArtifactRow, EventDb, sanitise_artifact_name};
+use crate::store::{ArtifactRow, EventDb};
+
+/// Why a waiting task waits: the attempt it is on after infrastructure
+/// failures (of `max_infra`), and what the builders offer.
+fn waiting_detail(t: &Task, fleet: &Fleet, max_infra: u32) -> Option<String> {
+    let r = &t.run;
+    let retry = (r.infra_failures > 0).then(|| {
+        let n = r.infra_failures;
+        format!(
+            "attempt {} of {max_infra} after {} infrastructure failure{}",
+            r.attempt + 1,
+            if n == 1 {
+                "an".to_string()
+            } else {
+                n.to_string()
+            },
+            if n == 1 { "" } else { "s" }
+        )
+    });
+    match (retry, fleet.waiting_detail(&t.platform)) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
 
 /// The API view of a task (without steps and artifacts); a waiting task
-/// says why when no builder offers its platform.
-pub fn view(t: &Task, fleet: &Fleet) -> api::Task {
+/// says why it waits (see [`Fleet::waiting_detail`]).
+pub fn view(t: &Task, fleet: &Fleet, max_infra: u32) -> api::Task {
     let r = &t.run;
     api::Task {
         id: t.id.to_string(),
@@ -25,12 +48,14 @@ pub fn view(t: &Task, fleet: &Fleet) -> api::Task {
         platform: t.platform.clone(),
         state: r.state,
         detail: (r.state == TaskState::Waiting)
-            .then(|| fleet.waiting_detail(&t.platform))
+            .then(|| waiting_detail(t, fleet, max_infra))
             .flatten(),
         builder: r.builder.clone(),
         instance: r.instance.clone(),
         exit_code: r.exit_code,
-        failed_step: r.failed_step,
+        // Stored as the protocol's 0-based index; people read 1-based
+        // numbers, as in the log's "Starting step N" notices.
+        failed_step: r.failed_step.map(|s| s + 1),
         reason: r.reason.clone(),
         attempt: r.attempt,
         infra_failures: r.infra_failures,
@@ -48,6 +73,7 @@ pub fn view(t: &Task, fleet: &Fleet) -> api::Task {
         log_bytes: None,
         log_stored_bytes: None,
         estimate_ms: None,
+        step_times: None,
     }
 }
 
@@ -73,7 +99,11 @@ pub fn load(server: &Server, headers: &HeaderMap, id: &str) -> Result<(Arc<Event
 /// A task with its steps and artifacts.
 pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     let (db, t) = load(server, headers, id)?;
-    let mut v = view(&t, &server.fleet());
+    let mut v = view(
+        &t,
+        &server.fleet(),
+        server.settings.config.max_infra_attempts,
+    );
     if let Some(ev) = server.store.event(db.id.as_str())? {
         v.estimate_ms = super::estimates::Estimator::new(server).task(&ev.project, &t)?;
     }
@@ -83,6 +113,10 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     v.artifacts = Some(db.artifacts(id)?.into_iter().map(artifact).collect());
     v.log_bytes = Some(db.log_len(id)?);
     v.log_stored_bytes = Some(db.task_log_bytes_stored(id)?);
+    v.step_times = Some(match t.run.started {
+        Some(since) => server.store.step_times(id, since)?,
+        None => Vec::new(),
+    });
     ok(&v)
 }
 
@@ -97,10 +131,11 @@ fn octets(bytes: Vec<u8>) -> warp::reply::Response {
 
 /// The log's bytes, streamed, with HTTP `Range`.
 pub fn log_raw(server: &Server, headers: &HeaderMap, id: &str) -> Res {
-    let (db, _) = load(server, headers, id)?;
+    let (db, t) = load(server, headers, id)?;
     let total = db.log_len(id)?.max(0) as u64;
     let range = headers.get("range").and_then(|v| v.to_str().ok());
-    Ok(crate::log_download::response(db, id, total, range))
+    let ended = t.run.state.is_terminal();
+    Ok(crate::log_download::response(db, id, total, ended, range))
 }
 
 /// Log records from `offset` (JSON, or the bytes with `format=raw`).
@@ -119,6 +154,11 @@ pub fn log(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
         if let Ok(v) = warp::http::HeaderValue::from_str(&next.to_string()) {
             resp.headers_mut().insert("x-sai-next-offset", v);
         }
+        let complete = t.run.state.is_terminal() && next >= total;
+        resp.headers_mut().insert(
+            crate::log_download::COMPLETE_HEADER,
+            crate::log_download::completeness(complete),
+        );
         return Ok(resp);
     }
     let records = recs
@@ -141,16 +181,33 @@ pub fn log(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
     })
 }
 
-/// Download an artifact.
+/// Download an artifact by its name, a relative path (`out/result.txt`):
+/// `Content-Disposition` names the file, `X-Sai-Sha256` and the `ETag`
+/// carry its sha256.
 pub fn artifact_bytes(server: &Server, headers: &HeaderMap, id: &str, name: &str) -> Res {
     let (db, _) = load(server, headers, id)?;
     let nf = || Error::NotFound("no such artifact");
-    let clean = sanitise_artifact_name(name).ok_or_else(nf)?;
-    if clean != name || !db.artifacts(id)?.iter().any(|a| a.name == clean) {
-        return Err(nf());
+    sai_core::artifact_name::check(name).map_err(|_| nf())?;
+    let row = db
+        .artifacts(id)?
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or_else(nf)?;
+    let bytes = std::fs::read(db.artifact_dir(id).join(name)).map_err(|_| nf())?;
+    let mut resp = octets(bytes);
+    let h = resp.headers_mut();
+    let file = sai_core::artifact_name::file_name(name);
+    // Names are made of `A-Z a-z 0-9 . _ + -` and `/` only: safe to quote.
+    if let Ok(v) = warp::http::HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        h.insert("content-disposition", v);
     }
-    let bytes = std::fs::read(db.artifact_dir(id).join(&clean)).map_err(|_| nf())?;
-    Ok(octets(bytes))
+    if let Ok(v) = warp::http::HeaderValue::from_str(&row.sha256) {
+        h.insert("x-sai-sha256", v);
+    }
+    if let Ok(v) = warp::http::HeaderValue::from_str(&format!("\"{}\"", row.sha256)) {
+        h.insert("etag", v);
+    }
+    Ok(resp)
 }
 
 /// Cancel a waiting or running task.

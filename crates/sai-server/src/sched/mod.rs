@@ -40,8 +40,8 @@
 //! * A declined task is not offered to the same connection again until one
 //!   of that connection's tasks ends or it reports free capacity
 //!   (`capacity`) on the platform it was declined on.
-//! * A waiting task no connected builder offers a platform for says so
-//!   ([`Fleet::waiting_detail`]).
+//! * A waiting task no connected builder offers a platform for, or whose
+//!   matching instances are all busy, says so ([`Fleet::waiting_detail`]).
 //! * A builder whose latest load report ([`Sched::builder_load`]) has less
 //!   disk free than its floor (the larger of its own and the server's
 //!   [`Sched::with_disk_floor`]) is offered nothing until a report says
@@ -174,10 +174,12 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Why a task of `platform` waits, when the fleet explains it: "no
-    /// builder offers <platform>" when no connected builder offers a
+    /// Why a task asking for `platform` waits, as far as the builders tell:
+    /// "no builder offers <platform>" when no connected builder offers a
     /// matching platform; when every one that does is below its disk floor,
-    /// which builders and how much they have and need.
+    /// which builders and how much they have and need; "all N instances of
+    /// <platform> busy" when every matching instance runs a task; `None`
+    /// when one is free (the task is about to be offered).
     pub fn waiting_detail(&self, platform: &str) -> Option<String> {
         let offering: Vec<&Builder> = self
             .builders
@@ -199,11 +201,25 @@ impl Fleet {
                 ))
             })
             .collect();
-        (low.len() == offering.len()).then(|| {
-            format!(
+        if low.len() == offering.len() {
+            return Some(format!(
                 "every builder offering {platform} is low on disk: {}",
                 low.join("; ")
-            )
+            ));
+        }
+        let offers: Vec<&BuilderPlatform> = offering
+            .iter()
+            .flat_map(|b| b.platforms.iter())
+            .filter(|p| tuple_matches(platform, &p.name))
+            .collect();
+        let slots: u64 = offers.iter().map(|p| u64::from(p.instances)).sum();
+        let busy: u64 = offers
+            .iter()
+            .map(|p| p.running.as_ref().map_or(0, Vec::len) as u64)
+            .sum();
+        (busy >= slots).then(|| match slots {
+            1 => format!("the only instance of {platform} is busy"),
+            n => format!("all {n} instances of {platform} busy"),
         })
     }
 }

@@ -79,6 +79,7 @@ impl Fixture {
             sec: false,
             task_count: tasks.len() as i64,
             seq: self.seq,
+            rebuild_of: None,
         };
         (event, tasks)
     }
@@ -338,6 +339,36 @@ fn waiting_detail_names_a_platform_no_builder_offers() {
     f.s.builder_gone(1, 1, &GoneCause::Disconnected);
     let fleet = f.s.take_fleet().unwrap();
     assert!(fleet.waiting_detail("linux").is_some());
+}
+
+#[test]
+fn waiting_detail_says_when_every_matching_instance_is_busy() {
+    let mut f = Fixture::new(3);
+    f.hello(0, 1, &[(LINUX, 2)]);
+    f.event(0, &[(LINUX, false), (LINUX, false), (LINUX, false)], 0);
+    assert_eq!(f.offers(1).len(), 2, "two instances, two offers");
+    let fleet = f.s.take_fleet().unwrap();
+    assert_eq!(
+        fleet.waiting_detail("linux").as_deref(),
+        Some("all 2 instances of linux busy")
+    );
+    // A second builder with one free instance: nothing to explain.
+    f.hello(1, 2, &[(LINUX, 1)]);
+    let fleet = f.s.take_fleet().unwrap();
+    assert_eq!(f.offers(2).len(), 1);
+    let fleet_busy = f.s.take_fleet().unwrap_or(fleet);
+    assert_eq!(
+        fleet_busy.waiting_detail(LINUX).as_deref(),
+        Some(format!("all 3 instances of {LINUX} busy").as_str())
+    );
+    f.s.builder_gone(2, 1, &GoneCause::Disconnected);
+    let fleet = f.s.take_fleet().unwrap();
+    assert_eq!(
+        fleet.waiting_detail(LINUX).as_deref(),
+        Some(format!("the only instance of {LINUX} is busy").as_str()),
+        "{:?}",
+        fleet.builders
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use rusqlite::{OptionalExtension, params};
+use sai_core::api::StepTime;
 use sai_core::task::{Event, EventState};
 
 use super::{Store, StoreError, now_ms, parsed};
@@ -35,7 +36,7 @@ pub struct ProjectRow {
     pub event_count: i64,
 }
 
-const EVENT_COLS: &str = "id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count, rowid";
+const EVENT_COLS: &str = "id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count, rowid, rebuild_of";
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
@@ -51,6 +52,9 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
         sec: r.get::<_, i64>(9)? != 0,
         task_count: r.get(10)?,
         seq: r.get(11)?,
+        rebuild_of: r
+            .get::<_, Option<String>>(12)?
+            .and_then(|s| sai_core::task::EventId::parse(&s).ok()),
     })
 }
 
@@ -82,9 +86,9 @@ impl Store {
             params![ev.project, ev.fetch_url, ev.created],
         )?;
         let n = tx.execute(
-            "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)
-             ON CONFLICT(project, ref, hash) DO NOTHING",
+            "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count, rebuild_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT(project, ref, hash) WHERE rebuild_of IS NULL DO NOTHING",
             params![
                 ev.id.as_str(),
                 ev.project,
@@ -95,7 +99,8 @@ impl Store {
                 ev.created,
                 ev.state.as_str(),
                 ev.sec as i64,
-                ev.task_count
+                ev.task_count,
+                ev.rebuild_of.as_ref().map(|e| e.as_str())
             ],
         )?;
         let seq = tx.last_insert_rowid();
@@ -113,7 +118,7 @@ impl Store {
         Ok(self
             .main()
             .query_row(
-                "SELECT id FROM events WHERE project = ?1 AND ref = ?2 AND hash = ?3",
+                "SELECT id FROM events WHERE project = ?1 AND ref = ?2 AND hash = ?3 ORDER BY rowid DESC LIMIT 1",
                 params![project, git_ref, hash],
                 |r| r.get(0),
             )
@@ -355,6 +360,27 @@ impl Store {
             params![name, now],
         )?;
         Ok(())
+    }
+
+    /// The steps of `task_id` that ended at or after `since` (unix ms; the
+    /// start of its current attempt), in the order they ended.
+    pub fn step_times(&self, task_id: &str, since: i64) -> Result<Vec<StepTime>, StoreError> {
+        self.rows(
+            "SELECT step, exit_code, duration_ms, created FROM metrics
+             WHERE task_id = ?1 AND created >= ?2 ORDER BY id",
+            params![task_id, since],
+            |r| {
+                let ended: i64 = r.get(3)?;
+                let duration_ms: i64 = r.get(2)?;
+                Ok(StepTime {
+                    step: r.get::<_, i64>(0)? + 1,
+                    exit_code: r.get(1)?,
+                    started: ended - duration_ms,
+                    ended,
+                    duration_ms,
+                })
+            },
+        )
     }
 
     /// Record one step's metrics.

@@ -87,6 +87,13 @@ pub const MAIN: &[&str] = &[
     // second ref is a new event.
     "DROP INDEX events_project_hash;
      CREATE UNIQUE INDEX events_project_ref_hash ON events(project, ref, hash);",
+    // 5: an event may build a seen commit again (`rebuild_of` names the
+    // event it repeats); only pushes stay one per (project, ref, commit).
+    "ALTER TABLE events ADD COLUMN rebuild_of TEXT;
+     DROP INDEX events_project_ref_hash;
+     CREATE UNIQUE INDEX events_project_ref_hash ON events(project, ref, hash) WHERE rebuild_of IS NULL;
+     CREATE INDEX events_project_hash_any ON events(project, hash);
+     CREATE INDEX metrics_task ON metrics(task_id, created);",
 ];
 
 /// Migrations of an event database, in order.

@@ -367,43 +367,9 @@ impl Store {
     }
 }
 
-/// Make an artifact name safe as a single file name: keep the last path
-/// component, replace anything but `A-Za-z0-9._+-` with `_`, refuse empty,
-/// `.` and `..`, cap at 128 bytes.
-pub fn sanitise_artifact_name(name: &str) -> Option<String> {
-    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let clean: String = last
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(128)
-        .collect();
-    if clean.is_empty() || clean.chars().all(|c| c == '.') {
-        None
-    } else {
-        Some(clean)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sanitise() {
-        assert_eq!(
-            sanitise_artifact_name("../../etc/passwd").unwrap(),
-            "passwd"
-        );
-        assert_eq!(sanitise_artifact_name("a b$.rpm").unwrap(), "a_b_.rpm");
-        assert!(sanitise_artifact_name("..").is_none());
-        assert!(sanitise_artifact_name("x/").is_none());
-    }
 
     fn spec(c: &str) -> TaskSpec {
         TaskSpec {

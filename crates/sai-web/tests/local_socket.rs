@@ -1,0 +1,117 @@
+//! sai-web reading and acting through sai-server's local unix socket
+//! instead of a service token over TCP: the socket is 0660, a signed-in
+//! user's action goes through it and is recorded with the user, and the
+//! trust given to the socket does not leak to the TCP listener.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use sai_core::config::web::WebUser;
+use sai_testkit::TestServer;
+use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::web::{TestWeb, test_web_config};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sai_web_works_through_the_local_socket_without_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("server.sock");
+    let mut c = sai_testkit::test_config(&tmp.path().join("data"), KEY);
+    c.local_socket = Some(sock.display().to_string());
+    let server = TestServer::start(&sai_testkit::bin_path("sai-server"), &c, &[]).unwrap();
+    sai_testkit::wait_for("the local socket", T, || async {
+        sock.exists().then_some(())
+    })
+    .await
+    .unwrap();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+
+    let dir = tmp.path().join("web");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut wc = test_web_config(&dir, &format!("unix:{}", sock.display()));
+    assert!(wc.server_token_file.is_none());
+    wc.users = vec![WebUser {
+        name: USER.into(),
+        password_hash: password_hash(PASSWORD),
+    }];
+    let web = TestWeb::start(&web_bin(), &dir, &wc).unwrap();
+
+    let ev = push_to(
+        &server,
+        HookRequest::like_sai_sh(&Push::new("demo", SMALL), KEY),
+    )
+    .await;
+    let c = raw_client();
+    let overview = c
+        .get(web.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(overview.contains(&ev), "{overview}\n{}", web.log());
+
+    // A signed-in user's rebuild goes through the socket, without a token,
+    // and the server records the user.
+    let cookie = sign_in(&web, USER, PASSWORD).await.unwrap();
+    let html = c
+        .get(web.url(&format!("/e/{ev}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&html).expect("signed in: action forms");
+    let r = c
+        .post(web.url(&format!("/e/{ev}/rebuild")))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{}", web.addr))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", web.log());
+    let tok = server.user_token("ops").unwrap();
+    let e: serde_json::Value = reqwest::Client::new()
+        .get(server.url(&format!("/api/events/{ev}")))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        e["tasks"][0]["reason"],
+        "rebuild requested by alice",
+        "{e}\n{}",
+        server.log()
+    );
+
+    // Over TCP the same request without a token is refused, even with the
+    // server's internal marker header forged.
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/api/events/{ev}/rebuild")))
+        .header("x-sai-on-behalf-of", "alice")
+        .header("x-sai-internal-local-socket", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // And the change feed wants the service token there.
+    let r = reqwest::Client::new()
+        .get(server.url("/api/changes"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
