@@ -749,4 +749,27 @@ mod tests {
             estimate_ms: None,
         }
     }
+
+    #[test]
+    fn builders_table_shows_load_and_a_low_disk() {
+        let b: Builder = serde_json::from_value(serde_json::json!({
+            "name": "host1", "online": true, "software": "sai-builder 0.1.0",
+            "platforms": [{"name": "linux", "instances": 2, "running": []}],
+            "since": 0,
+            "load": {"reported": 1, "load_avg_1m_centi": 150, "cpus": 4,
+                     "mem_total_bytes": 8589934592u64, "mem_available_bytes": 4294967296u64,
+                     "disk_free_bytes": 536870912, "disk_floor_bytes": 2147483648u64,
+                     "below_disk_floor": true, "running_tasks": 0}
+        }))
+        .unwrap();
+        let html = builders_table(0, &[b]).into_string();
+        assert!(html.contains("load 1.50 / 4 CPUs"), "{html}");
+        assert!(html.contains("mem 4.0 GiB free of 8.0 GiB"), "{html}");
+        assert!(
+            html.contains(
+                r#"<span class="disk-low">disk 0.5 GiB free (below floor 2.0 GiB: no work)</span>"#
+            ),
+            "{html}"
+        );
+    }
 }

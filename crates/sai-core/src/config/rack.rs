@@ -203,6 +203,10 @@ pub struct RackBuilder {
     /// the builder has a delegated cgroup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_limits: Option<super::builder::TaskLimitsConfig>,
+    /// Local address serving the builder's Prometheus metrics at
+    /// `/metrics`, as `metrics_listen` in the builder config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// Boards attached to this builder, as sai-device entries; their ttys
     /// are passed into the container (`--device`) and a sai-device config is
     /// generated. Not for `qemu` builders.
@@ -366,7 +370,7 @@ impl RackBuilder {
                 .min_free_disk_bytes
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_BYTES),
             task_limits: self.task_limits.clone(),
-            metrics_listen: None,
+            metrics_listen: self.metrics_listen.clone(),
         }
     }
 
