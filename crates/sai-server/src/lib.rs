@@ -462,6 +462,22 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
             }
         })
     };
+    let settle = {
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                let s2 = s.clone();
+                let r = tokio::task::spawn_blocking(move || s2.store.settle_recent_pushes()).await;
+                if let Ok(Err(e)) = r {
+                    tracing::error!(cause = %e, "syncing recent pushes");
+                }
+            }
+        })
+    };
     let routes = routes(server.clone());
     let sd = shutdown.clone();
     match server.settings.tls.clone() {
@@ -478,6 +494,7 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
     server.sched_do(|s, _| s.stop(1001, "sai-server is shutting down"));
     server.logs.flush().await;
     retention.abort();
+    settle.abort();
     tracing::info!("sai-server stopped");
     Ok(())
 }

@@ -49,6 +49,11 @@ pub const MAIN: &[&str] = &[
         exit_code INTEGER NOT NULL,
         duration_ms INTEGER NOT NULL,
         created INTEGER NOT NULL);",
+    // 2: tasks of pushes whose event folder may not be on disk yet
+    // (`store::push_commit`).
+    "CREATE TABLE event_seeds(
+        event_id TEXT PRIMARY KEY,
+        tasks BLOB NOT NULL);",
 ];
 
 /// Migrations of an event database, in order.
