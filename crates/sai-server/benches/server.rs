@@ -8,6 +8,8 @@
 //!    takes on disk, and latency of reading its last 256 KB.
 //! 4. Completions per second for the 548 tasks of the libwebsockets
 //!    2021-08-17 push over 30 fake platforms x 4 instances.
+//! 5. 200 sequential pushes of one trivial task each over 4 builders:
+//!    builds per second from the first POST to the last completion.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let log_done = t0.elapsed();
     drop(log);
+    let log_disk_at_end = du(&s.data_dir.join("events").join(&big_ev));
+    // The finished task's database is checkpointed within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let log_disk = du(&s.data_dir.join("events").join(&big_ev));
     let client = reqwest::Client::new();
     let tail_url = s.url(&format!(
@@ -226,6 +231,47 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let all = t0.elapsed();
+
+    // 5. 200 sequential pushes of one trivial task each over 4 builders.
+    let token = s.builder_token("seq", &["linux"])?;
+    let seq_done = Arc::new(AtomicUsize::new(0));
+    let n_seq = 200usize;
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let (url, token, done) = (s.builder_url(), token.clone(), seq_done.clone());
+        let mut b = FakeBuilder::start(
+            &url,
+            &token,
+            "seq",
+            &[("linux-debian-12/x86_64-amd/gcc", 1)],
+        )
+        .await?;
+        handles.push(tokio::spawn(async move {
+            while done.load(Ordering::SeqCst) < n_seq {
+                let Some(m) = b.poll(Duration::from_millis(50)).await? else {
+                    continue;
+                };
+                if let sai_core::protocol::ServerMessage::Offer { task } = m {
+                    b.run_task(&task, b"ok\n", TaskResult::Success).await?;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            b.close().await;
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let t0 = Instant::now();
+    for _ in 0..n_seq {
+        let req = HookRequest::like_sai_sh(&Push::new("sequential", ONE_TASK), KEY);
+        anyhow::ensure!(req.send_with(&client, &url).await?.status().is_success());
+    }
+    let pushed = t0.elapsed();
+    for h in handles {
+        h.await??;
+    }
+    let seq_all = t0.elapsed();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -267,11 +313,17 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
+        "| {n_seq} sequential 1-task pushes over 4 builders: pushes / builds per second | {:.0} / {:.0} |",
+        n_seq as f64 / pushed.as_secs_f64(),
+        n_seq as f64 / seq_all.as_secs_f64()
+    );
+    println!(
         "| 100 MB log (1,000,000 x 100 B): sent -> stored | {:.2} s |",
         log_done.as_secs_f64()
     );
     println!(
-        "| 100 MB log: event folder on disk | {:.2} MB |",
+        "| 100 MB log: event folder on disk at task end / 1.5 s later | {:.2} / {:.2} MB |",
+        log_disk_at_end as f64 / 1e6,
         log_disk as f64 / 1e6
     );
     println!(

@@ -633,6 +633,22 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
             }
         })
     };
+    let settle = {
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                let s2 = s.clone();
+                let r = tokio::task::spawn_blocking(move || s2.store.settle_recent_pushes()).await;
+                if let Ok(Err(e)) = r {
+                    tracing::error!(cause = %e, "syncing recent pushes");
+                }
+            }
+        })
+    };
     let outbox = tokio::spawn(outbox::run(server.clone()));
     let local = match &server.settings.config.local_socket {
         Some(path) => Some(serve_local_socket(server.clone(), Path::new(path))?),
@@ -656,6 +672,7 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
     retention.abort();
     figures.abort();
     outbox.abort();
+    settle.abort();
     tracing::info!("sai-server stopped");
     Ok(())
 }

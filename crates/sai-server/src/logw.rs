@@ -14,8 +14,8 @@
 //! about every second until the write succeeds; a task that ends while
 //! its log is not stored is told so by [`LogWriter::finish_task`]. Commits
 //! do not fsync (WAL, `synchronous=NORMAL`); within [`CHECKPOINT_EVERY`] of
-//! a write the databases written are checkpointed and their WAL truncated,
-//! which syncs them, so logs survive power loss within about a second, and
+//! a write the databases written are synced ([`EventDb::sync`]: a big WAL
+//! is checkpointed and truncated, a small one fsynced), so logs survive power loss within about a second, and
 //! a finished task's event folder is back to its compressed size. A task's
 //! log stays in memory only while it is being written: one idle flush
 //! interval after it is stored it is dropped, with the event database
@@ -174,8 +174,10 @@ struct Pending {
     last_forget: Option<Instant>,
     /// Databases written since their last checkpoint, by event id.
     unsynced: HashMap<String, Arc<EventDb>>,
-    /// When they are checkpointed.
+    /// When they are handed to the syncing thread.
     checkpoint_at: Option<Instant>,
+    /// The syncing thread: fsyncs never hold up the writer.
+    syncer: Option<Sender<Vec<Arc<EventDb>>>>,
 }
 
 impl Pending {
@@ -254,25 +256,28 @@ impl Pending {
         // them as one block, so a failure here loses nothing.
         let sealed = log.and_then(|mut log| {
             log.seal();
-            db.write_logs([&mut log])
+            if !log.is_dirty() {
+                return Ok(false);
+            }
+            db.write_logs([&mut log]).map(|()| true)
         });
         match sealed {
-            Ok(()) => self.written(&db),
+            Ok(true) => self.written(&db),
+            Ok(false) => {}
             Err(e) => tracing::error!(task = %task_id, cause = %e, "sealing log"),
         }
         Ok(())
     }
 
-    /// Checkpoint and truncate the WAL of the databases written, if due.
+    /// Sync the databases written, if due.
     fn checkpoint_if_due(&mut self) {
         if self.checkpoint_at.is_none_or(|t| t > Instant::now()) {
             return;
         }
         self.checkpoint_at = None;
-        for (_, db) in self.unsynced.drain() {
-            if let Err(e) = db.checkpoint() {
-                tracing::warn!(event = %db.id, cause = %e, "checkpointing event database");
-            }
+        let dbs: Vec<_> = self.unsynced.drain().map(|(_, db)| db).collect();
+        if let Some(syncer) = &self.syncer {
+            let _ = syncer.send(dbs);
         }
     }
 
@@ -289,7 +294,23 @@ impl Pending {
 }
 
 fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
-    let mut pending = Pending::default();
+    let (syncer, to_sync) = std::sync::mpsc::channel::<Vec<Arc<EventDb>>>();
+    std::thread::Builder::new()
+        .name("sai-log-sync".into())
+        .spawn(move || {
+            for dbs in to_sync {
+                for db in dbs {
+                    if let Err(e) = db.sync() {
+                        tracing::warn!(event = %db.id, cause = %e, "syncing event database");
+                    }
+                }
+            }
+        })
+        .expect("spawning log sync thread");
+    let mut pending = Pending {
+        syncer: Some(syncer),
+        ..Pending::default()
+    };
     let quiet = flush_every / 20;
     loop {
         let flush_in = match (pending.retry_at, pending.since) {

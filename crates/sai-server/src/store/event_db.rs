@@ -42,6 +42,9 @@ pub struct ArtifactRow {
 pub use crate::logstore::LogRecord;
 use crate::logstore::{self, TaskLog};
 
+/// WAL size from which [`EventDb::sync`] checkpoints instead of syncing.
+pub const CHECKPOINT_WAL_BYTES: u64 = 32 * 1024;
+
 const TASK_COLS: &str = "id, idx, configuration, platform, steps, artifacts, packages, priority, state, builder, exit_code, failed_step, reason, attempt, infra_failures, build_step, created, started, ended, last_updated, instance, test_reports";
 
 fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
@@ -269,10 +272,22 @@ impl EventDb {
         written
     }
 
-    /// Copy the WAL into the database file, sync it and truncate the WAL.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.conn()
-            .pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+    /// Make what was committed survive power loss: a WAL of at least
+    /// [`CHECKPOINT_WAL_BYTES`] is copied into the database file, synced
+    /// and truncated (so a finished big log takes its compressed size); a
+    /// smaller one is only synced, without taking the connection's lock
+    /// (readers and the scheduler's writes do not wait for that fsync).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let wal = self.dir.join(format!("{}-wal", super::EVENT_DB));
+        let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if len >= CHECKPOINT_WAL_BYTES {
+            self.conn()
+                .pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        } else if len > 0 {
+            std::fs::File::open(&wal)
+                .and_then(|f| f.sync_data())
+                .map_err(super::io("syncing", &wal))?;
+        }
         Ok(())
     }
 

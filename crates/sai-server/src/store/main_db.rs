@@ -74,40 +74,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Insert the event row (the commit point of a push); its sequence
-    /// number, or `None` when the project already has an event of that
-    /// commit on that ref.
-    pub(super) fn insert_event(&self, ev: &Event) -> Result<Option<i64>, StoreError> {
-        let mut db = self.main();
-        let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO projects(name, fetch_url, created) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET fetch_url = excluded.fetch_url",
-            params![ev.project, ev.fetch_url, ev.created],
-        )?;
-        let n = tx.execute(
-            "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count, rebuild_of)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT(project, ref, hash) WHERE rebuild_of IS NULL DO NOTHING",
-            params![
-                ev.id.as_str(),
-                ev.project,
-                ev.git_ref,
-                ev.hash,
-                ev.fetch_url,
-                ev.source_ip,
-                ev.created,
-                ev.state.as_str(),
-                ev.sec as i64,
-                ev.task_count,
-                ev.rebuild_of.as_ref().map(|e| e.as_str())
-            ],
-        )?;
-        let seq = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok((n == 1).then_some(seq))
-    }
-
     /// The event of this commit pushed to this ref of this project, if any.
     pub fn event_by_hash(
         &self,
@@ -408,4 +374,36 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// Insert an event row (and its project) inside `tx`; `None` if a pushed
+/// event of the same project, ref and commit exists.
+pub(super) fn insert_event_row(
+    tx: &rusqlite::Transaction<'_>,
+    ev: &Event,
+) -> Result<Option<i64>, StoreError> {
+    tx.execute(
+        "INSERT INTO projects(name, fetch_url, created) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET fetch_url = excluded.fetch_url",
+        params![ev.project, ev.fetch_url, ev.created],
+    )?;
+    let n = tx.execute(
+        "INSERT INTO events(id, project, ref, hash, fetch_url, source_ip, created, last_updated, state, sec, task_count, rebuild_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(project, ref, hash) WHERE rebuild_of IS NULL DO NOTHING",
+        params![
+            ev.id.as_str(),
+            ev.project,
+            ev.git_ref,
+            ev.hash,
+            ev.fetch_url,
+            ev.source_ip,
+            ev.created,
+            ev.state.as_str(),
+            ev.sec as i64,
+            ev.task_count,
+            ev.rebuild_of.as_ref().map(|e| e.as_str())
+        ],
+    )?;
+    Ok((n == 1).then(|| tx.last_insert_rowid()))
 }

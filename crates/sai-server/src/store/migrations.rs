@@ -94,6 +94,11 @@ pub const MAIN: &[&str] = &[
      CREATE UNIQUE INDEX events_project_ref_hash ON events(project, ref, hash) WHERE rebuild_of IS NULL;
      CREATE INDEX events_project_hash_any ON events(project, hash);
      CREATE INDEX metrics_task ON metrics(task_id, created);",
+    // 6: tasks of pushes whose event folder may not be on disk yet
+    // (`store::push_commit`).
+    "CREATE TABLE event_seeds(
+        event_id TEXT PRIMARY KEY,
+        tasks BLOB NOT NULL);",
 ];
 
 /// Migrations of an event database, in order.

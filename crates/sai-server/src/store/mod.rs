@@ -9,10 +9,12 @@
 //! ```
 //!
 //! A push is committed in two steps: the event folder is written completely
-//! under `events/<EVENTID>.tmp`, synced and renamed into place, then the
-//! event row is inserted in the main database. That insert is the commit
-//! point: at startup every folder without an event row is removed (the
-//! orphan sweep).
+//! under `events/<EVENTID>.tmp` and renamed into place, then the event row
+//! is inserted in the main database with the event's tasks (its seed), in
+//! one synced transaction shared with concurrent pushes ([`push_commit`]).
+//! That insert is the commit point: at startup every folder without an
+//! event row is removed (the orphan sweep), and a seeded event whose folder
+//! did not reach the disk is rebuilt from its seed.
 //!
 //! Event databases are shared through [`EventDb`] handles; deleting an event
 //! only marks its handle, and the folder is unlinked when the last handle is
@@ -26,6 +28,7 @@ pub mod event_db;
 pub mod main_db;
 pub mod migrations;
 pub mod test_results;
+mod push_commit;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -94,6 +97,9 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// The seed of a push could not be written, read or committed.
+    #[error("push seed: {0}")]
+    Seed(String),
     /// A JSON column could not be written.
     #[error("encoding a column: {0}")]
     Json(#[from] serde_json::Error),
@@ -162,6 +168,9 @@ pub struct Store {
     dir: PathBuf,
     main: Mutex<Connection>,
     events: HandleCache<EventDb>,
+    pushes: push_commit::PushQueue,
+    /// Seeds were committed since the last [`Store::settle_seeds`].
+    unsettled: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -180,8 +189,11 @@ impl Store {
             dir: dir.to_path_buf(),
             main: Mutex::new(main),
             events: HandleCache::new(event_db_cache),
+            pushes: push_commit::PushQueue::default(),
+            unsettled: std::sync::atomic::AtomicBool::new(false),
         };
         store.remove_orphans()?;
+        store.settle_seeds(true)?;
         Ok(store)
     }
 
@@ -251,27 +263,18 @@ impl Store {
             })
             .collect();
         std::fs::create_dir_all(&tmp_dir).map_err(io("creating", &tmp_dir))?;
-        let write = || -> Result<(), StoreError> {
-            let db_path = tmp_dir.join(EVENT_DB);
-            let mut conn = migrations::open(&db_path, migrations::EVENT)?;
-            event_db::insert_tasks(&mut conn, &tasks)?;
-            conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
-            drop(conn);
-            let sync = |p: &Path| {
-                std::fs::File::open(p)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io("syncing", p))
-            };
-            sync(&db_path)?;
-            sync(&tmp_dir)?;
+        let write = || -> Result<Vec<u8>, StoreError> {
+            push_commit::write_event_db(&tmp_dir, &tasks)?;
             std::fs::rename(&tmp_dir, &final_dir).map_err(io("renaming", &tmp_dir))?;
-            sync(&self.events_dir())?;
-            Ok(())
+            push_commit::encode_seed(&tasks)
         };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_dir_all(&tmp_dir);
-            return Err(e);
-        }
+        let seed = match write() {
+            Ok(seed) => seed,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp_dir);
+                return Err(e);
+            }
+        };
         if fault_abort {
             tracing::error!("SAI_SERVER_FAULT=abort-after-event-db: aborting");
             std::process::abort();
@@ -284,7 +287,7 @@ impl Store {
         } else {
             EventState::Waiting
         };
-        match self.insert_event(&ev) {
+        match self.commit_push(&ev, seed) {
             Ok(Some(seq)) => ev.seq = seq,
             Ok(None) => {
                 let _ = std::fs::remove_dir_all(&final_dir);
@@ -339,6 +342,19 @@ impl Store {
             return Ok(None);
         }
         self.open_event_db(&id).map(Some)
+    }
+
+    /// Settle the seeds of recent pushes if there are any (see
+    /// [`push_commit`]); run in the background about once a second.
+    pub fn settle_recent_pushes(&self) -> Result<usize, StoreError> {
+        if !self.unsettled.swap(false, Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let r = self.settle_seeds(false);
+        if r.is_err() {
+            self.unsettled.store(true, Ordering::SeqCst);
+        }
+        r
     }
 
     /// Close cached event databases nobody else holds.
@@ -423,6 +439,101 @@ mod tests {
         );
         drop(db);
         assert!(!dir.path().join("events").join(id.as_str()).exists());
+    }
+
+    fn new_event(hash: &str) -> Event {
+        let id = EventId::from_bytes(rand_id(hash));
+        Event::new(id, "p", "refs/heads/main", hash, "https://x", None, false)
+    }
+
+    fn rand_id(seed: &str) -> [u8; 16] {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(seed.as_bytes());
+        d[..16].try_into().unwrap()
+    }
+
+    #[test]
+    fn concurrent_pushes_commit_together_and_duplicates_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        // 8 threads push the same 25 hashes: each hash is accepted once.
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut accepted = Vec::new();
+                    for h in 0..25 {
+                        let mut ev = new_event(&format!("{t}-{h}"));
+                        ev.hash = format!("hash{h}");
+                        let tasks =
+                            vec![(ev.id.task(rand_id(&format!("{t}{h}"))), spec("a"), false)];
+                        if let Some(c) = store.create_event(ev, tasks, false).unwrap() {
+                            accepted.push((c.event.id.clone(), c.event.seq));
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let accepted: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(accepted.len(), 25, "{accepted:?}");
+        let seqs: HashSet<i64> = accepted.iter().map(|a| a.1).collect();
+        assert_eq!(seqs.len(), 25);
+        for (id, _) in &accepted {
+            assert_eq!(
+                store
+                    .event_db(id.as_str())
+                    .unwrap()
+                    .unwrap()
+                    .tasks()
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        let folders = std::fs::read_dir(dir.path().join("events"))
+            .unwrap()
+            .count();
+        assert_eq!(folders, 25, "refused duplicates leave no folder");
+        assert_eq!(store.settle_recent_pushes().unwrap(), 25);
+        assert_eq!(store.settle_recent_pushes().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_pushed_event_whose_folder_was_lost_is_rebuilt_from_its_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ev = new_event("abc");
+        let id = ev.id.clone();
+        let tasks = vec![
+            (id.task([1; 16]), spec("a"), false),
+            (id.task([2; 16]), spec("b"), true),
+        ];
+        let created = store.create_event(ev, tasks, false).unwrap().unwrap();
+        let want = created.tasks.clone();
+        drop(created);
+        drop(store);
+        // Power lost before the unsynced folder reached the disk: it is
+        // gone (or half there) while the synced event row and seed remain.
+        let folder = dir.path().join("events").join(id.as_str());
+        std::fs::remove_dir_all(&folder).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let got = store
+            .event_db(id.as_str())
+            .unwrap()
+            .unwrap()
+            .tasks()
+            .unwrap();
+        assert_eq!(got, want);
+        // Once settled the seed is gone.
+        let seeds: i64 = store
+            .main()
+            .query_row("SELECT COUNT(*) FROM event_seeds", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seeds, 0);
     }
 
     #[test]

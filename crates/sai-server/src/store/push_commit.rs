@@ -1,0 +1,270 @@
+//! The commit point of a push, with one fsync shared by concurrent pushes.
+//!
+//! The event folder is written without syncing (it is renamed into place
+//! before the commit, so a crash of the server never leaves half of it).
+//! What makes the push durable is one transaction of the main database,
+//! committed with `synchronous=FULL` (one fsync of its WAL): the event row
+//! plus a *seed*, the event's tasks as written to its folder. Pushes that
+//! arrive while a commit is syncing queue up and the next one commits them
+//! all together (group commit: whoever takes the commit lock drains the
+//! queue), so concurrent pushes share the fsync.
+//!
+//! A seed lives until its folder is known to be on disk: [`Store::settle_seeds`]
+//! (called in the background a second or so later, from
+//! [`Store::settle_recent_pushes`]) syncs the folders of the
+//! seeded events and deletes their seeds; at start-up, a seeded event whose
+//! database is missing or incomplete (the machine lost power before the
+//! folder reached the disk) is rebuilt from its seed before being synced.
+
+use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, params};
+use sai_core::task::{Event, RunRecord, Task};
+
+use super::{EVENT_DB, Store, StoreError, event_db, io, migrations};
+
+/// A push waiting for its commit: its event row, its seed and where to send
+/// the result (`Some(seq)`, or `None` for a duplicate).
+struct Queued {
+    event: Event,
+    seed: Vec<u8>,
+    done: SyncSender<Result<Option<i64>, String>>,
+}
+
+/// Pushes waiting for the next group commit.
+#[derive(Default)]
+pub(super) struct PushQueue {
+    queue: Mutex<Vec<Queued>>,
+    commit: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The seed of an event: its tasks as JSON (what the folder holds before
+/// any task ran), zstd-compressed.
+pub(super) fn encode_seed(tasks: &[Task]) -> Result<Vec<u8>, StoreError> {
+    let rows: Vec<serde_json::Value> = tasks
+        .iter()
+        .map(|t| {
+            serde_json::json!([
+                t.id.as_str(),
+                t.configuration,
+                t.platform,
+                t.steps,
+                t.artifacts,
+                t.packages,
+                t.priority,
+                t.created,
+                t.test_reports
+            ])
+        })
+        .collect();
+    let json = serde_json::to_vec(&rows)?;
+    zstd::bulk::compress(&json, 3).map_err(|e| StoreError::Seed(e.to_string()))
+}
+
+fn decode_seed(seed: &[u8]) -> Result<Vec<Task>, StoreError> {
+    type Row = (
+        String,
+        String,
+        String,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        bool,
+        i64,
+        Vec<String>,
+    );
+    let bad = |e: String| StoreError::Seed(e);
+    let json = zstd::stream::decode_all(seed).map_err(|e| bad(e.to_string()))?;
+    let rows: Vec<Row> = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(Task {
+                id: r
+                    .0
+                    .parse()
+                    .map_err(|e| bad(format!("task id {}: {e}", r.0)))?,
+                idx: i as i64,
+                configuration: r.1,
+                platform: r.2,
+                steps: r.3,
+                artifacts: r.4,
+                packages: r.5,
+                priority: r.6,
+                created: r.7,
+                last_updated: r.7,
+                test_reports: r.8,
+                run: RunRecord::new(),
+            })
+        })
+        .collect()
+}
+
+/// Write a new event database in `dir` without syncing anything.
+pub(super) fn write_event_db(dir: &Path, tasks: &[Task]) -> Result<(), StoreError> {
+    let mut conn = migrations::open(&dir.join(EVENT_DB), migrations::EVENT)?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    event_db::insert_tasks(&mut conn, tasks)?;
+    // One file; the checkpoint does not sync with `synchronous=OFF`.
+    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+    Ok(())
+}
+
+fn insert_batch(main: &mut Connection, batch: &[Queued]) -> Result<Vec<Option<i64>>, StoreError> {
+    main.pragma_update(None, "synchronous", "FULL")?;
+    let result = (|| {
+        let tx = main.transaction()?;
+        let mut out = Vec::with_capacity(batch.len());
+        for q in batch {
+            let seq = super::main_db::insert_event_row(&tx, &q.event)?;
+            if seq.is_some() {
+                tx.execute(
+                    "INSERT INTO event_seeds(event_id, tasks) VALUES (?1, ?2)",
+                    params![q.event.id.as_str(), q.seed],
+                )?;
+            }
+            out.push(seq);
+        }
+        tx.commit()?;
+        Ok(out)
+    })();
+    main.pragma_update(None, "synchronous", "NORMAL")?;
+    result
+}
+
+impl Store {
+    /// Commit an event row and its seed with the pushes queued beside it;
+    /// `Ok(None)` if its project and hash exist already.
+    pub(super) fn commit_push(
+        &self,
+        event: &Event,
+        seed: Vec<u8>,
+    ) -> Result<Option<i64>, StoreError> {
+        let (done, result) = sync_channel(1);
+        lock(&self.pushes.queue).push(Queued {
+            event: event.clone(),
+            seed,
+            done,
+        });
+        {
+            let _leader = lock(&self.pushes.commit);
+            let batch = std::mem::take(&mut *lock(&self.pushes.queue));
+            if !batch.is_empty() {
+                let outcome = insert_batch(&mut self.main(), &batch);
+                for (i, q) in batch.into_iter().enumerate() {
+                    let r = match &outcome {
+                        Ok(seqs) => Ok(seqs[i]),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = q.done.send(r);
+                }
+                self.unsettled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        match result.recv() {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(StoreError::Seed(format!("committing the push: {e}"))),
+            Err(_) => Err(StoreError::Seed("push commit lost".into())),
+        }
+    }
+
+    /// Sync the folders of seeded events and drop their seeds; at start-up
+    /// (`recover`) first rebuild any seeded event database that did not
+    /// reach the disk. Returns the seeds settled.
+    pub fn settle_seeds(&self, recover: bool) -> Result<usize, StoreError> {
+        let seeds: Vec<(String, Vec<u8>)> = {
+            let db = self.main();
+            let mut st = db.prepare("SELECT event_id, tasks FROM event_seeds")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        if seeds.is_empty() {
+            return Ok(0);
+        }
+        let events = self.events_dir();
+        for (id, seed) in &seeds {
+            let dir = events.join(id);
+            if recover {
+                let tasks = decode_seed(seed)?;
+                if !event_db_holds(&dir, tasks.len()) {
+                    tracing::warn!(event = %id, "event folder incomplete after a crash: rebuilt from its seed");
+                    let tmp = events.join(format!("{id}.seed"));
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+                    write_event_db(&tmp, &tasks)?;
+                    if dir.exists() {
+                        std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
+                    }
+                    std::fs::rename(&tmp, &dir).map_err(io("renaming", &tmp))?;
+                }
+            }
+            let db_path = dir.join(EVENT_DB);
+            if db_path.exists() {
+                sync(&db_path)?;
+                sync(&dir)?;
+            }
+        }
+        sync(&events)?;
+        let db = self.main();
+        let mut st = db.prepare_cached("DELETE FROM event_seeds WHERE event_id = ?1")?;
+        for (id, _) in &seeds {
+            st.execute([id])?;
+        }
+        Ok(seeds.len())
+    }
+}
+
+fn sync(p: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(io("syncing", p))
+}
+
+/// Whether the event database in `dir` opens and holds `tasks` tasks.
+fn event_db_holds(dir: &Path, tasks: usize) -> bool {
+    let path = dir.join(EVENT_DB);
+    if !path.exists() {
+        return false;
+    }
+    let Ok(conn) = Connection::open(&path) else {
+        return false;
+    };
+    conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get::<_, i64>(0))
+        .is_ok_and(|n| n as usize == tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sai_core::task::EventId;
+
+    #[test]
+    fn a_seed_decodes_to_the_tasks_it_was_made_of() {
+        let ev = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let tasks: Vec<Task> = (0..3)
+            .map(|i| Task {
+                id: ev.task([i; 16]),
+                idx: i as i64,
+                configuration: format!("c{i}"),
+                platform: "linux".into(),
+                steps: vec!["make".into(), "make test".into()],
+                artifacts: vec!["*.deb".into()],
+                packages: vec![],
+                test_reports: vec![format!("build/t{i}.xml")],
+                priority: i == 1,
+                created: 42,
+                last_updated: 42,
+                run: RunRecord::new(),
+            })
+            .collect();
+        assert_eq!(decode_seed(&encode_seed(&tasks).unwrap()).unwrap(), tasks);
+        assert!(decode_seed(b"not a seed").is_err());
+    }
+}
