@@ -217,7 +217,9 @@ fn attr(e: &BytesStart<'_>, key: &str) -> Result<Option<String>, String> {
 
 fn seconds_to_ms(s: &str) -> Option<i64> {
     let secs: f64 = s.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| (secs * 1000.0).round() as i64)
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| (secs * 1000.0).round() as i64)
 }
 
 /// Append at most up to `cap` bytes in total (whole characters).
@@ -253,11 +255,9 @@ impl Parser {
     fn element(&mut self, e: &BytesStart<'_>, empty: bool) -> Result<(), String> {
         let name = e.local_name();
         match name.into_inner() {
-            "testsuite" => {
-                if !empty {
-                    let n = attr(e, "name")?.unwrap_or_default();
-                    self.suites.push(n);
-                }
+            "testsuite" if !empty => {
+                let n = attr(e, "name")?.unwrap_or_default();
+                self.suites.push(n);
             }
             "testcase" => {
                 let classname = attr(e, "classname")?.filter(|c| !c.is_empty());

@@ -8,7 +8,7 @@
 //! | [`events`] | `GET`/`DELETE /api/events/{id}`, `POST /api/events/{id}/rebuild`, `POST /api/events/{id}/again` |
 //! | [`tasks`] | `GET /api/tasks/{id}`, `.../log`, `.../artifacts/{path}`, `POST .../rebuild`, `.../cancel` |
 //! | [`builders`] | `GET /api/builders` |
-//! | [`tests`] | `GET /api/tasks/{id}/tests`, `GET /api/events/{id}/tests`, `GET /api/projects/{name}/tests` |
+//! | [`test_results`] | `GET /api/tasks/{id}/tests`, `GET /api/events/{id}/tests`, `GET /api/projects/{name}/tests` |
 //! | [`openapi`] | `GET /api/openapi.json`, generated from the types |
 
 pub mod builders;
@@ -17,7 +17,7 @@ pub mod events;
 pub mod openapi;
 pub mod projects;
 pub mod tasks;
-pub mod tests;
+pub mod test_results;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -267,9 +267,9 @@ where
         (Method::GET, ["api", "projects"]) => projects::list(s, h),
         (Method::GET, ["api", "projects", p, "events"]) => projects::events(s, h, p, &q),
         (Method::GET, ["api", "events", id]) => events::get(s, h, id, &q),
-        (Method::GET, ["api", "events", id, "tests"]) => tests::of_event(s, h, id),
-        (Method::GET, ["api", "tasks", id, "tests"]) => tests::of_task(s, h, id),
-        (Method::GET, ["api", "projects", p, "tests"]) => tests::history(s, h, p, &q),
+        (Method::GET, ["api", "events", id, "tests"]) => test_results::of_event(s, h, id),
+        (Method::GET, ["api", "tasks", id, "tests"]) => test_results::of_task(s, h, id),
+        (Method::GET, ["api", "projects", p, "tests"]) => test_results::history(s, h, p, &q),
         (Method::DELETE, ["api", "events", id]) => events::delete(s, h, id),
         (Method::POST, ["api", "events", id, "rebuild"]) => events::rebuild(s, h, id, None).await,
         (Method::POST, ["api", "events", id, "again"]) => events::again(s, h, id).await,
