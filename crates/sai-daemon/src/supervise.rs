@@ -11,6 +11,8 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
+use crate::ticker::Ticker;
+
 #[cfg(unix)]
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
@@ -62,13 +64,8 @@ pub fn spawn_watchdog(healthy: impl Fn() + Send + 'static, shutdown: Cancellatio
     };
     tracing::info!("watchdog keep-alive every {:.1} s", every.as_secs_f64());
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let mut ticker = Ticker::new(every, shutdown);
+        while ticker.tick().await {
             healthy();
             send(&[NotifyState::Watchdog]);
         }

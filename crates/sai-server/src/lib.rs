@@ -34,7 +34,6 @@ pub mod logstore;
 pub mod logw;
 pub mod sched;
 pub mod store;
-pub mod supervise;
 pub mod tls;
 pub mod token_cli;
 pub mod ws;
@@ -443,21 +442,32 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
     })
 }
 
+/// How often old events are swept.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+/// Why [`serve`] could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// rustls refused to build the TLS acceptor for the configured
+    /// certificate (e.g. no protocol version its provider supports).
+    #[error("setting up TLS: {0}")]
+    Tls(rustls::Error),
+}
+
 /// Serve an opened server on `listener` until its shutdown token fires,
-/// then close builder connections and flush pending logs. (It does not
-/// fail; the `anyhow::Result` is the type `sai up` matches on.)
-pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+/// then close builder connections and flush pending logs.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), ServeError> {
     let shutdown = server.shutdown.clone();
     let retention = {
         let s = server.clone();
         tokio::spawn(async move {
-            loop {
+            let mut ticker = sai_daemon::ticker::Ticker::new(RETENTION_EVERY, s.shutdown.clone());
+            while ticker.tick().await {
                 if let Err(e) = s.retention_sweep() {
                     tracing::error!(cause = %e, "retention sweep");
-                }
-                tokio::select! {
-                    _ = s.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(600)) => {}
                 }
             }
         })
@@ -465,7 +475,9 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
     let routes = routes(server.clone());
     let sd = shutdown.clone();
     match server.settings.tls.clone() {
-        Some(store) => tls::serve(routes, listener, store, sd).await?,
+        Some(store) => tls::serve(routes, listener, store, sd)
+            .await
+            .map_err(ServeError::Tls)?,
         None => {
             tls::reload_on_sighup(None, sd.clone());
             warp::serve(routes)
@@ -574,4 +586,24 @@ fn changes_upgrade(
     let shutdown = server.shutdown.clone();
     ws.on_upgrade(move |socket| changes::serve_subscriber(feed, socket, after, shutdown))
         .into_response()
+}
+
+#[cfg(test)]
+mod serve_error_tests {
+    use super::ServeError;
+
+    #[test]
+    fn serve_error_is_typed_and_names_the_tls_setup() {
+        let e = ServeError::Tls(rustls::Error::General("no protocol versions".into()));
+        assert!(matches!(e, ServeError::Tls(_)));
+        assert_eq!(
+            e.to_string(),
+            "setting up TLS: unexpected error: no protocol versions"
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            source, None,
+            "the cause is in the message, not repeated as source"
+        );
+    }
 }

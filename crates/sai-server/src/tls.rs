@@ -253,7 +253,7 @@ pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     store: Arc<CertificateStore>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()>
+) -> Result<(), rustls::Error>
 where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,

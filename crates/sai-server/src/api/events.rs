@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use sai_core::api;
 use sai_core::protocol::is_task_id;
-use sai_core::task::{Event, EventId, TaskState};
+use sai_core::task::{Event, TaskState};
 use warp::http::HeaderMap;
 
-use super::{Res, ok, require_user, user};
+use super::{Res, ok, require_user, visible_event};
 use crate::Server;
 use crate::error::Error;
 
@@ -32,22 +32,9 @@ pub fn view(e: &Event) -> api::Event {
     }
 }
 
-/// The event `id` if it exists and the caller may see it.
-pub fn load(server: &Server, headers: &HeaderMap, id: &str) -> Result<Event, Error> {
-    let nf = Error::NotFound("no such event");
-    let Ok(id) = EventId::parse(id) else {
-        return Err(nf);
-    };
-    let e = server.store.event(&id)?.ok_or(nf)?;
-    if e.sec && user(server, headers)?.is_none() {
-        return Err(Error::NotFound("no such event"));
-    }
-    Ok(e)
-}
-
 /// An event with its tasks.
 pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
-    let e = load(server, headers, id)?;
+    let e = visible_event(server, headers, id)?;
     let db = server
         .store
         .event_db(id)?
@@ -71,7 +58,7 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
 /// Delete an event (its running tasks are stopped).
 pub fn delete(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
     let who = require_user(server, headers)?;
-    load(server, headers, id)?;
+    visible_event(server, headers, id)?;
     if server.delete_event(id)? {
         tracing::info!(event = %id, user = %who, "event deleted");
         ok(&api::Deleted {
@@ -91,7 +78,7 @@ pub async fn rebuild(
     task: Option<&str>,
 ) -> Res {
     let who = require_user(server, headers)?;
-    let row = load(server, headers, ev)?;
+    let row = visible_event(server, headers, ev)?;
     let db = server
         .store
         .event_db(ev)?
