@@ -1,11 +1,7 @@
 # sai-builder: runs build steps for the servers it dials. Several builders
 # may run on one host, one unit each (`sai-builder-<name>.service`), each
 # with its own dynamic user, home and tokens.
-{ config
-, lib
-, pkgs
-, ...
-}:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   sai = import ./lib.nix { inherit lib; };
@@ -122,16 +118,15 @@ let
           defaultText = lib.literalMD "`services.sai.device.enable`";
           description = "Whether build steps may use the boards of `services.sai.device` (joins its group, may open its ttys).";
         };
-        settings = sai.settingsOption {
-          daemon = "this sai-builder";
-          example = {
-            step_timeout_secs = 3600;
-            parallel = 8;
-          };
-        };
-        configFile = sai.configFileOption {
-          daemon = "this sai-builder";
-          generated = sai.renderSettings pkgs (unitOf name) config.settings;
+      }
+      // sai.configOptions {
+        inherit pkgs;
+        daemon = "this sai-builder";
+        name = unitOf name;
+        inherit (config) settings;
+        example = {
+          step_timeout_secs = 3600;
+          parallel = 8;
         };
       };
 
@@ -171,81 +166,69 @@ let
 
   enabled = lib.filterAttrs (_: instance: instance.enable) cfg.instances;
 
-  checkedConfigFile =
-    name: instance:
-    sai.checkedConfig {
-      inherit pkgs;
-      inherit (instance) package;
-      kind = "builder";
-      name = unitOf name;
-      file = instance.configFile;
-    };
-
   unitFor =
     name: instance:
-    let
-      configFile = checkedConfigFile name instance;
-    in
-    {
-      description = "Sai CI builder ${instance.host}";
-      wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+    sai.daemonUnit
+      {
+        description = "Sai CI builder ${instance.host}";
+        config = sai.checkedConfig {
+          inherit pkgs;
+          cfg = instance;
+          kind = "builder";
+          name = unitOf name;
+        };
+        exec = "${instance.package}/bin/sai-builder";
+        credentials = lib.mapAttrs' (server: s: lib.nameValuePair (tokenId server) s.tokenFile) instance.servers;
+        serviceConfig = [
+          {
+            # Home: git mirrors and job directories, the one writable place.
+            StateDirectory = unitOf name;
+            StateDirectoryMode = "0700";
+            # Build steps are other people's programs: allow what compilers,
+            # test suites and sanitizers legitimately use.
+            # JITs (node, java, luajit, ...) need writable+executable memory.
+            MemoryDenyWriteExecute = lib.mkForce false;
+            # nproc, make -j and test suites read /proc/cpuinfo, meminfo, stat.
+            ProcSubset = lib.mkForce "all";
+            # Tests open netlink sockets (getaddrinfo, ip, libuv).
+            RestrictAddressFamilies = lib.mkForce [
+              "AF_INET"
+              "AF_INET6"
+              "AF_UNIX"
+              "AF_NETLINK"
+            ];
+            # Sanitizers stop the world with ptrace (@debug), tar and cp -p
+            # chown to the own uid (@chown), test suites set rlimits
+            # (@resources): allowed. The rest of @privileged can do nothing
+            # without capabilities and with NoNewPrivileges; what a build
+            # never needs is refused outright.
+            SystemCallFilter = lib.mkForce [
+              "@system-service"
+              "~@clock @cpu-emulation @module @mount @obsolete @raw-io @reboot @swap"
+            ];
+            # Group-readable files let other builders' sai-device see tickets.
+            UMask = lib.mkForce "0027";
+            # SIGTERM goes to the daemon only: it kills its steps' process
+            # groups, hands the tasks back and closes its links.
+            KillMode = "mixed";
+            TimeoutStopSec = 60;
+            Restart = "always";
+            RestartSec = 10;
+            LimitNOFILE = 65536;
+          }
+          (lib.mkIf instance.useDevices {
+            # The boards' ttys: device classes allowed, the group decides.
+            PrivateDevices = lib.mkForce false;
+            DevicePolicy = "closed";
+            DeviceAllow = device.deviceAllow;
+            SupplementaryGroups = [ device.group ];
+            ReadWritePaths = [ device.home ];
+          })
+        ];
+      }
+    // {
       # gix runs git-upload-pack for local fetches.
       path = [ pkgs.git ];
-      environment.RUST_LOG = lib.mkDefault "info";
-      restartTriggers = [ configFile ];
-      serviceConfig = lib.mkMerge [
-        sai.hardening
-        {
-          ExecStart = "${instance.package}/bin/sai-builder --config ${configFile}";
-          # Home: git mirrors and job directories, the one writable place.
-          StateDirectory = unitOf name;
-          StateDirectoryMode = "0700";
-          LoadCredential = lib.mapAttrsToList (server: s: "${tokenId server}:${toString s.tokenFile}") (
-            lib.filterAttrs (_: s: s.tokenFile != null) instance.servers
-          );
-          # Build steps are other people's programs: allow what compilers,
-          # test suites and sanitizers legitimately use.
-          # JITs (node, java, luajit, ...) need writable+executable memory.
-          MemoryDenyWriteExecute = lib.mkForce false;
-          # nproc, make -j and test suites read /proc/cpuinfo, meminfo, stat.
-          ProcSubset = lib.mkForce "all";
-          # Tests open netlink sockets (getaddrinfo, ip, libuv).
-          RestrictAddressFamilies = lib.mkForce [
-            "AF_INET"
-            "AF_INET6"
-            "AF_UNIX"
-            "AF_NETLINK"
-          ];
-          # Sanitizers stop the world with ptrace (@debug), tar and cp -p
-          # chown to the own uid (@chown), test suites set rlimits
-          # (@resources): allowed. The rest of @privileged can do nothing
-          # without capabilities and with NoNewPrivileges; what a build
-          # never needs is refused outright.
-          SystemCallFilter = lib.mkForce [
-            "@system-service"
-            "~@clock @cpu-emulation @module @mount @obsolete @raw-io @reboot @swap"
-          ];
-          # Group-readable files let other builders' sai-device see tickets.
-          UMask = lib.mkForce "0027";
-          # SIGTERM goes to the daemon only: it kills its steps' process
-          # groups, hands the tasks back and closes its links.
-          KillMode = "mixed";
-          TimeoutStopSec = 60;
-          Restart = "always";
-          RestartSec = 10;
-          LimitNOFILE = 65536;
-        }
-        (lib.mkIf instance.useDevices {
-          # The boards' ttys: device classes allowed, the group decides.
-          PrivateDevices = lib.mkForce false;
-          DevicePolicy = "closed";
-          DeviceAllow = device.deviceAllow;
-          SupplementaryGroups = [ device.group ];
-          ReadWritePaths = [ device.home ];
-        })
-      ];
     };
 in
 {

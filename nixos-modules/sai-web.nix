@@ -1,10 +1,6 @@
 # sai-web: the browser UI. It reads everything it shows from sai-server's
 # operations API; put a TLS reverse proxy in front of it.
-{ config
-, lib
-, pkgs
-, ...
-}:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   sai = import ./lib.nix { inherit lib; };
@@ -14,98 +10,68 @@ let
   credential = sai.credentialPath unit;
   stateDir = "/var/lib/${unit}";
 
-  credentials =
-    lib.optionalAttrs (cfg.sessionKeyFile != null) { session-key = cfg.sessionKeyFile; }
-    // lib.optionalAttrs (cfg.usersFile != null) { users = cfg.usersFile; }
-    // lib.optionalAttrs (cfg.serverTokenFile != null) { server-token = cfg.serverTokenFile; };
-
-  checkedConfigFile = sai.checkedConfig {
-    inherit pkgs;
-    inherit (cfg) package;
-    kind = "web";
-    name = unit;
-    file = cfg.configFile;
-  };
+  checkedConfigFile = sai.checkedConfig { inherit pkgs cfg; kind = "web"; name = unit; };
 in
 {
-  options.services.sai.web = {
-    enable = lib.mkEnableOption "sai-web, the browser UI of Sai";
-
-    package = lib.mkPackageOption pkgs "sai" { };
-
-    address = mkOption {
-      type = types.str;
-      default = "127.0.0.1";
-      description = "Address the UI listens on.";
-    };
-
-    port = mkOption {
-      type = types.port;
-      default = 8081;
-      description = "Port the UI listens on.";
-    };
-
-    openFirewall = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Open `port` in the firewall.";
-    };
-
-    serverUrl = mkOption {
-      type = types.str;
-      default =
-        if server.enable then
-          let
-            # A server listening on every address is reached over loopback.
-            host =
-              {
-                "0.0.0.0" = "127.0.0.1";
-                "::" = "::1";
-              }.${server.address} or server.address;
-          in
-          "http://${sai.listenAddress host server.port}"
-        else
-          "";
-      defaultText = lib.literalMD "the local sai-server when `services.sai.server` is enabled";
-      example = "http://127.0.0.1:4444";
-      description = "Base URL of the sai-server operations API the UI shows.";
-    };
-
-    publicUrl = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "https://ci.example.org/sai";
-      description = "URL under which browsers reach the UI (links, redirects, cookie path).";
-    };
-
-    sessionKeyFile = sai.secretOption ''
-      File holding the key that seals session tokens. When null, sai-web
-      keeps it in its state directory (`${stateDir}/session.key`).
-    '';
-
-    serverTokenFile = sai.secretOption "File holding the service token sai-web presents to sai-server for signed-in users (`sai-server token service --name sai-web`).";
-
-    usersFile = sai.secretOption "File of users who may sign in, one `name:<argon2 PHC hash>` per line.";
-
-    settings = sai.settingsOption {
+  options.services.sai.web =
+    sai.daemonOptions pkgs "sai-web, the browser UI of Sai"
+    // sai.listenOptions { what = "the UI"; address = "127.0.0.1"; port = 8081; }
+    // sai.configOptions {
+      inherit pkgs;
       daemon = "sai-web";
+      name = unit;
+      inherit (cfg) settings;
       example = {
         session_lifetime_secs = 86400;
         trusted_proxy.addresses = [ "127.0.0.1" ];
       };
-    };
+    }
+    // {
+      serverUrl = mkOption {
+        type = types.str;
+        default =
+          if server.enable then
+            let
+              # A server listening on every address is reached over loopback.
+              host =
+                {
+                  "0.0.0.0" = "127.0.0.1";
+                  "::" = "::1";
+                }.${server.address} or server.address;
+            in
+            "http://${sai.listenAddress host server.port}"
+          else
+            "";
+        defaultText = lib.literalMD "the local sai-server when `services.sai.server` is enabled";
+        example = "http://127.0.0.1:4444";
+        description = "Base URL of the sai-server operations API the UI shows.";
+      };
 
-    configFile = sai.configFileOption {
-      daemon = "sai-web";
-      generated = sai.renderSettings pkgs unit cfg.settings;
+      publicUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://ci.example.org/sai";
+        description = "URL under which browsers reach the UI (links, redirects, cookie path).";
+      };
+
+      sessionKeyFile = sai.secretOption ''
+        File holding the key that seals session tokens. When null, sai-web
+        keeps it in its state directory (`${stateDir}/session.key`).
+      '';
+
+      serverTokenFile = sai.secretOption "File holding the service token sai-web presents to sai-server for signed-in users (`sai-server token service --name sai-web`).";
+
+      usersFile = sai.secretOption "File of users who may sign in, one `name:<argon2 PHC hash>` per line.";
     };
-  };
 
   config = lib.mkIf cfg.enable {
     assertions =
-      sai.secretAssertions "services.sai.web.sessionKeyFile" cfg.sessionKeyFile
-      ++ sai.secretAssertions "services.sai.web.usersFile" cfg.usersFile
-      ++ sai.secretAssertions "services.sai.web.serverTokenFile" cfg.serverTokenFile
+      sai.secretsAssertions
+        {
+          "services.sai.web.sessionKeyFile" = cfg.sessionKeyFile;
+          "services.sai.web.usersFile" = cfg.usersFile;
+          "services.sai.web.serverTokenFile" = cfg.serverTokenFile;
+        }
       ++ [
         {
           assertion = cfg.serverUrl != "";
@@ -125,21 +91,20 @@ in
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
 
-    systemd.services.${unit} = {
+    systemd.services.${unit} = sai.daemonUnit {
       description = "Sai CI web UI";
-      wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ] ++ lib.optional server.enable "sai-server.service";
-      environment.RUST_LOG = lib.mkDefault "info";
-      restartTriggers = [ checkedConfigFile ];
-      serviceConfig = sai.hardening // {
-        ExecStart = "${cfg.package}/bin/sai-web --config ${checkedConfigFile}";
+      config = checkedConfigFile;
+      exec = "${cfg.package}/bin/sai-web";
+      after = lib.optional server.enable "sai-server.service";
+      credentials = {
+        session-key = cfg.sessionKeyFile;
+        users = cfg.usersFile;
+        server-token = cfg.serverTokenFile;
+      };
+      serviceConfig = {
         StateDirectory = unit;
         StateDirectoryMode = "0700";
-        LoadCredential = lib.mapAttrsToList (id: file: "${id}:${toString file}") credentials;
         PrivateUsers = true;
-        Restart = "on-failure";
-        RestartSec = 5;
       };
     };
   };
