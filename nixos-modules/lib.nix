@@ -24,6 +24,11 @@ rec {
       description = "JSON value";
     };
 
+  # An option of `type`, defaulting to `default`, described by `description`.
+  option =
+    type: default: description:
+    lib.mkOption { inherit type default description; };
+
   # `enable` and `package`: what every daemon's options start with.
   daemonOptions = pkgs: what: {
     enable = lib.mkEnableOption what;
@@ -60,12 +65,13 @@ rec {
       };
     };
 
-  # `settings` and the `configFile` rendered from them (as `name`.json).
+  # `settings` and the `configFile` rendered from `cfg.settings` (as
+  # `name`.json).
   configOptions =
     { pkgs
+    , cfg
     , daemon
-    , name
-    , settings
+    , name ? daemon
     , example
     ,
     }:
@@ -73,7 +79,7 @@ rec {
       settings = settingsOption { inherit daemon example; };
       configFile = configFileOption {
         inherit daemon;
-        generated = renderSettings pkgs name settings;
+        generated = renderSettings pkgs name cfg.settings;
       };
     };
 

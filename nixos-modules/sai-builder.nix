@@ -19,16 +19,8 @@ let
         description = "Websocket URL of the server's builder endpoint.";
       };
       tokenFile = sai.secretOption "File holding the token this builder presents to the server (`sai-server token builder ...`).";
-      caFile = mkOption {
-        type = types.nullOr types.path;
-        default = null;
-        description = "PEM file of the CA that signed a `wss://` server's certificate (a private CA); null trusts the system roots.";
-      };
-      insecure = mkOption {
-        type = types.bool;
-        default = false;
-        description = "Allow a plain `ws://` URL to a host that is not loopback (token and logs cross the network unencrypted).";
-      };
+      caFile = sai.option (types.nullOr types.path) null "PEM file of the CA that signed a `wss://` server's certificate (a private CA); null trusts the system roots.";
+      insecure = sai.option types.bool false "Allow a plain `ws://` URL to a host that is not loopback (token and logs cross the network unencrypted).";
     };
   };
 
@@ -42,16 +34,8 @@ let
           defaultText = lib.literalMD "every server of this builder";
           description = "Names (in `servers`) of the servers this platform takes work from.";
         };
-        instances = mkOption {
-          type = types.ints.positive;
-          default = 1;
-          description = "How many tasks of this platform run at once.";
-        };
-        env = mkOption {
-          type = types.attrsOf types.str;
-          default = { };
-          description = "Extra environment of this platform's build steps (`PATH` defaults to the builder's `path`).";
-        };
+        instances = sai.option types.ints.positive 1 "How many tasks of this platform run at once.";
+        env = sai.option (types.attrsOf types.str) { } "Extra environment of this platform's build steps (`PATH` defaults to the builder's `path`).";
         limits = mkOption {
           type = types.attrsOf sai.jsonValue;
           default = { };
@@ -68,27 +52,15 @@ let
     { name, config, ... }:
     {
       options = {
-        enable = mkOption {
-          type = types.bool;
-          default = true;
-          description = "Whether to run this builder.";
-        };
+        enable = sai.option types.bool true "Whether to run this builder.";
         package = mkOption {
           type = types.package;
           default = cfg.package;
           defaultText = lib.literalExpression "config.services.sai.builder.package";
           description = "Sai package of this builder.";
         };
-        host = mkOption {
-          type = types.str;
-          default = name;
-          description = "Name of this builder as servers know it (tokens are minted for it).";
-        };
-        servers = mkOption {
-          type = types.attrsOf serverType;
-          default = { };
-          description = "The servers this builder dials, by a name of your choosing.";
-        };
+        host = sai.option types.str name "Name of this builder as servers know it (tokens are minted for it).";
+        servers = sai.option (types.attrsOf serverType) { } "The servers this builder dials, by a name of your choosing.";
         platforms = mkOption {
           type = types.attrsOf (platformType config);
           default = { };
@@ -121,9 +93,9 @@ let
       }
       // sai.configOptions {
         inherit pkgs;
+        cfg = config;
         daemon = "this sai-builder";
         name = unitOf name;
-        inherit (config) settings;
         example = {
           step_timeout_secs = 3600;
           parallel = 8;

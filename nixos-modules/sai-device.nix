@@ -41,16 +41,8 @@ let
         example = 115200;
         description = "Baud rate exported to the tools run under sai-device (default 115200).";
       };
-      lock = mkOption {
-        type = types.bool;
-        default = true;
-        description = "Whether the tty is locked while the device is in use.";
-      };
-      initialMonitor = mkOption {
-        type = types.bool;
-        default = true;
-        description = "Whether the tty's output is logged from the start.";
-      };
+      lock = sai.option types.bool true "Whether the tty is locked while the device is in use.";
+      initialMonitor = sai.option types.bool true "Whether the tty's output is logged from the start.";
     };
   };
 
@@ -61,21 +53,9 @@ let
         example = "esp32-wrover";
         description = "The board's type; `sai-device <type>` asks for it.";
       };
-      compatible = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        description = "Further types this board can stand in for.";
-      };
-      description = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        description = "Free text for humans.";
-      };
-      ttys = mkOption {
-        type = types.listOf ttyType;
-        default = [ ];
-        description = "The board's ttys, in order: the n-th is `SAI_DEVICE_TTY<n>`.";
-      };
+      compatible = sai.option (types.listOf types.str) [ ] "Further types this board can stand in for.";
+      description = sai.option (types.nullOr types.str) null "Free text for humans.";
+      ttys = sai.option (types.listOf ttyType) [ ] "The board's ttys, in order: the n-th is `SAI_DEVICE_TTY<n>`.";
     };
   };
 
@@ -110,24 +90,14 @@ in
   options.services.sai.device =
     sai.daemonOptions pkgs "sai-device, sharing the boards attached to this host between build steps"
     // sai.configOptions {
-      inherit pkgs;
+      inherit pkgs cfg;
       daemon = "sai-device";
-      name = "sai-device";
-      inherit (cfg) settings;
       example = { };
     }
     // {
-      group = mkOption {
-        type = types.str;
-        default = "sai-devices";
-        description = "Group owning the boards' ttys and the queue; builders that may use boards join it.";
-      };
+      group = sai.option types.str "sai-devices" "Group owning the boards' ttys and the queue; builders that may use boards join it.";
 
-      home = mkOption {
-        type = types.strMatching "/run/.+";
-        default = "/run/sai-device";
-        description = "Queue of waiting build steps (nothing in it outlives a reboot).";
-      };
+      home = sai.option (types.strMatching "/run/.+") "/run/sai-device" "Queue of waiting build steps (nothing in it outlives a reboot).";
 
       devices = mkOption {
         type = types.attrsOf deviceType;

@@ -2,7 +2,7 @@
 # for the boards on a test jig. It may open GPIO chips and nothing else.
 { config, lib, pkgs, ... }:
 let
-  inherit (lib) mkOption types;
+  inherit (lib) types;
   sai = import ./lib.nix { inherit lib; };
   cfg = config.services.sai.jig;
   unit = "sai-jig";
@@ -14,10 +14,8 @@ in
     sai.daemonOptions pkgs "sai-jig, GPIO sequences for test jigs over HTTP"
     // sai.listenOptions { what = "the HTTP API"; address = "0.0.0.0"; port = 44000; firewallFor = "builders on other hosts"; }
     // sai.configOptions {
-      inherit pkgs;
+      inherit pkgs cfg;
       daemon = "sai-jig";
-      name = unit;
-      inherit (cfg) settings;
       example = {
         targets = [
           {
@@ -51,11 +49,7 @@ in
       };
     }
     // {
-      group = mkOption {
-        type = types.str;
-        default = "sai-jig";
-        description = "Group given the GPIO chips by udev; the unit joins it.";
-      };
+      group = sai.option types.str "sai-jig" "Group given the GPIO chips by udev; the unit joins it.";
 
       tokenFile = sai.secretOption "File holding the bearer token every request must carry. Without it, anyone who can reach the port drives the jig.";
     };

@@ -30,10 +30,8 @@ in
     sai.daemonOptions pkgs "sai-server, the Sai CI server (git hooks, scheduler, builder websocket, operations API)"
     // sai.listenOptions { what = "the server (hooks, builders and the operations API)"; address = "127.0.0.1"; addressExample = "0.0.0.0"; port = 4444; firewallFor = "builders and git servers on other hosts"; }
     // sai.configOptions {
-      inherit pkgs;
+      inherit pkgs cfg;
       daemon = "sai-server";
-      name = unit;
-      inherit (cfg) settings;
       example = {
         dispatch_grace_ms = 2000;
         retention = {

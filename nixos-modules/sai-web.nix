@@ -17,10 +17,8 @@ in
     sai.daemonOptions pkgs "sai-web, the browser UI of Sai"
     // sai.listenOptions { what = "the UI"; address = "127.0.0.1"; port = 8081; }
     // sai.configOptions {
-      inherit pkgs;
+      inherit pkgs cfg;
       daemon = "sai-web";
-      name = unit;
-      inherit (cfg) settings;
       example = {
         session_lifetime_secs = 86400;
         trusted_proxy.addresses = [ "127.0.0.1" ];
