@@ -99,7 +99,7 @@ fn render_is_deterministic_and_every_builder_conf_validates() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for out in [&a, &b] {
-        render_rack(&example(), &out);
+        render_rack(&example(), out);
     }
     let (ta, tb) = (tree(&a), tree(&b));
     assert_eq!(ta, tb, "two renders differ");
