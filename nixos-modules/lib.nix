@@ -24,6 +24,65 @@ rec {
       description = "JSON value";
     };
 
+  # An option of `type`, defaulting to `default`, described by `description`.
+  option =
+    type: default: description:
+    lib.mkOption { inherit type default description; };
+
+  # `enable` and `package`: what every daemon's options start with.
+  daemonOptions = pkgs: what: {
+    enable = lib.mkEnableOption what;
+    package = lib.mkPackageOption pkgs "sai" { };
+  };
+
+  # `address`, `port` and `openFirewall` of a daemon that listens.
+  listenOptions =
+    { what
+    , address
+    , port
+    , addressExample ? null
+    , firewallFor ? null
+    ,
+    }:
+    {
+      address = lib.mkOption (
+        {
+          type = types.str;
+          default = address;
+          description = "Address ${what} listens on.";
+        }
+        // lib.optionalAttrs (addressExample != null) { example = addressExample; }
+      );
+      port = lib.mkOption {
+        type = types.port;
+        default = port;
+        description = "Port ${what} listens on.";
+      };
+      openFirewall = lib.mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open `port` in the firewall${lib.optionalString (firewallFor != null) " (for ${firewallFor})"}.";
+      };
+    };
+
+  # `settings` and the `configFile` rendered from `cfg.settings` (as
+  # `name`.json).
+  configOptions =
+    { pkgs
+    , cfg
+    , daemon
+    , name ? daemon
+    , example
+    ,
+    }:
+    {
+      settings = settingsOption { inherit daemon example; };
+      configFile = configFileOption {
+        inherit daemon;
+        generated = renderSettings pkgs name cfg.settings;
+      };
+    };
+
   # A `settings` option: free JSON members (checked by `sai validate` at
   # build time, so a typo fails the build) plus the few the module declares.
   settingsOption =
@@ -75,6 +134,10 @@ rec {
       '';
     };
 
+  # `secretAssertions` of every secret option, given as full option name ->
+  # value.
+  secretsAssertions = secrets: lib.concatLists (lib.mapAttrsToList secretAssertions secrets);
+
   # Assertions refusing a secret that is (or would be copied to) the store.
   secretAssertions =
     optionName: value:
@@ -98,20 +161,59 @@ rec {
   # The settings written as a JSON file, one member per line.
   renderSettings = pkgs: name: settings: pkgs.writeText "${name}.json" (prettyJSON settings);
 
-  # `file` after `sai validate --kind <kind>` accepted it. A bad setting fails
-  # here, when the system is built, with Sai's own file:line:col message.
+  # The `configFile` of `cfg` after its `package`'s `sai validate --kind
+  # <kind>` accepted it. A bad setting fails here, when the system is built,
+  # with Sai's own file:line:col message.
   checkedConfig =
     { pkgs
-    , package
+    , cfg
     , kind
     , name
-    , file
     ,
     }:
     pkgs.runCommand "${name}-checked.json" { } ''
-      ${package}/bin/sai validate --kind ${kind} ${file}
-      cp ${file} "$out"
+      ${cfg.package}/bin/sai validate --kind ${kind} ${cfg.configFile}
+      cp ${cfg.configFile} "$out"
     '';
+
+  # The unit of a daemon started at boot once the network is up, restarted
+  # when it fails and when its checked config changes, sandboxed by
+  # `hardening`; `credentials` (id -> secret file, null: not given) are
+  # handed over with `LoadCredential`. `serviceConfig` holds what the
+  # daemon loosens or adds.
+  daemonUnit =
+    { description
+    , config
+    , exec
+    , subcommand ? null
+    , network ? "network-online.target"
+    , after ? [ ]
+    , credentials ? { }
+    , serviceConfig
+    ,
+    }:
+    {
+      inherit description;
+      wantedBy = [ "multi-user.target" ];
+      wants = lib.optional (network == "network-online.target") network;
+      after = [ network ] ++ after;
+      environment.RUST_LOG = lib.mkDefault "info";
+      restartTriggers = [ config ];
+      serviceConfig = lib.mkMerge (
+        [
+          hardening
+          {
+            ExecStart = "${exec} --config ${config}${lib.optionalString (subcommand != null) " ${subcommand}"}";
+            LoadCredential = lib.mapAttrsToList (id: file: "${id}:${toString file}") (
+              lib.filterAttrs (_: file: file != null) credentials
+            );
+            Restart = lib.mkDefault "on-failure";
+            RestartSec = lib.mkDefault 5;
+          }
+        ]
+        ++ lib.toList serviceConfig
+      );
+    };
 
   # The systemd sandbox every Sai unit starts from; each module loosens
   # only what its daemon needs, with a comment saying why.

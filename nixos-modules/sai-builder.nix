@@ -1,11 +1,7 @@
 # sai-builder: runs build steps for the servers it dials. Several builders
 # may run on one host, one unit each (`sai-builder-<name>.service`), each
 # with its own dynamic user, home and tokens.
-{ config
-, lib
-, pkgs
-, ...
-}:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   sai = import ./lib.nix { inherit lib; };
@@ -23,16 +19,8 @@ let
         description = "Websocket URL of the server's builder endpoint.";
       };
       tokenFile = sai.secretOption "File holding the token this builder presents to the server (`sai-server token builder ...`).";
-      caFile = mkOption {
-        type = types.nullOr types.path;
-        default = null;
-        description = "PEM file of the CA that signed a `wss://` server's certificate (a private CA); null trusts the system roots.";
-      };
-      insecure = mkOption {
-        type = types.bool;
-        default = false;
-        description = "Allow a plain `ws://` URL to a host that is not loopback (token and logs cross the network unencrypted).";
-      };
+      caFile = sai.option (types.nullOr types.path) null "PEM file of the CA that signed a `wss://` server's certificate (a private CA); null trusts the system roots.";
+      insecure = sai.option types.bool false "Allow a plain `ws://` URL to a host that is not loopback (token and logs cross the network unencrypted).";
     };
   };
 
@@ -46,16 +34,8 @@ let
           defaultText = lib.literalMD "every server of this builder";
           description = "Names (in `servers`) of the servers this platform takes work from.";
         };
-        instances = mkOption {
-          type = types.ints.positive;
-          default = 1;
-          description = "How many tasks of this platform run at once.";
-        };
-        env = mkOption {
-          type = types.attrsOf types.str;
-          default = { };
-          description = "Extra environment of this platform's build steps (`PATH` defaults to the builder's `path`).";
-        };
+        instances = sai.option types.ints.positive 1 "How many tasks of this platform run at once.";
+        env = sai.option (types.attrsOf types.str) { } "Extra environment of this platform's build steps (`PATH` defaults to the builder's `path`).";
         limits = mkOption {
           type = types.attrsOf sai.jsonValue;
           default = { };
@@ -72,27 +52,15 @@ let
     { name, config, ... }:
     {
       options = {
-        enable = mkOption {
-          type = types.bool;
-          default = true;
-          description = "Whether to run this builder.";
-        };
+        enable = sai.option types.bool true "Whether to run this builder.";
         package = mkOption {
           type = types.package;
           default = cfg.package;
           defaultText = lib.literalExpression "config.services.sai.builder.package";
           description = "Sai package of this builder.";
         };
-        host = mkOption {
-          type = types.str;
-          default = name;
-          description = "Name of this builder as servers know it (tokens are minted for it).";
-        };
-        servers = mkOption {
-          type = types.attrsOf serverType;
-          default = { };
-          description = "The servers this builder dials, by a name of your choosing.";
-        };
+        host = sai.option types.str name "Name of this builder as servers know it (tokens are minted for it).";
+        servers = sai.option (types.attrsOf serverType) { } "The servers this builder dials, by a name of your choosing.";
         platforms = mkOption {
           type = types.attrsOf (platformType config);
           default = { };
@@ -122,16 +90,15 @@ let
           defaultText = lib.literalMD "`services.sai.device.enable`";
           description = "Whether build steps may use the boards of `services.sai.device` (joins its group, may open its ttys).";
         };
-        settings = sai.settingsOption {
-          daemon = "this sai-builder";
-          example = {
-            step_timeout_secs = 3600;
-            parallel = 8;
-          };
-        };
-        configFile = sai.configFileOption {
-          daemon = "this sai-builder";
-          generated = sai.renderSettings pkgs (unitOf name) config.settings;
+      }
+      // sai.configOptions {
+        inherit pkgs;
+        cfg = config;
+        daemon = "this sai-builder";
+        name = unitOf name;
+        example = {
+          step_timeout_secs = 3600;
+          parallel = 8;
         };
       };
 
@@ -171,81 +138,69 @@ let
 
   enabled = lib.filterAttrs (_: instance: instance.enable) cfg.instances;
 
-  checkedConfigFile =
-    name: instance:
-    sai.checkedConfig {
-      inherit pkgs;
-      inherit (instance) package;
-      kind = "builder";
-      name = unitOf name;
-      file = instance.configFile;
-    };
-
   unitFor =
     name: instance:
-    let
-      configFile = checkedConfigFile name instance;
-    in
-    {
-      description = "Sai CI builder ${instance.host}";
-      wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
+    sai.daemonUnit
+      {
+        description = "Sai CI builder ${instance.host}";
+        config = sai.checkedConfig {
+          inherit pkgs;
+          cfg = instance;
+          kind = "builder";
+          name = unitOf name;
+        };
+        exec = "${instance.package}/bin/sai-builder";
+        credentials = lib.mapAttrs' (server: s: lib.nameValuePair (tokenId server) s.tokenFile) instance.servers;
+        serviceConfig = [
+          {
+            # Home: git mirrors and job directories, the one writable place.
+            StateDirectory = unitOf name;
+            StateDirectoryMode = "0700";
+            # Build steps are other people's programs: allow what compilers,
+            # test suites and sanitizers legitimately use.
+            # JITs (node, java, luajit, ...) need writable+executable memory.
+            MemoryDenyWriteExecute = lib.mkForce false;
+            # nproc, make -j and test suites read /proc/cpuinfo, meminfo, stat.
+            ProcSubset = lib.mkForce "all";
+            # Tests open netlink sockets (getaddrinfo, ip, libuv).
+            RestrictAddressFamilies = lib.mkForce [
+              "AF_INET"
+              "AF_INET6"
+              "AF_UNIX"
+              "AF_NETLINK"
+            ];
+            # Sanitizers stop the world with ptrace (@debug), tar and cp -p
+            # chown to the own uid (@chown), test suites set rlimits
+            # (@resources): allowed. The rest of @privileged can do nothing
+            # without capabilities and with NoNewPrivileges; what a build
+            # never needs is refused outright.
+            SystemCallFilter = lib.mkForce [
+              "@system-service"
+              "~@clock @cpu-emulation @module @mount @obsolete @raw-io @reboot @swap"
+            ];
+            # Group-readable files let other builders' sai-device see tickets.
+            UMask = lib.mkForce "0027";
+            # SIGTERM goes to the daemon only: it kills its steps' process
+            # groups, hands the tasks back and closes its links.
+            KillMode = "mixed";
+            TimeoutStopSec = 60;
+            Restart = "always";
+            RestartSec = 10;
+            LimitNOFILE = 65536;
+          }
+          (lib.mkIf instance.useDevices {
+            # The boards' ttys: device classes allowed, the group decides.
+            PrivateDevices = lib.mkForce false;
+            DevicePolicy = "closed";
+            DeviceAllow = device.deviceAllow;
+            SupplementaryGroups = [ device.group ];
+            ReadWritePaths = [ device.home ];
+          })
+        ];
+      }
+    // {
       # gix runs git-upload-pack for local fetches.
       path = [ pkgs.git ];
-      environment.RUST_LOG = lib.mkDefault "info";
-      restartTriggers = [ configFile ];
-      serviceConfig = lib.mkMerge [
-        sai.hardening
-        {
-          ExecStart = "${instance.package}/bin/sai-builder --config ${configFile}";
-          # Home: git mirrors and job directories, the one writable place.
-          StateDirectory = unitOf name;
-          StateDirectoryMode = "0700";
-          LoadCredential = lib.mapAttrsToList (server: s: "${tokenId server}:${toString s.tokenFile}") (
-            lib.filterAttrs (_: s: s.tokenFile != null) instance.servers
-          );
-          # Build steps are other people's programs: allow what compilers,
-          # test suites and sanitizers legitimately use.
-          # JITs (node, java, luajit, ...) need writable+executable memory.
-          MemoryDenyWriteExecute = lib.mkForce false;
-          # nproc, make -j and test suites read /proc/cpuinfo, meminfo, stat.
-          ProcSubset = lib.mkForce "all";
-          # Tests open netlink sockets (getaddrinfo, ip, libuv).
-          RestrictAddressFamilies = lib.mkForce [
-            "AF_INET"
-            "AF_INET6"
-            "AF_UNIX"
-            "AF_NETLINK"
-          ];
-          # Sanitizers stop the world with ptrace (@debug), tar and cp -p
-          # chown to the own uid (@chown), test suites set rlimits
-          # (@resources): allowed. The rest of @privileged can do nothing
-          # without capabilities and with NoNewPrivileges; what a build
-          # never needs is refused outright.
-          SystemCallFilter = lib.mkForce [
-            "@system-service"
-            "~@clock @cpu-emulation @module @mount @obsolete @raw-io @reboot @swap"
-          ];
-          # Group-readable files let other builders' sai-device see tickets.
-          UMask = lib.mkForce "0027";
-          # SIGTERM goes to the daemon only: it kills its steps' process
-          # groups, hands the tasks back and closes its links.
-          KillMode = "mixed";
-          TimeoutStopSec = 60;
-          Restart = "always";
-          RestartSec = 10;
-          LimitNOFILE = 65536;
-        }
-        (lib.mkIf instance.useDevices {
-          # The boards' ttys: device classes allowed, the group decides.
-          PrivateDevices = lib.mkForce false;
-          DevicePolicy = "closed";
-          DeviceAllow = device.deviceAllow;
-          SupplementaryGroups = [ device.group ];
-          ReadWritePaths = [ device.home ];
-        })
-      ];
     };
 in
 {

@@ -3,11 +3,7 @@
 # step, waits in a queue under `home` and locks the board's ttys. This
 # module writes /etc/sai/devices/conf, creates the queue directory and gives
 # the boards' ttys to one group (udev rules), which builders join.
-{ config
-, lib
-, pkgs
-, ...
-}:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   sai = import ./lib.nix { inherit lib; };
@@ -45,16 +41,8 @@ let
         example = 115200;
         description = "Baud rate exported to the tools run under sai-device (default 115200).";
       };
-      lock = mkOption {
-        type = types.bool;
-        default = true;
-        description = "Whether the tty is locked while the device is in use.";
-      };
-      initialMonitor = mkOption {
-        type = types.bool;
-        default = true;
-        description = "Whether the tty's output is logged from the start.";
-      };
+      lock = sai.option types.bool true "Whether the tty is locked while the device is in use.";
+      initialMonitor = sai.option types.bool true "Whether the tty's output is logged from the start.";
     };
   };
 
@@ -65,21 +53,9 @@ let
         example = "esp32-wrover";
         description = "The board's type; `sai-device <type>` asks for it.";
       };
-      compatible = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        description = "Further types this board can stand in for.";
-      };
-      description = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        description = "Free text for humans.";
-      };
-      ttys = mkOption {
-        type = types.listOf ttyType;
-        default = [ ];
-        description = "The board's ttys, in order: the n-th is `SAI_DEVICE_TTY<n>`.";
-      };
+      compatible = sai.option (types.listOf types.str) [ ] "Further types this board can stand in for.";
+      description = sai.option (types.nullOr types.str) null "Free text for humans.";
+      ttys = sai.option (types.listOf ttyType) [ ] "The board's ttys, in order: the n-th is `SAI_DEVICE_TTY<n>`.";
     };
   };
 
@@ -108,74 +84,54 @@ let
     lib.mapAttrsToList (name: device: map (tty: { inherit name tty; }) device.ttys) cfg.devices
   );
 
-  checkedConfigFile = sai.checkedConfig {
-    inherit pkgs;
-    inherit (cfg) package;
-    kind = "device";
-    name = "sai-device";
-    file = cfg.configFile;
-  };
+  checkedConfigFile = sai.checkedConfig { inherit pkgs cfg; kind = "device"; name = "sai-device"; };
 in
 {
-  options.services.sai.device = {
-    enable = lib.mkEnableOption "sai-device, sharing the boards attached to this host between build steps";
-
-    package = lib.mkPackageOption pkgs "sai" { };
-
-    group = mkOption {
-      type = types.str;
-      default = "sai-devices";
-      description = "Group owning the boards' ttys and the queue; builders that may use boards join it.";
-    };
-
-    home = mkOption {
-      type = types.strMatching "/run/.+";
-      default = "/run/sai-device";
-      description = "Queue of waiting build steps (nothing in it outlives a reboot).";
-    };
-
-    devices = mkOption {
-      type = types.attrsOf deviceType;
-      default = { };
-      example = {
-        esp32-1 = {
-          type = "esp32-wrover";
-          compatible = [ "esp32" ];
-          ttys = [
-            {
-              name = "console";
-              udevMatch."ATTRS{serial}" = "FT4XYZ12";
-              rate = 115200;
-            }
-          ];
-        };
-      };
-      description = "The boards, by name (tried in name order for each request).";
-    };
-
-    deviceAllow = mkOption {
-      type = types.listOf types.str;
-      default = [
-        "char-ttyUSB rw"
-        "char-ttyACM rw"
-      ];
-      description = ''
-        `DeviceAllow=` entries added to the units of builders that use the
-        boards: the device classes of the ttys. Access to a single tty is
-        then decided by its group.
-      '';
-    };
-
-    settings = sai.settingsOption {
+  options.services.sai.device =
+    sai.daemonOptions pkgs "sai-device, sharing the boards attached to this host between build steps"
+    // sai.configOptions {
+      inherit pkgs cfg;
       daemon = "sai-device";
       example = { };
-    };
+    }
+    // {
+      group = sai.option types.str "sai-devices" "Group owning the boards' ttys and the queue; builders that may use boards join it.";
 
-    configFile = sai.configFileOption {
-      daemon = "sai-device";
-      generated = sai.renderSettings pkgs "sai-device" cfg.settings;
+      home = sai.option (types.strMatching "/run/.+") "/run/sai-device" "Queue of waiting build steps (nothing in it outlives a reboot).";
+
+      devices = mkOption {
+        type = types.attrsOf deviceType;
+        default = { };
+        example = {
+          esp32-1 = {
+            type = "esp32-wrover";
+            compatible = [ "esp32" ];
+            ttys = [
+              {
+                name = "console";
+                udevMatch."ATTRS{serial}" = "FT4XYZ12";
+                rate = 115200;
+              }
+            ];
+          };
+        };
+        description = "The boards, by name (tried in name order for each request).";
+      };
+
+      deviceAllow = mkOption {
+        type = types.listOf types.str;
+        default = [
+          "char-ttyUSB rw"
+          "char-ttyACM rw"
+        ];
+        description = ''
+          `DeviceAllow=` entries added to the units of builders that use the
+          boards: the device classes of the ttys. Access to a single tty is
+          then decided by its group.
+        '';
+      };
+
     };
-  };
 
   config = lib.mkIf cfg.enable {
     assertions = map

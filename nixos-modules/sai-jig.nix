@@ -1,57 +1,20 @@
 # sai-jig: HTTP-controlled GPIO sequences (reset, power-cycle, boot modes)
 # for the boards on a test jig. It may open GPIO chips and nothing else.
-{ config
-, lib
-, pkgs
-, ...
-}:
+{ config, lib, pkgs, ... }:
 let
-  inherit (lib) mkOption types;
+  inherit (lib) types;
   sai = import ./lib.nix { inherit lib; };
   cfg = config.services.sai.jig;
   unit = "sai-jig";
 
-  checkedConfigFile = sai.checkedConfig {
-    inherit pkgs;
-    inherit (cfg) package;
-    kind = "jig";
-    name = unit;
-    file = cfg.configFile;
-  };
+  checkedConfigFile = sai.checkedConfig { inherit pkgs cfg; kind = "jig"; name = unit; };
 in
 {
-  options.services.sai.jig = {
-    enable = lib.mkEnableOption "sai-jig, GPIO sequences for test jigs over HTTP";
-
-    package = lib.mkPackageOption pkgs "sai" { };
-
-    address = mkOption {
-      type = types.str;
-      default = "0.0.0.0";
-      description = "Address the HTTP API listens on.";
-    };
-
-    port = mkOption {
-      type = types.port;
-      default = 44000;
-      description = "Port the HTTP API listens on.";
-    };
-
-    openFirewall = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Open `port` in the firewall (for builders on other hosts).";
-    };
-
-    group = mkOption {
-      type = types.str;
-      default = "sai-jig";
-      description = "Group given the GPIO chips by udev; the unit joins it.";
-    };
-
-    tokenFile = sai.secretOption "File holding the bearer token every request must carry. Without it, anyone who can reach the port drives the jig.";
-
-    settings = sai.settingsOption {
+  options.services.sai.jig =
+    sai.daemonOptions pkgs "sai-jig, GPIO sequences for test jigs over HTTP"
+    // sai.listenOptions { what = "the HTTP API"; address = "0.0.0.0"; port = 44000; firewallFor = "builders on other hosts"; }
+    // sai.configOptions {
+      inherit pkgs cfg;
       daemon = "sai-jig";
       example = {
         targets = [
@@ -84,13 +47,12 @@ in
           }
         ];
       };
-    };
+    }
+    // {
+      group = sai.option types.str "sai-jig" "Group given the GPIO chips by udev; the unit joins it.";
 
-    configFile = sai.configFileOption {
-      daemon = "sai-jig";
-      generated = sai.renderSettings pkgs unit cfg.settings;
+      tokenFile = sai.secretOption "File holding the bearer token every request must carry. Without it, anyone who can reach the port drives the jig.";
     };
-  };
 
   config = lib.mkIf cfg.enable {
     assertions = sai.secretAssertions "services.sai.jig.tokenFile" cfg.tokenFile;
@@ -110,26 +72,19 @@ in
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
 
-    systemd.services.${unit} = {
+    systemd.services.${unit} = sai.daemonUnit {
       description = "Sai test-jig GPIO sequences";
-      wantedBy = [ "multi-user.target" ];
-      after = [ "network.target" ];
-      environment.RUST_LOG = lib.mkDefault "info";
-      restartTriggers = [ checkedConfigFile ];
-      serviceConfig = lib.mkMerge [
-        sai.hardening
-        {
-          ExecStart = "${cfg.package}/bin/sai-jig --config ${checkedConfigFile}";
-          LoadCredential = lib.optional (cfg.tokenFile != null) "token:${toString cfg.tokenFile}";
-          # GPIO chips only: the device class is allowed, the group decides.
-          PrivateDevices = lib.mkForce false;
-          DevicePolicy = "closed";
-          DeviceAllow = [ "char-gpiochip rw" ];
-          SupplementaryGroups = [ cfg.group ];
-          Restart = "on-failure";
-          RestartSec = 5;
-        }
-      ];
+      config = checkedConfigFile;
+      exec = "${cfg.package}/bin/sai-jig";
+      network = "network.target";
+      credentials.token = cfg.tokenFile;
+      serviceConfig = {
+        # GPIO chips only: the device class is allowed, the group decides.
+        PrivateDevices = lib.mkForce false;
+        DevicePolicy = "closed";
+        DeviceAllow = [ "char-gpiochip rw" ];
+        SupplementaryGroups = [ cfg.group ];
+      };
     };
   };
 }

@@ -1,11 +1,7 @@
 # sai-server: git hook intake, scheduler, builder websocket and operations
 # API. One unit, `sai-server.service`, DynamicUser with its state under
 # /var/lib; secrets reach it only as systemd credentials.
-{ config
-, lib
-, pkgs
-, ...
-}:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   sai = import ./lib.nix { inherit lib; };
@@ -16,88 +12,25 @@ let
 
   # Secrets as credential id -> source file.
   credentials =
-    lib.optionalAttrs (cfg.notificationKeyFile != null) { notification-key = cfg.notificationKeyFile; }
-    // lib.optionalAttrs (cfg.tls.certificateChainFile != null) { tls-chain = cfg.tls.certificateChainFile; }
-    // lib.optionalAttrs (cfg.tls.privateKeyFile != null) { tls-key = cfg.tls.privateKeyFile; }
-    // lib.optionalAttrs (cfg.tokenKeyFile != null) { token-key = cfg.tokenKeyFile; }
-    // lib.mapAttrs' (name: project: lib.nameValuePair (projectKeyId name) project.notificationKeyFile) (
-      lib.filterAttrs (_: project: project.notificationKeyFile != null) cfg.projects
-    );
+    {
+      notification-key = cfg.notificationKeyFile;
+      tls-chain = cfg.tls.certificateChainFile;
+      tls-key = cfg.tls.privateKeyFile;
+      token-key = cfg.tokenKeyFile;
+    }
+    // lib.mapAttrs' (name: project: lib.nameValuePair (projectKeyId name) project.notificationKeyFile) cfg.projects;
 
-  checkedConfigFile = sai.checkedConfig {
-    inherit pkgs;
-    inherit (cfg) package;
-    kind = "server";
-    name = unit;
-    file = cfg.configFile;
-  };
+  checkedConfigFile = sai.checkedConfig { inherit pkgs cfg; kind = "server"; name = unit; };
 
   hasGlobalKey = cfg.notificationKeyFile != null || cfg.settings ? notification_key;
   projectsWithoutKey = lib.attrNames (lib.filterAttrs (_: p: p.notificationKeyFile == null) cfg.projects);
 in
 {
-  options.services.sai.server = {
-    enable = lib.mkEnableOption "sai-server, the Sai CI server (git hooks, scheduler, builder websocket, operations API)";
-
-    package = lib.mkPackageOption pkgs "sai" { };
-
-    address = mkOption {
-      type = types.str;
-      default = "127.0.0.1";
-      example = "0.0.0.0";
-      description = "Address the server listens on for hooks, builders and the operations API.";
-    };
-
-    port = mkOption {
-      type = types.port;
-      default = 4444;
-      description = "Port the server listens on.";
-    };
-
-    openFirewall = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Open `port` in the firewall (for builders and git servers on other hosts).";
-    };
-
-    dataDir = mkOption {
-      type = types.strMatching "/var/lib/[^/].*";
-      default = "/var/lib/sai-server";
-      description = ''
-        Databases, per-event folders and the token signing key. It is the
-        unit's StateDirectory, owned by its dynamic user, so it must be
-        under /var/lib.
-      '';
-    };
-
-    notificationKeyFile = sai.secretOption "File holding the HMAC secret shared with the git hooks (`notification_key_file`).";
-
-    tokenKeyFile = sai.secretOption ''
-      File holding the PASETO v4 secret key (64 raw bytes) that signs builder
-      and user tokens. When null, the server creates `<dataDir>/token.key`
-      on first start.
-    '';
-
-    tls = {
-      certificateChainFile = sai.secretOption "PEM certificate chain for serving HTTPS and `wss://` itself (`tls.certificate_chain_file`); null serves plain HTTP, e.g. behind a TLS reverse proxy.";
-      privateKeyFile = sai.secretOption "PEM private key of that certificate (`tls.private_key_file`).";
-    };
-
-    projects = mkOption {
-      type = types.attrsOf (
-        types.submodule {
-          options.notificationKeyFile = sai.secretOption "File holding this project's own hook secret; null uses the global `notificationKeyFile`.";
-        }
-      );
-      default = { };
-      example = {
-        libwebsockets = { };
-        sai.notificationKeyFile = "/run/keys/sai-hook-key";
-      };
-      description = "Repositories whose hooks the server accepts; when empty, any repository name is accepted with the global key.";
-    };
-
-    settings = sai.settingsOption {
+  options.services.sai.server =
+    sai.daemonOptions pkgs "sai-server, the Sai CI server (git hooks, scheduler, builder websocket, operations API)"
+    // sai.listenOptions { what = "the server (hooks, builders and the operations API)"; address = "127.0.0.1"; addressExample = "0.0.0.0"; port = 4444; firewallFor = "builders and git servers on other hosts"; }
+    // sai.configOptions {
+      inherit pkgs cfg;
       daemon = "sai-server";
       example = {
         dispatch_grace_ms = 2000;
@@ -106,27 +39,58 @@ in
           max_age_days = 90;
         };
       };
-    };
+    }
+    // {
+      dataDir = mkOption {
+        type = types.strMatching "/var/lib/[^/].*";
+        default = "/var/lib/sai-server";
+        description = ''
+          Databases, per-event folders and the token signing key. It is the
+          unit's StateDirectory, owned by its dynamic user, so it must be
+          under /var/lib.
+        '';
+      };
 
-    configFile = sai.configFileOption {
-      daemon = "sai-server";
-      generated = sai.renderSettings pkgs unit cfg.settings;
+      notificationKeyFile = sai.secretOption "File holding the HMAC secret shared with the git hooks (`notification_key_file`).";
+
+      tokenKeyFile = sai.secretOption ''
+        File holding the PASETO v4 secret key (64 raw bytes) that signs builder
+        and user tokens. When null, the server creates `<dataDir>/token.key`
+        on first start.
+      '';
+
+      tls = {
+        certificateChainFile = sai.secretOption "PEM certificate chain for serving HTTPS and `wss://` itself (`tls.certificate_chain_file`); null serves plain HTTP, e.g. behind a TLS reverse proxy.";
+        privateKeyFile = sai.secretOption "PEM private key of that certificate (`tls.private_key_file`).";
+      };
+
+      projects = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            options.notificationKeyFile = sai.secretOption "File holding this project's own hook secret; null uses the global `notificationKeyFile`.";
+          }
+        );
+        default = { };
+        example = {
+          libwebsockets = { };
+          sai.notificationKeyFile = "/run/keys/sai-hook-key";
+        };
+        description = "Repositories whose hooks the server accepts; when empty, any repository name is accepted with the global key.";
+      };
     };
-  };
 
   config = lib.mkIf cfg.enable {
     assertions =
-      sai.secretAssertions "services.sai.server.notificationKeyFile" cfg.notificationKeyFile
-      ++ sai.secretAssertions "services.sai.server.tokenKeyFile" cfg.tokenKeyFile
-      ++ sai.secretAssertions "services.sai.server.tls.certificateChainFile" cfg.tls.certificateChainFile
-      ++ sai.secretAssertions "services.sai.server.tls.privateKeyFile" cfg.tls.privateKeyFile
-      ++ lib.concatLists (
-        lib.mapAttrsToList
-          (
-            name: project: sai.secretAssertions "services.sai.server.projects.${name}.notificationKeyFile" project.notificationKeyFile
-          )
-          cfg.projects
-      )
+      sai.secretsAssertions
+        (
+          {
+            "services.sai.server.notificationKeyFile" = cfg.notificationKeyFile;
+            "services.sai.server.tokenKeyFile" = cfg.tokenKeyFile;
+            "services.sai.server.tls.certificateChainFile" = cfg.tls.certificateChainFile;
+            "services.sai.server.tls.privateKeyFile" = cfg.tls.privateKeyFile;
+          }
+          // lib.mapAttrs' (name: project: lib.nameValuePair "services.sai.server.projects.${name}.notificationKeyFile" project.notificationKeyFile) cfg.projects
+        )
       ++ [
         {
           assertion = (cfg.tls.certificateChainFile == null) == (cfg.tls.privateKeyFile == null);
@@ -176,24 +140,19 @@ in
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
 
-    systemd.services.${unit} = {
+    systemd.services.${unit} = sai.daemonUnit {
       description = "Sai CI server";
-      wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
-      environment.RUST_LOG = lib.mkDefault "info";
-      restartTriggers = [ checkedConfigFile ];
-      serviceConfig = sai.hardening // {
-        ExecStart = "${cfg.package}/bin/sai-server --config ${checkedConfigFile} run";
+      config = checkedConfigFile;
+      exec = "${cfg.package}/bin/sai-server";
+      subcommand = "run";
+      inherit credentials;
+      serviceConfig = {
         StateDirectory = lib.removePrefix "/var/lib/" cfg.dataDir;
         StateDirectoryMode = "0700";
-        LoadCredential = lib.mapAttrsToList (id: file: "${id}:${toString file}") credentials;
         # The server needs no other user's files or ids.
         PrivateUsers = true;
         # SIGTERM: stop accepting, close builder links, flush logs, exit 0.
         TimeoutStopSec = 30;
-        Restart = "on-failure";
-        RestartSec = 5;
         LimitNOFILE = 65536;
       };
     };

@@ -1,11 +1,7 @@
 # sai-web: the browser UI. It reads everything it shows from sai-server's
 # operations API; it serves HTTPS itself (`tls`) or sits behind a TLS
 # reverse proxy.
-{ config
-, lib
-, pkgs
-, ...
-}:
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   sai = import ./lib.nix { inherit lib; };
@@ -15,107 +11,73 @@ let
   credential = sai.credentialPath unit;
   stateDir = "/var/lib/${unit}";
 
-  credentials =
-    lib.optionalAttrs (cfg.sessionKeyFile != null) { session-key = cfg.sessionKeyFile; }
-    // lib.optionalAttrs (cfg.usersFile != null) { users = cfg.usersFile; }
-    // lib.optionalAttrs (cfg.serverTokenFile != null) { server-token = cfg.serverTokenFile; }
-    // lib.optionalAttrs (cfg.tls.certificateChainFile != null) { tls-chain = cfg.tls.certificateChainFile; }
-    // lib.optionalAttrs (cfg.tls.privateKeyFile != null) { tls-key = cfg.tls.privateKeyFile; };
-
-  checkedConfigFile = sai.checkedConfig {
-    inherit pkgs;
-    inherit (cfg) package;
-    kind = "web";
-    name = unit;
-    file = cfg.configFile;
-  };
+  checkedConfigFile = sai.checkedConfig { inherit pkgs cfg; kind = "web"; name = unit; };
 in
 {
-  options.services.sai.web = {
-    enable = lib.mkEnableOption "sai-web, the browser UI of Sai";
-
-    package = lib.mkPackageOption pkgs "sai" { };
-
-    address = mkOption {
-      type = types.str;
-      default = "127.0.0.1";
-      description = "Address the UI listens on.";
-    };
-
-    port = mkOption {
-      type = types.port;
-      default = 8081;
-      description = "Port the UI listens on.";
-    };
-
-    openFirewall = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Open `port` in the firewall.";
-    };
-
-    serverUrl = mkOption {
-      type = types.str;
-      default =
-        if server.enable then
-          let
-            # A server listening on every address is reached over loopback.
-            host =
-              {
-                "0.0.0.0" = "127.0.0.1";
-                "::" = "::1";
-              }.${server.address} or server.address;
-          in
-          "http://${sai.listenAddress host server.port}"
-        else
-          "";
-      defaultText = lib.literalMD "the local sai-server when `services.sai.server` is enabled";
-      example = "http://127.0.0.1:4444";
-      description = "Base URL of the sai-server operations API the UI shows.";
-    };
-
-    publicUrl = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "https://ci.example.org/sai";
-      description = "URL under which browsers reach the UI (links, redirects, cookie path).";
-    };
-
-    sessionKeyFile = sai.secretOption ''
-      File holding the key that seals session tokens. When null, sai-web
-      keeps it in its state directory (`${stateDir}/session.key`).
-    '';
-
-    serverTokenFile = sai.secretOption "File holding the service token sai-web presents to sai-server for signed-in users (`sai-server token service --name sai-web`).";
-
-    usersFile = sai.secretOption "File of users who may sign in, one `name:<argon2 PHC hash>` per line.";
-
-    tls = {
-      certificateChainFile = sai.secretOption "PEM certificate chain for serving HTTPS itself (`tls.certificate_chain_file`); null serves plain HTTP, e.g. behind a TLS reverse proxy.";
-      privateKeyFile = sai.secretOption "PEM private key of that certificate (`tls.private_key_file`).";
-    };
-
-    settings = sai.settingsOption {
+  options.services.sai.web =
+    sai.daemonOptions pkgs "sai-web, the browser UI of Sai"
+    // sai.listenOptions { what = "the UI"; address = "127.0.0.1"; port = 8081; }
+    // sai.configOptions {
+      inherit pkgs cfg;
       daemon = "sai-web";
       example = {
         session_lifetime_secs = 86400;
         trusted_proxy.addresses = [ "127.0.0.1" ];
       };
-    };
+    }
+    // {
+      serverUrl = mkOption {
+        type = types.str;
+        default =
+          if server.enable then
+            let
+              # A server listening on every address is reached over loopback.
+              host =
+                {
+                  "0.0.0.0" = "127.0.0.1";
+                  "::" = "::1";
+                }.${server.address} or server.address;
+            in
+            "http://${sai.listenAddress host server.port}"
+          else
+            "";
+        defaultText = lib.literalMD "the local sai-server when `services.sai.server` is enabled";
+        example = "http://127.0.0.1:4444";
+        description = "Base URL of the sai-server operations API the UI shows.";
+      };
 
-    configFile = sai.configFileOption {
-      daemon = "sai-web";
-      generated = sai.renderSettings pkgs unit cfg.settings;
+      publicUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://ci.example.org/sai";
+        description = "URL under which browsers reach the UI (links, redirects, cookie path).";
+      };
+
+      sessionKeyFile = sai.secretOption ''
+        File holding the key that seals session tokens. When null, sai-web
+        keeps it in its state directory (`${stateDir}/session.key`).
+      '';
+
+      serverTokenFile = sai.secretOption "File holding the service token sai-web presents to sai-server for signed-in users (`sai-server token service --name sai-web`).";
+
+      usersFile = sai.secretOption "File of users who may sign in, one `name:<argon2 PHC hash>` per line.";
+
+      tls = {
+        certificateChainFile = sai.secretOption "PEM certificate chain for serving HTTPS itself (`tls.certificate_chain_file`); null serves plain HTTP, e.g. behind a TLS reverse proxy.";
+        privateKeyFile = sai.secretOption "PEM private key of that certificate (`tls.private_key_file`).";
+      };
     };
-  };
 
   config = lib.mkIf cfg.enable {
     assertions =
-      sai.secretAssertions "services.sai.web.sessionKeyFile" cfg.sessionKeyFile
-      ++ sai.secretAssertions "services.sai.web.usersFile" cfg.usersFile
-      ++ sai.secretAssertions "services.sai.web.serverTokenFile" cfg.serverTokenFile
-      ++ sai.secretAssertions "services.sai.web.tls.certificateChainFile" cfg.tls.certificateChainFile
-      ++ sai.secretAssertions "services.sai.web.tls.privateKeyFile" cfg.tls.privateKeyFile
+      sai.secretsAssertions
+        {
+          "services.sai.web.sessionKeyFile" = cfg.sessionKeyFile;
+          "services.sai.web.usersFile" = cfg.usersFile;
+          "services.sai.web.serverTokenFile" = cfg.serverTokenFile;
+          "services.sai.web.tls.certificateChainFile" = cfg.tls.certificateChainFile;
+          "services.sai.web.tls.privateKeyFile" = cfg.tls.privateKeyFile;
+        }
       ++ [
         {
           assertion = (cfg.tls.certificateChainFile == null) == (cfg.tls.privateKeyFile == null);
@@ -143,21 +105,22 @@ in
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
 
-    systemd.services.${unit} = {
+    systemd.services.${unit} = sai.daemonUnit {
       description = "Sai CI web UI";
-      wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ] ++ lib.optional server.enable "sai-server.service";
-      environment.RUST_LOG = lib.mkDefault "info";
-      restartTriggers = [ checkedConfigFile ];
-      serviceConfig = sai.hardening // {
-        ExecStart = "${cfg.package}/bin/sai-web --config ${checkedConfigFile}";
+      config = checkedConfigFile;
+      exec = "${cfg.package}/bin/sai-web";
+      after = lib.optional server.enable "sai-server.service";
+      credentials = {
+        session-key = cfg.sessionKeyFile;
+        users = cfg.usersFile;
+        server-token = cfg.serverTokenFile;
+        tls-chain = cfg.tls.certificateChainFile;
+        tls-key = cfg.tls.privateKeyFile;
+      };
+      serviceConfig = {
         StateDirectory = unit;
         StateDirectoryMode = "0700";
-        LoadCredential = lib.mapAttrsToList (id: file: "${id}:${toString file}") credentials;
         PrivateUsers = true;
-        Restart = "on-failure";
-        RestartSec = 5;
       };
     };
   };

@@ -6,6 +6,9 @@
 let
   inherit (lib) mkOption types;
 
+  # An option of `type` that defaults to `default`.
+  opt = type: default: mkOption { inherit type default; };
+
   # NixOS merges unit settings: lists concatenate, other values must agree.
   unitOption = types.mkOptionType {
     name = "systemd option";
@@ -18,21 +21,12 @@ let
         lib.mergeEqualOption loc defs;
   };
 
-  unitNames = mkOption {
-    type = types.listOf types.str;
-    default = [ ];
-  };
+  unitNames = opt (types.listOf types.str) [ ];
 
   serviceType = types.submodule {
     options = {
-      enable = mkOption {
-        type = types.bool;
-        default = true;
-      };
-      description = mkOption {
-        type = types.str;
-        default = "";
-      };
+      enable = opt types.bool true;
+      description = opt types.str "";
       wantedBy = unitNames;
       requiredBy = unitNames;
       wants = unitNames;
@@ -42,10 +36,7 @@ let
       bindsTo = unitNames;
       partOf = unitNames;
       conflicts = unitNames;
-      path = mkOption {
-        type = types.listOf (types.either types.package types.str);
-        default = [ ];
-      };
+      path = opt (types.listOf (types.either types.package types.str)) [ ];
       environment = mkOption {
         type = types.attrsOf (
           types.nullOr (
@@ -58,77 +49,32 @@ let
         );
         default = { };
       };
-      restartTriggers = mkOption {
-        type = types.listOf types.unspecified;
-        default = [ ];
-      };
-      serviceConfig = mkOption {
-        type = types.attrsOf unitOption;
-        default = { };
-      };
-      unitConfig = mkOption {
-        type = types.attrsOf unitOption;
-        default = { };
-      };
-      script = mkOption {
-        type = types.lines;
-        default = "";
-      };
-      preStart = mkOption {
-        type = types.lines;
-        default = "";
-      };
+      restartTriggers = opt (types.listOf types.unspecified) [ ];
+      serviceConfig = opt (types.attrsOf unitOption) { };
+      unitConfig = opt (types.attrsOf unitOption) { };
+      script = opt types.lines "";
+      preStart = opt types.lines "";
     };
   };
 in
 {
   options = {
-    assertions = mkOption {
-      type = types.listOf types.unspecified;
-      default = [ ];
-    };
-    warnings = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-    };
+    assertions = opt (types.listOf types.unspecified) [ ];
+    warnings = opt (types.listOf types.str) [ ];
 
-    systemd.services = mkOption {
-      type = types.attrsOf serviceType;
-      default = { };
-    };
-    systemd.tmpfiles.rules = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-    };
+    systemd.services = opt (types.attrsOf serviceType) { };
+    systemd.tmpfiles.rules = opt (types.listOf types.str) [ ];
 
     users.users = mkOption {
       type = types.attrsOf (
         types.submodule {
           options = {
-            isSystemUser = mkOption {
-              type = types.bool;
-              default = false;
-            };
-            group = mkOption {
-              type = types.str;
-              default = "";
-            };
-            extraGroups = mkOption {
-              type = types.listOf types.str;
-              default = [ ];
-            };
-            home = mkOption {
-              type = types.str;
-              default = "/var/empty";
-            };
-            createHome = mkOption {
-              type = types.bool;
-              default = false;
-            };
-            description = mkOption {
-              type = types.str;
-              default = "";
-            };
+            isSystemUser = opt types.bool false;
+            group = opt types.str "";
+            extraGroups = opt (types.listOf types.str) [ ];
+            home = opt types.str "/var/empty";
+            createHome = opt types.bool false;
+            description = opt types.str "";
           };
         }
       );
@@ -138,63 +84,33 @@ in
       type = types.attrsOf (
         types.submodule {
           options = {
-            gid = mkOption {
-              type = types.nullOr types.int;
-              default = null;
-            };
-            members = mkOption {
-              type = types.listOf types.str;
-              default = [ ];
-            };
+            gid = opt (types.nullOr types.int) null;
+            members = opt (types.listOf types.str) [ ];
           };
         }
       );
       default = { };
     };
 
-    networking.hostName = mkOption {
-      type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$";
-      default = "nixos";
-    };
-    networking.firewall.allowedTCPPorts = mkOption {
-      type = types.listOf types.port;
-      default = [ ];
-    };
-    networking.firewall.allowedUDPPorts = mkOption {
-      type = types.listOf types.port;
-      default = [ ];
-    };
+    networking.hostName = opt (types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$") "nixos";
+    networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
+    networking.firewall.allowedUDPPorts = opt (types.listOf types.port) [ ];
 
     environment.etc = mkOption {
       type = types.attrsOf (
         types.submodule {
           options = {
             source = mkOption { type = types.path; };
-            mode = mkOption {
-              type = types.str;
-              default = "symlink";
-            };
-            user = mkOption {
-              type = types.str;
-              default = "+0";
-            };
-            group = mkOption {
-              type = types.str;
-              default = "+0";
-            };
+            mode = opt types.str "symlink";
+            user = opt types.str "+0";
+            group = opt types.str "+0";
           };
         }
       );
       default = { };
     };
-    environment.systemPackages = mkOption {
-      type = types.listOf types.package;
-      default = [ ];
-    };
+    environment.systemPackages = opt (types.listOf types.package) [ ];
 
-    services.udev.extraRules = mkOption {
-      type = types.lines;
-      default = "";
-    };
+    services.udev.extraRules = opt types.lines "";
   };
 }

@@ -9,20 +9,13 @@
 //!    (the step prints `MARK=<its own wall-clock time in ns>`; the
 //!    bench polls `/api/tasks/<id>/log?format=raw` from the last offset).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod rig;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
-use sai_testkit::git::GitRepo;
-use sai_testkit::hook::{HookRequest, Push};
-use sai_testkit::{ProcessGuard, TestServer};
-use serde_json::{Value, json};
+use anyhow::{Result, bail};
+use rig::{BIG, LINE, Rig, T, pct};
 
-const KEY: &str = "bench-key";
-const LINUX: &str = "linux-debian-12/x86_64-amd/gcc";
-const T: Duration = Duration::from_secs(300);
-const BIG: u64 = 100_000_000;
 const LATENCY_RUNS: usize = 20;
 
 fn now_ns() -> u128 {
@@ -46,58 +39,18 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-async fn push(
-    server: &TestServer,
-    project: &str,
-    repo: &Path,
-    hash: &str,
-    build: &str,
-) -> Result<String> {
-    let saifile = serde_json::to_vec(&json!({
-        "schema": "sai-1",
-        "platforms": { LINUX: { "build": build } },
-        "configurations": { "default": { "cmake": "" } },
-    }))?;
-    let p = Push {
-        project: project.into(),
-        fetch_url: repo.display().to_string(),
-        git_ref: "refs/heads/main".into(),
-        hash: hash.into(),
-        saifile,
-    };
-    let r = HookRequest::like_sai_sh(&p, KEY)
-        .send(&server.url("/sai/update-hook"))
-        .await?;
-    let v: Value = r.json().await?;
-    let ev = v["event_id"].as_str().context("event id")?;
-    let e: Value = reqwest::get(server.url(&format!("/api/events/{ev}")))
-        .await?
-        .json()
-        .await?;
-    Ok(e["tasks"][0]["id"].as_str().context("task id")?.to_string())
-}
-
 /// Follow a task's raw log from offset 0 until `MARK=<ns>` appears (the
 /// scripts spell it `MA""RK=` so the step notice echoing the script does
 /// not match); returns
 /// the marker's time, when it was seen, and the log length at that point.
-async fn follow_marker(
-    server: &TestServer,
-    task: &str,
-    poll: Duration,
-) -> Result<(u128, u128, u64)> {
-    let client = reqwest::Client::new();
+async fn follow_marker(rig: &Rig, task: &str, poll: Duration) -> Result<(u128, u128, u64)> {
     let deadline = Instant::now() + T;
     let mut offset: u64 = 0;
     let mut tail: Vec<u8> = Vec::new();
     loop {
-        let r = client
-            .get(server.url(&format!(
+        let r = rig
+            .client
+            .get(rig.server.url(&format!(
                 "/api/tasks/{task}/log?format=raw&offset={offset}&max={}",
                 16 << 20
             )))
@@ -133,101 +86,31 @@ async fn follow_marker(
     }
 }
 
-async fn wait_online(server: &TestServer) -> Result<()> {
-    let deadline = Instant::now() + T;
-    loop {
-        let b: Value = reqwest::get(server.url("/api/builders"))
-            .await?
-            .json()
-            .await?;
-        if b.as_array()
-            .is_some_and(|a| a.iter().any(|b| b["online"] == true))
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("builder never came online:\n{}", server.log());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let server_bin = sai_testkit::bin_path("sai-server");
-    if !server_bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build --release -p sai-server` first",
-            server_bin.display()
-        );
-    }
     let tmp = tempfile::tempdir()?;
-    let cfg = sai_testkit::test_config(&tmp.path().join("data"), KEY);
-    let server = TestServer::start(&server_bin, &cfg, &[])?;
-    let token = server.builder_token("bench", &["linux"])?;
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home)?;
-    let conf_path = tmp.path().join("builder.conf");
-    std::fs::write(
-        &conf_path,
-        serde_json::to_vec_pretty(&json!({
-            "schema": "sai-builder",
-            "home": home.display().to_string(),
-            "host": "bench",
-            "log_limit_bytes": 4 * BIG,
-            "min_free_disk_bytes": 0,
-            "platforms": [{
-                "name": LINUX,
-                "servers": [{ "url": server.builder_url(), "token": token }],
-            }],
-        }))?,
-    )?;
-    let log_path = tmp.path().join("builder.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
-        .arg("-c")
-        .arg(&conf_path)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()?;
-    let pid = child.id();
-    let _guard = ProcessGuard::new(child, Duration::from_secs(20));
-    wait_online(&server).await?;
-
-    let git_repo = GitRepo::init(tmp.path().join("repo"));
-    git_repo.write("README", "bench\n");
-    let hash = git_repo.commit("bench");
-    let repo: PathBuf = git_repo.path().to_path_buf();
+    let rig = Rig::start(tmp.path(), false).await?;
+    let pid = rig.builder_pid;
 
     // A first task warms the mirror and the job dir code paths.
-    let warm = push(
-        &server,
-        "warm",
-        &repo,
-        &hash,
-        "echo \"MA\"\"RK=$(date +%s%N)\"",
-    )
-    .await?;
-    follow_marker(&server, &warm, Duration::from_millis(5)).await?;
+    let warm = rig.push("warm", "echo \"MA\"\"RK=$(date +%s%N)\"").await?;
+    follow_marker(&rig, &warm, Duration::from_millis(5)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss, _) = rss_kib(pid);
 
     // Latency: marker written -> readable from the server.
     let mut lat = Vec::new();
     for i in 0..LATENCY_RUNS {
-        let task = push(
-            &server,
-            &format!("lat{i}"),
-            &repo,
-            &hash,
-            "echo started; sleep 0.3; echo \"MA\"\"RK=$(date +%s%N)\"",
-        )
-        .await?;
-        let (mark, seen, _) = follow_marker(&server, &task, Duration::from_millis(1)).await?;
+        let task = rig
+            .push(
+                &format!("lat{i}"),
+                "echo started; sleep 0.3; echo \"MA\"\"RK=$(date +%s%N)\"",
+            )
+            .await?;
+        let (mark, seen, _) = follow_marker(&rig, &task, Duration::from_millis(1)).await?;
         lat.push(Duration::from_nanos(
             u64::try_from(seen.saturating_sub(mark)).unwrap_or(u64::MAX),
         ));
@@ -247,17 +130,14 @@ async fn main() -> Result<()> {
             peak
         })
     };
-    let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmn";
     let started = Instant::now();
-    let big = push(
-        &server,
-        "big",
-        &repo,
-        &hash,
-        &format!("yes {line} | head -c {BIG}; echo \"MA\"\"RK=$(date +%s%N)\""),
-    )
-    .await?;
-    let (mark, seen, stored) = follow_marker(&server, &big, Duration::from_millis(5)).await?;
+    let big = rig
+        .push(
+            "big",
+            &format!("yes {LINE} | head -c {BIG}; echo \"MA\"\"RK=$(date +%s%N)\""),
+        )
+        .await?;
+    let (mark, seen, stored) = follow_marker(&rig, &big, Duration::from_millis(5)).await?;
     let big_elapsed = started.elapsed();
     sampler_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sampled_peak = sampler.join().unwrap_or(0);
@@ -267,7 +147,7 @@ async fn main() -> Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "sai-builder daemon benchmark (release, loopback, server log_flush_ms {}, log_window {} B)",
-        cfg.log_flush_ms, cfg.log_window_bytes
+        rig.cfg.log_flush_ms, rig.cfg.log_window_bytes
     );
     println!("| measure | value |");
     println!("|---|---|");

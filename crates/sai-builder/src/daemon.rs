@@ -252,8 +252,8 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
             seen += 1;
         }
         if seen == n_links {
-            crate::supervise::ready(&format!("serving {n_links} server link(s)"));
-            crate::supervise::spawn_watchdog(
+            sai_daemon::supervise::ready(&format!("serving {n_links} server link(s)"));
+            sai_daemon::supervise::spawn_watchdog(
                 move || drop(health.active.lock().unwrap_or_else(|e| e.into_inner())),
                 sd,
             );
@@ -262,7 +262,7 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
     let sd = shutdown.clone();
     tokio::spawn(async move {
         sd.cancelled().await;
-        crate::supervise::stopping();
+        sai_daemon::supervise::stopping();
     });
 
     let keeper = tokio::spawn(housekeeping(
@@ -282,13 +282,8 @@ pub async fn run(config: BuilderConfig, shutdown: CancellationToken) -> anyhow::
 }
 
 async fn housekeeping(shared: Arc<Shared>, retention: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = sai_daemon::ticker::Ticker::new(HOUSEKEEPING_EVERY, shutdown);
+    while ticker.tick().await {
         let jobs = shared.layout.jobs_dir();
         let active = shared.active_vns();
         let res = tokio::task::spawn_blocking(move || {

@@ -14,7 +14,6 @@
 //! | [`logproxy`] | per-task unix sockets whose bytes become log records on channels 3, 4, 5 |
 //! | [`connection`] | websocket link to a server: hello/welcome, credit-limited binary frames |
 //! | [`tls`] | trust roots for `wss://` servers (CA file or system roots), certificate errors explained |
-//! | [`supervise`] | systemd readiness and watchdog keep-alives |
 //! | [`artifacts`] | saifile artifact globs rooted at `src/`, hashed, read in chunks |
 //! | [`housekeeping`] | removal of old job dirs, free-disk checks |
 //! | [`platform`] | what differs between operating systems: step shell and process tree, user switching, disk space |
@@ -39,6 +38,5 @@ pub mod metrics;
 pub mod platform;
 pub mod server_link;
 pub mod step_runner;
-pub mod supervise;
 pub mod task;
 pub mod tls;

@@ -55,16 +55,8 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
         let sd = shutdown.clone();
-        #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::spawn(async move {
-            #[cfg(unix)]
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
+            sai_daemon::signals::stop_requested().await;
             tracing::info!("signal received: stopping (running tasks are killed and handed back)");
             sd.cancel();
         });

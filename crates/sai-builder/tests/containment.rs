@@ -18,7 +18,6 @@ use sai_builder::log::{CH_NOTICE, LogChunk};
 use sai_builder::platform::containment::{CgroupParent, TaskLimits, own_cgroup};
 use sai_builder::platform::process_gone;
 use sai_builder::step_runner::{StepOutcome, StepReport, StepSpec, run_step};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -162,9 +161,7 @@ async fn a_step_keeps_its_exit_code_and_its_signal_through_the_shim() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_builder_takes_its_steps_escaped_processes_with_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
-    let conf = one_server_config(&server, tmp.path(), 1);
-    let mut builder = BuilderProc::start(&conf);
+    let (server, mut builder) = start_server_and_builder(tmp.path(), 1);
     let pids_dir = tmp.path().join("pids");
     std::fs::create_dir(&pids_dir).unwrap();
     let step = escapers(
@@ -172,7 +169,7 @@ async fn a_sigkilled_builder_takes_its_steps_escaped_processes_with_it() {
         &format!("echo $$ > {}/shell.pid; sleep 1000", pids_dir.display()),
     );
     let (repo, hash) = make_repo(tmp.path());
-    let sf = saifile(LINUX, &step, json!({ "default": { "cmake": "" } }));
+    let sf = linux_saifile(&step);
     push(&server, "proj", &repo, &hash, &sf).await;
     let pids = escaped_pids(&pids_dir).await;
     let shell = sai_testkit::wait_for("shell pid", T, || async {

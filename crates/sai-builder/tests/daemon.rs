@@ -10,10 +10,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn builder_runs_pushed_tasks_to_success_and_failure() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
-    // The token file is named relative to the config's folder.
-    let conf = one_server_config(&server, tmp.path(), 2);
-    let builder = BuilderProc::start(&conf);
+    let (server, builder) = start_server_and_builder(tmp.path(), 2);
     let why = || logs(&builder, &server);
     builder_online(&server, "b1", &why).await;
 
@@ -111,7 +108,7 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
 
     // A second push of the same repository reuses the mirror.
     let hash2 = new_commit(&repo, "second version\n");
-    let sf2 = saifile(LINUX, "cat README", json!({ "default": { "cmake": "" } }));
+    let sf2 = linux_saifile("cat README");
     let ev2 = push(&server, "proj", &repo, &hash2, &sf2).await;
     let e2 = event_done(&server, &ev2, &why).await;
     let t = &e2["tasks"][0];
@@ -222,11 +219,7 @@ async fn as_root_steps_run_as_the_run_as_user() {
     let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
     let (repo, hash) = make_repo(tmp.path());
-    let sf = saifile(
-        LINUX,
-        "echo \"user=$(id -un)\"; cat README; touch made-by-step",
-        json!({ "default": { "cmake": "" } }),
-    );
+    let sf = linux_saifile("echo \"user=$(id -un)\"; cat README; touch made-by-step");
     let ev = push(&server, "proj", &repo, &hash, &sf).await;
     let e = event_done(&server, &ev, &why).await;
     let task = e["tasks"][0]["id"].as_str().unwrap();

@@ -20,9 +20,7 @@ async fn gone(pid: i32, why: &dyn Fn() -> String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_cancel_kills_the_step_and_the_builder_takes_more_work() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
-    let conf = one_server_config(&server, tmp.path(), 1);
-    let builder = BuilderProc::start(&conf);
+    let (server, builder) = start_server_and_builder(tmp.path(), 1);
     let why = || logs(&builder, &server);
     let (repo, ev, task) = push_waiting_build(&server, tmp.path()).await;
     log_contains(&server, &task, "run 1 started", &why).await;
@@ -42,16 +40,9 @@ async fn operator_cancel_kills_the_step_and_the_builder_takes_more_work() {
     assert_eq!(t["state"], "cancelled", "{t}");
 
     // The slot is free again: the next push (a new commit) runs.
-    let hash2 = new_commit(&repo, "next\n");
-    let sf2 = saifile(
-        LINUX,
-        "echo next one",
-        json!({ "default": { "cmake": "" } }),
-    );
-    let ev2 = push(&server, "proj", &repo, &hash2, &sf2).await;
+    let (ev2, _) =
+        push_new_commit_to_success(&server, &repo, "next\n", "echo next one", &why).await;
     assert_ne!(ev2, ev);
-    let e2 = event_done(&server, &ev2, &why).await;
-    assert_eq!(e2["tasks"][0]["state"], "success", "{e2}\n{}", why());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,7 +84,7 @@ async fn offers_are_declined_without_enough_free_disk() {
     let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
     let (repo, hash) = make_repo(tmp.path());
-    let sf = saifile(LINUX, "echo never", json!({ "default": { "cmake": "" } }));
+    let sf = linux_saifile("echo never");
     let ev = push(&server, "proj", &repo, &hash, &sf).await;
     let task = first_task(&server, &ev).await;
     // Held back for disk either way: the server no longer offers work once

@@ -41,11 +41,7 @@ async fn builder_started_first_connects_when_the_server_comes_up_and_after_its_r
     builder.wait_log("reconnecting in").await;
 
     let (repo, hash) = make_repo(tmp.path());
-    let sf = saifile(
-        LINUX,
-        "echo built $SAI_PROJECT",
-        json!({ "default": { "cmake": "" } }),
-    );
+    let sf = linux_saifile("echo built $SAI_PROJECT");
     let mut server = start_server_at(&data, addr);
     let ev1 = {
         let why = || logs(&builder, &server);
@@ -64,16 +60,15 @@ async fn builder_started_first_connects_when_the_server_comes_up_and_after_its_r
     let server = start_server_at(&data, addr);
     let why = || logs(&builder, &server);
     builder_online(&server, "b1", &why).await;
-    let hash2 = new_commit(&repo, "after the restart\n");
-    let sf2 = saifile(
-        LINUX,
+    let (ev, e) = push_new_commit_to_success(
+        &server,
+        &repo,
+        "after the restart\n",
         "echo built $SAI_PROJECT again; cat README",
-        json!({ "default": { "cmake": "" } }),
-    );
-    let ev = push(&server, "proj", &repo, &hash2, &sf2).await;
+        &why,
+    )
+    .await;
     assert_ne!(ev, ev1);
-    let e = event_done(&server, &ev, &why).await;
-    assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why());
     let log = raw_log(&server, e["tasks"][0]["id"].as_str().unwrap()).await;
     assert!(log.contains("built proj again"), "{log}");
     assert!(log.contains("after the restart"), "{log}");
@@ -105,7 +100,7 @@ async fn each_server_is_offered_only_its_platforms() {
 
     // Both links take work at the same time.
     let (repo, hash) = make_repo(tmp.path());
-    let sf_a = saifile(LINUX, "echo on A", json!({ "default": { "cmake": "" } }));
+    let sf_a = linux_saifile("echo on A");
     let sf_b = saifile(ESP32, "echo on B", json!({ "default": { "cmake": "" } }));
     let ev_a = push(&a, "proj", &repo, &hash, &sf_a).await;
     let ev_b = push(&b, "proj", &repo, &hash, &sf_b).await;
@@ -146,26 +141,12 @@ async fn instances_are_shared_by_servers_and_declined_offers_come_back_without_r
         go.display()
     );
     let (repo, hash) = make_repo(tmp.path());
-    let ev_a = push(
-        &a,
-        "proj",
-        &repo,
-        &hash,
-        &saifile(LINUX, &wait, json!({ "default": { "cmake": "" } })),
-    )
-    .await;
+    let ev_a = push(&a, "proj", &repo, &hash, &linux_saifile(&wait)).await;
     let task_a = first_task(&a, &ev_a).await;
     log_contains(&a, &task_a, "holding", &why).await;
 
     // B's task is declined: no free instance.
-    let ev_b = push(
-        &b,
-        "proj",
-        &repo,
-        &hash,
-        &saifile(LINUX, "echo on B", json!({ "default": { "cmake": "" } })),
-    )
-    .await;
+    let ev_b = push(&b, "proj", &repo, &hash, &linux_saifile("echo on B")).await;
     let task_b = first_task(&b, &ev_b).await;
     let t = task_until(
         &b,

@@ -96,7 +96,7 @@ async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
          if [ $n -le 4 ]; then i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
          echo \"run $n finished\""
     );
-    let sf = saifile(LINUX, &build, json!({ "default": { "cmake": "" } }));
+    let sf = linux_saifile(&build);
     let ev = push(&server, "proj", &repo, &hash, &sf).await;
     let task = first_task(&server, &ev).await;
 

@@ -12,7 +12,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sai_core::config::server::ServerTlsConfig;
 use sai_testkit::git::GitRepo;
-use sai_testkit::hook::{HookRequest, Push};
 use sai_testkit::https_git::HttpsGitServer;
 use sai_testkit::tls::{TestCa, Validity};
 use sai_testkit::{TestServer, wait_for};
@@ -59,21 +58,21 @@ async fn push_over(
     hash: &str,
     build: &str,
 ) -> String {
-    let p = Push {
-        project: "proj".into(),
-        fetch_url: fetch_url.into(),
-        git_ref: "refs/heads/main".into(),
-        hash: hash.into(),
-        saifile: saifile(LINUX, build, json!({ "default": { "cmake": "" } })),
-    };
-    let r = HookRequest::like_sai_sh(&p, KEY)
-        .send_with(c, &server.url("/sai/update-hook"))
-        .await
-        .unwrap();
-    let st = r.status().as_u16();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert_eq!(st, 200, "{v}\n{}", server.log());
-    v["event_id"].as_str().unwrap().to_string()
+    let saifile = linux_saifile(build);
+    push_with(c, server, "proj", fetch_url, hash, &saifile).await
+}
+
+/// Make the server reload its certificate files (SIGHUP) and wait until it
+/// says it did.
+async fn reload_certificate(server: &TestServer) -> anyhow::Result<()> {
+    kill(Pid::from_raw(server.guard.id() as i32), Signal::SIGHUP)?;
+    wait_for("certificate reloaded", T, || async {
+        server
+            .log()
+            .contains("TLS certificate reloaded")
+            .then_some(())
+    })
+    .await
 }
 
 /// Wait until the event's only task is terminal; returns the task.
@@ -212,15 +211,7 @@ async fn builder_refuses_a_wrong_ca_a_wrong_name_and_an_expired_certificate_and_
         .unwrap()
         .write(dir, "server")
         .unwrap();
-    kill(Pid::from_raw(server.guard.id() as i32), Signal::SIGHUP).unwrap();
-    wait_for("certificate reloaded", T, || async {
-        server
-            .log()
-            .contains("TLS certificate reloaded")
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    reload_certificate(&server).await.unwrap();
     let bdir = dir.join("expired");
     std::fs::create_dir_all(&bdir).unwrap();
     ca.write(&bdir, "ca.pem").unwrap();
@@ -266,15 +257,9 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_the_builde
         .unwrap()
         .write(dir, "server")
         .unwrap();
-    kill(Pid::from_raw(server.guard.id() as i32), Signal::SIGHUP).unwrap();
-    wait_for("certificate reloaded", T, || async {
-        server
-            .log()
-            .contains("TLS certificate reloaded")
-            .then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    reload_certificate(&server)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", why()));
 
     // New connections get the new certificate...
     assert!(online(&new_client, &server, "b1").await, "{}", why());

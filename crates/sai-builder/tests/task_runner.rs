@@ -35,6 +35,13 @@ fn context(root: &Path) -> TaskContext {
     TaskContext::new(Layout::new(root.join("home")), InstancePool::default(), 2)
 }
 
+/// A runner context in `root` and offer `n` of `steps` on a fresh origin
+/// there.
+fn context_and_offer(root: &Path, n: u32, steps: &[&str]) -> (TaskContext, TaskOffer) {
+    let (origin, hash) = origin(root);
+    (context(root), offer(n, &origin, &hash, steps))
+}
+
 fn offer(n: u32, origin: &Path, hash: &str, steps: &[&str]) -> TaskOffer {
     TaskOffer {
         task_id: task_id(n),
@@ -89,12 +96,9 @@ fn text(events: &[TaskEvent], channel: u8) -> String {
 #[tokio::test]
 async fn a_successful_task_reports_steps_logs_and_artifacts_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = origin(tmp.path());
-    let ctx = context(tmp.path());
-    let o = offer(
+    let (ctx, o) = context_and_offer(
+        tmp.path(),
         1,
-        &origin,
-        &hash,
         &["./build.sh", "test -f build/out.bin && echo ok"],
     );
     let (result, events) = run(&ctx, &o, CancellationToken::new()).await;
@@ -188,9 +192,7 @@ async fn test_reports_are_uploaded_after_a_failing_step_and_artifacts_are_not() 
 #[tokio::test]
 async fn a_failing_step_stops_the_task() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = origin(tmp.path());
-    let ctx = context(tmp.path());
-    let o = offer(2, &origin, &hash, &["true", "exit 7", "echo never"]);
+    let (ctx, o) = context_and_offer(tmp.path(), 2, &["true", "exit 7", "echo never"]);
     let (result, events) = run(&ctx, &o, CancellationToken::new()).await;
     assert_eq!(
         result,
@@ -227,10 +229,8 @@ async fn a_failing_step_stops_the_task() {
 #[tokio::test]
 async fn a_timed_out_step_fails_the_task_with_a_notice() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = origin(tmp.path());
-    let mut ctx = context(tmp.path());
+    let (mut ctx, o) = context_and_offer(tmp.path(), 3, &["sleep 300"]);
     ctx.step_timeout = Duration::from_secs(1);
-    let o = offer(3, &origin, &hash, &["sleep 300"]);
     let (result, events) = run(&ctx, &o, CancellationToken::new()).await;
     assert_eq!(
         result,
@@ -245,14 +245,7 @@ async fn a_timed_out_step_fails_the_task_with_a_notice() {
 #[tokio::test]
 async fn a_cancelled_task_leaves_no_process() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = origin(tmp.path());
-    let ctx = context(tmp.path());
-    let o = offer(
-        4,
-        &origin,
-        &hash,
-        &["sleep 300 & sleep 300 & echo $$; wait"],
-    );
+    let (ctx, o) = context_and_offer(tmp.path(), 4, &["sleep 300 & sleep 300 & echo $$; wait"]);
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(8);
     let c2 = cancel.clone();

@@ -184,15 +184,20 @@ fn duplicate_keys_are_warnings_and_the_later_wins() {
     assert_eq!(tasks[1].steps, ["four"]);
 }
 
+/// The warnings of parsing `src`: line, column, message.
+fn positioned_warnings(src: &[u8]) -> Vec<(usize, usize, String)> {
+    saifile::parse("t", src)
+        .unwrap()
+        .warnings()
+        .iter()
+        .map(|w| (w.line, w.column, w.message.clone()))
+        .collect()
+}
+
 #[test]
 fn unknown_keys_are_positioned_warnings() {
     let src = b"{\"schema\": \"sai-1\", \"extra\": 1,\n \"platforms\": {\"a/b/c\": {\"build\": \"x\", \"colour\": \"red\"}}}";
-    let sf = saifile::parse("t", src).unwrap();
-    let w: Vec<_> = sf
-        .warnings()
-        .iter()
-        .map(|w| (w.line, w.column, w.message.as_str()))
-        .collect();
+    let w = positioned_warnings(src);
     assert_eq!(w.len(), 2, "{w:?}");
     assert_eq!((w[0].0, w[0].1), (1, 21));
     assert!(w[0].2.contains("unknown key \"extra\""));
@@ -211,12 +216,7 @@ fn unknown_keys_are_positioned_warnings() {
 #[test]
 fn platforms_tokens_that_match_no_platform_are_positioned_warnings() {
     let src = b"{\"platforms\": {\"linux-debian-12/x86_64-amd/gcc\": {\"build\": \"x\"},\n \"w11/x86_64-amd/msvc\": {\"build\": \"y\", \"default\": false}},\n \"configurations\": {\"a\": {\"platforms\": \"none, w11, not linux-debain-12\"}}}";
-    let sf = saifile::parse("t", src).unwrap();
-    let w: Vec<_> = sf
-        .warnings()
-        .iter()
-        .map(|w| (w.line, w.column, w.message.as_str()))
-        .collect();
+    let w = positioned_warnings(src);
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!((w[0].0, w[0].1), (3, 56), "{w:?}");
     assert!(

@@ -105,7 +105,7 @@ pub async fn serve<F>(
     tls: Option<Arc<CertificateStore>>,
     limits: &ServerLimits,
     shutdown: CancellationToken,
-) -> anyhow::Result<()>
+) -> Result<(), rustls::Error>
 where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,

@@ -257,43 +257,32 @@ fn bearer_token_is_enforced() {
     let b = &server.base;
     let n0 = sim.changes().len();
     let status = |req: reqwest::blocking::RequestBuilder| req.send().unwrap().status().as_u16();
-    assert_eq!(status(client().get(format!("{b}/t2/off"))), 401);
-    assert_eq!(status(client().get(format!("{b}/api/status"))), 401);
-    assert_eq!(
-        status(client().get(format!("{b}/t2/off")).bearer_auth("wrong")),
-        401
-    );
-    assert_eq!(
-        status(client().get(format!("{b}/t2/off")).bearer_auth("s3cre")),
-        401
-    );
-    assert_eq!(
-        status(
-            client()
-                .get(format!("{b}/t2/off"))
-                .header("authorization", "Basic czNjcmV0")
-        ),
-        401
-    );
-    // unknown targets are not revealed without the token either
-    assert_eq!(status(client().get(format!("{b}/nosuch/x"))), 401);
+    let without_the_token = [
+        client().get(format!("{b}/t2/off")),
+        client().get(format!("{b}/api/status")),
+        client().get(format!("{b}/t2/off")).bearer_auth("wrong"),
+        client().get(format!("{b}/t2/off")).bearer_auth("s3cre"),
+        client()
+            .get(format!("{b}/t2/off"))
+            .header("authorization", "Basic czNjcmV0"),
+        // unknown targets are not revealed without the token either
+        client().get(format!("{b}/nosuch/x")),
+    ];
+    for req in without_the_token {
+        let what = format!("{req:?}");
+        assert_eq!(status(req), 401, "{what}");
+    }
     assert_eq!(sim.changes().len(), n0, "no line moved without the token");
-    assert_eq!(
-        status(client().get(format!("{b}/t2/off")).bearer_auth("s3cret")),
-        200
-    );
-    assert_eq!(
-        status(client().post(format!("{b}/t2/off")).bearer_auth("s3cret")),
-        200
-    );
-    assert_eq!(
-        status(
-            client()
-                .get(format!("{b}/api/status"))
-                .bearer_auth("s3cret")
-        ),
-        200
-    );
+    let with_the_token = [
+        client().get(format!("{b}/t2/off")),
+        client().post(format!("{b}/t2/off")),
+        client().get(format!("{b}/api/status")),
+    ];
+    for req in with_the_token {
+        let req = req.bearer_auth("s3cret");
+        let what = format!("{req:?}");
+        assert_eq!(status(req), 200, "{what}");
+    }
 }
 
 /// A backend whose line 3 is broken.

@@ -3,6 +3,7 @@
 //! logged here and answered `internal error`, nothing more.
 
 use sai_core::notification::{FieldError, ReplayError, SigError};
+use warp::Reply;
 use warp::http::StatusCode;
 
 use crate::store::StoreError;
@@ -132,7 +133,7 @@ impl Error {
         if status.is_server_error() {
             tracing::error!(cause = %self, "internal error");
         }
-        crate::api::reply(status, &self.body())
+        warp::reply::with_status(warp::reply::json(&self.body()), status).into_response()
     }
 
     /// A 400 with a detail.

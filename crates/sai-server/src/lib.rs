@@ -43,7 +43,6 @@ pub mod outbox;
 pub mod push_limits;
 pub mod sched;
 pub mod store;
-pub mod supervise;
 pub mod test_reports;
 /// TLS termination, shared with sai-web: the `sai-https` crate.
 pub use sai_https as tls;
@@ -57,7 +56,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use sai_core::config::server::ServerConfig;
 use sai_core::secret::secret_from_file;
 use tokio_util::sync::CancellationToken;
@@ -590,21 +588,42 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
     })
 }
 
+/// How often old events are swept.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+/// Why [`serve`] could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// rustls refused to build the TLS acceptor for the configured
+    /// certificate (e.g. no protocol version its provider supports).
+    #[error("setting up TLS: {0}")]
+    Tls(rustls::Error),
+    /// The local socket (`local_socket`) could not be set up.
+    #[error("local_socket {path}: {what}: {source}")]
+    LocalSocket {
+        /// The socket's path.
+        path: PathBuf,
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// Serve an opened server on `listener` until its shutdown token fires,
-/// then close builder connections and flush pending logs. (It does not
-/// fail; the `anyhow::Result` is the type `sai up` matches on.)
-pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+/// then close builder connections and flush pending logs.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), ServeError> {
     let shutdown = server.shutdown.clone();
     let retention = {
         let s = server.clone();
         tokio::spawn(async move {
-            loop {
+            let mut ticker = sai_daemon::ticker::Ticker::new(RETENTION_EVERY, s.shutdown.clone());
+            while ticker.tick().await {
                 if let Err(e) = s.retention_sweep() {
                     tracing::error!(cause = %e, "retention sweep");
-                }
-                tokio::select! {
-                    _ = s.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(600)) => {}
                 }
             }
         })
@@ -662,7 +681,8 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
         &server.settings.config.limits,
         shutdown.clone(),
     )
-    .await?;
+    .await
+    .map_err(ServeError::Tls)?;
     if let Some((task, path)) = local {
         let _ = task.await;
         let _ = std::fs::remove_file(path);
@@ -683,16 +703,21 @@ pub async fn serve(server: Arc<Server>, listener: tokio::net::TcpListener) -> an
 fn serve_local_socket(
     server: Arc<Server>,
     path: &Path,
-) -> anyhow::Result<(tokio::task::JoinHandle<()>, PathBuf)> {
+) -> Result<(tokio::task::JoinHandle<()>, PathBuf), ServeError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let failed = |what| {
+        move |source| ServeError::LocalSocket {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    };
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        std::fs::remove_file(path).map_err(failed("removing the stale socket"))?;
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("local_socket: binding {}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(failed("binding"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("local_socket: chmod 0660 {}", path.display()))?;
+        .map_err(failed("chmod 0660"))?;
     tracing::info!(path = %path.display(), "serving the operations API on the local socket");
     let sd = server.shutdown.clone();
     let task = tokio::spawn(
@@ -832,4 +857,24 @@ fn changes_upgrade(
     let shutdown = server.shutdown.clone();
     ws.on_upgrade(move |socket| changes::serve_subscriber(feed, socket, after, shutdown))
         .into_response()
+}
+
+#[cfg(test)]
+mod serve_error_tests {
+    use super::ServeError;
+
+    #[test]
+    fn serve_error_is_typed_and_names_the_tls_setup() {
+        let e = ServeError::Tls(rustls::Error::General("no protocol versions".into()));
+        assert!(matches!(e, ServeError::Tls(_)));
+        assert_eq!(
+            e.to_string(),
+            "setting up TLS: unexpected error: no protocol versions"
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            source, None,
+            "the cause is in the message, not repeated as source"
+        );
+    }
 }

@@ -85,14 +85,9 @@ async fn serve(settings: sai_server::Settings) -> Result<()> {
     let shutdown = CancellationToken::new();
     let sd = shutdown.clone();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
+        sai_daemon::signals::stop_requested().await;
         tracing::info!("signal received, shutting down");
-        sai_server::supervise::stopping();
+        sai_daemon::supervise::stopping();
         sd.cancel();
     });
     let data_dir = settings.data_dir.clone();
@@ -109,8 +104,9 @@ async fn serve(settings: sai_server::Settings) -> Result<()> {
         out.flush()?;
     }
     // Store open, listener bound (connections queue until `serve` accepts).
-    sai_server::supervise::ready(&format!("listening on {scheme}://{addr}"));
+    sai_daemon::supervise::ready(&format!("listening on {scheme}://{addr}"));
     let health = server.clone();
-    sai_server::supervise::spawn_watchdog(move || drop(health.sched()), shutdown);
-    sai_server::serve(server, listener).await
+    sai_daemon::supervise::spawn_watchdog(move || drop(health.sched()), shutdown);
+    sai_server::serve(server, listener).await?;
+    Ok(())
 }

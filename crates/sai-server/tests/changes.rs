@@ -100,16 +100,7 @@ async fn changes_arrive_typed_and_a_reconnecting_subscriber_misses_nothing() {
 
     // Changes while away are delivered after reconnecting with the last seq.
     let o2 = b.offer(T).await.unwrap();
-    b.run_task(
-        &o2,
-        b"",
-        TaskResult::Failed {
-            exit_code: 1,
-            step: 0,
-        },
-    )
-    .await
-    .unwrap();
+    b.fail_task(&o2, b"", 1).await.unwrap();
     let mut ws = subscribe(s, &service, Some(seq)).await.unwrap();
     assert_eq!(next(&mut ws).await["epoch"], epoch.as_str());
     let seen = until(&mut ws, |v| {

@@ -22,16 +22,7 @@ async fn configurations_that_failed_on_the_previous_push_of_the_ref_go_first() {
     let first = b.offer(T).await.unwrap();
     b.run_task(&first, b"", TaskResult::Success).await.unwrap();
     let second = b.offer(T).await.unwrap();
-    b.run_task(
-        &second,
-        b"",
-        TaskResult::Failed {
-            exit_code: 1,
-            step: 0,
-        },
-    )
-    .await
-    .unwrap();
+    b.fail_task(&second, b"", 1).await.unwrap();
     for t in event(s, &e1).await["tasks"].as_array().unwrap() {
         if t["platform"] == ESP32 {
             let path = format!("/api/tasks/{}/cancel", t["id"].as_str().unwrap());

@@ -250,23 +250,19 @@ impl FakeBuilder {
     }
 
     async fn wait_credit(&mut self, need: u64) -> Result<()> {
-        while self.credit < need {
-            match tokio::time::timeout(Duration::from_secs(60), self.recv_one()).await {
-                Ok(Ok(Some(ServerMessage::Credit { .. }))) => {}
-                Ok(Ok(Some(m))) => self.queue.push_back(m),
-                Ok(Ok(None)) => bail!("connection closed while waiting for credit"),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => bail!("no credit within 60 s"),
-            }
-        }
-        Ok(())
+        self.credit_at_least(need, Duration::from_secs(60)).await
     }
 
     /// Wait until the server returned all credit: every log byte sent so
     /// far is stored (acknowledged).
     pub async fn acknowledged(&mut self, timeout: Duration) -> Result<()> {
+        self.credit_at_least(self.window, timeout).await
+    }
+
+    /// Read (queueing other messages) until the credit is at least `need`.
+    async fn credit_at_least(&mut self, need: u64, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.credit < self.window {
+        while self.credit < need {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, self.recv_one()).await {
                 Ok(Ok(Some(ServerMessage::Credit { .. }))) => {}
@@ -358,6 +354,12 @@ impl FakeBuilder {
             task_id: task_id.into(),
         })
         .await
+    }
+
+    /// [`run_task`](Self::run_task) ending `failed` with `exit_code` in step 0.
+    pub async fn fail_task(&mut self, offer: &TaskOffer, log: &[u8], exit_code: i32) -> Result<()> {
+        let result = TaskResult::Failed { exit_code, step: 0 };
+        self.run_task(offer, log, result).await
     }
 
     /// Accept, run each step (started/finished), log `log`, end with `result`.

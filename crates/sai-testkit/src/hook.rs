@@ -120,23 +120,20 @@ pub struct HookRequest {
 impl HookRequest {
     /// Exactly what `hooks/sai.sh` sends for `push` with `key`.
     pub fn like_sai_sh(push: &Push, key: &str) -> HookRequest {
-        let file = push.file_bytes();
-        let auth = signature(key, &file);
-        let (ct, body) = curl_multipart("sai-notification.json", &file);
-        HookRequest {
-            authorization: Some(auth),
-            content_type: ct,
-            body,
-        }
+        HookRequest::framed_like_sai_sh(&push.file_bytes(), key)
     }
 
     /// A private (`"sec": 1`) push, framed as `hooks/sai.sh` frames it.
     pub fn private_like_sai_sh(push: &Push, key: &str) -> HookRequest {
-        let file = push.file_bytes_with_sec(true);
-        let auth = signature(key, &file);
-        let (ct, body) = curl_multipart("sai-notification.json", &file);
+        HookRequest::framed_like_sai_sh(&push.file_bytes_with_sec(true), key)
+    }
+
+    /// The notification `file`, signed with `key` and sent as `hooks/sai.sh`
+    /// sends it (curl's multipart upload).
+    fn framed_like_sai_sh(file: &[u8], key: &str) -> HookRequest {
+        let (ct, body) = curl_multipart("sai-notification.json", file);
         HookRequest {
-            authorization: Some(auth),
+            authorization: Some(signature(key, file)),
             content_type: ct,
             body,
         }

@@ -20,6 +20,7 @@
 
 pub mod browser;
 pub mod builder;
+pub mod fixtures;
 pub mod git;
 pub mod hook;
 pub mod https_git;
@@ -127,6 +128,40 @@ where
     }
 }
 
+/// Run `cmd` with `input` on its stdin; its status and captured output.
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .expect("writing stdin");
+    child.wait_with_output().expect("waiting for the child")
+}
+
+/// Run `cmd` to its end; panics naming `what`, the exit status, stdout and
+/// stderr unless it succeeded. Returns its stdout.
+pub fn run_ok(what: impl std::fmt::Display, cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Path of a workspace binary from an integration test: `env!("CARGO_BIN_EXE_sai-server")`.
 /// Falls back to `target/debug/<name>` next to the test executable.
 pub fn bin_path(name: &str) -> PathBuf {
@@ -163,6 +198,76 @@ pub fn test_config(data_dir: &Path, notification_key: &str) -> ServerConfig {
     }
 }
 
+/// `<dir>/<stem of config>.<ns since the epoch>.log`: a fresh log file name
+/// for each start of a daemon.
+fn timestamped_log(dir: &Path, config_path: &Path) -> PathBuf {
+    let stem = config_path
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .unwrap_or("daemon");
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    dir.join(format!("{stem}.{ns}.log"))
+}
+
+/// Start `<bin> -c <config_path> run` with stderr to `log_path`, `RUST_LOG`
+/// (default `info`) and `env`, and wait up to 60 s for its line
+/// `<name> listening on http(s)://<addr>` on stdout: the guard, whether it
+/// serves TLS, and the address.
+pub(crate) fn spawn_listening(
+    name: &str,
+    bin: &Path,
+    config_path: &Path,
+    log_path: &Path,
+    env: &[(&str, &str)],
+) -> Result<(ProcessGuard, bool, SocketAddr)> {
+    let log = std::fs::File::create(log_path)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config_path)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("info".into()),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let guard = ProcessGuard::new(child, Duration::from_secs(10));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let http = format!("{name} listening on http://");
+    let https = format!("{name} listening on https://");
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let l = line.trim();
+            if let Some(a) = l.strip_prefix(&http) {
+                let _ = tx.send((false, a.to_string()));
+            } else if let Some(a) = l.strip_prefix(&https) {
+                let _ = tx.send((true, a.to_string()));
+            }
+            line.clear();
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok((tls, a)) => Ok((guard, tls, a.parse().context("parsing listening address")?)),
+        Err(_) => {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            bail!("{name} did not report listening; its log:\n{log}");
+        }
+    }
+}
+
 impl TestServer {
     /// Start `bin` with `config` (written as JSON next to the data dir), with
     /// extra environment variables; wait up to 60 s for its listening line.
@@ -178,63 +283,8 @@ impl TestServer {
                 .unwrap_or("server")
         ));
         std::fs::write(&config_path, serde_json::to_vec_pretty(config)?)?;
-        let log_path = parent.join(format!(
-            "{}.{}.log",
-            data_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("server"),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("-c")
-            .arg(&config_path)
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("info".into()),
-            );
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let guard = ProcessGuard::new(child, Duration::from_secs(10));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match r.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let l = line.trim();
-                        if let Some(a) = l.strip_prefix("sai-server listening on http://") {
-                            let _ = tx.send((false, a.to_string()));
-                        } else if let Some(a) = l.strip_prefix("sai-server listening on https://") {
-                            let _ = tx.send((true, a.to_string()));
-                        }
-                    }
-                }
-            }
-        });
-        let (tls, addr) = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((tls, a)) => (tls, a.parse().context("parsing listening address")?),
-            Err(_) => {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("sai-server did not report listening; its log:\n{log}");
-            }
-        };
+        let log_path = timestamped_log(&parent, &config_path);
+        let (guard, tls, addr) = spawn_listening("sai-server", bin, &config_path, &log_path, env)?;
         Ok(TestServer {
             guard,
             addr,

@@ -135,13 +135,7 @@ async fn main() -> anyhow::Result<()> {
     // 2. 100 MB log.
     let o = builder.offer(T).await?;
     let lines = 1_048_576usize;
-    let mut log = Vec::with_capacity(lines * 100);
-    for i in 0..lines {
-        let head = format!("line {:>9} ", i + 1);
-        log.extend_from_slice(head.as_bytes());
-        log.extend(std::iter::repeat_n(b'x', 99 - head.len()));
-        log.push(b'\n');
-    }
+    let log = sai_testkit::fixtures::numbered_log(lines);
     builder.run_task(&o, &log, TaskResult::Success).await?;
     drop(log);
     sai_testkit::wait_for("100 MB stored", Duration::from_secs(300), || async {

@@ -27,6 +27,25 @@ async fn row_count(b: &Browser) -> u64 {
     .unwrap()
 }
 
+/// Click the element with id `id`.
+async fn click(b: &Browser, id: &str) {
+    b.eval(
+        "document.getElementById(arguments[0]).click(); return true;",
+        vec![json!(id)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("clicking #{id}: {e}"));
+}
+
+/// Wait until the server says task `task` is in `state`.
+async fn task_state_becomes(st: &Stack, task: &str, state: &str) {
+    wait_for(&format!("task {state}"), T, || async {
+        (st.task(task).await["state"] == state).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 fn screenshot_path(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
     if std::env::var("SAI_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -258,13 +277,7 @@ async fn a_finished_100_mb_log_opens_at_its_last_line_and_scrolls_to_its_first()
     let id = offer.task_id.clone();
     // 100 MiB: 1,048,576 lines of 100 bytes.
     let lines = 1_048_576usize;
-    let mut log = Vec::with_capacity(lines * 100);
-    for i in 0..lines {
-        let head = format!("line {:>9} ", i + 1);
-        log.extend_from_slice(head.as_bytes());
-        log.extend(std::iter::repeat_n(b'x', 99 - head.len()));
-        log.push(b'\n');
-    }
+    let log = sai_testkit::fixtures::numbered_log(lines);
     assert_eq!(log.len(), 100 << 20);
     builder
         .run_task(&offer, &log, TaskResult::Success)
@@ -364,21 +377,13 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
 async fn signed_in_rebuild_and_cancel_work_from_the_page_and_sign_out_removes_them() {
     let st = Stack::start(|_| {});
     let ev = st.push(&Push::new("demo", SMALL)).await;
-    let task = st.event(&ev).await["tasks"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task = st.first_task(&ev).await;
     let b = Browser::start().await.unwrap();
     b.goto(&st.url(&format!("/t/{task}"))).await.unwrap();
     let controls = "return !!document.getElementById('cancel-task');";
     assert_eq!(b.eval(controls, vec![]).await.unwrap(), json!(false));
     // Sign in through the form.
-    b.eval(
-        "document.getElementById('signin').click(); return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
+    click(&b, "signin").await;
     b.wait_for(
         "sign-in form",
         T,
@@ -395,17 +400,8 @@ async fn signed_in_rebuild_and_cancel_work_from_the_page_and_sign_out_removes_th
     b.wait_for("back on the task page, signed in", T, controls)
         .await
         .unwrap();
-    b.eval(
-        "document.getElementById('cancel-task').click(); return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    wait_for("task cancelled", T, || async {
-        (st.task(&task).await["state"] == "cancelled").then_some(())
-    })
-    .await
-    .unwrap();
+    click(&b, "cancel-task").await;
+    task_state_becomes(&st, &task, "cancelled").await;
     b.wait_for(
         "page shows cancelled",
         T,
@@ -413,17 +409,8 @@ async fn signed_in_rebuild_and_cancel_work_from_the_page_and_sign_out_removes_th
     )
     .await
     .unwrap();
-    b.eval(
-        "document.getElementById('rebuild-task').click(); return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    wait_for("task waiting again", T, || async {
-        (st.task(&task).await["state"] == "waiting").then_some(())
-    })
-    .await
-    .unwrap();
+    click(&b, "rebuild-task").await;
+    task_state_becomes(&st, &task, "waiting").await;
     b.wait_for(
         "signed-out page",
         T,
@@ -431,12 +418,7 @@ async fn signed_in_rebuild_and_cancel_work_from_the_page_and_sign_out_removes_th
     )
     .await
     .unwrap();
-    b.eval(
-        "document.getElementById('signout').click(); return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
+    click(&b, "signout").await;
     b.wait_for(
         "controls gone",
         T,

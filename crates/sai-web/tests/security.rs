@@ -8,6 +8,18 @@ use sai_core::protocol::TaskResult;
 use sai_testkit::hook::Push;
 use sai_testkit::wait_for;
 
+/// The text of the page at `url` fetched with the session `cookie`.
+async fn page_as(c: &reqwest::Client, url: String, cookie: &str) -> String {
+    c.get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_visitors_get_no_controls_and_privileged_posts_are_refused() {
     let st = Stack::start(|_| {});
@@ -28,10 +40,7 @@ async fn anonymous_visitors_get_no_controls_and_privileged_posts_are_refused() {
         !html.contains("rebuild-event") && !html.contains("name=\"csrf\""),
         "no controls"
     );
-    let task = st.event(&ev).await["tasks"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task = st.first_task(&ev).await;
     for path in [
         format!("/t/{task}/rebuild"),
         format!("/t/{task}/cancel"),
@@ -53,23 +62,12 @@ async fn anonymous_visitors_get_no_controls_and_privileged_posts_are_refused() {
 async fn sign_in_sessions_csrf_and_actions_recorded_with_the_user() {
     let st = Stack::start(|_| {});
     let ev = st.push(&Push::new("demo", SMALL)).await;
-    let task = st.event(&ev).await["tasks"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task = st.first_task(&ev).await;
     assert_eq!(sign_in(&st.web, USER, "wrong password").await, Err(401));
     let cookie = sign_in(&st.web, USER, PASSWORD).await.unwrap();
     let c = raw_client();
 
-    let html = c
-        .get(st.url(&format!("/t/{task}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page_as(&c, st.url(&format!("/t/{task}")), &cookie).await;
     assert!(html.contains("id=\"cancel-task\"") && html.contains("signed in as"));
     assert!(
         html.contains("id=\"expiry\""),
@@ -139,15 +137,7 @@ async fn sign_in_sessions_csrf_and_actions_recorded_with_the_user() {
     assert_eq!(out.status(), 303);
     let cleared = set_cookie(&out, "__Host-sai_session").unwrap();
     assert_eq!(cleared, "__Host-sai_session=");
-    let html = c
-        .get(st.url(&format!("/t/{task}")))
-        .header("cookie", &cleared)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page_as(&c, st.url(&format!("/t/{task}")), &cleared).await;
     assert!(!html.contains("cancel-task"));
 }
 
@@ -377,16 +367,7 @@ async fn badges_follow_pass_and_fail_per_project_and_branch_and_logs_serve_range
         .unwrap();
     st.push(&dev).await;
     let o = b.offer(T).await.unwrap();
-    b.run_task(
-        &o,
-        b"boom\n",
-        TaskResult::Failed {
-            exit_code: 2,
-            step: 0,
-        },
-    )
-    .await
-    .unwrap();
+    b.fail_task(&o, b"boom\n", 2).await.unwrap();
     st.push(&beta).await;
     let o2 = b.offer(T).await.unwrap();
     b.run_task(&o2, b"", TaskResult::Success).await.unwrap();

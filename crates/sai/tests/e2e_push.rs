@@ -93,21 +93,27 @@ fn bare_origin_with_hook(origin: &Path, hook: &str, server_url: &str, secret: &P
 
 /// `<dir>/work`: a repository whose one commit has a one-task `.sai.json`.
 fn one_task_work_repo(dir: &Path) -> std::path::PathBuf {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q"]);
     let saifile = json!({
         "schema": "sai-1",
         "platforms": { DEBIAN: { "build": "true" } },
         "configurations": { "default": {} },
     });
+    work_repo(dir, &saifile, "one")
+}
+
+/// A repository `dir/work` with one commit (`message`) of `saifile` as
+/// its `.sai.json`.
+fn work_repo(dir: &Path, saifile: &Value, message: &str) -> std::path::PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
     std::fs::write(
         work.join(".sai.json"),
-        serde_json::to_vec(&saifile).unwrap(),
+        serde_json::to_vec_pretty(saifile).unwrap(),
     )
     .unwrap();
     git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "one"]);
+    git(&work, &["commit", "-q", "-m", message]);
     work
 }
 
@@ -401,19 +407,26 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
     assert_eq!(seen, want);
 }
 
-/// The `update` variant of the hook, and an annotated tag: the event names
-/// the tagged commit (what builders check out), not the tag object.
-#[tokio::test(flavor = "multi_thread")]
-async fn update_hook_and_annotated_tag_notify_with_the_commit() {
+/// A server with its data in `dir/server-data` and the hook's secret in
+/// `dir/hook-secret`, once the tools the real hook runs are there.
+fn server_and_hook_secret(dir: &Path) -> (TestServer, PathBuf) {
     for tool in ["git", "curl", "openssl"] {
         need(tool);
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
     let secret = dir.join("hook-secret");
     std::fs::write(&secret, format!("{KEY}\n")).unwrap();
     let cfg = sai_testkit::test_config(&dir.join("server-data"), KEY);
     let server = TestServer::start(&bin("sai-server"), &cfg, &[]).unwrap();
+    (server, secret)
+}
+
+/// The `update` variant of the hook, and an annotated tag: the event names
+/// the tagged commit (what builders check out), not the tag object.
+#[tokio::test(flavor = "multi_thread")]
+async fn update_hook_and_annotated_tag_notify_with_the_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, secret) = server_and_hook_secret(dir);
 
     let origin = dir.join("upd.git");
     let server_url = server.url("");
@@ -521,21 +534,12 @@ async fn hook_without_openssl_uses_sai_notify() {
 /// `remote:` line.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_saifile_typo_is_printed_by_git_push() {
-    for tool in ["git", "curl", "openssl"] {
-        need(tool);
-    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let secret = dir.join("hook-secret");
-    std::fs::write(&secret, format!("{KEY}\n")).unwrap();
-    let cfg = sai_testkit::test_config(&dir.join("server-data"), KEY);
-    let server = TestServer::start(&bin("sai-server"), &cfg, &[]).unwrap();
+    let (server, secret) = server_and_hook_secret(dir);
 
     let origin = dir.join("typo.git");
     bare_origin_with_hook(&origin, "post-receive", &server.url(""), &secret);
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q"]);
     let saifile = json!({
         "schema": "sai-1",
         "platforms": {
@@ -544,13 +548,7 @@ async fn a_saifile_typo_is_printed_by_git_push() {
         },
         "configurations": { "default": {} },
     });
-    std::fs::write(
-        work.join(".sai.json"),
-        serde_json::to_vec_pretty(&saifile).unwrap(),
-    )
-    .unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "typo"]);
+    let work = work_repo(dir, &saifile, "typo");
     let (_, err) = git(&work, &["push", &origin.display().to_string(), "main"]);
     let warning = err
         .lines()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix_harness::{Nix, nixpkgs_lib, repo_root, require};
+use sai_testkit::run_ok;
 use serde_json::Value;
 
 /// Every .nix file of the repository (not under target/ or .git/).
@@ -54,16 +55,9 @@ fn every_nix_file_parses() {
     }
     let nix_instantiate = require("nix-instantiate", "install nix-bin");
     for file in &files {
-        let out = Command::new(&nix_instantiate)
-            .arg("--parse")
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
+        run_ok(
             file.display(),
-            String::from_utf8_lossy(&out.stderr)
+            Command::new(&nix_instantiate).arg("--parse").arg(file),
         );
     }
 }
@@ -71,27 +65,17 @@ fn every_nix_file_parses() {
 #[test]
 fn nix_files_are_formatted_and_have_no_dead_code() {
     let files = nix_files();
-    let fmt = Command::new(require("nixpkgs-fmt", INSTALL_LINTERS))
-        .arg("--check")
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        fmt.status.success(),
-        "nixpkgs-fmt wants to reformat (run `nixpkgs-fmt .`):\n{}{}",
-        String::from_utf8_lossy(&fmt.stdout),
-        String::from_utf8_lossy(&fmt.stderr)
+    run_ok(
+        "nixpkgs-fmt wants to reformat (run `nixpkgs-fmt .`)",
+        Command::new(require("nixpkgs-fmt", INSTALL_LINTERS))
+            .arg("--check")
+            .args(&files),
     );
-    let dead = Command::new(require("deadnix", INSTALL_LINTERS))
-        .arg("--fail")
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        dead.status.success(),
-        "deadnix found unused code:\n{}{}",
-        String::from_utf8_lossy(&dead.stdout),
-        String::from_utf8_lossy(&dead.stderr)
+    run_ok(
+        "deadnix found unused code",
+        Command::new(require("deadnix", INSTALL_LINTERS))
+            .arg("--fail")
+            .args(&files),
     );
 }
 
@@ -468,21 +452,10 @@ fn vm_test_files_evaluate_and_their_scripts_are_python() {
                      tree = ast.parse(sys.stdin.read())\n\
                      names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}\n\
                      print(' '.join(sorted(names)))";
-        let mut child = Command::new(&python)
-            .args(["-c", check])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = sai_testkit::output_with_stdin(
+            Command::new(&python).args(["-c", check]),
+            script.as_bytes(),
+        );
         assert!(
             out.status.success(),
             "{}: the test script is not Python:\n{}",

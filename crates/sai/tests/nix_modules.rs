@@ -165,15 +165,11 @@ fn rendered_configs_pass_the_real_sai_validate_and_carry_the_typed_options() {
         let text = std::fs::read_to_string(path).unwrap();
         // The file the daemon reads is the checked one, one member per line.
         assert!(text.lines().count() > 5, "{unit}: {text}");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sai"))
-            .arg("validate")
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{unit}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        sai_testkit::run_ok(
+            unit,
+            std::process::Command::new(env!("CARGO_BIN_EXE_sai"))
+                .arg("validate")
+                .arg(path),
         );
         serde_json::from_str(&text).unwrap()
     };

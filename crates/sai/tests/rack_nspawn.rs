@@ -5,21 +5,15 @@
 
 mod rack_support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rack_support::{GitDaemon, Lab, bin, cache_dir, need_prepared, repo_root, static_bin_dir};
-use sai_testkit::ProcessGuard;
-use serde_json::json;
+use rack_support::Lab;
 
 const PLATFORM: &str = "linux-debian-12/x86_64-rack/nspawn";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nspawn_builder_completes_a_pushed_task() {
-    need_prepared(&["sai-builder", "sai-device", "sai-expect"]);
-    let lab = Lab::start(None);
-    let daemon = GitDaemon::start(lab.path());
-    lab.set_fetch_url(&format!("git://127.0.0.1:{}/origin.git", daemon.port));
+    let (lab, _daemon) = Lab::for_builder("127.0.0.1");
     let rack = lab.rack(|_| {});
     let out = lab.render(&rack, &[("ci-nspawn", PLATFORM)]);
     let unit = std::fs::read_to_string(out.join("ci-nspawn/ci-nspawn.nspawn")).unwrap();
@@ -29,41 +23,19 @@ async fn nspawn_builder_completes_a_pushed_task() {
         "{unit}"
     );
 
-    let log_path = lab.path().join("nspawn.log");
-    let child = Command::new(bin("sai"))
-        .args([
-            "rack",
-            "up",
-            rack.to_str().unwrap(),
-            "ci-nspawn",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env("SAI_RACK_CACHE", cache_dir())
-        .env("SAI_RACK_BIN_DIR", static_bin_dir())
-        .env(
-            "CONTAINERS_CONF",
-            repo_root().join("containers/containers.conf"),
-        )
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log_path).unwrap())
-        .stderr(std::fs::File::create(lab.path().join("nspawn.err")).unwrap())
-        .spawn()
-        .unwrap();
     // `sai rack up` becomes systemd-nspawn; SIGTERM stops the container.
-    let _nspawn = ProcessGuard::new(child, Duration::from_secs(10));
+    let (_nspawn, log_path) =
+        lab.rack_up(&rack, "ci-nspawn", &out, "nspawn", Duration::from_secs(10));
 
-    let saifile = json!({
-        "schema": "sai-1",
-        "platforms": { PLATFORM: { "build": "${prep}" } },
-        "configurations": {
-            "shell": {
-                "prep": "echo host=$(cat /proc/sys/kernel/hostname) pid1=$(cat /proc/1/comm)\necho debian $(cat /etc/debian_version)\ngit log --format=%s -1\nsh ./hello.sh"
-            }
-        }
-    });
     let event = lab
-        .push(&saifile, &[("hello.sh", "echo hello from nspawn\n")])
+        .push_prep(
+            PLATFORM,
+            &[(
+                "shell",
+                "echo host=$(cat /proc/sys/kernel/hostname) pid1=$(cat /proc/1/comm)\necho debian $(cat /etc/debian_version)\ngit log --format=%s -1\nsh ./hello.sh",
+            )],
+            &[("hello.sh", "echo hello from nspawn\n")],
+        )
         .await;
     let why = || {
         format!(

@@ -13,28 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rack_support::{GitDaemon, Lab, need_prepared, podman, sai_ok};
+use rack_support::{Lab, PodmanCleanup, podman, sai_ok};
 use serde_json::json;
 
 const PLATFORM: &str = "linux-debian-12/x86_64-rack/oci";
 const CONTAINER: &str = "ci-ci-oci";
 
-/// Removes the container and its volume, whatever happens.
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = podman(&["rm", "--force", "--time", "2", CONTAINER]);
-        let _ = podman(&["volume", "rm", "--force", &format!("{CONTAINER}-home")]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn podman_builder_runs_a_pushed_task_and_a_board_task() {
-    need_prepared(&["sai-builder", "sai-device", "sai-expect"]);
-    let lab = Lab::start(None);
-    let daemon = GitDaemon::start(lab.path());
-    lab.set_fetch_url(&format!("git://127.0.0.1:{}/origin.git", daemon.port));
+    let (lab, _daemon) = Lab::for_builder("127.0.0.1");
 
     // The board: a pty pair; the rack names the slave as the board's tty.
     let pty = nix::pty::openpty(None, None).unwrap();
@@ -50,7 +37,10 @@ async fn podman_builder_runs_a_pushed_task_and_a_board_task() {
     );
 
     let _ = podman(&["rm", "--force", CONTAINER]);
-    let _cleanup = Cleanup;
+    let _cleanup = PodmanCleanup {
+        container: CONTAINER,
+        volume: format!("{CONTAINER}-home"),
+    };
     let start = Instant::now();
     let rack_s = rack.to_str().unwrap();
     let out_s = out.to_str().unwrap();
@@ -95,20 +85,21 @@ async fn podman_builder_runs_a_pushed_task_and_a_board_task() {
     };
     let _slave = pty.slave;
 
-    let saifile = json!({
-        "schema": "sai-1",
-        "platforms": { PLATFORM: { "build": "${prep}" } },
-        "configurations": {
-            "shell": {
-                "prep": "test -f /run/.containerenv && echo inside-podman\necho pid1=$(cat /proc/1/comm)\necho debian $(cat /etc/debian_version)\ngit log --format=%s -1\nsh ./hello.sh"
-            },
-            "board": {
-                "prep": "sai-device ptyboard -- sh -c 'echo ping-from-container > $SAI_DEVICE_TTY0 && exec sai-expect --timeout 60'"
-            }
-        }
-    });
     let event = lab
-        .push(&saifile, &[("hello.sh", "echo hello from the checkout\n")])
+        .push_prep(
+            PLATFORM,
+            &[
+                (
+                    "shell",
+                    "test -f /run/.containerenv && echo inside-podman\necho pid1=$(cat /proc/1/comm)\necho debian $(cat /etc/debian_version)\ngit log --format=%s -1\nsh ./hello.sh",
+                ),
+                (
+                    "board",
+                    "sai-device ptyboard -- sh -c 'echo ping-from-container > $SAI_DEVICE_TTY0 && exec sai-expect --timeout 60'",
+                ),
+            ],
+            &[("hello.sh", "echo hello from the checkout\n")],
+        )
         .await;
     let why = || {
         let logs = podman(&["logs", CONTAINER]);

@@ -9,24 +9,16 @@
 
 mod rack_support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rack_support::{
-    GitDaemon, Lab, bin, cache_dir, need_prepared, repo_root, sai_ok, static_bin_dir,
-};
-use sai_testkit::ProcessGuard;
-use serde_json::json;
+use rack_support::{Lab, cache_dir, sai_ok};
 
 const PLATFORM: &str = "linux-debian-12/x86_64-rack/qemu";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn qemu_builder_boots_connects_and_completes_a_git_task() {
-    need_prepared(&["sai-builder", "sai-device", "sai-expect"]);
-    let lab = Lab::start(None);
-    let daemon = GitDaemon::start(lab.path());
     // Inside the guest, the host's loopback is 10.0.2.2.
-    lab.set_fetch_url(&format!("git://10.0.2.2:{}/origin.git", daemon.port));
+    let (lab, _daemon) = Lab::for_builder("10.0.2.2");
     let rack = lab.rack(|_| {});
     let out = lab.render(&rack, &[("ci-vm", PLATFORM)]);
     let builder_conf = std::fs::read_to_string(out.join("ci-vm/builder.conf")).unwrap();
@@ -42,22 +34,8 @@ async fn qemu_builder_boots_connects_and_completes_a_git_task() {
     assert!(built.contains("[ci-vm] initramfs: done"), "{built}");
     eprintln!("VM image built in {:.1}s", start.elapsed().as_secs_f64());
 
-    let console = lab.path().join("console.log");
-    let child = Command::new(bin("sai"))
-        .args(["rack", "up", rack_s, "ci-vm", "--out", out_s])
-        .env("SAI_RACK_CACHE", cache_dir())
-        .env("SAI_RACK_BIN_DIR", static_bin_dir())
-        .env(
-            "CONTAINERS_CONF",
-            repo_root().join("containers/containers.conf"),
-        )
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&console).unwrap())
-        .stderr(std::fs::File::create(lab.path().join("qemu.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let (_vm, console) = lab.rack_up(&rack, "ci-vm", &out, "qemu", Duration::from_secs(5));
     let boot = Instant::now();
-    let _vm = ProcessGuard::new(child, Duration::from_secs(5));
     let why = || {
         format!(
             "guest console:\n{}",
@@ -65,17 +43,15 @@ async fn qemu_builder_boots_connects_and_completes_a_git_task() {
         )
     };
 
-    let saifile = json!({
-        "schema": "sai-1",
-        "platforms": { PLATFORM: { "build": "${prep}" } },
-        "configurations": {
-            "guest": {
-                "prep": "echo kernel=$(uname -r) host=$(cat /proc/sys/kernel/hostname)\ngit log --format=%s -1\nsh ./hello.sh"
-            }
-        }
-    });
     let event = lab
-        .push(&saifile, &[("hello.sh", "echo hello from the guest\n")])
+        .push_prep(
+            PLATFORM,
+            &[(
+                "guest",
+                "echo kernel=$(uname -r) host=$(cat /proc/sys/kernel/hostname)\ngit log --format=%s -1\nsh ./hello.sh",
+            )],
+            &[("hello.sh", "echo hello from the guest\n")],
+        )
         .await;
     let e = lab.finished(&event, 1, Duration::from_secs(240), why).await;
     eprintln!(

@@ -7,7 +7,7 @@ mod rack_support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rack_support::{bin, repo_root, sai, sai_ok};
+use rack_support::{bin, render_rack, repo_root, sai, sai_ok};
 use serde_json::{Value, json};
 
 fn example() -> PathBuf {
@@ -99,24 +99,12 @@ fn render_is_deterministic_and_every_builder_conf_validates() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for out in [&a, &b] {
-        sai_ok(&[
-            "rack",
-            "render",
-            example().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        render_rack(&example(), out);
     }
     let (ta, tb) = (tree(&a), tree(&b));
     assert_eq!(ta, tb, "two renders differ");
     // Rendering again over the same folder changes nothing.
-    sai_ok(&[
-        "rack",
-        "render",
-        example().to_str().unwrap(),
-        "--out",
-        a.to_str().unwrap(),
-    ]);
+    render_rack(&example(), &a);
     assert_eq!(tree(&a), tb);
 
     let configs: Vec<String> = ta
@@ -218,13 +206,7 @@ fn quadlet_units_name_what_podman_run_uses() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("render");
     let rack = example();
-    sai_ok(&[
-        "rack",
-        "render",
-        rack.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    render_rack(&rack, &out);
     let printed = sai_ok(&[
         "rack",
         "up",

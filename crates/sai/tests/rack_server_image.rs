@@ -7,19 +7,10 @@ mod rack_support;
 
 use std::time::{Duration, Instant};
 
-use rack_support::{need_prepared, podman, repo_root, sai_ok};
+use rack_support::{PodmanCleanup, need_prepared, podman, repo_root, sai_ok};
 use serde_json::{Value, json};
 
 const CONTAINER: &str = "ci-srv-sai-server";
-
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = podman(&["rm", "--force", "--time", "2", CONTAINER]);
-        let _ = podman(&["volume", "rm", "--force", &format!("{CONTAINER}-data")]);
-    }
-}
 
 #[test]
 fn server_image_from_scratch_serves_its_api_on_loopback() {
@@ -47,7 +38,10 @@ fn server_image_from_scratch_serves_its_api_on_loopback() {
     std::fs::write(out.join("sai-server/notification-key"), "5ea1c0ffee\n").unwrap();
 
     let _ = podman(&["rm", "--force", CONTAINER]);
-    let _cleanup = Cleanup;
+    let _cleanup = PodmanCleanup {
+        container: CONTAINER,
+        volume: format!("{CONTAINER}-data"),
+    };
     let start = Instant::now();
     sai_ok(&["rack", "build", rack_s, "sai-server", "--out", out_s]);
     eprintln!(

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sai_testkit::{ProcessGuard, wait_for};
+use sai_testkit::{ProcessGuard, run_ok, wait_for};
 use serde_json::Value;
 
 const SAI: &str = env!("CARGO_BIN_EXE_sai");
@@ -23,21 +23,17 @@ const SAI: &str = env!("CARGO_BIN_EXE_sai");
 const PLATFORM: &str = "linux-e2e/x86_64/gcc";
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        format_args!("git {args:?}"),
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null"),
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    stdout.trim().to_string()
 }
 
 /// A running `sai up` and everything it printed so far.
@@ -119,6 +115,22 @@ impl Up {
     }
 }
 
+/// A clone of this repository in `dir/sai`.
+fn clone_this_repository(dir: &Path) -> PathBuf {
+    let top = git(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["rev-parse", "--show-toplevel"],
+    );
+    let clone = dir.join("sai");
+    run_ok(
+        "git clone",
+        Command::new("git")
+            .args(["clone", "-q", "--no-hardlinks", &top])
+            .arg(&clone),
+    );
+    clone
+}
+
 async fn get(url: &str) -> Value {
     let r = reqwest::get(url).await.unwrap();
     assert!(r.status().is_success(), "GET {url}: {}", r.status());
@@ -128,21 +140,7 @@ async fn get(url: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn sai_up_builds_this_repository() {
     let tmp = tempfile::tempdir().unwrap();
-    let top = git(
-        Path::new(env!("CARGO_MANIFEST_DIR")),
-        &["rev-parse", "--show-toplevel"],
-    );
-    let clone = tmp.path().join("sai");
-    let out = Command::new("git")
-        .args(["clone", "-q", "--no-hardlinks", &top])
-        .arg(&clone)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let clone = clone_this_repository(tmp.path());
     // Not `main`: the heavy `tests` configuration (branches: main) is
     // filtered out.
     git(&clone, &["checkout", "-q", "-b", "sai-up-e2e"]);
@@ -253,18 +251,13 @@ async fn sai_up_builds_this_repository() {
 
     // `sai notify` against the running `sai up`: the same commit again is a
     // duplicate of the queued event.
-    let out = Command::new(SAI)
-        .args(["notify", "--url", &url, "--secret-file"])
-        .arg(data.join("hook-secret"))
-        .arg("--repo")
-        .arg(&clone)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        "sai notify",
+        Command::new(SAI)
+            .args(["notify", "--url", &url, "--secret-file"])
+            .arg(data.join("hook-secret"))
+            .arg("--repo")
+            .arg(&clone),
     );
     assert!(
         stdout.contains(&format!("already queued as event {ev}")),
@@ -284,18 +277,14 @@ async fn sai_up_builds_this_repository() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
 
     // `sai token` with the data dir's key mints tokens the server accepts.
-    let out = Command::new(SAI)
-        .args([
+    let token = run_ok(
+        "sai token",
+        Command::new(SAI).args([
             "token", "user", "--name", "ops", "--ttl", "1h", "--data", &data_s,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        ]),
+    )
+    .trim()
+    .to_string();
     assert!(token.starts_with("v4.public."), "{token}");
     let r = reqwest::Client::new()
         .post(format!("{url}/api/tasks/{fmt_id}/cancel"))
@@ -486,21 +475,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
 #[tokio::test(flavor = "multi_thread")]
 async fn sai_up_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
     let tmp = tempfile::tempdir().unwrap();
-    let top = git(
-        Path::new(env!("CARGO_MANIFEST_DIR")),
-        &["rev-parse", "--show-toplevel"],
-    );
-    let clone = tmp.path().join("sai");
-    let out = Command::new("git")
-        .args(["clone", "-q", "--no-hardlinks", &top])
-        .arg(&clone)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let clone = clone_this_repository(tmp.path());
     // On `main`, where this repository's .sai.json would run scripts/test.sh.
     git(&clone, &["checkout", "-q", "-B", "main"]);
     let mut up = demo_runs_to_a_result(&clone, tmp.path(), "checkout").await;

@@ -1,23 +1,12 @@
 //! `sai user add/remove` maintain sai-web's users file.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn sai(args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sai"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    sai_testkit::output_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_sai")).args(args),
+        stdin.as_bytes(),
+    )
 }
 
 #[test]

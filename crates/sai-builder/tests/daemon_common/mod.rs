@@ -63,27 +63,23 @@ pub fn free_addr() -> SocketAddr {
 /// the key is created in (or read from) `data/token.key`.
 pub fn mint_builder_token(data: &Path, name: &str, platforms: &str) -> String {
     std::fs::create_dir_all(data).unwrap();
-    let out = Command::new(server_bin())
-        .arg("token")
-        .arg("--data")
-        .arg(data)
-        .args([
-            "builder",
-            "--name",
-            name,
-            "--platforms",
-            platforms,
-            "--ttl",
-            "1h",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = sai_testkit::run_ok(
+        "sai-server token builder",
+        Command::new(server_bin())
+            .arg("token")
+            .arg("--data")
+            .arg(data)
+            .args([
+                "builder",
+                "--name",
+                name,
+                "--platforms",
+                platforms,
+                "--ttl",
+                "1h",
+            ]),
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    stdout.trim().to_string()
 }
 
 /// A repository `dir/repo` with one commit of a README; returns its path
@@ -113,6 +109,12 @@ pub fn saifile(platform: &str, build: &str, configurations: Value) -> Vec<u8> {
     .unwrap()
 }
 
+/// A saifile with one task on [`LINUX`] (configuration `default`) whose
+/// build is `build`.
+pub fn linux_saifile(build: &str) -> Vec<u8> {
+    saifile(LINUX, build, json!({ "default": { "cmake": "" } }))
+}
+
 /// Push `saifile` for commit `hash` of the repository at `repo`; returns the event id.
 pub async fn push(
     server: &TestServer,
@@ -121,15 +123,37 @@ pub async fn push(
     hash: &str,
     saifile: &[u8],
 ) -> String {
+    let fetch_url = repo.display().to_string();
+    push_with(
+        &reqwest::Client::new(),
+        server,
+        project,
+        &fetch_url,
+        hash,
+        saifile,
+    )
+    .await
+}
+
+/// Push `saifile` for commit `hash` fetched from `fetch_url`, with client
+/// `c`; returns the event id.
+pub async fn push_with(
+    c: &reqwest::Client,
+    server: &TestServer,
+    project: &str,
+    fetch_url: &str,
+    hash: &str,
+    saifile: &[u8],
+) -> String {
     let p = Push {
         project: project.into(),
-        fetch_url: repo.display().to_string(),
+        fetch_url: fetch_url.into(),
         git_ref: "refs/heads/main".into(),
         hash: hash.into(),
         saifile: saifile.to_vec(),
     };
     let r = HookRequest::like_sai_sh(&p, KEY)
-        .send(&server.url("/sai/update-hook"))
+        .send_with(c, &server.url("/sai/update-hook"))
         .await
         .unwrap();
     let st = r.status().as_u16();
@@ -156,6 +180,23 @@ fn terminal(state: &Value) -> bool {
 }
 
 /// Wait until every task of the event is in a terminal state; returns the event.
+/// Commit a new README `readme` to `repo`, push it with one [`LINUX`] task
+/// whose build is `build`, and wait until that task succeeded; the event id
+/// and the event.
+pub async fn push_new_commit_to_success(
+    server: &TestServer,
+    repo: &Path,
+    readme: &str,
+    build: &str,
+    why: &dyn Fn() -> String,
+) -> (String, Value) {
+    let hash = new_commit(repo, readme);
+    let ev = push(server, "proj", repo, &hash, &linux_saifile(build)).await;
+    let e = event_done(server, &ev, why).await;
+    assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why());
+    (ev, e)
+}
+
 pub async fn event_done(server: &TestServer, ev: &str, why: &dyn Fn() -> String) -> Value {
     let r = wait_for(&format!("event {ev} done"), T, || async {
         let e = get(server, &format!("/api/events/{ev}")).await;
@@ -241,6 +282,16 @@ pub fn server_ref(
 /// work from `server` only (token file `s.token`); returns the config path.
 pub fn one_server_config(server: &TestServer, dir: &Path, instances: u32) -> PathBuf {
     one_server_config_with(server, dir, instances, |_| {})
+}
+
+/// A server with its data in `dir/data` and a builder (config in `dir`)
+/// offering `instances` instances of [`LINUX`] to it.
+pub fn start_server_and_builder(dir: &Path, instances: u32) -> (TestServer, BuilderProc) {
+    let server = start_server(&dir.join("data"));
+    // The token file is named relative to the config's folder.
+    let conf = one_server_config(&server, dir, instances);
+    let builder = BuilderProc::start(&conf);
+    (server, builder)
 }
 
 /// [`one_server_config`] with a last edit of the config JSON.

@@ -25,8 +25,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::device::is_env_name;
-use super::problem::{ConfigProblem, FieldPath, check_marker};
-use super::schema::ConfigType;
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
 
 /// Value of the optional `schema` marker of a builder config.
 pub const SCHEMA_MARKER: &str = "sai-builder";

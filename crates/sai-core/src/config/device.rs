@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, FieldPath, check_marker};
-use super::schema::ConfigType;
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
 
 /// Most ttys one device may have (as in the original).
 pub const MAX_TTYS: usize = 8;

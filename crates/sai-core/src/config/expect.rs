@@ -21,8 +21,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, FieldPath, check_marker};
-use super::schema::ConfigType;
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
 
 /// Value of the optional `schema` marker of an expect script.
 pub const SCHEMA_MARKER: &str = "sai-expect";

@@ -23,8 +23,7 @@ use std::collections::HashMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, FieldPath, check_marker};
-use super::schema::ConfigType;
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
 
 /// Value of the optional `schema` marker of a jig config.
 pub const SCHEMA_MARKER: &str = "sai-jig";

@@ -19,8 +19,7 @@ mod yaml_walk;
 
 use serde::de::DeserializeOwned;
 
-use problem::{Diagnostic, InvalidConfig};
-use schema::ConfigType;
+use problem::{ConfigType, Diagnostic, InvalidConfig};
 
 /// How a config text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

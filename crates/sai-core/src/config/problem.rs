@@ -1,10 +1,21 @@
 //! What is wrong in a config, and where: [`FieldPath`] into the document,
 //! [`ConfigProblem`] (a rule broken at a path, found by a type's
-//! `validate()`), and [`Diagnostic`] (a problem placed at `file:line:col`).
+//! `validate()`), [`ConfigType`] (a config type and its checks), and
+//! [`Diagnostic`] (a problem placed at `file:line:col`).
 
 use std::fmt;
 
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
 use super::ConfigError;
+
+/// A config type of one kind: read with serde, described by schemars,
+/// checked by its `validate()`.
+pub trait ConfigType: DeserializeOwned + JsonSchema {
+    /// Every semantic problem (the type's `validate()`); empty means valid.
+    fn problems(&self) -> Vec<ConfigProblem>;
+}
 
 /// One step of a path into a config document.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,7 @@ use super::builder::{
 };
 use super::device::{Device, DeviceConfig};
 use super::jig::JigConfig;
-use super::schema::{ConfigProblem, ConfigType, FieldPath};
+use super::problem::{ConfigProblem, ConfigType, FieldPath, PathSegment};
 use super::server::ServerConfig;
 use super::web::WebConfig;
 
@@ -677,10 +677,10 @@ fn check_builder<'a>(
     // problems are reported at the rack's field (host is the rack's name,
     // already checked above).
     for p in builder.builder_config().validate() {
-        if p.path.0.first() == Some(&super::schema::PathSegment::Key("host".to_string())) {
+        if p.path.0.first() == Some(&PathSegment::Key("host".to_string())) {
             continue;
         }
-        if p.path.0.first() == Some(&super::schema::PathSegment::Key("schema".to_string())) {
+        if p.path.0.first() == Some(&PathSegment::Key("schema".to_string())) {
             continue;
         }
         push(at.clone().join(&p.path), p.message);
@@ -699,7 +699,7 @@ fn check_builder<'a>(
             // device paths ("devices[0].ttys[1].tty") are relative to the
             // builder entry, "home" is its device_home.
             let nested = match nested.path.0.get(at.0.len()) {
-                Some(super::schema::PathSegment::Key(k)) if k == "home" => ConfigProblem::new(
+                Some(PathSegment::Key(k)) if k == "home" => ConfigProblem::new(
                     at.key("device_home"),
                     nested.message.trim_start_matches("home: ").to_string(),
                 ),

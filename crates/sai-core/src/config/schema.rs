@@ -17,24 +17,16 @@
 use std::fmt;
 
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::Format;
 pub use super::locate::{locate, locate_nearest};
 pub use super::problem::{
-    ConfigProblem, Diagnostic, FieldPath, InvalidConfig, PathSegment, Severity,
+    ConfigProblem, ConfigType, Diagnostic, FieldPath, InvalidConfig, PathSegment, Severity,
 };
 
 /// Base of the `$id` of every generated schema.
 pub const SCHEMA_ID_BASE: &str = "https://sai.invalid/schemas/";
-
-/// A config type of one kind: read with serde, described by schemars,
-/// checked by its `validate()`.
-pub trait ConfigType: DeserializeOwned + JsonSchema {
-    /// Every semantic problem (the type's `validate()`); empty means valid.
-    fn problems(&self) -> Vec<ConfigProblem>;
-}
 
 /// What Sai knows about one kind of file.
 pub struct KindSpec {

@@ -16,8 +16,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, FieldPath};
-use super::schema::ConfigType;
+use super::problem::{ConfigProblem, ConfigType, FieldPath};
 
 /// Configuration of `sai-server`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -19,8 +19,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, FieldPath, check_marker};
-use super::schema::ConfigType;
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
 use super::server::ServerTlsConfig;
 
 /// Value of the optional `schema` marker of a web config.

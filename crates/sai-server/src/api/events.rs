@@ -11,7 +11,7 @@ use sai_core::task::{Event, EventId};
 use warp::http::HeaderMap;
 
 use super::estimates::Estimator;
-use super::{Query, Res, ok, query_int, require_user, user};
+use super::{Query, Res, ok, query_int, require_user, visible_event};
 use crate::Server;
 use crate::error::Error;
 
@@ -39,24 +39,11 @@ pub fn view(e: &Event) -> api::Event {
     }
 }
 
-/// The event `id` if it exists and the caller may see it.
-pub fn load(server: &Server, headers: &HeaderMap, id: &str) -> Result<Event, Error> {
-    let nf = Error::NotFound("no such event");
-    let Ok(id) = EventId::parse(id) else {
-        return Err(nf);
-    };
-    let e = server.store.event(&id)?.ok_or(nf)?;
-    if e.sec && user(server, headers)?.is_none() {
-        return Err(Error::NotFound("no such event"));
-    }
-    Ok(e)
-}
-
 /// An event with one page of its tasks (`limit`, default and cap
 /// `limits.max_page`; `cursor` from the previous page's `next_cursor`) and
 /// the count of every state.
 pub fn get(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
-    let e = load(server, headers, id)?;
+    let e = visible_event(server, headers, id)?;
     let db = server
         .store
         .event_db(id)?
@@ -95,7 +82,7 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
 /// Delete an event (its running tasks are stopped).
 pub fn delete(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
     let who = require_user(server, headers)?;
-    load(server, headers, id)?;
+    visible_event(server, headers, id)?;
     if server.delete_event(id)? {
         tracing::info!(event = %id, user = %who, "event deleted");
         ok(&api::Deleted {
@@ -115,7 +102,7 @@ pub async fn rebuild(
     task: Option<&str>,
 ) -> Res {
     let who = require_user(server, headers)?;
-    let row = load(server, headers, ev)?;
+    let row = visible_event(server, headers, ev)?;
     let db = server
         .store
         .event_db(ev)?
@@ -161,7 +148,7 @@ pub async fn rebuild(
 /// push). The old event and its results stay as they are.
 pub async fn again(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
     let who = require_user(server, headers)?;
-    let old = load(server, headers, id)?;
+    let old = visible_event(server, headers, id)?;
     let db = server
         .store
         .event_db(id)?

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
 use sai_core::protocol::event_of_task;
+use sai_core::task::{Event, EventId};
 use serde::Serialize;
 use warp::Reply;
 use warp::http::{HeaderMap, Method, StatusCode};
@@ -151,6 +152,19 @@ fn act_for(server: &Server, for_user: &str, service: &str) -> Result<String, Err
     }
     tracing::debug!(user = %for_user, %service, "request on behalf of a user");
     Ok(for_user.to_string())
+}
+
+/// The event `id` if it exists and the caller may see it.
+pub fn visible_event(server: &Server, headers: &HeaderMap, id: &str) -> Result<Event, Error> {
+    let nf = Error::NotFound("no such event");
+    let Ok(id) = EventId::parse(id) else {
+        return Err(nf);
+    };
+    let e = server.store.event(&id)?.ok_or(nf)?;
+    if e.sec && user(server, headers)?.is_none() {
+        return Err(Error::NotFound("no such event"));
+    }
+    Ok(e)
 }
 
 /// The user of a required user token.

@@ -90,7 +90,7 @@ fn artifact(a: ArtifactRow) -> api::Artifact {
 pub fn load(server: &Server, headers: &HeaderMap, id: &str) -> Result<(Arc<EventDb>, Task), Error> {
     let nf = || Error::NotFound("no such task");
     let ev = event_of_task(id).ok_or_else(nf)?;
-    super::events::load(server, headers, ev).map_err(|_| nf())?;
+    super::visible_event(server, headers, ev).map_err(|_| nf())?;
     let db = server.store.event_db(ev)?.ok_or_else(nf)?;
     let t = db.task(id)?.ok_or_else(nf)?;
     Ok((db, t))

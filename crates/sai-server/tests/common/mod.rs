@@ -1,6 +1,7 @@
 //! Shared helpers of the sai-server integration tests: the real binary, a
 //! temp data dir, loopback HTTP.
-#![allow(dead_code)]
+// Each test binary uses a part of this module.
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,36 +11,12 @@ use sai_testkit::TestServer;
 use sai_testkit::hook::{HookRequest, Push};
 use serde_json::Value;
 
-pub const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-/// Two platforms x two configurations = 4 tasks.
-pub const SMALL: &[u8] = br#"{
-  "schema": "sai-1",
-  # a comment, as real saifiles have
-  "platforms": {
-    "linux-debian-12/x86_64-amd/gcc": { "build": "echo one\necho two" },
-    "freertos-espidf/xl6-esp32/gcc": { "build": "idf.py build" }
-  },
-  "configurations": {
-    "default": { "cmake": "" },
-    "noopt": { "cmake": "-DX=1" }
-  }
-}
-"#;
-
-pub const LINUX: &str = "linux-debian-12/x86_64-amd/gcc";
-pub const ESP32: &str = "freertos-espidf/xl6-esp32/gcc";
+pub use sai_testkit::fixtures::{ESP32, KEY, LINUX, SMALL, lws_saifile};
 
 pub const T: Duration = Duration::from_secs(30);
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sai-server"))
-}
-
-pub fn lws_saifile() -> Vec<u8> {
-    let p = std::env::var("SAI_TESTDATA").unwrap_or_else(|_| "/work/shared/testdata".into());
-    let path = PathBuf::from(p).join("saifiles/libwebsockets/20210817-e49a5f3698.sai.json");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 pub struct Env {

@@ -1,7 +1,8 @@
 //! A real stack on loopback for sai-web tests: sai-server (real binary,
 //! temp data dir), sai-web (real binary) with a service token and one user,
 //! fake builders speaking the real protocol, and HTTP clients.
-#![allow(dead_code)]
+// Each test binary uses a part of this module.
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,35 +13,10 @@ use sai_testkit::web::{TestWeb, test_web_config};
 use sai_testkit::{FakeBuilder, TestServer};
 use serde_json::Value;
 
-pub const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub use sai_testkit::fixtures::{ESP32, KEY, LINUX, SMALL, lws_saifile};
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "correct horse battery";
 pub const T: Duration = Duration::from_secs(30);
-
-pub const LINUX: &str = "linux-debian-12/x86_64-amd/gcc";
-pub const ESP32: &str = "freertos-espidf/xl6-esp32/gcc";
-
-/// Two platforms x two configurations = 4 tasks.
-pub const SMALL: &[u8] = br#"{
-  "schema": "sai-1",
-  "platforms": {
-    "linux-debian-12/x86_64-amd/gcc": { "build": "echo one\necho two" },
-    "freertos-espidf/xl6-esp32/gcc": { "build": "idf.py build" }
-  },
-  "configurations": {
-    "default": { "cmake": "" },
-    "noopt": { "cmake": "-DX=1" }
-  }
-}
-"#;
-
-pub fn lws_saifile() -> Vec<u8> {
-    let p = std::env::var("SAI_TESTDATA").unwrap_or_else(|_| "../../../shared/testdata".into());
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(p)
-        .join("saifiles/libwebsockets/20210817-e49a5f3698.sai.json");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
 
 pub struct Stack {
     pub tmp: tempfile::TempDir,
@@ -101,24 +77,28 @@ impl Stack {
             .unwrap()
     }
 
-    /// The server's view of a task (as an operator sees it).
-    pub async fn task(&self, id: &str) -> Value {
-        let tok = self.server.user_token("ops").unwrap();
-        reqwest::Client::new()
-            .get(self.server.url(&format!("/api/tasks/{id}")))
-            .bearer_auth(tok)
-            .send()
-            .await
+    /// The id of the first task of event `ev`.
+    pub async fn first_task(&self, ev: &str) -> String {
+        self.event(ev).await["tasks"][0]["id"]
+            .as_str()
             .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .to_string()
     }
 
+    /// The server's view of a task (as an operator sees it).
+    pub async fn task(&self, id: &str) -> Value {
+        self.server_api(&format!("/api/tasks/{id}")).await
+    }
+
+    /// The server's view of an event (as an operator sees it).
     pub async fn event(&self, id: &str) -> Value {
+        self.server_api(&format!("/api/events/{id}")).await
+    }
+
+    async fn server_api(&self, path: &str) -> Value {
         let tok = self.server.user_token("ops").unwrap();
         reqwest::Client::new()
-            .get(self.server.url(&format!("/api/events/{id}")))
+            .get(self.server.url(path))
             .bearer_auth(tok)
             .send()
             .await

@@ -38,7 +38,7 @@ impl Daemons {
     ) -> Daemons {
         let builder_sd = CancellationToken::new();
         Daemons {
-            server: tokio::spawn(sai_server::serve(server, listener)),
+            server: tokio::spawn(async move { Ok(sai_server::serve(server, listener).await?) }),
             builder: tokio::spawn(sai_builder::daemon::run(config, builder_sd.clone())),
             server_sd,
             builder_sd,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sai_testkit::{TestServer, wait_for};
+use sai_testkit::{ProcessGuard, TestServer, wait_for};
 use serde_json::{Value, json};
 
 pub const KEY: &str = "5ea1c0ffee5ea1c0ffee5ea1c0ffee5ea1c0ffee5ea1c0ffee5ea1c0ffee5ea1";
@@ -66,20 +66,24 @@ pub fn need_prepared(what: &[&str]) {
     );
 }
 
-/// `sai` with the rack's cache, static binaries and containers.conf.
-pub fn sai(args: &[&str]) -> Output {
-    let start = Instant::now();
-    let out = Command::new(bin("sai"))
-        .args(args)
+/// `sai <args>` with the rack's cache, static binaries and containers.conf.
+pub fn sai_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("sai"));
+    cmd.args(args)
         .env("SAI_RACK_CACHE", cache_dir())
         .env("SAI_RACK_BIN_DIR", static_bin_dir())
         .env(
             "CONTAINERS_CONF",
             repo_root().join("containers/containers.conf"),
         )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `sai` with the rack's cache, static binaries and containers.conf.
+pub fn sai(args: &[&str]) -> Output {
+    let start = Instant::now();
+    let out = sai_command(args).output().unwrap();
     eprintln!(
         "sai {} ({:.1}s)\n{}{}",
         args.join(" "),
@@ -101,6 +105,17 @@ pub fn sai_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// `sai rack render <rack> --out <out>`; its stdout.
+pub fn render_rack(rack: &Path, out: &Path) -> String {
+    sai_ok(&[
+        "rack",
+        "render",
+        rack.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 pub fn podman(args: &[&str]) -> Output {
     Command::new("podman")
         .args(args)
@@ -118,6 +133,33 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "git {args:?}: {stderr}");
     format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr)
+}
+
+/// Removes a podman container and its named volume, whatever happens.
+pub struct PodmanCleanup {
+    pub container: &'static str,
+    pub volume: String,
+}
+
+impl Drop for PodmanCleanup {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "--force", "--time", "2", self.container]);
+        let _ = podman(&["volume", "rm", "--force", &self.volume]);
+    }
+}
+
+/// A saifile whose one platform builds with `${prep}`, one configuration
+/// per `(name, prep script)`.
+pub fn prep_saifile(platform: &str, configurations: &[(&str, &str)]) -> Value {
+    let configurations: serde_json::Map<String, Value> = configurations
+        .iter()
+        .map(|(name, prep)| (name.to_string(), json!({ "prep": prep })))
+        .collect();
+    json!({
+        "schema": "sai-1",
+        "platforms": { platform: { "build": "${prep}" } },
+        "configurations": configurations,
+    })
 }
 
 /// A sai-server on loopback with a bare origin whose real hook notifies it.
@@ -201,21 +243,65 @@ impl Lab {
         path
     }
 
+    /// A lab for a rack builder (the prepared builder binaries checked)
+    /// that fetches from a `git daemon` on the host's loopback, which the
+    /// builder reaches as `host`.
+    pub fn for_builder(host: &str) -> (Lab, GitDaemon) {
+        need_prepared(&["sai-builder", "sai-device", "sai-expect"]);
+        let lab = Lab::start(None);
+        let daemon = GitDaemon::start(lab.path());
+        lab.set_fetch_url(&format!("git://{host}:{}/origin.git", daemon.port));
+        (lab, daemon)
+    }
+
+    /// `sai rack up <rack> <builder>` in the background (it becomes the
+    /// container or VM), stdout and stderr to `<name>.out`/`<name>.err` in
+    /// the lab; SIGTERM stops it when the guard drops, after `grace`.
+    pub fn rack_up(
+        &self,
+        rack: &Path,
+        builder: &str,
+        out: &Path,
+        name: &str,
+        grace: Duration,
+    ) -> (ProcessGuard, PathBuf) {
+        let stdout = self.path().join(format!("{name}.out"));
+        let child = sai_command(&[
+            "rack",
+            "up",
+            rack.to_str().unwrap(),
+            builder,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(self.path().join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap();
+        (ProcessGuard::new(child, grace), stdout)
+    }
+
     /// Render the rack and put each builder's token next to its config.
     pub fn render(&self, rack: &Path, builders: &[(&str, &str)]) -> PathBuf {
         let out = self.path().join("render");
-        sai_ok(&[
-            "rack",
-            "render",
-            rack.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        render_rack(rack, &out);
         for (name, platform) in builders {
             let token = self.server.builder_token(name, &[platform]).unwrap();
             std::fs::write(out.join(name).join("token"), format!("{token}\n")).unwrap();
         }
         out
+    }
+
+    /// Push a [`prep_saifile`] of `platform` and `configurations` with
+    /// `files`; returns the event id.
+    pub async fn push_prep(
+        &self,
+        platform: &str,
+        configurations: &[(&str, &str)],
+        files: &[(&str, &str)],
+    ) -> String {
+        self.push(&prep_saifile(platform, configurations), files)
+            .await
     }
 
     /// Commit `saifile` (and `files`) and push through the real hook;

@@ -7,14 +7,31 @@
 
 use std::time::Duration;
 
+#[cfg(unix)]
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
+use crate::ticker::Ticker;
+
+#[cfg(unix)]
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
         tracing::warn!(cause = %e, "cannot notify the service manager");
     }
 }
+
+/// systemd runs only on Unix; elsewhere there is no service manager to tell.
+#[cfg(not(unix))]
+#[allow(dead_code)]
+enum NotifyState<'a> {
+    Ready,
+    Status(&'a str),
+    Stopping,
+    Watchdog,
+}
+
+#[cfg(not(unix))]
+fn send(_states: &[NotifyState<'_>]) {}
 
 /// Tell systemd the daemon is up, with a status line.
 pub fn ready(status: &str) {
@@ -47,13 +64,8 @@ pub fn spawn_watchdog(healthy: impl Fn() + Send + 'static, shutdown: Cancellatio
     };
     tracing::info!("watchdog keep-alive every {:.1} s", every.as_secs_f64());
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let mut ticker = Ticker::new(every, shutdown);
+        while ticker.tick().await {
             healthy();
             send(&[NotifyState::Watchdog]);
         }

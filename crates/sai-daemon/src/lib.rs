@@ -1,0 +1,12 @@
+//! The I/O plumbing every Sai daemon needs around its own work (sai-core
+//! stays sans-I/O, so it lives here):
+//!
+//! | module | job |
+//! |---|---|
+//! | [`supervise`] | systemd readiness, stopping and watchdog keep-alives |
+//! | [`signals`] | waiting for the signal that asks a daemon to stop |
+//! | [`ticker`] | periodic work until shutdown |
+
+pub mod signals;
+pub mod supervise;
+pub mod ticker;
