@@ -18,7 +18,6 @@
 //! This is a crate of its own because both daemons need it and `sai-core`
 //! (where their config types live) must not do I/O.
 
-
 pub mod accept;
 
 use std::convert::Infallible;

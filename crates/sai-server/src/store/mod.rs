@@ -27,8 +27,8 @@ pub mod durations;
 pub mod event_db;
 pub mod main_db;
 pub mod migrations;
-pub mod test_results;
 mod push_commit;
+pub mod test_results;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
