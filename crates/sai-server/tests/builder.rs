@@ -343,15 +343,16 @@ async fn messages_about_other_connections_tasks_are_refused() {
     assert_eq!(t["log_bytes"], 0);
 
     // Artifacts keep their relative path; a name that climbs out of the
-    // tree or is absolute is refused, not rewritten.
-    a.send(&BuilderMessage::Accept {
-        task_id: oa.task_id.clone(),
+    // tree or is absolute is refused, not rewritten, and the task it was
+    // meant for does not end as a success without it.
+    b.send(&BuilderMessage::Accept {
+        task_id: ob.task_id.clone(),
     })
     .await
     .unwrap();
     for bad in ["../../evil.bin", "/etc/passwd", "out/../../x", "a b.bin"] {
-        a.send(&BuilderMessage::ArtifactBegin {
-            task_id: oa.task_id.clone(),
+        b.send(&BuilderMessage::ArtifactBegin {
+            task_id: ob.task_id.clone(),
             name: bad.into(),
             size: 1,
             sha256: "0".repeat(64),
@@ -359,13 +360,30 @@ async fn messages_about_other_connections_tasks_are_refused() {
         })
         .await
         .unwrap();
-        match a.next(T).await.unwrap() {
+        match b.next(T).await.unwrap() {
             ServerMessage::Error { message, .. } => {
                 assert!(message.contains("artifact refused"), "{bad}: {message}")
             }
             m => panic!("{bad}: expected an error, got {m:?}"),
         }
     }
+    b.send(&BuilderMessage::TaskFinished {
+        task_id: ob.task_id.clone(),
+        result: TaskResult::Success,
+    })
+    .await
+    .unwrap();
+    let t = task_state(s, &ob.task_id, "waiting").await;
+    assert_eq!(t["infra_failures"], 1, "{t}");
+    assert!(
+        t["reason"].as_str().unwrap().contains("did not arrive"),
+        "{t}"
+    );
+    a.send(&BuilderMessage::Accept {
+        task_id: oa.task_id.clone(),
+    })
+    .await
+    .unwrap();
     let blob: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
     a.artifact(&oa.task_id, "out/deep/result.bin", &blob)
         .await

@@ -105,6 +105,12 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     })
     .await
     .unwrap();
+    // The re-run starts with Sai's separator notice (channel 3).
+    let notice = b"\nsai-server: ---- attempt 2 starts here on builder host1; \
+        the log above is from earlier attempts ----\n"
+        .to_vec();
+    all.extend_from_slice(&notice);
+    recs.push((3, notice));
     all.extend_from_slice(&more);
     recs.extend(more_recs);
     wait_for("task done with its whole log", T, || async {

@@ -86,11 +86,19 @@ async fn a_fleet_over_an_unrunnable_backlog_keeps_the_api_answering_and_leaves_n
     let s = &env.server;
     // 548 tasks over 30 platforms that none of the builders offer.
     push_ok(s, &Push::new("lws", &lws_saifile())).await;
-    let token = s.builder_token("fleet", &["other"]).unwrap();
+    // One name per builder: a second connection of a name replaces the
+    // first. Tokens are minted before any builder connects.
+    let tokens: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            let name = format!("fleet-{i}");
+            let token = s.builder_token(&name, &["other"]).unwrap();
+            (name, token)
+        })
+        .collect();
     let mut fleet = Vec::new();
-    for _ in 0..100 {
+    for (name, token) in &tokens {
         fleet.push(
-            FakeBuilder::start(&s.builder_url(), &token, "fleet", &[("other/x/y", 4)])
+            FakeBuilder::start(&s.builder_url(), token, name, &[("other/x/y", 4)])
                 .await
                 .unwrap(),
         );
