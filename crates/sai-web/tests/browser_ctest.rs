@@ -129,7 +129,7 @@ async fn a_failing_ctest_shows_in_the_api_and_pages_and_a_passing_rebuild_marks_
 
     // ctest failed, so the step and the task failed; the report still came.
     let t = task_ends(&st.server, &id, "failed", &why).await;
-    assert_eq!(t["failed_step"], 1, "{t}");
+    assert_eq!(t["failed_step"], 2, "the second step (ctest), from 1: {t}");
     let tests = api(&st.server, &format!("/api/tasks/{id}/tests")).await;
     let cases = tests["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 2, "{tests}\n{}", why());
