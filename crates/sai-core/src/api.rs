@@ -234,7 +234,7 @@ pub struct Artifact {
 pub struct Log {
     /// The task.
     pub task_id: String,
-    /// Byte offset asked for.
+    /// Byte offset asked for (the start of the line asked for with `line`).
     pub offset: i64,
     /// Where the next page starts.
     pub next_offset: i64,
@@ -244,6 +244,16 @@ pub struct Log {
     pub complete: bool,
     /// Records from `offset`.
     pub records: Vec<LogRecord>,
+    /// Newlines before `offset`: the 0-based number of the line holding
+    /// its first byte (`line=N` asks for the page starting at line `N`).
+    #[serde(default)]
+    pub first_line: i64,
+    /// Newlines in the stored log (its complete lines).
+    #[serde(default)]
+    pub newlines: i64,
+    /// Lines in the stored log, counting an unterminated last one.
+    #[serde(default)]
+    pub lines: i64,
 }
 
 /// One record of a log page.

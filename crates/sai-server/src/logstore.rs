@@ -18,6 +18,13 @@
 //!
 //! Stores written before blocks kept one uncompressed row per record in the
 //! `logs` table; [`migrate_legacy`] packs those into blocks.
+//!
+//! Every row also records how many newlines its bytes hold and whether its
+//! last byte is one ([`LINES_SCHEMA`], kept in a covering index), so the
+//! line number at any byte offset, the start of any line and the number of
+//! lines cost one pass over the task's index rows plus at most one block
+//! decompressed, never a read of the whole log. Rows written before that
+//! have no counts; the first reader counts them once and stores the result.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -47,6 +54,15 @@ pub const SCHEMA: &str = "CREATE TABLE log_blocks(
         data BLOB NOT NULL);
      CREATE UNIQUE INDEX log_blocks_task_first ON log_blocks(task_id, first_offset);
      CREATE INDEX log_blocks_task_end ON log_blocks(task_id, end_offset);";
+
+/// Line counts of the rows of [`SCHEMA`], applied as a later migration:
+/// newlines in the row's bytes and whether its last byte is a newline
+/// (NULL in rows written before, filled by the first reader). The index
+/// covers them so walking a task's counts never touches its blobs.
+pub const LINES_SCHEMA: &str = "ALTER TABLE log_blocks ADD COLUMN newlines INTEGER;
+     ALTER TABLE log_blocks ADD COLUMN ends_line INTEGER;
+     CREATE INDEX log_blocks_task_lines
+        ON log_blocks(task_id, first_offset, end_offset, newlines, ends_line);";
 
 /// Errors of the log store.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +116,7 @@ struct Block {
     last_ts: i64,
     heads: Vec<u8>,
     data: Vec<u8>,
+    newlines: i64,
 }
 
 impl Block {
@@ -118,6 +135,7 @@ impl Block {
         self.heads
             .extend_from_slice(&(data.len() as u32).to_le_bytes());
         self.data.extend_from_slice(data);
+        self.newlines += count_newlines(data);
         self.last_ts = timestamp_us;
         self.count += 1;
         self.channels |= 1i64 << (channel % 63);
@@ -153,11 +171,13 @@ impl Block {
         let level = if sealed { SEALED_LEVEL } else { PIECE_LEVEL };
         let z = zstd::bulk::compress(&raw, level)?;
         tx.prepare_cached(
-            "INSERT INTO log_blocks(task_id, first_offset, end_offset, channels, raw_len, sealed, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO log_blocks(task_id, first_offset, end_offset, channels, raw_len, sealed, data,
+                                    newlines, ends_line)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT(task_id, first_offset) DO UPDATE SET
                end_offset = excluded.end_offset, channels = excluded.channels,
-               raw_len = excluded.raw_len, sealed = excluded.sealed, data = excluded.data",
+               raw_len = excluded.raw_len, sealed = excluded.sealed, data = excluded.data,
+               newlines = excluded.newlines, ends_line = excluded.ends_line",
         )?
         .execute(params![
             task_id,
@@ -166,10 +186,32 @@ impl Block {
             self.channels,
             raw.len() as i64,
             sealed,
-            z
+            z,
+            self.newlines,
+            self.data.last() == Some(&b'\n')
         ])?;
         Ok(())
     }
+}
+
+fn count_newlines(bytes: &[u8]) -> i64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as i64
+}
+
+/// The log bytes of a block's raw bytes (after its record headers).
+fn text_of<'a>(task: &str, first_offset: i64, raw: &'a [u8]) -> Result<&'a [u8]> {
+    let count = raw
+        .get(..4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) as usize)
+        .unwrap_or(usize::MAX);
+    count
+        .checked_mul(HEADER)
+        .and_then(|h| raw.get(4 + h..))
+        .ok_or_else(|| LogError::Corrupt {
+            task: task.to_string(),
+            offset: first_offset,
+            what: "truncated record headers",
+        })
 }
 
 /// Decode a block's raw bytes into records, checking them against its index.
@@ -450,6 +492,188 @@ pub fn channels(conn: &Connection, task_id: &str, offset: i64, len: i64) -> Resu
     Ok(bits)
 }
 
+/// Line counts of one row of a task's log.
+#[derive(Debug, Clone, Copy)]
+struct RowLines {
+    first: i64,
+    end: i64,
+    newlines: i64,
+    ends_line: bool,
+}
+
+/// The raw (decompressed) bytes of the row of `task_id` starting at `first`.
+fn raw_row(conn: &Connection, task_id: &str, first: i64) -> Result<Vec<u8>> {
+    let mut st = conn.prepare_cached(
+        "SELECT raw_len, data FROM log_blocks WHERE task_id = ?1 AND first_offset = ?2",
+    )?;
+    let mut rows = st.query(params![task_id, first])?;
+    let Some(r) = rows.next()? else {
+        return Err(LogError::Corrupt {
+            task: task_id.to_string(),
+            offset: first,
+            what: "indexed row vanished",
+        });
+    };
+    let raw_len: i64 = r.get(0)?;
+    Ok(zstd::bulk::decompress(
+        r.get_ref(1)?.as_blob()?,
+        raw_len as usize,
+    )?)
+}
+
+/// The log bytes of one row, checked against its index entry.
+fn row_text(conn: &Connection, task_id: &str, row: &RowLines) -> Result<Vec<u8>> {
+    let raw = raw_row(conn, task_id, row.first)?;
+    let text = text_of(task_id, row.first, &raw)?;
+    if text.len() as i64 != row.end - row.first {
+        return Err(LogError::Corrupt {
+            task: task_id.to_string(),
+            offset: row.first,
+            what: "records do not add up to the indexed end offset",
+        });
+    }
+    Ok(text.to_vec())
+}
+
+/// The line counts of a task's rows in offset order, from the covering
+/// index. Rows stored before counts were kept are counted once and their
+/// counts stored (a failure to store them, e.g. on a full disk, only means
+/// they are counted again next time).
+fn row_lines(conn: &Connection, task_id: &str) -> Result<Vec<RowLines>> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    {
+        let mut st = conn.prepare_cached(
+            "SELECT first_offset, end_offset, newlines, ends_line FROM log_blocks
+             WHERE task_id = ?1 ORDER BY first_offset",
+        )?;
+        let mut rows = st.query([task_id])?;
+        while let Some(r) = rows.next()? {
+            let (first, end): (i64, i64) = (r.get(0)?, r.get(1)?);
+            let counts: (Option<i64>, Option<bool>) = (r.get(2)?, r.get(3)?);
+            if counts.0.is_none() || counts.1.is_none() {
+                missing.push(out.len());
+            }
+            out.push(RowLines {
+                first,
+                end,
+                newlines: counts.0.unwrap_or(0),
+                ends_line: counts.1.unwrap_or(false),
+            });
+        }
+    }
+    for i in missing {
+        let text = row_text(conn, task_id, &out[i])?;
+        let row = &mut out[i];
+        row.newlines = count_newlines(&text);
+        row.ends_line = text.last() == Some(&b'\n');
+        let stored = conn
+            .prepare_cached(
+                "UPDATE log_blocks SET newlines = ?3, ends_line = ?4
+                 WHERE task_id = ?1 AND first_offset = ?2",
+            )
+            .and_then(|mut st| {
+                st.execute(params![task_id, row.first, row.newlines, row.ends_line])
+            });
+        if let Err(e) = stored {
+            tracing::warn!(
+                task = task_id,
+                offset = row.first,
+                "storing a log row's line count: {e}"
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Where a read of a log starts: a byte offset, or the start of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStart {
+    /// This byte offset.
+    Offset(i64),
+    /// The first byte of this 0-based line (the end of the log past its
+    /// last line).
+    Line(i64),
+}
+
+/// Line numbers around a position in a task's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinePosition {
+    /// The byte offset.
+    pub offset: i64,
+    /// Newlines before `offset`: the 0-based number of the line holding it.
+    pub line: i64,
+    /// Newlines in the whole stored log.
+    pub newlines: i64,
+    /// Lines in the whole stored log, counting an unterminated last one.
+    pub lines: i64,
+}
+
+/// Locate `start` in a task's log by its line counts: one pass over the
+/// task's index rows and at most one row decompressed, whatever the size
+/// of the log.
+pub fn locate(conn: &Connection, task_id: &str, start: LogStart) -> Result<LinePosition> {
+    let rows = row_lines(conn, task_id)?;
+    let newlines: i64 = rows.iter().map(|r| r.newlines).sum();
+    let partial = rows
+        .iter()
+        .rev()
+        .find(|r| r.end > r.first)
+        .is_some_and(|r| !r.ends_line);
+    let total = rows.iter().map(|r| r.end).max().unwrap_or(0);
+    let (offset, line) = match start {
+        LogStart::Offset(offset) => {
+            let offset = offset.clamp(0, total);
+            let mut line = 0;
+            for r in &rows {
+                if r.end <= offset {
+                    line += r.newlines;
+                    continue;
+                }
+                if r.first < offset {
+                    let text = row_text(conn, task_id, r)?;
+                    line += count_newlines(&text[..(offset - r.first) as usize]);
+                }
+                break;
+            }
+            (offset, line)
+        }
+        LogStart::Line(line) if line <= 0 => (0, 0),
+        LogStart::Line(line) if line > newlines => (total, newlines),
+        LogStart::Line(line) => {
+            let mut seen = 0;
+            let mut offset = total;
+            for r in &rows {
+                if seen + r.newlines >= line {
+                    let text = row_text(conn, task_id, r)?;
+                    let nth = (line - seen - 1) as usize;
+                    let at = text
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, b)| **b == b'\n')
+                        .nth(nth)
+                        .map(|(i, _)| i)
+                        .ok_or_else(|| LogError::Corrupt {
+                            task: task_id.to_string(),
+                            offset: r.first,
+                            what: "fewer newlines than its line count says",
+                        })?;
+                    offset = r.first + at as i64 + 1;
+                    break;
+                }
+                seen += r.newlines;
+            }
+            (offset, line)
+        }
+    };
+    Ok(LinePosition {
+        offset,
+        line,
+        newlines,
+        lines: newlines + i64::from(partial),
+    })
+}
+
 /// Remove a task's log (rebuild).
 pub fn clear(tx: &Transaction<'_>, task_id: &str) -> Result<()> {
     tx.execute("DELETE FROM log_blocks WHERE task_id = ?1", [task_id])?;
@@ -531,6 +755,7 @@ mod tests {
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(LINES_SCHEMA).unwrap();
         c
     }
 
@@ -723,6 +948,7 @@ mod tests {
         let mut c = Connection::open(&path).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
         c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(LINES_SCHEMA).unwrap();
         let mut log = TaskLog::resume(&c, "t1").unwrap();
         // 64 KiB records as a builder sends them, flushed every 256 KiB.
         let mut chunk = String::new();
@@ -761,6 +987,130 @@ mod tests {
             .sum();
         eprintln!("100 MB log: {on_disk} bytes on disk");
         assert!(on_disk <= 3_000_000, "{on_disk} bytes on disk");
+    }
+
+    /// Newlines in `all` before `offset`, and where 0-based line `line` starts.
+    fn line_at(all: &[u8], offset: usize) -> i64 {
+        all[..offset].iter().filter(|&&b| b == b'\n').count() as i64
+    }
+
+    fn start_of(all: &[u8], line: usize) -> i64 {
+        if line == 0 {
+            return 0;
+        }
+        all.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(line - 1)
+            .map_or(all.len(), |(i, _)| i + 1) as i64
+    }
+
+    #[test]
+    fn line_numbers_come_from_the_index_of_rows_not_from_the_log() {
+        let mut c = db();
+        let (mut all, _) = fill(&mut c, "t1", THREE_BLOCKS, 700);
+        // An unterminated last line on another channel, in a piece.
+        let mut log = TaskLog::resume(&c, "t1").unwrap();
+        log.push(3, 0, b"no newline yet");
+        all.extend_from_slice(b"no newline yet");
+        append(&mut c, &mut log);
+        assert!(rows(&c, "t1", true) >= 3 && rows(&c, "t1", false) >= 1);
+        let newlines = line_at(&all, all.len());
+        let total = all.len() as i64;
+        let check = |c: &Connection| {
+            let block = BLOCK_BYTES;
+            for off in [
+                0,
+                1,
+                5000,
+                block - 1,
+                block,
+                block + 1,
+                2 * block + 77,
+                all.len() - 3,
+                all.len(),
+            ] {
+                let p = locate(c, "t1", LogStart::Offset(off as i64)).unwrap();
+                assert_eq!(p.line, line_at(&all, off), "line at byte {off}");
+                assert_eq!(
+                    (p.offset, p.newlines, p.lines),
+                    (off as i64, newlines, newlines + 1)
+                );
+            }
+            for line in [
+                0,
+                1,
+                41_000,
+                41_943,
+                41_944,
+                100_000,
+                newlines as usize,
+                newlines as usize + 5,
+            ] {
+                let p = locate(c, "t1", LogStart::Line(line as i64)).unwrap();
+                assert_eq!(p.offset, start_of(&all, line), "start of line {line}");
+                assert_eq!(p.line, (line as i64).min(newlines));
+            }
+        };
+        check(&c);
+        // A store written before line counts: counted once, then remembered.
+        c.execute(
+            "UPDATE log_blocks SET newlines = NULL, ends_line = NULL",
+            [],
+        )
+        .unwrap();
+        check(&c);
+        let unknown: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL OR ends_line IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unknown, 0, "counts stored by the first reader");
+        // The counts come from the covering index: with every blob before
+        // the one holding the last newline destroyed, the tail's line
+        // numbers are still exact.
+        let plan: String = c
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT first_offset, end_offset, newlines, ends_line FROM log_blocks
+                 WHERE task_id = 't1' ORDER BY first_offset",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(
+            plan.contains("COVERING INDEX log_blocks_task_lines"),
+            "{plan}"
+        );
+        let destroyed = c
+            .execute(
+                "UPDATE log_blocks SET data = x'00' WHERE end_offset < ?1",
+                [total - 14],
+            )
+            .unwrap();
+        assert!(destroyed >= 3, "{destroyed}");
+        let tail = total - 7;
+        let p = locate(&c, "t1", LogStart::Offset(tail)).unwrap();
+        assert_eq!(
+            (p.line, p.lines),
+            (line_at(&all, tail as usize), newlines + 1)
+        );
+        let p = locate(&c, "t1", LogStart::Line(newlines)).unwrap();
+        assert_eq!(p.offset, total - 14, "the unterminated last line");
+        assert!(
+            read_bytes(&c, "t1", 0, 10).is_err(),
+            "the early blobs are gone"
+        );
+        assert_eq!(
+            locate(&c, "t2", LogStart::Line(3)).unwrap(),
+            LinePosition {
+                offset: 0,
+                line: 0,
+                newlines: 0,
+                lines: 0
+            }
+        );
     }
 
     #[test]

@@ -413,3 +413,185 @@ async fn raw_log_says_whether_it_is_complete_or_still_growing() {
         .unwrap();
     assert_eq!(resp.headers()["x-sai-log-complete"], "complete");
 }
+
+/// Newlines in `all` before byte `offset`.
+fn line_of(all: &[u8], offset: usize) -> u64 {
+    all[..offset].iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Where 0-based line `line` of `all` starts.
+fn start_of_line(all: &[u8], line: usize) -> usize {
+    if line == 0 {
+        return 0;
+    }
+    all.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(line - 1)
+        .map_or(all.len(), |(i, _)| i + 1)
+}
+
+/// Every line-number answer of the log API for `all`, the stored log.
+async fn assert_line_numbers(s: &TestServer, id: &str, all: &[u8], when: &str) {
+    let n = all.len();
+    let newlines = line_of(all, n);
+    let block = 4 << 20;
+    for off in [
+        0,
+        1,
+        65_537,
+        block - 1,
+        block,
+        block + 1,
+        n - 100_000,
+        n - 25,
+        n,
+    ] {
+        let (st, page) = get(s, &format!("/api/tasks/{id}/log?offset={off}&max=10")).await;
+        assert_eq!(st, 200);
+        assert_eq!(
+            (page["first_line"].as_u64(), page["offset"].as_u64()),
+            (Some(line_of(all, off)), Some(off as u64)),
+            "{when}: line of byte {off}"
+        );
+        assert_eq!(page["newlines"].as_u64(), Some(newlines), "{when}");
+        assert_eq!(
+            page["lines"].as_u64(),
+            Some(newlines + 1),
+            "{when}: unterminated last line"
+        );
+        assert_eq!(page["total"].as_u64(), Some(n as u64));
+    }
+    let last = newlines as usize;
+    for line in [
+        0,
+        1,
+        40_000,
+        127_999,
+        128_000,
+        last - 2000,
+        last - 1,
+        last,
+        last + 7,
+    ] {
+        let (st, page) = get(s, &format!("/api/tasks/{id}/log?line={line}&max=100")).await;
+        assert_eq!(st, 200);
+        let start = start_of_line(all, line);
+        assert_eq!(
+            (page["offset"].as_u64(), page["first_line"].as_u64()),
+            (Some(start as u64), Some((line as u64).min(newlines))),
+            "{when}: start of line {line}"
+        );
+        let text: String = page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["text"].as_str().unwrap())
+            .collect();
+        assert!(
+            all[start..].starts_with(text.as_bytes()),
+            "{when}: text of line {line}"
+        );
+        assert_eq!(text.is_empty(), start == n, "{when}: line {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config_in(tmp.path().join("data"));
+    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    push_ok(&s, &Push::new("lines", ONE_TASK)).await;
+    let token = s.builder_token("host1", &["linux"]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o = b.offer(T).await.unwrap();
+    let id = o.task_id.clone();
+    b.send(&BuilderMessage::Accept {
+        task_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    // ~6.7 MB on channels 1 and 2: a sealed block and pieces of the next.
+    let (mut all, recs) = lines(0, 4000);
+    for (ch, rec) in &recs {
+        b.log(&id, *ch, rec).await.unwrap();
+    }
+    b.acknowledged(T).await.unwrap();
+    s.guard.kill();
+    drop(b);
+
+    // Written across a server restart: the requeued task appends to the
+    // reopened block, ending with an unterminated line on stderr.
+    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
+        .await
+        .unwrap();
+    let o2 = b.offer(T).await.unwrap();
+    assert_eq!(o2.task_id, id);
+    b.send(&BuilderMessage::Accept {
+        task_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let (more, more_recs) = lines(4000, 2000);
+    for (ch, rec) in &more_recs {
+        b.log(&id, *ch, rec).await.unwrap();
+    }
+    b.log(&id, 2, b"the last line has no newline")
+        .await
+        .unwrap();
+    b.send(&BuilderMessage::TaskFinished {
+        task_id: id.clone(),
+        result: TaskResult::Success,
+    })
+    .await
+    .unwrap();
+    all.extend_from_slice(
+        b"\nsai-server: ---- attempt 2 starts here on builder host1; \
+        the log above is from earlier attempts ----\n",
+    );
+    all.extend_from_slice(&more);
+    all.extend_from_slice(b"the last line has no newline");
+    wait_for("task done with its whole log", T, || async {
+        let t = task(&s, &id).await;
+        (t["state"] == "success" && t["log_bytes"] == all.len()).then_some(())
+    })
+    .await
+    .unwrap();
+    let body = raw(&s, &id, None).await.2;
+    assert!(body == all, "the stored log is what was sent");
+    assert_line_numbers(&s, &id, &all, "new store").await;
+
+    // A store written before line counts were kept: the first reader
+    // counts its rows once and stores the counts.
+    assert!(s.guard.stop().unwrap().success());
+    let ev_dir = std::fs::read_dir(cfg.data_dir.clone() + "/events")
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let db_path = ev_dir.join("event.sqlite3");
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let rows = db
+        .execute(
+            "UPDATE log_blocks SET newlines = NULL, ends_line = NULL",
+            [],
+        )
+        .unwrap();
+    assert!(rows >= 2, "{rows} rows");
+    drop(db);
+    let s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    assert_line_numbers(&s, &id, &all, "old store").await;
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    let unknown: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unknown, 0, "counted once and remembered");
+}

@@ -480,9 +480,6 @@ async fn privileged(
     };
     match app.upstream.act(&action, &s.user).await {
         Ok(()) => {
-            if let Action::RebuildTask(t) = &action {
-                app.indexes.forget(t);
-            }
             tracing::info!(user = %s.user, ?action, "action forwarded");
             redirect(&back)
         }
@@ -581,32 +578,15 @@ fn num(q: &HashMap<String, String>, k: &str) -> Option<u64> {
     q.get(k).and_then(|v| v.parse().ok())
 }
 
-/// A task's line index caught up to its current log, and the task.
-async fn indexed(
+/// A task and the size of its log now.
+async fn sized(
     app: &Arc<App>,
     viewer: &Viewer,
     id: &str,
-) -> Result<
-    (
-        crate::upstream::Task,
-        Arc<tokio::sync::Mutex<logview::LineIndex>>,
-    ),
-    UpstreamError,
-> {
+) -> Result<(crate::upstream::Task, logview::LogSize), UpstreamError> {
     let t = app.upstream.task(id, viewer).await?;
-    let index = app.indexes.get(id);
-    {
-        let mut i = index.lock().await;
-        logview::catch_up(
-            &app.upstream,
-            id,
-            viewer,
-            &mut i,
-            crate::upstream::log_len(&t),
-        )
-        .await?;
-    }
-    Ok((t, index))
+    let size = logview::size(&app.upstream, id, viewer).await?;
+    Ok((t, size))
 }
 
 fn upstream_json_error(e: UpstreamError) -> Response {
@@ -619,12 +599,11 @@ fn upstream_json_error(e: UpstreamError) -> Response {
 }
 
 async fn lines(app: &Arc<App>, viewer: &Viewer, id: &str, q: &HashMap<String, String>) -> Response {
-    let (t, index) = match indexed(app, viewer, id).await {
+    let (t, size) = match sized(app, viewer, id).await {
         Ok(x) => x,
         Err(e) => return upstream_json_error(e),
     };
-    let index = index.lock().await;
-    let total = index.lines();
+    let total = size.lines;
     let (from, count) = match num(q, "tail") {
         Some(n) => (
             total.saturating_sub(n.min(logview::MAX_WINDOW)),
@@ -633,10 +612,10 @@ async fn lines(app: &Arc<App>, viewer: &Viewer, id: &str, q: &HashMap<String, St
         None => (num(q, "from").unwrap_or(0), num(q, "count").unwrap_or(100)),
     };
     let epoch_us = t.started.unwrap_or(t.created) * 1000;
-    match logview::window(&app.upstream, id, viewer, &index, from, count, epoch_us).await {
+    match logview::window(&app.upstream, id, viewer, &size, from, count, epoch_us).await {
         Ok(rows) => json_reply(
             StatusCode::OK,
-            &json!({"lines": total, "complete_lines": index.complete_lines(), "bytes": index.scanned(), "complete": t.state.is_terminal(), "rows": rows}),
+            &json!({"lines": total, "complete_lines": size.newlines, "bytes": size.bytes, "complete": t.state.is_terminal(), "rows": rows}),
         ),
         Err(e) => upstream_json_error(e),
     }
@@ -661,13 +640,12 @@ async fn search(
             }
         }
     };
-    let (_, index) = match indexed(app, viewer, id).await {
+    let (_, size) = match sized(app, viewer, id).await {
         Ok(x) => x,
         Err(e) => return upstream_json_error(e),
     };
-    let index = index.lock().await;
     let from = num(q, "from").unwrap_or(0);
-    match logview::search(&app.upstream, id, viewer, &index, from, &needle).await {
+    match logview::search(&app.upstream, id, viewer, &size, from, &needle).await {
         Ok(line) => json_reply(StatusCode::OK, &json!({"line": line})),
         Err(e) => upstream_json_error(e),
     }

@@ -53,8 +53,6 @@ pub struct App {
     pub limiter: ratelimit::SignInLimiter,
     /// Live topics.
     pub hub: live::Hub,
-    /// Line indexes of viewed logs.
-    pub indexes: logview::LogIndexes,
     /// Cancelled on SIGTERM.
     pub shutdown: CancellationToken,
 }
@@ -78,7 +76,6 @@ impl App {
             sessions,
             limiter: ratelimit::SignInLimiter::default(),
             hub: live::Hub::default(),
-            indexes: logview::LogIndexes::default(),
             shutdown,
             settings,
         })

@@ -363,25 +363,19 @@ async fn follow_log(
     let epoch_us = t.started.unwrap_or(t.created) * 1000;
     if log.started && total < log.pos {
         // The log was cleared by a rebuild: start over.
-        app.indexes.forget(id);
         log.generation += 1;
         log.started = false;
     }
     if !log.started {
-        let index = app.indexes.get(id);
-        let mut index = index.lock().await;
-        crate::logview::catch_up(&app.upstream, id, viewer, &mut index, total).await?;
-        let (start, _) = index.seek(index.complete_lines());
-        let skip_to = index.complete_lines();
-        drop(index);
-        // Re-read from the last checkpoint so the partial last line (if
-        // any) is assembled with its colours; rows before `skip_to` are
-        // already in the index and are not kept.
-        log.pos = start;
-        log.maker = Some(RowMaker::new(
-            skip_to - skip_to % crate::logview::STRIDE,
-            epoch_us,
-        ));
+        // Start at the unterminated last line (if any) of the first
+        // `total` bytes so it is assembled with its colours; the complete
+        // lines before it are what the page loads itself. The server
+        // counts them from its index.
+        let end = app.upstream.log(id, total, 1, viewer).await?;
+        let skip_to = end.first_line.max(0) as u64;
+        let at = app.upstream.log_from_line(id, skip_to, 1, viewer).await?;
+        log.pos = (at.offset.max(0) as u64).min(total);
+        log.maker = Some(RowMaker::new(skip_to, epoch_us));
         log.tail = LogTail {
             generation: log.generation,
             lines: skip_to,
@@ -415,9 +409,6 @@ async fn follow_log(
     if !t.state.is_terminal() {
         log.finished = false;
     }
-    let index = app.indexes.get(id);
-    let mut index = index.lock().await;
-    crate::logview::catch_up(&app.upstream, id, viewer, &mut index, log.pos).await?;
     Ok(())
 }
 

@@ -1,155 +1,52 @@
 //! Line-addressed access to task logs stored as bytes by sai-server.
 //!
-//! A [`LineIndex`] remembers the byte offset of every [`STRIDE`]th line
-//! start (a few KiB for a 100 MB log), so any window of lines is one short
-//! range read away: the browser asks for lines `a..b`, sai-web reads from
-//! the checkpoint at or before `a` and converts only what is shown. Indexes
-//! live in a small LRU cache ([`LogIndexes`]); reading the whole log once to
-//! build one uses raw range reads of [`INDEX_CHUNK`] bytes.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! sai-server keeps the number of newlines of every stored block of a log,
+//! so it answers "how many lines", "which line holds byte N" and "where
+//! does line N start" from its index, whatever the size of the log. A
+//! window of lines is therefore one range read starting exactly at its
+//! first line: sai-web keeps no per-log state and never reads a log just
+//! to count its lines.
 
 use serde::Serialize;
 
 use crate::ansi::AnsiLines;
-use crate::upstream::{LogRecord, Upstream, UpstreamError, Viewer};
+use crate::upstream::{LogRange, LogRecord, Upstream, UpstreamError, Viewer};
 
-/// Lines between two checkpoints.
-pub const STRIDE: u64 = 256;
-/// Bytes per raw read while indexing.
-pub const INDEX_CHUNK: u64 = 8 << 20;
-/// Indexes kept in memory.
-const CACHE_ENTRIES: usize = 64;
 /// Most lines one window request may ask for.
 pub const MAX_WINDOW: u64 = 2000;
 
-/// Where the lines of one log start.
-#[derive(Debug, Clone, Default)]
-pub struct LineIndex {
-    /// Byte offset of line `k * STRIDE`; `checkpoints[0] == 0`.
-    checkpoints: Vec<u64>,
-    /// Newlines seen.
-    newlines: u64,
-    /// Bytes scanned.
-    scanned: u64,
-    /// Offset where the line after the last newline starts.
-    last_start: u64,
-}
-
-impl LineIndex {
-    /// An empty index.
-    pub fn new() -> LineIndex {
-        LineIndex {
-            checkpoints: vec![0],
-            ..LineIndex::default()
-        }
-    }
-
-    /// Account for `bytes`, which follow what was scanned so far.
-    pub fn scan(&mut self, bytes: &[u8]) {
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == b'\n' {
-                self.newlines += 1;
-                let next = self.scanned + i as u64 + 1;
-                self.last_start = next;
-                if self.newlines.is_multiple_of(STRIDE) {
-                    self.checkpoints.push(next);
-                }
-            }
-        }
-        self.scanned += bytes.len() as u64;
-    }
-
-    /// Bytes scanned so far.
-    pub fn scanned(&self) -> u64 {
-        self.scanned
-    }
-
+/// A log's length in bytes and lines, as sai-server counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSize {
+    /// Bytes stored.
+    pub bytes: u64,
     /// Complete (newline-terminated) lines.
-    pub fn complete_lines(&self) -> u64 {
-        self.newlines
-    }
-
+    pub newlines: u64,
     /// Lines including an unterminated last one.
-    pub fn lines(&self) -> u64 {
-        self.newlines + u64::from(self.scanned > self.last_start)
-    }
-
-    /// Byte offset to read from for line `line`, and how many lines to skip
-    /// after it.
-    pub fn seek(&self, line: u64) -> (u64, u64) {
-        let k = ((line / STRIDE) as usize).min(self.checkpoints.len() - 1);
-        (self.checkpoints[k], line - k as u64 * STRIDE)
-    }
+    pub lines: u64,
 }
 
-/// A shared, lockable line index.
-pub type SharedIndex = Arc<tokio::sync::Mutex<LineIndex>>;
-
-/// Indexes of recently viewed logs, by task id, with their last use.
-#[derive(Default)]
-pub struct LogIndexes {
-    entries: Mutex<HashMap<String, (u64, SharedIndex)>>,
-    clock: Mutex<u64>,
-}
-
-impl LogIndexes {
-    /// The index of `task`, created empty if unknown.
-    pub fn get(&self, task: &str) -> Arc<tokio::sync::Mutex<LineIndex>> {
-        let tick = {
-            let mut c = self.clock.lock().expect("clock lock");
-            *c += 1;
-            *c
-        };
-        let mut map = self.entries.lock().expect("index cache lock");
-        if let Some(e) = map.get_mut(task) {
-            e.0 = tick;
-            return e.1.clone();
+impl LogSize {
+    /// The size a log page reports.
+    pub fn of(r: &LogRange) -> LogSize {
+        LogSize {
+            bytes: r.total.max(0) as u64,
+            newlines: r.newlines.max(0) as u64,
+            lines: r.lines.max(0) as u64,
         }
-        if map.len() >= CACHE_ENTRIES
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        let idx = Arc::new(tokio::sync::Mutex::new(LineIndex::new()));
-        map.insert(task.to_string(), (tick, idx.clone()));
-        idx
-    }
-
-    /// Forget a task's index (its log was cleared by a rebuild).
-    pub fn forget(&self, task: &str) {
-        self.entries.lock().expect("index cache lock").remove(task);
     }
 }
 
-/// Bring `index` up to `total` bytes by raw reads. A log that shrank (the
-/// task was rebuilt) starts a fresh index.
-pub async fn catch_up(
+/// The log's size now: one request the server answers from its index.
+pub async fn size(
     upstream: &Upstream,
     task: &str,
     viewer: &Viewer,
-    index: &mut LineIndex,
-    total: u64,
-) -> Result<(), UpstreamError> {
-    if total < index.scanned() {
-        *index = LineIndex::new();
-    }
-    while index.scanned() < total {
-        let want = (total - index.scanned()).min(INDEX_CHUNK);
-        let bytes = upstream
-            .log_raw(task, index.scanned(), want, viewer)
-            .await?;
-        if bytes.is_empty() {
-            break;
-        }
-        let take = bytes.len().min((total - index.scanned()) as usize);
-        index.scan(&bytes[..take]);
-    }
-    Ok(())
+) -> Result<LogSize, UpstreamError> {
+    let r = upstream
+        .log_from_line(task, i64::MAX as u64, 1, viewer)
+        .await?;
+    Ok(LogSize::of(&r))
 }
 
 /// One rendered log line, as sent to the browser.
@@ -234,33 +131,28 @@ impl RowMaker {
     }
 }
 
-/// Lines `from..from+count` (0-based) of a log of `total` bytes, with the
-/// index already caught up to `total`.
+/// Lines `from..from+count` (0-based) of a log of `size`: read from the
+/// first byte of line `from` up to at most `size.bytes`.
 pub async fn window(
     upstream: &Upstream,
     task: &str,
     viewer: &Viewer,
-    index: &LineIndex,
+    size: &LogSize,
     from: u64,
     count: u64,
     epoch_us: i64,
 ) -> Result<Vec<Row>, UpstreamError> {
     let count = count.min(MAX_WINDOW);
-    let lines = index.lines();
-    if from >= lines || count == 0 {
+    if from >= size.lines || count == 0 {
         return Ok(Vec::new());
     }
-    let end_line = (from + count).min(lines);
-    let (mut pos, skip) = index.seek(from);
-    let first = from - skip;
-    let mut maker = RowMaker::new(first, epoch_us);
+    let end_line = (from + count).min(size.lines);
+    let total = size.bytes;
+    let mut maker = RowMaker::new(from, epoch_us);
     let mut out = Vec::new();
     let mut chunk: u64 = 64 << 10;
-    let total = index.scanned();
-    while pos < total && maker.next_line() < end_line {
-        let range = upstream
-            .log(task, pos, chunk.min(total - pos), viewer)
-            .await?;
+    let mut range = upstream.log_from_line(task, from, chunk, viewer).await?;
+    loop {
         if range.records.is_empty() {
             break;
         }
@@ -268,18 +160,19 @@ pub async fn window(
             if rec.offset.max(0) as u64 >= total {
                 break;
             }
-            for row in maker.feed(rec) {
-                if row.n > from && row.n <= end_line {
-                    out.push(row);
-                }
-            }
+            out.extend(maker.feed(rec).into_iter().filter(|r| r.n <= end_line));
         }
-        pos = (range.next_offset.max(0) as u64).min(total);
+        let pos = (range.next_offset.max(0) as u64).min(total);
+        if pos >= total || maker.next_line() >= end_line {
+            break;
+        }
         chunk = (chunk * 4).min(4 << 20);
+        range = upstream
+            .log(task, pos, chunk.min(total - pos), viewer)
+            .await?;
     }
     if maker.next_line() < end_line
         && let Some(row) = maker.finish()
-        && row.n > from
         && row.n <= end_line
     {
         out.push(row);
@@ -317,42 +210,51 @@ fn contains_word(hay: &str, word: &str) -> bool {
     })
 }
 
-/// 0-based number of the first line at or after `from` matching `needle`.
+/// 0-based number of the first line at or after `from` matching `needle`,
+/// in the first `size.bytes` of the log.
 pub async fn search(
     upstream: &Upstream,
     task: &str,
     viewer: &Viewer,
-    index: &LineIndex,
+    size: &LogSize,
     from: u64,
     needle: &Needle,
 ) -> Result<Option<u64>, UpstreamError> {
-    let (mut pos, skip) = index.seek(from);
-    let mut maker = RowMaker::new(from - skip, 0);
+    if from >= size.lines {
+        return Ok(None);
+    }
+    let mut maker = RowMaker::new(from, 0);
     maker.keep_text = true;
-    let total = index.scanned();
-    while pos < total {
-        let range = upstream
-            .log(task, pos, (4u64 << 20).min(total - pos), viewer)
-            .await?;
+    let total = size.bytes;
+    let mut range = upstream.log_from_line(task, from, 4 << 20, viewer).await?;
+    loop {
         if range.records.is_empty() {
             break;
         }
         for rec in &range.records {
+            if rec.offset.max(0) as u64 >= total {
+                break;
+            }
             let first = maker.next_line();
             maker.feed(rec);
             for (i, text) in maker.texts.drain(..).enumerate() {
-                let n = first + i as u64;
-                if n >= from && needle.matches(&text) {
-                    return Ok(Some(n));
+                if needle.matches(&text) {
+                    return Ok(Some(first + i as u64));
                 }
             }
         }
-        pos = range.next_offset.max(0) as u64;
+        let pos = (range.next_offset.max(0) as u64).min(total);
+        if pos >= total {
+            break;
+        }
+        range = upstream
+            .log(task, pos, (4u64 << 20).min(total - pos), viewer)
+            .await?;
     }
     let first = maker.next_line();
     maker.finish();
     for (i, text) in maker.texts.drain(..).enumerate() {
-        if first + i as u64 >= from && needle.matches(&text) {
+        if needle.matches(&text) {
             return Ok(Some(first + i as u64));
         }
     }
@@ -362,32 +264,6 @@ pub async fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checkpoints_find_any_line() {
-        let mut text = Vec::new();
-        for i in 0..1000 {
-            text.extend_from_slice(format!("line {i}\n").as_bytes());
-        }
-        text.extend_from_slice(b"tail without newline");
-        let mut idx = LineIndex::new();
-        for chunk in text.chunks(37) {
-            idx.scan(chunk);
-        }
-        assert_eq!(idx.complete_lines(), 1000);
-        assert_eq!(idx.lines(), 1001);
-        for line in [0u64, 1, 255, 256, 257, 999, 1000] {
-            let (off, skip) = idx.seek(line);
-            let rest = &text[off as usize..];
-            let found = rest.split(|&b| b == b'\n').nth(skip as usize).unwrap();
-            let want = if line == 1000 {
-                "tail without newline".to_string()
-            } else {
-                format!("line {line}")
-            };
-            assert_eq!(found, want.as_bytes(), "line {line}");
-        }
-    }
 
     #[test]
     fn rows_carry_channel_and_time_of_their_first_record() {

@@ -236,6 +236,26 @@ impl Upstream {
         .await
     }
 
+    /// Records of a task's log from the first byte of 0-based line `line`
+    /// (the end of the log past its last line), about `max` bytes.
+    pub async fn log_from_line(
+        &self,
+        id: &str,
+        line: u64,
+        max: u64,
+        viewer: &Viewer,
+    ) -> Result<LogRange, UpstreamError> {
+        if !is_hex_id(id, 64) {
+            return Err(UpstreamError::NotFound);
+        }
+        let line = line.min(i64::MAX as u64);
+        self.get(
+            &format!("/api/tasks/{id}/log?line={line}&max={max}"),
+            viewer,
+        )
+        .await
+    }
+
     /// The exact bytes of a task's log from `offset`, about `max` bytes.
     pub async fn log_raw(
         &self,

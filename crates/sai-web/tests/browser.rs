@@ -293,13 +293,16 @@ async fn a_finished_100_mb_log_opens_at_its_last_line_and_scrolls_to_its_first()
     let b = Browser::start().await.unwrap();
     b.goto(&st.url(&format!("/t/{id}"))).await.unwrap();
     let last = format!("line {lines:>9} ");
-    b.wait_for(
-        "the last line",
-        Duration::from_secs(60),
-        &format!("return [...document.querySelectorAll('#log-rows .row .tx')].some(t => t.textContent.startsWith('{last}'));"),
-    )
-    .await
-    .unwrap();
+    // Numbered exactly (sai-server counts lines from its block index).
+    let number = b
+        .wait_for(
+            "the last line",
+            Duration::from_secs(60),
+            &format!("const r = [...document.querySelectorAll('#log-rows .row')].find(r => r.querySelector('.tx').textContent.startsWith('{last}')); return r ? r.querySelector('.ln').textContent : null;"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(number, json!(lines.to_string()));
     assert!(row_count(&b).await < 200, "only visible rows in the DOM");
     b.eval(
         "document.getElementById('log').scrollTop = 0; return true;",

@@ -11,6 +11,7 @@ use warp::http::HeaderMap;
 use super::{Query, Res, ok, query_int, require_user};
 use crate::Server;
 use crate::error::Error;
+use crate::logstore::LogStart;
 use crate::sched::Fleet;
 use crate::store::{ArtifactRow, EventDb};
 
@@ -141,18 +142,30 @@ pub fn log_raw(server: &Server, headers: &HeaderMap, id: &str) -> Res {
 /// Log records from `offset` (JSON, or the bytes with `format=raw`).
 pub fn log(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
     let (db, t) = load(server, headers, id)?;
-    let offset = query_int(q, "offset", 0).max(0);
+    let start = match q.get("line") {
+        Some(_) => LogStart::Line(query_int(q, "line", 0).max(0)),
+        None => LogStart::Offset(query_int(q, "offset", 0).max(0)),
+    };
     let max = query_int(q, "max", 1 << 20).clamp(1, 16 << 20);
-    let recs = db.logs(id, offset, max)?;
-    let total = db.log_len(id)?;
+    let (at, recs, total) = db.log_page(id, start, max)?;
+    let offset = match start {
+        LogStart::Offset(o) => o,
+        LogStart::Line(_) => at.offset,
+    };
     let next = recs
         .last()
         .map(|r| r.offset + r.data.len() as i64)
         .unwrap_or(offset.min(total));
     if q.get("format").map(String::as_str) == Some("raw") {
         let mut resp = octets(recs.into_iter().flat_map(|r| r.data).collect());
-        if let Ok(v) = warp::http::HeaderValue::from_str(&next.to_string()) {
-            resp.headers_mut().insert("x-sai-next-offset", v);
+        for (name, value) in [
+            ("x-sai-next-offset", next),
+            ("x-sai-offset", at.offset),
+            ("x-sai-first-line", at.line),
+        ] {
+            if let Ok(v) = warp::http::HeaderValue::from_str(&value.to_string()) {
+                resp.headers_mut().insert(name, v);
+            }
         }
         let complete = t.run.state.is_terminal() && next >= total;
         resp.headers_mut().insert(
@@ -178,6 +191,9 @@ pub fn log(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
         total,
         complete: t.run.state.is_terminal() && next >= total,
         records,
+        first_line: at.line,
+        newlines: at.newlines,
+        lines: at.lines,
     })
 }
 

@@ -221,6 +221,22 @@ impl EventDb {
         Ok(logstore::read(&self.conn(), task_id, offset, max)?)
     }
 
+    /// A page of a task's log from `start` (a byte or a line), at most
+    /// about `max` bytes, with the line numbers of where it starts and of
+    /// the whole log and the log's length, all read under one lock.
+    pub fn log_page(
+        &self,
+        task_id: &str,
+        start: logstore::LogStart,
+        max: i64,
+    ) -> Result<(logstore::LinePosition, Vec<LogRecord>, i64), StoreError> {
+        let conn = self.conn();
+        let at = logstore::locate(&conn, task_id, start)?;
+        let recs = logstore::read(&conn, task_id, at.offset, max)?;
+        let total = logstore::len(&conn, task_id)?;
+        Ok((at, recs, total))
+    }
+
     /// Exactly the log bytes `[offset, offset + len)` of a task.
     pub fn log_bytes(&self, task_id: &str, offset: i64, len: i64) -> Result<Vec<u8>, StoreError> {
         Ok(logstore::read_bytes(&self.conn(), task_id, offset, len)?)

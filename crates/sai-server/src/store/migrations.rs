@@ -164,6 +164,8 @@ pub const EVENT: &[&str] = &[
         duration_ms INTEGER,
         message TEXT);
      CREATE INDEX test_cases_task ON test_cases(task_id);",
+    // 5: line counts of log rows, so line numbers cost the index, not the log.
+    crate::logstore::LINES_SCHEMA,
 ];
 
 fn migrate(conn: &mut Connection, migrations: &[&str], db: &str) -> Result<(), StoreError> {
