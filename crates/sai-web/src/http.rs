@@ -382,7 +382,7 @@ async fn handle(app: &Arc<App>, req: Request) -> Response {
                 (Err(e), _) | (_, Err(e)) => upstream_failed(e),
             }
         }
-        (Method::GET, ["e", id]) => match app.upstream.event(id, &viewer).await {
+        (Method::GET, ["e", id]) => match app.upstream.event_all(id, &viewer).await {
             Ok(d) => {
                 let tests = app.upstream.event_tests(id, &viewer).await.ok();
                 page(StatusCode::OK, pages::event(&ctx, &d, tests.as_ref()))

@@ -314,7 +314,7 @@ async fn poll(
             );
         }
         Topic::Event(id) => {
-            let d = app.upstream.event(id, viewer).await?;
+            let d = app.upstream.event_all(id, viewer).await?;
             snap.html.insert(
                 "event-card".into(),
                 html_wrapped("event-card", pages::event_card(now, &d).into_string()),

@@ -411,6 +411,12 @@ pub fn event(ctx: &PageCtx, d: &EventDetail, tests: Option<&EventTests>) -> Mark
                     (action(s, &format!("/e/{}/delete", e.id), "Delete event", "delete-event", "danger"))
                 }
             }
+            @if (tasks_of(d).len() as i64) < d.task_count {
+                p #matrix-partial {
+                    "showing " (tasks_of(d).len()) " of " (d.task_count) " tasks (sai-web shows at most "
+                    (crate::upstream::MAX_EVENT_TASKS) " of one event; sai-server's API lists every task, page by page)"
+                }
+            }
             (matrix(tasks_of(d)))
             @if let Some(t) = tests { (event_tests(t)) }
         },

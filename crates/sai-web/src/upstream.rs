@@ -18,6 +18,10 @@ pub fn log_len(t: &Task) -> u64 {
     t.log_bytes.unwrap_or(0).max(0) as u64
 }
 
+/// Most tasks of one event sai-web shows (read 1,000 a page); larger
+/// events show this many and say how many there are.
+pub const MAX_EVENT_TASKS: usize = 20_000;
+
 /// The tasks of an event read with [`Upstream::event`].
 pub fn tasks_of(e: &Event) -> &[Task] {
     e.tasks.as_deref().unwrap_or_default()
@@ -178,12 +182,36 @@ impl Upstream {
         .await
     }
 
-    /// One event with its tasks.
+    /// One event with the first page of its tasks (the server's
+    /// `limits.max_page`, 1,000 by default).
     pub async fn event(&self, id: &str, viewer: &Viewer) -> Result<EventDetail, UpstreamError> {
         if !is_hex_id(id, 32) {
             return Err(UpstreamError::NotFound);
         }
         self.get(&format!("/api/events/{id}"), viewer).await
+    }
+
+    /// One event with all its tasks, page after page, up to
+    /// [`MAX_EVENT_TASKS`]; `next_cursor` stays set when there are more.
+    pub async fn event_all(&self, id: &str, viewer: &Viewer) -> Result<EventDetail, UpstreamError> {
+        let mut d = self.event(id, viewer).await?;
+        while let Some(cursor) = d.next_cursor.take() {
+            if tasks_of(&d).len() >= MAX_EVENT_TASKS || !cursor.bytes().all(|b| b.is_ascii_digit())
+            {
+                d.next_cursor = Some(cursor);
+                break;
+            }
+            let page: EventDetail = self
+                .get(&format!("/api/events/{id}?cursor={cursor}"), viewer)
+                .await?;
+            d.tasks
+                .get_or_insert_with(Vec::new)
+                .extend(page.tasks.unwrap_or_default());
+            d.next_cursor = page.next_cursor;
+            // The counts of the latest page are the most recent.
+            d.task_states = page.task_states.or(d.task_states);
+        }
+        Ok(d)
     }
 
     /// A task's test results, failed first.

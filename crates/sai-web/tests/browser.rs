@@ -480,3 +480,75 @@ async fn killing_and_restarting_sai_server_reconnects_the_open_page_without_relo
     );
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_of_more_than_one_page_of_tasks_shows_every_task_and_stays_live() {
+    let st = Stack::start(|_| {});
+    // 1,100 tasks on a platform no builder offers: more than one page of
+    // the server's 1,000.
+    let configs: Vec<String> = (0..1100)
+        .map(|i| format!("\"c{i:04}\": {{\"cmake\": \"\"}}"))
+        .collect();
+    let saifile = format!(
+        r#"{{"schema": "sai-1", "platforms": {{"linux-fedora-32/x86_64/gcc": {{"build": "true"}}}}, "configurations": {{{}}}}}"#,
+        configs.join(",")
+    );
+    let ev = st.push(&Push::new("big", saifile.as_bytes())).await;
+    let first = st.event(&ev).await;
+    assert_eq!(first["task_count"], 1100);
+    let mut tasks = first["tasks"].as_array().unwrap().clone();
+    assert_eq!(tasks.len(), 1000, "the server pages the tasks");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = st.event(&format!("{ev}?cursor={cursor}")).await;
+    tasks.extend(rest["tasks"].as_array().unwrap().iter().cloned());
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1100);
+
+    // The page as served holds every task's cell, and no "showing N of M".
+    let html = reqwest::get(st.url(&format!("/e/{ev}")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !html.contains(&format!("id=\"c-{id}\"")))
+        .collect();
+    assert!(missing.is_empty(), "{} cells missing", missing.len());
+    assert!(!html.contains("matrix-partial"));
+
+    // In Chromium, and live: a task of the second page changes state.
+    let b = Browser::start().await.unwrap();
+    b.goto(&st.url(&format!("/e/{ev}"))).await.unwrap();
+    connected(&b).await;
+    let cells = b
+        .eval(
+            "return document.querySelectorAll('#matrix a.cell').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cells, json!(1100));
+    mark(&b).await;
+    let last = ids.last().unwrap();
+    let r = reqwest::Client::new()
+        .post(st.server.url(&format!("/api/tasks/{last}/cancel")))
+        .bearer_auth(st.server.user_token("ops").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    b.wait_for(
+        "the last task's cell turns cancelled",
+        T,
+        &format!("return document.getElementById('c-{last}').dataset.state === 'cancelled';"),
+    )
+    .await
+    .unwrap();
+    assert!(still_marked(&b).await, "updated without a reload");
+    b.close().await.unwrap();
+}
