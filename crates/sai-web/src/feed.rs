@@ -95,6 +95,10 @@ pub async fn follow(app: Arc<App>) {
                                 epoch = e;
                                 seq = v["seq"].as_u64().unwrap_or(0);
                             }
+                            tracing::info!(
+                                local_socket = socket.is_some(),
+                                "change feed connected"
+                            );
                             app.hub.feed_live.store(true, Ordering::SeqCst);
                             app.hub.wake_all();
                         }

@@ -13,6 +13,26 @@ use sai_testkit::TestServer;
 use sai_testkit::hook::{HookRequest, Push};
 use sai_testkit::web::{TestWeb, test_web_config};
 
+/// The next JSON message of a websocket.
+async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(T, ws.next())
+            .await
+            .expect("a message within the timeout")
+            .expect("the socket stays open")
+            .unwrap();
+        if let Ok(text) = m.to_text()
+            && let Ok(v) = serde_json::from_str(text)
+        {
+            return v;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sai_web_works_through_the_local_socket_without_a_token() {
     let tmp = tempfile::tempdir().unwrap();
@@ -53,6 +73,43 @@ async fn sai_web_works_through_the_local_socket_without_a_token() {
         .await
         .unwrap();
     assert!(overview.contains(&ev), "{overview}\n{}", web.log());
+
+    // The change feed over the socket: sai-web follows it without a token,
+    // and a change made now arrives through the socket.
+    sai_testkit::wait_for("sai-web following the change feed", T, || async {
+        web.log()
+            .lines()
+            .any(|l| {
+                l.contains("change feed connected")
+                    && l.contains("local_socket")
+                    && l.contains("true")
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", web.log()));
+    let stream = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let (mut feed, _) = tokio_tungstenite::client_async("ws://localhost/api/changes", stream)
+        .await
+        .unwrap();
+    let hello = next_json(&mut feed).await;
+    assert_eq!(hello["t"], "hello", "{hello}");
+    let second = push_to(
+        &server,
+        HookRequest::like_sai_sh(&Push::new("demo", SMALL), KEY),
+    )
+    .await;
+    let change = tokio::time::timeout(T, async {
+        loop {
+            let m = next_json(&mut feed).await;
+            if m["t"] == "change" && m.to_string().contains(&second) {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the new event's change through the local socket");
+    assert!(change["seq"].as_u64().unwrap() > 0, "{change}");
 
     // A signed-in user's rebuild goes through the socket, without a token,
     // and the server records the user.

@@ -155,16 +155,24 @@ async fn an_expired_session_is_refused() {
         name: USER.into(),
         password_hash: password_hash(PASSWORD),
     }];
-    // A session sealed with this web's key but already expired.
+    // Sessions sealed with this web's own key: one that expired a second
+    // ago, one that expires in an hour. Only the expiry tells them apart.
     std::fs::create_dir_all(&dir).unwrap();
     let sessions = sai_web::session::Sessions::load_or_create(
         &dir.join("session.key"),
-        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
     )
     .unwrap();
-    let (old, _) = sessions.issue(USER).unwrap();
+    let at = |secs: i64| {
+        time::OffsetDateTime::now_utc()
+            .saturating_add(time::Duration::seconds(secs))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (old, s) = sessions.issue_expiring_at(USER, &at(-1)).unwrap();
+    assert!(sessions.open(&old).is_none(), "expired {}", s.expires);
+    let (fresh, _) = sessions.issue_expiring_at(USER, &at(3600)).unwrap();
     let web = sai_testkit::web::TestWeb::start(&web_bin(), &dir, &wc).unwrap();
-    let (fresh, _) = sessions.issue(USER).unwrap();
     let page = |tok: String| {
         let url = web.url("/");
         async move {
@@ -180,7 +188,6 @@ async fn an_expired_session_is_refused() {
         }
     };
     assert!(page(fresh).await.contains("signed in as"));
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert!(
         !page(old).await.contains("signed in as"),
         "expired cookie refused"
