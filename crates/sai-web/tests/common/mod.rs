@@ -34,12 +34,17 @@ pub fn password_hash(password: &str) -> String {
 
 fn server_bin() -> PathBuf {
     // sai-server is built by this workspace; the tests of sai-web find it
-    // next to their own binary.
-    sai_testkit::bin_path("sai-server")
+    // next to their own binary. The bench may be pointed at other builds
+    // (e.g. the code before a change) with SAI_BENCH_SERVER_BIN.
+    std::env::var_os("SAI_BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sai_testkit::bin_path("sai-server"))
 }
 
 pub fn web_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sai-web"))
+    std::env::var_os("SAI_BENCH_WEB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sai-web")))
 }
 
 impl Stack {
