@@ -584,9 +584,10 @@ async fn sized(
     viewer: &Viewer,
     id: &str,
 ) -> Result<(crate::upstream::Task, logview::LogSize), UpstreamError> {
-    let t = app.upstream.task(id, viewer).await?;
-    let size = logview::size(&app.upstream, id, viewer).await?;
-    Ok((t, size))
+    tokio::try_join!(
+        app.upstream.task(id, viewer),
+        logview::size(&app.upstream, id, viewer)
+    )
 }
 
 fn upstream_json_error(e: UpstreamError) -> Response {
