@@ -231,9 +231,17 @@ impl EventDb {
         max: i64,
     ) -> Result<(logstore::LinePosition, Vec<LogRecord>, i64), StoreError> {
         let conn = self.conn();
-        let at = logstore::locate(&conn, task_id, start)?;
-        let recs = logstore::read(&conn, task_id, at.offset, max)?;
-        let total = logstore::len(&conn, task_id)?;
+        // One snapshot for the three reads, even if another handle of this
+        // database commits meanwhile.
+        let tx = conn.unchecked_transaction()?;
+        let at = logstore::locate(&tx, task_id, start)?;
+        let recs = logstore::read(&tx, task_id, at.offset, max)?;
+        let total = logstore::len(&tx, task_id)?;
+        // Keeps line counts a reader filled in for an older store; the
+        // reads stand even if that fails (e.g. a full disk rolled it back).
+        if let Err(e) = tx.commit() {
+            tracing::warn!(task = task_id, "keeping log line counts: {e}");
+        }
         Ok((at, recs, total))
     }
 
