@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_048_576);
-    let mb = lines * 100 / 1_000_000;
+    let mb = (lines * 100) >> 20;
     let log = sai_testkit::fixtures::numbered_log(lines);
     let bytes = log.len() as u64;
     let t_store = Instant::now();
@@ -155,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     eprintln!(
-        "{mb} MB log sent and stored in {} ms",
+        "{mb} MiB log sent and stored in {} ms",
         t_store.elapsed().as_millis()
     );
     let last = format!("line {lines:>9} ");
@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
         b.wait_for("last line", Duration::from_secs(120), &last_js)
             .await?;
         rows.push((
-            format!("{mb} MB log: navigation -> last line painted, {label}"),
+            format!("{mb} MiB log: navigation -> last line painted, {label}"),
             format!("{} ms", t0.elapsed().as_millis()),
         ));
     }
@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     rows.push((
-        format!("{mb} MB log: jump to top -> first line painted"),
+        format!("{mb} MiB log: jump to top -> first line painted"),
         format!("{} ms", d.as_millis()),
     ));
 
