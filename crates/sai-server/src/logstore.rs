@@ -227,6 +227,13 @@ pub struct TaskLog {
     pending: Block,
     /// Seal the open block at the next persist.
     seal: bool,
+    /// Log bytes received from the builder for the current attempt
+    /// (server notices not counted), stored with the records in
+    /// `log_received` so a builder resuming after a server restart resends
+    /// from exactly there.
+    received: i64,
+    /// `received` changed since it was stored.
+    received_dirty: bool,
 }
 
 impl TaskLog {
@@ -238,6 +245,8 @@ impl TaskLog {
             open_pieces: 0,
             pending: Block::starting_at(end),
             seal: false,
+            received: 0,
+            received_dirty: false,
         }
     }
 
@@ -252,6 +261,7 @@ impl TaskLog {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let mut log = TaskLog::new(task_id, end);
+        log.received = received(conn, task_id)?;
         if let Some(first) = first {
             log.open_first = first;
             log.open_stored = stored as usize;
@@ -280,6 +290,23 @@ impl TaskLog {
         offset
     }
 
+    /// Builder log bytes of the current attempt, stored or not.
+    pub fn received(&self) -> i64 {
+        self.received
+    }
+
+    /// `n` of the bytes pushed came from the builder.
+    pub fn add_received(&mut self, n: i64) {
+        self.received += n;
+        self.received_dirty = true;
+    }
+
+    /// A new attempt starts: no builder bytes of it yet.
+    pub fn reset_received(&mut self) {
+        self.received = 0;
+        self.received_dirty = true;
+    }
+
     /// Whether bytes were pushed that no committed transaction holds yet.
     pub fn has_unstored(&self) -> bool {
         !self.pending.is_empty()
@@ -287,7 +314,7 @@ impl TaskLog {
 
     /// Whether [`TaskLog::persist`] has anything to write.
     pub fn is_dirty(&self) -> bool {
-        !self.pending.is_empty() || (self.seal && self.open_pieces > 0)
+        self.received_dirty || !self.pending.is_empty() || (self.seal && self.open_pieces > 0)
     }
 
     /// Whether the next [`TaskLog::persist`] seals a full block.
@@ -304,6 +331,13 @@ impl TaskLog {
     /// Write what changed since the last call inside `tx`: the pending
     /// records as a piece, or the whole open block as a sealed block.
     pub fn persist(&mut self, tx: &Transaction<'_>) -> Result<()> {
+        if std::mem::take(&mut self.received_dirty) {
+            tx.prepare_cached(
+                "INSERT INTO log_received(task_id, bytes) VALUES (?1, ?2)
+                 ON CONFLICT(task_id) DO UPDATE SET bytes = excluded.bytes",
+            )?
+            .execute(params![self.task_id, self.received])?;
+        }
         let seal = std::mem::take(&mut self.seal);
         let end = self.pending.end_offset;
         let merge = !seal && self.open_pieces + 1 > MAX_PIECES;
@@ -450,9 +484,27 @@ pub fn channels(conn: &Connection, task_id: &str, offset: i64, len: i64) -> Resu
     Ok(bits)
 }
 
+/// Schema of the builder byte counts ([`TaskLog::received`]), applied as
+/// an event database migration.
+pub const RECEIVED_SCHEMA: &str =
+    "CREATE TABLE log_received(task_id TEXT PRIMARY KEY, bytes INTEGER NOT NULL);";
+
+/// Stored builder log bytes of a task's current attempt.
+pub fn received(conn: &Connection, task_id: &str) -> Result<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT bytes FROM log_received WHERE task_id = ?1",
+            [task_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// Remove a task's log (rebuild).
 pub fn clear(tx: &Transaction<'_>, task_id: &str) -> Result<()> {
     tx.execute("DELETE FROM log_blocks WHERE task_id = ?1", [task_id])?;
+    tx.execute("DELETE FROM log_received WHERE task_id = ?1", [task_id])?;
     Ok(())
 }
 

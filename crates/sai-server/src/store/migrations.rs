@@ -164,6 +164,8 @@ pub const EVENT: &[&str] = &[
         duration_ms INTEGER,
         message TEXT);
      CREATE INDEX test_cases_task ON test_cases(task_id);",
+    // 5: builder log bytes stored per task, for resuming after a restart.
+    crate::logstore::RECEIVED_SCHEMA,
 ];
 
 fn migrate(conn: &mut Connection, migrations: &[&str], db: &str) -> Result<(), StoreError> {
