@@ -159,7 +159,7 @@ mod tests {
         let path = dir.path().join("spool").join("t.log");
         let mut s = Spool::new(path.clone());
         let mut all = Vec::new();
-        for i in 0..40_000u32 {
+        for i in 0..150_000u32 {
             let line = format!("line {i}\n");
             s.append(&chunk(1 + (i % 2) as u8, line.as_bytes()))
                 .unwrap();

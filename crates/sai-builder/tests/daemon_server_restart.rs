@@ -144,3 +144,48 @@ async fn a_builder_not_back_within_the_grace_loses_the_task_to_the_queue_without
     assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why2());
     assert_eq!(runs(tmp.path()), 2, "run again from the start");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_for_a_task_requeued_meanwhile_is_refused_and_the_builder_kills_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let addr = free_addr();
+    let data = dir.join("data");
+    let mut s1 = start_at(&data, addr, 1);
+    let conf = one_server_config(&s1, dir, 1);
+    let b = BuilderProc::start(&conf);
+    let (runs_f, pid_f) = (dir.join("runs"), dir.join("pid"));
+    // The first run waits long; later runs pass.
+    let build = format!(
+        "echo ran >> {r}; if [ $(wc -l < {r}) = 1 ]; then echo $$ > {p}; echo first; sleep 120; fi; echo done",
+        r = runs_f.display(),
+        p = pid_f.display()
+    );
+    let (repo, hash) = make_repo(dir);
+    let ev = push(&s1, "proj", &repo, &hash, &linux_saifile(&build)).await;
+    let task = first_task(&s1, &ev).await;
+    let why = || logs(&b, &s1);
+    log_contains(&s1, &task, "first\n", &why).await;
+    let pid = step_pid(dir).await;
+
+    // The builder cannot come back (its token file is spoiled) until the
+    // restarted server has given up on it.
+    let token = std::fs::read_to_string(dir.join("s.token")).unwrap();
+    std::fs::write(dir.join("s.token"), "v4.public.spoiled\n").unwrap();
+    s1.guard.kill();
+    let s2 = start_at(&data, addr, 1);
+    let why = || logs(&b, &s2);
+    task_until(&s2, &task, "requeued", |t| t["state"] == "waiting", &why).await;
+    assert!(!process_gone(pid), "still running on the builder meanwhile");
+    std::fs::write(dir.join("s.token"), token).unwrap();
+
+    b.wait_log("refused the task back").await;
+    sai_testkit::wait_for("first run killed", T, || async {
+        process_gone(pid).then_some(())
+    })
+    .await
+    .unwrap();
+    let e = event_done(&s2, &ev, &why).await;
+    assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why());
+    assert_eq!(runs(dir), 2, "run again after the refused claim");
+}
