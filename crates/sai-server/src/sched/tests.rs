@@ -675,7 +675,7 @@ fn a_server_shutdown_leaves_accepted_tasks_running_for_their_claim() {
     f.hello(0, 1, &[(LINUX, 1)]);
     let t = f.event(0, &[(LINUX, false)], 0);
     f.s.tick(0);
-    assert!(f.s.accept(1, &t[0].to_string()));
+    assert!(f.s.accept(1, t[0].as_ref()));
     f.s.take_effects();
     f.s.stop(1001, "sai-server is shutting down");
     f.s.builder_gone(1, 1, &GoneCause::ServerShutdown);
