@@ -583,7 +583,29 @@ mod tests {
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(RECEIVED_SCHEMA).unwrap();
         c
+    }
+
+    #[test]
+    fn builder_bytes_are_counted_per_attempt_with_the_records() {
+        let mut c = db();
+        let mut log = TaskLog::resume(&c, "t1").unwrap();
+        log.push(3, 0, b"sai-server: notice\n");
+        log.push(1, 1, b"from the builder\n");
+        log.add_received(17);
+        append(&mut c, &mut log);
+        assert_eq!(received(&c, "t1").unwrap(), 17, "notices not counted");
+        let mut again = TaskLog::resume(&c, "t1").unwrap();
+        assert_eq!(again.received(), 17, "reloaded with the log");
+        again.reset_received();
+        append(&mut c, &mut again);
+        assert_eq!(received(&c, "t1").unwrap(), 0, "a new attempt starts at 0");
+        assert_eq!(len(&c, "t1").unwrap(), 36, "the log itself stays");
+        let tx = c.transaction().unwrap();
+        clear(&tx, "t1").unwrap();
+        tx.commit().unwrap();
+        assert_eq!(received(&c, "t1").unwrap(), 0);
     }
 
     fn append(conn: &mut Connection, log: &mut TaskLog) {
@@ -775,6 +797,7 @@ mod tests {
         let mut c = Connection::open(&path).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
         c.execute_batch(SCHEMA).unwrap();
+        c.execute_batch(RECEIVED_SCHEMA).unwrap();
         let mut log = TaskLog::resume(&c, "t1").unwrap();
         // 64 KiB records as a builder sends them, flushed every 256 KiB.
         let mut chunk = String::new();
