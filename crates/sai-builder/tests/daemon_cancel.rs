@@ -1,5 +1,6 @@
-//! Tasks stopped from outside: an operator cancel, a server crash (the
-//! link's tasks are killed), and offers declined for lack of disk space.
+//! Tasks stopped from outside: an operator cancel, a claim refused by a
+//! restarted server (the task is killed), and offers declined for lack of
+//! disk space.
 
 mod daemon_common;
 
