@@ -10,6 +10,9 @@
 //!    n = 20, p50 and p95.
 //! 2. A step printing 100 MB: from the hook POST until the task is
 //!    `success` (every byte framed, flow-controlled and stored).
+//!
+//! For a smoke run, `SAI_TLS_BENCH_RUNS` and `SAI_TLS_BENCH_BYTES` make
+//! both smaller (the table says the sizes used).
 
 mod rig;
 
@@ -20,6 +23,22 @@ use anyhow::{Result, bail};
 use rig::{BIG, LINE, Rig, T, pct};
 
 const RUNS: usize = 20;
+
+/// `name` from the environment, or `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runs() -> usize {
+    env_or("SAI_TLS_BENCH_RUNS", RUNS).max(1)
+}
+
+fn big() -> u64 {
+    env_or("SAI_TLS_BENCH_BYTES", BIG).clamp(1, BIG)
+}
 
 struct Mode {
     name: &'static str,
@@ -59,7 +78,7 @@ async fn measure(mode: &Mode, dir: &Path) -> Result<Measured> {
     wait_state(&rig, &warm, Duration::from_millis(5), terminal).await?;
 
     let mut offered = Vec::new();
-    for i in 0..RUNS {
+    for i in 0..runs() {
         let started = Instant::now();
         let task = rig.push(&format!("p{i}"), "true").await?;
         wait_state(&rig, &task, Duration::from_millis(1), |s| s != "waiting").await?;
@@ -70,7 +89,7 @@ async fn measure(mode: &Mode, dir: &Path) -> Result<Measured> {
 
     let started = Instant::now();
     let big = rig
-        .push("big", &format!("yes {LINE} | head -c {BIG}"))
+        .push("big", &format!("yes {LINE} | head -c {}", big()))
         .await?;
     wait_state(&rig, &big, Duration::from_millis(5), terminal).await?;
     let big_elapsed = started.elapsed();
@@ -116,7 +135,9 @@ async fn main() -> Result<()> {
         "TLS cost ({cores} cores, {build} build, loopback, rustls/ring, one builder, one instance)"
     );
     println!(
-        "| transport | hook -> task offered p50 / p95 (n={RUNS}) | 100 MB step, hook to stored |"
+        "| transport | hook -> task offered p50 / p95 (n={}) | {} MB step, hook to stored |",
+        runs(),
+        big() / 1_000_000
     );
     println!("|---|---|---|");
     for (name, r) in &rows {
@@ -125,7 +146,7 @@ async fn main() -> Result<()> {
             pct(&r.offered, 0.5).as_secs_f64() * 1e3,
             pct(&r.offered, 0.95).as_secs_f64() * 1e3,
             r.big.as_secs_f64(),
-            BIG as f64 / 1e6 / r.big.as_secs_f64()
+            big() as f64 / 1e6 / r.big.as_secs_f64()
         );
     }
     Ok(())

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use sai_core::protocol::{
-    BuilderMessage, CLOSE_UNSUPPORTED_VERSION, FrameHeader, FrameKind, MAX_FRAME_PAYLOAD,
+    BuilderMessage, CLOSE_UNSUPPORTED_VERSION, FrameHeader, FrameKind, HeldTask, MAX_FRAME_PAYLOAD,
     PROTOCOL_VERSION, PlatformOffer, ServerMessage, encode_frame,
 };
 use tokio::net::TcpStream;
@@ -165,6 +165,8 @@ pub struct ConnectOptions {
     pub keepalive: Duration,
     /// The link is closed when nothing arrives from the server for this long.
     pub dead_after: Duration,
+    /// Tasks kept running from an earlier connection, claimed in the hello.
+    pub held: Vec<HeldTask>,
 }
 
 impl ConnectOptions {
@@ -187,6 +189,7 @@ impl ConnectOptions {
             queue: DEFAULT_QUEUE,
             keepalive: DEFAULT_KEEPALIVE,
             dead_after: DEFAULT_DEAD_AFTER,
+            held: Vec::new(),
         }
     }
 }
@@ -435,6 +438,7 @@ async fn handshake(opts: &ConnectOptions) -> Result<(Ws, Welcome), ConnectError>
         builder: opts.builder.clone(),
         platforms: opts.platforms.clone(),
         software: opts.software.clone(),
+        held: opts.held.clone(),
     };
     let text = serde_json::to_string(&hello).map_err(|e| bad(e.to_string()))?;
     ws.send(Message::text(text))

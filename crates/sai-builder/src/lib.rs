@@ -20,6 +20,7 @@
 //! | [`task`] | one task from offer to result, composed of the modules above |
 //! | [`backoff`] | exponential reconnect delays with jitter |
 //! | [`server_link`] | one server: connect, accept/reject offers, run tasks, reconnect |
+//! | [`spool`] | a running task's log kept for resending after a server restart |
 //! | [`daemon`] | config loading, the links, hourly housekeeping, shutdown |
 //! | [`metrics`] | Prometheus metrics and their optional local listener |
 
@@ -37,6 +38,7 @@ pub mod logproxy;
 pub mod metrics;
 pub mod platform;
 pub mod server_link;
+pub mod spool;
 pub mod step_runner;
 pub mod task;
 pub mod tls;

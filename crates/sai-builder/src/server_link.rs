@@ -17,10 +17,20 @@
 //!    artifact uploads and its result to `task_finished`;
 //! 3. [`ServerMessage::Cancel`] cancels that task (its process group is
 //!    killed; the result is `cancelled`);
-//! 4. when the link is lost, every task bound to it is cancelled and killed
-//!    (the server requeues them); once they are gone the link reconnects
-//!    after an exponential, jittered delay ([`crate::backoff`]), reset when
-//!    the previous connection stayed up for [`LinkConfig::stable_after`];
+//! 4. when the link is lost (the server restarts: it says
+//!    [`ServerMessage::Restarting`] first; or it was killed, or the network
+//!    dropped), the tasks bound to it keep running: their log is kept
+//!    ([`crate::spool`]), their other messages and their result wait. The
+//!    link reconnects after an exponential, jittered delay
+//!    ([`crate::backoff`]), reset when the previous connection stayed up for
+//!    [`LinkConfig::stable_after`] or the server said it was restarting, and
+//!    claims the tasks it holds in its hello
+//!    ([`sai_core::protocol::HeldTask`]). The server answers
+//!    [`ServerMessage::ResumeTask`] (the task resends its log from the
+//!    offset the server stored, then what waited, and carries on) or
+//!    [`ServerMessage::ClaimRefused`] (the task is killed and reported to
+//!    nobody). A finished task's result waits at most [`HOLD_RESULT`] for
+//!    the server to come back;
 //! 5. on shutdown, the link first says `shutting_down` (the server offers
 //!    it nothing more), offers still in flight are rejected, running tasks are killed and
 //!    reported as `handed_back` (the server requeues them at once, without
@@ -45,9 +55,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use sai_core::protocol::{
-    BuilderLoad, BuilderMessage, LOAD_REPORT_SECS, PlatformCapacity, PlatformOffer, ServerMessage,
-    TaskOffer, TaskResult,
+    BuilderLoad, BuilderMessage, HeldTask, LOAD_REPORT_SECS, PlatformCapacity, PlatformOffer,
+    ServerMessage, TaskOffer, TaskResult,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -61,12 +74,16 @@ use crate::connection::{
 use crate::housekeeping::{free_disk_bytes, has_room};
 use crate::jobdir::{Layout, vn};
 use crate::log::LogChunk;
+use crate::spool::Spool;
 use crate::task::{TaskContext, TaskEvent, run_task};
 
 /// Default time a connection must stay up for the backoff to start over.
 pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(30);
 /// Longest wait for queued messages to leave when closing on shutdown.
 const CLOSE_FLUSH: Duration = Duration::from_secs(10);
+/// How long a task that ended while its server was away keeps its result
+/// for the server to come back and claim it.
+pub const HOLD_RESULT: Duration = Duration::from_secs(15 * 60);
 
 /// One platform of the builder: its slots (shared by every link) and what
 /// its tasks run with.
@@ -246,6 +263,8 @@ enum Ended {
     Lost,
     /// Shutdown: tasks handed back, websocket closed.
     Shutdown,
+    /// The server said it was restarting, then the link closed.
+    Restarting,
 }
 
 /// Why this builder cannot take an offer.
@@ -259,20 +278,82 @@ enum Stop {
     Server,
     /// The daemon is shutting down.
     Shutdown,
-    /// The link broke; nothing more can be sent for the task.
-    LinkLost,
+    /// The server refused our claim after a lost link: not ours any more.
+    Refused,
+}
+
+/// How far a running task got, for the claim in the next hello.
+#[derive(Debug, Default)]
+struct Progress {
+    log_bytes: AtomicU64,
+    finished: AtomicBool,
+}
+
+/// A new link for a task that kept running: resend from `offset`.
+#[derive(Debug)]
+struct Attach {
+    sender: LinkSender,
+    offset: u64,
 }
 
 #[derive(Debug)]
 struct Running {
     cancel: CancellationToken,
     stop: Arc<OnceLock<Stop>>,
+    offer_platform: String,
+    progress: Arc<Progress>,
+    attach: mpsc::UnboundedSender<Attach>,
 }
 
 impl Running {
     fn stop(&self, why: Stop) {
         let _ = self.stop.set(why);
         self.cancel.cancel();
+    }
+}
+
+/// The tasks of one server link; they outlive its connections.
+#[derive(Debug, Default)]
+struct Tasks {
+    running: HashMap<String, Running>,
+    ids: HashMap<tokio::task::Id, String>,
+    set: JoinSet<()>,
+}
+
+impl Tasks {
+    /// Forget a task whose runner ended.
+    fn reaped(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let tid = match done {
+            Ok((tid, ())) => tid,
+            Err(e) => {
+                tracing::error!("task runner failed: {e}");
+                e.id()
+            }
+        };
+        if let Some(id) = self.ids.remove(&tid) {
+            self.running.remove(&id);
+        }
+    }
+
+    /// Forget every task whose runner ended, without waiting.
+    fn reap(&mut self) {
+        while let Some(done) = self.set.try_join_next_with_id() {
+            self.reaped(done);
+        }
+    }
+
+    /// What the next hello claims.
+    fn held(&self) -> Vec<HeldTask> {
+        self.running
+            .iter()
+            .filter(|(_, r)| r.stop.get().is_none())
+            .map(|(id, r)| HeldTask {
+                task_id: id.clone(),
+                offer_platform: r.offer_platform.clone(),
+                log_bytes: r.progress.log_bytes.load(Ordering::SeqCst),
+                finished: r.progress.finished.load(Ordering::SeqCst),
+            })
+            .collect()
     }
 }
 
@@ -289,7 +370,10 @@ pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancell
         })
         .collect();
     let url = lc.url.as_str();
+    let mut tasks = Tasks::default();
     while !shutdown.is_cancelled() {
+        tasks.reap();
+        let held = tasks.held();
         let attempt = async {
             let token = lc.token.read()?;
             let mut opts = ConnectOptions::new(url, token, &shared.host, offers.clone());
@@ -297,6 +381,7 @@ pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancell
             opts.handshake_timeout = lc.handshake_timeout;
             opts.keepalive = lc.keepalive;
             opts.dead_after = lc.dead_after;
+            opts.held = held;
             anyhow::Ok(connect(&opts).await?)
         };
         let connected = tokio::select! {
@@ -318,13 +403,21 @@ pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancell
                 );
                 attempted();
                 let up = Instant::now();
-                let ended = serve(link, &lc, &shared, &shutdown).await;
+                let ended = serve(link, &lc, &shared, &shutdown, &mut tasks).await;
                 if shutdown.is_cancelled() || ended == Ended::Shutdown {
                     tracing::info!(server = url, "link closed for shutdown");
                     break;
                 }
-                tracing::warn!(server = url, "link lost");
-                if up.elapsed() >= lc.stable_after {
+                if !tasks.running.is_empty() {
+                    tracing::warn!(
+                        server = url,
+                        "link lost; {} task(s) keep running and are claimed back on reconnecting",
+                        tasks.running.len()
+                    );
+                } else {
+                    tracing::warn!(server = url, "link lost");
+                }
+                if up.elapsed() >= lc.stable_after || ended == Ended::Restarting {
                     backoff.reset();
                 }
             }
@@ -340,6 +433,14 @@ pub async fn run_link(mut lc: LinkConfig, shared: Arc<Shared>, shutdown: Cancell
             _ = shutdown.cancelled() => break,
         }
     }
+    // Tasks still held for a server that did not come back: stop them.
+    for r in tasks.running.values() {
+        r.stop(Stop::Shutdown);
+    }
+    tasks.running.clear();
+    while let Some(done) = tasks.set.join_next_with_id().await {
+        tasks.reaped(done);
+    }
 }
 
 /// Serve one established link until it is lost, or the daemon stops and its
@@ -349,26 +450,25 @@ async fn serve(
     lc: &LinkConfig,
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
+    tasks: &mut Tasks,
 ) -> Ended {
     let sender = link.sender.clone();
-    let mut running: HashMap<String, Running> = HashMap::new();
-    let mut ids: HashMap<tokio::task::Id, String> = HashMap::new();
-    let mut set: JoinSet<()> = JoinSet::new();
     let mut stopping = false;
     let mut lost = false;
+    let mut restarting = false;
     let mut capacity = shared.capacity.subscribe();
     capacity.mark_unchanged();
     let mut load_every = tokio::time::interval(lc.load_every);
     load_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if (stopping || lost) && running.is_empty() {
+        if lost || (stopping && tasks.running.is_empty()) {
             break;
         }
         tokio::select! {
-            _ = load_every.tick(), if !stopping && !lost => {
+            _ = load_every.tick(), if !stopping => {
                 let _ = sender.send(&BuilderMessage::Load(shared.load())).await;
             }
-            Ok(()) = capacity.changed(), if !stopping && !lost => {
+            Ok(()) = capacity.changed(), if !stopping => {
                 capacity.mark_unchanged();
                 let _ = sender.send(&BuilderMessage::Load(shared.load())).await;
                 let platforms = shared.free_capacity(&lc.platforms);
@@ -385,24 +485,18 @@ async fn serve(
                 // while its tasks are handed back.
                 tracing::info!(server = lc.url, "telling the server this builder is shutting down");
                 let _ = sender.send(&BuilderMessage::ShuttingDown).await;
-                for r in running.values() {
+                for r in tasks.running.values() {
                     r.stop(Stop::Shutdown);
                 }
             }
-            msg = link.incoming.recv(), if !lost => match msg {
-                None => {
-                    lost = true;
-                    for (id, r) in &running {
-                        tracing::warn!(task = %id, "link lost: killing the task (the server requeues it)");
-                        r.stop(Stop::LinkLost);
-                    }
-                }
+            msg = link.incoming.recv() => match msg {
+                None => lost = true,
                 Some(ServerMessage::Offer { task }) => {
                     let task = *task;
                     let id = task.task_id.clone();
                     let decision = if stopping {
                         Err(Decline("the builder is shutting down".into()))
-                    } else if running.contains_key(&id) {
+                    } else if tasks.running.contains_key(&id) {
                         Err(Decline("this task is already running here".into()))
                     } else {
                         admit(&task, lc, shared)
@@ -429,32 +523,64 @@ async fn serve(
                                 attempt = task.attempt,
                                 "offer accepted"
                             );
+                            let (attach, attached) = mpsc::unbounded_channel();
                             let r = Running {
                                 cancel: CancellationToken::new(),
                                 stop: Arc::new(OnceLock::new()),
+                                offer_platform: task.offer_platform.clone(),
+                                progress: Arc::new(Progress::default()),
+                                attach,
                             };
-                            let handle = set.spawn(run_one(
+                            let job = Job {
+                                sender: sender.clone(),
+                                cancel: r.cancel.clone(),
+                                stop: r.stop.clone(),
+                                progress: r.progress.clone(),
+                                attached,
+                            };
+                            let handle = tasks.set.spawn(run_one(
                                 task,
                                 ctx,
-                                sender.clone(),
-                                r.cancel.clone(),
-                                r.stop.clone(),
+                                job,
                                 shared.clone(),
                                 permit,
                             ));
-                            ids.insert(handle.id(), id.clone());
-                            running.insert(id, r);
+                            tasks.ids.insert(handle.id(), id.clone());
+                            tasks.running.insert(id, r);
                             let _ = sender.send(&BuilderMessage::Load(shared.load())).await;
                         }
                     }
                 }
-                Some(ServerMessage::Cancel { task_id, reason }) => match running.get(&task_id) {
+                Some(ServerMessage::Cancel { task_id, reason }) => match tasks.running.get(&task_id) {
                     Some(r) => {
                         tracing::info!(task = %task_id, %reason, "cancelled by the server");
                         r.stop(Stop::Server);
                     }
                     None => tracing::debug!(task = %task_id, "cancel for a task not running here"),
                 },
+                Some(ServerMessage::ResumeTask { task_id, log_offset }) => {
+                    match tasks.running.get(&task_id) {
+                        Some(r) => {
+                            tracing::info!(task = %task_id, log_offset, "the server took the task back; resending its log from there");
+                            let _ = r.attach.send(Attach { sender: sender.clone(), offset: log_offset });
+                        }
+                        None => tracing::warn!(task = %task_id, "resume for a task not running here"),
+                    }
+                }
+                Some(ServerMessage::ClaimRefused { task_id, reason }) => {
+                    if let Some(r) = tasks.running.remove(&task_id) {
+                        tracing::warn!(task = %task_id, %reason, "the server refused the task back: killing it");
+                        r.stop(Stop::Refused);
+                    }
+                }
+                Some(ServerMessage::Restarting { grace_secs }) => {
+                    restarting = true;
+                    tracing::info!(
+                        server = lc.url,
+                        grace_secs,
+                        "the server is restarting; running tasks keep going and are claimed back"
+                    );
+                }
                 Some(ServerMessage::Error { task_id, message }) => {
                     match task_id {
                         Some(t) => tracing::warn!(server = lc.url, "the server reports an error about task {t}: {message}"),
@@ -467,24 +593,19 @@ async fn serve(
                     serde_json::to_string(&other).unwrap_or_default()
                 ),
             },
-            Some(done) = set.join_next_with_id(), if !set.is_empty() => {
-                let tid = match done {
-                    Ok((tid, ())) => tid,
-                    Err(e) => {
-                        tracing::error!("task runner failed: {e}");
-                        e.id()
-                    }
-                };
-                if let Some(id) = ids.remove(&tid) {
-                    running.remove(&id);
-                }
+            Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
+                tasks.reaped(done);
             }
         }
     }
     drop(sender);
     if lost {
         link.closed().await;
-        Ended::Lost
+        if restarting {
+            Ended::Restarting
+        } else {
+            Ended::Lost
+        }
     } else {
         // Let the last messages leave, then close the websocket.
         let _ = tokio::time::timeout(CLOSE_FLUSH, link.closed()).await;
@@ -587,16 +708,99 @@ async fn forward(ev: TaskEvent, id: &str, sender: &LinkSender) -> Result<(), Lin
     }
 }
 
+/// What ties a running task to its server link.
+struct Job {
+    /// The link it was accepted on.
+    sender: LinkSender,
+    cancel: CancellationToken,
+    stop: Arc<OnceLock<Stop>>,
+    progress: Arc<Progress>,
+    /// New links after a lost one.
+    attached: mpsc::UnboundedReceiver<Attach>,
+}
+
+/// Where a task's events go: the link while it is up; the spool and a
+/// queue while it is down, resent when the server takes the task back.
+struct Outlet {
+    id: String,
+    link: Option<LinkSender>,
+    spool: Spool,
+    /// Events other than log bytes that wait for the link.
+    waiting: VecDeque<TaskEvent>,
+    progress: Arc<Progress>,
+}
+
+impl Outlet {
+    fn detach(&mut self) {
+        if self.link.take().is_some() {
+            tracing::warn!(task = %self.id, "link lost: the task keeps running, its log is kept");
+        }
+    }
+
+    async fn event(&mut self, ev: TaskEvent) {
+        if let TaskEvent::Log(chunk) = &ev {
+            if let Err(e) = self.spool.append(chunk) {
+                tracing::warn!(task = %self.id, "cannot keep the log for a resend: {e}");
+            }
+            self.progress
+                .log_bytes
+                .store(self.spool.len(), Ordering::SeqCst);
+            if let Some(s) = &self.link
+                && let TaskEvent::Log(chunk) = ev
+                && s.send_log(&self.id, chunk).await.is_err()
+            {
+                self.detach();
+            }
+            return;
+        }
+        match &self.link {
+            Some(s) if self.waiting.is_empty() => {
+                if forward(ev, &self.id, s).await.is_err() {
+                    self.detach();
+                }
+            }
+            _ => self.waiting.push_back(ev),
+        }
+    }
+
+    /// A new link: resend the log from `offset`, then what waited.
+    async fn attach(&mut self, a: Attach) {
+        let chunks = match self.spool.read_from(a.offset) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(task = %self.id, "cannot read the kept log: {e}");
+                Vec::new()
+            }
+        };
+        for chunk in chunks {
+            if a.sender.send_log(&self.id, chunk).await.is_err() {
+                return;
+            }
+        }
+        while let Some(ev) = self.waiting.pop_front() {
+            if forward(ev, &self.id, &a.sender).await.is_err() {
+                return;
+            }
+        }
+        self.link = Some(a.sender);
+    }
+}
+
 /// Run one accepted task and report it; see the module doc.
 async fn run_one(
     offer: TaskOffer,
     ctx: TaskContext,
-    sender: LinkSender,
-    cancel: CancellationToken,
-    stop: Arc<OnceLock<Stop>>,
+    job: Job,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
 ) {
+    let Job {
+        sender,
+        cancel,
+        stop,
+        progress,
+        mut attached,
+    } = job;
     let id = offer.task_id.clone();
     let task_vn = vn(&id).ok();
     if let Some(v) = &task_vn {
@@ -606,6 +810,18 @@ async fn run_one(
             .unwrap_or_else(|e| e.into_inner())
             .insert(v.clone());
     }
+    let spool_path = shared
+        .layout
+        .home()
+        .join("spool")
+        .join(format!("{}.log", task_vn.as_deref().unwrap_or("task")));
+    let mut out = Outlet {
+        id: id.clone(),
+        link: Some(sender),
+        spool: Spool::new(spool_path),
+        waiting: VecDeque::new(),
+        progress: progress.clone(),
+    };
     let (tx, mut rx) = mpsc::channel::<TaskEvent>(256);
     let run = async {
         let r = run_task(&ctx, &offer, &tx, &cancel).await;
@@ -613,17 +829,23 @@ async fn run_one(
         r
     };
     let relay = async {
-        let mut link_ok = true;
-        while let Some(ev) = rx.recv().await {
-            if link_ok && forward(ev, &id, &sender).await.is_err() {
-                link_ok = false;
-                let _ = stop.set(Stop::LinkLost);
-                cancel.cancel();
+        let mut can_attach = true;
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => out.event(ev).await,
+                    None => break,
+                },
+                a = attached.recv(), if can_attach => match a {
+                    Some(a) => out.attach(a).await,
+                    None => can_attach = false,
+                },
             }
         }
-        link_ok
+        can_attach
     };
-    let (result, link_ok) = tokio::join!(run, relay);
+    let (result, can_attach) = tokio::join!(run, relay);
+    progress.finished.store(true, Ordering::SeqCst);
     let result = match (stop.get(), result) {
         (Some(Stop::Shutdown), TaskResult::Cancelled) => TaskResult::HandedBack {
             reason: format!(
@@ -639,13 +861,28 @@ async fn run_one(
         crate::task::describe_result(&result)
     );
     crate::metrics::metrics().task(&result);
-    if link_ok && stop.get() != Some(&Stop::LinkLost) {
-        let _ = sender
-            .send(&BuilderMessage::TaskFinished {
-                task_id: id.clone(),
-                result,
-            })
-            .await;
+    if stop.get() != Some(&Stop::Refused) {
+        // Without a link, the result waits for the server to take the
+        // task back (or for the daemon to give up on it).
+        if out.link.is_none() && can_attach {
+            tracing::info!(task = %id, "holding the result until the server is back");
+            if let Ok(Some(a)) = tokio::time::timeout(HOLD_RESULT, attached.recv()).await {
+                out.attach(a).await;
+            }
+        }
+        match &out.link {
+            Some(s) => {
+                let _ = s
+                    .send(&BuilderMessage::TaskFinished {
+                        task_id: id.clone(),
+                        result,
+                    })
+                    .await;
+            }
+            None => {
+                tracing::warn!(task = %id, "the server did not take the task back; its result is dropped")
+            }
+        }
     }
     if let Some(v) = &task_vn {
         shared

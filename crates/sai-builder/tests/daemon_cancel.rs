@@ -1,5 +1,6 @@
-//! Tasks stopped from outside: an operator cancel, a server crash (the
-//! link's tasks are killed), and offers declined for lack of disk space.
+//! Tasks stopped from outside: an operator cancel, a claim refused by a
+//! restarted server (the task is killed), and offers declined for lack of
+//! disk space.
 
 mod daemon_common;
 
@@ -46,7 +47,8 @@ async fn operator_cancel_kills_the_step_and_the_builder_takes_more_work() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_server_crash_kills_the_tasks_of_its_link_which_rerun_after_its_restart() {
+async fn a_crashed_server_restarted_without_grace_refuses_the_task_back_which_is_killed_and_rerun()
+{
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let addr = free_addr();
@@ -60,13 +62,18 @@ async fn a_server_crash_kills_the_tasks_of_its_link_which_rerun_after_its_restar
     }
     let pid = step_pid(tmp.path()).await;
 
+    // The builder keeps the task through the crash (see
+    // daemon_server_restart.rs); a server with no restart grace requeued it
+    // at start-up, so the builder's claim is refused and the step killed.
     server.guard.kill();
-    let why = || format!("builder log:\n{}", builder.log());
-    gone(pid, &why).await;
     builder.wait_log("link lost").await;
-
-    let server = start_server_at(&data, addr);
+    let mut c = server_config(&data);
+    c.listen = addr.to_string();
+    c.restart_grace_secs = 0;
+    let server = sai_testkit::TestServer::start(&server_bin(), &c, &[]).unwrap();
     let why = || logs(&builder, &server);
+    builder.wait_log("refused the task back").await;
+    gone(pid, &why).await;
     let e = event_done(&server, &ev, &why).await;
     assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why());
     let log = raw_log(&server, &task).await;

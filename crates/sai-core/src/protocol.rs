@@ -99,6 +99,13 @@ pub enum BuilderMessage {
         platforms: Vec<PlatformOffer>,
         /// Builder software name and version, informational.
         software: String,
+        /// Tasks this builder is still running for this server from an
+        /// earlier connection (the server restarted or the link dropped),
+        /// claimed back. The server answers each with
+        /// [`ServerMessage::ResumeTask`] or [`ServerMessage::ClaimRefused`]
+        /// after its welcome. Absent (empty) when none; older servers ignore it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        held: Vec<HeldTask>,
     },
     /// The builder takes the offered task and starts it.
     Accept {
@@ -184,6 +191,21 @@ pub enum BuilderMessage {
     /// version 2 (like `shutting_down`): a server that predates it answers
     /// `error` and ignores it.
     Load(BuilderLoad),
+}
+
+/// A task a builder kept running across a lost link, in
+/// [`BuilderMessage::Hello::held`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldTask {
+    /// The task.
+    pub task_id: String,
+    /// The offered platform (slot) it runs in, as in its offer.
+    pub offer_platform: String,
+    /// Log bytes the builder has produced for it so far (it holds all of
+    /// them and resends from the offset the server names).
+    pub log_bytes: u64,
+    /// Whether the task has ended on the builder (its result is held).
+    pub finished: bool,
 }
 
 /// Interval of [`BuilderMessage::Load`] reports, in seconds.
@@ -286,6 +308,32 @@ pub enum ServerMessage {
         task_id: Option<String>,
         /// What was wrong.
         message: String,
+    },
+    /// The server is stopping to restart (SIGTERM): the link closes next.
+    /// The builder keeps its running tasks going, holds their log and
+    /// results and claims them in the hello of its next connection; the
+    /// restarted server keeps them for `grace_secs`.
+    Restarting {
+        /// How long the restarted server keeps a running task for its
+        /// builder to come back (`restart_grace_secs`).
+        grace_secs: u64,
+    },
+    /// A claimed task ([`HeldTask`]) is this builder's again: resend its
+    /// log from `log_offset` (the builder bytes the server has stored; no
+    /// gap, no duplicate), then carry on as before.
+    ResumeTask {
+        /// The task.
+        task_id: String,
+        /// Log bytes of the task the server has stored.
+        log_offset: u64,
+    },
+    /// A claimed task is not this builder's any more (cancelled, deleted,
+    /// requeued or given to another builder): kill it and report nothing.
+    ClaimRefused {
+        /// The task.
+        task_id: String,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -627,6 +675,63 @@ mod tests {
             serde_json::to_string(&BuilderMessage::Load(BuilderLoad::default())).unwrap(),
             bare
         );
+    }
+
+    /// The exact text of the restart messages (appended to version 2).
+    #[test]
+    fn restart_messages_have_this_exact_wire_text() {
+        let hello = BuilderMessage::Hello {
+            protocol_version: 2,
+            builder: "b1".into(),
+            platforms: vec![PlatformOffer {
+                name: "linux".into(),
+                instances: 1,
+            }],
+            software: "sai-builder".into(),
+            held: vec![HeldTask {
+                task_id: TID.into(),
+                offer_platform: "linux".into(),
+                log_bytes: 4096,
+                finished: false,
+            }],
+        };
+        let want = format!(
+            r#"{{"type":"hello","protocol_version":2,"builder":"b1","platforms":[{{"name":"linux","instances":1}}],"software":"sai-builder","held":[{{"task_id":"{TID}","offer_platform":"linux","log_bytes":4096,"finished":false}}]}}"#
+        );
+        assert_eq!(serde_json::to_string(&hello).unwrap(), want);
+        assert_eq!(
+            serde_json::from_str::<BuilderMessage>(&want).unwrap(),
+            hello
+        );
+        // A hello without held tasks is the version 2 hello of before.
+        let plain =
+            r#"{"type":"hello","protocol_version":2,"builder":"b1","platforms":[],"software":"s"}"#;
+        let m: BuilderMessage = serde_json::from_str(plain).unwrap();
+        assert_eq!(serde_json::to_string(&m).unwrap(), plain);
+        let cases = [
+            (
+                ServerMessage::Restarting { grace_secs: 120 },
+                r#"{"type":"restarting","grace_secs":120}"#.to_string(),
+            ),
+            (
+                ServerMessage::ResumeTask {
+                    task_id: TID.into(),
+                    log_offset: 7,
+                },
+                format!(r#"{{"type":"resume_task","task_id":"{TID}","log_offset":7}}"#),
+            ),
+            (
+                ServerMessage::ClaimRefused {
+                    task_id: TID.into(),
+                    reason: "cancelled".into(),
+                },
+                format!(r#"{{"type":"claim_refused","task_id":"{TID}","reason":"cancelled"}}"#),
+            ),
+        ];
+        for (m, text) in cases {
+            assert_eq!(serde_json::to_string(&m).unwrap(), text);
+            assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), m);
+        }
     }
 
     #[test]

@@ -291,7 +291,14 @@ impl Server {
         );
         let targets = settings.targets.clone();
         let mut sched = Sched::new(settings.config.max_infra_attempts)
-            .with_disk_floor(settings.config.builder_min_free_disk_bytes);
+            .with_disk_floor(settings.config.builder_min_free_disk_bytes)
+            .with_restart_grace(
+                settings
+                    .config
+                    .restart_grace_secs
+                    .min(1 << 40)
+                    .saturating_mul(1000),
+            );
         sched.set_task_deadline(Some(
             settings
                 .config

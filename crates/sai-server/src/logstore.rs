@@ -269,6 +269,13 @@ pub struct TaskLog {
     pending: Block,
     /// Seal the open block at the next persist.
     seal: bool,
+    /// Log bytes received from the builder for the current attempt
+    /// (server notices not counted), stored with the records in
+    /// `log_received` so a builder resuming after a server restart resends
+    /// from exactly there.
+    received: i64,
+    /// `received` changed since it was stored.
+    received_dirty: bool,
 }
 
 impl TaskLog {
@@ -280,6 +287,8 @@ impl TaskLog {
             open_pieces: 0,
             pending: Block::starting_at(end),
             seal: false,
+            received: 0,
+            received_dirty: false,
         }
     }
 
@@ -294,6 +303,7 @@ impl TaskLog {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let mut log = TaskLog::new(task_id, end);
+        log.received = received(conn, task_id)?;
         if let Some(first) = first {
             log.open_first = first;
             log.open_stored = stored as usize;
@@ -322,6 +332,23 @@ impl TaskLog {
         offset
     }
 
+    /// Builder log bytes of the current attempt, stored or not.
+    pub fn received(&self) -> i64 {
+        self.received
+    }
+
+    /// `n` of the bytes pushed came from the builder.
+    pub fn add_received(&mut self, n: i64) {
+        self.received += n;
+        self.received_dirty = true;
+    }
+
+    /// A new attempt starts: no builder bytes of it yet.
+    pub fn reset_received(&mut self) {
+        self.received = 0;
+        self.received_dirty = true;
+    }
+
     /// Whether bytes were pushed that no committed transaction holds yet.
     pub fn has_unstored(&self) -> bool {
         !self.pending.is_empty()
@@ -329,7 +356,7 @@ impl TaskLog {
 
     /// Whether [`TaskLog::persist`] has anything to write.
     pub fn is_dirty(&self) -> bool {
-        !self.pending.is_empty() || (self.seal && self.open_pieces > 0)
+        self.received_dirty || !self.pending.is_empty() || (self.seal && self.open_pieces > 0)
     }
 
     /// Whether the next [`TaskLog::persist`] seals a full block.
@@ -346,6 +373,13 @@ impl TaskLog {
     /// Write what changed since the last call inside `tx`: the pending
     /// records as a piece, or the whole open block as a sealed block.
     pub fn persist(&mut self, tx: &Transaction<'_>) -> Result<()> {
+        if std::mem::take(&mut self.received_dirty) {
+            tx.prepare_cached(
+                "INSERT INTO log_received(task_id, bytes) VALUES (?1, ?2)
+                 ON CONFLICT(task_id) DO UPDATE SET bytes = excluded.bytes",
+            )?
+            .execute(params![self.task_id, self.received])?;
+        }
         let seal = std::mem::take(&mut self.seal);
         let end = self.pending.end_offset;
         let merge = !seal && self.open_pieces + 1 > MAX_PIECES;
@@ -674,9 +708,27 @@ pub fn locate(conn: &Connection, task_id: &str, start: LogStart) -> Result<LineP
     })
 }
 
+/// Schema of the builder byte counts ([`TaskLog::received`]), applied as
+/// an event database migration.
+pub const RECEIVED_SCHEMA: &str =
+    "CREATE TABLE log_received(task_id TEXT PRIMARY KEY, bytes INTEGER NOT NULL);";
+
+/// Stored builder log bytes of a task's current attempt.
+pub fn received(conn: &Connection, task_id: &str) -> Result<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT bytes FROM log_received WHERE task_id = ?1",
+            [task_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// Remove a task's log (rebuild).
 pub fn clear(tx: &Transaction<'_>, task_id: &str) -> Result<()> {
     tx.execute("DELETE FROM log_blocks WHERE task_id = ?1", [task_id])?;
+    tx.execute("DELETE FROM log_received WHERE task_id = ?1", [task_id])?;
     Ok(())
 }
 
@@ -756,7 +808,29 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(SCHEMA).unwrap();
         c.execute_batch(LINES_SCHEMA).unwrap();
+        c.execute_batch(RECEIVED_SCHEMA).unwrap();
         c
+    }
+
+    #[test]
+    fn builder_bytes_are_counted_per_attempt_with_the_records() {
+        let mut c = db();
+        let mut log = TaskLog::resume(&c, "t1").unwrap();
+        log.push(3, 0, b"sai-server: notice\n");
+        log.push(1, 1, b"from the builder\n");
+        log.add_received(17);
+        append(&mut c, &mut log);
+        assert_eq!(received(&c, "t1").unwrap(), 17, "notices not counted");
+        let mut again = TaskLog::resume(&c, "t1").unwrap();
+        assert_eq!(again.received(), 17, "reloaded with the log");
+        again.reset_received();
+        append(&mut c, &mut again);
+        assert_eq!(received(&c, "t1").unwrap(), 0, "a new attempt starts at 0");
+        assert_eq!(len(&c, "t1").unwrap(), 36, "the log itself stays");
+        let tx = c.transaction().unwrap();
+        clear(&tx, "t1").unwrap();
+        tx.commit().unwrap();
+        assert_eq!(received(&c, "t1").unwrap(), 0);
     }
 
     fn append(conn: &mut Connection, log: &mut TaskLog) {
@@ -949,6 +1023,7 @@ mod tests {
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
         c.execute_batch(SCHEMA).unwrap();
         c.execute_batch(LINES_SCHEMA).unwrap();
+        c.execute_batch(RECEIVED_SCHEMA).unwrap();
         let mut log = TaskLog::resume(&c, "t1").unwrap();
         // 64 KiB records as a builder sends them, flushed every 256 KiB.
         let mut chunk = String::new();

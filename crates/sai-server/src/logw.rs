@@ -67,6 +67,15 @@ enum Cmd {
         task_id: String,
         ack: tokio::sync::oneshot::Sender<Result<(), Unstored>>,
     },
+    NewAttempt {
+        db: Arc<EventDb>,
+        task_id: String,
+    },
+    Received {
+        db: Arc<EventDb>,
+        task_id: String,
+        ack: tokio::sync::oneshot::Sender<Result<u64, Unstored>>,
+    },
 }
 
 /// A task's log holds bytes that could not be stored.
@@ -121,6 +130,26 @@ impl LogWriter {
     pub async fn finish_task(&self, db: Arc<EventDb>, task_id: String) -> Result<(), Unstored> {
         let (ack, rx) = tokio::sync::oneshot::channel();
         self.send(Cmd::Finish { db, task_id, ack });
+        rx.await.unwrap_or(Err(Unstored {
+            bytes: 0,
+            cause: "the log writer is gone".into(),
+        }))
+    }
+
+    /// A new attempt of the task starts: its count of builder log bytes
+    /// ([`crate::logstore::TaskLog::received`]) starts over, after
+    /// everything queued before.
+    pub fn new_attempt(&self, db: Arc<EventDb>, task_id: String) {
+        self.send(Cmd::NewAttempt { db, task_id });
+    }
+
+    /// The builder log bytes of the task's current attempt that are
+    /// stored, after writing everything queued so far: where a builder
+    /// that kept the task across a restart resends from. `Err` while some
+    /// of them are not stored.
+    pub async fn received(&self, db: Arc<EventDb>, task_id: String) -> Result<u64, Unstored> {
+        let (ack, rx) = tokio::sync::oneshot::channel();
+        self.send(Cmd::Received { db, task_id, ack });
         rx.await.unwrap_or(Err(Unstored {
             bytes: 0,
             cause: "the log writer is gone".into(),
@@ -269,6 +298,31 @@ impl Pending {
         Ok(())
     }
 
+    /// The task's log being written, loaded from its database if needed.
+    fn writing(&mut self, db: Arc<EventDb>, task_id: String) -> Option<&mut Writing> {
+        match self.tasks.entry(task_id) {
+            std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let log = match db.resume_log(v.key()) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(task = %v.key(), cause = %e, "reading log end");
+                        return None;
+                    }
+                };
+                let announced = log.len();
+                Some(v.insert(Writing {
+                    db,
+                    log,
+                    active: true,
+                    announced,
+                    credits: HashMap::new(),
+                    failed: None,
+                }))
+            }
+        }
+    }
+
     /// Sync the databases written, if due.
     fn checkpoint_if_due(&mut self) {
         if self.checkpoint_at.is_none_or(|t| t > Instant::now()) {
@@ -331,31 +385,14 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
                 data,
                 credit,
             })) => {
-                let w = match pending.tasks.entry(task_id) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let log = match db.resume_log(v.key()) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(task = %v.key(), cause = %e, "reading log end");
-                                continue;
-                            }
-                        };
-                        let announced = log.len();
-                        v.insert(Writing {
-                            db,
-                            log,
-                            active: true,
-                            announced,
-                            credits: HashMap::new(),
-                            failed: None,
-                        })
-                    }
+                let Some(w) = pending.writing(db, task_id) else {
+                    continue;
                 };
                 w.log.push(channel, timestamp_us, &data);
                 w.active = true;
                 let len = data.len();
                 if let Some((cid, tx)) = credit {
+                    w.log.add_received(len as i64);
                     w.credits.entry(cid).or_insert((tx, 0)).1 += len as u64;
                 }
                 pending.bytes += len;
@@ -383,6 +420,30 @@ fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
             }
             Ok(Cmd::Finish { db, task_id, ack }) => {
                 let _ = ack.send(pending.finish(&feed, db, &task_id));
+            }
+            Ok(Cmd::NewAttempt { db, task_id }) => {
+                if let Some(w) = pending.writing(db, task_id) {
+                    w.log.reset_received();
+                    w.active = true;
+                    pending.since.get_or_insert_with(Instant::now);
+                }
+            }
+            Ok(Cmd::Received { db, task_id, ack }) => {
+                pending.flush(&feed);
+                let r = match pending.tasks.get(&task_id) {
+                    Some(w) => match w.unstored() {
+                        Some(u) => Err(u),
+                        None => Ok(w.log.received().max(0) as u64),
+                    },
+                    None => db
+                        .resume_log(&task_id)
+                        .map(|l| l.received().max(0) as u64)
+                        .map_err(|e| Unstored {
+                            bytes: 0,
+                            cause: e.to_string(),
+                        }),
+                };
+                let _ = ack.send(r);
             }
             Err(RecvTimeoutError::Timeout) => {
                 pending.flush(&feed);

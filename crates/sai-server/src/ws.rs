@@ -279,6 +279,9 @@ impl ConnState {
                 if !server.sched_do(|s, _| s.accept(cid, &task_id)) {
                     self.not_yours(&task_id);
                 } else {
+                    if let Lookup::Assigned(db, _) = self.lookup(&task_id) {
+                        server.logs.new_attempt(db, task_id.clone());
+                    }
                     self.attempt_notice(&task_id);
                 }
             }
@@ -563,6 +566,62 @@ impl ConnState {
     }
 }
 
+/// The answer to one task a builder claims back in its hello: resume its
+/// log from the builder bytes stored, or refuse (the builder kills it). A
+/// claim whose stored log cannot be read is handed back (requeued without
+/// counting) and refused.
+async fn resume_answer(
+    server: &Arc<Server>,
+    cid: ConnId,
+    builder: &str,
+    held: &sai_core::protocol::HeldTask,
+    claim: Result<(), String>,
+) -> ServerMessage {
+    let task_id = held.task_id.clone();
+    let refuse = |reason: String| {
+        tracing::info!(builder, task = %task_id, %reason, "claim refused");
+        ServerMessage::ClaimRefused {
+            task_id: task_id.clone(),
+            reason,
+        }
+    };
+    if let Err(reason) = claim {
+        return refuse(reason);
+    }
+    let lookup = server.sched().lookup(cid, &task_id);
+    let stored = match lookup {
+        Lookup::Assigned(db, _) => server
+            .logs
+            .received(db, task_id.clone())
+            .await
+            .map_err(|e| e.to_string()),
+        _ => Err("the task was taken back meanwhile".into()),
+    };
+    match stored {
+        Ok(offset) if offset <= held.log_bytes => {
+            tracing::info!(builder, task = %task_id, offset, "task claimed back after a restart");
+            ServerMessage::ResumeTask {
+                task_id,
+                log_offset: offset,
+            }
+        }
+        other => {
+            let reason = match other {
+                Ok(offset) => format!(
+                    "the server stored {offset} bytes of its log, the builder says it produced {}",
+                    held.log_bytes
+                ),
+                Err(e) => format!("its stored log cannot be read: {e}"),
+            };
+            let back = TaskResult::HandedBack {
+                reason: reason.clone(),
+            };
+            server.sched_do(|s, now| s.finished(now, cid, &task_id, &back));
+            refuse(reason)
+        }
+    }
+}
+
 /// Add a task that just ended (passed or failed) to its duration history.
 fn record_duration(server: &Server, db: &crate::store::EventDb, project: &str, task_id: &str) {
     let task = match db.task(task_id) {
@@ -610,12 +669,13 @@ async fn connection(
             return;
         }
     };
-    let (platforms, software) = match check_hello(&ident, &text) {
+    let (platforms, software, held) = match check_hello(&ident, &text) {
         Ok(BuilderMessage::Hello {
             platforms,
             software,
+            held,
             ..
-        }) => (platforms, software),
+        }) => (platforms, software, held),
         Ok(_) => return,
         Err((code, reason)) => {
             tracing::warn!(builder = %ident.name, %reason, "hello refused");
@@ -652,7 +712,24 @@ async fn connection(
     let cid = server.new_conn_id();
     server.links.insert(cid, tx.clone());
     let name = ident.name.clone();
-    server.sched_do(|s, now| s.builder_hello(now, cid, name, peer_s, software, platforms));
+    // Tasks the builder kept running across a restart are claimed before
+    // its free slots are filled.
+    let claims = server.sched_do(|s, now| {
+        let joined = s.join(now, cid, name, peer_s, software, platforms);
+        let claims: Vec<_> = held
+            .iter()
+            .map(|h| (h, s.claim(now, cid, &h.task_id, &h.offer_platform)))
+            .collect();
+        s.joined(now, cid, joined);
+        claims
+    });
+    for (h, claim) in claims {
+        let answer = resume_answer(&server, cid, &ident.name, h, claim).await;
+        let text = serde_json::to_string(&answer).unwrap_or_default();
+        if sink.send(Message::text(text)).await.is_err() {
+            break;
+        }
+    }
     server
         .changes
         .publish(crate::changes::Change::BuilderChanged {
@@ -677,6 +754,12 @@ async fn connection(
     let why: GoneCause = loop {
         tokio::select! {
             _ = server.shutdown.cancelled() => {
+                let restarting = ServerMessage::Restarting {
+                    grace_secs: cfg.restart_grace_secs,
+                };
+                let _ = sink
+                    .send(Message::text(serde_json::to_string(&restarting).unwrap_or_default()))
+                    .await;
                 close(&mut sink, 1001, "sai-server is shutting down").await;
                 break GoneCause::ServerShutdown;
             }

@@ -132,6 +132,7 @@ impl FakeBuilder {
                 })
                 .collect(),
             software: "sai-testkit fake builder".into(),
+            held: Vec::new(),
         })
         .await
     }

@@ -100,7 +100,11 @@ impl Rig {
                 "platforms": [{ "name": LINUX, "servers": [entry] }],
             }))?,
         )?;
-        let child = Command::new(env!("CARGO_BIN_EXE_sai-builder"))
+        // `SAI_BENCH_BUILDER_BIN` runs a copy (the shared release target
+        // dir is rebuilt from other branches).
+        let builder = std::env::var_os("SAI_BENCH_BUILDER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_sai-builder").into());
+        let child = Command::new(builder)
             .arg("-c")
             .arg(&conf)
             .env("RUST_LOG", "warn")

@@ -136,6 +136,13 @@ pub struct ServerConfig {
     /// does (`X-Sai-On-Behalf-Of` names the user), without a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_socket: Option<String>,
+    /// Graceful restart: a task found `running` when the server starts
+    /// stays `running` this many seconds for its builder, which kept it
+    /// going across the restart, to claim it back and report it once
+    /// (default 120). A task not claimed in time is requeued without
+    /// counting an infrastructure failure; 0 requeues at once.
+    #[serde(default = "default_restart_grace_secs")]
+    pub restart_grace_secs: u64,
 }
 
 /// Caps and timeouts that keep one push, request or client from exhausting
@@ -384,6 +391,9 @@ fn default_max_artifact_bytes() -> u64 {
 fn default_task_deadline_secs() -> u64 {
     86_400
 }
+fn default_restart_grace_secs() -> u64 {
+    120
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -415,6 +425,7 @@ impl Default for ServerConfig {
             task_deadline_secs: default_task_deadline_secs(),
             limits: ServerLimits::default(),
             local_socket: None,
+            restart_grace_secs: default_restart_grace_secs(),
         }
     }
 }

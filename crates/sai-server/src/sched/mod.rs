@@ -58,6 +58,13 @@
 //!   connection stays up) is told to cancel it, and the task counts an
 //!   infrastructure failure and is not offered to that connection again
 //!   until it reports free capacity.
+//! * Restart: tasks left `running` by a previous server process stay
+//!   `running` for their builder for the restart grace
+//!   ([`Sched::with_restart_grace`]): the builder kept them going and claims
+//!   them in its next hello ([`Sched::claim`]), then reports them once. A
+//!   task not claimed within the grace goes back to `waiting` without
+//!   counting an infrastructure failure. The server's own shutdown leaves
+//!   accepted tasks `running` in the store for that reason.
 
 #[cfg(test)]
 mod tests;
@@ -160,6 +167,12 @@ pub enum Lookup<D> {
     /// Not this connection's task.
     Unknown,
 }
+
+/// A connection that said hello and is not offered work yet
+/// ([`Sched::join`]); holds the platforms of tasks requeued from the
+/// connection it replaced.
+#[must_use]
+pub struct Joined(BTreeSet<String>);
 
 /// Result of an operator action on a task that cannot be done now.
 #[derive(Debug, PartialEq, Eq)]
@@ -330,6 +343,12 @@ pub struct Sched<D> {
     /// The server's disk floor for builders (bytes).
     disk_floor: u64,
     queue_changed: bool,
+    /// How long a task found `running` at start-up waits for its builder
+    /// to claim it (ms; 0: requeued at once).
+    restart_grace_ms: i64,
+    /// Tasks found `running` at start-up, not claimed yet: their builder
+    /// and until when they wait for it.
+    orphans: BTreeMap<TaskId, (String, i64)>,
 }
 
 impl<D: Clone> Sched<D> {
@@ -348,7 +367,16 @@ impl<D: Clone> Sched<D> {
             out: Vec::new(),
             disk_floor: 0,
             queue_changed: true,
+            restart_grace_ms: 0,
+            orphans: BTreeMap::new(),
         }
+    }
+
+    /// Tasks found `running` at start-up wait `ms` for their builder to
+    /// claim them before they are requeued (0, the default: at once).
+    pub fn with_restart_grace(mut self, ms: u64) -> Sched<D> {
+        self.restart_grace_ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        self
     }
 
     /// Builders reporting less disk free than `bytes` get no offers (their
@@ -464,7 +492,8 @@ impl<D: Clone> Sched<D> {
             .map(|e| e.ready_at)
             .min();
         let deadline = self.deadlines.first().map(|(at, _)| *at);
-        grace.into_iter().chain(deadline).min()
+        let orphan = self.orphans.values().map(|(_, until)| *until).min();
+        grace.into_iter().chain(deadline).chain(orphan).min()
     }
 
     /// Is the event held in memory (not terminal)?
@@ -506,7 +535,18 @@ impl<D: Clone> Sched<D> {
             counts: StateCounts::default(),
         };
         for mut task in tasks {
-            if task.run.state == TaskState::Running {
+            let builder = task
+                .run
+                .builder
+                .clone()
+                .filter(|_| self.restart_grace_ms > 0);
+            if task.run.state == TaskState::Running
+                && let Some(builder) = builder
+            {
+                // Its builder may still be running it: wait for its claim.
+                let until = now.saturating_add(self.restart_grace_ms);
+                self.orphans.insert(task.id.clone(), (builder, until));
+            } else if task.run.state == TaskState::Running {
                 task.run.state = TaskState::Waiting;
                 task.run.reason = Some("requeued: server restarted while it ran".into());
                 self.out.push(Effect::Persist {
@@ -556,6 +596,22 @@ impl<D: Clone> Sched<D> {
         software: String,
         platforms: Vec<PlatformOffer>,
     ) {
+        let joined = self.join(now, conn, name, peer, software, platforms);
+        self.joined(now, conn, joined);
+    }
+
+    /// The first half of [`Sched::builder_hello`]: the connection is known
+    /// but offered nothing yet, so that the tasks its builder holds can be
+    /// claimed ([`Sched::claim`]) before [`Sched::joined`] fills its free slots.
+    pub fn join(
+        &mut self,
+        now: i64,
+        conn: ConnId,
+        name: String,
+        peer: Option<String>,
+        software: String,
+        platforms: Vec<PlatformOffer>,
+    ) -> Joined {
         let older: Vec<ConnId> = self
             .conns
             .iter()
@@ -588,8 +644,13 @@ impl<D: Clone> Sched<D> {
             },
         );
         self.fleet_changed = true;
+        Joined(requeued)
+    }
+
+    /// The second half of [`Sched::builder_hello`]: offer work.
+    pub fn joined(&mut self, now: i64, conn: ConnId, joined: Joined) {
         self.dispatch_conn(now, conn);
-        self.dispatch_platforms(now, &requeued);
+        self.dispatch_platforms(now, &joined.0);
     }
 
     /// A newer connection of the same builder said hello: close the older
@@ -825,6 +886,15 @@ impl<D: Clone> Sched<D> {
                 continue;
             }
             let name = &c.name;
+            if t.accepted
+                && *cause == GoneCause::ServerShutdown
+                && !c.shutting_down
+                && self.restart_grace_ms > 0
+            {
+                // Left `running` in the store: the builder keeps it going
+                // and claims it from the restarted server.
+                continue;
+            }
             if !t.accepted && !matches!(cause, GoneCause::Refused(_)) {
                 let run = self.requeue(seq, i);
                 run.started = None;
@@ -872,7 +942,94 @@ impl<D: Clone> Sched<D> {
     /// became ready.
     pub fn tick(&mut self, now: i64) {
         self.expire_deadlines(now);
+        self.expire_orphans(now);
         self.dispatch_all(now);
+    }
+
+    /// Requeue, without counting, the tasks found `running` at start-up
+    /// whose builder did not claim them within the restart grace.
+    fn expire_orphans(&mut self, now: i64) {
+        let due: Vec<(TaskId, String)> = self
+            .orphans
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(id, (b, _))| (id.clone(), b.clone()))
+            .collect();
+        let mut touched = BTreeSet::new();
+        let mut platforms = BTreeSet::new();
+        for (id, builder) in due {
+            self.orphans.remove(&id);
+            let Some((seq, i)) = self.locate(&id) else {
+                continue;
+            };
+            let t = &self.events[&seq].tasks[i];
+            if t.task.run.state != TaskState::Running || t.conn.is_some() {
+                continue;
+            }
+            let secs = self.restart_grace_ms / 1000;
+            let run = self.requeue(seq, i);
+            run.started = None;
+            run.reason = Some(format!(
+                "requeued: server restarted while it ran and builder {builder} did not claim it back within {secs} s"
+            ));
+            self.persist(seq, i);
+            touched.insert(seq);
+            platforms.insert(self.events[&seq].tasks[i].task.platform.clone());
+        }
+        for seq in touched {
+            self.refresh(seq);
+        }
+        self.dispatch_platforms(now, &platforms);
+    }
+
+    /// A builder claims a task it kept running while the server restarted
+    /// (or its link dropped): the task becomes this connection's again,
+    /// accepted, in the slot of `offer_platform`. `Err` says why not: the
+    /// task is not running for this builder any more (cancelled, deleted,
+    /// requeued, given to another builder) or the slot is full.
+    pub fn claim(
+        &mut self,
+        now: i64,
+        conn: ConnId,
+        task_id: &str,
+        offer_platform: &str,
+    ) -> Result<(), String> {
+        let Some(c) = self.conns.get(&conn) else {
+            return Err("the connection is gone".into());
+        };
+        let Some((seq, i)) = self.locate(task_id) else {
+            return Err("the task is not running on this server any more".into());
+        };
+        let t = &self.events[&seq].tasks[i];
+        let held_for = self.orphans.get(task_id).map(|(b, _)| b.as_str());
+        if t.task.run.state != TaskState::Running || t.conn.is_some() || held_for != Some(&c.name) {
+            return Err(format!(
+                "the task is {} and not held for builder {}",
+                t.task.run.state, c.name
+            ));
+        }
+        let Some(si) = c.slots.iter().position(|s| {
+            s.offer.name == offer_platform && s.running.len() < s.offer.instances as usize
+        }) else {
+            return Err(format!(
+                "no free instance of {offer_platform} on this connection"
+            ));
+        };
+        self.orphans.remove(task_id);
+        let deadline = self.task_deadline_ms.map(|ms| now + ms);
+        let c = self.conns.get_mut(&conn).expect("conn exists");
+        let id = self.events[&seq].tasks[i].task.id.clone();
+        c.slots[si].running.insert(id.clone());
+        c.assigned.insert(id.clone(), si);
+        let t = &mut self.events.get_mut(&seq).expect("event").tasks[i];
+        t.conn = Some(conn);
+        t.accepted = true;
+        t.deadline = deadline.unwrap_or(0);
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, id));
+        }
+        self.fleet_changed = true;
+        Ok(())
     }
 
     fn expire_deadlines(&mut self, now: i64) {

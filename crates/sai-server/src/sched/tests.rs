@@ -577,6 +577,116 @@ fn tasks_left_running_by_a_previous_server_are_requeued_on_load() {
     }));
 }
 
+/// An event loaded at start-up whose one task a previous server left
+/// `running` on builder `b1`, with a restart grace of 10 s.
+fn left_running(f: &mut Fixture) -> TaskId {
+    f.s = Sched::new(3).with_restart_grace(10_000);
+    let (mut event, mut tasks) = f.build(0, &[(LINUX, false)]);
+    event.state = EventState::Running;
+    tasks[0].run.state = TaskState::Running;
+    tasks[0].run.attempt = 1;
+    tasks[0].run.builder = Some("b1".into());
+    let id = tasks[0].id.clone();
+    f.s.add_event(1_000, event, 9, tasks, 0, false);
+    assert!(
+        !f.s.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Persist { .. })),
+        "kept running, not requeued"
+    );
+    id
+}
+
+#[test]
+fn a_task_left_running_is_claimed_back_by_its_builder_within_the_grace() {
+    let mut f = Fixture::new(3);
+    let t = left_running(&mut f);
+    assert_eq!(
+        f.s.next_wake(1_000),
+        Some(11_000),
+        "wakes at the grace's end"
+    );
+    // Another builder cannot take it; nor is it offered to anyone.
+    f.hello(2_000, 2, &[(LINUX, 1)]);
+    assert!(f.offers(2).is_empty());
+    let e = f.s.claim(2_000, 2, &t, LINUX).unwrap_err();
+    assert!(e.contains("not held for builder b2"), "{e}");
+    // Its own builder claims it before being offered anything.
+    let joined = f.s.join(
+        3_000,
+        1,
+        "b1".into(),
+        None,
+        "t".into(),
+        vec![offer(LINUX, 1)],
+    );
+    f.s.claim(3_000, 1, &t, LINUX).unwrap();
+    f.s.joined(3_000, 1, joined);
+    assert!(
+        f.offers(1).is_empty(),
+        "its only slot is the claimed task's"
+    );
+    // The grace passing changes nothing now; its result counts once.
+    f.s.tick(20_000);
+    assert_eq!(f.run(&t).state, TaskState::Running);
+    assert!(f.s.finished(21_000, 1, &t, &TaskResult::Success));
+    let (_, run) = f.last_persisted();
+    assert_eq!((run.state, run.attempt), (TaskState::Success, 1));
+}
+
+#[test]
+fn a_task_left_running_and_not_claimed_in_time_is_requeued_without_counting() {
+    let mut f = Fixture::new(3);
+    let t = left_running(&mut f);
+    f.s.tick(10_999);
+    assert_eq!(f.run(&t).state, TaskState::Running);
+    f.s.tick(11_000);
+    let (_, run) = f.last_persisted();
+    assert_eq!(run.state, TaskState::Waiting);
+    assert_eq!((run.attempt, run.infra_failures), (1, 0));
+    assert!(
+        run.reason
+            .as_deref()
+            .unwrap()
+            .contains("did not claim it back within 10 s"),
+        "{run:?}"
+    );
+    // Too late now: the claim is refused.
+    f.hello(12_000, 1, &[(LINUX, 1)]);
+    assert_eq!(f.offers(1), vec![t.to_string()], "offered afresh");
+    let e = f.s.claim(12_000, 1, &t, LINUX).unwrap_err();
+    assert!(e.contains("not held"), "{e}");
+}
+
+#[test]
+fn a_cancelled_task_left_running_cannot_be_claimed() {
+    let mut f = Fixture::new(3);
+    let t = left_running(&mut f);
+    f.s.cancel_task(2_000, &t, "ops").unwrap();
+    f.hello(3_000, 1, &[(LINUX, 1)]);
+    let e = f.s.claim(3_000, 1, &t, LINUX).unwrap_err();
+    assert!(e.contains("not running on this server"), "{e}");
+}
+
+#[test]
+fn a_server_shutdown_leaves_accepted_tasks_running_for_their_claim() {
+    let mut f = Fixture::new(3);
+    f.s = Sched::new(3).with_restart_grace(10_000);
+    f.hello(0, 1, &[(LINUX, 1)]);
+    let t = f.event(0, &[(LINUX, false)], 0);
+    f.s.tick(0);
+    assert!(f.s.accept(1, t[0].as_ref()));
+    f.s.take_effects();
+    f.s.stop(1001, "sai-server is shutting down");
+    f.s.builder_gone(1, 1, &GoneCause::ServerShutdown);
+    assert!(
+        !f.s.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Persist { .. })),
+        "nothing persisted: the store keeps it running"
+    );
+}
+
 fn load(free: u64, floor: u64) -> BuilderLoad {
     BuilderLoad {
         load_avg_1m_centi: Some(50),

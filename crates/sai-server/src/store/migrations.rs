@@ -166,6 +166,8 @@ pub const EVENT: &[&str] = &[
      CREATE INDEX test_cases_task ON test_cases(task_id);",
     // 5: line counts of log rows, so line numbers cost the index, not the log.
     crate::logstore::LINES_SCHEMA,
+    // 6: builder log bytes stored per task, for resuming after a restart.
+    crate::logstore::RECEIVED_SCHEMA,
 ];
 
 fn migrate(conn: &mut Connection, migrations: &[&str], db: &str) -> Result<(), StoreError> {
