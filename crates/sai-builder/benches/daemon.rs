@@ -8,6 +8,18 @@
 //! 3. Last byte of a step to that byte readable from the server's log API
 //!    (the step prints `MARK=<its own wall-clock time in ns>`; the
 //!    bench polls `/api/tasks/<id>/log?format=raw` from the last offset).
+//! 4. Trivial tasks, each of a new commit (so the builder fetches and checks
+//!    out every time): hook POST -> first step running (the step prints
+//!    bash's `$EPOCHREALTIME` first thing), and the builder's CPU per task:
+//!    its own user+system time plus that of the children it reaped (step
+//!    shells, `git-upload-pack`), from `/proc/<pid>/stat`.
+//! 5. In process, before anything else runs: fetch of a new commit into a
+//!    warm mirror plus its checkout into a fresh job dir, with the library
+//!    linked into this bench (wall time and CPU, children included).
+//!
+//! `SAI_BENCH_BUILDER=<path>` measures another `sai-builder` binary (e.g.
+//! main's) with the same bench; `SAI_BENCH_QUICK=1` runs few samples and
+//! skips the 100 MB step (a smoke test).
 
 mod rig;
 
@@ -15,8 +27,76 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use rig::{BIG, LINE, Rig, T, pct};
+use sai_builder::git_mirror::Mirror;
+use sai_testkit::git::GitRepo;
 
 const LATENCY_RUNS: usize = 20;
+/// Trivial tasks of new commits run through the daemon.
+const TASK_RUNS: usize = 60;
+/// In-process fetch + checkout samples.
+const GIT_RUNS: usize = 60;
+/// Linux reports `/proc/<pid>/stat` times in USER_HZ ticks, 100 a second.
+const TICK_MS: f64 = 10.0;
+
+fn quick() -> bool {
+    std::env::var_os("SAI_BENCH_QUICK").is_some()
+}
+
+/// (own user+system, reaped children's user+system) of a process, in ticks.
+fn cpu_ticks(pid: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name's closing parenthesis start at field 3.
+    let rest = &stat[stat.rfind(')').map_or(stat.len(), |i| i + 1)..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    if f.len() < 4 {
+        return (0, 0);
+    }
+    (f[0] + f[1], f[2] + f[3])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Section 5: (fetch times, fetch + checkout times, CPU ms per sample).
+fn git_phase(dir: &std::path::Path, runs: usize) -> Result<(Vec<Duration>, Vec<Duration>, f64)> {
+    let origin = GitRepo::init(dir.join("origin"));
+    for k in 0..20 {
+        origin.write(format!("src/file{k}.c"), format!("int f{k}(void);\n"));
+    }
+    origin.write_executable("build.sh", "#!/bin/sh\necho built\n");
+    let first = origin.commit("first");
+    let home = dir.join("home");
+    let url = origin.path().display().to_string();
+    let mirror = Mirror::open(&home, &url)?;
+    mirror.ensure_commit("refs/heads/main", &first)?;
+    mirror.checkout(&first, &home.join("jobs/WARM0000/src"))?;
+    let (mut fetch, mut both, mut cpu) = (Vec::new(), Vec::new(), 0u64);
+    for i in 0..runs {
+        origin.write(
+            format!("src/file{}.c", i % 20),
+            format!("int g{i}(void);\n"),
+        );
+        let hash = origin.commit(&format!("change {i}"));
+        let (own0, kids0) = cpu_ticks("self");
+        let started = Instant::now();
+        let mirror = Mirror::open(&home, &url)?;
+        mirror.ensure_commit("refs/heads/main", &hash)?;
+        fetch.push(started.elapsed());
+        mirror.checkout(&hash, &home.join(format!("jobs/J{i:07}/src")))?;
+        both.push(started.elapsed());
+        let (own1, kids1) = cpu_ticks("self");
+        cpu += (own1 + kids1) - (own0 + kids0);
+    }
+    fetch.sort();
+    both.sort();
+    Ok((fetch, both, cpu as f64 * TICK_MS / runs as f64))
+}
 
 fn now_ns() -> u128 {
     SystemTime::now()
@@ -91,7 +171,14 @@ async fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
+    let quick = quick();
     let tmp = tempfile::tempdir()?;
+    let git_runs = if quick { 5 } else { GIT_RUNS };
+    let (fetch, checkout, git_cpu) = {
+        let dir = tmp.path().join("git");
+        tokio::task::block_in_place(|| git_phase(&dir, git_runs))?
+    };
+
     let rig = Rig::start(tmp.path(), false).await?;
     let pid = rig.builder_pid;
 
@@ -100,6 +187,82 @@ async fn main() -> Result<()> {
     follow_marker(&rig, &warm, Duration::from_millis(5)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss, _) = rss_kib(pid);
+
+    // Trivial tasks of new commits: hook -> first step, CPU per task.
+    let task_runs = if quick { 5 } else { TASK_RUNS };
+    let pid_text = pid.to_string();
+    let step = "echo \"MA\"\"RK=${EPOCHREALTIME/./}000\"";
+    let mut hook_to_step = Vec::new();
+    let (own0, kids0) = cpu_ticks(&pid_text);
+    let tasks_started = Instant::now();
+    for i in 0..task_runs {
+        let hash = tokio::task::block_in_place(|| rig.new_commit(i));
+        let posted = now_ns();
+        let (ev, task) = rig.push_commit("trivial", step, &hash).await?;
+        let (mark, _, _) = follow_marker(&rig, &task, Duration::from_millis(1)).await?;
+        let state = rig.wait_event_end(&ev).await?;
+        if state != "success" {
+            bail!("trivial task {task} ended {state}");
+        }
+        hook_to_step.push(Duration::from_nanos(
+            u64::try_from(mark.saturating_sub(posted)).unwrap_or(u64::MAX),
+        ));
+    }
+    let tasks_wall = tasks_started.elapsed();
+    let (own1, kids1) = cpu_ticks(&pid_text);
+    hook_to_step.sort();
+    let per_task = |ticks: u64| ticks as f64 * TICK_MS / task_runs as f64;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_rss_after, _) = rss_kib(pid);
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "sai-builder per-task benchmark ({}; loopback; load average {})",
+        rig::builder_bin().display(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| fetch + checkout of a new commit, warm mirror, in process (n={git_runs}), p50 / p95 | {:.2} / {:.2} ms |",
+        ms(pct(&checkout, 0.5)),
+        ms(pct(&checkout, 0.95))
+    );
+    println!(
+        "| of which the fetch, p50 / p95 | {:.2} / {:.2} ms |",
+        ms(pct(&fetch, 0.5)),
+        ms(pct(&fetch, 0.95))
+    );
+    println!("| CPU per fetch + checkout (children included) | {git_cpu:.2} ms |");
+    println!(
+        "| hook POST -> first step running, new commit each (n={task_runs}), p50 / p95 | {:.2} / {:.2} ms |",
+        ms(pct(&hook_to_step, 0.5)),
+        ms(pct(&hook_to_step, 0.95))
+    );
+    println!(
+        "| builder CPU per trivial task, own + reaped children = total | {:.2} + {:.2} = {:.2} ms |",
+        per_task(own1 - own0),
+        per_task(kids1 - kids0),
+        per_task((own1 + kids1) - (own0 + kids0))
+    );
+    println!(
+        "| trivial tasks, push to end, one at a time | {:.1} tasks/s |",
+        task_runs as f64 / tasks_wall.as_secs_f64()
+    );
+    println!(
+        "| builder RSS idle: after one task / after the trivial tasks | {:.1} / {:.1} MiB |",
+        mib(idle_rss),
+        mib(idle_rss_after)
+    );
+    println!();
+    if quick {
+        return Ok(());
+    }
 
     // Latency: marker written -> readable from the server.
     let mut lat = Vec::new();
@@ -144,7 +307,6 @@ async fn main() -> Result<()> {
     let (_, hwm) = rss_kib(pid);
     let big_lat = Duration::from_nanos(u64::try_from(seen.saturating_sub(mark)).unwrap_or(0));
 
-    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "sai-builder daemon benchmark (release, loopback, server log_flush_ms {}, log_window {} B)",
         rig.cfg.log_flush_ms, rig.cfg.log_window_bytes

@@ -3,7 +3,12 @@
 //! * [`Mirror::open`] opens (creating if needed) the bare repository
 //!   `<home>/git-mirror/<sanitised url>-<hash8>` (see [`mirror_dir_name`]).
 //! * [`Mirror::ensure_commit`] returns at once, without any network I/O, when
-//!   the commit is already in the mirror. Otherwise it fetches
+//!   the commit is already in the mirror. When the fetch URL is a local
+//!   repository (an absolute path or `file://`), the objects the mirror
+//!   lacks (at most [`LOCAL_COPY_MAX_OBJECTS`]: a new push on top of a warm
+//!   mirror) are copied in process from the origin's object database, no
+//!   `git-upload-pack` child needed ([`Mirror::copy_from_local`]).
+//!   Otherwise it fetches
 //!   `+<ref>:refs/sai/<hash>` with gix (falling back to fetching the hash
 //!   itself if the ref has moved on) and checks the commit arrived. Fetches
 //!   are serialised by an exclusive `flock(2)` on `<mirror>.lock`: the kernel
@@ -15,13 +20,19 @@
 //!   files are written from the mirror's object database by gix's worktree
 //!   checkout, the index is written and `HEAD` is detached at the commit, so
 //!   `git status`, `git log` and `git describe` work inside a build step.
+//!   `dest/.git` holds only what git needs (`HEAD`, `config`, `objects/`,
+//!   `refs/`): no hook samples or description from a template, and the
+//!   filesystem's capabilities come from the mirror's config (probed once
+//!   when the mirror was made) instead of being probed again per task.
 //!
 //! Everything here is blocking; async callers use [`Mirror::prepare_source`]
 //! (which runs on `spawn_blocking`) or wrap calls themselves.
 //!
-//! Local-path and `file://` fetch URLs make gix spawn `git-upload-pack`, so
-//! `git` must be installed for those (tests use them).
+//! Local-path and `file://` fetch URLs whose copy is too big for the in-process
+//! path (a first fetch of a large history) make gix spawn `git-upload-pack`,
+//! so `git` must be installed for those (tests use them).
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -34,6 +45,11 @@ use sha2::{Digest, Sha256};
 /// when the holder dies).
 #[derive(Debug)]
 pub struct MirrorLock(#[allow(dead_code)] File);
+
+/// The most objects [`Mirror::copy_from_local`] copies in process; a bigger
+/// difference (a first fetch of a long history) goes through the git
+/// transport, which stores it as one pack instead of loose objects.
+pub const LOCAL_COPY_MAX_OBJECTS: usize = 2000;
 
 /// How long [`Mirror`] waits for another fetch of the same mirror.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -308,11 +324,10 @@ impl Mirror {
     /// Whether the mirror holds commit `hash` (no network I/O).
     pub fn has_commit(&self, hash: &str) -> Result<bool, GitError> {
         let id = parse_hash(hash)?;
-        self.has_id(&id)
+        self.has_id(&self.repo()?, &id)
     }
 
-    fn has_id(&self, id: &ObjectId) -> Result<bool, GitError> {
-        let repo = self.repo()?;
+    fn has_id(&self, repo: &gix::Repository, id: &ObjectId) -> Result<bool, GitError> {
         let found = repo
             .try_find_header(*id)
             .map_err(gix_err("looking up commit", &self.path))?;
@@ -324,20 +339,28 @@ impl Mirror {
     pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
         let id = parse_hash(hash)?;
         check_ref(git_ref)?;
-        if self.has_id(&id)? {
+        let repo = self.repo()?;
+        if self.has_id(&repo, &id)? {
             return Ok(Ensured::AlreadyPresent);
         }
         let _lock = self.lock()?;
         // Another task may have fetched it while we waited for the lock.
-        if self.has_id(&id)? {
+        if self.has_id(&repo, &id)? {
             return Ok(Ensured::AlreadyPresent);
+        }
+        if let Some(origin) = local_origin(&self.url) {
+            let started = Instant::now();
+            if self.copy_from_local(&repo, &origin, &id)? {
+                crate::metrics::metrics().fetch(true, started.elapsed());
+                return Ok(Ensured::Fetched);
+            }
         }
         let dest = format!("refs/sai/{hash}");
         let ref_result = if git_ref.is_empty() {
             None
         } else {
             let r = self.fetch(&format!("+{git_ref}:{dest}"));
-            if self.has_id(&id)? {
+            if self.has_id(&repo, &id)? {
                 return Ok(Ensured::Fetched);
             }
             Some(r)
@@ -345,7 +368,7 @@ impl Mirror {
         // The ref moved on (or none was given): ask for the commit itself.
         // Servers may refuse this; then the ref fetch's outcome is the useful one.
         let hash_result = self.fetch(&format!("+{hash}:{dest}"));
-        if self.has_id(&id)? {
+        if self.has_id(&repo, &id)? {
             return Ok(Ensured::Fetched);
         }
         match ref_result.unwrap_or(hash_result) {
@@ -356,6 +379,67 @@ impl Mirror {
                 url: redact_url(&self.url),
             }),
         }
+    }
+
+    /// Copy commit `id` and every object it needs that the mirror lacks from
+    /// the local repository at `origin` into the mirror, in process, and
+    /// point `refs/sai/<hash>` at it (as a fetch would). `Ok(false)` when
+    /// this path does not apply and the caller should use the git transport:
+    /// `origin` is not a repository here, lacks the commit or part of its
+    /// history, or more than [`LOCAL_COPY_MAX_OBJECTS`] objects are missing.
+    ///
+    /// Objects are written referenced-first (blobs and subtrees before their
+    /// tree, trees and parents before their commit; each loose object is
+    /// renamed into place whole), so an object in the mirror always has
+    /// everything it references there too, even if the builder dies midway:
+    /// the walk can stop at the first object the mirror has. Submodule
+    /// entries (gitlinks) are not objects of this repository and are skipped,
+    /// as in a fetch.
+    pub fn copy_from_local(
+        &self,
+        mirror: &gix::Repository,
+        origin: &Path,
+        id: &ObjectId,
+    ) -> Result<bool, GitError> {
+        let Ok(origin_repo) = gix::open(origin) else {
+            return Ok(false);
+        };
+        if origin_repo.object_hash() != mirror.object_hash() {
+            return Ok(false);
+        }
+        let Some(objects) = missing_objects(&origin_repo, mirror, *id) else {
+            return Ok(false);
+        };
+        use gix::objs::Write as _;
+        for (oid, kind, data) in &objects {
+            let written = mirror
+                .objects
+                .write_buf(*kind, data)
+                .map_err(|e| GitError::Gix {
+                    what: "copying objects into the mirror",
+                    path: self.path.clone(),
+                    message: format!("{oid}: {e}"),
+                })?;
+            if written != *oid {
+                return Err(GitError::Gix {
+                    what: "copying objects into the mirror",
+                    path: self.path.clone(),
+                    message: format!(
+                        "object {oid} of {} hashes to {written}: corrupt origin?",
+                        origin.display()
+                    ),
+                });
+            }
+        }
+        mirror
+            .reference(
+                format!("refs/sai/{id}").as_str(),
+                *id,
+                gix::refs::transaction::PreviousValue::Any,
+                "sai: copied from a local origin",
+            )
+            .map_err(gix_err("updating the mirror's ref", &self.path))?;
+        Ok(true)
     }
 
     fn fetch(&self, refspec: &str) -> Result<(), GitError> {
@@ -398,22 +482,16 @@ impl Mirror {
                 return Err(GitError::DestNotEmpty(dest.to_path_buf()));
             }
         }
-        std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
-        let objects = std::fs::canonicalize(self.path.join("objects"))
-            .map_err(io("resolving", &self.path))?;
         let what = "checking out";
         let git_dir = dest.join(".git");
-        gix::init(dest).map_err(gix_err("creating checkout repository", dest))?;
-        let alternates = git_dir.join("objects").join("info").join("alternates");
-        std::fs::create_dir_all(git_dir.join("objects").join("info"))
-            .map_err(io("creating", &git_dir))?;
-        std::fs::write(&alternates, format!("{}\n", objects.display()))
-            .map_err(io("writing", &alternates))?;
-
-        let repo = gix::open(dest).map_err(gix_err(what, dest))?;
+        self.write_git_dir(&git_dir, hash)?;
+        // The mirror's object database and config serve the checkout; the
+        // index is written into the new repository.
+        let repo = self.repo()?;
         let commit = repo.find_commit(id).map_err(gix_err(what, dest))?;
         let tree = commit.tree_id().map_err(gix_err(what, dest))?;
         let mut index = repo.index_from_tree(&tree).map_err(gix_err(what, dest))?;
+        index.set_path(git_dir.join("index"));
         let mut opts = repo
             .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
             .map_err(gix_err(what, dest))?;
@@ -449,12 +527,39 @@ impl Mirror {
         index
             .write(Default::default())
             .map_err(gix_err("writing index", dest))?;
-        let head = git_dir.join("HEAD");
-        std::fs::write(&head, format!("{hash}\n")).map_err(io("writing", &head))?;
         Ok(CheckoutStats {
             files: outcome.files_updated,
             bytes: outcome.bytes_written,
         })
+    }
+
+    /// Make `git_dir` a minimal non-bare repository borrowing the mirror's
+    /// objects (`objects/info/alternates`), `HEAD` detached at `hash`, with
+    /// the mirror's config as a worktree's (`bare = false`).
+    fn write_git_dir(&self, git_dir: &Path, hash: &str) -> Result<(), GitError> {
+        let objects = std::fs::canonicalize(self.path.join("objects"))
+            .map_err(io("resolving", &self.path))?;
+        let info = git_dir.join("objects").join("info");
+        std::fs::create_dir_all(&info).map_err(io("creating", &info))?;
+        let refs = git_dir.join("refs");
+        std::fs::create_dir_all(refs.join("heads")).map_err(io("creating", &refs))?;
+        std::fs::create_dir_all(refs.join("tags")).map_err(io("creating", &refs))?;
+        let mirror_config = self.path.join("config");
+        let config = std::fs::read_to_string(&mirror_config)
+            .map_err(io("reading", &mirror_config))?
+            .replace("bare = true", "bare = false");
+        for (name, text) in [
+            ("config", config),
+            ("HEAD", format!("{hash}\n")),
+            (
+                "objects/info/alternates",
+                format!("{}\n", objects.display()),
+            ),
+        ] {
+            let path = git_dir.join(name);
+            std::fs::write(&path, text).map_err(io("writing", &path))?;
+        }
+        Ok(())
     }
 
     /// Async convenience for the daemon: [`ensure_commit`](Self::ensure_commit)
@@ -475,6 +580,80 @@ impl Mirror {
         .await
         .map_err(|e| GitError::Join(e.to_string()))?
     }
+}
+
+/// The repository a fetch URL names on this machine: an absolute path or a
+/// `file://` URL. Relative paths (relative to what?) and remote URLs: `None`.
+fn local_origin(url: &str) -> Option<PathBuf> {
+    let path = match url.strip_prefix("file://") {
+        Some(rest) => rest,
+        None if url.contains("://") => return None,
+        None => url,
+    };
+    let path = Path::new(path);
+    (path.is_absolute() && path.is_dir()).then(|| path.to_path_buf())
+}
+
+/// An object copied by [`Mirror::copy_from_local`]: id, kind, content.
+type CopiedObject = (ObjectId, gix::objs::Kind, Vec<u8>);
+
+/// The objects reachable from `root` in `origin` that `mirror` lacks, each
+/// after every object it references; `None` if `origin` lacks one of them,
+/// one cannot be parsed, or there are more than [`LOCAL_COPY_MAX_OBJECTS`].
+fn missing_objects(
+    origin: &gix::Repository,
+    mirror: &gix::Repository,
+    root: ObjectId,
+) -> Option<Vec<CopiedObject>> {
+    use gix::objs::Kind;
+    let hash_kind = origin.object_hash();
+    let mut ordered: Vec<CopiedObject> = Vec::new();
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    // (id, the object once its references have been queued).
+    type Loaded = Option<(Kind, Vec<u8>)>;
+    let mut stack: Vec<(ObjectId, Loaded)> = vec![(root, None)];
+    while let Some((oid, loaded)) = stack.pop() {
+        if let Some((kind, data)) = loaded {
+            ordered.push((oid, kind, data));
+            continue;
+        }
+        if !seen.insert(oid) || mirror.has_object(oid) {
+            continue;
+        }
+        if seen.len() > LOCAL_COPY_MAX_OBJECTS {
+            return None;
+        }
+        let mut object = origin.try_find_object(oid).ok()??;
+        let (kind, data) = (object.kind, std::mem::take(&mut object.data));
+        let mut refs: Vec<ObjectId> = Vec::new();
+        match kind {
+            Kind::Commit => {
+                let mut commit = gix::objs::CommitRefIter::from_bytes(&data, hash_kind);
+                refs.push(commit.tree_id().ok()?);
+                refs.extend(commit.parent_ids());
+            }
+            Kind::Tree => {
+                let tree = gix::objs::TreeRef::from_bytes(&data, hash_kind).ok()?;
+                refs.extend(
+                    tree.entries
+                        .iter()
+                        .filter(|e| !e.mode.is_commit())
+                        .map(|e| e.oid.to_owned()),
+                );
+            }
+            Kind::Tag => {
+                refs.push(
+                    gix::objs::TagRefIter::from_bytes(&data, hash_kind)
+                        .target_id()
+                        .ok()?,
+                );
+            }
+            Kind::Blob => {}
+        }
+        stack.push((oid, Some((kind, data))));
+        stack.extend(refs.into_iter().map(|r| (r, None)));
+    }
+    Some(ordered)
 }
 
 #[cfg(test)]

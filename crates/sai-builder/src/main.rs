@@ -45,7 +45,18 @@ fn main() -> ExitCode {
         println!("config ok");
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    // Two malloc arenas are plenty for one I/O thread and a few blocking
+    // git workers (glibc's default allows 8 per core, each keeping its peak).
+    sai_daemon::memory::limit_arenas(2);
+    // The builder waits on sockets, pipes and children; one worker thread
+    // carries that (git and file work runs on the blocking pool), and each
+    // worker costs stack and allocator memory while idle.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sai-builder: starting the runtime: {e}");
@@ -60,6 +71,11 @@ fn main() -> ExitCode {
             tracing::info!("signal received: stopping (running tasks are killed and handed back)");
             sd.cancel();
         });
+        tokio::spawn(sai_daemon::memory::trim_while_running(
+            sai_daemon::memory::TRIM_PERIOD,
+            sai_daemon::memory::TRIM_THRESHOLD,
+            shutdown.clone(),
+        ));
         run(config, shutdown).await
     });
     // A git fetch still running in a blocking thread must not hold the exit.

@@ -227,31 +227,39 @@ async fn run_inner(
     {
         return infra(format!("removing old {}: {e}", job_dir.display()));
     }
-    let mirror = {
+    // One trip to the blocking pool: open the mirror, fetch, check out.
+    let prepare = {
         let (home, url) = (ctx.layout.home().to_path_buf(), offer.fetch_url.clone());
-        match tokio::task::spawn_blocking(move || Mirror::open(&home, &url)).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return infra(e.to_string()),
-            Err(e) => return infra(format!("mirror worker: {e}")),
-        }
+        let (git_ref, hash, dest) = (offer.git_ref.clone(), offer.hash.clone(), src.clone());
+        tokio::task::spawn_blocking(move || {
+            let mirror = Mirror::open(&home, &url)?;
+            let ensured = mirror.ensure_commit(&git_ref, &hash)?;
+            let stats = mirror.checkout(&hash, &dest)?;
+            Ok::<_, crate::git_mirror::GitError>((mirror, ensured, stats))
+        })
     };
     let prepared = tokio::select! {
-        r = mirror.prepare_source(&offer.git_ref, &offer.hash, &src) => r,
+        r = prepare => match r {
+            Ok(r) => r,
+            Err(e) => return infra(format!("git worker: {e}")),
+        },
         _ = cancel.cancelled() => {
             notice("Task cancelled while fetching".to_string()).await;
             return TaskResult::Cancelled;
         }
     };
-    match prepared {
-        Ok((ensured, stats)) => {
+    let mirror = match prepared {
+        Ok((mirror, ensured, stats)) => {
             notice(format!(
                 "Checked out {} ({ensured}; {} files)",
                 offer.hash, stats.files
             ))
             .await;
+            mirror
         }
         Err(e) => return infra(e.to_string()),
-    }
+    };
+    tracing::debug!(task = %offer.task_id, mirror = %mirror.path().display(), "source ready");
     if let Some(user) = &ctx.run_as {
         let (dir, user) = (job_dir.clone(), user.clone());
         match tokio::task::spawn_blocking(move || chown_tree(&dir, &user)).await {

@@ -215,3 +215,173 @@ async fn prepare_source_runs_off_the_runtime() {
     assert_eq!(stats.files, 3);
     assert_checkout(&src, &hash);
 }
+
+/// The pack files of a repository's object database.
+fn packs(repo: &Path) -> Vec<PathBuf> {
+    let dir = repo.join("objects/pack");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect()
+}
+
+fn loose_object(repo: &Path, hash: &str) -> PathBuf {
+    repo.join("objects").join(&hash[..2]).join(&hash[2..])
+}
+
+/// A local origin is read in process: the commits arrive as loose objects
+/// (a `git-upload-pack` fetch would have written a pack), the mirror is
+/// complete (`git fsck`), `refs/sai/<hash>` names the commit as after a
+/// fetch, and history pushed several commits at a time, with deleted files,
+/// mode changes, a symlink and a submodule entry, checks out exactly.
+#[test]
+fn a_local_origin_is_copied_in_process_completely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, first) = make_origin(tmp.path());
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, &format!("file://{}", origin.display())).unwrap();
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &first).unwrap(),
+        Ensured::Fetched
+    );
+    assert!(loose_object(mirror.path(), &first).is_file());
+    assert!(packs(mirror.path()).is_empty(), "no pack: nothing fetched");
+
+    // Three commits pushed at once: only the tip is asked for.
+    let repo = GitRepo::open(&origin);
+    repo.write("a.txt", "a\n").write("dir/b.txt", "b\n");
+    repo.commit("add");
+    std::fs::remove_file(origin.join("README")).unwrap();
+    std::fs::set_permissions(
+        origin.join("build.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(origin.join("a.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("a.txt", origin.join("link")).unwrap();
+    repo.commit("delete, chmod, link");
+    // A submodule entry (gitlink): not an object of this repository.
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{first},vendor/lib"),
+    ]);
+    repo.git(&["commit", "-q", "-m", "submodule"]);
+    let tip = repo.head();
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &tip).unwrap(),
+        Ensured::Fetched
+    );
+    assert!(packs(mirror.path()).is_empty());
+    git(
+        mirror.path(),
+        &["fsck", "--no-dangling", "--connectivity-only"],
+    );
+    assert_eq!(git(mirror.path(), &["rev-list", "--count", &tip]), "4");
+    assert_eq!(
+        git(mirror.path(), &["rev-parse", &format!("refs/sai/{tip}")]),
+        tip
+    );
+
+    let src = home.join("jobs/FFFF0001/src");
+    mirror.checkout(&tip, &src).unwrap();
+    assert_eq!(git(&src, &["rev-parse", "HEAD"]), tip);
+    assert_eq!(git(&src, &["status", "--porcelain", "--ignored"]), "");
+    assert!(!src.join("README").exists(), "deleted file gone");
+    let mode = |p: &str| {
+        std::fs::symlink_metadata(src.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode("build.sh") & 0o111, 0, "executable bit dropped");
+    assert_ne!(mode("a.txt") & 0o111, 0, "executable bit added");
+    assert_eq!(
+        std::fs::read_link(src.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert_eq!(
+        std::fs::read_to_string(src.join("dir/b.txt")).unwrap(),
+        "b\n"
+    );
+    // Exactly the commit's tree: files on disk are the tree's entries.
+    let tree: Vec<String> = git(&src, &["ls-tree", "-r", "--name-only", &tip])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut on_disk = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(&src).unwrap().display().to_string();
+            if rel == ".git" {
+                continue;
+            }
+            if p.is_dir() && !p.is_symlink() {
+                if rel == "vendor/lib" {
+                    on_disk.push(rel);
+                } else {
+                    stack.push(p);
+                }
+            } else {
+                on_disk.push(rel);
+            }
+        }
+    }
+    on_disk.sort();
+    let mut tree_sorted = tree.clone();
+    tree_sorted.sort();
+    assert_eq!(on_disk, tree_sorted);
+    // The job's repository is minimal: no template hooks.
+    assert!(!src.join(".git/hooks").exists());
+}
+
+/// A first fetch of more objects than the in-process copy takes goes
+/// through the git transport and lands as a pack; the next, small push is
+/// copied in process on top of it.
+#[test]
+fn a_large_first_fetch_is_a_pack_and_later_pushes_are_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = GitRepo::init(tmp.path().join("origin"));
+    for i in 0..=sai_builder::git_mirror::LOCAL_COPY_MAX_OBJECTS {
+        origin.write(format!("d{}/f{i}", i % 16), format!("{i}\n"));
+    }
+    let first = origin.commit("many files");
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, &origin.url()).unwrap();
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &first).unwrap(),
+        Ensured::Fetched
+    );
+    assert_eq!(packs(mirror.path()).len(), 1);
+    assert!(!loose_object(mirror.path(), &first).exists());
+
+    origin.write("d0/f0", "changed\n");
+    let second = origin.commit("small change");
+    assert_eq!(
+        mirror.ensure_commit("refs/heads/main", &second).unwrap(),
+        Ensured::Fetched
+    );
+    assert_eq!(packs(mirror.path()).len(), 1, "no second pack");
+    assert!(loose_object(mirror.path(), &second).is_file());
+    git(
+        mirror.path(),
+        &["fsck", "--no-dangling", "--connectivity-only"],
+    );
+    let src = home.join("jobs/GGGG0001/src");
+    let stats = mirror.checkout(&second, &src).unwrap();
+    assert_eq!(
+        stats.files,
+        sai_builder::git_mirror::LOCAL_COPY_MAX_OBJECTS + 1
+    );
+    assert_eq!(
+        std::fs::read_to_string(src.join("d0/f0")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(git(&src, &["status", "--porcelain"]), "");
+}

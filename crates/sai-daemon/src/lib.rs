@@ -6,7 +6,9 @@
 //! | [`supervise`] | systemd readiness, stopping and watchdog keep-alives |
 //! | [`signals`] | waiting for the signal that asks a daemon to stop |
 //! | [`ticker`] | periodic work until shutdown |
+//! | [`memory`] | handing freed heap memory back to the system |
 
+pub mod memory;
 pub mod signals;
 pub mod supervise;
 pub mod ticker;

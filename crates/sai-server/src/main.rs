@@ -45,6 +45,10 @@ fn settings(config: Option<&Path>) -> Result<sai_server::Settings> {
 }
 
 fn main() -> Result<()> {
+    // Two malloc arenas for two cores' worth of threads (glibc's default
+    // allows 8 per core, each keeping its peak); freed memory is handed back
+    // by the trimmer spawned in `serve`.
+    sai_daemon::memory::limit_arenas(2);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -105,6 +109,11 @@ async fn serve(settings: sai_server::Settings) -> Result<()> {
     }
     // Store open, listener bound (connections queue until `serve` accepts).
     sai_daemon::supervise::ready(&format!("listening on {scheme}://{addr}"));
+    tokio::spawn(sai_daemon::memory::trim_while_running(
+        sai_daemon::memory::TRIM_PERIOD,
+        sai_daemon::memory::TRIM_THRESHOLD,
+        shutdown.clone(),
+    ));
     let health = server.clone();
     sai_daemon::supervise::spawn_watchdog(move || drop(health.sched()), shutdown);
     sai_server::serve(server, listener).await?;

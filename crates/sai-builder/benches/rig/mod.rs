@@ -45,6 +45,15 @@ pub fn server_bin() -> Result<PathBuf> {
     Ok(server_bin)
 }
 
+/// The `sai-builder` binary measured: `SAI_BENCH_BUILDER` when set (to
+/// compare another build of it, e.g. main's, with the same bench), else the
+/// one built with this bench.
+pub fn builder_bin() -> PathBuf {
+    std::env::var_os("SAI_BENCH_BUILDER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sai-builder")))
+}
+
 /// A server with one connected builder and a repository to push.
 pub struct Rig {
     pub server: TestServer,
@@ -100,11 +109,7 @@ impl Rig {
                 "platforms": [{ "name": LINUX, "servers": [entry] }],
             }))?,
         )?;
-        // `SAI_BENCH_BUILDER_BIN` runs a copy (the shared release target
-        // dir is rebuilt from other branches).
-        let builder = std::env::var_os("SAI_BENCH_BUILDER_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_sai-builder").into());
-        let child = Command::new(builder)
+        let child = Command::new(builder_bin())
             .arg("-c")
             .arg(&conf)
             .env("RUST_LOG", "warn")
@@ -160,6 +165,23 @@ impl Rig {
     /// Push the commit as `project` with one task on [`LINUX`] whose build
     /// step is `build`; its task id.
     pub async fn push(&self, project: &str, build: &str) -> Result<String> {
+        Ok(self.push_commit(project, build, &self.hash).await?.1)
+    }
+
+    /// Commit a change to the repository (a file `n`); the new commit's hash.
+    pub fn new_commit(&self, n: usize) -> String {
+        self.repo.write(format!("f{n}"), format!("{n}\n"));
+        self.repo.commit(&format!("change {n}"))
+    }
+
+    /// Push commit `hash` as `project` with one task on [`LINUX`] whose
+    /// build step is `build`; (event id, task id).
+    pub async fn push_commit(
+        &self,
+        project: &str,
+        build: &str,
+        hash: &str,
+    ) -> Result<(String, String)> {
         let saifile = serde_json::to_vec(&json!({
             "schema": "sai-1",
             "platforms": { LINUX: { "build": build } },
@@ -169,7 +191,7 @@ impl Rig {
             project: project.into(),
             fetch_url: self.repo.path().display().to_string(),
             git_ref: "refs/heads/main".into(),
-            hash: self.hash.clone(),
+            hash: hash.to_string(),
             saifile,
         };
         let v: Value = HookRequest::like_sai_sh(&p, KEY)
@@ -179,6 +201,23 @@ impl Rig {
             .await?;
         let ev = v["event_id"].as_str().context("event id")?;
         let e = self.get(&format!("/api/events/{ev}")).await?;
-        Ok(e["tasks"][0]["id"].as_str().context("task id")?.to_string())
+        let task = e["tasks"][0]["id"].as_str().context("task id")?;
+        Ok((ev.to_string(), task.to_string()))
+    }
+
+    /// Wait until event `ev` has ended; its state.
+    pub async fn wait_event_end(&self, ev: &str) -> Result<String> {
+        let deadline = Instant::now() + T;
+        loop {
+            let e = self.get(&format!("/api/events/{ev}")).await?;
+            let state = e["state"].as_str().unwrap_or_default().to_string();
+            if matches!(state.as_str(), "success" | "failed" | "cancelled") {
+                return Ok(state);
+            }
+            if Instant::now() > deadline {
+                bail!("event {ev} still {state} after {T:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
