@@ -525,9 +525,9 @@ fn repository_with_a_saifile(dir: &Path) {
     git(dir, &["init", "-q", "-b", "main"]);
     let saifile = serde_json::json!({
         "schema": "sai-1",
-        "platforms": { PLATFORM: { "build": "${b}" } },
+        "platforms": { PLATFORM: { "build": "${prep}" } },
         "configurations": {
-            "mine": { "b": "echo built my own project\ngit log --oneline -1\ntest -f hello.txt" }
+            "mine": { "prep": "echo built my own project\ngit log --oneline -1\ntest -f hello.txt" }
         }
     });
     std::fs::write(dir.join(".sai.json"), saifile.to_string()).unwrap();
