@@ -371,6 +371,7 @@ impl RackBuilder {
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_BYTES),
             task_limits: self.task_limits.clone(),
             metrics_listen: self.metrics_listen.clone(),
+            isolate_tasks: None,
         }
     }
 
