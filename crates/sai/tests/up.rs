@@ -569,7 +569,15 @@ async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
         "{result}\n{}",
         up.why()
     );
-    assert!(!out.contains("demo"), "no demo: {}", up.why());
+    assert!(
+        out.contains(&format!(
+            "sai up: building {} (its HEAD has a .sai.json; `sai up --demo` builds the demo instead)",
+            repo.display()
+        )),
+        "{}",
+        up.why()
+    );
+    assert!(!out.contains("demo project"), "no demo: {}", up.why());
     assert!(
         repo.join(".git/hooks/post-receive").exists(),
         "the hook is installed as with --repo ."

@@ -306,6 +306,12 @@ async fn serve(
             .project
             .clone()
             .unwrap_or_else(|| repo.default_project());
+        if args.repo.is_none() {
+            say(&format!(
+                "building {} (its HEAD has a .sai.json; `sai up --demo` builds the demo instead)",
+                repo.root.display()
+            ));
+        }
         if let Err(e) = hook_install::exclude_data_dir(repo, &data) {
             tracing::warn!("could not add the data dir to .git/info/exclude: {e:#}");
         }
