@@ -53,11 +53,22 @@ if [ "$arch" != "$(uname -m)" ]; then
 	upper=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 	export "CARGO_TARGET_${upper}_LINKER=${arch}-linux-gnu-gcc"
 fi
-args=()
-for c in "${crates[@]}"; do args+=(-p "$c"); done
+# The plain termios symbols must be linked for --defsym to name them, also
+# in a binary that does not use termios: -u pulls them out of libc.a. Given
+# to the final link only (cargo rustc), so that dependencies stay shared
+# between crates.
+link=()
+if [ -n "$glibc_base" ]; then
+	for f in cfgetispeed cfgetospeed cfsetispeed cfsetospeed cfsetspeed; do
+		link+=(-C "link-arg=-Wl,--undefined=$f")
+	done
+fi
 start=$SECONDS
-# --target keeps RUSTFLAGS away from build scripts and proc macros.
-RUSTFLAGS=$flags cargo build --locked --profile "$profile" --target "$triple" "${args[@]}"
+for c in "${crates[@]}"; do
+	# --target keeps RUSTFLAGS away from build scripts and proc macros.
+	RUSTFLAGS=$flags cargo rustc --locked --profile "$profile" --target "$triple" \
+		-p "$c" --bin "$c" -- "${link[@]}"
+done
 echo "build-static: $profile $triple ${crates[*]} built in $((SECONDS - start))s"
 for c in "${crates[@]}"; do
 	f=${CARGO_TARGET_DIR:-target}/$triple/$profile/$c
