@@ -1,31 +1,89 @@
 #!/usr/bin/env bash
-# Static, stripped, optimised release binaries (cargo profile
-# `release-static`, see CONTRIBUTING.md "Static binaries").
+# Statically linked Sai binaries (`-C target-feature=+crt-static`), checked
+# with `file` to be static and, with --smoke, run once (`--version`,
+# `--help`; through qemu-user for another architecture).
 #
-#   scripts/build-static.sh [TRIPLE] [CRATE...]
+#   scripts/build-static.sh [--profile P] [--target TRIPLE] [--smoke] [-p CRATE]...
 #
-# Default: sai-builder for x86_64-unknown-linux-gnu. For aarch64 the Debian
-# cross toolchain (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross) links it.
-# Output: target/<triple>/release-static/<crate>; sizes are printed.
+# --profile release-static (default): release, thin LTO, stripped: what the
+#     rack's real machines run (sizes in BENCHMARKS.md, issue 17).
+# --profile static: unoptimised, no debug info, quick to build: what CI puts
+#     in container and VM images (scripts/ci/stages/40-rack-rootfs.sh).
+# --target: default x86_64-unknown-linux-gnu; for another architecture the
+#     Debian cross toolchain (gcc-<arch>-linux-gnu, libc6-dev-<arch>-cross)
+#     links it.
+# -p: default sai-builder.
+#
+# Output: ${CARGO_TARGET_DIR:-target}/<triple>/<profile>/<crate>; the build
+# time, each binary's size and `file` line are printed.
+#
+# glibc's static libc.a has no symbol versions, but the libc crate links the
+# termios speed functions by versioned name (cfsetspeed@GLIBC_2.2.5 on
+# x86_64, @GLIBC_2.17 on aarch64, for the glibc 2.42 ABI change); --defsym
+# points those names at the plain symbols.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-triple=${1:-x86_64-unknown-linux-gnu}
-shift || true
-crates=("${@:-sai-builder}")
+profile=release-static
+triple=x86_64-unknown-linux-gnu
+smoke=0
+crates=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--profile) profile=$2; shift 2 ;;
+	--target) triple=$2; shift 2 ;;
+	--smoke) smoke=1; shift ;;
+	-p) crates+=("$2"); shift 2 ;;
+	*) echo "build-static.sh: unknown argument $1 (see the comment at the top)" >&2; exit 2 ;;
+	esac
+done
+[ ${#crates[@]} -gt 0 ] || crates=(sai-builder)
 arch=${triple%%-*}
+case $arch in
+x86_64) glibc_base=GLIBC_2.2.5 ;;
+aarch64) glibc_base=GLIBC_2.17 ;;
+*) glibc_base= ;;
+esac
+flags="-C target-feature=+crt-static"
+if [ -n "$glibc_base" ]; then
+	for f in cfgetispeed cfgetospeed cfsetispeed cfsetospeed cfsetspeed; do
+		flags="$flags -C link-arg=-Wl,--defsym=\"$f@$glibc_base\"=$f"
+	done
+fi
 if [ "$arch" != "$(uname -m)" ]; then
 	upper=$(echo "$triple" | tr 'a-z-' 'A-Z_')
 	export "CARGO_TARGET_${upper}_LINKER=${arch}-linux-gnu-gcc"
 fi
-args=()
-for c in "${crates[@]}"; do args+=(-p "$c"); done
+# The plain termios symbols must be linked for --defsym to name them, also
+# in a binary that does not use termios: -u pulls them out of libc.a. Given
+# to the final link only (cargo rustc), so that dependencies stay shared
+# between crates.
+link=()
+if [ -n "$glibc_base" ]; then
+	for f in cfgetispeed cfgetospeed cfsetispeed cfsetospeed cfsetspeed; do
+		link+=(-C "link-arg=-Wl,--undefined=$f")
+	done
+fi
 start=$SECONDS
-# --target keeps RUSTFLAGS away from build scripts and proc macros.
-RUSTFLAGS="-C target-feature=+crt-static" \
-	cargo build --locked --profile release-static --target "$triple" "${args[@]}"
-echo "built in $((SECONDS - start))s"
 for c in "${crates[@]}"; do
-	f=${CARGO_TARGET_DIR:-target}/$triple/release-static/$c
-	printf '%s %s bytes\n' "$f" "$(stat -c %s "$f")"
-	file "$f" 2>/dev/null || true
+	# --target keeps RUSTFLAGS away from build scripts and proc macros.
+	RUSTFLAGS=$flags cargo rustc --locked --profile "$profile" --target "$triple" \
+		-p "$c" --bin "$c" -- "${link[@]}"
+done
+echo "build-static: $profile $triple ${crates[*]} built in $((SECONDS - start))s"
+for c in "${crates[@]}"; do
+	f=${CARGO_TARGET_DIR:-target}/$triple/$profile/$c
+	desc=$(file -b "$f")
+	printf 'build-static: %s %s bytes: %s\n' "$f" "$(stat -c %s "$f")" "$desc"
+	case $desc in
+	*"statically linked"* | *"static-pie linked"*) ;;
+	*) echo "build-static: $f is not statically linked" >&2; exit 1 ;;
+	esac
+	if [ "$smoke" = 1 ]; then
+		run=()
+		[ "$arch" = "$(uname -m)" ] || run=("qemu-$arch")
+		# Static: no QEMU_LD_PREFIX needed.
+		"${run[@]}" "$f" --version
+		"${run[@]}" "$f" --help >/dev/null
+		echo "build-static: $c runs${run:+ under ${run[*]}} (--version, --help)"
+	fi
 done

@@ -155,6 +155,15 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
     let run_as = step_user(config)?;
     #[cfg(target_os = "linux")]
     let cgroups = task_cgroups(config)?;
+    let isolate = config.isolate_tasks.unwrap_or(cfg!(target_os = "linux"));
+    if isolate && !cfg!(target_os = "linux") {
+        bail!(
+            "isolate_tasks: steps can only be isolated on Linux; remove it from the config on this platform"
+        );
+    }
+    if !isolate {
+        tracing::info!("task isolation is off: steps can see other tasks' job dirs");
+    }
     #[cfg(not(target_os = "linux"))]
     if config.task_limits.is_some() {
         bail!("task_limits need Linux cgroups; remove them from the config on this platform");
@@ -171,6 +180,7 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
         ctx.step_timeout = Duration::from_secs(p.step_timeout_secs(config));
         ctx.log_limit = p.log_limit_bytes(config);
         ctx.run_as = run_as.clone();
+        ctx.isolate = isolate;
         #[cfg(target_os = "linux")]
         {
             ctx.cgroups = cgroups.clone();

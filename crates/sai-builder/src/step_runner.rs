@@ -133,6 +133,9 @@ pub struct StepSpec {
     /// The task's cgroup, where the builder has a delegated cgroup v2.
     #[cfg(target_os = "linux")]
     pub cgroup: Option<Arc<crate::platform::containment::TaskCgroup>>,
+    /// The task's view of the builder home, where steps are isolated.
+    #[cfg(target_os = "linux")]
+    pub isolation: Option<Arc<crate::platform::isolation::Isolation>>,
 }
 
 impl StepSpec {
@@ -155,6 +158,8 @@ impl StepSpec {
             run_as: None,
             #[cfg(target_os = "linux")]
             cgroup: None,
+            #[cfg(target_os = "linux")]
+            isolation: None,
         }
     }
 }
@@ -283,6 +288,8 @@ pub async fn run_step(
         run_as: spec.run_as.clone(),
         #[cfg(target_os = "linux")]
         cgroup: spec.cgroup.clone(),
+        #[cfg(target_os = "linux")]
+        isolation: spec.isolation.clone(),
     };
     let as_user = spec
         .run_as

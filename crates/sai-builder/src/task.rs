@@ -86,6 +86,9 @@ pub struct TaskContext {
     pub kill_grace: Duration,
     /// Step user (when the builder is root).
     pub run_as: Option<RunAs>,
+    /// Whether steps see only their own job dir (Linux; see
+    /// [`crate::platform::isolation`]).
+    pub isolate: bool,
     /// Where task cgroups are made (Linux, delegated cgroup v2).
     #[cfg(target_os = "linux")]
     pub cgroups: Option<Arc<crate::platform::containment::CgroupParent>>,
@@ -103,6 +106,7 @@ impl TaskContext {
             log_limit: DEFAULT_LOG_LIMIT,
             kill_grace: DEFAULT_KILL_GRACE,
             run_as: None,
+            isolate: false,
             #[cfg(target_os = "linux")]
             cgroups: None,
         }
@@ -302,6 +306,40 @@ async fn run_inner(
         None => None,
     };
 
+    // What the steps see of the builder home: their own job dir, log proxy
+    // dir and (read-only, for the checkout's alternates) project mirror.
+    #[cfg(target_os = "linux")]
+    let isolation = if ctx.isolate {
+        use crate::platform::isolation::{Isolation, available};
+        if let Err(why) = available(ctx.layout.home()) {
+            return infra(format!(
+                "task isolation cannot be set up on this builder ({why}): run sai-builder as \
+                 root or allow unprivileged user namespaces, or set \"isolate_tasks\": false \
+                 in its config"
+            ));
+        }
+        let run_dir = ctx.layout.run_dir(&vn);
+        let covers = [
+            ctx.layout.jobs_dir(),
+            ctx.layout.mirrors_dir(),
+            run_dir
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
+        ];
+        let keeps = [
+            (job_dir.clone(), false),
+            (run_dir, false),
+            (mirror.path().to_path_buf(), true),
+        ];
+        match Isolation::new(&covers, &keeps, &src) {
+            Ok(iso) => Some(Arc::new(iso)),
+            Err(e) => return infra(format!("task isolation: {e}")),
+        }
+    } else {
+        None
+    };
+
     // Steps.
     let mut budget = ctx.log_limit;
     let mut result = TaskResult::Success;
@@ -318,6 +356,7 @@ async fn run_inner(
         #[cfg(target_os = "linux")]
         {
             spec.cgroup = cgroup.clone();
+            spec.isolation = isolation.clone();
         }
         let (step_tx, step_rx) = mpsc::channel::<LogChunk>(64);
         let step_forwarder = spawn_forwarder(step_rx, events.clone());

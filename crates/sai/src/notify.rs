@@ -15,7 +15,7 @@ use serde_json::Value;
 pub struct NotifyArgs {
     /// Server base URL, e.g. http://127.0.0.1:4400 (the notification is
     /// POSTed to <URL>/update-hook). Default: the repository's `sai.url`
-    /// git config (which `sai up --repo` writes).
+    /// git config (which `sai up` writes).
     #[arg(long, env = "SAI_URL", value_name = "URL")]
     pub url: Option<String>,
     /// File holding the server's notification secret (one trailing newline
@@ -371,7 +371,7 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
         .with_context(|| {
             format!(
                 "no server URL: pass --url, set SAI_URL, or `git -C {} config sai.url URL` \
-             (`sai up --repo` writes it)",
+             (`sai up` writes it)",
                 repo.root.display()
             )
         })?;
@@ -382,7 +382,7 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
         .with_context(|| {
             format!(
                 "no notification secret: pass --secret-file, set SAI_SECRET_FILE, or \
-                 `git -C {} config sai.secretFile FILE` (`sai up --repo` writes it)",
+                 `git -C {} config sai.secretFile FILE` (`sai up` writes it)",
                 repo.root.display()
             )
         })?;

@@ -4,8 +4,10 @@
 //! Also: `sai notify` and `sai token` against the same running `sai up`,
 //! secrets and tokens kept across restarts, and a clean exit on SIGTERM.
 //! Without `--repo` (in an empty directory, in a repository without a
-//! `.sai.json`, in a clone of this repository) it builds its demo project
-//! to a result; with a real outside saifile whose platforms cannot match it
+//! `.sai.json`) it builds its demo project to a result; in a repository with
+//! a `.sai.json` it builds that repository; with `--demo` (the README's
+//! first command, also in a clone of this repository) always the demo and
+//! no hook; with a real outside saifile whose platforms cannot match it
 //! says at once why nothing runs.
 
 use std::io::{BufRead, BufReader};
@@ -316,13 +318,14 @@ async fn sai_up_builds_this_repository() {
     assert!(st.success(), "{st:?}\n{}", up2.why());
 }
 
-/// `sai up` without `--repo` in `cwd`: the demo project runs to a result,
-/// printed as sentences on plain lines (stdout is a pipe here: no ANSI
-/// codes), with the failed task's reason and a log URL that serves its log.
-async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str) -> Up {
+/// `sai up` without `--repo` (plus `extra` flags) in `cwd`: the demo
+/// project runs to a result, printed as sentences on plain lines (stdout is
+/// a pipe here: no ANSI codes), with the failed task's reason and a log URL
+/// that serves its log.
+async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str, extra: &[&str]) -> Up {
     let data = tmp.join(format!("{name}-data"));
     let data_s = data.display().to_string();
-    let args = [
+    let mut args = vec![
         "--data",
         &data_s,
         "--listen",
@@ -332,6 +335,7 @@ async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str) -> Up {
         "--instances",
         "2",
     ];
+    args.extend_from_slice(extra);
     let up = Up::start_in(Some(cwd), &args, tmp.join(format!("{name}.err")));
     let url = up.line_after("sai up: server listening on ").await;
     up.line_after("building the demo project").await;
@@ -398,7 +402,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
     // An empty directory outside any repository.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let mut up = demo_runs_to_a_result(&empty, tmp.path(), "empty").await;
+    let mut up = demo_runs_to_a_result(&empty, tmp.path(), "empty", &[]).await;
 
     // `sai notify` in the demo repository finds the server through the git
     // config `sai up` wrote; the seen commit is a duplicate, and --rebuild
@@ -466,27 +470,40 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
     std::fs::write(plain.join("README"), "hello\n").unwrap();
     git(&plain, &["add", "."]);
     git(&plain, &["commit", "-q", "-m", "one"]);
-    let mut up = demo_runs_to_a_result(&plain, tmp.path(), "plain").await;
+    let mut up = demo_runs_to_a_result(&plain, tmp.path(), "plain", &[]).await;
     assert!(!plain.join(".git/hooks/post-receive").exists());
+    assert!(
+        up.stdout()
+            .contains("(no repository with a .sai.json here)"),
+        "{}",
+        up.why()
+    );
     let st = up.guard.stop().unwrap();
     assert!(st.success(), "{st:?}\n{}", up.why());
 }
 
+/// The README's first command, typed in this checkout.
 #[tokio::test(flavor = "multi_thread")]
-async fn sai_up_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
+async fn sai_up_demo_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
     let tmp = tempfile::tempdir().unwrap();
     let clone = clone_this_repository(tmp.path());
     // On `main`, where this repository's .sai.json would run scripts/test.sh.
     git(&clone, &["checkout", "-q", "-B", "main"]);
-    let mut up = demo_runs_to_a_result(&clone, tmp.path(), "checkout").await;
+    let readme = std::fs::read_to_string(clone.join("README.md")).unwrap();
+    assert!(
+        readme.contains("```sh\ncargo run --release -p sai -- up --demo\n```"),
+        "the README's first command is `sai up --demo`"
+    );
+    let mut up = demo_runs_to_a_result(&clone, tmp.path(), "checkout", &["--demo"]).await;
     let out = up.stdout();
     assert!(
         out.contains(&format!(
-            "has a .sai.json: to hook it up and build it, run `sai up --repo {}`",
+            "{} has a .sai.json: left alone (--demo)",
             clone.display()
         )),
         "{out}"
     );
+    assert!(out.contains("(--demo): passes: "), "{out}");
     assert!(!clone.join(".git/hooks/post-receive").exists());
     let url = up.line_after("sai up: server listening on ").await;
     let projects = get(&format!("{url}/api/projects")).await;
@@ -497,6 +514,112 @@ async fn sai_up_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["demo"], "only the demo was queued");
+    let st = up.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", up.why());
+}
+
+/// A small repository of one's own with a `.sai.json` for `PLATFORM`
+/// whose one task runs git in its checkout.
+fn repository_with_a_saifile(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    let saifile = serde_json::json!({
+        "schema": "sai-1",
+        "platforms": { PLATFORM: { "build": "${prep}" } },
+        "configurations": {
+            "mine": { "prep": "echo built my own project\ngit log --oneline -1\ntest -f hello.txt" }
+        }
+    });
+    std::fs::write(dir.join(".sai.json"), saifile.to_string()).unwrap();
+    std::fs::write(dir.join("hello.txt"), "hello\n").unwrap();
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "my first commit"]);
+}
+
+/// Plain `sai up` typed in a repository with a `.sai.json` hooks it up and
+/// builds it to a result (as `--repo .` does); no demo.
+#[tokio::test(flavor = "multi_thread")]
+async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("mine");
+    repository_with_a_saifile(&repo);
+    // In a subdirectory of it: the repository is still found.
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.display().to_string();
+    let mut up = Up::start_in(
+        Some(&repo.join("sub")),
+        &[
+            "--data",
+            &data_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--platform",
+            PLATFORM,
+        ],
+        tmp.path().join("up.err"),
+    );
+    let url = up.line_after("sai up: server listening on ").await;
+    let result = up
+        .line_after_within(" finished: ", Duration::from_secs(120))
+        .await;
+    let out = up.stdout();
+    assert!(
+        out.contains("(mine main) finished: ") && result.starts_with("success"),
+        "{result}\n{}",
+        up.why()
+    );
+    assert!(
+        out.contains(&format!(
+            "sai up: building {} (its HEAD has a .sai.json; `sai up --demo` builds the demo instead)",
+            repo.display()
+        )),
+        "{}",
+        up.why()
+    );
+    assert!(!out.contains("demo project"), "no demo: {}", up.why());
+    assert!(
+        repo.join(".git/hooks/post-receive").exists(),
+        "the hook is installed as with --repo ."
+    );
+    assert!(!data.join("demo").exists());
+    let projects = get(&format!("{url}/api/projects")).await;
+    let names: Vec<&str> = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"], "only this repository was queued");
+    let ev = out
+        .lines()
+        .find_map(|l| l.split_once(" as event ").map(|(_, r)| r))
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    let e = get(&format!("{url}/api/events/{ev}")).await;
+    let id = e["tasks"][0]["id"].as_str().unwrap().to_string();
+    let log = reqwest::get(format!("{url}/api/tasks/{id}/log?format=raw"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("built my own project"), "{log}");
+    assert!(log.contains("my first commit"), "{log}");
+    let st = up.guard.stop().unwrap();
+    assert!(st.success(), "{st:?}\n{}", up.why());
+
+    // `sai up --demo` in the same repository: the demo, and this repository
+    // is left alone (no hook, not queued).
+    std::fs::remove_file(repo.join(".git/hooks/post-receive")).unwrap();
+    let mut up = demo_runs_to_a_result(&repo, tmp.path(), "mine-demo", &["--demo"]).await;
+    assert!(!repo.join(".git/hooks/post-receive").exists());
+    assert!(
+        !up.stdout().contains("(mine main)"),
+        "this repository was not queued: {}",
+        up.why()
+    );
     let st = up.guard.stop().unwrap();
     assert!(st.success(), "{st:?}\n{}", up.why());
 }

@@ -12,7 +12,12 @@
 #    for macOS, a stand-in for the SDK's TargetConditionals.h
 #    (scripts/ci/cross-include/apple/). Checked, not linked: nothing built
 #    this way runs.
-# 2. The sai-core and sai-builder suites built for aarch64 and for
+# 2. The static release sai-builder the rack's aarch64 machines run
+#    (issue 17): built as they get it (scripts/build-static.sh: profile
+#    release-static, crt-static), checked with `file` to be static and run
+#    under qemu-aarch64 (`--version`, `--help`). Its own target dir
+#    (target/cross/static): the RUSTFLAGS differ from every other build.
+# 3. The sai-core and sai-builder suites built for aarch64 and for
 #    big-endian s390x Linux and run under qemu-user: protocol frames with
 #    their golden wire bytes, saifile expansion, and the builder's daemon
 #    tests, where the emulated `sai-builder` (started through
@@ -104,6 +109,10 @@ stage_main() {
 				cargo check --locked --quiet --target "$t" "${CROSS_CRATES[@]}" --lib --bins
 		)
 	done
+
+	cross_timed "static release sai-builder aarch64 (build, file, qemu-aarch64 --version/--help)" \
+		env CARGO_TARGET_DIR=target/cross/static \
+		scripts/build-static.sh --target aarch64-unknown-linux-gnu --smoke
 
 	# The x86_64 sai-server of the emulated builder tests, built as the
 	# final nextest run builds it (same command, same features), so that

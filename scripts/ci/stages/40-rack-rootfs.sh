@@ -6,7 +6,7 @@
 # Everything lands under target/ (target/rack/), so a rerun reuses it.
 stage_main() {
 	local t0=$SECONDS t
-	containers/build-static.sh -p sai-builder -p sai-device -p sai-expect -p sai-server
+	scripts/build-static.sh --profile static -p sai-builder -p sai-device -p sai-expect -p sai-server
 	echo "rack: static binaries in $((SECONDS - t0))s"
 	t=$SECONDS
 	cargo build --locked -p sai

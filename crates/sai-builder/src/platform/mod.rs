@@ -11,6 +11,7 @@
 //! | log proxy endpoints | unix sockets (mode 0600) | loopback TCP listeners |
 //! | [`free_disk_bytes`] | `statvfs(2)` | `GetDiskFreeSpaceExW` (fs4) |
 //! | [`load`] (load average, memory) | `/proc/loadavg`, `/proc/meminfo` (Linux; `None` elsewhere) | `None` |
+//! | task isolation (a step sees only its own job dir) | Linux: a private mount namespace ([`isolation`]); other Unix: none | none |
 //! | file locks (mirror, devices) | `std::fs::File::lock` (flock) | `std::fs::File::lock` (LockFileEx) |
 
 pub mod load;
@@ -18,6 +19,8 @@ pub mod script;
 
 #[cfg(target_os = "linux")]
 pub mod containment;
+#[cfg(target_os = "linux")]
+pub mod isolation;
 #[cfg(unix)]
 mod unix;
 #[cfg(windows)]
@@ -48,6 +51,9 @@ pub struct StepCommand {
     /// The task's cgroup to start the step in (Linux, where delegated).
     #[cfg(target_os = "linux")]
     pub cgroup: Option<std::sync::Arc<containment::TaskCgroup>>,
+    /// The step's own view of the builder home (Linux).
+    #[cfg(target_os = "linux")]
+    pub isolation: Option<std::sync::Arc<isolation::Isolation>>,
 }
 
 /// How a step's process ended.

@@ -260,6 +260,17 @@ impl StepProcess {
                 c.pre_exec(move || super::containment::shim_fork(ctl, cgroup, grace));
             }
         }
+        // After the shim (which stays outside), before dropping root: the
+        // shell's own mount namespace.
+        #[cfg(target_os = "linux")]
+        if let Some(iso) = cmd.isolation.clone() {
+            // SAFETY: Isolation::enter is written for this place (after
+            // fork, before exec) and only uses data prepared before.
+            #[allow(unsafe_code)]
+            unsafe {
+                c.pre_exec(move || iso.enter());
+            }
+        }
         // Registered after the shim: only the step's shell switches user.
         if let Some(run_as) = &cmd.run_as
             && is_privileged()

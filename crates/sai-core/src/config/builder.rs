@@ -96,6 +96,15 @@ pub struct BuilderConfig {
     /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Whether each build step sees only its own task's job directory (and
+    /// its project's git mirror, read-only), not other tasks' job
+    /// directories or other projects' mirrors: a private mount namespace
+    /// per step (Linux; as root, or with unprivileged user namespaces).
+    /// Default: true on Linux, where a task fails with an infrastructure
+    /// reason when it cannot be set up; false elsewhere (true is refused
+    /// there). See docs/builder.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolate_tasks: Option<bool>,
 }
 
 /// Resource limits of one task (all of its steps and their processes).

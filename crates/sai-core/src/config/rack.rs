@@ -207,6 +207,10 @@ pub struct RackBuilder {
     /// `/metrics`, as `metrics_listen` in the builder config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Whether each build step sees only its own job directory, as
+    /// `isolate_tasks` in the builder config (default: true on Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolate_tasks: Option<bool>,
     /// Boards attached to this builder, as sai-device entries; their ttys
     /// are passed into the container (`--device`) and a sai-device config is
     /// generated. Not for `qemu` builders.
@@ -371,6 +375,7 @@ impl RackBuilder {
                 .unwrap_or(DEFAULT_MIN_FREE_DISK_BYTES),
             task_limits: self.task_limits.clone(),
             metrics_listen: self.metrics_listen.clone(),
+            isolate_tasks: self.isolate_tasks,
         }
     }
 

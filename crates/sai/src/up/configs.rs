@@ -70,6 +70,7 @@ pub fn builder_config(
         min_free_disk_bytes: 256 * 1024 * 1024,
         task_limits: None,
         metrics_listen: None,
+        isolate_tasks: None,
     };
     let problems = config.validate();
     if !problems.is_empty() {

@@ -1,8 +1,8 @@
-//! The demo project `sai up` builds when it is not given a repository: a
-//! small git repository under `<data>/demo` whose `.sai.json` shows each
-//! kind of result once (a passing task, a failing one, one with an
-//! artifact, one logging on stdout and stderr), on the platform the local
-//! builder offers.
+//! The demo project `sai up --demo` builds (and `sai up` where there is no
+//! repository with a `.sai.json`): a small git repository under
+//! `<data>/demo` whose `.sai.json` shows each kind of result once (a passing
+//! task, a failing one, one with an artifact, one logging on stdout and
+//! stderr), on the platform the local builder offers.
 
 use std::path::Path;
 
@@ -47,8 +47,8 @@ fn saifile(platform: &str) -> serde_json::Value {
 const COUNT_SH: &str = "i=1\nwhile [ \"$i\" -le \"$1\" ]; do echo \"line $i\"; i=$((i+1)); done\n";
 const BOTH_SH: &str = "i=1\nwhile [ \"$i\" -le \"$1\" ]; do\n  echo \"stdout $i\"\n  echo \"stderr $i\" >&2\n  i=$((i+1))\ndone\n";
 const README: &str = "# The `sai up` demo\n\n\
-Made by `sai up` when it is started without `--repo`. Edit `.sai.json`, commit,\n\
-and run `sai notify` here to build it again; see docs/saifile.md.\n";
+Made by `sai up --demo` (or `sai up` where no repository with a `.sai.json`\n\
+is). Edit `.sai.json`, commit, and run `sai notify` here to build it again; see docs/saifile.md.\n";
 
 /// Create or update the demo repository under `data` for `platform`; a new
 /// commit only when its files changed.

@@ -27,10 +27,12 @@
 //! | `watch` | the live summary: progress, unrunnable tasks, results |
 //! | `output` | stdout: message lines and the live progress block |
 //!
-//! Which repository is built: the one `--repo` names; without `--repo`, the
-//! demo project (also inside a repository that has a `.sai.json`, so that
-//! typing `sai up` never hooks up or builds a repository by surprise: that
-//! repository is named with `--repo .`).
+//! What is built: with `--demo`, always the demo project (wherever it is
+//! typed; no hook is installed in the current repository: the README's first
+//! command, so that it never starts a checkout's own CI); with `--repo DIR`,
+//! that repository; otherwise the repository `sai up` is typed in when its
+//! HEAD has a `.sai.json`, else (no `.sai.json`, or outside any repository)
+//! the demo project. `--no-repo` builds nothing.
 
 mod configs;
 mod demo;
@@ -85,13 +87,17 @@ pub struct UpArgs {
     /// How many tasks the local builder runs at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub instances: u32,
-    /// Repository to hook up and build, e.g. `--repo .` (default: none; a
-    /// demo project under the data dir is built instead).
-    #[arg(long, value_name = "DIR", conflicts_with = "no_repo")]
+    /// Repository to hook up and build (default: the repository `sai up` is
+    /// typed in if its HEAD has a `.sai.json`, else the demo project).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["no_repo", "demo"])]
     pub repo: Option<PathBuf>,
     /// Do not build anything, not even the demo: just run server and builder.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "demo")]
     pub no_repo: bool,
+    /// Build the demo project under the data dir, even inside a repository
+    /// that has a `.sai.json` (which is left alone: no hook, no build).
+    #[arg(long)]
+    pub demo: bool,
     /// Install the post-receive hook even over an existing, foreign hook
     /// (which is kept as post-receive.orig). Without it a foreign hook is
     /// never touched.
@@ -122,6 +128,28 @@ enum Target {
     Repo(Repo),
 }
 
+/// `--no-repo`, `--demo`, `--repo DIR`, or else the current directory's
+/// repository when its HEAD has a `.sai.json`, else the demo.
+fn choose_target(args: &UpArgs) -> Result<Target> {
+    if args.no_repo {
+        return Ok(Target::Nothing);
+    }
+    if args.demo {
+        return Ok(Target::Demo);
+    }
+    if let Some(dir) = &args.repo {
+        return Ok(Target::Repo(Repo::open(dir)?));
+    }
+    Ok(match Repo::open(Path::new(".")) {
+        Ok(here) if has_saifile(&here) => Target::Repo(here),
+        _ => Target::Demo,
+    })
+}
+
+fn has_saifile(repo: &Repo) -> bool {
+    repo.saifile_at("HEAD").ok().flatten().is_some()
+}
+
 /// `sai up`.
 pub fn run(args: UpArgs) -> Result<ExitCode> {
     tracing_subscriber::fmt()
@@ -137,11 +165,7 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         None => detect_platform(),
     };
     Platform::parse(&platform).map_err(|e| anyhow::anyhow!("platform {platform:?}: {e}"))?;
-    let target = match (&args.repo, args.no_repo) {
-        (_, true) => Target::Nothing,
-        (Some(dir), false) => Target::Repo(Repo::open(dir)?),
-        (None, false) => Target::Demo,
-    };
+    let target = choose_target(&args)?;
 
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating {}", args.data.display()))?;
@@ -152,12 +176,17 @@ pub fn run(args: UpArgs) -> Result<ExitCode> {
         if let Err(e) = hook_install::exclude_data_dir(&here, &data) {
             tracing::warn!("could not add the data dir to .git/info/exclude: {e:#}");
         }
-        if here.saifile_at("HEAD").ok().flatten().is_some() {
+        if args.demo && has_saifile(&here) {
             say(&format!(
-                "{} has a .sai.json: to hook it up and build it, run `sai up --repo {}`; \
-                 building the demo project instead",
+                "{} has a .sai.json: left alone (--demo); to hook it up and build it, \
+                 run `sai up` there without --demo",
                 here.root.display(),
-                here.root.display()
+            ));
+        } else if !args.demo && here.root.join(".sai.json").is_file() {
+            say(&format!(
+                "{} has a .sai.json in its work tree but not in HEAD: commit it, \
+                 then `sai up` here builds this repository",
+                here.root.display(),
             ));
         }
     }
@@ -239,8 +268,13 @@ async fn serve(
     if let Target::Demo = target {
         let repo = demo::ensure(&data, &platform)?;
         hook_install::write_git_config(&repo, &url, &secret, demo::PROJECT, &data)?;
+        let why = if args.demo {
+            "--demo"
+        } else {
+            "no repository with a .sai.json here"
+        };
         say(&format!(
-            "building the demo project {} (no --repo given): {}",
+            "building the demo project {} ({why}): {}",
             repo.root.display(),
             demo::CONFIGURATIONS
                 .iter()
@@ -260,7 +294,8 @@ async fn serve(
             .await;
         }
         say(&format!(
-            "to build your own repository: sai up --repo DIR (its .sai.json: see docs/saifile.md); \
+            "to build your own repository: run `sai up` in it, or `sai up --repo DIR` \
+             (its .sai.json: see docs/saifile.md); \
              to build the demo again: edit and commit in {}, then `sai notify --repo {}`",
             repo.root.display(),
             repo.root.display()
@@ -271,6 +306,12 @@ async fn serve(
             .project
             .clone()
             .unwrap_or_else(|| repo.default_project());
+        if args.repo.is_none() {
+            say(&format!(
+                "building {} (its HEAD has a .sai.json; `sai up --demo` builds the demo instead)",
+                repo.root.display()
+            ));
+        }
         if let Err(e) = hook_install::exclude_data_dir(repo, &data) {
             tracing::warn!("could not add the data dir to .git/info/exclude: {e:#}");
         }

@@ -54,7 +54,7 @@ pub fn need_prepared(what: &[&str]) {
         let path = static_bin_dir().join(name);
         assert!(
             path.is_file(),
-            "{} is missing: run scripts/ci/stages/40-rack-rootfs.sh (containers/build-static.sh)",
+            "{} is missing: run scripts/ci/stages/40-rack-rootfs.sh (scripts/build-static.sh --profile static)",
             path.display()
         );
     }

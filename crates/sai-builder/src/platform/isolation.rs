@@ -1,0 +1,295 @@
+//! Task isolation on Linux: each step runs in a private mount namespace in
+//! which the builder's shared roots (the jobs root, the git mirrors root,
+//! the log proxy sockets root) are covered by empty tmpfs mounts and only
+//! what this task needs is bind-mounted back at its own path: its job
+//! directory and its log proxy directory (read-write) and its project's
+//! mirror (read-only: the checkout's `objects/info/alternates` points at
+//! it, so `git log` in the checkout needs it). Other projects' mirrors and
+//! other tasks' job directories are not there to list or read.
+//!
+//! As root the namespace is a plain `CLONE_NEWNS`; otherwise a user
+//! namespace mapping only the builder's own uid and gid (where unprivileged
+//! user namespaces are allowed). Everything is prepared before the fork;
+//! [`Isolation::enter`] runs in the child before exec and only makes
+//! async-signal-safe system calls on that prepared data.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{Error, Result};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::libc;
+
+/// Most directories bound back into one step's view.
+const MAX_KEEPS: usize = 8;
+
+/// A directory shown to the step at its own path.
+#[derive(Debug, Clone)]
+struct Keep {
+    path: CString,
+    read_only: bool,
+}
+
+/// What one step's mount namespace shows; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    covers: Vec<CString>,
+    keeps: Vec<Keep>,
+    cwd: CString,
+    /// `"<uid> <uid> 1\n"` and `"<gid> <gid> 1\n"` for a user namespace.
+    uid_map: CString,
+    gid_map: CString,
+}
+
+fn cstring(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+        Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: NUL in path", p.display()),
+        )
+    })
+}
+
+/// `p` with symlinks resolved (the checkout's alternates name the mirror
+/// by its canonical path), or as given when it does not exist.
+fn real(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl Isolation {
+    /// Cover each of `covers` (existing directories are covered; missing
+    /// ones skipped) and show `keeps` (directory, read-only) inside them;
+    /// the step starts in `cwd`.
+    pub fn new(covers: &[PathBuf], keeps: &[(PathBuf, bool)], cwd: &Path) -> Result<Isolation> {
+        if keeps.len() > MAX_KEEPS {
+            return Err(Error::other(format!(
+                "at most {MAX_KEEPS} directories can be shown to a step"
+            )));
+        }
+        let covers = covers
+            .iter()
+            .filter(|c| c.is_dir())
+            .map(|c| cstring(&real(c)))
+            .collect::<Result<_>>()?;
+        let keeps = keeps
+            .iter()
+            .map(|(p, ro)| {
+                Ok(Keep {
+                    path: cstring(&real(p))?,
+                    read_only: *ro,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let uid = nix::unistd::geteuid();
+        let gid = nix::unistd::getegid();
+        Ok(Isolation {
+            covers,
+            keeps,
+            cwd: cstring(&real(cwd))?,
+            uid_map: CString::new(format!("{uid} {uid} 1\n")).expect("digits"),
+            gid_map: CString::new(format!("{gid} {gid} 1\n")).expect("digits"),
+        })
+    }
+
+    /// Enter the step's mount namespace and set up its view. Runs in the
+    /// forked child before exec.
+    ///
+    /// # Safety
+    /// Only async-signal-safe system calls on data prepared before the
+    /// fork; call it only between fork and exec.
+    pub unsafe fn enter(&self) -> Result<()> {
+        // SAFETY (whole function): system calls on CStrings and stack
+        // buffers that outlive them; no allocation.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                // Not root (or no CAP_SYS_ADMIN): a user namespace of our own.
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                    return Err(Error::last_os_error());
+                }
+                write_file(c"/proc/self/setgroups", b"deny")?;
+                write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
+                write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())?;
+            }
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            // Hold the kept directories before they are covered.
+            let mut fds = [-1; MAX_KEEPS];
+            for (fd, keep) in fds.iter_mut().zip(&self.keeps) {
+                *fd = libc::open(
+                    keep.path.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                if *fd < 0 {
+                    return Err(Error::last_os_error());
+                }
+            }
+            for cover in &self.covers {
+                check(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    cover.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c"mode=0755,size=64k".as_ptr().cast(),
+                ))?;
+            }
+            for (fd, keep) in fds.iter().zip(&self.keeps) {
+                if libc::mkdir(keep.path.as_ptr(), 0o755) != 0
+                    && *libc::__errno_location() != libc::EEXIST
+                {
+                    return Err(Error::last_os_error());
+                }
+                let mut buf = [0u8; 32];
+                let source = proc_fd_path(*fd, &mut buf);
+                check(libc::mount(
+                    source.as_ptr().cast(),
+                    keep.path.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+                if keep.read_only {
+                    // A remount must keep the flags the mount is locked
+                    // with (in a user namespace), so read and repeat them.
+                    let mut st: libc::statvfs = std::mem::zeroed();
+                    if libc::fstatvfs(*fd, &mut st) != 0 {
+                        return Err(Error::last_os_error());
+                    }
+                    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                    for (st_flag, ms_flag) in [
+                        (libc::ST_NOSUID, libc::MS_NOSUID),
+                        (libc::ST_NODEV, libc::MS_NODEV),
+                        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+                        (libc::ST_NOATIME, libc::MS_NOATIME),
+                        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+                        (libc::ST_RELATIME, libc::MS_RELATIME),
+                    ] {
+                        if st.f_flag & st_flag != 0 {
+                            flags |= ms_flag;
+                        }
+                    }
+                    check(libc::mount(
+                        std::ptr::null(),
+                        keep.path.as_ptr(),
+                        std::ptr::null(),
+                        flags,
+                        std::ptr::null(),
+                    ))?;
+                }
+            }
+            for fd in fds.iter().take(self.keeps.len()) {
+                libc::close(*fd);
+            }
+            // The cwd was entered before the covers: enter it again through
+            // the new view, or `..` would lead into the covered roots.
+            check(libc::chdir(self.cwd.as_ptr()))?;
+        }
+        Ok(())
+    }
+}
+
+fn check(r: libc::c_int) -> Result<()> {
+    if r != 0 {
+        Err(Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Write `data` to `path` (one `write`). Async-signal-safe.
+unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<()> {
+    // SAFETY: open/write/close on a CStr and a byte slice.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let err = Error::last_os_error();
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// `/proc/self/fd/<fd>` NUL-terminated in `buf`, without allocating.
+fn proc_fd_path(fd: libc::c_int, buf: &mut [u8; 32]) -> &[u8] {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = fd.max(0) as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut at = PREFIX.len();
+    for d in digits[..len].iter().rev() {
+        buf[at] = *d;
+        at += 1;
+    }
+    buf[at] = 0;
+    &buf[..=at]
+}
+
+/// Whether steps can be isolated on this machine, probed once per process
+/// (with a scratch directory under `home`); the error says why not.
+pub fn available(home: &Path) -> std::result::Result<(), String> {
+    static PROBED: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    PROBED
+        .get_or_init(|| {
+            let scratch = home.join(format!(".isolation-probe-{}", std::process::id()));
+            probe(&scratch).map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// Whether a step could be isolated here: a child that enters an isolation
+/// of a scratch directory and exits. Errors say why not.
+pub fn probe(scratch: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let shown = scratch.join("shown");
+    std::fs::create_dir_all(&shown)?;
+    let iso = Isolation::new(&[scratch.to_path_buf()], &[(shown.clone(), true)], &shown)?;
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", "exit 0"]).current_dir(&shown);
+    // SAFETY: `enter` is written for this place (after fork, before exec).
+    unsafe {
+        cmd.pre_exec(move || iso.enter());
+    }
+    let status = cmd.status()?;
+    let _ = std::fs::remove_dir_all(scratch);
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::other(format!(
+            "isolated test process ended {status}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fd_paths_are_written_without_allocating() {
+        let mut buf = [0u8; 32];
+        assert_eq!(proc_fd_path(7, &mut buf), b"/proc/self/fd/7\0");
+        assert_eq!(proc_fd_path(1234, &mut buf), b"/proc/self/fd/1234\0");
+        assert_eq!(proc_fd_path(0, &mut buf), b"/proc/self/fd/0\0");
+    }
+}

@@ -1,0 +1,182 @@
+//! Task isolation (Linux): the real `sai-builder` against the real
+//! `sai-server`, two projects' tasks running at the same time on one
+//! builder. Each step tries to list the builder's jobs root, its git
+//! mirrors root and the folder above its job dir, and to read a file in the
+//! other task's job dir (whose path the test hands it once both tasks
+//! run): it sees only its own job dir and its own project's mirror, while
+//! `git log` and `git status` in its checkout work.
+
+#![cfg(target_os = "linux")]
+
+mod daemon_common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon_common::*;
+use sai_testkit::wait_for;
+
+fn steps(home: &Path, go: &Path) -> String {
+    let (jobs, mirrors) = (home.join("jobs"), home.join("git-mirror"));
+    let (jobs, mirrors, home, go) = (
+        jobs.display(),
+        mirrors.display(),
+        home.display(),
+        go.display(),
+    );
+    [
+        "echo \"secret of $SAI_PROJECT\" > ../marker-$SAI_PROJECT".to_string(),
+        format!("while [ ! -s {go}/go-$SAI_PROJECT ]; do sleep 0.1; done"),
+        format!("echo \"JOBS: $(ls -A {jobs} | tr '\\n' ' ')\""),
+        format!("echo \"MIRRORS: $(ls -A {mirrors} | tr '\\n' ' ')\""),
+        "echo \"UP: $(ls -A ../.. | tr '\\n' ' ')\"".to_string(),
+        format!(
+            "if cat \"$(cat {go}/go-$SAI_PROJECT)\"; then echo OTHER-READ; else echo OTHER-HIDDEN; fi"
+        ),
+        format!("find {home} -name 'marker-*' | sed 's/^/FOUND /'"),
+        "git log --oneline -1 | sed 's/^/LOG /'".to_string(),
+        "git status --short; echo STATUS-OK".to_string(),
+        "test -z \"$(git status --porcelain --untracked-files=no)\"".to_string(),
+    ]
+    .join("\n")
+}
+
+/// The marker files the two tasks wrote in their job dirs, by project.
+fn markers(home: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(jobs) = std::fs::read_dir(home.join("jobs")) else {
+        return vec![];
+    };
+    let mut found = vec![];
+    for job in jobs.flatten() {
+        for f in std::fs::read_dir(job.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = f.file_name().to_string_lossy().to_string();
+            if let Some(project) = name.strip_prefix("marker-") {
+                found.push((project.to_string(), f.path()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn line<'a>(log: &'a str, prefix: &str) -> &'a str {
+    log.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {log}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_of_two_projects_see_only_their_own_job_dir_and_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, builder) = start_server_and_builder(tmp.path(), 2);
+    let why = || logs(&builder, &server);
+    builder_online(&server, "b1", &why).await;
+    let home = tmp.path().join("home");
+    let go = tmp.path().join("go");
+    std::fs::create_dir_all(&go).unwrap();
+    let saifile = linux_saifile(&steps(&home, &go));
+
+    let mut events = vec![];
+    for project in ["alpha", "beta"] {
+        let (repo, _) = make_repo(&tmp.path().join(project));
+        let hash = new_commit(&repo, &format!("commit of {project}\n"));
+        events.push(push(&server, project, &repo, &hash, &saifile).await);
+    }
+    // Both tasks run at once: each waits for its go file after writing its
+    // marker; the test hands each the path of the other's marker.
+    let r = wait_for("both tasks' markers", Duration::from_secs(60), || async {
+        let m = markers(&home);
+        (m.len() == 2).then_some(m)
+    })
+    .await;
+    let m = match r {
+        Ok(m) => m,
+        Err(e) => panic!("{e}\n{}", why()),
+    };
+    let (alpha, beta) = (&m[0], &m[1]);
+    assert_eq!((alpha.0.as_str(), beta.0.as_str()), ("alpha", "beta"));
+    std::fs::write(go.join("go-alpha"), beta.1.display().to_string()).unwrap();
+    std::fs::write(go.join("go-beta"), alpha.1.display().to_string()).unwrap();
+
+    for (ev, (project, own), (other, _)) in [(&events[0], alpha, beta), (&events[1], beta, alpha)] {
+        let e = event_done(&server, ev, &why).await;
+        let task = e["tasks"][0]["id"].as_str().unwrap().to_string();
+        let log = raw_log(&server, &task).await;
+        assert_eq!(
+            e["tasks"][0]["state"],
+            "success",
+            "{project}: {log}\n{}",
+            why()
+        );
+        let own_vn = own
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert_eq!(line(&log, "JOBS: ").trim(), own_vn, "{project}: {log}");
+        assert_eq!(line(&log, "UP: ").trim(), own_vn, "{project}: {log}");
+        let mirrors: Vec<&str> = line(&log, "MIRRORS: ").split_whitespace().collect();
+        assert_eq!(mirrors.len(), 1, "{project}: only its own mirror: {log}");
+        assert!(!mirrors[0].ends_with(".lock"), "{log}");
+        // Whole lines: the step's text (in the "Starting step" notice)
+        // names both.
+        assert!(log.lines().any(|l| l == "OTHER-HIDDEN"), "{project}: {log}");
+        assert!(!log.lines().any(|l| l == "OTHER-READ"), "{project}: {log}");
+        assert!(
+            !log.contains(&format!("secret of {other}")),
+            "{project} read {other}'s file: {log}"
+        );
+        let found: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("FOUND "))
+            .collect();
+        assert_eq!(found, [own.display().to_string()], "{project}: {log}");
+        assert!(
+            line(&log, "LOG ").contains(&format!("commit of {project}")),
+            "{project}: git log works in the checkout: {log}"
+        );
+        assert!(log.lines().any(|l| l == "STATUS-OK"), "{log}");
+    }
+    // Outside the steps, nothing changed: both job dirs and both mirrors
+    // are on disk.
+    assert_eq!(markers(&home).len(), 2);
+    let mirrors = std::fs::read_dir(home.join("git-mirror"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(mirrors, 2);
+}
+
+/// With `"isolate_tasks": false` steps see the whole builder home (the
+/// old behaviour, for builders that cannot or need not isolate).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_isolation_off_steps_see_the_whole_jobs_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server(&tmp.path().join("data"));
+    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+        c["isolate_tasks"] = serde_json::json!(false);
+    });
+    let builder = BuilderProc::start(&conf);
+    let why = || logs(&builder, &server);
+    builder_online(&server, "b1", &why).await;
+    let home = tmp.path().join("home");
+    let stray = home.join("jobs").join("STRAYDIR");
+    std::fs::create_dir_all(&stray).unwrap();
+    let (repo, hash) = make_repo(tmp.path());
+    let build = format!(
+        "echo \"JOBS: $(ls -A {} | tr '\\n' ' ')\"",
+        home.join("jobs").display()
+    );
+    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&build)).await;
+    let e = event_done(&server, &ev, &why).await;
+    let task = e["tasks"][0]["id"].as_str().unwrap().to_string();
+    let log = raw_log(&server, &task).await;
+    assert!(line(&log, "JOBS: ").contains("STRAYDIR"), "{log}");
+}
