@@ -6,7 +6,9 @@
 //! | [`supervise`] | systemd readiness, stopping and watchdog keep-alives |
 //! | [`signals`] | waiting for the signal that asks a daemon to stop |
 //! | [`ticker`] | periodic work until shutdown |
+//! | [`private_file`] | a new secret file only its owner can read |
 
+pub mod private_file;
 pub mod signals;
 pub mod supervise;
 pub mod ticker;
