@@ -6,16 +6,6 @@ use common::*;
 use reqwest::Method;
 use sai_testkit::hook::Push;
 use sai_testkit::wait_for;
-use serde_json::Value;
-
-/// The `id` of every object of a JSON list, in order.
-fn ids_of(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_deleting_and_openapi() {
@@ -29,7 +19,7 @@ async fn listing_deleting_and_openapi() {
     assert_eq!(projects[0]["name"], "demo");
     assert_eq!(projects[0]["event_count"], 2);
     let (_, evs) = get(s, "/api/projects/demo/events").await;
-    let ids = ids_of(&evs);
+    let ids = sai_testkit::field_of_each(&evs, "id");
     assert_eq!(ids, vec![e2.as_str(), e1.as_str()], "newest first");
     assert_eq!(evs[0]["state"], "waiting");
     assert_eq!(get(s, "/api/projects/nope/events").await.0, 404);
@@ -135,7 +125,7 @@ async fn a_seen_commit_is_built_again_as_a_new_event_that_names_the_old_one() {
     }
     assert!(old_ev.get("rebuild_of").is_none(), "{old_ev}");
     let (_, evs) = get(s, "/api/projects/demo/events").await;
-    let ids = ids_of(&evs);
+    let ids = sai_testkit::field_of_each(&evs, "id");
     assert_eq!(
         ids,
         [new_id.as_str(), old.as_str()],
