@@ -86,7 +86,7 @@ async fn page_shows(b: &Browser, what: &str, script: &str) -> Value {
 
 async fn connected(b: &Browser) {
     page_shows(
-        &b,
+        b,
         "page websocket",
         "return document.body.dataset.live === 'connected';",
     )
