@@ -16,6 +16,41 @@ async fn setup(tmp: &Path) -> (sai_testkit::TestServer, std::path::PathBuf, Stri
     (server, conf, ev, task)
 }
 
+/// A server allowing 3 infrastructure attempts, a one-instance builder
+/// config for it and a test repository (path, commit).
+fn setup_three_infra_attempts(
+    dir: &Path,
+) -> (
+    sai_testkit::TestServer,
+    std::path::PathBuf,
+    (std::path::PathBuf, String),
+) {
+    let mut config = server_config(&dir.join("data"));
+    config.max_infra_attempts = 3;
+    let server = sai_testkit::TestServer::start(&server_bin(), &config, &[]).unwrap();
+    let conf = one_server_config(&server, dir, 1);
+    (server, conf, make_repo(dir))
+}
+
+/// SIGTERM the builder; it must exit with status 0.
+fn stop_cleanly(b: &mut BuilderProc) {
+    let st = b.guard.stop().expect("exit status");
+    assert!(st.success(), "{st:?}\n{}", b.log());
+}
+
+/// Start a new builder and wait until it finishes event `ev`; returns the
+/// event and the builder's and server's logs.
+async fn done_by_a_new_builder(
+    server: &sai_testkit::TestServer,
+    conf: &Path,
+    ev: &str,
+) -> (serde_json::Value, String) {
+    let b = BuilderProc::start(conf);
+    let why = || logs(&b, server);
+    let e = event_done(server, ev, &why).await;
+    (e, why())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn task_of_a_killed_builder_is_rerun_by_the_restarted_builder() {
     let tmp = tempfile::tempdir().unwrap();
@@ -40,11 +75,9 @@ async fn task_of_a_killed_builder_is_rerun_by_the_restarted_builder() {
     // Let the orphaned first run end (it has nobody to report to).
     std::fs::write(tmp.path().join("go"), b"").unwrap();
 
-    let b2 = BuilderProc::start(&conf);
-    let why2 = || logs(&b2, &server);
-    let e = event_done(&server, &ev, &why2).await;
+    let (e, why2) = done_by_a_new_builder(&server, &conf, &ev).await;
     let t = &e["tasks"][0];
-    assert_eq!(t["state"], "success", "{e}\n{}", why2());
+    assert_eq!(t["state"], "success", "{e}\n{why2}");
     let log = raw_log(&server, &task).await;
     assert!(log.contains("run 1 started"), "{log}");
     assert!(log.contains("run 2 started"), "{log}");
@@ -62,8 +95,7 @@ async fn sigterm_kills_the_running_step_hands_the_task_back_and_exits() {
     assert!(!process_gone(pid));
 
     // Clean stop: SIGTERM, exit status 0.
-    let st = b1.guard.stop().expect("exit status");
-    assert!(st.success(), "{st:?}\n{}", b1.log());
+    stop_cleanly(&mut b1);
     assert!(process_gone(pid), "the step's shell was killed");
     let log = b1.log();
     assert!(log.contains("signal received"), "{log}");
@@ -74,21 +106,15 @@ async fn sigterm_kills_the_running_step_hands_the_task_back_and_exits() {
     );
 
     // The next builder runs it to the end.
-    let b2 = BuilderProc::start(&conf);
-    let why2 = || logs(&b2, &server);
-    let e = event_done(&server, &ev, &why2).await;
-    assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why2());
+    let (e, why2) = done_by_a_new_builder(&server, &conf, &ev).await;
+    assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{why2}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut config = server_config(&dir.join("data"));
-    config.max_infra_attempts = 3;
-    let server = sai_testkit::TestServer::start(&server_bin(), &config, &[]).unwrap();
-    let conf = one_server_config(&server, dir, 1);
-    let (repo, hash) = make_repo(dir);
+    let (server, conf, (repo, hash)) = setup_three_infra_attempts(dir);
     // Runs 1 to 4 wait (at most 60 s) for a file nobody creates; run 5 passes.
     let cnt = dir.join("count").display().to_string();
     let build = format!(
@@ -104,8 +130,7 @@ async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
         let mut b = BuilderProc::start(&conf);
         let why = || logs(&b, &server);
         log_contains(&server, &task, &format!("run {n} started"), &why).await;
-        let st = b.guard.stop().expect("exit status");
-        assert!(st.success(), "{st:?}\n{}", b.log());
+        stop_cleanly(&mut b);
         let t = task_waiting_again(&server, &task).await;
         assert_eq!(t["infra_failures"], 0, "{t}");
         assert!(
@@ -115,11 +140,9 @@ async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
     }
 
     // The fifth builder runs it to success: no attempt was used up.
-    let b = BuilderProc::start(&conf);
-    let why = || logs(&b, &server);
-    let e = event_done(&server, &ev, &why).await;
+    let (e, why) = done_by_a_new_builder(&server, &conf, &ev).await;
     let t = &e["tasks"][0];
-    assert_eq!(t["state"], "success", "{e}\n{}", why());
+    assert_eq!(t["state"], "success", "{e}\n{why}");
     assert_eq!(t["infra_failures"], 0, "{e}");
     let log = raw_log(&server, &task).await;
     assert!(log.contains("run 5 finished"), "{log}");
@@ -135,11 +158,7 @@ async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
 async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut config = server_config(&dir.join("data"));
-    config.max_infra_attempts = 3;
-    let server = sai_testkit::TestServer::start(&server_bin(), &config, &[]).unwrap();
-    let conf = one_server_config(&server, dir, 1);
-    let (repo, hash) = make_repo(dir);
+    let (server, conf, (repo, hash)) = setup_three_infra_attempts(dir);
     // Runs 1 to 5 of configuration "a" wait (at most 60 s) for a file
     // nobody creates; "b" passes at once.
     let cnt = dir.join("count").display().to_string();
@@ -173,8 +192,7 @@ async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
         let mut bp = BuilderProc::start(&conf);
         let why = || logs(&bp, &server);
         log_contains(&server, &a, &format!("run {n} of a started"), &why).await;
-        let st = bp.guard.stop().expect("exit status");
-        assert!(st.success(), "{st:?}\n{}", bp.log());
+        stop_cleanly(&mut bp);
         let ta = task_waiting_again(&server, &a).await;
         assert_eq!(ta["infra_failures"], 0, "{ta}");
         let tb = get(&server, &format!("/api/tasks/{b}")).await;
@@ -189,11 +207,9 @@ async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
         assert_eq!(said, n, "one shutting_down per stop\n{}", server.log());
     }
 
-    let bp = BuilderProc::start(&conf);
-    let why = || logs(&bp, &server);
-    let e = event_done(&server, &ev, &why).await;
+    let (e, why) = done_by_a_new_builder(&server, &conf, &ev).await;
     for t in e["tasks"].as_array().unwrap() {
-        assert_eq!(t["state"], "success", "{e}\n{}", why());
+        assert_eq!(t["state"], "success", "{e}\n{why}");
         assert_eq!(t["infra_failures"], 0, "{e}");
     }
     let tb = get(&server, &format!("/api/tasks/{b}")).await;

@@ -95,6 +95,33 @@ pub struct Event {
     pub rebuild_of: Option<String>,
 }
 
+impl From<&crate::task::Event> for Event {
+    /// The API view of a stored event, without its tasks and the details
+    /// only `GET /api/events/{id}` adds.
+    fn from(e: &crate::task::Event) -> Self {
+        Self {
+            id: e.id.to_string(),
+            project: e.project.clone(),
+            git_ref: e.git_ref.clone(),
+            hash: e.hash.clone(),
+            fetch_url: e.fetch_url.clone(),
+            source_ip: e.source_ip.clone(),
+            created: e.created,
+            last_updated: e.last_updated,
+            state: e.state,
+            sec: e.sec,
+            task_count: e.task_count,
+            tasks: None,
+            task_states: None,
+            expected_finish: None,
+            commit_status: None,
+            webhook: None,
+            next_cursor: None,
+            rebuild_of: e.rebuild_of.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
 /// The latest attempt to tell something outside Sai about an event (a
 /// commit status on the forge, a webhook).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -295,35 +322,22 @@ pub struct Builder {
     pub load: Option<BuilderLoad>,
 }
 
-/// A connected builder's latest load report (protocol message `load`).
+/// A connected builder's latest load report (protocol message `load`):
+/// the report as the builder sent it, when it arrived, and whether the
+/// scheduler holds work back for lack of disk. The report's
+/// `disk_floor_bytes` is the floor in force: the larger of the builder's
+/// own floor and the server's `builder_min_free_disk_bytes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuilderLoad {
     /// When it arrived (unix ms).
     pub reported: i64,
-    /// One-minute load average times 100 (`150` is 1.5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_avg_1m_centi: Option<u32>,
-    /// Logical CPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u32>,
-    /// Total memory in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mem_total_bytes: Option<u64>,
-    /// Memory available in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mem_available_bytes: Option<u64>,
-    /// Bytes free on the file system of its job directories.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_free_bytes: Option<u64>,
-    /// Free bytes it needs to be offered work: the larger of its own floor
-    /// and the server's `builder_min_free_disk_bytes`.
-    pub disk_floor_bytes: u64,
+    /// The report's probes, flattened into this object.
+    #[serde(flatten)]
+    pub report: crate::protocol::BuilderLoad,
     /// True when `disk_free_bytes` is below `disk_floor_bytes`: the
     /// scheduler offers it nothing.
     pub below_disk_floor: bool,
-    /// Tasks running on it (over all its servers).
-    pub running_tasks: u32,
 }
 
 /// One platform a builder offers.

@@ -212,8 +212,9 @@ pub struct HeldTask {
 pub const LOAD_REPORT_SECS: u64 = 10;
 
 /// A builder's load, in [`BuilderMessage::Load`]. Every probe is optional:
-/// a value the builder's platform cannot measure is left out.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// a value the builder's platform cannot measure is left out. The
+/// operations API shows it inside [`crate::api::BuilderLoad`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BuilderLoad {
     /// One-minute load average times 100 (`150` is 1.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -204,12 +204,7 @@ fn unknown_target_404_unknown_sequence_400_busy_409() {
     // wait until t1 shows busy
     let start = Instant::now();
     loop {
-        let s: serde_json::Value = client()
-            .get(format!("{b}/api/status"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let s = status(&b);
         if s["targets"][0]["busy"] == true {
             break;
         }
@@ -234,12 +229,7 @@ fn post_and_status() {
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["target"], "t2");
     assert_eq!(body["sequence"], "off");
-    let s: serde_json::Value = client()
-        .get(format!("{b}/api/status"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let s = status(b);
     let t2 = &s["targets"][1];
     assert_eq!(t2["name"], "t2");
     assert_eq!(t2["busy"], false);
@@ -392,12 +382,7 @@ fn binary_without_gpio_hardware_fails_with_a_clear_message() {
     }
     let path = dir.path().join("jig.conf");
     std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = binary_fails(&path, &[]);
     assert!(stderr.contains("gpiochip-sai-test-missing"), "{stderr}");
 }
 
@@ -410,12 +395,7 @@ fn binary_rejects_unknown_gpio_in_a_sequence() {
         "targets:\n  - name: t\n    gpios: [{name: a, chip: gpiochip0, offset: 1, safe: 0}]\n    sequences:\n      - name: s\n        seq: [{gpio: nRest, value: 0}]\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", path.to_str().unwrap(), "--check-config"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = binary_fails(&path, &["--check-config"]);
     assert!(stderr.contains("unknown gpio 'nRest'"), "{stderr}");
 }
 
@@ -475,4 +455,26 @@ fn binary_with_simulated_chip_serves_and_restores_safe_values_on_sigterm() {
     let t = |i: usize| recs[i]["t_us"].as_u64().unwrap();
     assert!(t(5) - t(4) >= 200_000);
     assert!(t(6) - t(5) >= 100_000);
+}
+
+/// Runs the binary with `--config <path>` and `extra` arguments; it must
+/// fail. Returns its stderr.
+fn binary_fails(path: &std::path::Path, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `GET /api/status` of the jig at `base`.
+fn status(base: &str) -> serde_json::Value {
+    client()
+        .get(format!("{base}/api/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
 }

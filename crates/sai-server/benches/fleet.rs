@@ -15,46 +15,25 @@
 //! Goals from the issue: reconnects under 1 s, API p99 under 100 ms, memory
 //! flat.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
 
 use sai_server::auth::{TokenKeys, TokenKind};
 use sai_testkit::hook::{HookRequest, Push};
 use sai_testkit::{FakeBuilder, TestServer};
+use support::{KEY, cpu_ms, listing_only, pct, rss_fds, start_server};
 
-const KEY: &str = "bench-key";
 const T: Duration = Duration::from_secs(300);
 const BUILDERS: usize = 1000;
 const FLEET: &str = "linux-fleet/x86_64-amd/gcc";
 const RUN: &str = "linux-run/x86_64-amd/gcc";
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 /// RSS (KiB), open descriptors and CPU time (user+system, ms) of a process.
 fn sample(pid: u32) -> (u64, usize, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime is the
-    // 14th field, stime the 15th; in clock ticks (100 per second here).
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    (rss, fds, ticks * 10)
+    let (rss, fds) = rss_fds(pid);
+    (rss, fds, cpu_ms(pid))
 }
 
 /// 200 platforms x 200 configurations = 40,000 tasks no fleet builder offers.
@@ -107,13 +86,11 @@ async fn api_latency(s: &TestServer, path: &str, n: usize) -> anyhow::Result<Vec
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if listing_only() {
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
-    let mut cfg = sai_testkit::test_config(&tmp.path().join("data"), KEY);
-    cfg.limits.max_tasks_per_push = 50_000;
-    let s = TestServer::start(&PathBuf::from(env!("CARGO_BIN_EXE_sai-server")), &cfg, &[])?;
+    let s = start_server(tmp.path(), |cfg| cfg.limits.max_tasks_per_push = 50_000)?;
     let pid = s.guard.id();
     let url = s.url("/sai/update-hook");
     let mut rows: Vec<(String, String)> = Vec::new();

@@ -16,33 +16,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sai_core::protocol::TaskResult;
-use sai_testkit::hook::{HookRequest, Push};
-use sai_testkit::{FakeBuilder, TestServer};
+mod support;
 
-const KEY: &str = "bench-key";
+use sai_core::protocol::TaskResult;
+use sai_testkit::FakeBuilder;
+use sai_testkit::hook::{HookRequest, Push};
+use support::{KEY, listing_only, pct, rss_fds, start_server};
+
 const T: Duration = Duration::from_secs(120);
 const ONE_TASK: &[u8] =
     br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// Resident set size (KiB) and open descriptors of a process.
-fn rss_fds(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (rss, fds)
-}
 
 /// Bytes of every file under `dir`.
 fn du(dir: &std::path::Path) -> u64 {
@@ -85,13 +68,11 @@ fn lws() -> Vec<u8> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if listing_only() {
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
-    let mut cfg = sai_testkit::test_config(&tmp.path().join("data"), KEY);
-    cfg.max_saifile_base64 = 65536;
-    let s = TestServer::start(&PathBuf::from(env!("CARGO_BIN_EXE_sai-server")), &cfg, &[])?;
+    let s = start_server(tmp.path(), |cfg| cfg.max_saifile_base64 = 65536)?;
     let url = s.url("/sai/update-hook");
     let pid = s.guard.id();
     let idle = idle_sample(pid).await;

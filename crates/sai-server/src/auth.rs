@@ -161,7 +161,8 @@ impl TokenKeys {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io("writing"))?;
                 }
-                write_private(path, kp.secret.as_bytes()).map_err(io("writing"))?;
+                sai_daemon::private_file::write_new(path, kp.secret.as_bytes())
+                    .map_err(io("writing"))?;
                 tracing::info!(path = %path.display(), "created token signing key");
                 kp.secret.as_bytes().to_vec()
             }
@@ -239,24 +240,6 @@ impl TokenKeys {
             .unwrap_or_default();
         Ok(Identity { name, platforms })
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 /// Bearer token of an `Authorization` header value.

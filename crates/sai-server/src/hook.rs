@@ -23,8 +23,8 @@ use sai_core::api::HookReply;
 use sai_core::notification::{self, Received};
 use sai_core::task::{Event, EventId, EventState};
 
-use crate::Server;
 use crate::error::Error;
+use crate::state::Server;
 use crate::store::now_ms;
 
 /// Extract the notification bytes (the file part, or the whole JSON body).
@@ -155,7 +155,7 @@ pub async fn handle(
         n.sec,
     );
     let fault = cfg!(debug_assertions)
-        && std::env::var(crate::FAULT_ENV).is_ok_and(|v| v == "abort-after-event-db");
+        && std::env::var(crate::state::FAULT_ENV).is_ok_and(|v| v == "abort-after-event-db");
     let srv = server.clone();
     let ntasks = specs.len();
     let created = tokio::task::spawn_blocking(move || {
@@ -181,17 +181,7 @@ pub async fn handle(
     // Queued before the scheduler sees the event, so that an event ending
     // at once reports its end after this.
     server.outbox.note(&id, EventState::Waiting);
-    let grace = settings.config.dispatch_grace_ms as i64;
-    server.sched_do(|s, now| {
-        s.add_event(
-            now,
-            created.event,
-            created.db,
-            created.tasks,
-            now + grace,
-            false,
-        )
-    });
+    server.schedule_created(created);
     tracing::info!(event = %id, project = %n.project, git_ref = %n.git_ref, tasks = ntasks, "push accepted");
     server
         .changes

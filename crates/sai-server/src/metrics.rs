@@ -4,8 +4,8 @@
 //! Counters and histograms are updated where things happen (hooks, log
 //! frames, task ends, commit status deliveries). Gauges are set at scrape
 //! time from snapshots others publish, so a scrape never takes the
-//! scheduler lock: the builders ([`crate::Server::fleet`]), the waiting
-//! queue ([`crate::Server::queue`]) and the store figures a background
+//! scheduler lock: the builders ([`crate::state::Server::fleet`]), the waiting
+//! queue ([`crate::state::Server::queue`]) and the store figures a background
 //! task refreshes every [`STORE_REFRESH`] ([`StoreFigures`]).
 //!
 //! With `metrics_token_file` in the config, a scrape must send

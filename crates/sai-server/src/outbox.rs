@@ -37,7 +37,7 @@ use sai_core::task::{Event, EventState};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::Server;
+use crate::state::Server;
 use crate::store::now_ms;
 
 /// First retry delay.
@@ -302,7 +302,7 @@ pub fn webhook_request(
     state: EventState,
     link: Option<&str>,
 ) -> (Request, Vec<u8>) {
-    let mut view = crate::api::events::view(event);
+    let mut view = sai_core::api::Event::from(event);
     view.state = state;
     let body = json!({ "event": view, "state": state, "url": link });
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -333,7 +333,7 @@ pub async fn run(server: Arc<Server>) {
     };
     let client = match reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .user_agent(crate::SOFTWARE)
+        .user_agent(crate::state::SOFTWARE)
         .build()
     {
         Ok(c) => c,

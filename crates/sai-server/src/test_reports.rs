@@ -11,8 +11,8 @@ use std::sync::Arc;
 use sai_core::junit::{self, Limits, TestCase};
 use sai_core::protocol::CHANNEL_NOTICE;
 
-use crate::Server;
 use crate::logw::LogChunk;
+use crate::state::Server;
 use crate::store::test_results::RunPlace;
 use crate::store::{EventDb, now_ms};
 

@@ -20,12 +20,12 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use warp::Reply;
 use warp::ws::{Message, WebSocket};
 
-use crate::Server;
 use crate::auth::{Identity, TokenKind, bearer, token_allows};
 use crate::error::Error;
 use crate::link::Outgoing;
 use crate::logw::LogChunk;
 use crate::sched::{ConnId, GoneCause, Lookup};
+use crate::state::Server;
 use sai_core::task::TaskState;
 
 /// Handle an upgrade request: authenticate, then upgrade.
@@ -686,7 +686,7 @@ async fn connection(
     let cfg = &server.settings.config;
     let welcome = ServerMessage::Welcome {
         protocol_version: PROTOCOL_VERSION,
-        server: crate::SOFTWARE.into(),
+        server: crate::state::SOFTWARE.into(),
         log_window: cfg.log_window_bytes,
         max_frame_payload: MAX_FRAME_PAYLOAD as u32,
     };

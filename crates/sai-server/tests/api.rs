@@ -19,12 +19,7 @@ async fn listing_deleting_and_openapi() {
     assert_eq!(projects[0]["name"], "demo");
     assert_eq!(projects[0]["event_count"], 2);
     let (_, evs) = get(s, "/api/projects/demo/events").await;
-    let ids: Vec<&str> = evs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
+    let ids = sai_testkit::field_of_each(&evs, "id");
     assert_eq!(ids, vec![e2.as_str(), e1.as_str()], "newest first");
     assert_eq!(evs[0]["state"], "waiting");
     assert_eq!(get(s, "/api/projects/nope/events").await.0, 404);
@@ -130,12 +125,7 @@ async fn a_seen_commit_is_built_again_as_a_new_event_that_names_the_old_one() {
     }
     assert!(old_ev.get("rebuild_of").is_none(), "{old_ev}");
     let (_, evs) = get(s, "/api/projects/demo/events").await;
-    let ids: Vec<&str> = evs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
+    let ids = sai_testkit::field_of_each(&evs, "id");
     assert_eq!(
         ids,
         [new_id.as_str(), old.as_str()],
@@ -259,7 +249,6 @@ fn conforms(doc: &serde_json::Value, name: &str, answer: &serde_json::Value) {
 async fn the_served_openapi_document_and_the_answers_agree() {
     use sai_core::api;
     use sai_core::protocol::TaskResult;
-    use sai_testkit::FakeBuilder;
 
     let env = start(|_| {});
     let s = &env.server;
@@ -281,10 +270,7 @@ async fn the_served_openapi_document_and_the_answers_agree() {
     let (_, hook) = push(s, &Push::new("demo", SMALL)).await;
     conforms(&doc, "HookReply", &hook);
     let ev = hook["event_id"].as_str().unwrap().to_string();
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let o = b.offer(T).await.unwrap();
     b.artifact(&o.task_id, "out.bin", b"bytes").await.unwrap();
     b.run_task(&o, b"hello\n", TaskResult::Success)

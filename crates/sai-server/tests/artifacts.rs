@@ -55,10 +55,7 @@ async fn artifacts_of_four_tasks_finishing_together_all_arrive() {
     let env = start(|c| c.log_window_bytes = 256 * 1024);
     let s = &env.server;
     push_ok(s, &Push::new("demo", FOUR_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 4)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 4).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(b.offer(T).await.unwrap().task_id);
@@ -121,10 +118,7 @@ async fn an_artifact_that_does_not_arrive_fails_its_task_visibly() {
     let env = start(|c| c.max_infra_attempts = 1);
     let s = &env.server;
     push_ok(s, &Push::new("demo", FOUR_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 2)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 2).await;
     let o1 = b.offer(T).await.unwrap();
     let o2 = b.offer(T).await.unwrap();
     b.accept(&o1.task_id).await.unwrap();

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use sai_core::protocol::TaskResult;
-use sai_testkit::FakeBuilder;
 use sai_testkit::hook::Push;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -13,12 +12,8 @@ async fn a_rerun_log_starts_with_a_notice_after_the_killed_attempts_log() {
     let env = start(|c| c.max_infra_attempts = 3);
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let o = b.offer(T).await.unwrap();
-    b.accept(&o.task_id).await.unwrap();
+    let mut b = host1(s, 1).await;
+    let o = accept_next(&mut b).await;
     b.log(&o.task_id, 1, b"first attempt, killed\n")
         .await
         .unwrap();
@@ -30,9 +25,7 @@ async fn a_rerun_log_starts_with_a_notice_after_the_killed_attempts_log() {
     b.drop_connection();
     task_state(s, &o.task_id, "waiting").await;
 
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let o2 = b.offer(T).await.unwrap();
     assert_eq!((o2.task_id.as_str(), o2.attempt), (o.task_id.as_str(), 2));
     b.run_task(&o2, b"second attempt\n", TaskResult::Success)

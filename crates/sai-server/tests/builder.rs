@@ -258,14 +258,10 @@ async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastruct
     let env = start(|c| c.max_infra_attempts = 2);
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
 
     // Attempt 1: the builder drops the TCP connection mid-task.
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let o = b.offer(T).await.unwrap();
-    b.accept(&o.task_id).await.unwrap();
+    let mut b = host1(s, 1).await;
+    let o = accept_next(&mut b).await;
     b.log(&o.task_id, 1, b"half a build\n").await.unwrap();
     b.drop_connection();
     let t = task_state(s, &o.task_id, "waiting").await;
@@ -276,9 +272,7 @@ async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastruct
     );
 
     // Attempt 2: the builder stops answering pings; the server notices.
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, o.task_id, "the requeued task goes first");
     assert_eq!(o2.attempt, 2);
@@ -295,9 +289,7 @@ async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastruct
     drop(b);
 
     // A fresh builder gets the other linux task, never the failed one.
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let o3 = b.offer(T).await.unwrap();
     assert_ne!(o3.task_id, o.task_id);
 }
@@ -493,10 +485,7 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
     let env = start(|_| {});
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut a = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut a = host1(s, 1).await;
     let o = a.offer(T).await.unwrap();
     a.send(&BuilderMessage::Reject {
         task_id: o.task_id.clone(),
@@ -589,10 +578,7 @@ async fn capacity_report_brings_declined_offers_back_on_the_same_connection() {
     let env = start(|_| {});
     let s = &env.server;
     push_ok(s, &Push::new("demo", ONE_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let o = b.offer(T).await.unwrap();
     b.send(&BuilderMessage::Reject {
         task_id: o.task_id.clone(),
@@ -647,13 +633,10 @@ async fn handed_back_tasks_are_requeued_without_counting_an_attempt() {
     let env = start(|c| c.max_infra_attempts = 3);
     let s = &env.server;
     push_ok(s, &Push::new("demo", ONE_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
     let mut id: Option<String> = None;
     // Four builders in a row go away mid-task by operator request.
     for n in 1..=4 {
-        let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-            .await
-            .unwrap();
+        let mut b = host1(s, 1).await;
         let o = b.offer(T).await.unwrap();
         assert_eq!(o.attempt, 1, "hand-back {n} counted an attempt");
         assert!(id.as_ref().is_none_or(|i| *i == o.task_id));
@@ -679,9 +662,7 @@ async fn handed_back_tasks_are_requeued_without_counting_an_attempt() {
         b.close().await;
     }
     let id = id.unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let o = b.offer(T).await.unwrap();
     assert_eq!(o.task_id, id);
     b.run_task(&o, b"built\n", TaskResult::Success)

@@ -130,12 +130,8 @@ async fn log_credit_follows_stored_bytes_on_a_full_disk_and_nothing_is_lost() {
     c.builder_dead_timeout_ms = 120_000;
     let s = sai_testkit::TestServer::start(&bin(), &c, &[]).unwrap();
     let ev = push_ok(&s, &Push::new("demo", ONE_LINUX)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let o = b.offer(T).await.unwrap();
-    b.accept(&o.task_id).await.unwrap();
+    let mut b = host1(&s, 1).await;
+    let o = accept_next(&mut b).await;
 
     // A healthy disk: credit comes back once stored.
     let mut sent = noise(1, 100 * 1024);

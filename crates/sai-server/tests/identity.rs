@@ -88,12 +88,8 @@ async fn a_newer_connection_of_a_builder_replaces_the_older_without_counting() {
     let env = start(|c| c.builder_dead_timeout_ms = 30_000);
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut old = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let o = old.offer(T).await.unwrap();
-    old.accept(&o.task_id).await.unwrap();
+    let mut old = host1(s, 1).await;
+    let o = accept_next(&mut old).await;
     task_state(s, &o.task_id, "running").await;
     sai_testkit::wait_for("accepted", T, || async {
         (task(s, &o.task_id).await["attempt"] == 1).then_some(())
@@ -101,9 +97,7 @@ async fn a_newer_connection_of_a_builder_replaces_the_older_without_counting() {
     .await
     .unwrap();
 
-    let mut new = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut new = host1(s, 1).await;
     let (code, reason) = old.closed_by_server(T).await.unwrap();
     assert_eq!(code, CLOSE_REPLACED);
     assert!(
@@ -141,8 +135,7 @@ async fn a_task_held_by_a_silent_builder_comes_back_at_its_deadline() {
     let mut b = FakeBuilder::start(&s.builder_url(), &token, "silent", &[(LINUX, 1)])
         .await
         .unwrap();
-    let o = b.offer(T).await.unwrap();
-    b.accept(&o.task_id).await.unwrap();
+    let o = accept_next(&mut b).await;
     // The builder stays connected (answers pings while we poll) but never
     // reports on the task.
     let cancel = tokio::time::timeout(T, async {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::hook::Push;
-use sai_testkit::{FakeBuilder, TestServer, wait_for};
+use sai_testkit::{TestServer, wait_for};
 
 const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
 
@@ -61,17 +61,9 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     cfg.restart_grace_secs = 0;
     let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
     push_ok(&s, &Push::new("logs", ONE_TASK)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let o = b.offer(T).await.unwrap();
+    let mut b = host1(&s, 1).await;
+    let o = accept_next(&mut b).await;
     let id = o.task_id.clone();
-    b.send(&BuilderMessage::Accept {
-        task_id: id.clone(),
-    })
-    .await
-    .unwrap();
     // ~6.7 MB: a sealed block (4 MiB raw) and pieces of the open one.
     let (mut all, mut recs) = lines(0, 4000);
     for (ch, line) in &recs {
@@ -88,9 +80,7 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     assert_eq!(body, all, "whole log after kill -9");
 
     // The requeued task appends to the same log, into the reopened block.
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(&s, 1).await;
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, id);
     let (more, more_recs) = lines(4000, 1500);
@@ -234,10 +224,7 @@ async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_write
     let env = start(|c| c.event_db_cache = CACHE);
     let s = &env.server;
     let pid = s.guard.id();
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let mut tasks = Vec::new();
     for i in 0..10 {
         push_ok(s, &Push::new(&format!("p{i}"), ONE_TASK)).await;
@@ -377,17 +364,9 @@ async fn raw_log_says_whether_it_is_complete_or_still_growing() {
     let env = start(|_| {});
     let s = &env.server;
     push_ok(s, &Push::new("logs", ONE_TASK)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let o = b.offer(T).await.unwrap();
+    let mut b = host1(s, 1).await;
+    let o = accept_next(&mut b).await;
     let id = o.task_id.clone();
-    b.send(&BuilderMessage::Accept {
-        task_id: id.clone(),
-    })
-    .await
-    .unwrap();
     b.log(&id, 1, b"first line\n").await.unwrap();
     b.acknowledged(T).await.unwrap();
     // Running: whatever is read, more may come.

@@ -48,12 +48,7 @@ async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
         .await
         .unwrap();
     let projects: serde_json::Value = serde_json::from_str(&anon_projects).unwrap();
-    let names: Vec<&str> = projects
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = sai_testkit::field_of_each(&projects, "name");
     assert_eq!(names, ["open"], "{anon_projects}");
     assert!(
         !anon_projects.contains("hidden-fetch-url"),

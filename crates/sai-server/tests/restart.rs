@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use sai_core::protocol::TaskResult;
 use sai_testkit::hook::Push;
-use sai_testkit::{FakeBuilder, TestServer, wait_for};
+use sai_testkit::{TestServer, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_keeps_every_acknowledged_event_task_and_log() {
@@ -18,18 +18,14 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
     let ev = push_ok(&s, &Push::new("demo", SMALL)).await;
     let ev2 = push_ok(&s, &Push::new("other", SMALL)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(&s, 1).await;
 
     // One finished task with a log.
     let o1 = b.offer(T).await.unwrap();
     let log1: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     b.run_task(&o1, &log1, TaskResult::Success).await.unwrap();
     // One running task whose log the server acknowledged (credit returned).
-    let o2 = b.offer(T).await.unwrap();
-    b.accept(&o2.task_id).await.unwrap();
+    let o2 = accept_next(&mut b).await;
     b.log(&o2.task_id, 2, b"still building\n").await.unwrap();
     b.acknowledged(T).await.unwrap();
     let before_kill = event(&s, &ev).await;
@@ -55,9 +51,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     assert_eq!(l2["records"][0]["text"], "still building\n");
 
     // The requeued task is offered again and appends to its log.
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(&s, 1).await;
     let o2b = b.offer(T).await.unwrap();
     assert_eq!(o2b.task_id, o2.task_id);
     b.run_task(&o2b, b"done\n", TaskResult::Success)

@@ -6,17 +6,14 @@ use common::*;
 use reqwest::Method;
 use sai_core::protocol::TaskResult;
 use sai_testkit::hook::Push;
-use sai_testkit::{FakeBuilder, wait_for};
+use sai_testkit::wait_for;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn configurations_that_failed_on_the_previous_push_of_the_ref_go_first() {
     let env = start(|_| {});
     let s = &env.server;
     let user = s.user_token("ops").unwrap();
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
 
     let e1 = push_ok(s, &Push::new("demo", SMALL)).await;
     let first = b.offer(T).await.unwrap();
@@ -59,10 +56,7 @@ async fn configurations_that_failed_on_the_previous_push_of_the_ref_go_first() {
 async fn dispatch_grace_delays_offers_of_a_new_push() {
     let env = start(|c| c.dispatch_grace_ms = 3000);
     let s = &env.server;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(s, 1).await;
     let ev = push_ok(s, &Push::new("demo", SMALL)).await;
     // Idle builder connected, yet nothing is offered during the grace.
     assert!(

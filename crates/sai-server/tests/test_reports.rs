@@ -250,8 +250,7 @@ async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_
 
 /// Accept the next offer, wait `ms`, report success; returns the task id.
 async fn run_for(b: &mut FakeBuilder, ms: u64) -> String {
-    let offer = b.offer(T).await.unwrap();
-    b.accept(&offer.task_id).await.unwrap();
+    let offer = accept_next(b).await;
     tokio::time::sleep(Duration::from_millis(ms)).await;
     b.send(&BuilderMessage::TaskFinished {
         task_id: offer.task_id.clone(),
@@ -283,8 +282,7 @@ async fn estimates_come_from_recorded_history_within_its_spread_and_none_without
 
     // No history yet: neither the running task nor the event has an estimate.
     let first = push_ok(s, &push_of(&random_hex(20))).await;
-    let offer = b.offer(T).await.unwrap();
-    b.accept(&offer.task_id).await.unwrap();
+    let offer = accept_next(&mut b).await;
     let e = event(s, &first).await;
     assert!(e.get("expected_finish").is_none(), "{e}");
     assert!(e["tasks"][0].get("estimate_ms").is_none(), "{e}");
@@ -325,8 +323,7 @@ async fn estimates_come_from_recorded_history_within_its_spread_and_none_without
     // A new event: its running task's estimate lies within the spread, and
     // the event is expected to end within it too.
     let ev = push_ok(s, &push_of(&random_hex(20))).await;
-    let offer = b.offer(T).await.unwrap();
-    b.accept(&offer.task_id).await.unwrap();
+    let offer = accept_next(&mut b).await;
     let e = event(s, &ev).await;
     let _: sai_core::api::Event = conforms(s, "Event", &e).await;
     let t = default_task(&e);

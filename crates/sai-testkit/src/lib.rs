@@ -128,6 +128,20 @@ where
     }
 }
 
+/// The string `key` of every object in a JSON list (an API answer), in
+/// order; panics on anything else, as a test should.
+pub fn field_of_each<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|o| {
+            o[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {key:?} in {o}"))
+        })
+        .collect()
+}
+
 /// Run `cmd` with `input` on its stdin; its status and captured output.
 pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;

@@ -591,9 +591,10 @@ pub fn builders_table(now_ms: i64, builders: &[Builder]) -> Markup {
 /// A builder's load cell: load average per CPUs, memory and disk free,
 /// flagged when the disk is below the floor.
 fn builder_load(load: Option<&sai_core::api::BuilderLoad>) -> Markup {
-    let Some(l) = load else {
+    let Some(load) = load else {
         return html! { "-" };
     };
+    let (l, below) = (&load.report, load.below_disk_floor);
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
     html! {
         @if let Some(c) = l.load_avg_1m_centi {
@@ -605,9 +606,9 @@ fn builder_load(load: Option<&sai_core::api::BuilderLoad>) -> Markup {
             "mem " (gib(a)) " free of " (gib(t)) br;
         }
         @if let Some(d) = l.disk_free_bytes {
-            span class={ @if l.below_disk_floor { "disk-low" } @else { "disk" } } {
+            span class={ @if below { "disk-low" } @else { "disk" } } {
                 "disk " (gib(d)) " free"
-                @if l.below_disk_floor { " (below floor " (gib(l.disk_floor_bytes)) ": no work)" }
+                @if below { " (below floor " (gib(l.disk_floor_bytes)) ": no work)" }
             }
         }
     }

@@ -27,6 +27,15 @@ async fn row_count(b: &Browser) -> u64 {
     .unwrap()
 }
 
+async fn cell_count(b: &Browser) -> Value {
+    b.eval(
+        "return document.querySelectorAll('#matrix a.cell').length;",
+        vec![],
+    )
+    .await
+    .unwrap()
+}
+
 /// Click the element with id `id`.
 async fn click(b: &Browser, id: &str) {
     b.eval(
@@ -70,14 +79,18 @@ async fn still_marked(b: &Browser) -> bool {
         == json!(true)
 }
 
+/// Wait until `script` returns something truthy on the page.
+async fn page_shows(b: &Browser, what: &str, script: &str) -> Value {
+    b.wait_for(what, T, script).await.unwrap()
+}
+
 async fn connected(b: &Browser) {
-    b.wait_for(
+    page_shows(
+        b,
         "page websocket",
-        T,
         "return document.body.dataset.live === 'connected';",
     )
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -89,13 +102,12 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
     connected(&b).await;
     mark(&b).await;
     let second = st.push(&Push::new("demo", SMALL)).await;
-    b.wait_for(
+    page_shows(
+        &b,
         "the new push on the overview",
-        T,
         &format!("return !!document.getElementById('ev-{second}');"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(still_marked(&b).await, "no reload");
     b.screenshot(&screenshot_path(&st.tmp, "overview.png"))
         .await
@@ -114,14 +126,7 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
     b.goto(&st.url(&format!("/e/{second}"))).await.unwrap();
     connected(&b).await;
     mark(&b).await;
-    let cells = b
-        .eval(
-            "return document.querySelectorAll('#matrix a.cell').length;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(cells, json!(4));
+    assert_eq!(cell_count(&b).await, json!(4));
     let mut builder = st.builder("b1", &[(LINUX, 1)]).await;
     let mut offer = builder.offer(T).await.unwrap();
     while offer.event_id != second {
@@ -141,9 +146,7 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
         "document.getElementById('c-{}').dataset.state",
         offer.task_id
     );
-    b.wait_for("cell running", T, &format!("return {cell} === 'running';"))
-        .await
-        .unwrap();
+    page_shows(&b, "cell running", &format!("return {cell} === 'running';")).await;
     builder
         .send(&BuilderMessage::TaskFinished {
             task_id: offer.task_id.clone(),
@@ -154,9 +157,7 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
         })
         .await
         .unwrap();
-    b.wait_for("cell failed", T, &format!("return {cell} === 'failed';"))
-        .await
-        .unwrap();
+    page_shows(&b, "cell failed", &format!("return {cell} === 'failed';")).await;
     assert!(still_marked(&b).await, "no reload");
     let summary = b
         .eval(
@@ -197,13 +198,12 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     let b = Browser::start().await.unwrap();
     b.goto(&st.url(&format!("/t/{id}"))).await.unwrap();
     connected(&b).await;
-    b.wait_for(
+    page_shows(
+        &b,
         "first lines",
-        T,
         "return document.querySelectorAll('#log-rows .row').length === 2;",
     )
-    .await
-    .unwrap();
+    .await;
     let green = b
         .eval(
             "return document.querySelector('#log-rows .row:nth-child(2) .tx span').className;",
@@ -345,14 +345,7 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
     let b = Browser::start().await.unwrap();
     b.goto(&st.url(&format!("/e/{ev}"))).await.unwrap();
     connected(&b).await;
-    let cells = b
-        .eval(
-            "return document.querySelectorAll('#matrix a.cell').length;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(cells, json!(548));
+    assert_eq!(cell_count(&b).await, json!(548));
     mark(&b).await;
     let mut builder = st.builder("b1", &[(&platform, 4)]).await;
     let mut done = Vec::new();
@@ -368,7 +361,7 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
         "return {}.every(id => document.getElementById('c-' + id).dataset.state === 'success');",
         serde_json::to_string(&done).unwrap()
     );
-    b.wait_for("four cells passed", T, &check).await.unwrap();
+    page_shows(&b, "four cells passed", &check).await;
     assert!(still_marked(&b).await);
     b.screenshot(&screenshot_path(&st.tmp, "event-matrix.png"))
         .await
@@ -387,48 +380,42 @@ async fn signed_in_rebuild_and_cancel_work_from_the_page_and_sign_out_removes_th
     assert_eq!(b.eval(controls, vec![]).await.unwrap(), json!(false));
     // Sign in through the form.
     click(&b, "signin").await;
-    b.wait_for(
+    page_shows(
+        &b,
         "sign-in form",
-        T,
         "return !!document.getElementById('password');",
     )
-    .await
-    .unwrap();
+    .await;
     b.eval(
         "document.getElementById('name').value = arguments[0]; document.getElementById('password').value = arguments[1]; document.getElementById('signin-submit').click(); return true;",
         vec![json!(USER), json!(PASSWORD)],
     )
     .await
     .unwrap();
-    b.wait_for("back on the task page, signed in", T, controls)
-        .await
-        .unwrap();
+    page_shows(&b, "back on the task page, signed in", controls).await;
     click(&b, "cancel-task").await;
     task_state_becomes(&st, &task, "cancelled").await;
-    b.wait_for(
+    page_shows(
+        &b,
         "page shows cancelled",
-        T,
         "return document.getElementById('task-state').textContent === 'cancelled';",
     )
-    .await
-    .unwrap();
+    .await;
     click(&b, "rebuild-task").await;
     task_state_becomes(&st, &task, "waiting").await;
-    b.wait_for(
+    page_shows(
+        &b,
         "signed-out page",
-        T,
         "return !!document.getElementById('signout');",
     )
-    .await
-    .unwrap();
+    .await;
     click(&b, "signout").await;
-    b.wait_for(
+    page_shows(
+        &b,
         "controls gone",
-        T,
         "return !document.getElementById('signout') && !!document.getElementById('signin');",
     )
-    .await
-    .unwrap();
+    .await;
     b.goto(&st.url(&format!("/t/{task}"))).await.unwrap();
     assert_eq!(b.eval(controls, vec![]).await.unwrap(), json!(false));
     b.close().await.unwrap();
@@ -445,9 +432,7 @@ async fn killing_and_restarting_sai_server_reconnects_the_open_page_without_relo
     mark(&b).await;
     let addr = st.server.addr;
     st.server.guard.kill();
-    b.wait_for("the page says it is reconnecting", T, "const c = document.getElementById('conn'); return !c.hidden && c.textContent.includes('reconnecting');")
-        .await
-        .unwrap();
+    page_shows(&b, "the page says it is reconnecting", "const c = document.getElementById('conn'); return !c.hidden && c.textContent.includes('reconnecting');").await;
     // Restart on the same address with the same data; change state meanwhile.
     let mut c = sai_testkit::test_config(&st.tmp.path().join("data"), KEY);
     c.listen = addr.to_string();
@@ -461,13 +446,7 @@ async fn killing_and_restarting_sai_server_reconnects_the_open_page_without_relo
         .run_task(&o, b"ok\n", TaskResult::Success)
         .await
         .unwrap();
-    b.wait_for(
-        "caught up",
-        T,
-        &format!("return document.getElementById('conn').hidden && document.getElementById('c-{}').dataset.state === 'success';", o.task_id),
-    )
-    .await
-    .unwrap();
+    page_shows(&b, "caught up", &format!("return document.getElementById('conn').hidden && document.getElementById('c-{}').dataset.state === 'success';", o.task_id)).await;
     assert!(still_marked(&b).await, "no reload");
     assert_eq!(
         b.eval(

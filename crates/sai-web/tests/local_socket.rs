@@ -114,35 +114,18 @@ async fn sai_web_works_through_the_local_socket_without_a_token() {
     // A signed-in user's rebuild goes through the socket, without a token,
     // and the server records the user.
     let cookie = sign_in(&web, USER, PASSWORD).await.unwrap();
-    let html = c
-        .get(web.url(&format!("/e/{ev}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page_as(&c, web.url(&format!("/e/{ev}")), &cookie).await;
     let csrf = csrf_of(&html).expect("signed in: action forms");
-    let r = c
-        .post(web.url(&format!("/e/{ev}/rebuild")))
-        .header("cookie", &cookie)
-        .header("origin", format!("http://{}", web.addr))
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form_as(
+        &c,
+        web.url(&format!("/e/{ev}/rebuild")),
+        &cookie,
+        &format!("http://{}", web.addr),
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
     assert_eq!(r.status(), 303, "{}", web.log());
-    let tok = server.user_token("ops").unwrap();
-    let e: serde_json::Value = reqwest::Client::new()
-        .get(server.url(&format!("/api/events/{ev}")))
-        .bearer_auth(tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let e = server_api(&server, &format!("/api/events/{ev}")).await;
     assert_eq!(
         e["tasks"][0]["reason"],
         "rebuild requested by alice",

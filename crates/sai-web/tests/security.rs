@@ -8,18 +8,6 @@ use sai_core::protocol::TaskResult;
 use sai_testkit::hook::Push;
 use sai_testkit::wait_for;
 
-/// The text of the page at `url` fetched with the session `cookie`.
-async fn page_as(c: &reqwest::Client, url: String, cookie: &str) -> String {
-    c.get(url)
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_visitors_get_no_controls_and_privileged_posts_are_refused() {
     let st = Stack::start(|_| {});
@@ -112,14 +100,14 @@ async fn sign_in_sessions_csrf_and_actions_recorded_with_the_user() {
     }
 
     // The real thing: sai-server records the user.
-    let ok = c
-        .post(st.url(&format!("/t/{task}/cancel")))
-        .header("cookie", &cookie)
-        .header("origin", format!("http://{}", st.web.addr))
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let ok = post_form_as(
+        &c,
+        st.url(&format!("/t/{task}/cancel")),
+        &cookie,
+        &format!("http://{}", st.web.addr),
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
     assert_eq!(ok.status(), 303);
     assert_eq!(ok.headers()["location"], format!("/t/{task}").as_str());
     let t = st.task(&task).await;
@@ -175,17 +163,7 @@ async fn an_expired_session_is_refused() {
     let web = sai_testkit::web::TestWeb::start(&web_bin(), &dir, &wc).unwrap();
     let page = |tok: String| {
         let url = web.url("/");
-        async move {
-            raw_client()
-                .get(url)
-                .header("cookie", format!("__Host-sai_session={tok}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { page_as(&raw_client(), url, &format!("__Host-sai_session={tok}")).await }
     };
     assert!(page(fresh).await.contains("signed in as"));
     assert!(
@@ -308,37 +286,24 @@ async fn a_private_event_is_absent_for_anonymous_visitors_everywhere() {
     assert!(badge.contains(">unknown<"), "{badge}");
     // Signed in, it is all there.
     let cookie = sign_in(&st.web, USER, PASSWORD).await.unwrap();
-    let r = c
-        .get(st.url(&format!("/t/{private_task}/log.txt")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&c, st.url(&format!("/t/{private_task}/log.txt")), &cookie).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "secret line\n");
     // The artifact keeps its path: listed and downloaded under it, named
     // by its file name, with its sha256.
-    let page = c
-        .get(st.url(&format!("/t/{private_task}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_as(&c, st.url(&format!("/t/{private_task}")), &cookie).await;
     assert!(
         page.contains(&format!(
             "href=\"/t/{private_task}/artifacts/out/secret.bin\" download=\"secret.bin\""
         )),
         "{page}"
     );
-    let r = c
-        .get(st.url(&format!("/t/{private_task}/artifacts/out/secret.bin")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(
+        &c,
+        st.url(&format!("/t/{private_task}/artifacts/out/secret.bin")),
+        &cookie,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-disposition"],
@@ -395,27 +360,16 @@ async fn badges_follow_pass_and_fail_per_project_and_branch_and_logs_serve_range
     assert_eq!(whole.status(), 200);
     assert_eq!(whole.headers()["accept-ranges"], "bytes");
     assert_eq!(whole.text().await.unwrap(), "boom\n");
-    let r = c
-        .get(&url)
-        .header("range", "bytes=1-2")
-        .send()
-        .await
-        .unwrap();
+    let range = |r: &'static str| {
+        let req = c.get(&url).header("range", r);
+        async move { req.send().await.unwrap() }
+    };
+    let r = range("bytes=1-2").await;
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "bytes 1-2/5");
     assert_eq!(r.text().await.unwrap(), "oo");
-    let r = c
-        .get(&url)
-        .header("range", "bytes=-2")
-        .send()
-        .await
-        .unwrap();
+    let r = range("bytes=-2").await;
     assert_eq!(r.text().await.unwrap(), "m\n");
-    let r = c
-        .get(&url)
-        .header("range", "bytes=9-")
-        .send()
-        .await
-        .unwrap();
+    let r = range("bytes=9-").await;
     assert_eq!(r.status(), 416);
 }

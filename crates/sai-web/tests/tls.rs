@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{PASSWORD, USER, csrf_of, password_hash, set_cookie};
+use common::{PASSWORD, USER, csrf_of, page_as, password_hash, post_form_as, set_cookie};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -170,30 +170,22 @@ async fn web_serves_https_and_signs_in_with_secure_cookies() {
     let form = c.get(web.url("/signin")).send().await.unwrap();
     let pre = set_cookie(&form, "__Host-sai_pre").unwrap();
     let csrf = csrf_of(&form.text().await.unwrap()).expect("csrf field");
-    let r = c
-        .post(web.url("/signin"))
-        .header("cookie", &pre)
-        .header("origin", format!("https://{}", web.addr))
-        .form(&[
+    let r = post_form_as(
+        &c,
+        web.url("/signin"),
+        &pre,
+        &format!("https://{}", web.addr),
+        &[
             ("csrf", csrf.as_str()),
             ("name", USER),
             ("password", PASSWORD),
             ("next", "/"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(r.status(), 303, "{}", web.log());
     let session = set_cookie(&r, "__Host-sai_session").expect("session cookie");
-    let home = c
-        .get(web.url("/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = page_as(&c, web.url("/"), &session).await;
     assert!(home.contains(USER), "signed-in page names the user");
 }
 
@@ -271,14 +263,7 @@ fn a_missing_key_file_stops_the_start_naming_the_file() {
     });
     let conf = dir.join("web.conf");
     std::fs::write(&conf, serde_json::to_vec_pretty(&wc).unwrap()).unwrap();
-    let out = std::process::Command::new(common::web_bin())
-        .arg("-c")
-        .arg(&conf)
-        .arg("check-config")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&conf);
     assert!(
         err.contains(&format!("private key {}", key.display())),
         "{err}"
@@ -287,13 +272,18 @@ fn a_missing_key_file_stops_the_start_naming_the_file() {
     // An empty file name is caught by validation, with its field.
     wc.tls.as_mut().unwrap().private_key_file = String::new();
     std::fs::write(&conf, serde_json::to_vec_pretty(&wc).unwrap()).unwrap();
+    let err = check_config_fails(&conf);
+    assert!(err.contains("tls.private_key_file"), "{err}");
+}
+
+/// Runs `sai-web check-config` on `conf`, which must fail; returns stderr.
+fn check_config_fails(conf: &std::path::Path) -> String {
     let out = std::process::Command::new(common::web_bin())
         .arg("-c")
-        .arg(&conf)
+        .arg(conf)
         .arg("check-config")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tls.private_key_file"), "{err}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

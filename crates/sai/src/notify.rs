@@ -252,22 +252,30 @@ impl Notification {
         let body = self.body();
         let auth = sai_core::notification::sign(key, &body);
         let endpoint = format!("{}/update-hook", url.trim_end_matches('/'));
-        let resp = client
+        let req = client
             .post(&endpoint)
             .header("user-agent", "sai-notifier")
             .header("content-type", "application/json")
             .header("authorization", auth)
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("POST {endpoint}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("{endpoint}: {status}: {}", text.trim());
-        }
+            .body(body);
+        let text = post_text(req, &endpoint).await?;
         serde_json::from_str(&text).with_context(|| format!("{endpoint}: reply is not JSON"))
     }
+}
+
+/// Send a POST to `endpoint`; the reply's text when its status is a
+/// success, else an error naming the endpoint, the status and the reply.
+async fn post_text(req: reqwest::RequestBuilder, endpoint: &str) -> Result<String> {
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("POST {endpoint}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{endpoint}: {status}: {}", text.trim());
+    }
+    Ok(text)
 }
 
 /// Ask the server to build the commit of event `id` again as a new event
@@ -281,17 +289,7 @@ pub async fn rebuild_event(
 ) -> Result<String> {
     let url = url.trim_end_matches('/');
     let endpoint = format!("{url}/api/events/{id}/again");
-    let resp = client
-        .post(&endpoint)
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .with_context(|| format!("POST {endpoint}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{endpoint}: {status}: {}", text.trim());
-    }
+    let text = post_text(client.post(&endpoint).bearer_auth(token.trim()), &endpoint).await?;
     let v: Value = serde_json::from_str(&text)
         .with_context(|| format!("{endpoint}: reply is not JSON: {}", text.trim()))?;
     let project = v["project"].as_str().unwrap_or("?");

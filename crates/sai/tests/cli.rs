@@ -66,6 +66,28 @@ fn assert_error_at(out: &Out, path: &Path, line: usize, col: Option<usize>, prob
     assert!(!out.stdout.contains(": ok ("), "stdout: {}", out.stdout);
 }
 
+/// Writes `text` as `name` in a new temp dir and checks that `sai validate`
+/// fails on it at `line` (and `col`) naming `problem`; returns the run, the
+/// file and its dir for further checks.
+fn validate_fails_at(
+    name: &str,
+    text: impl AsRef<[u8]>,
+    line: usize,
+    col: Option<usize>,
+    problem: &str,
+) -> (Out, PathBuf, TempDir) {
+    let (out, path, dir) = validate_new(name, text);
+    assert_error_at(&out, &path, line, col, problem);
+    (out, path, dir)
+}
+
+/// Writes `text` as `name` in a new temp dir and runs `sai validate` on it.
+fn validate_new(name: &str, text: impl AsRef<[u8]>) -> (Out, PathBuf, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, name, text);
+    (validate(&path), path, dir)
+}
+
 fn assert_ok(out: &Out, path: &Path, kind: &str) {
     assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
     assert!(
@@ -169,62 +191,47 @@ fn many_files_at_once_report_each() {
 
 #[test]
 fn bad_json_syntax() {
-    let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
+    validate_fails_at(
         "builder.conf",
         "{\n  \"home\": \"/h\",\n  \"host\" \"x\"\n}\n",
+        3,
+        Some(10),
+        "expected `:`",
     );
-    assert_error_at(&validate(&path), &path, 3, Some(10), "expected `:`");
 }
 
 #[test]
 fn wrong_types() {
-    let dir = TempDir::new().unwrap();
     let text = BUILDER.replace(
         "\"host\": \"bigbox\",",
         "\"host\": \"bigbox\",\n  \"parallel\": \"8\",",
     );
-    let path = write(&dir, "builder.conf", text);
-    assert_error_at(
-        &validate(&path),
-        &path,
-        6,
-        None,
-        "invalid type: string \"8\"",
-    );
-
-    let path = write(
-        &dir,
+    validate_fails_at("builder.conf", text, 6, None, "invalid type: string \"8\"");
+    validate_fails_at(
         "web.yaml",
         "server_url: [1, 2]\nsession_key_file: /k\n",
+        1,
+        None,
+        "server_url",
     );
-    assert_error_at(&validate(&path), &path, 1, None, "server_url");
 }
 
 #[test]
 fn unknown_field_typo() {
-    let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
+    validate_fails_at(
         "server.conf",
         "{\n  \"schema\": \"sai-server\",\n  \"listne\": \"0.0.0.0:4444\"\n}\n",
+        3,
+        Some(3),
+        "listne",
     );
-    assert_error_at(&validate(&path), &path, 3, Some(3), "listne");
 }
 
 #[test]
 fn missing_required_field() {
-    let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
+    let (out, ..) = validate_fails_at(
         "web.conf",
         "# web\n{\n  \"session_key_file\": \"/k\"\n}\n",
-    );
-    let out = validate(&path);
-    assert_error_at(
-        &out,
-        &path,
         2,
         Some(1),
         "\"server_url\" is a required property",
@@ -239,10 +246,8 @@ fn missing_required_field() {
 
 #[test]
 fn every_schema_error_is_reported() {
-    let dir = TempDir::new().unwrap();
     let text = "{\n  \"home\": 1,\n  \"host\": \"h\",\n  \"platforms\": [],\n  \"listne\": 2,\n  \"parallel\": -1\n}\n";
-    let path = write(&dir, "builder.conf", text);
-    let out = validate(&path);
+    let (out, path, _dir) = validate_new("builder.conf", text);
     assert_eq!(out.code, 1);
     for line in [2, 5, 6] {
         assert!(
@@ -278,17 +283,19 @@ fn semantic_problem_points_at_the_key() {
 
 #[test]
 fn dotted_platform_name_in_builder_config() {
-    let dir = TempDir::new().unwrap();
     let text = BUILDER.replace("linux-debian-12/", "linux-ubuntu-20.04/");
-    let path = write(&dir, "builder.conf", text);
-    assert_error_at(&validate(&path), &path, 8, Some(7), "dots are not allowed");
+    validate_fails_at("builder.conf", text, 8, Some(7), "dots are not allowed");
 }
 
 #[test]
 fn unknown_macro_in_saifile() {
-    let dir = TempDir::new().unwrap();
-    let path = write(&dir, ".sai.json", SAIFILE.replace("${cmake}", "${cmak}"));
-    assert_error_at(&validate(&path), &path, 6, None, "${cmak}");
+    let (_, path, _dir) = validate_fails_at(
+        ".sai.json",
+        SAIFILE.replace("${cmake}", "${cmak}"),
+        6,
+        None,
+        "${cmak}",
+    );
     let out = sai([Path::new("saifile"), Path::new("expand"), &path]);
     assert_eq!(out.code, 1);
     assert!(
@@ -300,13 +307,11 @@ fn unknown_macro_in_saifile() {
 
 #[test]
 fn duplicate_keys_in_saifile_warn_but_pass() {
-    let dir = TempDir::new().unwrap();
     let text = SAIFILE.replace(
         "\t\t\"linux-debian-12/x86_64-amd/gcc\": {",
         "\t\t\"linux-debian-12/x86_64-amd/gcc\": { \"build\": \"true\" },\n\t\t\"linux-debian-12/x86_64-amd/gcc\": {",
     );
-    let path = write(&dir, "dup.sai.json", text);
-    let out = validate(&path);
+    let (out, path, _dir) = validate_new("dup.sai.json", text);
     assert_ok(&out, &path, "saifile");
     assert!(
         out.stderr.lines().any(
@@ -320,13 +325,8 @@ fn duplicate_keys_in_saifile_warn_but_pass() {
 
 #[test]
 fn dotted_platform_name_in_saifile_warns() {
-    let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
-        "x.sai.json",
-        SAIFILE.replace("debian-12", "ubuntu-20.04"),
-    );
-    let out = validate(&path);
+    let (out, path, _dir) =
+        validate_new("x.sai.json", SAIFILE.replace("debian-12", "ubuntu-20.04"));
     assert_ok(&out, &path, "saifile");
     assert!(
         out.stderr.contains(&format!("{}:5:", path.display())),
@@ -342,26 +342,26 @@ fn dotted_platform_name_in_saifile_warns() {
 
 #[test]
 fn one_megabyte_of_garbage() {
-    let dir = TempDir::new().unwrap();
     let garbage: String = (0..1_000_000u32)
         .map(|i| char::from(b'a' + (i.wrapping_mul(7919) % 26) as u8))
         .collect();
-    let path = write(&dir, "server.conf", garbage);
-    assert_error_at(&validate(&path), &path, 1, Some(1), "expected value");
+    validate_fails_at("server.conf", garbage, 1, Some(1), "expected value");
 }
 
 #[test]
 fn invalid_utf8() {
-    let dir = TempDir::new().unwrap();
-    let path = write(&dir, "builder.conf", b"{\n  \"home\": \"/h\xff\xfe\",\n}\n");
-    assert_error_at(&validate(&path), &path, 2, Some(14), "invalid UTF-8");
+    validate_fails_at(
+        "builder.conf",
+        b"{\n  \"home\": \"/h\xff\xfe\",\n}\n",
+        2,
+        Some(14),
+        "invalid UTF-8",
+    );
 }
 
 #[test]
 fn empty_file() {
-    let dir = TempDir::new().unwrap();
-    let path = write(&dir, "web.conf", "");
-    assert_error_at(&validate(&path), &path, 1, Some(1), "EOF while parsing");
+    let (_, _, dir) = validate_fails_at("web.conf", "", 1, Some(1), "EOF while parsing");
     let path = write(&dir, "web.yaml", "");
     let out = validate(&path);
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -374,11 +374,9 @@ fn empty_file() {
 
 #[test]
 fn yaml_syntax_error() {
-    let dir = TempDir::new().unwrap();
-    let path = write(&dir, "builder.yaml", "home: /h\n  host: h\nplatforms: []\n");
-    assert_error_at(
-        &validate(&path),
-        &path,
+    validate_fails_at(
+        "builder.yaml",
+        "home: /h\n  host: h\nplatforms: []\n",
         2,
         Some(7),
         "mapping values are not allowed",
@@ -423,24 +421,21 @@ fn syntax_error_in_a_file_with_a_schema_member_names_no_unknown_kind() {
 
 #[test]
 fn yaml_semantic_problem_has_its_line() {
-    let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
+    let (out, path, _dir) = validate_fails_at(
         "builder.yaml",
         "home: relative\nhost: h\nplatforms:\n  - name: linux/x86_64\n    servers:\n      - url: wss://s/builder\n",
+        1,
+        Some(1),
+        "must be an absolute path",
     );
-    let out = validate(&path);
-    assert_error_at(&out, &path, 1, Some(1), "must be an absolute path");
     assert_error_at(&out, &path, 6, Some(7), "missing token_file");
 }
 
 #[test]
 fn unknown_kind_and_missing_file() {
-    let dir = TempDir::new().unwrap();
-    let path = write(&dir, "settings.json", "{}");
-    assert_error_at(
-        &validate(&path),
-        &path,
+    let (_, _, dir) = validate_fails_at(
+        "settings.json",
+        "{}",
         1,
         Some(1),
         "cannot tell what kind of file",
@@ -469,13 +464,11 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn validate_warns_about_a_platforms_token_that_matches_no_platform() {
-    let dir = TempDir::new().unwrap();
     let text = SAIFILE.replace(
         "\"artifacts\": \"build/*.deb\"",
         "\"artifacts\": \"build/*.deb\", \"platforms\": \"linux-fedora\"",
     );
-    let path = write(&dir, "typo.sai.json", text);
-    let out = validate(&path);
+    let (out, path, _dir) = validate_new("typo.sai.json", text);
     assert_ok(&out, &path, "saifile");
     assert!(
         out.stderr
@@ -492,26 +485,22 @@ fn validate_warns_about_a_platforms_token_that_matches_no_platform() {
 fn token_refuses_a_data_dir_that_does_not_exist() {
     let dir = TempDir::new().unwrap();
     let missing = dir.path().join("typo");
-    let out = sai([
-        "token".as_ref(),
-        "user".as_ref(),
-        "--name".as_ref(),
-        "ops".as_ref(),
-        "--data".as_ref(),
-        missing.as_os_str(),
-    ]);
+    let token_for_ops = |data: &Path| {
+        sai([
+            "token".as_ref(),
+            "user".as_ref(),
+            "--name".as_ref(),
+            "ops".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ])
+    };
+    let out = token_for_ops(&missing);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("no such directory"), "{}", out.stderr);
     assert!(!missing.exists(), "no key may be made in a mistyped dir");
     // An existing dir gets its key.
-    let out = sai([
-        "token".as_ref(),
-        "user".as_ref(),
-        "--name".as_ref(),
-        "ops".as_ref(),
-        "--data".as_ref(),
-        dir.path().as_os_str(),
-    ]);
+    let out = token_for_ops(dir.path());
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(dir.path().join("token.key").exists());
 }

@@ -507,12 +507,7 @@ async fn sai_up_demo_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
     assert!(!clone.join(".git/hooks/post-receive").exists());
     let url = up.line_after("sai up: server listening on ").await;
     let projects = get(&format!("{url}/api/projects")).await;
-    let names: Vec<&str> = projects
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = sai_testkit::field_of_each(&projects, "name");
     assert_eq!(names, ["demo"], "only the demo was queued");
     let st = up.guard.stop().unwrap();
     assert!(st.success(), "{st:?}\n{}", up.why());

@@ -35,6 +35,32 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What a log proxy listener does the same way on every platform (its
+/// socket type and `bind`/`remove` are per platform).
+impl LogListener {
+    /// The next connection.
+    pub async fn accept(&self) -> std::io::Result<LogStream> {
+        self.0.accept().await.map(|(s, _)| s)
+    }
+
+    /// Connections still in the backlog (a client that wrote and exited
+    /// just before the stop), taken with plain non-blocking accept(2) calls.
+    pub fn drain_backlog(self) -> Vec<LogStream> {
+        let mut out = Vec::new();
+        if let Ok(std_listener) = self.0.into_std() {
+            while let Ok((stream, _)) = std_listener.accept() {
+                if let Ok(stream) = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| LogStream::from_std(stream))
+                {
+                    out.push(stream);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Everything needed to start one step, independent of the platform.
 #[derive(Debug, Clone)]
 pub struct StepCommand {

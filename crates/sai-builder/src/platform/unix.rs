@@ -402,7 +402,7 @@ pub async fn kill_group(pgid: i32, grace: Duration) -> bool {
 
 /// A log proxy listener: a unix socket file, mode 0600.
 #[derive(Debug)]
-pub struct LogListener(tokio::net::UnixListener);
+pub struct LogListener(pub(super) tokio::net::UnixListener);
 
 /// One connection to a log proxy.
 pub type LogStream = tokio::net::UnixStream;
@@ -423,28 +423,6 @@ impl LogListener {
             chown_to(path, user)?;
         }
         Ok((Self(listener), path.to_path_buf()))
-    }
-
-    /// The next connection.
-    pub async fn accept(&self) -> std::io::Result<LogStream> {
-        self.0.accept().await.map(|(s, _)| s)
-    }
-
-    /// Connections still in the backlog (a client that wrote and exited
-    /// just before the stop), taken with plain non-blocking accept(2) calls.
-    pub fn drain_backlog(self) -> Vec<LogStream> {
-        let mut out = Vec::new();
-        if let Ok(std_listener) = self.0.into_std() {
-            while let Ok((stream, _)) = std_listener.accept() {
-                if let Ok(stream) = stream
-                    .set_nonblocking(true)
-                    .and_then(|()| LogStream::from_std(stream))
-                {
-                    out.push(stream);
-                }
-            }
-        }
-        out
     }
 
     /// Remove what [`LogListener::bind`] made at `endpoint`.

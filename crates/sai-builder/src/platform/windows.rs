@@ -146,7 +146,7 @@ impl StepProcess {
 /// A log proxy listener: loopback TCP (Windows has no unix sockets that
 /// every tool can use).
 #[derive(Debug)]
-pub struct LogListener(tokio::net::TcpListener);
+pub struct LogListener(pub(super) tokio::net::TcpListener);
 
 /// One connection to a log proxy.
 pub type LogStream = tokio::net::TcpStream;
@@ -163,27 +163,6 @@ impl LogListener {
         let addr = std_listener.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         Ok((Self(listener), addr.to_string().into()))
-    }
-
-    /// The next connection.
-    pub async fn accept(&self) -> std::io::Result<LogStream> {
-        self.0.accept().await.map(|(s, _)| s)
-    }
-
-    /// Connections still in the backlog.
-    pub fn drain_backlog(self) -> Vec<LogStream> {
-        let mut out = Vec::new();
-        if let Ok(std_listener) = self.0.into_std() {
-            while let Ok((stream, _)) = std_listener.accept() {
-                if let Ok(stream) = stream
-                    .set_nonblocking(true)
-                    .and_then(|()| LogStream::from_std(stream))
-                {
-                    out.push(stream);
-                }
-            }
-        }
-        out
     }
 
     /// Nothing to remove for a TCP listener.

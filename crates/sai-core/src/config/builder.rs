@@ -501,12 +501,18 @@ fn check_host(host: &str) -> Result<(), String> {
             "\"{host}\" is longer than {MAX_HOST_LEN} characters"
         ));
     }
-    if let Some(bad) = host
+    only_name_chars(host, "instance names are <host>.<n>")
+}
+
+/// `name` holds only letters, digits, '-' and '_'; the error says what the
+/// name is used for.
+pub(crate) fn only_name_chars(name: &str, used_for: &str) -> Result<(), String> {
+    if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
     {
         return Err(format!(
-            "\"{host}\" contains {bad:?}; use letters, digits, '-' and '_' (instance names are <host>.<n>)"
+            "\"{name}\" contains {bad:?}; use letters, digits, '-' and '_' ({used_for})"
         ));
     }
     Ok(())

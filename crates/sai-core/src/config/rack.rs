@@ -776,15 +776,7 @@ fn check_name(name: &str) -> Result<(), String> {
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(format!("\"{name}\" must start with a letter or digit"));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
-    {
-        return Err(format!(
-            "\"{name}\" contains {bad:?}; use letters, digits, '-' and '_' (it names containers, units and hosts)"
-        ));
-    }
-    Ok(())
+    super::builder::only_name_chars(name, "it names containers, units and hosts")
 }
 
 /// Debian policy: lower case letters, digits, `+`, `-`, `.`; at least two

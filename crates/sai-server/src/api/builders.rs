@@ -7,7 +7,7 @@ use sai_core::protocol::{PlatformOffer, event_of_task};
 use warp::http::HeaderMap;
 
 use super::{Res, ok, user};
-use crate::Server;
+use crate::state::Server;
 
 /// Every builder.
 pub fn list(server: &Server, headers: &HeaderMap) -> Res {

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use sai_core::platform::tuple_matches;
 use sai_core::task::{Task, TaskState};
 
-use crate::Server;
 use crate::error::Error;
 use crate::eta::{self, OpenTask};
+use crate::state::Server;
 use crate::store::durations::DurationKey;
 use crate::store::now_ms;
 

@@ -12,32 +12,8 @@ use warp::http::HeaderMap;
 
 use super::estimates::Estimator;
 use super::{Query, Res, ok, query_int, require_user, visible_event};
-use crate::Server;
 use crate::error::Error;
-
-/// The API view of an event row (without tasks).
-pub fn view(e: &Event) -> api::Event {
-    api::Event {
-        id: e.id.to_string(),
-        project: e.project.clone(),
-        git_ref: e.git_ref.clone(),
-        hash: e.hash.clone(),
-        fetch_url: e.fetch_url.clone(),
-        source_ip: e.source_ip.clone(),
-        created: e.created,
-        last_updated: e.last_updated,
-        state: e.state,
-        sec: e.sec,
-        task_count: e.task_count,
-        tasks: None,
-        task_states: None,
-        expected_finish: None,
-        commit_status: None,
-        webhook: None,
-        next_cursor: None,
-        rebuild_of: e.rebuild_of.as_ref().map(ToString::to_string),
-    }
-}
+use crate::state::Server;
 
 /// An event with one page of its tasks (`limit`, default and cap
 /// `limits.max_page`; `cursor` from the previous page's `next_cursor`) and
@@ -68,7 +44,7 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
         tv.estimate_ms = est.task(&e.project, t)?;
         tasks.push(tv);
     }
-    let mut v = view(&e);
+    let mut v = api::Event::from(&e);
     v.tasks = Some(tasks);
     v.task_states = Some(db.state_counts()?);
     v.next_cursor = next_cursor;
@@ -187,18 +163,8 @@ pub async fn again(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
     })
     .await??
     .ok_or_else(|| Error::Conflict("an event with this id exists".into()))?;
-    let grace = server.settings.config.dispatch_grace_ms as i64;
     let project = created.event.project.clone();
-    server.sched_do(|s, now| {
-        s.add_event(
-            now,
-            created.event,
-            created.db,
-            created.tasks,
-            now + grace,
-            false,
-        )
-    });
+    server.schedule_created(created);
     server
         .changes
         .publish(crate::changes::Change::EventCreated {

@@ -31,9 +31,9 @@ use serde::Serialize;
 use warp::Reply;
 use warp::http::{HeaderMap, Method, StatusCode};
 
-use crate::Server;
 use crate::auth::{TokenKind, bearer};
 use crate::error::Error;
+use crate::state::Server;
 
 /// A handler's outcome.
 pub type Res = Result<warp::reply::Response, Error>;

@@ -4,8 +4,8 @@ use sai_core::api::Project;
 use warp::http::HeaderMap;
 
 use super::{Query, Res, ok, query_int, user};
-use crate::Server;
 use crate::error::Error;
+use crate::state::Server;
 
 /// Response header naming the `cursor` of the next page of a listing.
 pub const NEXT_CURSOR: &str = "x-sai-next-cursor";
@@ -55,7 +55,7 @@ pub fn events(server: &Server, headers: &HeaderMap, p: &str, q: &Query) -> Res {
         None => i64::MAX,
     };
     let rows = server.store.events_of(p, limit, before, authed)?;
-    let v: Vec<_> = rows.iter().map(super::events::view).collect();
+    let v: Vec<_> = rows.iter().map(sai_core::api::Event::from).collect();
     let mut res = ok(&v)?;
     if rows.len() as i64 == limit
         && let Some(last) = rows.last()

@@ -9,10 +9,10 @@ use warp::Reply;
 use warp::http::HeaderMap;
 
 use super::{Query, Res, ok, query_int, require_user};
-use crate::Server;
 use crate::error::Error;
 use crate::logstore::LogStart;
 use crate::sched::Fleet;
+use crate::state::Server;
 use crate::store::{ArtifactRow, EventDb};
 
 /// Why a waiting task waits: the attempt it is on after infrastructure

@@ -7,8 +7,8 @@ use sai_core::api;
 use warp::http::HeaderMap;
 
 use super::{Query, Res, ok, query_int, user};
-use crate::Server;
 use crate::error::Error;
+use crate::state::Server;
 use crate::store::test_results::{CaseRow, flaky_commits};
 
 fn case(c: CaseRow) -> api::TestCase {

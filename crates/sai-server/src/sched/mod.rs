@@ -209,8 +209,8 @@ impl Fleet {
                 Some(format!(
                     "{} has {} free in its job directory, below its floor of {}",
                     b.name,
-                    human_bytes(l.disk_free_bytes.unwrap_or(0)),
-                    human_bytes(l.disk_floor_bytes)
+                    human_bytes(l.report.disk_free_bytes.unwrap_or(0)),
+                    human_bytes(l.report.disk_floor_bytes)
                 ))
             })
             .collect();
@@ -453,14 +453,11 @@ impl<D: Clone> Sched<D> {
                     let (floor, below) = self.disk_state(c);
                     ApiLoad {
                         reported: *at,
-                        load_avg_1m_centi: l.load_avg_1m_centi,
-                        cpus: l.cpus,
-                        mem_total_bytes: l.mem_total_bytes,
-                        mem_available_bytes: l.mem_available_bytes,
-                        disk_free_bytes: l.disk_free_bytes,
-                        disk_floor_bytes: floor,
+                        report: BuilderLoad {
+                            disk_floor_bytes: floor,
+                            ..l.clone()
+                        },
                         below_disk_floor: below,
-                        running_tasks: l.running_tasks,
                     }
                 }),
                 platforms: c

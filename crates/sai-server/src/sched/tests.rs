@@ -716,13 +716,13 @@ fn a_builder_below_its_disk_floor_gets_no_offers_and_waiting_tasks_say_why() {
     assert_eq!(
         (
             l.reported,
-            l.disk_free_bytes,
-            l.disk_floor_bytes,
+            l.report.disk_free_bytes,
+            l.report.disk_floor_bytes,
             l.below_disk_floor
         ),
         (1, Some(GIB / 2), 2 * GIB, true)
     );
-    assert_eq!(l.load_avg_1m_centi, Some(50));
+    assert_eq!(l.report.load_avg_1m_centi, Some(50));
     assert_eq!(
         fleet.waiting_detail(LINUX).as_deref(),
         Some(

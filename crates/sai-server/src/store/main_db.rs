@@ -196,14 +196,7 @@ impl Store {
             "SELECT p.name, p.fetch_url, p.created, (SELECT COUNT(*) FROM events e WHERE e.project = p.name)
              FROM projects p ORDER BY p.name",
             [],
-            |r| {
-                Ok(ProjectRow {
-                    name: r.get(0)?,
-                    fetch_url: r.get(1)?,
-                    created: r.get(2)?,
-                    event_count: r.get(3)?,
-                })
-            },
+            ProjectRow::from_row,
         )
     }
 
@@ -217,14 +210,7 @@ impl Store {
                     MIN(created), COUNT(*)
              FROM events e WHERE sec = 0 GROUP BY project ORDER BY project",
             [],
-            |r| {
-                Ok(ProjectRow {
-                    name: r.get(0)?,
-                    fetch_url: r.get(1)?,
-                    created: r.get(2)?,
-                    event_count: r.get(3)?,
-                })
-            },
+            ProjectRow::from_row,
         )
     }
 
@@ -406,4 +392,16 @@ pub(super) fn insert_event_row(
         ],
     )?;
     Ok((n == 1).then(|| tx.last_insert_rowid()))
+}
+
+impl ProjectRow {
+    /// A row of (name, fetch URL, first push, event count).
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProjectRow> {
+        Ok(ProjectRow {
+            name: r.get(0)?,
+            fetch_url: r.get(1)?,
+            created: r.get(2)?,
+            event_count: r.get(3)?,
+        })
+    }
 }

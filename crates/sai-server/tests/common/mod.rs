@@ -170,3 +170,24 @@ pub async fn no_builder_online(server: &TestServer) {
     .await
     .unwrap();
 }
+
+/// A fake builder named `host1` (token for `linux`) offering `instances`
+/// of [`LINUX`].
+pub async fn host1(server: &TestServer, instances: u32) -> sai_testkit::FakeBuilder {
+    let token = server.builder_token("host1", &["linux"]).unwrap();
+    sai_testkit::FakeBuilder::start(
+        &server.builder_url(),
+        &token,
+        "host1",
+        &[(LINUX, instances)],
+    )
+    .await
+    .unwrap()
+}
+
+/// The builder's next offer, accepted.
+pub async fn accept_next(b: &mut sai_testkit::FakeBuilder) -> sai_core::protocol::TaskOffer {
+    let o = b.offer(T).await.unwrap();
+    b.accept(&o.task_id).await.unwrap();
+    o
+}

@@ -101,16 +101,7 @@ impl Stack {
     }
 
     async fn server_api(&self, path: &str) -> Value {
-        let tok = self.server.user_token("ops").unwrap();
-        reqwest::Client::new()
-            .get(self.server.url(path))
-            .bearer_auth(tok)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        server_api(&self.server, path).await
     }
 }
 
@@ -169,21 +160,66 @@ pub async fn sign_in(web: &TestWeb, user: &str, password: &str) -> Result<String
     let pre = set_cookie(&form_page, "__Host-sai_pre").expect("pre-session cookie");
     let html = form_page.text().await.unwrap();
     let csrf = csrf_of(&html).expect("csrf field");
-    let r = c
-        .post(web.url("/signin"))
-        .header("cookie", &pre)
-        .header("origin", format!("http://{}", web.addr))
-        .form(&[
+    let r = post_form_as(
+        &c,
+        web.url("/signin"),
+        &pre,
+        &format!("http://{}", web.addr),
+        &[
             ("csrf", csrf.as_str()),
             ("name", user),
             ("password", password),
             ("next", "/"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     if r.status() != 303 {
         return Err(r.status().as_u16());
     }
     set_cookie(&r, "__Host-sai_session").ok_or(0)
+}
+
+/// The JSON of the server's operations API at `path`, as user `ops`.
+pub async fn server_api(server: &TestServer, path: &str) -> Value {
+    let tok = server.user_token("ops").unwrap();
+    reqwest::Client::new()
+        .get(server.url(path))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// GET `url` with the session `cookie`.
+pub async fn get_as(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    cookie: &str,
+) -> reqwest::Response {
+    c.get(url).header("cookie", cookie).send().await.unwrap()
+}
+
+/// The text of the page at `url` fetched with the session `cookie`.
+pub async fn page_as(c: &reqwest::Client, url: impl reqwest::IntoUrl, cookie: &str) -> String {
+    get_as(c, url, cookie).await.text().await.unwrap()
+}
+
+/// POST `form` to `url` with `cookie`, as a page of `origin` does.
+pub async fn post_form_as(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    cookie: &str,
+    origin: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    c.post(url)
+        .header("cookie", cookie)
+        .header("origin", origin)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
 }

@@ -225,18 +225,7 @@ impl Context_ {
     fn vm_image(&self, builder: &RackBuilder, key: &str) -> Result<()> {
         let name = builder.name.as_str();
         let a = arch(&builder.arch).context("unknown arch")?;
-        let kernel = self.cache.kernel_dir(a.kernel_flavour);
-        step(
-            name,
-            &format!("Debian kernel linux-image-{}", a.kernel_flavour),
-            || {
-                let mut cmd = Command::new("sh");
-                cmd.arg(self.cache.recipes_dir().join("debian-kernel.sh"))
-                    .arg(a.kernel_flavour)
-                    .arg(&kernel);
-                run("apt-get download", &mut cmd)
-            },
-        )?;
+        let kernel = self.kernel(name, a)?;
         let vm = builder.vm.clone().unwrap_or_default();
         let disk = self.cache.disk_image(key);
         step(name, &format!("root disk {}", disk.display()), || {

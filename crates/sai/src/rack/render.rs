@@ -84,11 +84,7 @@ fn add_daemon_image(
              COPY {binary} /{binary}\n\
              ENTRYPOINT []\n\
              CMD [{}]\n",
-            spec.exec
-                .iter()
-                .map(|a| format!("\"{a}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
+            exec_form(&spec.exec)
         ),
     );
     add_units(
@@ -98,6 +94,14 @@ fn add_daemon_image(
         spec,
         &format!("Sai {binary} (rack {})", rack.name),
     );
+}
+
+/// A Containerfile exec-form list: `"a", "b"`.
+fn exec_form(args: &[String]) -> String {
+    args.iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn add_units(files: &mut Files, rack: &RackConfig, dir: &Path, spec: &ContainerSpec, what: &str) {
@@ -152,11 +156,7 @@ fn render_builder(rack: &RackConfig, builder: &RackBuilder, files: &mut Files) {
                      CMD [{}]\n",
                     base_image(&key),
                     BUILDER_BINARIES.join(" "),
-                    builder_exec()
-                        .iter()
-                        .map(|a| format!("\"{a}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    exec_form(&builder_exec())
                 ),
             );
             add_units(
