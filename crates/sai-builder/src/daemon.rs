@@ -66,6 +66,42 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
     Ok(config)
 }
 
+/// Whether steps run isolated ([`crate::platform::isolation`]). Unset, it
+/// is on where this builder can set it up and off, with a warning, where it
+/// cannot (a container without `CAP_SYS_ADMIN`, no user namespaces); set to
+/// `true`, a task that cannot be isolated fails instead of running exposed.
+fn isolate_tasks(config: &BuilderConfig, layout: &Layout) -> anyhow::Result<bool> {
+    if !cfg!(target_os = "linux") {
+        if config.isolate_tasks == Some(true) {
+            bail!(
+                "isolate_tasks: steps can only be isolated on Linux; remove it from the config on this platform"
+            );
+        }
+        return Ok(false);
+    }
+    let isolate = match config.isolate_tasks {
+        Some(explicit) => explicit,
+        #[cfg(target_os = "linux")]
+        None => match crate::platform::isolation::available(layout.home()) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(
+                    "task isolation cannot be set up here ({why}), so steps can see other \
+                     tasks' job dirs; run sai-builder as root or allow unprivileged user \
+                     namespaces, or set \"isolate_tasks\": false to silence this"
+                );
+                false
+            }
+        },
+        #[cfg(not(target_os = "linux"))]
+        None => false,
+    };
+    if !isolate {
+        tracing::info!("task isolation is off: steps can see other tasks' job dirs");
+    }
+    Ok(isolate)
+}
+
 /// Where task cgroups go: the builder's own cgroup v2 when it may create
 /// children there (limits need their controllers too). Steps are contained
 /// by the subreaper shim either way; configured limits without a usable
@@ -155,15 +191,7 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
     let run_as = step_user(config)?;
     #[cfg(target_os = "linux")]
     let cgroups = task_cgroups(config)?;
-    let isolate = config.isolate_tasks.unwrap_or(cfg!(target_os = "linux"));
-    if isolate && !cfg!(target_os = "linux") {
-        bail!(
-            "isolate_tasks: steps can only be isolated on Linux; remove it from the config on this platform"
-        );
-    }
-    if !isolate {
-        tracing::info!("task isolation is off: steps can see other tasks' job dirs");
-    }
+    let isolate = isolate_tasks(config, &layout)?;
     #[cfg(not(target_os = "linux"))]
     if config.task_limits.is_some() {
         bail!("task_limits need Linux cgroups; remove them from the config on this platform");

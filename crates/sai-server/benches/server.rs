@@ -214,16 +214,19 @@ async fn main() -> anyhow::Result<()> {
     let all = t0.elapsed();
 
     // 5. 200 sequential pushes of one trivial task each over 4 builders.
-    let token = s.builder_token("seq", &["linux"])?;
     let seq_done = Arc::new(AtomicUsize::new(0));
     let n_seq = 200usize;
     let mut handles = Vec::new();
-    for _ in 0..4 {
-        let (url, token, done) = (s.builder_url(), token.clone(), seq_done.clone());
+    for i in 0..4 {
+        // One name per connection: a second connection with a builder's
+        // name replaces the first.
+        let name = format!("seq-{i}");
+        let token = s.builder_token(&name, &["linux"])?;
+        let (url, done) = (s.builder_url(), seq_done.clone());
         let mut b = FakeBuilder::start(
             &url,
             &token,
-            "seq",
+            &name,
             &[("linux-debian-12/x86_64-amd/gcc", 1)],
         )
         .await?;

@@ -100,9 +100,10 @@ pub struct BuilderConfig {
     /// its project's git mirror, read-only), not other tasks' job
     /// directories or other projects' mirrors: a private mount namespace
     /// per step (Linux; as root, or with unprivileged user namespaces).
-    /// Default: true on Linux, where a task fails with an infrastructure
-    /// reason when it cannot be set up; false elsewhere (true is refused
-    /// there). See docs/builder.md.
+    /// Default: on where the builder can set it up (Linux, checked at
+    /// start-up), else off with a warning. `true` makes a task that cannot
+    /// be isolated fail with an infrastructure reason; `true` is refused off
+    /// Linux. See docs/builder.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolate_tasks: Option<bool>,
 }
