@@ -481,13 +481,12 @@ async fn assert_line_numbers(s: &TestServer, id: &str, all: &[u8], when: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config_in(tmp.path().join("data"));
+    let mut cfg = config_in(tmp.path().join("data"));
+    // The killed server's running task goes straight back to the queue.
+    cfg.restart_grace_secs = 0;
     let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
     push_ok(&s, &Push::new("lines", ONE_TASK)).await;
-    let token = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(&s, 1).await;
     let o = b.offer(T).await.unwrap();
     let id = o.task_id.clone();
     b.send(&BuilderMessage::Accept {
@@ -507,9 +506,7 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
     // Written across a server restart: the requeued task appends to the
     // reopened block, ending with an unterminated line on stderr.
     let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = host1(&s, 1).await;
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, id);
     b.send(&BuilderMessage::Accept {
