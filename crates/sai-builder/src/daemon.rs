@@ -72,6 +72,7 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
 /// `true`, a task that cannot be isolated fails instead of running exposed.
 fn isolate_tasks(config: &BuilderConfig, layout: &Layout) -> anyhow::Result<bool> {
     if !cfg!(target_os = "linux") {
+        let _ = layout;
         if config.isolate_tasks == Some(true) {
             bail!(
                 "isolate_tasks: steps can only be isolated on Linux; remove it from the config on this platform"

@@ -22,7 +22,8 @@
 //! | [`auth`] | PASETO tokens of builders and users |
 //! | [`token_cli`] | the `token` subcommand shared with `sai` |
 //! | [`metrics`] | `GET /metrics`: Prometheus metrics from published snapshots |
-//! | [`outbox`] | commit statuses on the forge and the completion webhook, retried in the background |
+//! | [`outbox`] | the queue of commit statuses and completion webhooks, their targets and requests |
+//! | [`delivery`] | sending the outbox's notes, retried in the background |
 //!
 //! [`Server::sched_do`] is where scheduler inputs go in and their effects
 //! (run records, event states, messages, connection closes) are applied.
@@ -31,6 +32,7 @@ pub use sai_https::accept;
 pub mod api;
 pub mod auth;
 pub mod changes;
+pub mod delivery;
 pub mod error;
 pub mod eta;
 pub mod handle_cache;
@@ -171,7 +173,7 @@ pub async fn serve(
             }
         })
     };
-    let outbox = tokio::spawn(outbox::run(server.clone()));
+    let outbox = tokio::spawn(delivery::run(server.clone()));
     let local = match &server.settings.config.local_socket {
         Some(path) => Some(serve_local_socket(server.clone(), Path::new(path))?),
         None => None,
