@@ -31,7 +31,7 @@ fn steps(home: &Path, go: &Path) -> String {
         format!("echo \"MIRRORS: $(ls -A {mirrors} | tr '\\n' ' ')\""),
         "echo \"UP: $(ls -A ../.. | tr '\\n' ' ')\"".to_string(),
         format!(
-            "if cat \"$(cat {go}/go-$SAI_PROJECT)\"; then echo OTHER-READ; else echo OTHER-HIDDEN; fi"
+            "if cat \"$(cat {go}/go-$SAI_PROJECT)\" 2>&1; then echo OTHER-READ; else echo OTHER-HIDDEN; fi"
         ),
         format!("find {home} -name 'marker-*' | sed 's/^/FOUND /'"),
         "git log --oneline -1 | sed 's/^/LOG /'".to_string(),
