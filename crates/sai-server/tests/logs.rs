@@ -66,9 +66,7 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     let id = o.task_id.clone();
     // ~6.7 MB: a sealed block (4 MiB raw) and pieces of the open one.
     let (mut all, mut recs) = lines(0, 4000);
-    for (ch, line) in &recs {
-        b.log(&id, *ch, line).await.unwrap();
-    }
+    send_logs(&mut b, &id, &recs).await;
     b.acknowledged(T).await.unwrap();
 
     // Crash with the last block still open, then come back.
@@ -487,18 +485,10 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
     let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
     push_ok(&s, &Push::new("lines", ONE_TASK)).await;
     let mut b = host1(&s, 1).await;
-    let o = b.offer(T).await.unwrap();
-    let id = o.task_id.clone();
-    b.send(&BuilderMessage::Accept {
-        task_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let id = accept_next(&mut b).await.task_id;
     // ~6.7 MB on channels 1 and 2: a sealed block and pieces of the next.
     let (mut all, recs) = lines(0, 4000);
-    for (ch, rec) in &recs {
-        b.log(&id, *ch, rec).await.unwrap();
-    }
+    send_logs(&mut b, &id, &recs).await;
     b.acknowledged(T).await.unwrap();
     s.guard.kill();
     drop(b);
@@ -507,17 +497,9 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
     // reopened block, ending with an unterminated line on stderr.
     let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
     let mut b = host1(&s, 1).await;
-    let o2 = b.offer(T).await.unwrap();
-    assert_eq!(o2.task_id, id);
-    b.send(&BuilderMessage::Accept {
-        task_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    assert_eq!(accept_next(&mut b).await.task_id, id);
     let (more, more_recs) = lines(4000, 2000);
-    for (ch, rec) in &more_recs {
-        b.log(&id, *ch, rec).await.unwrap();
-    }
+    send_logs(&mut b, &id, &more_recs).await;
     b.log(&id, 2, b"the last line has no newline")
         .await
         .unwrap();
@@ -573,4 +555,11 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
         )
         .unwrap();
     assert_eq!(unknown, 0, "counted once and remembered");
+}
+
+/// Send log records `(channel, bytes)` of a task as a builder does.
+async fn send_logs(b: &mut sai_testkit::FakeBuilder, id: &str, recs: &[(u8, Vec<u8>)]) {
+    for (ch, rec) in recs {
+        b.log(id, *ch, rec).await.unwrap();
+    }
 }
