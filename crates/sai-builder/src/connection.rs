@@ -60,6 +60,8 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Default time without any frame from the server (pong, ping, message)
 /// after which the link is considered dead and closed.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(45);
+/// How long a closing link waits for the server's answer to its close.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a link could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -358,12 +360,21 @@ pub struct Link {
 impl Link {
     /// Wait until both directions have ended (the server closed the link, or
     /// every sender was dropped and the close was sent).
-    pub async fn closed(self) {
+    pub async fn closed(mut self) {
         drop(self.sender);
         drop(self.incoming);
+        // The writer sends what is queued (a final task_finished, say),
+        // then the close frame. The reader keeps draining the socket
+        // meanwhile: a socket closed with unread data is reset, and a reset
+        // can make the server drop those last messages unread.
         let _ = self.writer.await;
-        self.reader.abort();
-        let _ = self.reader.await;
+        if tokio::time::timeout(CLOSE_REPLY_WAIT, &mut self.reader)
+            .await
+            .is_err()
+        {
+            self.reader.abort();
+            let _ = self.reader.await;
+        }
     }
 }
 
@@ -590,6 +601,8 @@ async fn write_loop(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let out = tokio::select! {
+            // Queued messages first: `gone` must not overtake them.
+            biased;
             out = rx.recv() => match out {
                 Some(out) => out,
                 None => break,
@@ -668,9 +681,9 @@ async fn read_loop(
                     credit.add_permits(usize::try_from(bytes).unwrap_or(usize::MAX).min(room));
                 }
                 Ok(m) => {
-                    if tx.send(m).await.is_err() {
-                        break;
-                    }
+                    // Nobody listens once the link is closing; the socket is
+                    // still drained until the server's close arrives.
+                    let _ = tx.send(m).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable server message ignored"),
             },
