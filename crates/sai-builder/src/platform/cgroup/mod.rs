@@ -284,13 +284,18 @@ impl CgroupParent {
                 made.push(dir);
             }
             let cg = self.open(&leaf);
+            if cg.dirs.len() != self.bases.len() {
+                return Err(std::io::Error::other(format!(
+                    "cannot open cgroup.procs of every directory of {leaf} in {self}"
+                )));
+            }
             for limit in self.limits.files(self.version) {
                 let base = self
                     .bases
                     .iter()
-                    .position(|b| b.has(limit.controller))
+                    .find(|b| b.has(limit.controller))
                     .expect("bases hold every controller the limits need");
-                write_file(&cg.dirs[base].join(limit.file), &limit.value)?;
+                write_file(&base.dir.join(&leaf).join(limit.file), &limit.value)?;
             }
             Ok(cg)
         })();
