@@ -638,3 +638,96 @@ async fn a_sigkilled_builders_v1_task_cgroups_are_swept_at_its_next_start() {
         let _ = std::fs::remove_dir(dir.parent().unwrap());
     }
 }
+
+/// A builder with `task_limits` on a v1 host, through the server: an
+/// operator cancel ends the step's escapers and removes the task cgroups;
+/// a later task allocating past `memory_max_bytes` fails, and its log says
+/// it hit the task's memory limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server(&tmp.path().join("data"));
+    let memory = 64u64 << 20;
+    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+        c["task_limits"] = serde_json::json!({ "memory_max_bytes": memory, "pids_max": 100 });
+    });
+    let builder = BuilderProc::start(&conf);
+    let why = || logs(&builder, &server);
+    let pids_dir = tmp.path().join("pids");
+    std::fs::create_dir(&pids_dir).unwrap();
+    let p = pids_dir.display();
+    let step = escapers(&pids_dir, &format!("echo $$ > {p}/shell.pid; sleep 1000"));
+    let (repo, hash) = make_repo(tmp.path());
+    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&step)).await;
+    let task = first_task(&server, &ev).await;
+    let escaped = escaped_pids(&pids_dir).await;
+    let shell = sai_testkit::wait_for("shell pid", T, || async {
+        read_pid(&pids_dir.join("shell.pid"))
+    })
+    .await
+    .unwrap();
+    let dirs: Vec<_> = ["memory", "pids"]
+        .iter()
+        .map(|c| v1_cgroup_of(shell, c))
+        .collect();
+    for dir in &dirs {
+        for pid in [escaped[0], escaped[1], shell] {
+            assert_eq!(
+                &v1_cgroup_of(
+                    pid,
+                    if dir.join("pids.max").exists() {
+                        "pids"
+                    } else {
+                        "memory"
+                    }
+                ),
+                dir
+            );
+        }
+    }
+    assert_eq!(
+        read_trimmed(&dirs[0].join("memory.limit_in_bytes")),
+        memory.to_string()
+    );
+
+    let user = server.user_token("alice").unwrap();
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/api/tasks/{task}/cancel")))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", why());
+    let all = [escaped[0], escaped[1], shell];
+    let ended = sai_testkit::wait_for(
+        "the cancelled step's processes and cgroups to go",
+        T,
+        || async {
+            (all.iter().all(|&p| process_gone(p)) && cg_dirs_gone(&dirs).is_empty()).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = ended {
+        panic!("{e}: {all:?} {dirs:?}\n{}", why());
+    }
+
+    let hash = new_commit(&repo, "oom\n");
+    let sf = linux_saifile("dd if=/dev/zero of=/dev/null bs=256M count=1");
+    let ev = push(&server, "proj", &repo, &hash, &sf).await;
+    let task = first_task(&server, &ev).await;
+    task_until(
+        &server,
+        &task,
+        "the task to fail",
+        |t| t["state"] == "failed",
+        &why,
+    )
+    .await;
+    log_contains(
+        &server,
+        &task,
+        &format!("hit the task's memory limit of {memory} bytes"),
+        &why,
+    )
+    .await;
+}
