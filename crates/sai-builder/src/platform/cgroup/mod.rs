@@ -167,9 +167,11 @@ fn keyed_value(path: &Path, key: &str) -> Option<u64> {
 /// root inside the hierarchy, mount point, file system type, super
 /// options).
 fn cgroup_mounts() -> Vec<(String, PathBuf, String, String)> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+    parse_cgroup_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// [`cgroup_mounts`] from the text of a mountinfo file.
+fn parse_cgroup_mounts(info: &str) -> Vec<(String, PathBuf, String, String)> {
     info.lines()
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;

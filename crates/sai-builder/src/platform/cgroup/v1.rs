@@ -38,7 +38,12 @@ struct Hierarchy {
 /// directory in it (where mounted).
 fn hierarchies() -> Vec<Hierarchy> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mounts = cgroup_mounts();
+    hierarchies_in(&own, &cgroup_mounts())
+}
+
+/// [`hierarchies`] from the text of `/proc/self/cgroup` and the cgroup
+/// mounts.
+fn hierarchies_in(own: &str, mounts: &[(String, PathBuf, String, String)]) -> Vec<Hierarchy> {
     let mut found = Vec::new();
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
@@ -67,10 +72,12 @@ fn hierarchies() -> Vec<Hierarchy> {
         let Ok(rel) = Path::new(path).strip_prefix(root) else {
             continue;
         };
-        found.push(Hierarchy {
-            controllers,
-            dir: point.join(rel),
-        });
+        let dir = if rel.as_os_str().is_empty() {
+            point.clone()
+        } else {
+            point.join(rel)
+        };
+        found.push(Hierarchy { controllers, dir });
     }
     found
 }
@@ -154,7 +161,62 @@ impl Drop for Freeze<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse_cgroup_mounts;
     use super::*;
+
+    fn found(own: &str, mountinfo: &str) -> Vec<(String, String)> {
+        hierarchies_in(own, &parse_cgroup_mounts(mountinfo))
+            .into_iter()
+            .map(|h| (h.controllers.join(","), h.dir.display().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn hybrid_layout_one_controller_per_hierarchy() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        let own = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/ab\n1:cpu:/\n0::/\n";
+        assert_eq!(
+            found(own, mountinfo),
+            [
+                ("pids".into(), "/sys/fs/cgroup/pids".into()),
+                (
+                    "memory".into(),
+                    "/sys/fs/cgroup/memory/process_api/ab".into()
+                ),
+                ("cpu".into(), "/sys/fs/cgroup/cpu".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn pure_v1_layout_with_co_mounted_controllers_and_a_container_root() {
+        // cpu and cpuacct share a hierarchy; the container sees its own
+        // cgroup as the mount root; the freezer is not mounted here.
+        let mountinfo = "\
+25 24 0:22 /docker/c1 /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+26 24 0:23 /docker/c1 /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+27 24 0:24 /docker/c1 /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+";
+        let own = "7:freezer:/docker/c1\n4:cpu,cpuacct:/docker/c1/sub\n3:memory:/docker/c1\n\
+                   2:pids:/elsewhere\n";
+        assert_eq!(
+            found(own, mountinfo),
+            [
+                (
+                    "cpu,cpuacct".into(),
+                    "/sys/fs/cgroup/cpu,cpuacct/sub".into()
+                ),
+                ("memory".into(), "/sys/fs/cgroup/memory".into()),
+            ]
+        );
+    }
 
     #[test]
     fn cpu_weight_maps_to_shares_like_systemd() {
