@@ -104,14 +104,17 @@ fn isolate_tasks(config: &BuilderConfig, layout: &Layout) -> anyhow::Result<bool
 }
 
 /// Where task cgroups go: the builder's own cgroup v2 when it may create
-/// children there (limits need their controllers too). Steps are contained
-/// by the subreaper shim either way; configured limits without a usable
-/// cgroup are an error.
+/// children there (limits need their controllers too); else, when limits
+/// are set, cgroup v1 hierarchies (named after this builder's home, so
+/// builders sharing a cgroup never touch each other's tasks). Steps are
+/// contained by the subreaper shim either way; configured limits that no
+/// cgroup can hold are an error.
 #[cfg(target_os = "linux")]
 fn task_cgroups(
     config: &BuilderConfig,
-) -> anyhow::Result<Option<Arc<crate::platform::containment::CgroupParent>>> {
-    use crate::platform::containment::{CgroupParent, TaskLimits, own_cgroup};
+    home: &Path,
+) -> anyhow::Result<Option<Arc<crate::platform::cgroup::CgroupParent>>> {
+    use crate::platform::cgroup::{CgroupParent, TaskLimits, own_cgroup};
     let limits = config
         .task_limits
         .as_ref()
@@ -121,33 +124,34 @@ fn task_cgroups(
             cpu_weight: l.cpu_weight,
         })
         .unwrap_or_default();
-    let parent = match own_cgroup() {
-        // The root of the hierarchy is nobody's delegated subtree: only
-        // used there when limits ask for it.
-        Some(dir) if dir.join("cgroup.type").exists() || config.task_limits.is_some() => {
-            CgroupParent::at(dir.clone(), limits)
-                .map_err(|e| anyhow::anyhow!("cgroup {}: {e}", dir.display()))
+    let parent = if config.task_limits.is_some() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(home).with_context(|| format!("home {}", home.display()))?;
+        let owner = format!("{:x}-{:x}", meta.dev(), meta.ino());
+        CgroupParent::for_limits(limits, &owner)
+            .context("task_limits are set but no cgroup can hold them")?
+    } else {
+        // The root of the hierarchy is nobody's delegated subtree.
+        let v2 = match own_cgroup() {
+            Some(dir) if dir.join("cgroup.type").exists() => CgroupParent::at(dir.clone(), limits)
+                .map_err(|e| anyhow::anyhow!("cgroup {}: {e}", dir.display())),
+            Some(dir) => Err(anyhow::anyhow!(
+                "{} is the root cgroup, not a delegated one",
+                dir.display()
+            )),
+            None => Err(anyhow::anyhow!("no cgroup v2 mount")),
+        };
+        match v2 {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!("no task cgroups ({e}); steps are contained by a subreaper shim");
+                return Ok(None);
+            }
         }
-        Some(dir) => Err(anyhow::anyhow!(
-            "{} is the root cgroup, not a delegated one",
-            dir.display()
-        )),
-        None => Err(anyhow::anyhow!("no cgroup v2 mount")),
     };
-    match parent {
-        Ok(p) => {
-            let stale = p.remove_stale();
-            tracing::info!(cgroup = %p.dir().display(), stale, "tasks run in their own cgroups");
-            Ok(Some(Arc::new(p)))
-        }
-        Err(e) if config.task_limits.is_some() => {
-            Err(e.context("task_limits are set but no delegated cgroup v2 can hold them"))
-        }
-        Err(e) => {
-            tracing::info!("no task cgroups ({e}); steps are contained by a subreaper shim");
-            Ok(None)
-        }
-    }
+    let stale = parent.remove_stale();
+    tracing::info!(cgroups = %parent, stale, "tasks run in their own cgroups");
+    Ok(Some(Arc::new(parent)))
 }
 
 /// The user build steps run as: `None` means the daemon's own user.
@@ -191,7 +195,7 @@ fn prepare(config: &BuilderConfig) -> anyhow::Result<(Arc<Shared>, Vec<LinkConfi
     let layout = Layout::new(&home);
     let run_as = step_user(config)?;
     #[cfg(target_os = "linux")]
-    let cgroups = task_cgroups(config)?;
+    let cgroups = task_cgroups(config, &home)?;
     let isolate = isolate_tasks(config, &layout)?;
     #[cfg(not(target_os = "linux"))]
     if config.task_limits.is_some() {

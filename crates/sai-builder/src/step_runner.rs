@@ -15,7 +15,8 @@
 //!   groups) when set; this needs the builder to run as root.
 //!
 //! Builder notices (`>saib> ...`, channel 3) mark the start and the end of
-//! the step (exit code or reason, wall time). The step ends with a
+//! the step (exit code or reason, wall time; a failed step whose task
+//! cgroup saw processes killed at the task's memory limit says so). The step ends with a
 //! [`StepOutcome`]:
 //!
 //! * it exits ([`StepOutcome::Exited`] / [`StepOutcome::Signalled`]);
@@ -130,9 +131,9 @@ pub struct StepSpec {
     pub kill_grace: Duration,
     /// Run as this user (requires root), or as the builder's own user.
     pub run_as: Option<RunAs>,
-    /// The task's cgroup, where the builder has a delegated cgroup v2.
+    /// The task's cgroup, where the builder has task cgroups.
     #[cfg(target_os = "linux")]
-    pub cgroup: Option<Arc<crate::platform::containment::TaskCgroup>>,
+    pub cgroup: Option<Arc<crate::platform::cgroup::TaskCgroup>>,
     /// The task's view of the builder home, where steps are isolated.
     #[cfg(target_os = "linux")]
     pub isolation: Option<Arc<crate::platform::isolation::Isolation>>,
@@ -271,6 +272,36 @@ async fn notice(tx: &LogSender, text: String) {
     let _ = tx.send(LogChunk::notice(text)).await;
 }
 
+/// Processes the kernel killed so far for want of memory in the task's
+/// cgroup.
+fn oom_kills(spec: &StepSpec) -> u64 {
+    #[cfg(target_os = "linux")]
+    if let Some(cg) = &spec.cgroup {
+        return cg.oom_kills();
+    }
+    let _ = spec;
+    0
+}
+
+/// Why a failed step failed, when the task's memory limit killed some of
+/// its processes since `before` (see [`oom_kills`]).
+fn memory_limit_hit(spec: &StepSpec, before: u64) -> Option<String> {
+    let killed = oom_kills(spec).checked_sub(before).filter(|&n| n > 0)?;
+    #[cfg(target_os = "linux")]
+    let limit = spec
+        .cgroup
+        .as_ref()
+        .and_then(|c| c.memory_max())
+        .map(|m| format!(" of {m} bytes"))
+        .unwrap_or_default();
+    #[cfg(not(target_os = "linux"))]
+    let limit = String::new();
+    Some(format!(
+        "hit the task's memory limit{limit}: the kernel killed {killed} of its \
+         processes (out of memory)"
+    ))
+}
+
 /// Run one step, streaming its output to `tx`; see the module doc.
 pub async fn run_step(
     spec: &StepSpec,
@@ -317,6 +348,7 @@ pub async fn run_step(
             pgid: 0,
         });
     }
+    let ooms_before = oom_kills(spec);
     let start = Instant::now();
     let (mut process, stdout, stderr) = StepProcess::spawn(&command)?;
     let pgid = process.id();
@@ -388,6 +420,11 @@ pub async fn run_step(
         if tokio::time::timeout(DRAIN_GRACE, &mut *r).await.is_err() {
             r.abort();
         }
+    }
+    if !outcome.success()
+        && let Some(why) = memory_limit_hit(spec, ooms_before)
+    {
+        notice(tx, format!("Step {step} {why}")).await;
     }
     let duration = start.elapsed();
     let secs = duration.as_secs_f64();

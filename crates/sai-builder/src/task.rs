@@ -91,7 +91,7 @@ pub struct TaskContext {
     pub isolate: bool,
     /// Where task cgroups are made (Linux, delegated cgroup v2).
     #[cfg(target_os = "linux")]
-    pub cgroups: Option<Arc<crate::platform::containment::CgroupParent>>,
+    pub cgroups: Option<Arc<crate::platform::cgroup::CgroupParent>>,
 }
 
 impl TaskContext {
@@ -301,7 +301,7 @@ async fn run_inner(
     let cgroup = match &ctx.cgroups {
         Some(parent) => match parent.create_task(&vn) {
             Ok(cg) => Some(Arc::new(cg)),
-            Err(e) => return infra(format!("task cgroup in {}: {e}", parent.dir().display())),
+            Err(e) => return infra(format!("task cgroup in {parent}: {e}")),
         },
         None => None,
     };

@@ -3,7 +3,11 @@
 //! step exits, and after the builder itself is SIGKILLed. Checked by pid,
 //! with real processes. On Linux the subreaper shim does this everywhere;
 //! where a cgroup v2 is writable, a task cgroup also holds (and kills) the
-//! task's processes.
+//! task's processes. Per-task limits (memory, pids, CPU weight) on hosts
+//! without a delegated cgroup v2 with those controllers go through cgroup
+//! v1 (the `v1_*` tests and the builder tests with `task_limits`: they need
+//! v1 controllers mounted, as on CI's hybrid hosts, and root; without them
+//! they fail saying so rather than pass).
 #![cfg(target_os = "linux")]
 
 mod daemon_common;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use daemon_common::*;
 use sai_builder::log::{CH_NOTICE, LogChunk};
-use sai_builder::platform::containment::{CgroupParent, TaskLimits, own_cgroup};
+use sai_builder::platform::cgroup::{CgroupParent, TaskLimits, Version, own_cgroup};
 use sai_builder::platform::process_gone;
 use sai_builder::step_runner::{StepOutcome, StepReport, StepSpec, run_step};
 use tokio::sync::mpsc;
@@ -205,7 +209,7 @@ async fn a_task_cgroup_holds_the_steps_processes_and_is_killed_and_removed() {
     });
     let name = format!("test-{}", std::process::id());
     let cg = Arc::new(parent.create_task(&name).unwrap());
-    let dir = cg.dir().to_path_buf();
+    let dir = cg.dirs()[0].clone();
     assert!(dir.join("cgroup.procs").exists());
 
     let tmp = tempfile::tempdir().unwrap();
@@ -240,8 +244,24 @@ async fn a_task_cgroup_holds_the_steps_processes_and_is_killed_and_removed() {
     assert!(!dir.exists(), "{} removed", dir.display());
 }
 
-/// Limits need the memory/pids/cpu controllers in the parent; where they
-/// are not offered, asking for limits is a clear error rather than silently
+/// Whether a cgroup v1 hierarchy with `controller` is mounted, read from
+/// /proc/self/mountinfo here rather than by the code under test.
+fn v1_mounted(controller: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(" - ")?.1.strip_prefix("cgroup "))
+        .any(|rest| {
+            rest.split_whitespace()
+                .nth(1)
+                .is_some_and(|o| o.split(',').any(|c| c == controller))
+        })
+}
+
+/// Limits need the memory/pids/cpu controllers: in the builder's own cgroup
+/// v2, or else in cgroup v1 hierarchies (hybrid hosts such as CI's). Where
+/// they are offered the limits are applied; only where neither has them is
+/// asking for limits refused, with a clear error rather than silently
 /// unlimited tasks.
 #[test]
 fn task_limits_are_applied_or_refused_by_name() {
@@ -253,20 +273,469 @@ fn task_limits_are_applied_or_refused_by_name() {
     };
     let offered = std::fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
     let has = |c: &str| offered.split_whitespace().any(|o| o == c);
-    if has("memory") && has("pids") && has("cpu") {
-        let parent = CgroupParent::at(own, limits).unwrap();
+    let on_v2 = has("memory") && has("pids") && has("cpu");
+    let on_v1 = v1_mounted("memory") && v1_mounted("pids") && v1_mounted("cpu");
+    let owner = format!("limits-{}", std::process::id());
+    if on_v2 || on_v1 {
+        let parent = CgroupParent::for_limits(limits, &owner).unwrap();
         let cg = parent
             .create_task(&format!("limits-{}", std::process::id()))
             .unwrap();
-        let read = |f: &str| std::fs::read_to_string(cg.dir().join(f)).unwrap();
-        assert_eq!(read("memory.max").trim(), (256u64 << 20).to_string());
+        let read = |f: &str| {
+            let dir = cg
+                .dirs()
+                .iter()
+                .find(|d| d.join(f).exists())
+                .unwrap_or_else(|| panic!("no {f} in {:?}", cg.dirs()));
+            std::fs::read_to_string(dir.join(f)).unwrap()
+        };
         assert_eq!(read("pids.max").trim(), "100");
-        assert_eq!(read("cpu.weight").trim(), "50");
+        if on_v2 {
+            assert_eq!(parent.version(), Version::V2);
+            assert_eq!(read("memory.max").trim(), (256u64 << 20).to_string());
+            assert_eq!(read("cpu.weight").trim(), "50");
+        } else {
+            assert_eq!(parent.version(), Version::V1);
+            assert_eq!(
+                read("memory.limit_in_bytes").trim(),
+                (256u64 << 20).to_string()
+            );
+            // Weight 50 is half the default: 512 of 1024 shares.
+            assert_eq!(read("cpu.shares").trim(), "512");
+        }
+        let dirs = cg.dirs().to_vec();
+        drop(cg);
+        for d in dirs {
+            assert!(!d.exists(), "{} removed", d.display());
+        }
     } else {
-        let err = CgroupParent::at(own.clone(), limits)
+        let err = CgroupParent::for_limits(limits, &owner)
             .unwrap_err()
             .to_string();
         assert!(err.contains("controller"), "{err}");
         assert!(err.contains(&own.display().to_string()), "{err}");
+        assert!(err.contains("cgroup v1"), "{err}");
+    }
+}
+
+// cgroup v1 (hybrid hosts such as CI's: v1 controllers, an empty cgroup2).
+
+/// The directory of cgroup `path` in the v1 hierarchy holding
+/// `controller`, found from /proc/self/mountinfo here (not by the code
+/// under test). Panics where no such hierarchy is mounted: these tests are
+/// for hosts with cgroup v1 controllers, as CI's are.
+fn v1_dir(controller: &str, path: &str) -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let post: Vec<&str> = post.split_whitespace().collect();
+        if post[0] != "cgroup" || !post[2].split(',').any(|c| c == controller) {
+            continue;
+        }
+        let pre: Vec<&str> = pre.split_whitespace().collect();
+        let rel = Path::new(path).strip_prefix(pre[3]).unwrap();
+        return Path::new(pre[4]).join(rel);
+    }
+    panic!(
+        "no cgroup v1 hierarchy with {controller} is mounted: the v1 task limit tests need a \
+         host with cgroup v1 controllers (hybrid or v1 layout, as CI's)"
+    );
+}
+
+/// Process `pid`'s cgroup directory in the v1 hierarchy of `controller`.
+fn v1_cgroup_of(pid: i32, controller: &str) -> std::path::PathBuf {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = own
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
+            list.split(',').any(|c| c == controller).then_some(path)
+        })
+        .unwrap_or_else(|| panic!("{pid} is in no {controller} hierarchy:\n{own}"));
+    v1_dir(controller, path)
+}
+
+const V1_LIMITS: TaskLimits = TaskLimits {
+    memory_max: Some(256 << 20),
+    pids_max: Some(64),
+    cpu_weight: Some(50),
+};
+
+fn v1_parent(limits: TaskLimits, test: &str) -> CgroupParent {
+    let parent = CgroupParent::v1(limits, &format!("{test}-{}", std::process::id()))
+        .unwrap_or_else(|e| panic!("cgroup v1 for task limits ({e}): run the tests as root"));
+    assert_eq!(parent.version(), Version::V1);
+    parent
+}
+
+fn read_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// With task limits on a v1 host: every process of the step, escapers
+/// included, is in the task cgroup in the memory, pids and cpu hierarchies;
+/// the limit files hold the configured values (weight 50 = 512 shares); a
+/// cancel ends them all; dropping the task cgroup kills a process put into
+/// it from outside and removes every directory.
+#[tokio::test]
+async fn v1_task_cgroups_hold_every_process_of_the_step_with_the_limits() {
+    let parent = v1_parent(V1_LIMITS, "hold");
+    let cg = Arc::new(parent.create_task("hold").unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let step = escapers(
+        tmp.path(),
+        &format!("echo $$ > {}/shell.pid; sleep 1000", tmp.path().display()),
+    );
+    let mut spec = StepSpec::new(1, step, tmp.path(), env());
+    spec.kill_grace = Duration::from_millis(300);
+    spec.cgroup = Some(cg.clone());
+    let cancel = CancellationToken::new();
+    let step = tokio::spawn(run(spec, cancel.clone()));
+    let escaped = escaped_pids(tmp.path()).await;
+    let shell = sai_testkit::wait_for("shell pid", T, || async {
+        read_pid(&tmp.path().join("shell.pid"))
+    })
+    .await
+    .unwrap();
+    let all = [escaped[0], escaped[1], shell];
+    let mut dirs = Vec::new();
+    for controller in ["memory", "pids", "cpu"] {
+        let dir = v1_cgroup_of(shell, controller);
+        assert!(dir.ends_with("sai-task-hold"), "{}", dir.display());
+        assert!(
+            cg.dirs().contains(&dir),
+            "{} not in {:?}",
+            dir.display(),
+            cg.dirs()
+        );
+        for pid in all {
+            assert_eq!(v1_cgroup_of(pid, controller), dir, "{pid} in {controller}");
+        }
+        dirs.push(dir);
+    }
+    assert_eq!(
+        read_trimmed(&dirs[0].join("memory.limit_in_bytes")),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(read_trimmed(&dirs[1].join("pids.max")), "64");
+    assert_eq!(read_trimmed(&dirs[2].join("cpu.shares")), "512");
+    let members = cg.pids();
+    for pid in all {
+        assert!(members.contains(&pid), "{pid} not in {members:?}");
+    }
+
+    cancel.cancel();
+    let (report, notices) = step.await.unwrap();
+    assert_eq!(report.outcome, StepOutcome::Cancelled, "{notices}");
+    assert_all_gone(&all, "the cancel");
+
+    // A process outside the shim's tree, put into the pids cgroup only.
+    let mut outsider = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let opid = outsider.id() as i32;
+    std::fs::write(dirs[1].join("cgroup.procs"), opid.to_string()).unwrap();
+    assert!(cg.pids().contains(&opid));
+    drop(Arc::try_unwrap(cg).expect("the step released the cgroup"));
+    let status = outsider.wait().unwrap();
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    let left = still_there(&dirs);
+    assert!(left.is_empty(), "not removed: {left:?}");
+}
+
+/// Those of `dirs` that still exist.
+fn still_there(dirs: &[std::path::PathBuf]) -> Vec<&std::path::PathBuf> {
+    dirs.iter().filter(|d| d.exists()).collect()
+}
+
+/// `pids_max` on a v1 host: a step starting more processes than allowed
+/// sees its forks fail (EAGAIN: the shell reports it cannot fork), the
+/// kernel counts the refusals, and the step's processes never exceed it.
+#[tokio::test]
+async fn v1_pids_max_makes_the_steps_forks_fail() {
+    let limits = TaskLimits {
+        pids_max: Some(12),
+        ..TaskLimits::default()
+    };
+    let parent = v1_parent(limits, "pids");
+    let cg = Arc::new(parent.create_task("pids").unwrap());
+    let pids_dir = cg
+        .dirs()
+        .iter()
+        .find(|d| d.join("pids.max").exists())
+        .unwrap()
+        .clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display();
+    let step = format!(
+        "sh -c 'i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done; wait' \
+         > {d}/fork.log 2>&1 || echo \"exit $?\" >> {d}/fork.log"
+    );
+    let mut spec = StepSpec::new(1, step, tmp.path(), env());
+    spec.kill_grace = Duration::from_millis(300);
+    spec.cgroup = Some(cg.clone());
+    let (report, notices) = run(spec, CancellationToken::new()).await;
+    let log = std::fs::read_to_string(tmp.path().join("fork.log")).unwrap();
+    assert!(
+        log.to_lowercase().contains("fork"),
+        "the step should see its forks fail:\n{log}\n{notices}"
+    );
+    assert_eq!(report.outcome, StepOutcome::Exited(0), "{notices}");
+    let events = read_trimmed(&pids_dir.join("pids.events"));
+    let refused: u64 = events
+        .strip_prefix("max ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("pids.events: {events}"));
+    assert!(refused > 0, "pids.events: {events}");
+    assert!(cg.pids().is_empty(), "{:?}", cg.pids());
+}
+
+/// `memory_max` on a v1 host: a step allocating past it is OOM-killed and
+/// fails with a notice naming the task's memory limit; a step of the same
+/// task failing for another reason afterwards does not.
+#[tokio::test]
+async fn v1_memory_max_oom_kills_the_step_and_says_so() {
+    let limits = TaskLimits {
+        memory_max: Some(64 << 20),
+        ..TaskLimits::default()
+    };
+    let parent = v1_parent(limits, "oom");
+    let cg = Arc::new(parent.create_task("oom").unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = StepSpec::new(
+        1,
+        "dd if=/dev/zero of=/dev/null bs=256M count=1",
+        tmp.path(),
+        env(),
+    );
+    spec.cgroup = Some(cg.clone());
+    let (report, notices) = run(spec, CancellationToken::new()).await;
+    assert!(!report.outcome.success(), "{notices}");
+    assert!(cg.oom_kills() >= 1, "{notices}");
+    assert!(
+        notices.contains(&format!(
+            "Step 1 hit the task's memory limit of {} bytes",
+            64u64 << 20
+        )),
+        "{notices}"
+    );
+    assert!(notices.contains("out of memory"), "{notices}");
+
+    let mut spec = StepSpec::new(2, "exit 3", tmp.path(), env());
+    spec.cgroup = Some(cg.clone());
+    let (report, notices) = run(spec, CancellationToken::new()).await;
+    assert_eq!(report.outcome, StepOutcome::Exited(3));
+    assert!(!notices.contains("memory limit"), "{notices}");
+}
+
+/// A builder with `task_limits` on a v1 host runs its task's processes in
+/// v1 task cgroups with the limits. SIGKILLed mid-task, it leaves the task
+/// cgroups behind; at its next start they are removed and what was in
+/// them (here a process put there after the kill) is killed. The task then
+/// runs to its end and its cgroups are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_builders_v1_task_cgroups_are_swept_at_its_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server(&tmp.path().join("data"));
+    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+        c["task_limits"] = serde_json::json!({
+            "memory_max_bytes": 512u64 << 20,
+            "pids_max": 200,
+            "cpu_weight": 200,
+        });
+    });
+    let mut builder = BuilderProc::start(&conf);
+    let pids_dir = tmp.path().join("pids");
+    std::fs::create_dir(&pids_dir).unwrap();
+    let p = pids_dir.display();
+    let step = escapers(&pids_dir, &format!("echo $$ > {p}/shell.pid; sleep 1000"));
+    let step = format!("if [ -e {p}/ran ]; then exit 0; fi; touch {p}/ran; {step}");
+    let (repo, hash) = make_repo(tmp.path());
+    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&step)).await;
+    let escaped = escaped_pids(&pids_dir).await;
+    let shell = sai_testkit::wait_for("shell pid", T, || async {
+        read_pid(&pids_dir.join("shell.pid"))
+    })
+    .await
+    .unwrap();
+    assert!(builder.log().contains("cgroup v1"), "{}", builder.log());
+    let dirs: Vec<_> = ["memory", "pids", "cpu"]
+        .iter()
+        .map(|c| v1_cgroup_of(shell, c))
+        .collect();
+    for dir in &dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("sai-task-"), "{}", dir.display());
+        for pid in escaped {
+            assert!(
+                read_trimmed(&dir.join("cgroup.procs"))
+                    .lines()
+                    .any(|l| l == pid.to_string()),
+                "{pid} in {}",
+                dir.display()
+            );
+        }
+    }
+    assert_eq!(read_trimmed(&dirs[1].join("pids.max")), "200");
+    assert_eq!(read_trimmed(&dirs[2].join("cpu.shares")), "2048");
+
+    builder.guard.kill();
+    let all = [escaped[0], escaped[1], shell];
+    sai_testkit::wait_for("the step's processes to go", T, || async {
+        all.iter().all(|&p| process_gone(p)).then_some(())
+    })
+    .await
+    .unwrap();
+    for dir in &dirs {
+        assert!(
+            dir.exists(),
+            "{} is left by the SIGKILLed builder",
+            dir.display()
+        );
+    }
+    // Something still in the stale cgroups when the builder comes back.
+    let mut outsider = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let opid = outsider.id() as i32;
+    for dir in &dirs {
+        std::fs::write(dir.join("cgroup.procs"), opid.to_string()).unwrap();
+    }
+
+    let builder = BuilderProc::start(&conf);
+    let status = tokio::task::spawn_blocking(move || outsider.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    let swept = sai_testkit::wait_for("the stale task cgroups to go", T, || async {
+        still_there(&dirs).is_empty().then_some(())
+    })
+    .await;
+    if let Err(e) = swept {
+        panic!("{e}: {dirs:?}\n{}", logs(&builder, &server));
+    }
+    // The task comes back to the restarted builder and ends; its cgroups go
+    // with it.
+    let task = first_task(&server, &ev).await;
+    let why = || logs(&builder, &server);
+    task_until(
+        &server,
+        &task,
+        "the task to succeed",
+        |t| t["state"] == "success",
+        &why,
+    )
+    .await;
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} removed after the task", dir.display());
+    }
+    drop(builder);
+    for dir in &dirs {
+        let _ = std::fs::remove_dir(dir.parent().unwrap());
+    }
+}
+
+/// A builder with `task_limits` on a v1 host, through the server: an
+/// operator cancel ends the step's escapers and removes the task cgroups;
+/// a later task allocating past `memory_max_bytes` fails, and its log says
+/// it hit the task's memory limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server(&tmp.path().join("data"));
+    let memory = 64u64 << 20;
+    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+        c["task_limits"] = serde_json::json!({ "memory_max_bytes": memory, "pids_max": 100 });
+    });
+    let builder = BuilderProc::start(&conf);
+    let why = || logs(&builder, &server);
+    let pids_dir = tmp.path().join("pids");
+    std::fs::create_dir(&pids_dir).unwrap();
+    let p = pids_dir.display();
+    let step = escapers(&pids_dir, &format!("echo $$ > {p}/shell.pid; sleep 1000"));
+    let (repo, hash) = make_repo(tmp.path());
+    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&step)).await;
+    let task = first_task(&server, &ev).await;
+    let escaped = escaped_pids(&pids_dir).await;
+    let shell = sai_testkit::wait_for("shell pid", T, || async {
+        read_pid(&pids_dir.join("shell.pid"))
+    })
+    .await
+    .unwrap();
+    let dirs: Vec<_> = ["memory", "pids"]
+        .iter()
+        .map(|c| v1_cgroup_of(shell, c))
+        .collect();
+    for dir in &dirs {
+        for pid in [escaped[0], escaped[1], shell] {
+            assert_eq!(
+                &v1_cgroup_of(
+                    pid,
+                    if dir.join("pids.max").exists() {
+                        "pids"
+                    } else {
+                        "memory"
+                    }
+                ),
+                dir
+            );
+        }
+    }
+    assert_eq!(
+        read_trimmed(&dirs[0].join("memory.limit_in_bytes")),
+        memory.to_string()
+    );
+
+    let user = server.user_token("alice").unwrap();
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/api/tasks/{task}/cancel")))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", why());
+    let all = [escaped[0], escaped[1], shell];
+    let ended = sai_testkit::wait_for(
+        "the cancelled step's processes and cgroups to go",
+        T,
+        || async {
+            (all.iter().all(|&p| process_gone(p)) && still_there(&dirs).is_empty()).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = ended {
+        panic!("{e}: {all:?} {dirs:?}\n{}", why());
+    }
+
+    let hash = new_commit(&repo, "oom\n");
+    let sf = linux_saifile("dd if=/dev/zero of=/dev/null bs=256M count=1");
+    let ev = push(&server, "proj", &repo, &hash, &sf).await;
+    let task = first_task(&server, &ev).await;
+    task_until(
+        &server,
+        &task,
+        "the task to fail",
+        |t| t["state"] == "failed",
+        &why,
+    )
+    .await;
+    log_contains(
+        &server,
+        &task,
+        &format!("hit the task's memory limit of {memory} bytes"),
+        &why,
+    )
+    .await;
+    drop(builder);
+    for dir in &dirs {
+        let _ = std::fs::remove_dir(dir.parent().unwrap());
     }
 }

@@ -24,12 +24,13 @@
 //! cannot fork again. The shell has `PR_SET_PDEATHSIG` = SIGKILL on the
 //! shim, so a step never outlives it either.
 //!
-//! Where the builder has a delegated cgroup v2 subtree ([`CgroupParent`]),
-//! each task also gets a cgroup ([`TaskCgroup`]): the shim moves itself into
-//! it before forking, so everything the step starts is accounted there, the
-//! configured memory / pids / CPU-weight limits apply, and the end of the
-//! task kills the whole cgroup (`cgroup.kill`), which also catches
-//! processes that left the shim's tree by other means.
+//! Where the builder has task cgroups ([`super::cgroup`]: a delegated
+//! cgroup v2 subtree, or cgroup v1 hierarchies when task limits are set),
+//! each task also gets a cgroup: the shim moves itself into it (in every
+//! hierarchy) before forking, so everything the step starts is accounted
+//! there, the configured memory / pids / CPU limits apply, and the end of
+//! the task kills the whole cgroup, which also catches processes that left
+//! the shim's tree by other means.
 //!
 //! The shim runs between `fork` and `exec` of a multi-threaded process: it
 //! only makes async-signal-safe system calls on memory prepared before the
@@ -37,12 +38,10 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::libc::{self, c_int, pid_t};
 
@@ -115,20 +114,21 @@ impl ShimEnd {
 ///
 /// # Safety
 /// Only to be called in a freshly forked child of a possibly multi-threaded
-/// process. `ctl` and `cgroup_procs` must be open descriptors.
+/// process. `ctl` and `cgroup_procs` (one `cgroup.procs` per hierarchy of
+/// the task cgroup) must be open descriptors.
 pub unsafe fn shim_fork(
     ctl: RawFd,
-    cgroup_procs: Option<RawFd>,
+    cgroup_procs: &[RawFd],
     grace: Duration,
 ) -> std::io::Result<()> {
     // SAFETY (whole function): only async-signal-safe system calls on
     // values that live on this stack or were prepared before the fork.
     unsafe {
-        if let Some(fd) = cgroup_procs
+        for &fd in cgroup_procs {
             // "0" moves the writing process.
-            && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
-        {
-            return Err(std::io::Error::last_os_error());
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
         if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
             return Err(std::io::Error::last_os_error());
@@ -375,240 +375,6 @@ fn exit_like(status: Option<c_int>) -> ! {
                 libc::_exit(128 + sig)
             }
             _ => libc::_exit(255),
-        }
-    }
-}
-
-/// Per-task cgroup limits (from the builder config).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TaskLimits {
-    /// `memory.max` in bytes.
-    pub memory_max: Option<u64>,
-    /// `pids.max`.
-    pub pids_max: Option<u64>,
-    /// `cpu.weight` (1-10000, default 100).
-    pub cpu_weight: Option<u32>,
-}
-
-impl TaskLimits {
-    fn wanted(&self) -> Vec<(&'static str, &'static str, String)> {
-        let mut v = Vec::new();
-        if let Some(m) = self.memory_max {
-            v.push(("memory", "memory.max", m.to_string()));
-        }
-        if let Some(p) = self.pids_max {
-            v.push(("pids", "pids.max", p.to_string()));
-        }
-        if let Some(w) = self.cpu_weight {
-            v.push(("cpu", "cpu.weight", w.to_string()));
-        }
-        v
-    }
-}
-
-/// A cgroup v2 directory the builder may create task cgroups in (its own
-/// cgroup, when it is writable: a systemd unit with `Delegate=yes`, or a
-/// root builder).
-#[derive(Debug, Clone)]
-pub struct CgroupParent {
-    dir: PathBuf,
-    limits: TaskLimits,
-}
-
-/// A task's cgroup; killed and removed on drop.
-#[derive(Debug)]
-pub struct TaskCgroup {
-    dir: PathBuf,
-    procs: File,
-}
-
-/// The cgroup v2 mount point, from `/proc/self/mountinfo`.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (pre, post) = line.split_once(" - ")?;
-        if post.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        Some(PathBuf::from(pre.split_whitespace().nth(4)?))
-    })
-}
-
-/// This process's cgroup v2 directory.
-pub fn own_cgroup() -> Option<PathBuf> {
-    let mount = cgroup2_mount()?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    Some(mount.join(rel.trim_start_matches('/')))
-}
-
-fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
-    std::fs::write(path, value).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("writing {value:?} to {}: {e}", path.display()),
-        )
-    })
-}
-
-impl CgroupParent {
-    /// The builder's own cgroup v2 if it may create children there, with
-    /// the controllers for `limits` enabled for them. To enable controllers
-    /// a non-root cgroup must have no processes of its own, so the builder
-    /// first moves itself into a `builder` leaf below it. `None` when there
-    /// is no writable cgroup v2 (the subreaper shim still contains steps).
-    pub fn detect(limits: TaskLimits) -> Option<Self> {
-        let dir = own_cgroup()?;
-        Self::at(dir, limits).ok()
-    }
-
-    /// Use `dir` (which must be writable) as the parent.
-    pub fn at(dir: PathBuf, limits: TaskLimits) -> std::io::Result<Self> {
-        let probe = dir.join(format!("sai-probe-{}", std::process::id()));
-        std::fs::create_dir(&probe)?;
-        std::fs::remove_dir(&probe)?;
-        let parent = Self { dir, limits };
-        let wanted: Vec<_> = limits.wanted().into_iter().map(|(c, _, _)| c).collect();
-        if !wanted.is_empty() {
-            parent.enable(&wanted)?;
-        }
-        Ok(parent)
-    }
-
-    fn enable(&self, controllers: &[&str]) -> std::io::Result<()> {
-        let available = std::fs::read_to_string(self.dir.join("cgroup.controllers"))?;
-        let missing: Vec<_> = controllers
-            .iter()
-            .filter(|c| !available.split_whitespace().any(|a| a == **c))
-            .collect();
-        if !missing.is_empty() {
-            return Err(std::io::Error::other(format!(
-                "cgroup {} does not offer the {missing:?} controller(s) the task limits need",
-                self.dir.display()
-            )));
-        }
-        let line: String = controllers.iter().map(|c| format!("+{c} ")).collect();
-        let control = self.dir.join("cgroup.subtree_control");
-        if write_file(&control, line.trim()).is_ok() {
-            return Ok(());
-        }
-        let leaf = self.dir.join("builder");
-        match std::fs::create_dir(&leaf) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        write_file(&leaf.join("cgroup.procs"), "0")?;
-        write_file(&control, line.trim())
-    }
-
-    /// The directory task cgroups are made in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Create the cgroup `sai-task-<name>` with the configured limits. A
-    /// leftover of the same name (a builder killed mid-task) is killed and
-    /// removed first.
-    pub fn create_task(&self, name: &str) -> std::io::Result<TaskCgroup> {
-        let dir = self.dir.join(format!("sai-task-{name}"));
-        if dir.exists() {
-            drop(TaskCgroup::open(dir.clone())?);
-        }
-        std::fs::create_dir(&dir)?;
-        let cg = TaskCgroup::open(dir)?;
-        for (_, file, value) in self.limits.wanted() {
-            write_file(&cg.dir.join(file), &value)?;
-        }
-        Ok(cg)
-    }
-
-    /// Kill and remove task cgroups a dead builder left behind.
-    pub fn remove_stale(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return 0;
-        };
-        let mut n = 0;
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("sai-task-")
-                && let Ok(cg) = TaskCgroup::open(e.path())
-            {
-                drop(cg);
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
-impl TaskCgroup {
-    fn open(dir: PathBuf) -> std::io::Result<Self> {
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))?;
-        Ok(Self { dir, procs })
-    }
-
-    /// The cgroup's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Descriptor of `cgroup.procs`, written by the shim to join.
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
-    }
-
-    /// Pids in the cgroup now.
-    pub fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-
-    fn populated(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.events"))
-            .map(|s| s.lines().any(|l| l == "populated 1"))
-            .unwrap_or(false)
-    }
-
-    /// SIGKILL everything in the cgroup (`cgroup.kill`, or each pid on
-    /// kernels before 5.14) and wait up to `limit` for it to empty.
-    pub fn kill_all(&self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while self.populated() {
-            if write_file(&self.dir.join("cgroup.kill"), "1").is_err() {
-                for pid in self.pids() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            if start.elapsed() > limit {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
-    }
-}
-
-impl Drop for TaskCgroup {
-    fn drop(&mut self) {
-        if !self.kill_all(Duration::from_secs(5)) {
-            tracing::warn!(cgroup = %self.dir.display(), "task cgroup still populated after SIGKILL");
-        }
-        // Exited-but-unreaped members keep the directory busy a moment.
-        for _ in 0..200 {
-            match std::fs::remove_dir(&self.dir) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                _ => return,
-            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! | item | Unix | Windows |
 //! |---|---|---|
 //! | [`StepCommand`] (the shell of a step) | `<sh> -e -c <text>` | the text as a `.bat` script run by `cmd /D /C` ([`script::windows_batch`]) |
-//! | [`StepProcess`] (a step's whole process tree) | its own process group; on Linux also a subreaper shim and, where delegated, a cgroup v2 ([`containment`]) | a job object (process-wrap) |
+//! | [`StepProcess`] (a step's whole process tree) | its own process group; on Linux also a subreaper shim ([`containment`]) and a task cgroup, v2 where delegated, else v1 when limits are set ([`cgroup`]) | a job object (process-wrap) |
 //! | [`RunAs`] (user switching) | uid, gid and supplementary groups, set in the child | refused with [`crate::step_runner::StepError::RunAsUnsupported`] |
 //! | log proxy endpoints | unix sockets (mode 0600) | loopback TCP listeners |
 //! | [`free_disk_bytes`] | `statvfs(2)` | `GetDiskFreeSpaceExW` (fs4) |
@@ -17,6 +17,8 @@
 pub mod load;
 pub mod script;
 
+#[cfg(target_os = "linux")]
+pub mod cgroup;
 #[cfg(target_os = "linux")]
 pub mod containment;
 #[cfg(target_os = "linux")]
@@ -74,9 +76,9 @@ pub struct StepCommand {
     pub kill_grace: Duration,
     /// The user to run as, if not the builder's own.
     pub run_as: Option<RunAs>,
-    /// The task's cgroup to start the step in (Linux, where delegated).
+    /// The task's cgroup to start the step in (Linux, where available).
     #[cfg(target_os = "linux")]
-    pub cgroup: Option<std::sync::Arc<containment::TaskCgroup>>,
+    pub cgroup: Option<std::sync::Arc<cgroup::TaskCgroup>>,
     /// The step's own view of the builder home (Linux).
     #[cfg(target_os = "linux")]
     pub isolation: Option<std::sync::Arc<isolation::Isolation>>,

@@ -1,5 +1,6 @@
 //! Unix: `sh -e -c`, process groups, uid/gid switching, unix sockets.
-//! Linux adds the subreaper shim and task cgroups ([`super::containment`]).
+//! Linux adds the subreaper shim ([`super::containment`]) and task cgroups
+//! ([`super::cgroup`]).
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -251,13 +252,17 @@ impl StepProcess {
         #[cfg(target_os = "linux")]
         {
             let ctl = shim_end.raw_fd();
-            let cgroup = cmd.cgroup.as_ref().map(|c| c.procs_fd());
+            let cgroup = cmd
+                .cgroup
+                .as_ref()
+                .map(|c| c.procs_fds())
+                .unwrap_or_default();
             let grace = cmd.kill_grace;
             // SAFETY: shim_fork is written for exactly this place (after
             // fork, before exec); the descriptors outlive the spawn.
             #[allow(unsafe_code)]
             unsafe {
-                c.pre_exec(move || super::containment::shim_fork(ctl, cgroup, grace));
+                c.pre_exec(move || super::containment::shim_fork(ctl, &cgroup, grace));
             }
         }
         // After the shim (which stays outside), before dropping root: the

@@ -86,9 +86,13 @@ pub struct BuilderConfig {
     /// accepted. Default 2147483648 (2 GiB); 0 turns the check off.
     #[serde(default = "default_min_free_disk_bytes")]
     pub min_free_disk_bytes: u64,
-    /// Per-task resource limits, applied through a cgroup v2 per task where
-    /// the builder has a delegated cgroup (systemd `Delegate=yes`, Linux).
-    /// Without one the builder refuses to start when limits are set.
+    /// Per-task resource limits (Linux), applied through a cgroup per task:
+    /// cgroup v2 where the builder's own cgroup offers the controllers
+    /// (systemd `Delegate=yes`), else cgroup v1 hierarchies with them
+    /// (hybrid or v1 hosts: `memory.limit_in_bytes`, `pids.max`,
+    /// `cpu.shares`; the builder needs write access there, e.g. root).
+    /// Where neither can hold them the builder refuses to start. See
+    /// docs/builder.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_limits: Option<TaskLimitsConfig>,
     /// Address and port of a local listener serving the builder's
@@ -112,13 +116,17 @@ pub struct BuilderConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskLimitsConfig {
-    /// Most memory the task's processes may use, in bytes (`memory.max`).
+    /// Most memory the task's processes may use, in bytes (`memory.max`;
+    /// cgroup v1 `memory.limit_in_bytes`). A task that goes past it has
+    /// processes killed, and its failed step says it hit the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max_bytes: Option<u64>,
     /// Most processes and threads the task may have at once (`pids.max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
-    /// Relative CPU share, 1 to 10000 (default 100) (`cpu.weight`).
+    /// Relative CPU share, 1 to 10000 (default 100) (`cpu.weight`; cgroup
+    /// v1 `cpu.shares` = weight * 1024 / 100, clamped to 2..262144, as
+    /// systemd maps them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub cpu_weight: Option<u32>,
