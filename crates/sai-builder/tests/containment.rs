@@ -3,7 +3,9 @@
 //! step exits, and after the builder itself is SIGKILLed. Checked by pid,
 //! with real processes. On Linux the subreaper shim does this everywhere;
 //! where a cgroup v2 is writable, a task cgroup also holds (and kills) the
-//! task's processes.
+//! task's processes. Each case runs with task isolation off and on (a pid
+//! namespace per step, where `$$` is not the host pid: processes are
+//! found on the host by the pid file they hold open).
 #![cfg(target_os = "linux")]
 
 mod daemon_common;
@@ -16,13 +18,15 @@ use std::time::Duration;
 use daemon_common::*;
 use sai_builder::log::{CH_NOTICE, LogChunk};
 use sai_builder::platform::containment::{CgroupParent, TaskLimits, own_cgroup};
+use sai_builder::platform::isolation::Isolation;
 use sai_builder::platform::process_gone;
 use sai_builder::step_runner::{StepOutcome, StepReport, StepSpec, run_step};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A helper that writes its own pid to `$1` and sleeps.
-const ESCAPE_SH: &str = "echo $$ > \"$1\"; exec sleep 1000\n";
+/// A helper that writes its own pid to `$1` and sleeps holding that file
+/// open (how the test finds its host pid).
+const ESCAPE_SH: &str = "echo $$ > \"$1\"; exec sleep 1000 3<\"$1\"\n";
 
 /// Step text starting two escapers: `setsid` in the background, and a
 /// double-forked `setsid` daemon whose parent exits at once; then prints
@@ -43,6 +47,35 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The host pid of the live process holding `path` open, once it wrote
+/// its (possibly namespaced) pid there.
+fn host_pid(path: &Path) -> Option<i32> {
+    read_pid(path)?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let fds = std::fs::read_dir(e.path().join("fd")).ok()?;
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == path));
+        (holds && !process_gone(pid)).then_some(pid)
+    })
+}
+
+/// A step isolation with nothing covered: its own mount and pid namespace.
+fn isolation(cwd: &Path) -> Option<Arc<Isolation>> {
+    Some(Arc::new(Isolation::new(&[], &[], cwd).unwrap()))
+}
+
+/// A step of `script` in `dir`, isolated or not, with a short grace.
+fn spec(n: u32, script: impl Into<String>, dir: &Path, isolated: bool) -> StepSpec {
+    let mut spec = StepSpec::new(n, script.into(), dir, env());
+    spec.kill_grace = Duration::from_millis(500);
+    if isolated {
+        spec.isolation = isolation(dir);
+    }
+    spec
+}
+
 /// Field `n` (1-based, after the command) of /proc/<pid>/stat.
 fn stat_field(pid: i32, n: usize) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -50,13 +83,13 @@ fn stat_field(pid: i32, n: usize) -> i32 {
     rest.split_whitespace().nth(n - 1).unwrap().parse().unwrap()
 }
 
-/// Both escapers' pids, once written; asserts they really escaped (each
-/// leads its own session).
+/// Both escapers' host pids, once written; asserts they really escaped
+/// (each leads its own session).
 async fn escaped_pids(dir: &Path) -> [i32; 2] {
     let pids = sai_testkit::wait_for("escaper pids", T, || async {
         Some([
-            read_pid(&dir.join("setsid.pid"))?,
-            read_pid(&dir.join("daemon.pid"))?,
+            host_pid(&dir.join("setsid.pid"))?,
+            host_pid(&dir.join("daemon.pid"))?,
         ])
     })
     .await
@@ -99,9 +132,17 @@ fn assert_all_gone(pids: &[i32], why: &str) {
 
 #[tokio::test]
 async fn setsid_and_double_forked_processes_die_when_the_step_is_cancelled() {
+    cancel_case(false).await;
+}
+
+#[tokio::test]
+async fn setsid_and_double_forked_processes_die_when_an_isolated_step_is_cancelled() {
+    cancel_case(true).await;
+}
+
+async fn cancel_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(1, escapers(tmp.path(), "sleep 1000"), tmp.path(), env());
-    spec.kill_grace = Duration::from_millis(500);
+    let spec = spec(1, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
     let cancel = CancellationToken::new();
     let step = tokio::spawn(run(spec, cancel.clone()));
     let pids = escaped_pids(tmp.path()).await;
@@ -115,10 +156,18 @@ async fn setsid_and_double_forked_processes_die_when_the_step_is_cancelled() {
 
 #[tokio::test]
 async fn setsid_and_double_forked_processes_die_when_the_step_times_out() {
+    timeout_case(false).await;
+}
+
+#[tokio::test]
+async fn setsid_and_double_forked_processes_die_when_an_isolated_step_times_out() {
+    timeout_case(true).await;
+}
+
+async fn timeout_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(2, escapers(tmp.path(), "sleep 1000"), tmp.path(), env());
+    let mut spec = spec(2, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
     spec.timeout = Duration::from_secs(3);
-    spec.kill_grace = Duration::from_millis(500);
     let step = tokio::spawn(run(spec, CancellationToken::new()));
     let pids = escaped_pids(tmp.path()).await;
     let (report, notices) = step.await.unwrap();
@@ -128,52 +177,114 @@ async fn setsid_and_double_forked_processes_die_when_the_step_times_out() {
 
 #[tokio::test]
 async fn processes_a_finished_step_left_behind_are_ended_even_after_setsid() {
+    left_behind_case(false).await;
+}
+
+#[tokio::test]
+async fn processes_an_isolated_step_left_behind_are_ended_even_after_setsid() {
+    left_behind_case(true).await;
+}
+
+/// The escapers' host pids are taken while the step waits for a go file.
+async fn left_behind_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(3, escapers(tmp.path(), "exit 0"), tmp.path(), env());
-    spec.kill_grace = Duration::from_millis(500);
-    let (report, notices) = run(spec, CancellationToken::new()).await;
+    let go = tmp.path().join("go");
+    let rest = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exit 0",
+        go.display()
+    );
+    let spec = spec(3, escapers(tmp.path(), &rest), tmp.path(), isolated);
+    let step = tokio::spawn(run(spec, CancellationToken::new()));
+    let pids = escaped_pids(tmp.path()).await;
+    std::fs::write(&go, "").unwrap();
+    let (report, notices) = step.await.unwrap();
     assert_eq!(report.outcome, StepOutcome::Exited(0), "{notices}");
     assert!(notices.contains("left running"), "{notices}");
-    let pids = [
-        read_pid(&tmp.path().join("setsid.pid")).unwrap(),
-        read_pid(&tmp.path().join("daemon.pid")).unwrap(),
-    ];
     assert_all_gone(&pids, "the end of the step");
 }
 
 #[tokio::test]
 async fn a_step_keeps_its_exit_code_and_its_signal_through_the_shim() {
+    exit_case(false).await;
+}
+
+#[tokio::test]
+async fn an_isolated_step_keeps_its_exit_code_and_its_signal_through_the_shim() {
+    exit_case(true).await;
+}
+
+async fn exit_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (report, _) = run(
-        StepSpec::new(1, "exit 7", tmp.path(), env()),
+        spec(1, "exit 7", tmp.path(), isolated),
         CancellationToken::new(),
     )
     .await;
     assert_eq!(report.outcome, StepOutcome::Exited(7));
     let (report, _) = run(
-        StepSpec::new(1, "kill -USR1 $$", tmp.path(), env()),
+        spec(1, "kill -USR1 $$", tmp.path(), isolated),
         CancellationToken::new(),
     )
     .await;
     assert_eq!(report.outcome, StepOutcome::Signalled(10));
 }
 
+/// In its pid namespace a step's `/proc` holds only its own processes:
+/// the namespace's init (1) and the step's shell (2) and what it starts;
+/// the test process itself is not there.
+#[tokio::test]
+async fn an_isolated_step_sees_only_its_own_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let script = format!(
+        "sleep 1000 & echo \"$$ $(cat /proc/1/comm) $(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' ')\" > {}; kill $!",
+        out.display()
+    );
+    let (report, notices) = run(spec(1, script, tmp.path(), true), CancellationToken::new()).await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0), "{notices}");
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let mut words = seen.split_whitespace();
+    assert_eq!(words.next(), Some("2"), "the shell is pid 2: {seen}");
+    assert_eq!(words.next(), Some("sai-step-init"), "{seen}");
+    let pids: Vec<i32> = words.map(|w| w.parse().unwrap()).collect();
+    // init, shell, sleep, the command substitution's subshell, ls, grep, tr
+    assert!(pids.contains(&1) && pids.contains(&2), "{seen}");
+    assert!(pids.len() <= 8, "{seen}");
+    assert!(pids.iter().all(|&p| p < 100), "{seen}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_builder_takes_its_steps_escaped_processes_with_it() {
+    sigkilled_builder_case(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_builder_takes_its_isolated_steps_escaped_processes_with_it() {
+    sigkilled_builder_case(true).await;
+}
+
+async fn sigkilled_builder_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, mut builder) = start_server_and_builder(tmp.path(), 1);
+    let server = start_server(&tmp.path().join("data"));
+    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+        c["isolate_tasks"] = serde_json::json!(isolated);
+    });
+    let mut builder = BuilderProc::start(&conf);
     let pids_dir = tmp.path().join("pids");
     std::fs::create_dir(&pids_dir).unwrap();
     let step = escapers(
         &pids_dir,
-        &format!("echo $$ > {}/shell.pid; sleep 1000", pids_dir.display()),
+        &format!(
+            "echo $$ > {d}/shell.pid; exec 3<{d}/shell.pid; sleep 1000",
+            d = pids_dir.display()
+        ),
     );
     let (repo, hash) = make_repo(tmp.path());
     let sf = linux_saifile(&step);
     push(&server, "proj", &repo, &hash, &sf).await;
     let pids = escaped_pids(&pids_dir).await;
     let shell = sai_testkit::wait_for("shell pid", T, || async {
-        read_pid(&pids_dir.join("shell.pid"))
+        host_pid(&pids_dir.join("shell.pid"))
     })
     .await
     .unwrap();

@@ -7,10 +7,26 @@
 //! it, so `git log` in the checkout needs it). Other projects' mirrors and
 //! other tasks' job directories are not there to list or read.
 //!
-//! As root the namespace is a plain `CLONE_NEWNS`; otherwise a user
-//! namespace mapping only the builder's own uid and gid (where unprivileged
-//! user namespaces are allowed). Everything is prepared before the fork;
-//! [`Isolation::enter`] runs in the child before exec and only makes
+//! Each step also gets a pid namespace of its own, and a fresh `/proc` for
+//! it is mounted in its mount namespace: the step sees only its own
+//! processes (its shell is pid 2), so it cannot list other tasks' command
+//! lines or environments, nor reach their files through `/proc/<pid>/cwd`
+//! or `/proc/<pid>/root`. The namespace is made by the step's shim
+//! ([`super::containment`]) just before it forks: [`Isolation::enter_pid_namespace`]
+//! there, then its first child becomes the namespace's init
+//! ([`super::pid_init`]) and its second the step's shell, still a child of
+//! the shim (so the shim sees the shell's exit status and signal exactly as
+//! before). Orphans inside the namespace go to that init; the shim ends
+//! them through it, and SIGKILLing the init makes the kernel kill
+//! everything in the namespace.
+//!
+//! As root the namespaces are plain `CLONE_NEWPID` (in the shim) and
+//! `CLONE_NEWNS` (in the shell); otherwise (or when root lacks
+//! `CAP_SYS_ADMIN`, as in a default podman container) the shim first makes
+//! a user namespace mapping only the builder's own uid and gid (where
+//! unprivileged user namespaces are allowed), which owns the other two.
+//! Everything is prepared before the fork; [`Isolation::enter_pid_namespace`]
+//! and [`Isolation::enter`] run between fork and exec and only make
 //! async-signal-safe system calls on that prepared data.
 
 #![allow(unsafe_code)]
@@ -93,8 +109,32 @@ impl Isolation {
         })
     }
 
-    /// Enter the step's mount namespace and set up its view. Runs in the
-    /// forked child before exec.
+    /// Make the pid namespace the step's processes are forked into (as
+    /// root; otherwise, or where root may not, inside a user namespace of
+    /// the builder's own uid and gid, which this process then lives in
+    /// too). Runs in the step's shim before it forks.
+    ///
+    /// # Safety
+    /// Only async-signal-safe system calls on data prepared before the
+    /// fork; call it only between fork and exec.
+    pub unsafe fn enter_pid_namespace(&self) -> Result<()> {
+        // SAFETY: system calls on CStrings prepared before the fork.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) != 0 {
+                    return Err(Error::last_os_error());
+                }
+                write_file(c"/proc/self/setgroups", b"deny")?;
+                write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
+                write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enter the step's mount namespace and set up its view, with a `/proc`
+    /// of its pid namespace. Runs in the step's shell (forked after
+    /// [`Isolation::enter_pid_namespace`]) before exec.
     ///
     /// # Safety
     /// Only async-signal-safe system calls on data prepared before the
@@ -103,15 +143,8 @@ impl Isolation {
         // SAFETY (whole function): system calls on CStrings and stack
         // buffers that outlive them; no allocation.
         unsafe {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                // Not root (or no CAP_SYS_ADMIN): a user namespace of our own.
-                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                    return Err(Error::last_os_error());
-                }
-                write_file(c"/proc/self/setgroups", b"deny")?;
-                write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
-                write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())?;
-            }
+            // Root, or inside the user namespace the shim made.
+            check(libc::unshare(libc::CLONE_NEWNS))?;
             check(libc::mount(
                 std::ptr::null(),
                 c"/".as_ptr(),
@@ -186,6 +219,14 @@ impl Isolation {
             for fd in fds.iter().take(self.keeps.len()) {
                 libc::close(*fd);
             }
+            // This process is in the step's pid namespace: a /proc of it.
+            check(libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ))?;
             // The cwd was entered before the covers: enter it again through
             // the new view, or `..` would lead into the covered roots.
             check(libc::chdir(self.cwd.as_ptr()))?;
@@ -257,18 +298,43 @@ pub fn available(home: &Path) -> std::result::Result<(), String> {
         .clone()
 }
 
-/// Whether a step could be isolated here: a child that enters an isolation
-/// of a scratch directory and exits. Errors say why not.
+/// Whether a step could be isolated here: a child that makes a pid
+/// namespace, forks a shell into it that enters an isolation of a scratch
+/// directory (with its own `/proc`) and checks that it is pid 1 there,
+/// then exits. Errors say why not.
 pub fn probe(scratch: &Path) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let shown = scratch.join("shown");
     std::fs::create_dir_all(&shown)?;
     let iso = Isolation::new(&[scratch.to_path_buf()], &[(shown.clone(), true)], &shown)?;
     let mut cmd = std::process::Command::new("/bin/sh");
-    cmd.args(["-c", "exit 0"]).current_dir(&shown);
-    // SAFETY: `enter` is written for this place (after fork, before exec).
+    // `read` is a builtin: /proc/self is the shell itself.
+    cmd.args([
+        "-c",
+        "read -r pid rest < /proc/self/stat && [ \"$$\" = 1 ] && [ \"$pid\" = 1 ]",
+    ])
+    .current_dir(&shown);
+    // SAFETY: both are written for this place (after fork, before exec);
+    // the middle process only forks, waits and exits.
     unsafe {
-        cmd.pre_exec(move || iso.enter());
+        cmd.pre_exec(move || {
+            iso.enter_pid_namespace()?;
+            match libc::fork() {
+                -1 => Err(Error::last_os_error()),
+                0 => iso.enter(),
+                child => {
+                    let mut st = 0;
+                    while libc::waitpid(child, &mut st, 0) < 0
+                        && *libc::__errno_location() == libc::EINTR
+                    {}
+                    libc::_exit(if libc::WIFEXITED(st) {
+                        libc::WEXITSTATUS(st)
+                    } else {
+                        126
+                    })
+                }
+            }
+        });
     }
     let status = cmd.status()?;
     let _ = std::fs::remove_dir_all(scratch);
