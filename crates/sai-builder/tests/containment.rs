@@ -381,3 +381,26 @@ fn task_limits_are_applied_or_refused_by_name() {
         assert!(err.contains(&own.display().to_string()), "{err}");
     }
 }
+
+/// Without a pid namespace ([`Isolation::with_shared_proc`], where no fresh
+/// `/proc` can be mounted) the step still runs in its mount namespace, and
+/// sees the host's pids.
+#[tokio::test]
+async fn an_isolated_step_with_a_shared_proc_runs_in_the_hosts_pid_namespace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut spec = spec(
+        1,
+        format!("echo $$ > {}; exit 3", out.display()),
+        tmp.path(),
+        false,
+    );
+    let iso = Isolation::new(&[], &[], tmp.path())
+        .unwrap()
+        .with_shared_proc();
+    spec.isolation = Some(Arc::new(iso));
+    let (report, notices) = run(spec, CancellationToken::new()).await;
+    assert_eq!(report.outcome, StepOutcome::Exited(3), "{notices}");
+    let pid = read_pid(&out).unwrap();
+    assert_eq!(pid, report.pgid, "the shell's host pid");
+}

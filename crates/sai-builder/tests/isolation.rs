@@ -260,3 +260,45 @@ async fn a_step_cannot_see_another_tasks_processes_in_proc() {
     let e = event_done(&server, &ev_b, &why).await;
     assert_eq!(e["tasks"][0]["state"], "success", "beta: {}", why());
 }
+
+/// Where no fresh `/proc` can be mounted (simulated as a systemd unit with
+/// `ProtectKernelTunables=` and no `CAP_SYS_ADMIN` has it: `/proc/sys`
+/// overmounted, the capability dropped), the start-up probe says why and
+/// falls back to the mount isolation alone instead of none; here, without
+/// that, it finds the full isolation.
+#[test]
+fn where_no_fresh_proc_can_be_mounted_the_probe_falls_back_to_a_shared_proc() {
+    use sai_builder::platform::isolation::{Scope, available};
+    const CHILD: &str = "SAI_TEST_ISOLATION_PROBE_CHILD";
+    let tmp = tempfile::tempdir().unwrap();
+    if std::env::var_os(CHILD).is_some() {
+        println!("SCOPE {:?}", available(tmp.path()));
+        return;
+    }
+    assert_eq!(available(tmp.path()), Ok(Scope::Full));
+    let root = nix::unistd::geteuid().is_root();
+    let out = std::process::Command::new("unshare")
+        .args([
+            if root { "-m" } else { "-rm" },
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+             exec setpriv --bounding-set -sys_admin \"$0\" --exact \"$1\" --nocapture",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .arg("where_no_fresh_proc_can_be_mounted_the_probe_falls_back_to_a_shared_proc")
+        .env(CHILD, "1")
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let scope = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SCOPE "))
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    assert!(scope.starts_with("Ok(SharedProc"), "{scope}");
+    assert!(scope.contains("Operation not permitted"), "{scope}");
+}

@@ -57,6 +57,23 @@ pub struct Isolation {
     /// `"<uid> <uid> 1\n"` and `"<gid> <gid> 1\n"` for a user namespace.
     uid_map: CString,
     gid_map: CString,
+    /// A pid namespace and `/proc` of the step's own (see [`Scope`]).
+    pid_ns: bool,
+}
+
+/// How much of a step's view can be made private on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The builder home's shared roots and `/proc` (a pid namespace).
+    Full,
+    /// Only the builder home's shared roots: a fresh `/proc` cannot be
+    /// mounted here (`why`), e.g. where parts of the host's `/proc` are
+    /// masked or overmounted (podman's default masked paths, systemd's
+    /// `ProtectKernelTunables=`), so steps still see every process.
+    SharedProc {
+        /// The error of the full probe.
+        why: String,
+    },
 }
 
 fn cstring(p: &Path) -> Result<CString> {
@@ -106,7 +123,21 @@ impl Isolation {
             cwd: cstring(&real(cwd))?,
             uid_map: CString::new(format!("{uid} {uid} 1\n")).expect("digits"),
             gid_map: CString::new(format!("{gid} {gid} 1\n")).expect("digits"),
+            pid_ns: true,
         })
+    }
+
+    /// The same view without a pid namespace and `/proc` of its own (for
+    /// [`Scope::SharedProc`]).
+    pub fn with_shared_proc(mut self) -> Isolation {
+        self.pid_ns = false;
+        self
+    }
+
+    /// Whether steps get a pid namespace (made by the shim, which then
+    /// calls [`Isolation::enter_pid_namespace`]).
+    pub fn has_pid_namespace(&self) -> bool {
+        self.pid_ns
     }
 
     /// Make the pid namespace the step's processes are forked into (as
@@ -143,8 +174,16 @@ impl Isolation {
         // SAFETY (whole function): system calls on CStrings and stack
         // buffers that outlive them; no allocation.
         unsafe {
-            // Root, or inside the user namespace the shim made.
-            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Root, or inside the user namespace the shim made for the
+            // pid namespace; otherwise a user namespace of our own.
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                    return Err(Error::last_os_error());
+                }
+                write_file(c"/proc/self/setgroups", b"deny")?;
+                write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
+                write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())?;
+            }
             check(libc::mount(
                 std::ptr::null(),
                 c"/".as_ptr(),
@@ -220,13 +259,15 @@ impl Isolation {
                 libc::close(*fd);
             }
             // This process is in the step's pid namespace: a /proc of it.
-            check(libc::mount(
-                c"proc".as_ptr(),
-                c"/proc".as_ptr(),
-                c"proc".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            ))?;
+            if self.pid_ns {
+                check(libc::mount(
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ))?;
+            }
             // The cwd was entered before the covers: enter it again through
             // the new view, or `..` would lead into the covered roots.
             check(libc::chdir(self.cwd.as_ptr()))?;
@@ -285,17 +326,50 @@ fn proc_fd_path(fd: libc::c_int, buf: &mut [u8; 32]) -> &[u8] {
     &buf[..=at]
 }
 
-/// Whether steps can be isolated on this machine, probed once per process
-/// (with a scratch directory under `home`); the error says why not.
-pub fn available(home: &Path) -> std::result::Result<(), String> {
-    static PROBED: std::sync::OnceLock<std::result::Result<(), String>> =
+/// Whether (and how far) steps can be isolated here, probed once per
+/// process (with a scratch directory under `home`); the error says why not.
+pub fn available(home: &Path) -> std::result::Result<Scope, String> {
+    static PROBED: std::sync::OnceLock<std::result::Result<Scope, String>> =
         std::sync::OnceLock::new();
     PROBED
         .get_or_init(|| {
             let scratch = home.join(format!(".isolation-probe-{}", std::process::id()));
-            probe(&scratch).map_err(|e| e.to_string())
+            match probe(&scratch) {
+                Ok(()) => Ok(Scope::Full),
+                Err(full) => match probe_shared_proc(&scratch) {
+                    Ok(()) => Ok(Scope::SharedProc {
+                        why: full.to_string(),
+                    }),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
         })
         .clone()
+}
+
+/// Whether a step could be isolated here without a pid namespace: a child
+/// that enters the mount isolation of a scratch directory and exits.
+pub fn probe_shared_proc(scratch: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let shown = scratch.join("shown");
+    std::fs::create_dir_all(&shown)?;
+    let iso = Isolation::new(&[scratch.to_path_buf()], &[(shown.clone(), true)], &shown)?
+        .with_shared_proc();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", "exit 0"]).current_dir(&shown);
+    // SAFETY: `enter` is written for this place (after fork, before exec).
+    unsafe {
+        cmd.pre_exec(move || iso.enter());
+    }
+    let status = cmd.status()?;
+    let _ = std::fs::remove_dir_all(scratch);
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::other(format!(
+            "isolated test process ended {status}"
+        )))
+    }
 }
 
 /// Whether a step could be isolated here: a child that makes a pid

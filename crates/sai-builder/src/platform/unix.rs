@@ -254,7 +254,7 @@ impl StepProcess {
             let cgroup = cmd.cgroup.as_ref().map(|c| c.procs_fd());
             let grace = cmd.kill_grace;
             // Isolated steps get a pid namespace (made by the shim).
-            let iso = cmd.isolation.clone();
+            let iso = cmd.isolation.clone().filter(|i| i.has_pid_namespace());
             // SAFETY: shim_fork is written for exactly this place (after
             // fork, before exec); the descriptors outlive the spawn.
             #[allow(unsafe_code)]
