@@ -20,6 +20,12 @@
 //! them through it, and SIGKILLing the init makes the kernel kill
 //! everything in the namespace.
 //!
+//! A fresh `/proc` is refused inside a user namespace where parts of the
+//! host's `/proc` are masked or overmounted (a default podman container,
+//! systemd's `ProtectKernelTunables=`): there [`available`] reports
+//! [`Scope::SharedProc`] and steps get the mount namespace alone
+//! ([`Isolation::with_shared_proc`]), with a start-up warning.
+//!
 //! As root the namespaces are plain `CLONE_NEWPID` (in the shim) and
 //! `CLONE_NEWNS` (in the shell); otherwise (or when root lacks
 //! `CAP_SYS_ADMIN`, as in a default podman container) the shim first makes
