@@ -47,20 +47,6 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// The host pid of the live process holding `path` open, once it wrote
-/// its (possibly namespaced) pid there.
-fn host_pid(path: &Path) -> Option<i32> {
-    read_pid(path)?;
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let fds = std::fs::read_dir(e.path().join("fd")).ok()?;
-        let holds = fds
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == path));
-        (holds && !process_gone(pid)).then_some(pid)
-    })
-}
-
 /// A step isolation with nothing covered: its own mount and pid namespace.
 fn isolation(cwd: &Path) -> Option<Arc<Isolation>> {
     Some(Arc::new(Isolation::new(&[], &[], cwd).unwrap()))

@@ -345,21 +345,22 @@ fn nap(ms: c_int) {
     unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
 }
 
-/// SIGKILL every descendant: kill the children, reap, repeat until none;
-/// the init (whose death ends its namespace) last.
+/// SIGKILL every descendant: kill the children, reap, repeat until none.
+/// In a pid namespace the init goes too, which makes the kernel kill the
+/// whole namespace at once (however fast the step forks).
 fn sweep(tree: &mut Tree, status: &mut Option<c_int>) {
     let start = now_ms();
     loop {
-        // SAFETY: kill(2) on pids the kernel lists as our (or the init's)
-        // children.
-        let mut listed = tree.for_each_child(|pid| unsafe {
+        // SAFETY: kill(2) on our children (the init until it is reaped)
+        // and on pids the kernel lists as our or the init's children.
+        let mut listed = 0;
+        if tree.init > 0 {
+            unsafe { libc::kill(tree.init, libc::SIGKILL) };
+            listed += 1;
+        }
+        listed += tree.for_each_child(|pid| unsafe {
             libc::kill(pid, libc::SIGKILL);
         });
-        if listed == 0 && tree.init > 0 {
-            // SAFETY: the init is our child and not yet reaped.
-            unsafe { libc::kill(tree.init, libc::SIGKILL) };
-            listed = 1;
-        }
         tree.reap(status);
         if listed == 0 {
             return;
