@@ -35,8 +35,9 @@
 //! own: the shim makes it and forks the namespace's init
 //! ([`super::pid_init`]) before the shell. The shell stays the shim's
 //! child; orphans go to the init instead of the shim, so the shim counts,
-//! signals and kills the init's children along with its own, and SIGKILLs
-//! the init last (which takes the rest of the namespace with it).
+//! signals and kills the init's children along with its own, and its final
+//! sweep SIGKILLs the init, which makes the kernel kill the whole namespace
+//! at once.
 //!
 //! The shim runs between `fork` and `exec` of a multi-threaded process: it
 //! only makes async-signal-safe system calls on memory prepared before the
