@@ -302,3 +302,64 @@ fn where_no_fresh_proc_can_be_mounted_the_probe_falls_back_to_a_shared_proc() {
     assert!(scope.starts_with("Ok(SharedProc"), "{scope}");
     assert!(scope.contains("Operation not permitted"), "{scope}");
 }
+
+/// The real builder where no fresh `/proc` can be mounted (as under the
+/// shipped systemd unit: `/proc/sys` overmounted, no `CAP_SYS_ADMIN`):
+/// with `isolate_tasks` unset it says so at start-up, and its steps still
+/// see only their own job dir, though they share the host's pids.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_builder_that_cannot_mount_a_fresh_proc_warns_and_still_isolates_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start_server(&tmp.path().join("data"));
+    let conf = one_server_config(&server, tmp.path(), 1);
+    let log_path = tmp.path().join("builder.confined.log");
+    let root = nix::unistd::geteuid().is_root();
+    let child = std::process::Command::new("unshare")
+        .args([
+            if root { "-m" } else { "-rm" },
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+             exec setpriv --bounding-set -sys_admin \"$0\" -c \"$1\"",
+            env!("CARGO_BIN_EXE_sai-builder"),
+        ])
+        .arg(&conf)
+        .env("RUST_LOG", "info,sai_builder=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let builder = BuilderProc {
+        guard: sai_testkit::ProcessGuard::new(child, Duration::from_secs(30)),
+        log_path,
+    };
+    let why = || logs(&builder, &server);
+    builder_online(&server, "b1", &why).await;
+    assert!(
+        builder
+            .log()
+            .contains("a fresh /proc cannot be mounted here"),
+        "{}",
+        why()
+    );
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join("jobs").join("STRAYDIR")).unwrap();
+    let (repo, hash) = make_repo(tmp.path());
+    let build = format!(
+        "echo \"JOBS: $(ls -A {} | tr '\\n' ' ')\"; echo \"MYPID: $$\"",
+        home.join("jobs").display()
+    );
+    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&build)).await;
+    let e = event_done(&server, &ev, &why).await;
+    let task = e["tasks"][0]["id"].as_str().unwrap().to_string();
+    let log = raw_log(&server, &task).await;
+    assert_eq!(e["tasks"][0]["state"], "success", "{log}\n{}", why());
+    let jobs = line(&log, "JOBS: ");
+    assert!(!jobs.contains("STRAYDIR"), "{log}");
+    assert_eq!(jobs.split_whitespace().count(), 1, "{log}");
+    let pid: i32 = line(&log, "MYPID: ").trim().parse().unwrap();
+    assert!(pid > 2, "the host's pids: {log}");
+}
