@@ -70,6 +70,8 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
 /// is on where this builder can set it up and off, with a warning, where it
 /// cannot (a container without `CAP_SYS_ADMIN`, no user namespaces); set to
 /// `true`, a task that cannot be isolated fails instead of running exposed.
+/// Where only the pid namespace's fresh `/proc` is refused, steps are
+/// isolated from other tasks' files but not processes, with a warning.
 fn isolate_tasks(config: &BuilderConfig, layout: &Layout) -> anyhow::Result<bool> {
     if !cfg!(target_os = "linux") {
         let _ = layout;
