@@ -33,7 +33,7 @@
 //!
 //! Isolated steps ([`super::isolation`]) run in a pid namespace of their
 //! own: the shim makes it and forks the namespace's init
-//! ([`super::pid_init`]) before the shell. The shell stays the shim's
+//! (`platform::pid_init`) before the shell. The shell stays the shim's
 //! child; orphans go to the init instead of the shim, so the shim counts,
 //! signals and kills the init's children along with its own, and its final
 //! sweep SIGKILLs the init, which makes the kernel kill the whole namespace

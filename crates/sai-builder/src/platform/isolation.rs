@@ -14,7 +14,7 @@
 //! or `/proc/<pid>/root`. The namespace is made by the step's shim
 //! ([`super::containment`]) just before it forks: [`Isolation::enter_pid_namespace`]
 //! there, then its first child becomes the namespace's init
-//! ([`super::pid_init`]) and its second the step's shell, still a child of
+//! (`platform::pid_init`) and its second the step's shell, still a child of
 //! the shim (so the shim sees the shell's exit status and signal exactly as
 //! before). Orphans inside the namespace go to that init; the shim ends
 //! them through it, and SIGKILLing the init makes the kernel kill
