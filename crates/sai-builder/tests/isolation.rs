@@ -261,6 +261,12 @@ async fn a_step_cannot_see_another_tasks_processes_in_proc() {
     assert_eq!(e["tasks"][0]["state"], "success", "beta: {}", why());
 }
 
+/// The emulator that runs this architecture's binaries, if the tests run
+/// under one (see [`builder_command`]).
+fn runner() -> Option<std::ffi::OsString> {
+    std::env::var_os("SAI_TEST_RUNNER")
+}
+
 /// Where no fresh `/proc` can be mounted (simulated as a systemd unit with
 /// `ProtectKernelTunables=` and no `CAP_SYS_ADMIN` has it: `/proc/sys`
 /// overmounted, the capability dropped), the start-up probe says why and
@@ -285,10 +291,16 @@ fn where_no_fresh_proc_can_be_mounted_the_probe_falls_back_to_a_shared_proc() {
             "sh",
             "-c",
             "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
-             exec setpriv --bounding-set -sys_admin \"$0\" --exact \"$1\" --nocapture",
+             exec setpriv --bounding-set -sys_admin \"$@\"",
+            "sh",
         ])
+        .args(runner())
         .arg(std::env::current_exe().unwrap())
-        .arg("where_no_fresh_proc_can_be_mounted_the_probe_falls_back_to_a_shared_proc")
+        .args([
+            "--exact",
+            "where_no_fresh_proc_can_be_mounted_the_probe_falls_back_to_a_shared_proc",
+            "--nocapture",
+        ])
         .env(CHILD, "1")
         .output()
         .expect("unshare (util-linux)");
@@ -322,9 +334,12 @@ async fn a_builder_that_cannot_mount_a_fresh_proc_warns_and_still_isolates_files
             "sh",
             "-c",
             "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
-             exec setpriv --bounding-set -sys_admin \"$0\" -c \"$1\"",
-            env!("CARGO_BIN_EXE_sai-builder"),
+             exec setpriv --bounding-set -sys_admin \"$@\"",
+            "sh",
         ])
+        .args(runner())
+        .arg(env!("CARGO_BIN_EXE_sai-builder"))
+        .arg("-c")
         .arg(&conf)
         .env("RUST_LOG", "info,sai_builder=debug")
         .stdin(std::process::Stdio::null())
