@@ -70,6 +70,8 @@ pub fn load_config(path: &Path) -> anyhow::Result<BuilderConfig> {
 /// is on where this builder can set it up and off, with a warning, where it
 /// cannot (a container without `CAP_SYS_ADMIN`, no user namespaces); set to
 /// `true`, a task that cannot be isolated fails instead of running exposed.
+/// Where only the pid namespace's fresh `/proc` is refused, steps are
+/// isolated from other tasks' files but not processes, with a warning.
 fn isolate_tasks(config: &BuilderConfig, layout: &Layout) -> anyhow::Result<bool> {
     if !cfg!(target_os = "linux") {
         let _ = layout;
@@ -80,11 +82,34 @@ fn isolate_tasks(config: &BuilderConfig, layout: &Layout) -> anyhow::Result<bool
         }
         return Ok(false);
     }
+    #[cfg(target_os = "linux")]
+    let shared_proc = |why: &str| {
+        tracing::warn!(
+            "steps are isolated from other tasks' files but not from their processes: \
+             a fresh /proc cannot be mounted here ({why}), so steps can see every process \
+             on the host in /proc; run sai-builder with CAP_SYS_ADMIN, or where the host's \
+             /proc is not partly masked (podman: --security-opt unmask=ALL; systemd: \
+             without ProtectKernelTunables= and ProtectKernelLogs=)"
+        )
+    };
     let isolate = match config.isolate_tasks {
+        #[cfg(target_os = "linux")]
+        Some(true) => {
+            if let Ok(crate::platform::isolation::Scope::SharedProc { why }) =
+                crate::platform::isolation::available(layout.home())
+            {
+                shared_proc(&why);
+            }
+            true
+        }
         Some(explicit) => explicit,
         #[cfg(target_os = "linux")]
         None => match crate::platform::isolation::available(layout.home()) {
-            Ok(()) => true,
+            Ok(crate::platform::isolation::Scope::Full) => true,
+            Ok(crate::platform::isolation::Scope::SharedProc { why }) => {
+                shared_proc(&why);
+                true
+            }
             Err(why) => {
                 tracing::warn!(
                     "task isolation cannot be set up here ({why}), so steps can see other \

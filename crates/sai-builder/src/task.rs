@@ -310,14 +310,17 @@ async fn run_inner(
     // dir and (read-only, for the checkout's alternates) project mirror.
     #[cfg(target_os = "linux")]
     let isolation = if ctx.isolate {
-        use crate::platform::isolation::{Isolation, available};
-        if let Err(why) = available(ctx.layout.home()) {
-            return infra(format!(
-                "task isolation cannot be set up on this builder ({why}): run sai-builder as \
-                 root or allow unprivileged user namespaces, or set \"isolate_tasks\": false \
-                 in its config"
-            ));
-        }
+        use crate::platform::isolation::{Isolation, Scope, available};
+        let scope = match available(ctx.layout.home()) {
+            Ok(scope) => scope,
+            Err(why) => {
+                return infra(format!(
+                    "task isolation cannot be set up on this builder ({why}): run sai-builder as \
+                     root or allow unprivileged user namespaces, or set \"isolate_tasks\": false \
+                     in its config"
+                ));
+            }
+        };
         let run_dir = ctx.layout.run_dir(&vn);
         let covers = [
             ctx.layout.jobs_dir(),
@@ -333,7 +336,8 @@ async fn run_inner(
             (mirror.path().to_path_buf(), true),
         ];
         match Isolation::new(&covers, &keeps, &src) {
-            Ok(iso) => Some(Arc::new(iso)),
+            Ok(iso) if scope == Scope::Full => Some(Arc::new(iso)),
+            Ok(iso) => Some(Arc::new(iso.with_shared_proc())),
             Err(e) => return infra(format!("task isolation: {e}")),
         }
     } else {

@@ -7,7 +7,10 @@
 //! without a delegated cgroup v2 with those controllers go through cgroup
 //! v1 (the `v1_*` tests and the builder tests with `task_limits`: they need
 //! v1 controllers mounted, as on CI's hybrid hosts, and root; without them
-//! they fail saying so rather than pass).
+//! they fail saying so rather than pass). Each case runs with task
+//! isolation off and on (a pid namespace per step, where `$$` is not the
+//! host pid: processes are found on the host by the pid file they hold
+//! open).
 #![cfg(target_os = "linux")]
 
 mod daemon_common;
@@ -20,13 +23,15 @@ use std::time::Duration;
 use daemon_common::*;
 use sai_builder::log::{CH_NOTICE, LogChunk};
 use sai_builder::platform::cgroup::{CgroupParent, TaskLimits, Version, own_cgroup};
+use sai_builder::platform::isolation::Isolation;
 use sai_builder::platform::process_gone;
 use sai_builder::step_runner::{StepOutcome, StepReport, StepSpec, run_step};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A helper that writes its own pid to `$1` and sleeps.
-const ESCAPE_SH: &str = "echo $$ > \"$1\"; exec sleep 1000\n";
+/// A helper that writes its own pid to `$1` and sleeps holding that file
+/// open (how the test finds its host pid).
+const ESCAPE_SH: &str = "echo $$ > \"$1\"; exec sleep 1000 3<\"$1\"\n";
 
 /// Step text starting two escapers: `setsid` in the background, and a
 /// double-forked `setsid` daemon whose parent exits at once; then prints
@@ -47,6 +52,21 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// A step isolation with nothing covered: its own mount and pid namespace.
+fn isolation(cwd: &Path) -> Option<Arc<Isolation>> {
+    Some(Arc::new(Isolation::new(&[], &[], cwd).unwrap()))
+}
+
+/// A step of `script` in `dir`, isolated or not, with a short grace.
+fn spec(n: u32, script: impl Into<String>, dir: &Path, isolated: bool) -> StepSpec {
+    let mut spec = StepSpec::new(n, script.into(), dir, env());
+    spec.kill_grace = Duration::from_millis(500);
+    if isolated {
+        spec.isolation = isolation(dir);
+    }
+    spec
+}
+
 /// Field `n` (1-based, after the command) of /proc/<pid>/stat.
 fn stat_field(pid: i32, n: usize) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -54,13 +74,13 @@ fn stat_field(pid: i32, n: usize) -> i32 {
     rest.split_whitespace().nth(n - 1).unwrap().parse().unwrap()
 }
 
-/// Both escapers' pids, once written; asserts they really escaped (each
-/// leads its own session).
+/// Both escapers' host pids, once written; asserts they really escaped
+/// (each leads its own session).
 async fn escaped_pids(dir: &Path) -> [i32; 2] {
     let pids = sai_testkit::wait_for("escaper pids", T, || async {
         Some([
-            read_pid(&dir.join("setsid.pid"))?,
-            read_pid(&dir.join("daemon.pid"))?,
+            host_pid(&dir.join("setsid.pid"))?,
+            host_pid(&dir.join("daemon.pid"))?,
         ])
     })
     .await
@@ -103,9 +123,17 @@ fn assert_all_gone(pids: &[i32], why: &str) {
 
 #[tokio::test]
 async fn setsid_and_double_forked_processes_die_when_the_step_is_cancelled() {
+    cancel_case(false).await;
+}
+
+#[tokio::test]
+async fn setsid_and_double_forked_processes_die_when_an_isolated_step_is_cancelled() {
+    cancel_case(true).await;
+}
+
+async fn cancel_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(1, escapers(tmp.path(), "sleep 1000"), tmp.path(), env());
-    spec.kill_grace = Duration::from_millis(500);
+    let spec = spec(1, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
     let cancel = CancellationToken::new();
     let step = tokio::spawn(run(spec, cancel.clone()));
     let pids = escaped_pids(tmp.path()).await;
@@ -119,10 +147,18 @@ async fn setsid_and_double_forked_processes_die_when_the_step_is_cancelled() {
 
 #[tokio::test]
 async fn setsid_and_double_forked_processes_die_when_the_step_times_out() {
+    timeout_case(false).await;
+}
+
+#[tokio::test]
+async fn setsid_and_double_forked_processes_die_when_an_isolated_step_times_out() {
+    timeout_case(true).await;
+}
+
+async fn timeout_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(2, escapers(tmp.path(), "sleep 1000"), tmp.path(), env());
+    let mut spec = spec(2, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
     spec.timeout = Duration::from_secs(3);
-    spec.kill_grace = Duration::from_millis(500);
     let step = tokio::spawn(run(spec, CancellationToken::new()));
     let pids = escaped_pids(tmp.path()).await;
     let (report, notices) = step.await.unwrap();
@@ -132,52 +168,114 @@ async fn setsid_and_double_forked_processes_die_when_the_step_times_out() {
 
 #[tokio::test]
 async fn processes_a_finished_step_left_behind_are_ended_even_after_setsid() {
+    left_behind_case(false).await;
+}
+
+#[tokio::test]
+async fn processes_an_isolated_step_left_behind_are_ended_even_after_setsid() {
+    left_behind_case(true).await;
+}
+
+/// The escapers' host pids are taken while the step waits for a go file.
+async fn left_behind_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(3, escapers(tmp.path(), "exit 0"), tmp.path(), env());
-    spec.kill_grace = Duration::from_millis(500);
-    let (report, notices) = run(spec, CancellationToken::new()).await;
+    let go = tmp.path().join("go");
+    let rest = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exit 0",
+        go.display()
+    );
+    let spec = spec(3, escapers(tmp.path(), &rest), tmp.path(), isolated);
+    let step = tokio::spawn(run(spec, CancellationToken::new()));
+    let pids = escaped_pids(tmp.path()).await;
+    std::fs::write(&go, "").unwrap();
+    let (report, notices) = step.await.unwrap();
     assert_eq!(report.outcome, StepOutcome::Exited(0), "{notices}");
     assert!(notices.contains("left running"), "{notices}");
-    let pids = [
-        read_pid(&tmp.path().join("setsid.pid")).unwrap(),
-        read_pid(&tmp.path().join("daemon.pid")).unwrap(),
-    ];
     assert_all_gone(&pids, "the end of the step");
 }
 
 #[tokio::test]
 async fn a_step_keeps_its_exit_code_and_its_signal_through_the_shim() {
+    exit_case(false).await;
+}
+
+#[tokio::test]
+async fn an_isolated_step_keeps_its_exit_code_and_its_signal_through_the_shim() {
+    exit_case(true).await;
+}
+
+async fn exit_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (report, _) = run(
-        StepSpec::new(1, "exit 7", tmp.path(), env()),
+        spec(1, "exit 7", tmp.path(), isolated),
         CancellationToken::new(),
     )
     .await;
     assert_eq!(report.outcome, StepOutcome::Exited(7));
     let (report, _) = run(
-        StepSpec::new(1, "kill -USR1 $$", tmp.path(), env()),
+        spec(1, "kill -USR1 $$", tmp.path(), isolated),
         CancellationToken::new(),
     )
     .await;
     assert_eq!(report.outcome, StepOutcome::Signalled(10));
 }
 
+/// In its pid namespace a step's `/proc` holds only its own processes:
+/// the namespace's init (1) and the step's shell (2) and what it starts;
+/// the test process itself is not there.
+#[tokio::test]
+async fn an_isolated_step_sees_only_its_own_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let script = format!(
+        "sleep 1000 & echo \"$$ $(cat /proc/1/comm) $(ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' ')\" > {}; kill $!",
+        out.display()
+    );
+    let (report, notices) = run(spec(1, script, tmp.path(), true), CancellationToken::new()).await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0), "{notices}");
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let mut words = seen.split_whitespace();
+    assert_eq!(words.next(), Some("2"), "the shell is pid 2: {seen}");
+    assert_eq!(words.next(), Some("sai-step-init"), "{seen}");
+    let pids: Vec<i32> = words.map(|w| w.parse().unwrap()).collect();
+    // init, shell, sleep, the command substitution's subshell, ls, grep, tr
+    assert!(pids.contains(&1) && pids.contains(&2), "{seen}");
+    assert!(pids.len() <= 8, "{seen}");
+    assert!(pids.iter().all(|&p| p < 100), "{seen}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_builder_takes_its_steps_escaped_processes_with_it() {
+    sigkilled_builder_case(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_builder_takes_its_isolated_steps_escaped_processes_with_it() {
+    sigkilled_builder_case(true).await;
+}
+
+async fn sigkilled_builder_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, mut builder) = start_server_and_builder(tmp.path(), 1);
+    let server = start_server(&tmp.path().join("data"));
+    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+        c["isolate_tasks"] = serde_json::json!(isolated);
+    });
+    let mut builder = BuilderProc::start(&conf);
     let pids_dir = tmp.path().join("pids");
     std::fs::create_dir(&pids_dir).unwrap();
     let step = escapers(
         &pids_dir,
-        &format!("echo $$ > {}/shell.pid; sleep 1000", pids_dir.display()),
+        &format!(
+            "echo $$ > {d}/shell.pid; exec 3<{d}/shell.pid; sleep 1000",
+            d = pids_dir.display()
+        ),
     );
     let (repo, hash) = make_repo(tmp.path());
     let sf = linux_saifile(&step);
     push(&server, "proj", &repo, &hash, &sf).await;
     let pids = escaped_pids(&pids_dir).await;
     let shell = sai_testkit::wait_for("shell pid", T, || async {
-        read_pid(&pids_dir.join("shell.pid"))
+        host_pid(&pids_dir.join("shell.pid"))
     })
     .await
     .unwrap();
@@ -555,13 +653,17 @@ async fn a_sigkilled_builders_v1_task_cgroups_are_swept_at_its_next_start() {
     let pids_dir = tmp.path().join("pids");
     std::fs::create_dir(&pids_dir).unwrap();
     let p = pids_dir.display();
-    let step = escapers(&pids_dir, &format!("echo $$ > {p}/shell.pid; sleep 1000"));
+    let step = escapers(
+        &pids_dir,
+        &format!("echo $$ > {p}/shell.pid; exec 3<{p}/shell.pid; sleep 1000"),
+    );
     let step = format!("if [ -e {p}/ran ]; then exit 0; fi; touch {p}/ran; {step}");
     let (repo, hash) = make_repo(tmp.path());
     let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&step)).await;
     let escaped = escaped_pids(&pids_dir).await;
+    // The builder isolates steps: `$$` is the step's pid namespace's.
     let shell = sai_testkit::wait_for("shell pid", T, || async {
-        read_pid(&pids_dir.join("shell.pid"))
+        host_pid(&pids_dir.join("shell.pid"))
     })
     .await
     .unwrap();
@@ -660,13 +762,17 @@ async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_li
     let pids_dir = tmp.path().join("pids");
     std::fs::create_dir(&pids_dir).unwrap();
     let p = pids_dir.display();
-    let step = escapers(&pids_dir, &format!("echo $$ > {p}/shell.pid; sleep 1000"));
+    let step = escapers(
+        &pids_dir,
+        &format!("echo $$ > {p}/shell.pid; exec 3<{p}/shell.pid; sleep 1000"),
+    );
     let (repo, hash) = make_repo(tmp.path());
     let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&step)).await;
     let task = first_task(&server, &ev).await;
     let escaped = escaped_pids(&pids_dir).await;
+    // The builder isolates steps: `$$` is the step's pid namespace's.
     let shell = sai_testkit::wait_for("shell pid", T, || async {
-        read_pid(&pids_dir.join("shell.pid"))
+        host_pid(&pids_dir.join("shell.pid"))
     })
     .await
     .unwrap();
@@ -738,4 +844,27 @@ async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_li
     for dir in &dirs {
         let _ = std::fs::remove_dir(dir.parent().unwrap());
     }
+}
+
+/// Without a pid namespace ([`Isolation::with_shared_proc`], where no fresh
+/// `/proc` can be mounted) the step still runs in its mount namespace, and
+/// sees the host's pids.
+#[tokio::test]
+async fn an_isolated_step_with_a_shared_proc_runs_in_the_hosts_pid_namespace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut spec = spec(
+        1,
+        format!("echo $$ > {}; exit 3", out.display()),
+        tmp.path(),
+        false,
+    );
+    let iso = Isolation::new(&[], &[], tmp.path())
+        .unwrap()
+        .with_shared_proc();
+    spec.isolation = Some(Arc::new(iso));
+    let (report, notices) = run(spec, CancellationToken::new()).await;
+    assert_eq!(report.outcome, StepOutcome::Exited(3), "{notices}");
+    let pid = read_pid(&out).unwrap();
+    assert_eq!(pid, report.pgid, "the shell's host pid");
 }

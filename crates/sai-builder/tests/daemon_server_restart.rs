@@ -157,7 +157,7 @@ async fn a_claim_for_a_task_requeued_meanwhile_is_refused_and_the_builder_kills_
     let (runs_f, pid_f) = (dir.join("runs"), dir.join("pid"));
     // The first run waits long; later runs pass.
     let build = format!(
-        "echo ran >> {r}; if [ $(wc -l < {r}) = 1 ]; then echo $$ > {p}; echo first; sleep 120; fi; echo done",
+        "echo ran >> {r}; if [ $(wc -l < {r}) = 1 ]; then echo $$ > {p}; exec 3<{p}; echo first; sleep 120; fi; echo done",
         r = runs_f.display(),
         p = pid_f.display()
     );

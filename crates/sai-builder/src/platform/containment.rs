@@ -32,6 +32,14 @@
 //! the task kills the whole cgroup, which also catches processes that left
 //! the shim's tree by other means.
 //!
+//! Isolated steps ([`super::isolation`]) run in a pid namespace of their
+//! own: the shim makes it and forks the namespace's init
+//! (`platform::pid_init`) before the shell. The shell stays the shim's
+//! child; orphans go to the init instead of the shim, so the shim counts,
+//! signals and kills the init's children along with its own, and its final
+//! sweep SIGKILLs the init, which makes the kernel kill the whole namespace
+//! at once.
+//!
 //! The shim runs between `fork` and `exec` of a multi-threaded process: it
 //! only makes async-signal-safe system calls on memory prepared before the
 //! fork (no allocation, no locks), see [`shim_fork`].
@@ -120,6 +128,7 @@ pub unsafe fn shim_fork(
     ctl: RawFd,
     cgroup_procs: &[RawFd],
     grace: Duration,
+    isolation: Option<&super::isolation::Isolation>,
 ) -> std::io::Result<()> {
     // SAFETY (whole function): only async-signal-safe system calls on
     // values that live on this stack or were prepared before the fork.
@@ -134,6 +143,13 @@ pub unsafe fn shim_fork(
             return Err(std::io::Error::last_os_error());
         }
         let shim = libc::getpid();
+        let init = match isolation {
+            Some(iso) => super::pid_init::fork_init(iso, ctl)?,
+            None => 0,
+        };
+        // In a pid namespace of its own, the shell's parent (the shim) is
+        // outside it: 0.
+        let parent = if init > 0 { 0 } else { shim };
         match libc::fork() {
             -1 => Err(std::io::Error::last_os_error()),
             0 => {
@@ -143,12 +159,16 @@ pub unsafe fn shim_fork(
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::getppid() != shim {
+                if libc::getppid() != parent {
                     libc::_exit(125);
                 }
                 Ok(())
             }
-            shell => shim_main(ctl, shell, grace.as_millis().min(u64::MAX as u128) as u64),
+            shell => shim_main(
+                ctl,
+                Tree::new(shell, init),
+                grace.as_millis().min(u64::MAX as u128) as u64,
+            ),
         }
     }
 }
@@ -192,27 +212,107 @@ fn listen(ctl: c_int, ms: c_int) -> Heard {
     }
 }
 
-/// Reap every child that has exited; remember the shell's status.
-fn reap(shell: pid_t, status: &mut Option<c_int>) {
-    loop {
-        let mut st: c_int = 0;
-        // SAFETY: waitpid writes only `st`.
-        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if pid <= 0 {
-            return;
+/// The shim's children: the step's shell and, in a pid namespace, its init.
+struct Tree {
+    shell: pid_t,
+    /// 0 without a pid namespace, and once reaped.
+    init: pid_t,
+    /// `/proc/<init>/task/<init>/children`, NUL-terminated.
+    init_children: [u8; 64],
+}
+
+impl Tree {
+    fn new(shell: pid_t, init: pid_t) -> Self {
+        let mut buf = [0u8; 12];
+        let len = decimal(init, &mut buf);
+        let digits = &buf[..len];
+        let mut init_children = [0u8; 64];
+        let mut at = 0;
+        for part in [
+            b"/proc/".as_slice(),
+            digits,
+            b"/task/",
+            digits,
+            b"/children",
+        ] {
+            init_children[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
-        if pid == shell {
-            *status = Some(st);
+        Tree {
+            shell,
+            init,
+            init_children,
         }
+    }
+
+    /// Reap every child that has exited; remember the shell's status.
+    fn reap(&mut self, status: &mut Option<c_int>) {
+        loop {
+            let mut st: c_int = 0;
+            // SAFETY: waitpid writes only `st`.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if pid == self.shell {
+                *status = Some(st);
+            }
+            if pid == self.init {
+                self.init = 0;
+            }
+        }
+    }
+
+    /// Call `f` with each process of the step that has no parent of the
+    /// step's own left: the shim's children and the init's (not the init
+    /// itself); returns how many.
+    fn for_each_child(&self, mut f: impl FnMut(pid_t)) -> usize {
+        let init = self.init;
+        let mut n = 0;
+        for_each_pid_in(CHILDREN, |pid| {
+            if pid != init {
+                f(pid);
+                n += 1;
+            }
+        });
+        if init > 0
+            && let Ok(path) = CStr::from_bytes_until_nul(&self.init_children)
+        {
+            n += for_each_pid_in(path, f);
+        }
+        n
+    }
+
+    fn has_children(&self) -> bool {
+        self.for_each_child(|_| {}) > 0
     }
 }
 
-/// Call `f` with each pid in the shim's list of children; returns how many.
-fn for_each_child(mut f: impl FnMut(pid_t)) -> usize {
+/// `n` in decimal into `buf`; returns the length.
+fn decimal(n: pid_t, buf: &mut [u8; 12]) -> usize {
+    let mut n = n.max(0) as u32;
+    let mut rev = [0u8; 12];
+    let mut len = 0;
+    loop {
+        rev[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[i] = rev[len - 1 - i];
+    }
+    len
+}
+
+/// Call `f` with each pid listed in the /proc file `path`; returns how many.
+fn for_each_pid_in(path: &CStr, mut f: impl FnMut(pid_t)) -> usize {
     let mut buf = [0u8; 8192];
     // SAFETY: open/read/close of a /proc file into a stack buffer.
     let n = unsafe {
-        let fd = libc::open(CHILDREN.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return 0;
         }
@@ -241,24 +341,28 @@ fn for_each_child(mut f: impl FnMut(pid_t)) -> usize {
     count
 }
 
-fn has_children() -> bool {
-    for_each_child(|_| {}) > 0
-}
-
 fn nap(ms: c_int) {
     // SAFETY: poll with no descriptors is a sleep.
     unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
 }
 
 /// SIGKILL every descendant: kill the children, reap, repeat until none.
-fn sweep(shell: pid_t, status: &mut Option<c_int>) {
+/// In a pid namespace the init goes too, which makes the kernel kill the
+/// whole namespace at once (however fast the step forks).
+fn sweep(tree: &mut Tree, status: &mut Option<c_int>) {
     let start = now_ms();
     loop {
-        // SAFETY: kill(2) on pids the kernel lists as our children.
-        let listed = for_each_child(|pid| unsafe {
+        // SAFETY: kill(2) on our children (the init until it is reaped)
+        // and on pids the kernel lists as our or the init's children.
+        let mut listed = 0;
+        if tree.init > 0 {
+            unsafe { libc::kill(tree.init, libc::SIGKILL) };
+            listed += 1;
+        }
+        listed += tree.for_each_child(|pid| unsafe {
             libc::kill(pid, libc::SIGKILL);
         });
-        reap(shell, status);
+        tree.reap(status);
         if listed == 0 {
             return;
         }
@@ -270,7 +374,8 @@ fn sweep(shell: pid_t, status: &mut Option<c_int>) {
 }
 
 /// The shim's life after the fork; see the module doc.
-fn shim_main(ctl: c_int, shell: pid_t, grace_ms: u64) -> ! {
+fn shim_main(ctl: c_int, mut tree: Tree, grace_ms: u64) -> ! {
+    let shell = tree.shell;
     // SAFETY: signal dispositions, descriptor closing and the first write
     // are async-signal-safe calls on our own state.
     unsafe {
@@ -289,7 +394,7 @@ fn shim_main(ctl: c_int, shell: pid_t, grace_ms: u64) -> ! {
     let mut status = None;
     let mut kill_now = false;
     loop {
-        reap(shell, &mut status);
+        tree.reap(&mut status);
         if status.is_some() {
             break;
         }
@@ -304,18 +409,22 @@ fn shim_main(ctl: c_int, shell: pid_t, grace_ms: u64) -> ! {
     }
     let mut leftovers = false;
     if !kill_now {
-        leftovers = status.is_some() && has_children();
-        // SAFETY: signalling the step's group and our children.
+        leftovers = status.is_some() && tree.has_children();
+        // SAFETY: signalling the step's group and our (and the init's)
+        // children; the init passes it on to its whole namespace.
         unsafe {
             libc::kill(-shell, libc::SIGTERM);
-            for_each_child(|pid| {
+            tree.for_each_child(|pid| {
                 libc::kill(pid, libc::SIGTERM);
             });
+            if tree.init > 0 {
+                libc::kill(tree.init, libc::SIGTERM);
+            }
         }
         let deadline = now_ms() + grace_ms;
         while now_ms() < deadline {
-            reap(shell, &mut status);
-            if !has_children() {
+            tree.reap(&mut status);
+            if !tree.has_children() {
                 break;
             }
             if let Heard::Gone = listen(ctl, 20) {
@@ -323,7 +432,7 @@ fn shim_main(ctl: c_int, shell: pid_t, grace_ms: u64) -> ! {
             }
         }
     }
-    sweep(shell, &mut status);
+    sweep(&mut tree, &mut status);
     if leftovers {
         // SAFETY: a write to our socket.
         unsafe { libc::write(ctl, [REPORT_LEFTOVERS].as_ptr().cast(), 1) };

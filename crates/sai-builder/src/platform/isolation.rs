@@ -7,10 +7,32 @@
 //! it, so `git log` in the checkout needs it). Other projects' mirrors and
 //! other tasks' job directories are not there to list or read.
 //!
-//! As root the namespace is a plain `CLONE_NEWNS`; otherwise a user
-//! namespace mapping only the builder's own uid and gid (where unprivileged
-//! user namespaces are allowed). Everything is prepared before the fork;
-//! [`Isolation::enter`] runs in the child before exec and only makes
+//! Each step also gets a pid namespace of its own, and a fresh `/proc` for
+//! it is mounted in its mount namespace: the step sees only its own
+//! processes (its shell is pid 2), so it cannot list other tasks' command
+//! lines or environments, nor reach their files through `/proc/<pid>/cwd`
+//! or `/proc/<pid>/root`. The namespace is made by the step's shim
+//! ([`super::containment`]) just before it forks: [`Isolation::enter_pid_namespace`]
+//! there, then its first child becomes the namespace's init
+//! (`platform::pid_init`) and its second the step's shell, still a child of
+//! the shim (so the shim sees the shell's exit status and signal exactly as
+//! before). Orphans inside the namespace go to that init; the shim ends
+//! them through it, and SIGKILLing the init makes the kernel kill
+//! everything in the namespace.
+//!
+//! A fresh `/proc` is refused inside a user namespace where parts of the
+//! host's `/proc` are masked or overmounted (a default podman container,
+//! systemd's `ProtectKernelTunables=`): there [`available`] reports
+//! [`Scope::SharedProc`] and steps get the mount namespace alone
+//! ([`Isolation::with_shared_proc`]), with a start-up warning.
+//!
+//! As root the namespaces are plain `CLONE_NEWPID` (in the shim) and
+//! `CLONE_NEWNS` (in the shell); otherwise (or when root lacks
+//! `CAP_SYS_ADMIN`, as in a default podman container) the shim first makes
+//! a user namespace mapping only the builder's own uid and gid (where
+//! unprivileged user namespaces are allowed), which owns the other two.
+//! Everything is prepared before the fork; [`Isolation::enter_pid_namespace`]
+//! and [`Isolation::enter`] run between fork and exec and only make
 //! async-signal-safe system calls on that prepared data.
 
 #![allow(unsafe_code)]
@@ -41,6 +63,23 @@ pub struct Isolation {
     /// `"<uid> <uid> 1\n"` and `"<gid> <gid> 1\n"` for a user namespace.
     uid_map: CString,
     gid_map: CString,
+    /// A pid namespace and `/proc` of the step's own (see [`Scope`]).
+    pid_ns: bool,
+}
+
+/// How much of a step's view can be made private on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The builder home's shared roots and `/proc` (a pid namespace).
+    Full,
+    /// Only the builder home's shared roots: a fresh `/proc` cannot be
+    /// mounted here (`why`), e.g. where parts of the host's `/proc` are
+    /// masked or overmounted (podman's default masked paths, systemd's
+    /// `ProtectKernelTunables=`), so steps still see every process.
+    SharedProc {
+        /// The error of the full probe.
+        why: String,
+    },
 }
 
 fn cstring(p: &Path) -> Result<CString> {
@@ -90,11 +129,49 @@ impl Isolation {
             cwd: cstring(&real(cwd))?,
             uid_map: CString::new(format!("{uid} {uid} 1\n")).expect("digits"),
             gid_map: CString::new(format!("{gid} {gid} 1\n")).expect("digits"),
+            pid_ns: true,
         })
     }
 
-    /// Enter the step's mount namespace and set up its view. Runs in the
-    /// forked child before exec.
+    /// The same view without a pid namespace and `/proc` of its own (for
+    /// [`Scope::SharedProc`]).
+    pub fn with_shared_proc(mut self) -> Isolation {
+        self.pid_ns = false;
+        self
+    }
+
+    /// Whether steps get a pid namespace (made by the shim, which then
+    /// calls [`Isolation::enter_pid_namespace`]).
+    pub fn has_pid_namespace(&self) -> bool {
+        self.pid_ns
+    }
+
+    /// Make the pid namespace the step's processes are forked into (as
+    /// root; otherwise, or where root may not, inside a user namespace of
+    /// the builder's own uid and gid, which this process then lives in
+    /// too). Runs in the step's shim before it forks.
+    ///
+    /// # Safety
+    /// Only async-signal-safe system calls on data prepared before the
+    /// fork; call it only between fork and exec.
+    pub unsafe fn enter_pid_namespace(&self) -> Result<()> {
+        // SAFETY: system calls on CStrings prepared before the fork.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) != 0 {
+                    return Err(Error::last_os_error());
+                }
+                write_file(c"/proc/self/setgroups", b"deny")?;
+                write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
+                write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enter the step's mount namespace and set up its view, with a `/proc`
+    /// of its pid namespace. Runs in the step's shell (forked after
+    /// [`Isolation::enter_pid_namespace`]) before exec.
     ///
     /// # Safety
     /// Only async-signal-safe system calls on data prepared before the
@@ -103,8 +180,9 @@ impl Isolation {
         // SAFETY (whole function): system calls on CStrings and stack
         // buffers that outlive them; no allocation.
         unsafe {
+            // Root, or inside the user namespace the shim made for the
+            // pid namespace; otherwise a user namespace of our own.
             if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                // Not root (or no CAP_SYS_ADMIN): a user namespace of our own.
                 if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
                     return Err(Error::last_os_error());
                 }
@@ -186,6 +264,16 @@ impl Isolation {
             for fd in fds.iter().take(self.keeps.len()) {
                 libc::close(*fd);
             }
+            // This process is in the step's pid namespace: a /proc of it.
+            if self.pid_ns {
+                check(libc::mount(
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ))?;
+            }
             // The cwd was entered before the covers: enter it again through
             // the new view, or `..` would lead into the covered roots.
             check(libc::chdir(self.cwd.as_ptr()))?;
@@ -244,31 +332,89 @@ fn proc_fd_path(fd: libc::c_int, buf: &mut [u8; 32]) -> &[u8] {
     &buf[..=at]
 }
 
-/// Whether steps can be isolated on this machine, probed once per process
-/// (with a scratch directory under `home`); the error says why not.
-pub fn available(home: &Path) -> std::result::Result<(), String> {
-    static PROBED: std::sync::OnceLock<std::result::Result<(), String>> =
+/// Whether (and how far) steps can be isolated here, probed once per
+/// process (with a scratch directory under `home`); the error says why not.
+pub fn available(home: &Path) -> std::result::Result<Scope, String> {
+    static PROBED: std::sync::OnceLock<std::result::Result<Scope, String>> =
         std::sync::OnceLock::new();
     PROBED
         .get_or_init(|| {
             let scratch = home.join(format!(".isolation-probe-{}", std::process::id()));
-            probe(&scratch).map_err(|e| e.to_string())
+            match probe(&scratch) {
+                Ok(()) => Ok(Scope::Full),
+                Err(full) => match probe_shared_proc(&scratch) {
+                    Ok(()) => Ok(Scope::SharedProc {
+                        why: full.to_string(),
+                    }),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
         })
         .clone()
 }
 
-/// Whether a step could be isolated here: a child that enters an isolation
-/// of a scratch directory and exits. Errors say why not.
+/// Whether a step could be isolated here without a pid namespace: a child
+/// that enters the mount isolation of a scratch directory and exits.
+pub fn probe_shared_proc(scratch: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let shown = scratch.join("shown");
+    std::fs::create_dir_all(&shown)?;
+    let iso = Isolation::new(&[scratch.to_path_buf()], &[(shown.clone(), true)], &shown)?
+        .with_shared_proc();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", "exit 0"]).current_dir(&shown);
+    // SAFETY: `enter` is written for this place (after fork, before exec).
+    unsafe {
+        cmd.pre_exec(move || iso.enter());
+    }
+    let status = cmd.status()?;
+    let _ = std::fs::remove_dir_all(scratch);
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::other(format!(
+            "isolated test process ended {status}"
+        )))
+    }
+}
+
+/// Whether a step could be isolated here: a child that makes a pid
+/// namespace, forks a shell into it that enters an isolation of a scratch
+/// directory (with its own `/proc`) and checks that it is pid 1 there,
+/// then exits. Errors say why not.
 pub fn probe(scratch: &Path) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let shown = scratch.join("shown");
     std::fs::create_dir_all(&shown)?;
     let iso = Isolation::new(&[scratch.to_path_buf()], &[(shown.clone(), true)], &shown)?;
     let mut cmd = std::process::Command::new("/bin/sh");
-    cmd.args(["-c", "exit 0"]).current_dir(&shown);
-    // SAFETY: `enter` is written for this place (after fork, before exec).
+    // `read` is a builtin: /proc/self is the shell itself.
+    cmd.args([
+        "-c",
+        "read -r pid rest < /proc/self/stat && [ \"$$\" = 1 ] && [ \"$pid\" = 1 ]",
+    ])
+    .current_dir(&shown);
+    // SAFETY: both are written for this place (after fork, before exec);
+    // the middle process only forks, waits and exits.
     unsafe {
-        cmd.pre_exec(move || iso.enter());
+        cmd.pre_exec(move || {
+            iso.enter_pid_namespace()?;
+            match libc::fork() {
+                -1 => Err(Error::last_os_error()),
+                0 => iso.enter(),
+                child => {
+                    let mut st = 0;
+                    while libc::waitpid(child, &mut st, 0) < 0
+                        && *libc::__errno_location() == libc::EINTR
+                    {}
+                    libc::_exit(if libc::WIFEXITED(st) {
+                        libc::WEXITSTATUS(st)
+                    } else {
+                        126
+                    })
+                }
+            }
+        });
     }
     let status = cmd.status()?;
     let _ = std::fs::remove_dir_all(scratch);

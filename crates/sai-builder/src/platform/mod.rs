@@ -11,7 +11,7 @@
 //! | log proxy endpoints | unix sockets (mode 0600) | loopback TCP listeners |
 //! | [`free_disk_bytes`] | `statvfs(2)` | `GetDiskFreeSpaceExW` (fs4) |
 //! | [`load`] (load average, memory) | `/proc/loadavg`, `/proc/meminfo` (Linux; `None` elsewhere) | `None` |
-//! | task isolation (a step sees only its own job dir) | Linux: a private mount namespace ([`isolation`]); other Unix: none | none |
+//! | task isolation (a step sees only its own job dir) | Linux: a private mount namespace and pid namespace with its own `/proc` ([`isolation`]); other Unix: none | none |
 //! | file locks (mirror, devices) | `std::fs::File::lock` (flock) | `std::fs::File::lock` (LockFileEx) |
 
 pub mod load;
@@ -23,6 +23,8 @@ pub mod cgroup;
 pub mod containment;
 #[cfg(target_os = "linux")]
 pub mod isolation;
+#[cfg(target_os = "linux")]
+mod pid_init;
 #[cfg(unix)]
 mod unix;
 #[cfg(windows)]

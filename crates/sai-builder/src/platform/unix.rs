@@ -258,15 +258,19 @@ impl StepProcess {
                 .map(|c| c.procs_fds())
                 .unwrap_or_default();
             let grace = cmd.kill_grace;
+            // Isolated steps get a pid namespace (made by the shim).
+            let iso = cmd.isolation.clone().filter(|i| i.has_pid_namespace());
             // SAFETY: shim_fork is written for exactly this place (after
             // fork, before exec); the descriptors outlive the spawn.
             #[allow(unsafe_code)]
             unsafe {
-                c.pre_exec(move || super::containment::shim_fork(ctl, &cgroup, grace));
+                c.pre_exec(move || {
+                    super::containment::shim_fork(ctl, &cgroup, grace, iso.as_deref())
+                });
             }
         }
         // After the shim (which stays outside), before dropping root: the
-        // shell's own mount namespace.
+        // shell's own mount namespace, with a /proc of its pid namespace.
         #[cfg(target_os = "linux")]
         if let Some(iso) = cmd.isolation.clone() {
             // SAFETY: Isolation::enter is written for this place (after

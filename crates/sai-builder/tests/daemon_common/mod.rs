@@ -332,9 +332,9 @@ pub async fn first_task(server: &TestServer, ev: &str) -> String {
         .to_string()
 }
 
-/// A build whose first run writes its shell's pid to `dir/pid` and waits (at
-/// most 60 s) for a `dir/go` file; later runs pass straight through. Runs
-/// are counted in `dir/count`.
+/// A build whose first run writes its shell's pid to `dir/pid` (holding it
+/// open, for [`step_pid`]) and waits (at most 60 s) for a `dir/go` file;
+/// later runs pass straight through. Runs are counted in `dir/count`.
 pub fn waiting_build(dir: &Path) -> String {
     let (cnt, go, pid) = (
         dir.join("count").display().to_string(),
@@ -343,7 +343,7 @@ pub fn waiting_build(dir: &Path) -> String {
     );
     format!(
         "n=$(cat {cnt} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {cnt}; echo \"run $n started\"; \
-         if [ $n = 1 ]; then echo $$ > {pid}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
+         if [ $n = 1 ]; then echo $$ > {pid}; exec 3<{pid}; i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
          echo \"run $n finished\""
     )
 }
@@ -376,16 +376,42 @@ pub async fn task_waiting_again(server: &TestServer, task: &str) -> Value {
     .await
 }
 
-/// The pid [`waiting_build`] wrote.
+/// The host pid of the shell of [`waiting_build`] (with task isolation its
+/// `$$` is its pid namespace's).
 pub async fn step_pid(dir: &Path) -> i32 {
     let pid_file = dir.join("pid");
-    wait_for("pid file", T, || async {
-        std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+    wait_for("pid file", T, || async { host_pid(&pid_file) })
+        .await
+        .unwrap()
+}
+
+/// The host pid of the live process that wrote its own pid (as it sees
+/// it: in a pid namespace, not the host's) to `path` and holds `path` open.
+pub fn host_pid(path: &Path) -> Option<i32> {
+    let written: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        // No /proc (not Linux): no pid namespaces either.
+        return Some(written);
+    };
+    procs.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+        let ns_pid: i32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()?;
+        if ns_pid != written || status.contains("\nState:\tZ") {
+            return None;
+        }
+        let holds = std::fs::read_dir(e.path().join("fd"))
+            .ok()?
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == path));
+        holds.then_some(pid)
     })
-    .await
-    .unwrap()
 }
 
 /// One server entry of a builder config: URL and token file.
