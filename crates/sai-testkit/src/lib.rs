@@ -17,6 +17,7 @@
 //! * [`tls`]: a private CA and server certificates made with `rcgen`.
 //! * [`openmetrics`]: a strict parser of `/metrics` text expositions.
 //! * [`recorder`]: an HTTP server recording requests (forges, webhooks).
+//! * [`text`]: line numbers and line starts of a log's bytes.
 
 pub mod browser;
 pub mod builder;
@@ -27,6 +28,7 @@ pub mod https_git;
 pub mod notify_socket;
 pub mod openmetrics;
 pub mod recorder;
+pub mod text;
 pub mod tls;
 pub mod web;
 

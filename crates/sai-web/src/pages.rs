@@ -718,26 +718,13 @@ mod tests {
     #[test]
     fn an_event_cut_short_says_how_many_tasks_it_shows() {
         let tasks = vec![task_fixture(), task_fixture()];
-        let mut d = EventDetail {
-            id: "0".repeat(32),
-            project: "p".into(),
-            git_ref: "refs/heads/main".into(),
-            hash: "h".into(),
-            fetch_url: "/src/p".into(),
-            source_ip: None,
-            created: 0,
-            last_updated: 0,
-            state: crate::upstream::EventState::Running,
-            sec: false,
-            task_count: 2,
-            tasks: Some(tasks),
-            task_states: None,
-            rebuild_of: None,
-            expected_finish: None,
-            commit_status: None,
-            webhook: None,
-            next_cursor: None,
-        };
+        let mut d = crate::test_fixtures::event(
+            "refs/heads/main",
+            crate::upstream::EventState::Running,
+            false,
+        );
+        d.task_count = 2;
+        d.tasks = Some(tasks);
         let ctx = PageCtx {
             session: None,
             now_ms: 0,
