@@ -89,6 +89,12 @@ impl Up {
         self.out.lock().unwrap().clone()
     }
 
+    /// Stop it (SIGTERM) and check that it exits 0.
+    fn stop_cleanly(&mut self) {
+        let st = self.guard.stop().unwrap();
+        assert!(st.success(), "{st:?}\n{}", self.why());
+    }
+
     fn why(&self) -> String {
         format!(
             "stdout:\n{}\nstderr:\n{}",
@@ -297,8 +303,7 @@ async fn sai_up_builds_this_repository() {
     assert_eq!(r.status().as_u16(), 409, "finished task: conflict, not 401");
 
     // SIGTERM: clean shutdown, exit 0.
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
     assert!(up.stdout().contains("sai up: stopped"), "{}", up.why());
 
     // A second start keeps the secret and the tokens.
@@ -314,8 +319,7 @@ async fn sai_up_builds_this_repository() {
         std::fs::read_to_string(data.join("builder.token")).unwrap(),
         builder_token
     );
-    let st = up2.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up2.why());
+    up2.stop_cleanly();
 }
 
 /// `sai up` without `--repo` (plus `extra` flags) in `cwd`: the demo
@@ -459,8 +463,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
     if let Err(e) = r {
         panic!("{e}\n{}", up.why());
     }
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 
     // A repository without a .sai.json: the demo, and the repository is
     // left alone (no hook).
@@ -478,8 +481,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
         "{}",
         up.why()
     );
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 /// The README's first command, typed in this checkout.
@@ -509,8 +511,7 @@ async fn sai_up_demo_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
     let projects = get(&format!("{url}/api/projects")).await;
     let names = sai_testkit::field_of_each(&projects, "name");
     assert_eq!(names, ["demo"], "only the demo was queued");
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 /// A small repository of one's own with a `.sai.json` for `PLATFORM`
@@ -602,8 +603,7 @@ async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
         .unwrap();
     assert!(log.contains("built my own project"), "{log}");
     assert!(log.contains("my first commit"), "{log}");
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 
     // `sai up --demo` in the same repository: the demo, and this repository
     // is left alone (no hook, not queued).
@@ -615,8 +615,7 @@ async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
         "this repository was not queued: {}",
         up.why()
     );
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -674,8 +673,7 @@ async fn sai_up_says_within_a_second_why_an_outside_saifile_cannot_run_here() {
         "{}",
         up.why()
     );
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 /// On a terminal the progress is a live block redrawn in place (cursor up,
