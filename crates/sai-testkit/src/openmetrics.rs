@@ -30,6 +30,10 @@ pub struct Exposition {
     pub samples: Vec<Sample>,
 }
 
+/// A sample's name, some of its labels, and the value it should have
+/// (`None`: no such sample).
+pub type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<f64>);
+
 impl Exposition {
     /// The samples `name` whose labels include `labels`.
     fn matching<'a>(
@@ -59,7 +63,7 @@ impl Exposition {
     /// Check several samples at once: each `(name, labels, value)` as
     /// [`Exposition::value`] reads it. Panics naming the first that differs.
     #[track_caller]
-    pub fn assert_values(&self, want: &[(&str, &[(&str, &str)], Option<f64>)]) {
+    pub fn assert_values(&self, want: &[Expected]) {
         for (name, labels, value) in want {
             assert_eq!(self.value(name, labels), *value, "{name} {labels:?}");
         }

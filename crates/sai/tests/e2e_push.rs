@@ -367,7 +367,7 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
                 assert_eq!(numbered(&stderr, "err "), want, "stderr lines");
                 // The raw log is the same bytes, complete.
                 let task = server.get_json(&format!("/api/tasks/{id}")).await;
-                let raw = server.raw_log(&id).await;
+                let raw = server.raw_log(id).await;
                 assert_eq!(raw.len() as u64, task["log_bytes"].as_u64().unwrap());
                 let total: u64 = records.iter().map(|r| r["len"].as_u64().unwrap()).sum();
                 assert_eq!(total, raw.len() as u64);
