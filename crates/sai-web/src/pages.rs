@@ -57,7 +57,7 @@ pub fn layout(
                                 button #signout type="submit" { "Sign out" }
                             }
                         } @else {
-                            a #signin href={ "/signin?next=" (url_path_encode(&format!("/{}", page_path(page, data)))) } { "Sign in" }
+                            a #signin href={ "/signin?next=" (sai_core::percent::encode(&format!("/{}", page_path(page, data)), b"/-_.")) } { "Sign in" }
                         }
                     }
                 }
@@ -80,19 +80,6 @@ fn page_path(page: &str, data: &[(&str, &str)]) -> String {
         "builders" => "builders".into(),
         _ => String::new(),
     }
-}
-
-/// Percent-encode for a query value.
-pub fn url_path_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// "3 min ago" for a unix ms time. Empty when `now_ms` is 0: live

@@ -38,6 +38,15 @@ fn git(dir: &Path, args: &[&str]) -> String {
     stdout.trim().to_string()
 }
 
+/// The word after `marker` on the first line of `text` that has it.
+fn word_after(text: &str, marker: &str) -> String {
+    text.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"))
+        .to_string()
+}
+
 /// A running `sai up` and everything it printed so far.
 struct Up {
     guard: ProcessGuard,
@@ -145,6 +154,14 @@ async fn get(url: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// The raw log of task `id` from the server at `url`.
+async fn raw_log(url: &str, id: &str) -> String {
+    let r = reqwest::get(format!("{url}/api/tasks/{id}/log?format=raw"))
+        .await
+        .unwrap();
+    r.text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sai_up_builds_this_repository() {
     let tmp = tempfile::tempdir().unwrap();
@@ -249,12 +266,7 @@ async fn sai_up_builds_this_repository() {
         Ok(t) => t,
         Err(e) => panic!("{e}\n{}", up.why()),
     };
-    let log = reqwest::get(format!("{url}/api/tasks/{fmt_id}/log?format=raw"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = raw_log(&url, &fmt_id).await;
     assert_eq!(t["state"], "success", "{t}\nlog:\n{log}\n{}", up.why());
 
     // `sai notify` against the running `sai up`: the same commit again is a
@@ -370,12 +382,7 @@ async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str, extra: &[&str
     assert!(log.contains("error: this step fails on purpose"), "{log}");
     assert!(!log.contains("never printed"), "{log}");
     // The artifact task uploaded its file.
-    let ev = out
-        .lines()
-        .find_map(|l| l.split_once("sai up: event ").map(|(_, r)| r))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .to_string();
+    let ev = word_after(&out, "sai up: event ");
     let e = get(&format!("{url}/api/events/{ev}")).await;
     let art = e["tasks"]
         .as_array()
@@ -448,11 +455,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
             && rebuilt.contains("4 tasks"),
         "{rebuilt}"
     );
-    let new_id = rebuilt
-        .split("again as event ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap();
+    let new_id = word_after(&rebuilt, "again as event ");
     assert_ne!(new_id, old_id, "a new event, not the old one reset");
     let r = wait_for(
         "the rebuilt event's result",
@@ -587,20 +590,10 @@ async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["mine"], "only this repository was queued");
-    let ev = out
-        .lines()
-        .find_map(|l| l.split_once(" as event ").map(|(_, r)| r))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .to_string();
+    let ev = word_after(&out, " as event ");
     let e = get(&format!("{url}/api/events/{ev}")).await;
     let id = e["tasks"][0]["id"].as_str().unwrap().to_string();
-    let log = reqwest::get(format!("{url}/api/tasks/{id}/log?format=raw"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = raw_log(&url, &id).await;
     assert!(log.contains("built my own project"), "{log}");
     assert!(log.contains("my first commit"), "{log}");
     up.stop_cleanly();
