@@ -39,7 +39,7 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
     let good_id = good["id"].as_str().unwrap();
     let bad_id = bad["id"].as_str().unwrap();
 
-    let g = get(&server, &format!("/api/tasks/{good_id}")).await;
+    let g = server.get_json(&format!("/api/tasks/{good_id}")).await;
     assert_eq!(g["state"], "success", "{g}\n{}", why());
     assert_eq!(g["exit_code"], 0);
     assert_eq!(g["builder"], "b1");
@@ -49,7 +49,7 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
     assert!(log.contains("oops"), "stderr arrives too: {log}");
     assert!(log.contains("END-0"), "{log}");
     // Channel-tagged records: stdout, stderr and builder notices.
-    let records = get(&server, &format!("/api/tasks/{good_id}/log")).await;
+    let records = server.get_json(&format!("/api/tasks/{good_id}/log")).await;
     let channels: std::collections::BTreeSet<i64> = records["records"]
         .as_array()
         .unwrap()
@@ -64,15 +64,12 @@ async fn builder_runs_pushed_tasks_to_success_and_failure() {
     let arts = g["artifacts"].as_array().cloned().unwrap_or_default();
     assert_eq!(arts.len(), 1, "{g}\n{}", why());
     let name = arts[0]["name"].as_str().unwrap();
-    let body = reqwest::get(server.url(&format!("/api/tasks/{good_id}/artifacts/{name}")))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = server
+        .get_bytes(&format!("/api/tasks/{good_id}/artifacts/{name}"))
+        .await;
     assert_eq!(&body[..], b"END-0\n");
 
-    let b = get(&server, &format!("/api/tasks/{bad_id}")).await;
+    let b = server.get_json(&format!("/api/tasks/{bad_id}")).await;
     assert_eq!(b["state"], "failed", "{b}\n{}", why());
     assert_eq!(b["exit_code"], 3);
     assert_eq!(b["failed_step"], 3);

@@ -37,7 +37,7 @@ async fn operator_cancel_kills_the_step_and_the_builder_takes_more_work() {
     assert_eq!(r.status().as_u16(), 200, "{}", why());
     gone(pid, &why).await;
     builder.wait_log("cancelled by the server").await;
-    let t = get(&server, &format!("/api/tasks/{task}")).await;
+    let t = server.get_json(&format!("/api/tasks/{task}")).await;
     assert_eq!(t["state"], "cancelled", "{t}");
 
     // The slot is free again: the next push (a new commit) runs.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 async fn builder_with_load(server: &sai_testkit::TestServer, why: &dyn Fn() -> String) -> Value {
     let r = sai_testkit::wait_for("b1 reports its load", T, || async {
-        let bs = get(server, "/api/builders").await;
+        let bs = server.get_json("/api/builders").await;
         bs.as_array()?
             .iter()
             .find(|b| b["name"] == "b1" && b["online"] == true && b["load"].is_object())
@@ -60,7 +60,7 @@ async fn builder_load_shows_in_the_builders_api() {
     )
     .await;
     sai_testkit::wait_for("running_tasks 1", T, || async {
-        let bs = get(&server, "/api/builders").await;
+        let bs = server.get_json("/api/builders").await;
         (bs[0]["load"]["running_tasks"] == 1).then_some(())
     })
     .await
@@ -139,7 +139,7 @@ async fn a_builder_below_its_disk_floor_gets_no_offer_and_the_task_says_why() {
     assert!(detail.contains("below its floor of 1024 TiB"), "{detail}");
     // Still waiting a while later, never offered (so never declined).
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let t = get(&server, &format!("/api/tasks/{task}")).await;
+    let t = server.get_json(&format!("/api/tasks/{task}")).await;
     assert_eq!(t["state"], "waiting", "{t}");
     assert_eq!(t["attempt"], 0, "{t}");
     assert!(t["reason"].is_null(), "never declined: {t}");

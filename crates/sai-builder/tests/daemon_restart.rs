@@ -58,7 +58,7 @@ async fn task_of_a_killed_builder_is_rerun_by_the_restarted_builder() {
     let mut b1 = BuilderProc::start(&conf);
     let why1 = || logs(&b1, &server);
     log_contains(&server, &task, "run 1 started", &why1).await;
-    let t = get(&server, &format!("/api/tasks/{task}")).await;
+    let t = server.get_json(&format!("/api/tasks/{task}")).await;
     assert_eq!(t["state"], "running", "{t}");
 
     // Crash: no goodbye; the server sees the connection drop and requeues.
@@ -174,7 +174,7 @@ async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
         json!({ "a": { "cmake": "a" }, "b": { "cmake": "b" } }),
     );
     let ev = push(&server, "proj", &repo, &hash, &sf).await;
-    let e = get(&server, &format!("/api/events/{ev}")).await;
+    let e = server.get_json(&format!("/api/events/{ev}")).await;
     let id_of = |conf: &str| {
         e["tasks"]
             .as_array()
@@ -195,7 +195,7 @@ async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
         stop_cleanly(&mut bp);
         let ta = task_waiting_again(&server, &a).await;
         assert_eq!(ta["infra_failures"], 0, "{ta}");
-        let tb = get(&server, &format!("/api/tasks/{b}")).await;
+        let tb = server.get_json(&format!("/api/tasks/{b}")).await;
         assert_eq!(tb["state"], "waiting", "{tb}");
         assert_eq!(
             (tb["attempt"].as_i64(), tb["infra_failures"].as_i64()),
@@ -212,6 +212,6 @@ async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
         assert_eq!(t["state"], "success", "{e}\n{why}");
         assert_eq!(t["infra_failures"], 0, "{e}");
     }
-    let tb = get(&server, &format!("/api/tasks/{b}")).await;
+    let tb = server.get_json(&format!("/api/tasks/{b}")).await;
     assert_eq!(tb["attempt"], 1, "b ran once: {tb}");
 }

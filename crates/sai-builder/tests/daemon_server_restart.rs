@@ -87,7 +87,7 @@ async fn restart_mid_step(kill: bool) {
     let e = event_done(&s2, &ev, &why).await;
     let t: &Value = &e["tasks"][0];
     assert_eq!(t["state"], "success", "{e}\n{}", why());
-    let t = get(&s2, &format!("/api/tasks/{task}")).await;
+    let t = s2.get_json(&format!("/api/tasks/{task}")).await;
     assert_eq!(t["attempt"], 1, "never re-run: {t}\n{}", why());
     assert_eq!(t["infra_failures"], 0, "{t}");
     assert_eq!(runs(tmp.path()), 1, "the step ran once\n{}", why());
@@ -123,7 +123,7 @@ async fn a_builder_not_back_within_the_grace_loses_the_task_to_the_queue_without
     b1.guard.kill();
 
     let s2 = start_at(&data, addr, 3);
-    let t = get(&s2, &format!("/api/tasks/{task}")).await;
+    let t = s2.get_json(&format!("/api/tasks/{task}")).await;
     assert_eq!(t["state"], "running", "kept for its builder: {t}");
     let why = || format!("server log:\n{}", s2.log());
     let t = task_until(

@@ -13,13 +13,13 @@ use crate::junit::TestOutcome;
 use crate::task::{EventState, TaskState};
 
 /// An error answer: `{"error": ..., "detail"?: ...}`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Error {
     /// What went wrong, short.
     pub error: String,
     /// More, e.g. `file:line:col: message` for a saifile that does not parse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -124,6 +124,7 @@ impl From<&crate::task::Event> for Event {
 
 /// The latest attempt to tell something outside Sai about an event (a
 /// commit status on the forge, a webhook).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
@@ -138,13 +139,10 @@ pub struct Delivery {
     /// The last attempt was accepted (HTTP 2xx).
     pub delivered: bool,
     /// HTTP status of the last answer, if one came.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     /// Why the last attempt failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When the next attempt is due (unix ms), while retrying.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt: Option<i64>,
 }
 
@@ -341,6 +339,7 @@ pub struct BuilderLoad {
 }
 
 /// One platform a builder offers.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuilderPlatform {
@@ -349,7 +348,6 @@ pub struct BuilderPlatform {
     /// Instances (slots).
     pub instances: u32,
     /// Tasks running in its slots (connected builders only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running: Option<Vec<String>>,
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod jsonc;
 pub mod junit;
 pub mod notification;
+pub mod percent;
 pub mod platform;
 pub mod protocol;
 pub mod refname;

@@ -214,23 +214,19 @@ pub const LOAD_REPORT_SECS: u64 = 10;
 /// A builder's load, in [`BuilderMessage::Load`]. Every probe is optional:
 /// a value the builder's platform cannot measure is left out. The
 /// operations API shows it inside [`crate::api::BuilderLoad`].
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BuilderLoad {
     /// One-minute load average times 100 (`150` is 1.5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_avg_1m_centi: Option<u32>,
     /// Logical CPUs of the host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<u32>,
     /// Total memory in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_total_bytes: Option<u64>,
     /// Memory available to new processes in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_available_bytes: Option<u64>,
     /// Bytes free to unprivileged users on the file system of the job
     /// directories.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_free_bytes: Option<u64>,
     /// The builder's own floor (`min_free_disk_bytes`; 0 for none).
     #[serde(default)]

@@ -7,8 +7,10 @@
 //! | [`signals`] | waiting for the signal that asks a daemon to stop |
 //! | [`ticker`] | periodic work until shutdown |
 //! | [`memory`] | handing freed heap memory back to the system |
+//! | [`logging`] | log lines on stderr, filtered by `RUST_LOG` |
 //! | [`private_file`] | a new secret file only its owner can read |
 
+pub mod logging;
 pub mod memory;
 pub mod private_file;
 pub mod signals;

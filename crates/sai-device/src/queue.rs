@@ -160,6 +160,15 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
+    /// The device types the waiters ahead of `t` wait for, in queue order.
+    fn types_ahead(t: &Ticket) -> Vec<String> {
+        t.waiters_ahead()
+            .unwrap()
+            .into_iter()
+            .map(|w| w.devtype)
+            .collect()
+    }
+
     #[test]
     fn tickets_are_ordered_and_stale_ones_ignored() {
         let dir = tempfile::tempdir().unwrap();
@@ -168,13 +177,7 @@ mod tests {
         let c = Ticket::take(dir.path(), "z").unwrap();
         assert!(a.seq() < b.seq() && b.seq() < c.seq());
         assert!(a.waiters_ahead().unwrap().is_empty());
-        let ahead: Vec<_> = c
-            .waiters_ahead()
-            .unwrap()
-            .into_iter()
-            .map(|w| w.devtype)
-            .collect();
-        assert_eq!(ahead, ["x", "y"]);
+        assert_eq!(types_ahead(&c), ["x", "y"]);
 
         // A stale ticket (no lock holder) ahead of us is ignored and removed.
         let stale = dir.path().join("queue").join(format!("{:020}-1", 0));
@@ -184,13 +187,7 @@ mod tests {
         assert!(!stale.exists());
 
         drop(b);
-        let ahead: Vec<_> = c
-            .waiters_ahead()
-            .unwrap()
-            .into_iter()
-            .map(|w| w.devtype)
-            .collect();
-        assert_eq!(ahead, ["x"]);
+        assert_eq!(types_ahead(&c), ["x"]);
         drop(a);
         assert!(c.waiters_ahead().unwrap().is_empty());
         let path = c.path.clone();

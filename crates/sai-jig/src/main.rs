@@ -47,13 +47,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<JigConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sai_daemon::logging::init();
     let cli = Cli::parse();
     let config = load(&cli.config)?;
     if cli.check_config {

@@ -1064,20 +1064,12 @@ mod tests {
         assert!(on_disk <= 3_000_000, "{on_disk} bytes on disk");
     }
 
-    /// Newlines in `all` before `offset`, and where 0-based line `line` starts.
     fn line_at(all: &[u8], offset: usize) -> i64 {
-        all[..offset].iter().filter(|&&b| b == b'\n').count() as i64
+        sai_testkit::text::line_of(all, offset) as i64
     }
 
     fn start_of(all: &[u8], line: usize) -> i64 {
-        if line == 0 {
-            return 0;
-        }
-        all.iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .nth(line - 1)
-            .map_or(all.len(), |(i, _)| i + 1) as i64
+        sai_testkit::text::start_of_line(all, line) as i64
     }
 
     #[test]

@@ -49,13 +49,7 @@ fn main() -> Result<()> {
     // allows 8 per core, each keeping its peak); freed memory is handed back
     // by the trimmer spawned in `serve`.
     sai_daemon::memory::limit_arenas(2);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    sai_daemon::logging::init();
     let cli = Cli::parse();
     match cli.cmd.unwrap_or(Cmd::Run) {
         Cmd::CheckConfig => {

@@ -205,19 +205,6 @@ fn description(state: EventState) -> &'static str {
     }
 }
 
-/// Percent-encode a GitLab project path (`group/project`) for the URL.
-fn encode_path_segment(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The link to an event's page on sai-web.
 pub fn event_url(web_url: Option<&str>, event: &str) -> Option<String> {
     web_url.map(|u| format!("{}/e/{event}", u.trim_end_matches('/')))
@@ -281,9 +268,10 @@ pub fn status_request(
                 .unwrap_or(r);
             body["ref"] = json!(short);
             (
+                // The project path (`group/project`) is one segment: `/` encoded.
                 format!(
                     "{base}/api/v4/projects/{}/statuses/{sha}",
-                    encode_path_segment(&c.repository)
+                    sai_core::percent::encode(&c.repository, b"-_.~")
                 ),
                 vec![("PRIVATE-TOKEN".into(), t.token.clone())],
             )

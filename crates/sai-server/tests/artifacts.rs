@@ -97,12 +97,9 @@ async fn artifacts_of_four_tasks_finishing_together_all_arrive() {
         assert_eq!(arts.len(), 3, "{v}\n{}", s.log());
         for (n, &len) in len.iter().enumerate() {
             let want = blob(t, n, len);
-            let got = reqwest::get(s.url(&format!("/api/tasks/{id}/artifacts/out-{n}.bin")))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            let got = s
+                .get_bytes(&format!("/api/tasks/{id}/artifacts/out-{n}.bin"))
+                .await;
             assert_eq!(&got[..], &want[..], "task {t} artifact {n}");
         }
     }
@@ -144,7 +141,7 @@ async fn an_artifact_that_does_not_arrive_fails_its_task_visibly() {
         "{reason}"
     );
     assert_eq!(t1["artifacts"].as_array().unwrap().len(), 0);
-    let log = String::from_utf8(raw_log(s, &o1.task_id).await).unwrap();
+    let log = String::from_utf8(s.raw_log(&o1.task_id).await).unwrap();
     assert!(
         log.contains("1 artifact(s) did not arrive")
             && log.contains("the builder reported success"),

@@ -18,7 +18,7 @@ async fn a_rerun_log_starts_with_a_notice_after_the_killed_attempts_log() {
         .await
         .unwrap();
     sai_testkit::wait_for("first attempt's log stored", T, || async {
-        (raw_log(s, &o.task_id).await == b"first attempt, killed\n").then_some(())
+        (s.raw_log(&o.task_id).await == b"first attempt, killed\n").then_some(())
     })
     .await
     .unwrap();
@@ -33,7 +33,7 @@ async fn a_rerun_log_starts_with_a_notice_after_the_killed_attempts_log() {
         .unwrap();
     let t = task_state(s, &o.task_id, "success").await;
     assert_eq!(t["attempt"], 2, "{t}");
-    let log = String::from_utf8(raw_log(s, &o.task_id).await).unwrap();
+    let log = String::from_utf8(s.raw_log(&o.task_id).await).unwrap();
     let first = log
         .find("first attempt, killed")
         .expect("first attempt kept");

@@ -94,7 +94,7 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     assert_eq!(t2["failed_step"], 2);
 
     // Logs: raw bytes, and channel-tagged records by offset.
-    let raw = raw_log(s, &o1.task_id).await;
+    let raw = s.raw_log(&o1.task_id).await;
     assert_eq!(&raw[..], &log[..]);
     let (_, l) = get(s, &format!("/api/tasks/{}/log?offset=100000", o1.task_id)).await;
     assert_eq!(l["offset"], 100000);
@@ -557,7 +557,7 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
         reason.contains("1 artifact(s) did not arrive") && reason.contains("x.bin"),
         "{reason}"
     );
-    let log = String::from_utf8(raw_log(s, &o2.task_id).await).unwrap();
+    let log = String::from_utf8(s.raw_log(&o2.task_id).await).unwrap();
     assert!(log.contains("artifact x.bin discarded"), "{log}");
 }
 

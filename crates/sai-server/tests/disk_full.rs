@@ -164,7 +164,7 @@ async fn log_credit_follows_stored_bytes_on_a_full_disk_and_nothing_is_lost() {
     // Space returns: the writer retries, every byte is stored, credit flows.
     std::fs::remove_file(&filler).unwrap();
     b.acknowledged(T).await.unwrap();
-    assert_eq!(raw_log(&s, &o.task_id).await, sent);
+    assert_eq!(s.raw_log(&o.task_id).await, sent);
     assert_eq!(task(&s, &o.task_id).await["log_bytes"], sent.len());
     assert_eq!(event_count(&s).await, 1);
 
@@ -195,7 +195,7 @@ async fn log_credit_follows_stored_bytes_on_a_full_disk_and_nothing_is_lost() {
     let full = wait_for("log stored after space returned", T, || {
         let (s, id, n) = (&s, id.clone(), sent.len());
         async move {
-            let raw = raw_log(s, &id).await;
+            let raw = s.raw_log(&id).await;
             (raw.len() > n).then_some(raw)
         }
     })

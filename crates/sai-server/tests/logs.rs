@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::hook::Push;
+use sai_testkit::text::{line_of, start_of_line};
 use sai_testkit::{TestServer, wait_for};
 
 const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
@@ -394,27 +395,10 @@ async fn raw_log_says_whether_it_is_complete_or_still_growing() {
     assert_eq!(resp.headers()["x-sai-log-complete"], "complete");
 }
 
-/// Newlines in `all` before byte `offset`.
-fn line_of(all: &[u8], offset: usize) -> u64 {
-    all[..offset].iter().filter(|&&b| b == b'\n').count() as u64
-}
-
-/// Where 0-based line `line` of `all` starts.
-fn start_of_line(all: &[u8], line: usize) -> usize {
-    if line == 0 {
-        return 0;
-    }
-    all.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(line - 1)
-        .map_or(all.len(), |(i, _)| i + 1)
-}
-
 /// Every line-number answer of the log API for `all`, the stored log.
 async fn assert_line_numbers(s: &TestServer, id: &str, all: &[u8], when: &str) {
     let n = all.len();
-    let newlines = line_of(all, n);
+    let newlines = line_of(all, n) as u64;
     let block = 4 << 20;
     for off in [
         0,
@@ -431,7 +415,7 @@ async fn assert_line_numbers(s: &TestServer, id: &str, all: &[u8], when: &str) {
         assert_eq!(st, 200);
         assert_eq!(
             (page["first_line"].as_u64(), page["offset"].as_u64()),
-            (Some(line_of(all, off)), Some(off as u64)),
+            (Some(line_of(all, off) as u64), Some(off as u64)),
             "{when}: line of byte {off}"
         );
         assert_eq!(page["newlines"].as_u64(), Some(newlines), "{when}");

@@ -71,30 +71,25 @@ async fn metrics_parse_strictly_and_move_as_a_push_runs() {
         .unwrap();
     assert_eq!(bad.status().as_u16(), 403);
     let m1 = metrics(s).await;
-    assert_eq!(
-        m1.value("sai_server_hooks_total", &[("result", "accepted")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        m1.value("sai_server_hooks_total", &[("result", "refused")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        m1.value("sai_server_queue_depth", &[("platform", LINUX)]),
-        Some(2.0)
-    );
-    assert_eq!(
-        m1.value("sai_server_queue_depth", &[("platform", ESP32)]),
-        Some(2.0)
-    );
+    m1.assert_values(&[
+        (
+            "sai_server_hooks_total",
+            &[("result", "accepted")],
+            Some(1.0),
+        ),
+        (
+            "sai_server_hooks_total",
+            &[("result", "refused")],
+            Some(1.0),
+        ),
+        ("sai_server_queue_depth", &[("platform", LINUX)], Some(2.0)),
+        ("sai_server_queue_depth", &[("platform", ESP32)], Some(2.0)),
+        ("sai_server_tasks", &[("state", "waiting")], Some(4.0)),
+    ]);
     assert!(
         m1.value("sai_server_oldest_waiting_seconds", &[("platform", ESP32)])
             .unwrap()
             >= 0.0
-    );
-    assert_eq!(
-        m1.value("sai_server_tasks", &[("state", "waiting")]),
-        Some(4.0)
     );
 
     // A builder runs both linux tasks: one passes, one fails, with logs.
@@ -105,29 +100,21 @@ async fn metrics_parse_strictly_and_move_as_a_push_runs() {
     let o1 = b.offer(T).await.unwrap();
     let o2 = b.offer(T).await.unwrap();
     let m2 = metrics(s).await;
-    assert_eq!(m2.value("sai_server_builders_connected", &[]), Some(1.0));
-    assert_eq!(
-        m2.value(
+    m2.assert_values(&[
+        ("sai_server_builders_connected", &[], Some(1.0)),
+        (
             "sai_server_instances",
-            &[("platform", LINUX), ("state", "busy")]
+            &[("platform", LINUX), ("state", "busy")],
+            Some(2.0),
         ),
-        Some(2.0)
-    );
-    assert_eq!(
-        m2.value(
+        (
             "sai_server_instances",
-            &[("platform", LINUX), ("state", "free")]
+            &[("platform", LINUX), ("state", "free")],
+            Some(0.0),
         ),
-        Some(0.0)
-    );
-    assert_eq!(
-        m2.value("sai_server_tasks", &[("state", "running")]),
-        Some(2.0)
-    );
-    assert_eq!(
-        m2.value("sai_server_queue_depth", &[("platform", LINUX)]),
-        None
-    );
+        ("sai_server_tasks", &[("state", "running")], Some(2.0)),
+        ("sai_server_queue_depth", &[("platform", LINUX)], None),
+    ]);
     b.run_task(&o1, &[b'x'; 5000], TaskResult::Success)
         .await
         .unwrap();
@@ -151,39 +138,30 @@ async fn metrics_parse_strictly_and_move_as_a_push_runs() {
     })
     .await
     .unwrap();
-    assert_eq!(
-        m3.value("sai_server_tasks_ended_total", &[("result", "success")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        m3.value(
+    m3.assert_values(&[
+        (
+            "sai_server_tasks_ended_total",
+            &[("result", "success")],
+            Some(1.0),
+        ),
+        (
             "sai_server_task_duration_seconds_count",
-            &[("result", "success")]
+            &[("result", "success")],
+            Some(1.0),
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        m3.value(
+        (
             "sai_server_task_duration_seconds_bucket",
-            &[("result", "failed"), ("le", "+Inf")]
+            &[("result", "failed"), ("le", "+Inf")],
+            Some(1.0),
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        m3.value("sai_server_log_bytes_received_total", &[]),
-        Some(5005.0)
-    );
-    assert_eq!(
-        m3.value(
+        ("sai_server_log_bytes_received_total", &[], Some(5005.0)),
+        (
             "sai_server_instances",
-            &[("platform", LINUX), ("state", "free")]
+            &[("platform", LINUX), ("state", "free")],
+            Some(2.0),
         ),
-        Some(2.0)
-    );
-    assert_eq!(
-        m3.value("sai_server_tasks", &[("state", "failed")]),
-        Some(1.0)
-    );
+        ("sai_server_tasks", &[("state", "failed")], Some(1.0)),
+    ]);
     // The store figures come from a background count.
     let m4 = wait_for("store figures", T, || async {
         let m = metrics(s).await;
@@ -399,12 +377,7 @@ async fn commit_status_reaches_each_forge_as_documented_then_the_webhook() {
         h.header("x-sai-signature"),
         Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())).as_str())
     );
-    let m = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.get_text("/metrics").await;
     let m = openmetrics::parse(&m).unwrap();
     assert_eq!(
         m.value(

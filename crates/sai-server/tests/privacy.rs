@@ -41,12 +41,7 @@ async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
     .await
     .unwrap();
 
-    let anon_projects = reqwest::get(s.url("/api/projects"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let anon_projects = s.get_text("/api/projects").await;
     let projects: serde_json::Value = serde_json::from_str(&anon_projects).unwrap();
     let names = sai_testkit::field_of_each(&projects, "name");
     assert_eq!(names, ["open"], "{anon_projects}");
@@ -57,12 +52,7 @@ async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
     assert_eq!(projects[0]["event_count"], 1);
     assert_eq!(get(s, "/api/projects/secret/events").await.0, 404);
 
-    let anon_builders = reqwest::get(s.url("/api/builders"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let anon_builders = s.get_text("/api/builders").await;
     assert!(anon_builders.contains("host1"), "{anon_builders}");
     assert!(
         !anon_builders.contains(&offer.task_id),

@@ -40,7 +40,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     assert_eq!(event(&s, &ev2).await["tasks"].as_array().unwrap().len(), 4);
     let t1 = task(&s, &o1.task_id).await;
     assert_eq!(t1["state"], "success");
-    let raw = raw_log(&s, &o1.task_id).await;
+    let raw = s.raw_log(&o1.task_id).await;
     assert_eq!(&raw[..], &log1[..]);
     let t2 = task(&s, &o2.task_id).await;
     assert_eq!(
@@ -68,7 +68,7 @@ async fn restart_keeps_every_acknowledged_event_task_and_log() {
     assert!(st.success(), "{st:?}\n{}", s.log());
     drop(b);
     let s = TestServer::start(&bin(), &cfg, &[]).unwrap();
-    let raw = raw_log(&s, &o2.task_id).await;
+    let raw = s.raw_log(&o2.task_id).await;
     // The re-run's log follows the first attempt's, after Sai's separator.
     assert_eq!(
         String::from_utf8_lossy(&raw),

@@ -72,13 +72,6 @@ fn push_of(hash: &str) -> Push {
     p
 }
 
-async fn raw_log(server: &sai_testkit::TestServer, task: &str) -> String {
-    let r = reqwest::get(server.url(&format!("/api/tasks/{task}/log?format=raw")))
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned()
-}
-
 async fn until_state(server: &sai_testkit::TestServer, task_id: &str, state: &str) -> Value {
     wait_for(&format!("task {state}"), T, || async {
         let t = task(server, task_id).await;
@@ -216,7 +209,7 @@ async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_
     assert_eq!(tests["counts"]["fail"], 1);
 
     // The log has everything sent, and the reasons as notices.
-    let log = raw_log(s, &id).await;
+    let log = String::from_utf8_lossy(&s.raw_log(&id).await).into_owned();
     for needle in [
         "line before the reports",
         "line after the reports",

@@ -17,6 +17,7 @@
 //! * [`tls`]: a private CA and server certificates made with `rcgen`.
 //! * [`openmetrics`]: a strict parser of `/metrics` text expositions.
 //! * [`recorder`]: an HTTP server recording requests (forges, webhooks).
+//! * [`text`]: line numbers and line starts of a log's bytes.
 
 pub mod browser;
 pub mod builder;
@@ -27,6 +28,7 @@ pub mod https_git;
 pub mod notify_socket;
 pub mod openmetrics;
 pub mod recorder;
+pub mod text;
 pub mod tls;
 pub mod web;
 
@@ -320,6 +322,38 @@ impl TestServer {
     pub fn builder_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
         format!("{scheme}://{}/builder", self.addr)
+    }
+
+    /// `GET path` without credentials: the body of the answer, whatever
+    /// its status (a plain-HTTP server; panics when the request fails).
+    pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let url = self.url(path);
+        let resp = reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let body = resp
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        body.to_vec()
+    }
+
+    /// `GET path` without credentials, which must succeed (2xx): its JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = reqwest::get(self.url(path)).await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// [`TestServer::get_bytes`] as text (invalid UTF-8 replaced).
+    pub async fn get_text(&self, path: &str) -> String {
+        String::from_utf8_lossy(&self.get_bytes(path).await).into_owned()
+    }
+
+    /// The raw log of task `id` as stored so far (`?format=raw`).
+    pub async fn raw_log(&self, id: &str) -> Vec<u8> {
+        self.get_bytes(&format!("/api/tasks/{id}/log?format=raw"))
+            .await
     }
 
     /// The server's stderr so far.

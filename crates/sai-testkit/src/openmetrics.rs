@@ -30,33 +30,43 @@ pub struct Exposition {
     pub samples: Vec<Sample>,
 }
 
+/// A sample's name, some of its labels, and the value it should have
+/// (`None`: no such sample).
+pub type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<f64>);
+
 impl Exposition {
+    /// The samples `name` whose labels include `labels`.
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a Sample> {
+        self.samples.iter().filter(move |s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
     /// The value of the sample `name` whose labels include `labels`;
     /// `None` when there is none.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.samples
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
+        self.matching(name, labels).next().map(|s| s.value)
     }
 
     /// Sum of the values of the samples `name` whose labels include `labels`.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
-            .sum()
+        self.matching(name, labels).map(|s| s.value).sum()
+    }
+
+    /// Check several samples at once: each `(name, labels, value)` as
+    /// [`Exposition::value`] reads it. Panics naming the first that differs.
+    #[track_caller]
+    pub fn assert_values(&self, want: &[Expected]) {
+        for (name, labels, value) in want {
+            assert_eq!(self.value(name, labels), *value, "{name} {labels:?}");
+        }
     }
 }
 

@@ -73,26 +73,7 @@ mod tests {
     use super::*;
 
     fn ev(r: &str, state: EventState, sec: bool) -> Event {
-        Event {
-            id: "0".repeat(32),
-            project: "p".into(),
-            git_ref: r.into(),
-            hash: "h".into(),
-            fetch_url: "/src/p".into(),
-            source_ip: None,
-            created: 0,
-            last_updated: 0,
-            state,
-            sec,
-            task_count: 1,
-            tasks: None,
-            task_states: None,
-            rebuild_of: None,
-            expected_finish: None,
-            commit_status: None,
-            webhook: None,
-            next_cursor: None,
-        }
+        crate::test_fixtures::event(r, state, sec)
     }
 
     #[test]

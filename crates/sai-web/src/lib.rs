@@ -27,6 +27,8 @@ pub mod pages;
 pub mod ratelimit;
 pub mod session;
 pub mod settings;
+#[cfg(test)]
+mod test_fixtures;
 pub mod upstream;
 pub mod users;
 

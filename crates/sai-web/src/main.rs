@@ -35,13 +35,7 @@ fn settings(config: Option<&Path>) -> Result<sai_web::settings::Settings> {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    sai_daemon::logging::init();
     let cli = Cli::parse();
     let settings = settings(cli.config.as_deref())?;
     match cli.cmd.unwrap_or(Cmd::Run) {

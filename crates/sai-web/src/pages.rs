@@ -57,7 +57,7 @@ pub fn layout(
                                 button #signout type="submit" { "Sign out" }
                             }
                         } @else {
-                            a #signin href={ "/signin?next=" (url_path_encode(&format!("/{}", page_path(page, data)))) } { "Sign in" }
+                            a #signin href={ "/signin?next=" (sai_core::percent::encode(&format!("/{}", page_path(page, data)), b"/-_.")) } { "Sign in" }
                         }
                     }
                 }
@@ -80,19 +80,6 @@ fn page_path(page: &str, data: &[(&str, &str)]) -> String {
         "builders" => "builders".into(),
         _ => String::new(),
     }
-}
-
-/// Percent-encode for a query value.
-pub fn url_path_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// "3 min ago" for a unix ms time. Empty when `now_ms` is 0: live
@@ -718,26 +705,13 @@ mod tests {
     #[test]
     fn an_event_cut_short_says_how_many_tasks_it_shows() {
         let tasks = vec![task_fixture(), task_fixture()];
-        let mut d = EventDetail {
-            id: "0".repeat(32),
-            project: "p".into(),
-            git_ref: "refs/heads/main".into(),
-            hash: "h".into(),
-            fetch_url: "/src/p".into(),
-            source_ip: None,
-            created: 0,
-            last_updated: 0,
-            state: crate::upstream::EventState::Running,
-            sec: false,
-            task_count: 2,
-            tasks: Some(tasks),
-            task_states: None,
-            rebuild_of: None,
-            expected_finish: None,
-            commit_status: None,
-            webhook: None,
-            next_cursor: None,
-        };
+        let mut d = crate::test_fixtures::event(
+            "refs/heads/main",
+            crate::upstream::EventState::Running,
+            false,
+        );
+        d.task_count = 2;
+        d.tasks = Some(tasks);
         let ctx = PageCtx {
             session: None,
             now_ms: 0,

@@ -81,15 +81,9 @@ fn start_builder(dir: &Path, server: &TestServer) -> (ProcessGuard, std::path::P
     (ProcessGuard::new(child, Duration::from_secs(20)), log)
 }
 
-async fn api(server: &TestServer, path: &str) -> Value {
-    let r = reqwest::get(server.url(path)).await.unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
 async fn task_ends(server: &TestServer, id: &str, state: &str, why: &dyn Fn() -> String) -> Value {
     wait_for(&format!("task {state}"), BUILD_T, || async {
-        let t = api(server, &format!("/api/tasks/{id}")).await;
+        let t = server.get_json(&format!("/api/tasks/{id}")).await;
         (t["state"] == state).then_some(t)
     })
     .await
@@ -124,13 +118,13 @@ async fn a_failing_ctest_shows_in_the_api_and_pages_and_a_passing_rebuild_marks_
             st.server.log()
         )
     };
-    let e = api(&st.server, &format!("/api/events/{ev}")).await;
+    let e = st.server.get_json(&format!("/api/events/{ev}")).await;
     let id = e["tasks"][0]["id"].as_str().unwrap().to_string();
 
     // ctest failed, so the step and the task failed; the report still came.
     let t = task_ends(&st.server, &id, "failed", &why).await;
     assert_eq!(t["failed_step"], 2, "the second step (ctest), from 1: {t}");
-    let tests = api(&st.server, &format!("/api/tasks/{id}/tests")).await;
+    let tests = st.server.get_json(&format!("/api/tasks/{id}/tests")).await;
     let cases = tests["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 2, "{tests}\n{}", why());
     assert_eq!(cases[0]["name"], "divides_by_zero", "failed first: {tests}");
@@ -144,7 +138,7 @@ async fn a_failing_ctest_shows_in_the_api_and_pages_and_a_passing_rebuild_marks_
     );
     assert_eq!(cases[1]["name"], "adds_up");
     assert_eq!(cases[1]["result"], "pass");
-    let et = api(&st.server, &format!("/api/events/{ev}/tests")).await;
+    let et = st.server.get_json(&format!("/api/events/{ev}/tests")).await;
     assert_eq!(et["failed"][0]["name"], "divides_by_zero", "{et}");
     assert_eq!(et["failed"][0]["platforms"], json!([LINUX]));
 
@@ -194,11 +188,10 @@ async fn a_failing_ctest_shows_in_the_api_and_pages_and_a_passing_rebuild_marks_
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     task_ends(&st.server, &id, "success", &why).await;
-    let h = api(
-        &st.server,
-        "/api/projects/tiny/tests?suite=divides_by_zero&name=divides_by_zero",
-    )
-    .await;
+    let h = st
+        .server
+        .get_json("/api/projects/tiny/tests?suite=divides_by_zero&name=divides_by_zero")
+        .await;
     assert_eq!(h["flaky"], true, "{h}");
     assert_eq!(h["flaky_commits"], json!([hash]));
     let results: Vec<&str> = h["runs"]
@@ -208,13 +201,12 @@ async fn a_failing_ctest_shows_in_the_api_and_pages_and_a_passing_rebuild_marks_
         .map(|r| r["result"].as_str().unwrap())
         .collect();
     assert_eq!(results, ["pass", "fail"], "newest first: {h}");
-    let steady = api(
-        &st.server,
-        "/api/projects/tiny/tests?suite=adds_up&name=adds_up",
-    )
-    .await;
+    let steady = st
+        .server
+        .get_json("/api/projects/tiny/tests?suite=adds_up&name=adds_up")
+        .await;
     assert_eq!(steady["flaky"], false, "{steady}");
-    let now = api(&st.server, &format!("/api/tasks/{id}/tests")).await;
+    let now = st.server.get_json(&format!("/api/tasks/{id}/tests")).await;
     assert_eq!(
         now["counts"],
         json!({"pass": 2}),

@@ -157,12 +157,6 @@ fn start_builder(dir: &Path, server: &TestServer, name: &str, platform: &str) ->
     }
 }
 
-async fn get(server: &TestServer, path: &str) -> Value {
-    let r = reqwest::get(server.url(path)).await.unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
 fn terminal(state: &Value) -> bool {
     matches!(state.as_str(), Some("success" | "failed" | "cancelled"))
 }
@@ -172,11 +166,9 @@ async fn log_records(server: &TestServer, task: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut offset = 0u64;
     loop {
-        let page = get(
-            server,
-            &format!("/api/tasks/{task}/log?offset={offset}&max=4096"),
-        )
-        .await;
+        let page = server
+            .get_json(&format!("/api/tasks/{task}/log?offset={offset}&max=4096"))
+            .await;
         let recs = page["records"].as_array().unwrap().clone();
         let next = page["next_offset"].as_u64().unwrap();
         let total = page["total"].as_u64().unwrap();
@@ -305,7 +297,9 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
         why()
     );
 
-    let events = get(&server, &format!("/api/projects/{PROJECT}/events")).await;
+    let events = server
+        .get_json(&format!("/api/projects/{PROJECT}/events"))
+        .await;
     let events = events
         .as_array()
         .or_else(|| events["events"].as_array())
@@ -318,7 +312,7 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
     assert_eq!(events[0]["fetch_url"], origin_path.as_str());
 
     let done = wait_for("every task terminal", T, || async {
-        let e = get(&server, &format!("/api/events/{ev}")).await;
+        let e = server.get_json(&format!("/api/events/{ev}")).await;
         let tasks = e["tasks"].as_array()?;
         (tasks.len() == 6 && tasks.iter().all(|t| terminal(&t["state"]))).then_some(e)
     })
@@ -372,13 +366,8 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
                 assert_eq!(numbered(&stdout, "out "), want, "stdout lines");
                 assert_eq!(numbered(&stderr, "err "), want, "stderr lines");
                 // The raw log is the same bytes, complete.
-                let task = get(&server, &format!("/api/tasks/{id}")).await;
-                let raw = reqwest::get(server.url(&format!("/api/tasks/{id}/log?format=raw")))
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
+                let task = server.get_json(&format!("/api/tasks/{id}")).await;
+                let raw = server.raw_log(id).await;
                 assert_eq!(raw.len() as u64, task["log_bytes"].as_u64().unwrap());
                 let total: u64 = records.iter().map(|r| r["len"].as_u64().unwrap()).sum();
                 assert_eq!(total, raw.len() as u64);
@@ -456,7 +445,7 @@ async fn update_hook_and_annotated_tag_notify_with_the_commit() {
     );
 
     // Project name defaults to the bare repository's name without .git.
-    let events = get(&server, "/api/projects/upd/events").await;
+    let events = server.get_json("/api/projects/upd/events").await;
     let mut refs: Vec<(String, String)> = events
         .as_array()
         .unwrap()
@@ -521,7 +510,7 @@ async fn hook_without_openssl_uses_sai_notify() {
         server.log()
     );
 
-    let events = get(&server, "/api/projects/nossl/events").await;
+    let events = server.get_json("/api/projects/nossl/events").await;
     let e = &events.as_array().unwrap()[0];
     assert_eq!(e["hash"], hash.as_str());
     assert_eq!(e["ref"], "refs/heads/main");

@@ -38,6 +38,15 @@ fn git(dir: &Path, args: &[&str]) -> String {
     stdout.trim().to_string()
 }
 
+/// The word after `marker` on the first line of `text` that has it.
+fn word_after(text: &str, marker: &str) -> String {
+    text.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"))
+        .to_string()
+}
+
 /// A running `sai up` and everything it printed so far.
 struct Up {
     guard: ProcessGuard,
@@ -89,6 +98,12 @@ impl Up {
         self.out.lock().unwrap().clone()
     }
 
+    /// Stop it (SIGTERM) and check that it exits 0.
+    fn stop_cleanly(&mut self) {
+        let st = self.guard.stop().unwrap();
+        assert!(st.success(), "{st:?}\n{}", self.why());
+    }
+
     fn why(&self) -> String {
         format!(
             "stdout:\n{}\nstderr:\n{}",
@@ -137,6 +152,14 @@ async fn get(url: &str) -> Value {
     let r = reqwest::get(url).await.unwrap();
     assert!(r.status().is_success(), "GET {url}: {}", r.status());
     r.json().await.unwrap()
+}
+
+/// The raw log of task `id` from the server at `url`.
+async fn raw_log(url: &str, id: &str) -> String {
+    let r = reqwest::get(format!("{url}/api/tasks/{id}/log?format=raw"))
+        .await
+        .unwrap();
+    r.text().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,12 +266,7 @@ async fn sai_up_builds_this_repository() {
         Ok(t) => t,
         Err(e) => panic!("{e}\n{}", up.why()),
     };
-    let log = reqwest::get(format!("{url}/api/tasks/{fmt_id}/log?format=raw"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = raw_log(&url, &fmt_id).await;
     assert_eq!(t["state"], "success", "{t}\nlog:\n{log}\n{}", up.why());
 
     // `sai notify` against the running `sai up`: the same commit again is a
@@ -297,8 +315,7 @@ async fn sai_up_builds_this_repository() {
     assert_eq!(r.status().as_u16(), 409, "finished task: conflict, not 401");
 
     // SIGTERM: clean shutdown, exit 0.
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
     assert!(up.stdout().contains("sai up: stopped"), "{}", up.why());
 
     // A second start keeps the secret and the tokens.
@@ -314,8 +331,7 @@ async fn sai_up_builds_this_repository() {
         std::fs::read_to_string(data.join("builder.token")).unwrap(),
         builder_token
     );
-    let st = up2.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up2.why());
+    up2.stop_cleanly();
 }
 
 /// `sai up` without `--repo` (plus `extra` flags) in `cwd`: the demo
@@ -366,12 +382,7 @@ async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str, extra: &[&str
     assert!(log.contains("error: this step fails on purpose"), "{log}");
     assert!(!log.contains("never printed"), "{log}");
     // The artifact task uploaded its file.
-    let ev = out
-        .lines()
-        .find_map(|l| l.split_once("sai up: event ").map(|(_, r)| r))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .to_string();
+    let ev = word_after(&out, "sai up: event ");
     let e = get(&format!("{url}/api/events/{ev}")).await;
     let art = e["tasks"]
         .as_array()
@@ -444,11 +455,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
             && rebuilt.contains("4 tasks"),
         "{rebuilt}"
     );
-    let new_id = rebuilt
-        .split("again as event ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap();
+    let new_id = word_after(&rebuilt, "again as event ");
     assert_ne!(new_id, old_id, "a new event, not the old one reset");
     let r = wait_for(
         "the rebuilt event's result",
@@ -459,8 +466,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
     if let Err(e) = r {
         panic!("{e}\n{}", up.why());
     }
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 
     // A repository without a .sai.json: the demo, and the repository is
     // left alone (no hook).
@@ -478,8 +484,7 @@ async fn sai_up_without_repo_runs_the_demo_in_an_empty_directory_and_in_a_reposi
         "{}",
         up.why()
     );
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 /// The README's first command, typed in this checkout.
@@ -509,8 +514,7 @@ async fn sai_up_demo_typed_in_this_checkout_runs_the_demo_not_sais_own_ci() {
     let projects = get(&format!("{url}/api/projects")).await;
     let names = sai_testkit::field_of_each(&projects, "name");
     assert_eq!(names, ["demo"], "only the demo was queued");
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 /// A small repository of one's own with a `.sai.json` for `PLATFORM`
@@ -586,24 +590,13 @@ async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["mine"], "only this repository was queued");
-    let ev = out
-        .lines()
-        .find_map(|l| l.split_once(" as event ").map(|(_, r)| r))
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .to_string();
+    let ev = word_after(&out, " as event ");
     let e = get(&format!("{url}/api/events/{ev}")).await;
     let id = e["tasks"][0]["id"].as_str().unwrap().to_string();
-    let log = reqwest::get(format!("{url}/api/tasks/{id}/log?format=raw"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = raw_log(&url, &id).await;
     assert!(log.contains("built my own project"), "{log}");
     assert!(log.contains("my first commit"), "{log}");
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 
     // `sai up --demo` in the same repository: the demo, and this repository
     // is left alone (no hook, not queued).
@@ -615,8 +608,7 @@ async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
         "this repository was not queued: {}",
         up.why()
     );
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -674,8 +666,7 @@ async fn sai_up_says_within_a_second_why_an_outside_saifile_cannot_run_here() {
         "{}",
         up.why()
     );
-    let st = up.guard.stop().unwrap();
-    assert!(st.success(), "{st:?}\n{}", up.why());
+    up.stop_cleanly();
 }
 
 /// On a terminal the progress is a live block redrawn in place (cursor up,

@@ -162,17 +162,8 @@ pub async fn push_with(
     v["event_id"].as_str().unwrap().to_string()
 }
 
-pub async fn get(server: &TestServer, path: &str) -> Value {
-    let r = reqwest::get(server.url(path)).await.unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
-}
-
 pub async fn raw_log(server: &TestServer, task: &str) -> String {
-    let r = reqwest::get(server.url(&format!("/api/tasks/{task}/log?format=raw")))
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&r.bytes().await.unwrap()).to_string()
+    String::from_utf8_lossy(&server.raw_log(task).await).into_owned()
 }
 
 fn terminal(state: &Value) -> bool {
@@ -199,7 +190,7 @@ pub async fn push_new_commit_to_success(
 
 pub async fn event_done(server: &TestServer, ev: &str, why: &dyn Fn() -> String) -> Value {
     let r = wait_for(&format!("event {ev} done"), T, || async {
-        let e = get(server, &format!("/api/events/{ev}")).await;
+        let e = server.get_json(&format!("/api/events/{ev}")).await;
         let tasks = e["tasks"].as_array()?;
         (!tasks.is_empty() && tasks.iter().all(|t| terminal(&t["state"]))).then_some(e)
     })
@@ -219,7 +210,7 @@ pub async fn task_until(
     why: &dyn Fn() -> String,
 ) -> Value {
     let r = wait_for(what, T, || async {
-        let t = get(server, &format!("/api/tasks/{task}")).await;
+        let t = server.get_json(&format!("/api/tasks/{task}")).await;
         cond(&t).then_some(t)
     })
     .await;
@@ -247,7 +238,7 @@ pub async fn log_contains(server: &TestServer, task: &str, needle: &str, why: &d
 /// Wait until the server lists builder `name` online; returns its entry.
 pub async fn builder_online(server: &TestServer, name: &str, why: &dyn Fn() -> String) -> Value {
     let r = wait_for(&format!("builder {name} online"), T, || async {
-        let bs = get(server, "/api/builders").await;
+        let bs = server.get_json("/api/builders").await;
         bs.as_array()?
             .iter()
             .find(|b| b["name"] == name && b["online"] == true)
@@ -326,7 +317,7 @@ pub fn logs_ab(builder: &BuilderProc, a: &TestServer, b: &TestServer) -> String 
 
 /// The id of the first task of event `ev`.
 pub async fn first_task(server: &TestServer, ev: &str) -> String {
-    get(server, &format!("/api/events/{ev}")).await["tasks"][0]["id"]
+    server.get_json(&format!("/api/events/{ev}")).await["tasks"][0]["id"]
         .as_str()
         .unwrap()
         .to_string()

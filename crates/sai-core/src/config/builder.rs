@@ -47,11 +47,11 @@ pub const MAX_HOST_LEN: usize = 64;
 
 /// Configuration of `sai-builder`: its home, its name and the platforms it
 /// offers to which servers.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuilderConfig {
     /// Optional marker naming this config kind: `"sai-builder"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Absolute path of the builder's home: git mirrors under `git-mirror/`,
     /// job directories under `jobs/`. Must exist.
@@ -72,11 +72,9 @@ pub struct BuilderConfig {
     pub log_limit_bytes: u64,
     /// Value of `SAI_PARALLEL` given to build steps (the `-j` of make and
     /// ctest). Default: the number of CPUs of the host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
     /// Unprivileged user that build steps run as when sai-builder is started
     /// as root. Default: the owner of `home`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<String>,
     /// How long the directory of a finished job is kept, in seconds. Default
     /// 86400 (24 hours).
@@ -93,12 +91,10 @@ pub struct BuilderConfig {
     /// `cpu.shares`; the builder needs write access there, e.g. root).
     /// Where neither can hold them the builder refuses to start. See
     /// docs/builder.md.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_limits: Option<TaskLimitsConfig>,
     /// Address and port of a local listener serving the builder's
     /// Prometheus metrics at `/metrics`, e.g. `127.0.0.1:9101`. Default:
     /// none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
     /// Whether each build step sees only its own task's job directory (and
     /// its project's git mirror, read-only), not other tasks' job
@@ -108,31 +104,29 @@ pub struct BuilderConfig {
     /// start-up), else off with a warning. `true` makes a task that cannot
     /// be isolated fail with an infrastructure reason; `true` is refused off
     /// Linux. See docs/builder.md.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolate_tasks: Option<bool>,
 }
 
 /// Resource limits of one task (all of its steps and their processes).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskLimitsConfig {
     /// Most memory the task's processes may use, in bytes (`memory.max`;
     /// cgroup v1 `memory.limit_in_bytes`). A task that goes past it has
     /// processes killed, and its failed step says it hit the limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max_bytes: Option<u64>,
     /// Most processes and threads the task may have at once (`pids.max`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
     /// Relative CPU share, 1 to 10000 (default 100) (`cpu.weight`; cgroup
     /// v1 `cpu.shares` = weight * 1024 / 100, clamped to 2..262144, as
     /// systemd maps them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub cpu_weight: Option<u32>,
 }
 
 /// One platform offered by the builder.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuilderPlatform {
@@ -152,12 +146,12 @@ pub struct BuilderPlatform {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Limits for this platform that override the builder-wide ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<PlatformLimits>,
 }
 
 /// One server a platform takes work from, and the token the builder proves
 /// itself with. Give `token_file` (preferred) or `token`, never both.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuilderServer {
@@ -166,15 +160,12 @@ pub struct BuilderServer {
     pub url: String,
     /// File holding the token this builder presents to the server
     /// (surrounding white space ignored), read again on every connect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
     /// The token inline; prefer `token_file` so the config can be shared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// PEM file of the CA certificate(s) that signed a `wss://` server's
     /// certificate (a private CA for a rack). Only these are trusted for this
     /// server then; without it the system roots are used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
     /// Allow a plain `ws://` URL to a host that is not loopback. The token
     /// and all build logs then cross the network unencrypted: only for a
@@ -184,17 +175,15 @@ pub struct BuilderServer {
 }
 
 /// Per-platform limits; each one left out falls back to the builder-wide value.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformLimits {
     /// Longest time one build step of this platform may run, in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_timeout_secs: Option<u64>,
     /// Most log bytes one task of this platform may produce.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_limit_bytes: Option<u64>,
     /// `SAI_PARALLEL` for this platform's build steps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
 }
 

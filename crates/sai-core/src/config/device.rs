@@ -28,22 +28,22 @@ pub const MAX_TTYS: usize = 8;
 pub const SCHEMA_MARKER: &str = "sai-device";
 
 /// Configuration of `sai-device`: the devices (boards) it hands out.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// Optional marker naming this config kind: `"sai-device"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// State directory holding the waiters' queue (ticket files); default
     /// `/run/sai-device`. Every user of `sai-device` must be able to create
     /// files in it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
     /// The devices, tried in this order for each request.
     pub devices: Vec<Device>,
 }
 
 /// One device (board) and the ttys that belong to it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
@@ -57,13 +57,13 @@ pub struct Device {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compatible: Vec<String>,
     /// Free text for humans.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The device's ttys; index n is exported as `SAI_DEVICE_TTY<n>`.
     pub ttys: Vec<Tty>,
 }
 
 /// One tty (serial port) of a device.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tty {
@@ -75,7 +75,6 @@ pub struct Tty {
     pub tty: String,
     /// Baud rate for tools talking to this tty (exported as
     /// `SAI_DEVICE_TTY<n>_RATE`; `sai-expect` uses it); default 115200.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<u32>,
     /// Whether the tty is `flock`ed while the device is in use; default true.
     #[serde(default = "default_true")]

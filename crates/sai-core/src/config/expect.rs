@@ -33,26 +33,22 @@ pub const DEFAULT_PASS: &str = "Completed: PASS";
 pub const DEFAULT_FAIL: &str = "Completed: FAIL";
 
 /// An expect script: ordered steps plus pass and fail patterns.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectScript {
     /// Optional marker naming this file kind: `"sai-expect"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Free text for humans.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Overall timeout in seconds, counted from start; none means no limit
     /// (the `--timeout` flag overrides it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
     /// Seconds a vanished tty (board reset, USB re-enumeration) may stay
     /// away before it counts as an infrastructure error; default 10.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reopen_window: Option<f64>,
     /// Baud rate for the ttys (the `--baud` flag overrides it); default the
     /// device's configured rate, else 115200.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baud: Option<u32>,
     /// Expectations, matched in order. Each step waits for its `expect`
     /// pattern (if any), then sends its `send` text (if any).
@@ -61,37 +57,31 @@ pub struct ExpectScript {
     /// Regular expressions that end the run with a pass once every step is
     /// done; default `["Completed: PASS"]`. An empty list means the run
     /// passes as soon as the last step matched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass: Option<Vec<String>>,
     /// Regular expressions that end the run with a test failure whenever they
     /// appear, even before the steps are done; default `["Completed: FAIL"]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail: Option<Vec<String>>,
 }
 
 /// One expectation.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectStep {
     /// Free text for humans, used in log messages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Regular expression to wait for in the output of `tty`. Matching is
     /// per line (the line received so far counts, so prompts without a
     /// newline match too); output before the previous step's match is not
     /// searched again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
     /// Text sent to `tty` after `expect` matched (or at once without
     /// `expect`); write `\n` or `\r` yourself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<String>,
     /// Which device tty the step watches and sends to: 0 (default) or 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<u8>,
     /// Seconds this step may wait for its `expect`; none means only the
     /// overall timeout applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
 }
 

@@ -35,37 +35,34 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:44000";
 pub const RESERVED_TARGETS: &[&str] = &["api"];
 
 /// Configuration of `sai-jig`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JigConfig {
     /// Optional marker naming this config kind: `"sai-jig"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Address and port the HTTP API listens on; default `0.0.0.0:44000`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     /// File holding the bearer token every request must carry
     /// (`Authorization: Bearer <token>`); surrounding whitespace is trimmed.
     /// Preferred over `token`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
     /// Bearer token given inline (prefer `token_file`). Without either (and
     /// without `SAI_JIG_TOKEN` in the environment) the API is open to anyone
     /// who can reach it, as in the original.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// The jig targets (boards) this daemon controls.
     pub targets: Vec<JigTarget>,
 }
 
 /// One target board wired to the jig.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JigTarget {
     /// Name used in the URL: `/<target>/<sequence>`.
     pub name: String,
     /// Free text for humans.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The GPIO lines of this target.
     pub gpios: Vec<JigGpio>,
@@ -74,6 +71,7 @@ pub struct JigTarget {
 }
 
 /// One GPIO line driven as an output.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JigGpio {
@@ -84,7 +82,6 @@ pub struct JigGpio {
     /// Line offset on the chip.
     pub offset: u32,
     /// Free text naming what the line is wired to (e.g. `RST`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wire: Option<String>,
     /// Value (0 or 1) the line is driven to at start, after every sequence
     /// and on shutdown.
@@ -92,30 +89,28 @@ pub struct JigGpio {
 }
 
 /// A named sequence of steps.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JigSequence {
     /// Name used in the URL: `/<target>/<sequence>`.
     pub name: String,
     /// Free text for humans.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The steps, run in order.
     pub seq: Vec<JigStep>,
 }
 
 /// One step: either set a line (`gpio` + `value`) or wait (`wait_ms`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JigStep {
     /// Name of the GPIO of this target to set; needs `value`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpio: Option<String>,
     /// Value (0 or 1) to drive the line to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u32>,
     /// Milliseconds to wait (a step of its own, without `gpio`/`value`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
 }
 

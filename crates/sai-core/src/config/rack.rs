@@ -52,6 +52,7 @@ pub const BUILDER_CONFIG_PATH: &str = "/etc/sai/builder/builder.conf";
 pub const DEVICE_CONFIG_PATH: &str = "/etc/sai/devices/conf";
 
 /// The whole rack: one server, optionally its web UI, and the builders.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RackConfig {
@@ -61,10 +62,8 @@ pub struct RackConfig {
     /// (`<rack>-<builder>`). Letters, digits, `-` and `_`.
     pub name: String,
     /// The sai-server of this rack, when the rack runs one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<RackServer>,
     /// The sai-web UI of this rack, when it runs one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<RackWeb>,
     /// Every builder of the rack, each with the platforms it offers.
     pub builders: Vec<RackBuilder>,
@@ -148,6 +147,7 @@ pub struct RackWeb {
 /// One builder of the rack. Every field of a sai-builder config has its
 /// counterpart here (`name` is its `host`), so the builder's config is
 /// rendered from this entry.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RackBuilder {
@@ -158,11 +158,9 @@ pub struct RackBuilder {
     pub runs: Runs,
     /// Base distribution of its root filesystem; needed for `oci`, `nspawn`
     /// and `qemu`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distro: Option<Distro>,
     /// Release of the distribution: a Debian suite such as `bookworm`, or a
     /// NixOS release such as `24.11`; needed with `distro`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
     /// CPU architecture as in platform names: `x86_64`, `aarch64`, `armv7`,
     /// `i686`, `riscv64`, `s390x`, `ppc64le`. Each platform's arch element
@@ -174,42 +172,32 @@ pub struct RackBuilder {
     pub packages: Vec<String>,
     /// The builder's home inside its container, VM or machine. Default
     /// `/home/sai`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
     /// The platforms this builder offers, each with its instances and the
     /// servers it dials (URL and token file), as in a builder config.
     pub platforms: Vec<BuilderPlatform>,
     /// Longest time one build step may run, in seconds. Default 1800.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_timeout_secs: Option<u64>,
     /// Most log bytes one task may produce. Default 67108864 (64 MiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_limit_bytes: Option<u64>,
     /// `SAI_PARALLEL` for build steps. Default: the CPU count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
     /// Unprivileged user build steps run as when the builder runs as root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<String>,
     /// How long a finished job directory is kept, in seconds. Default 86400.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_retention_secs: Option<u64>,
     /// Free bytes needed under `home` before a task is accepted. Default
     /// 2147483648 (2 GiB); 0 turns the check off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_free_disk_bytes: Option<u64>,
     /// Per-task resource limits (memory, pids, CPU weight), as `task_limits`
     /// in the builder config: applied through a cgroup v2 per task where
     /// the builder has a delegated cgroup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_limits: Option<super::builder::TaskLimitsConfig>,
     /// Local address serving the builder's Prometheus metrics at
     /// `/metrics`, as `metrics_listen` in the builder config.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
     /// Whether each build step sees only its own job directory, as
     /// `isolate_tasks` in the builder config (default: true on Linux).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolate_tasks: Option<bool>,
     /// Boards attached to this builder, as sai-device entries; their ttys
     /// are passed into the container (`--device`) and a sai-device config is
@@ -218,13 +206,10 @@ pub struct RackBuilder {
     pub devices: Vec<Device>,
     /// sai-device state directory inside the builder. Default
     /// `/run/sai-device`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_home: Option<String>,
     /// The sai-jig of this builder's boards, as in a jig config.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jig: Option<JigConfig>,
     /// Virtual machine size, for `qemu` builders.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmSize>,
 }
 

@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use super::problem::{ConfigProblem, ConfigType, FieldPath};
 
 /// Configuration of `sai-server`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Optional marker naming this config kind: `"sai-server"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Address and port to listen on for HTTP (hooks, operations API) and the
     /// builder websocket, e.g. `"0.0.0.0:4444"`. Port 0 picks a free port; the
@@ -36,11 +36,9 @@ pub struct ServerConfig {
     pub data_dir: String,
     /// Global HMAC secret shared with the git hooks (the ASCII bytes of this
     /// string are the key). Prefer `notification_key_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key: Option<String>,
     /// File holding the global HMAC secret (surrounding white space is not
     /// part of it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key_file: Option<String>,
     /// Projects accepted by the hook endpoint. When empty, any repository
     /// name is accepted with the global key; when not empty, pushes for other
@@ -89,7 +87,6 @@ pub struct ServerConfig {
     /// File holding the PASETO v4 secret key (64 raw bytes) that signs builder
     /// and user tokens. Default: `<data_dir>/token.key`, created on first start
     /// with mode 0600.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_key_file: Option<String>,
     /// Builder names whose tokens are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -102,7 +99,6 @@ pub struct ServerConfig {
     pub retention: RetentionConfig,
     /// Serve HTTPS and `wss://` on `listen` with this certificate. Leave it
     /// out to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
     /// Free bytes a builder must report on the file system of its job
     /// directories to be offered work (protocol message `load`); the larger
@@ -112,11 +108,9 @@ pub struct ServerConfig {
     pub builder_min_free_disk_bytes: u64,
     /// File holding a token that `GET /metrics` requires as
     /// `Authorization: Bearer <token>`. Without it `/metrics` is open.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token_file: Option<String>,
     /// Base URL of sai-web, e.g. `https://ci.example.org`: commit statuses
     /// and webhooks link to `<web_url>/e/<event id>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_url: Option<String>,
     /// Longest a task may stay with one builder, in seconds, from the offer
     /// to its result (default 86400). A builder that takes a task and then
@@ -134,7 +128,6 @@ pub struct ServerConfig {
     /// socket is created with mode 0660, so only the server's user and
     /// group can connect; a request on it acts as the service credential
     /// does (`X-Sai-On-Behalf-Of` names the user), without a token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_socket: Option<String>,
     /// Graceful restart: a task found `running` when the server starts
     /// stays `running` this many seconds for its builder, which kept it
@@ -266,23 +259,20 @@ impl ServerTlsConfig {
 }
 
 /// One project (repository) the hook endpoint accepts.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     /// Repository name as the hook sends it in `repository.name`.
     pub name: String,
     /// HMAC secret of this project's hook; overrides the global key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key: Option<String>,
     /// File holding this project's HMAC secret (surrounding white space is
     /// not part of it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_key_file: Option<String>,
     /// Report each event's state as a commit status on the forge.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_status: Option<CommitStatusConfig>,
     /// POST a JSON summary of each event to this webhook when it ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
 }
 
@@ -327,6 +317,7 @@ pub struct CommitStatusConfig {
 }
 
 /// A generic JSON webhook called when an event ends (chat bots).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -334,7 +325,6 @@ pub struct WebhookConfig {
     pub url: String,
     /// File holding an HMAC secret: the request then carries
     /// `X-Sai-Signature: sha256=<hex HMAC-SHA256 of the body>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<String>,
 }
 
@@ -344,14 +334,13 @@ fn default_status_context() -> String {
 
 /// Automatic deletion of old events. Events still referenced (open database)
 /// are deleted once released.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Keep at most this many newest events per project; unset keeps all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_events_per_project: Option<u32>,
     /// Delete events older than this many days; unset keeps them forever.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_days: Option<u32>,
 }
 

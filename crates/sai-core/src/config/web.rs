@@ -33,11 +33,11 @@ pub const MAX_SESSION_LIFETIME_SECS: u64 = 31 * 24 * 3600;
 
 /// Configuration of `sai-web`: where it listens, which sai-server it shows,
 /// who may sign in and how sessions are sealed.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// Optional marker naming this config kind: `"sai-web"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Where the HTTP server listens: `host:port` (`127.0.0.1:8081`,
     /// `[::1]:8081`) or `unix:/absolute/path` for a unix socket behind a
@@ -51,19 +51,16 @@ pub struct WebConfig {
     /// reads for, or acts for, a signed-in user (mint it with
     /// `sai-server token service --name sai-web`). Without it signed-in
     /// users see what anonymous visitors see and cannot act.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_token_file: Option<String>,
     /// URL under which browsers reach this UI (scheme, host and mount path,
     /// e.g. `https://ci.example.org/sai`); used for links, redirects and the
     /// cookie path. Default: derived from each request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
     /// Users allowed to sign in, given inline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<WebUser>,
     /// File of further users, one `name:<argon2 PHC hash>` per line (`#`
     /// starts a comment). Read at start and on SIGHUP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_file: Option<String>,
     /// How long a session token stays valid after sign-in, in seconds.
     /// Default 172800 (48 hours); at most 31 days.
@@ -74,13 +71,11 @@ pub struct WebConfig {
     pub session_key_file: String,
     /// Reverse proxies whose forwarding headers are believed. Without it the
     /// peer address of the connection is the client address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxy: Option<TrustedProxy>,
     /// Serve HTTPS on `listen` with this certificate, exactly as sai-server
     /// does (PEM chain and key, relative paths from the config's folder,
     /// re-read on SIGHUP without dropping open connections). Leave it out
     /// to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,
 }
 

@@ -669,15 +669,8 @@ impl<D: Clone> Sched<D> {
         let why =
             format!("builder {name} connected again; its newer connection replaced the older");
         let mut touched = BTreeSet::new();
-        for task_id in c.assigned.keys() {
-            let Some((seq, i)) = self.locate(task_id) else {
-                continue;
-            };
-            let t = &self.events[&seq].tasks[i];
-            if t.conn != Some(old) {
-                continue;
-            }
-            if t.accepted {
+        for (seq, i) in self.still_held(old, &c) {
+            if self.events[&seq].tasks[i].accepted {
                 self.hand_back(seq, i, &why);
             } else {
                 let run = self.requeue(seq, i);
@@ -874,14 +867,8 @@ impl<D: Clone> Sched<D> {
         let max = self.max_infra as i64;
         let mut touched = Vec::new();
         let mut requeued = BTreeSet::new();
-        for task_id in c.assigned.keys() {
-            let Some((seq, i)) = self.locate(task_id) else {
-                continue;
-            };
+        for (seq, i) in self.still_held(conn, &c) {
             let t = &self.events[&seq].tasks[i];
-            if t.conn != Some(conn) {
-                continue;
-            }
             let name = &c.name;
             if t.accepted
                 && *cause == GoneCause::ServerShutdown
@@ -1204,6 +1191,16 @@ impl<D: Clone> Sched<D> {
         let seq = *self.by_id.get(ev)?;
         let i = *self.events.get(&seq)?.index.get(task_id)?;
         Some((seq, i))
+    }
+
+    /// Where the tasks assigned to `c`, the connection `conn` just removed,
+    /// stand, leaving out those given to another connection since.
+    fn still_held(&self, conn: ConnId, c: &Conn) -> Vec<(i64, usize)> {
+        c.assigned
+            .keys()
+            .filter_map(|task_id| self.locate(task_id))
+            .filter(|&(seq, i)| self.events[&seq].tasks[i].conn == Some(conn))
+            .collect()
     }
 
     fn assigned_index(&self, conn: ConnId, task_id: &str) -> Option<(i64, usize)> {

@@ -124,17 +124,6 @@ pub fn event_folders(server: &TestServer) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The exact bytes of a task's log.
-pub async fn raw_log(server: &TestServer, task_id: &str) -> Vec<u8> {
-    reqwest::get(server.url(&format!("/api/tasks/{task_id}/log?format=raw")))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec()
-}
-
 /// The tasks of an event.
 pub async fn tasks_of(server: &TestServer, event_id: &str) -> Vec<Value> {
     event(server, event_id).await["tasks"]

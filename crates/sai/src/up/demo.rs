@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::notify::Repo;
@@ -79,27 +79,15 @@ pub fn ensure(data: &Path, platform: &str) -> Result<Repo> {
 /// git with an identity of its own, so that committing works for a user
 /// without one.
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=sai up",
-            "-c",
-            "user.email=sai-up@localhost",
-        ])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .context("running git (is it installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "git {} in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let identity = [
+        "-c",
+        "user.name=sai up",
+        "-c",
+        "user.email=sai-up@localhost",
+        "-c",
+        "commit.gpgsign=false",
+    ];
+    crate::notify::git(dir, &[&identity[..], args].concat())?;
     Ok(())
 }
 

@@ -333,9 +333,7 @@ impl Lab {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let r = reqwest::get(self.server.url(path)).await.unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().await.unwrap()
+        self.server.get_json(path).await
     }
 
     /// Wait until every task of the event is over; returns the event.
