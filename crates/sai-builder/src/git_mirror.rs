@@ -482,47 +482,56 @@ impl Mirror {
                 return Err(GitError::DestNotEmpty(dest.to_path_buf()));
             }
         }
-        let what = "checking out";
         let git_dir = dest.join(".git");
         self.write_git_dir(&git_dir, hash)?;
         // The mirror's object database and config serve the checkout; the
         // index is written into the new repository.
         let repo = self.repo()?;
-        let commit = repo.find_commit(id).map_err(gix_err(what, dest))?;
-        let tree = commit.tree_id().map_err(gix_err(what, dest))?;
-        let mut index = repo.index_from_tree(&tree).map_err(gix_err(what, dest))?;
+        let mut index = tree_index(&repo, id, dest)?;
         index.set_path(git_dir.join("index"));
-        let mut opts = repo
-            .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
-            .map_err(gix_err(what, dest))?;
-        opts.destination_is_initially_empty = true;
-        let odb = repo
-            .objects
-            .clone()
-            .into_arc()
-            .map_err(gix_err(what, dest))?;
-        let outcome = gix::worktree::state::checkout(
-            &mut index,
-            dest,
-            odb,
-            &gix::progress::Discard,
-            &gix::progress::Discard,
-            &AtomicBool::new(false),
-            opts,
-        )
-        .map_err(gix_err(what, dest))?;
-        if !outcome.errors.is_empty() || !outcome.collisions.is_empty() {
-            let mut message = String::new();
-            for e in &outcome.errors {
-                message.push_str(&format!("{}: {}; ", e.path, e.error));
+        let outcome = write_entries(&repo, &mut index, dest, true)?;
+        index
+            .write(Default::default())
+            .map_err(gix_err("writing index", dest))?;
+        Ok(CheckoutStats {
+            files: outcome.files_updated,
+            bytes: outcome.bytes_written,
+        })
+    }
+
+    /// Turn `dest`, a worktree an earlier [`checkout`](Self::checkout) (or
+    /// this) of this mirror made and a task's steps may have changed at
+    /// will, into exactly what a fresh checkout of `hash` would be, writing
+    /// only what differs (see [`crate::worktree_sweep`]). Fails without
+    /// harm to anything outside `dest` when `dest` is not such a worktree
+    /// (no readable index); the caller then starts over with a fresh one.
+    #[cfg(unix)]
+    pub fn checkout_reusing(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        let id = parse_hash(hash)?;
+        let git_dir = dest.join(".git");
+        let index_path = git_dir.join("index");
+        let repo = self.repo()?;
+        let written = std::fs::symlink_metadata(&index_path)
+            .and_then(|m| m.modified())
+            .map_err(io("reading", &index_path))?;
+        let old = gix::index::File::at(&index_path, repo.object_hash(), false, Default::default())
+            .map_err(gix_err("reading the previous index", dest))?;
+        crate::worktree_sweep::sweep_git_dir(&git_dir).map_err(io("cleaning", &git_dir))?;
+        self.write_git_dir(&git_dir, hash)?;
+        let mut index = tree_index(&repo, id, dest)?;
+        index.set_path(&index_path);
+        let swept =
+            crate::worktree_sweep::sweep(dest, &old, written, &mut index, repo.object_hash())
+                .map_err(io("cleaning", dest))?;
+        // Check out what the sweep did not keep, then give those entries
+        // their new stat data in the full index.
+        let mut todo = index.clone();
+        todo.remove_entries(|i, _, _| swept.keep[i]);
+        let outcome = write_entries(&repo, &mut todo, dest, false)?;
+        for entry in todo.entries() {
+            if let Ok(i) = index.entry_index_by_path(entry.path(&todo)) {
+                index.entries_mut()[i].stat = entry.stat;
             }
-            for c in &outcome.collisions {
-                message.push_str(&format!("{}: collision; ", c.path));
-            }
-            return Err(GitError::Checkout {
-                path: dest.to_path_buf(),
-                message,
-            });
         }
         index
             .write(Default::default())
@@ -557,6 +566,12 @@ impl Mirror {
             ),
         ] {
             let path = git_dir.join(name);
+            // A reused checkout's files are rewritten only when they differ
+            // (a step may have replaced them; sweep_git_dir removed links).
+            if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+                continue;
+            }
+            let _ = std::fs::remove_file(&path);
             std::fs::write(&path, text).map_err(io("writing", &path))?;
         }
         Ok(())
@@ -580,6 +595,65 @@ impl Mirror {
         .await
         .map_err(|e| GitError::Join(e.to_string()))?
     }
+}
+
+/// The index of commit `id`'s tree, as a checkout of it writes it.
+fn tree_index(
+    repo: &gix::Repository,
+    id: ObjectId,
+    dest: &Path,
+) -> Result<gix::index::File, GitError> {
+    let what = "checking out";
+    let commit = repo.find_commit(id).map_err(gix_err(what, dest))?;
+    let tree = commit.tree_id().map_err(gix_err(what, dest))?;
+    repo.index_from_tree(&tree).map_err(gix_err(what, dest))
+}
+
+/// Write the files of `index`'s entries under `dest` with gix's worktree
+/// checkout (filters and the filesystem's capabilities from the mirror's
+/// config), setting their stat data in `index`. With `empty`, `dest` holds
+/// nothing yet; otherwise existing paths are replaced.
+fn write_entries(
+    repo: &gix::Repository,
+    index: &mut gix::index::State,
+    dest: &Path,
+    empty: bool,
+) -> Result<gix::worktree::state::checkout::Outcome, GitError> {
+    let what = "checking out";
+    let mut opts = repo
+        .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
+        .map_err(gix_err(what, dest))?;
+    opts.destination_is_initially_empty = empty;
+    opts.overwrite_existing = !empty;
+    let odb = repo
+        .objects
+        .clone()
+        .into_arc()
+        .map_err(gix_err(what, dest))?;
+    let outcome = gix::worktree::state::checkout(
+        index,
+        dest,
+        odb,
+        &gix::progress::Discard,
+        &gix::progress::Discard,
+        &AtomicBool::new(false),
+        opts,
+    )
+    .map_err(gix_err(what, dest))?;
+    if !outcome.errors.is_empty() || !outcome.collisions.is_empty() {
+        let mut message = String::new();
+        for e in &outcome.errors {
+            message.push_str(&format!("{}: {}; ", e.path, e.error));
+        }
+        for c in &outcome.collisions {
+            message.push_str(&format!("{}: collision; ", c.path));
+        }
+        return Err(GitError::Checkout {
+            path: dest.to_path_buf(),
+            message,
+        });
+    }
+    Ok(outcome)
 }
 
 /// The repository a fetch URL names on this machine: an absolute path or a

@@ -176,12 +176,18 @@ impl Shared {
         }
     }
 
-    /// The VNs of the running tasks.
+    /// The VNs housekeeping must keep: the running tasks' and each
+    /// instance's last job dir, which its next task takes over.
     pub fn active_vns(&self) -> HashSet<String> {
-        self.active
+        let mut vns = self
+            .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        for p in self.platforms.values() {
+            vns.extend(p.ctx.last_job_dirs.vns());
+        }
+        vns
     }
 }
 
