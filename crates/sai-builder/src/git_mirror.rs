@@ -248,6 +248,9 @@ pub struct Mirror {
     path: PathBuf,
     lock_path: PathBuf,
     url: String,
+    /// The repository once opened: a task's fetch and checkout share one
+    /// open (each reads the system, global and mirror config files).
+    opened: std::sync::Arc<std::sync::OnceLock<gix::ThreadSafeRepository>>,
 }
 
 impl Mirror {
@@ -261,6 +264,7 @@ impl Mirror {
             path: dir.join(&name),
             lock_path: dir.join(format!("{name}.lock")),
             url: fetch_url.to_string(),
+            opened: Default::default(),
         };
         if !mirror.path.join("HEAD").exists() {
             let _lock = mirror.lock()?;
@@ -318,7 +322,12 @@ impl Mirror {
     }
 
     fn repo(&self) -> Result<gix::Repository, GitError> {
-        gix::open(&self.path).map_err(gix_err("opening mirror", &self.path))
+        if let Some(opened) = self.opened.get() {
+            return Ok(opened.to_thread_local());
+        }
+        let repo = gix::open(&self.path).map_err(gix_err("opening mirror", &self.path))?;
+        let _ = self.opened.set(repo.clone().into_sync());
+        Ok(repo)
     }
 
     /// Whether the mirror holds commit `hash` (no network I/O).
@@ -527,7 +536,13 @@ impl Mirror {
         // their new stat data in the full index.
         let mut todo = index.clone();
         todo.remove_entries(|i, _, _| swept.keep[i]);
-        let outcome = write_entries(&repo, &mut todo, dest, false)?;
+        // (gix's checkout cannot take an index without entries.)
+        let (files, bytes) = if todo.entries().is_empty() {
+            (0, 0)
+        } else {
+            let outcome = write_entries(&repo, &mut todo, dest, false)?;
+            (outcome.files_updated, outcome.bytes_written)
+        };
         for entry in todo.entries() {
             if let Ok(i) = index.entry_index_by_path(entry.path(&todo)) {
                 index.entries_mut()[i].stat = entry.stat;
@@ -536,10 +551,41 @@ impl Mirror {
         index
             .write(Default::default())
             .map_err(gix_err("writing index", dest))?;
-        Ok(CheckoutStats {
-            files: outcome.files_updated,
-            bytes: outcome.bytes_written,
-        })
+        Ok(CheckoutStats { files, bytes })
+    }
+
+    /// Record the current stat data of every file of the checkout at
+    /// `dest` in its index. For the builder's own changes right after a
+    /// checkout (the chown to the step user changes every file's owner and
+    /// `ctime`), so that the next task reusing `dest` recognises the files
+    /// as unchanged instead of writing them all again.
+    pub fn restat_index(&self, dest: &Path) -> Result<(), GitError> {
+        let repo = self.repo()?;
+        let path = dest.join(".git").join("index");
+        let mut index = gix::index::File::at(&path, repo.object_hash(), false, Default::default())
+            .map_err(gix_err("reading index", dest))?;
+        for i in 0..index.entries().len() {
+            use gix::index::entry::Mode;
+            if !matches!(
+                index.entries()[i].mode,
+                Mode::FILE | Mode::FILE_EXECUTABLE | Mode::SYMLINK
+            ) {
+                continue;
+            }
+            let Ok(rel) = gix::path::from_bstr(index.entries()[i].path(&index)) else {
+                continue;
+            };
+            let file = dest.join(rel);
+            let Ok(meta) = gix::index::fs::Metadata::from_path_no_follow(&file) else {
+                continue;
+            };
+            if let Ok(stat) = gix::index::entry::Stat::from_fs(&meta) {
+                index.entries_mut()[i].stat = stat;
+            }
+        }
+        index
+            .write(Default::default())
+            .map_err(gix_err("writing index", dest))
     }
 
     /// Make `git_dir` a minimal non-bare repository borrowing the mirror's
@@ -681,6 +727,13 @@ fn missing_objects(
 ) -> Option<Vec<CopiedObject>> {
     use gix::objs::Kind;
     let hash_kind = origin.object_hash();
+    // The lookups below mostly miss (that is what they are for); by default
+    // every miss makes gix re-scan the mirror's pack directory and
+    // alternates (~20 system calls each). The mirror lock is held, so
+    // nothing adds objects meanwhile.
+    let mut in_mirror = mirror.objects.clone();
+    in_mirror.refresh_never();
+    use gix::objs::Exists as _;
     let mut ordered: Vec<CopiedObject> = Vec::new();
     let mut seen: HashSet<ObjectId> = HashSet::new();
     // (id, the object once its references have been queued).
@@ -691,7 +744,7 @@ fn missing_objects(
             ordered.push((oid, kind, data));
             continue;
         }
-        if !seen.insert(oid) || mirror.has_object(oid) {
+        if !seen.insert(oid) || in_mirror.exists(&oid) {
             continue;
         }
         if seen.len() > LOCAL_COPY_MAX_OBJECTS {

@@ -162,9 +162,7 @@ impl Shared {
             .sum();
         BuilderLoad {
             load_avg_1m_centi: crate::platform::load::load_avg_1m_centi(),
-            cpus: std::thread::available_parallelism()
-                .ok()
-                .and_then(|n| u32::try_from(n.get()).ok()),
+            cpus: cpus(),
             mem_total_bytes: mem.map(|m| m.total),
             mem_available_bytes: mem.map(|m| m.available),
             disk_free_bytes: free_disk_bytes(&self.layout.jobs_dir()).ok().or_else(|| {
@@ -189,6 +187,18 @@ impl Shared {
         }
         vns
     }
+}
+
+/// The CPUs this process may use, found once: std reads the cgroup's
+/// quota files each time it is asked, and load reports go out with every
+/// task.
+fn cpus() -> Option<u32> {
+    static CPUS: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .ok()
+            .and_then(|n| u32::try_from(n.get()).ok())
+    })
 }
 
 /// Where a server's token comes from.

@@ -324,7 +324,14 @@ async fn run_inner(
     tracing::debug!(task = %offer.task_id, mirror = %mirror.path().display(), "source ready");
     if let Some(user) = &ctx.run_as {
         let (dir, user) = (job_dir.clone(), user.clone());
-        match tokio::task::spawn_blocking(move || chown_tree(&dir, &user)).await {
+        let (m, checkout) = (mirror.clone(), src.clone());
+        let chowned = tokio::task::spawn_blocking(move || {
+            chown_tree(&dir, &user).map_err(|e| e.to_string())?;
+            // The owners (and so ctime) changed: keep the index in step,
+            // for the next task's reuse of this checkout.
+            m.restat_index(&checkout).map_err(|e| e.to_string())
+        });
+        match chowned.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return infra(format!("chown {}: {e}", job_dir.display())),
             Err(e) => return infra(format!("chown worker: {e}")),
