@@ -248,9 +248,6 @@ pub struct Mirror {
     path: PathBuf,
     lock_path: PathBuf,
     url: String,
-    /// The repository once opened: a task's fetch and checkout share one
-    /// open (each reads the system, global and mirror config files).
-    opened: std::sync::Arc<std::sync::OnceLock<gix::ThreadSafeRepository>>,
 }
 
 impl Mirror {
@@ -264,7 +261,6 @@ impl Mirror {
             path: dir.join(&name),
             lock_path: dir.join(format!("{name}.lock")),
             url: fetch_url.to_string(),
-            opened: Default::default(),
         };
         if !mirror.path.join("HEAD").exists() {
             let _lock = mirror.lock()?;
@@ -322,12 +318,16 @@ impl Mirror {
     }
 
     fn repo(&self) -> Result<gix::Repository, GitError> {
-        if let Some(opened) = self.opened.get() {
-            return Ok(opened.to_thread_local());
-        }
-        let repo = gix::open(&self.path).map_err(gix_err("opening mirror", &self.path))?;
-        let _ = self.opened.set(repo.clone().into_sync());
-        Ok(repo)
+        gix::open(&self.path).map_err(gix_err("opening mirror", &self.path))
+    }
+
+    /// The mirror opened once for several operations (each open reads the
+    /// system, global and mirror config files): what a task does.
+    pub fn opened(&self) -> Result<OpenMirror<'_>, GitError> {
+        Ok(OpenMirror {
+            mirror: self,
+            repo: self.repo()?,
+        })
     }
 
     /// Whether the mirror holds commit `hash` (no network I/O).
@@ -346,9 +346,17 @@ impl Mirror {
     /// Make sure commit `hash` (pushed as `git_ref`, which may be empty) is in
     /// the mirror, fetching it only if it is not there yet.
     pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
+        self.ensure_commit_in(&self.repo()?, git_ref, hash)
+    }
+
+    fn ensure_commit_in(
+        &self,
+        repo: &gix::Repository,
+        git_ref: &str,
+        hash: &str,
+    ) -> Result<Ensured, GitError> {
         let id = parse_hash(hash)?;
         check_ref(git_ref)?;
-        let repo = self.repo()?;
         if self.has_id(&repo, &id)? {
             return Ok(Ensured::AlreadyPresent);
         }
@@ -484,6 +492,15 @@ impl Mirror {
     /// alone (no transport; see the module doc). `dest` must not exist or be
     /// an empty directory.
     pub fn checkout(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.checkout_in(&self.repo()?, hash, dest)
+    }
+
+    fn checkout_in(
+        &self,
+        repo: &gix::Repository,
+        hash: &str,
+        dest: &Path,
+    ) -> Result<CheckoutStats, GitError> {
         let id = parse_hash(hash)?;
         if dest.exists() {
             let mut entries = std::fs::read_dir(dest).map_err(io("reading", dest))?;
@@ -495,7 +512,6 @@ impl Mirror {
         self.write_git_dir(&git_dir, hash)?;
         // The mirror's object database and config serve the checkout; the
         // index is written into the new repository.
-        let repo = self.repo()?;
         let mut index = tree_index(&repo, id, dest)?;
         index.set_path(git_dir.join("index"));
         let outcome = write_entries(&repo, &mut index, dest, true)?;
@@ -516,10 +532,19 @@ impl Mirror {
     /// (no readable index); the caller then starts over with a fresh one.
     #[cfg(unix)]
     pub fn checkout_reusing(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.checkout_reusing_in(&self.repo()?, hash, dest)
+    }
+
+    #[cfg(unix)]
+    fn checkout_reusing_in(
+        &self,
+        repo: &gix::Repository,
+        hash: &str,
+        dest: &Path,
+    ) -> Result<CheckoutStats, GitError> {
         let id = parse_hash(hash)?;
         let git_dir = dest.join(".git");
         let index_path = git_dir.join("index");
-        let repo = self.repo()?;
         let written = std::fs::symlink_metadata(&index_path)
             .and_then(|m| m.modified())
             .map_err(io("reading", &index_path))?;
@@ -640,6 +665,30 @@ impl Mirror {
         })
         .await
         .map_err(|e| GitError::Join(e.to_string()))?
+    }
+}
+
+/// A [`Mirror`] with its repository open; see [`Mirror::opened`].
+pub struct OpenMirror<'a> {
+    mirror: &'a Mirror,
+    repo: gix::Repository,
+}
+
+impl OpenMirror<'_> {
+    /// [`Mirror::ensure_commit`].
+    pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
+        self.mirror.ensure_commit_in(&self.repo, git_ref, hash)
+    }
+
+    /// [`Mirror::checkout`].
+    pub fn checkout(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.mirror.checkout_in(&self.repo, hash, dest)
+    }
+
+    /// [`Mirror::checkout_reusing`].
+    #[cfg(unix)]
+    pub fn checkout_reusing(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.mirror.checkout_reusing_in(&self.repo, hash, dest)
     }
 }
 

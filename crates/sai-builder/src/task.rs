@@ -181,7 +181,7 @@ fn spawn_forwarder(
 /// was taken over). A job dir that cannot be updated in place is moved
 /// back to its old name (housekeeping removes it) and a fresh checkout made.
 fn check_out(
-    mirror: &Mirror,
+    mirror: &crate::git_mirror::OpenMirror<'_>,
     hash: &str,
     job_dir: &std::path::Path,
     src: &std::path::Path,
@@ -289,8 +289,14 @@ async fn run_inner(
         let (job_dir, dest) = (job_dir.clone(), src.clone());
         tokio::task::spawn_blocking(move || {
             let mirror = Mirror::open(&home, &url)?;
-            let ensured = mirror.ensure_commit(&git_ref, &hash)?;
-            let stats = check_out(&mirror, &hash, &job_dir, &dest, reuse.as_deref())?;
+            let (ensured, stats) = {
+                let opened = mirror.opened()?;
+                let ensured = opened.ensure_commit(&git_ref, &hash)?;
+                (
+                    ensured,
+                    check_out(&opened, &hash, &job_dir, &dest, reuse.as_deref())?,
+                )
+            };
             Ok::<_, crate::git_mirror::GitError>((mirror, ensured, stats))
         })
     };
