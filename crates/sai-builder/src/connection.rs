@@ -409,15 +409,8 @@ async fn handshake(opts: &ConnectOptions) -> Result<(Ws, Welcome), ConnectError>
     } else {
         None
     };
-    // The server sends small JSON messages (offers, credits); tungstenite's
-    // default 128 KiB read buffer would only sit in the idle builder's heap.
-    let ws_config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(ws_config),
-        false,
-        connector,
-    );
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
     let (mut ws, _response) = match connecting.await {
         Ok(ok) => ok,
         Err(e) if crate::tls::rustls_error(&e).is_some() => {

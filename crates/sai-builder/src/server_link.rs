@@ -900,15 +900,21 @@ async fn run_one(
             }
         }
     }
-    if let Some(v) = &task_vn {
-        shared
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(v);
-    }
+    let idle = {
+        let mut active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = &task_vn {
+            active.remove(v);
+        }
+        active.is_empty()
+    };
     drop(permit);
     shared.capacity_changed();
+    if idle {
+        // The last running task ended: hand what the task's buffers, git
+        // and checkout freed back to the kernel now (the periodic trimmer
+        // waits for 2 MiB), so the idle builder stays small.
+        sai_daemon::memory::trim();
+    }
 }
 
 #[cfg(test)]
