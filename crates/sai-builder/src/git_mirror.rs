@@ -357,17 +357,17 @@ impl Mirror {
     ) -> Result<Ensured, GitError> {
         let id = parse_hash(hash)?;
         check_ref(git_ref)?;
-        if self.has_id(&repo, &id)? {
+        if self.has_id(repo, &id)? {
             return Ok(Ensured::AlreadyPresent);
         }
         let _lock = self.lock()?;
         // Another task may have fetched it while we waited for the lock.
-        if self.has_id(&repo, &id)? {
+        if self.has_id(repo, &id)? {
             return Ok(Ensured::AlreadyPresent);
         }
         if let Some(origin) = local_origin(&self.url) {
             let started = Instant::now();
-            if self.copy_from_local(&repo, &origin, &id)? {
+            if self.copy_from_local(repo, &origin, &id)? {
                 crate::metrics::metrics().fetch(true, started.elapsed());
                 return Ok(Ensured::Fetched);
             }
@@ -377,7 +377,7 @@ impl Mirror {
             None
         } else {
             let r = self.fetch(&format!("+{git_ref}:{dest}"));
-            if self.has_id(&repo, &id)? {
+            if self.has_id(repo, &id)? {
                 return Ok(Ensured::Fetched);
             }
             Some(r)
@@ -385,7 +385,7 @@ impl Mirror {
         // The ref moved on (or none was given): ask for the commit itself.
         // Servers may refuse this; then the ref fetch's outcome is the useful one.
         let hash_result = self.fetch(&format!("+{hash}:{dest}"));
-        if self.has_id(&repo, &id)? {
+        if self.has_id(repo, &id)? {
             return Ok(Ensured::Fetched);
         }
         match ref_result.unwrap_or(hash_result) {
@@ -512,9 +512,9 @@ impl Mirror {
         self.write_git_dir(&git_dir, hash)?;
         // The mirror's object database and config serve the checkout; the
         // index is written into the new repository.
-        let mut index = tree_index(&repo, id, dest)?;
+        let mut index = tree_index(repo, id, dest)?;
         index.set_path(git_dir.join("index"));
-        let outcome = write_entries(&repo, &mut index, dest, true)?;
+        let outcome = write_entries(repo, &mut index, dest, true)?;
         index
             .write(Default::default())
             .map_err(gix_err("writing index", dest))?;
@@ -552,7 +552,7 @@ impl Mirror {
             .map_err(gix_err("reading the previous index", dest))?;
         crate::worktree_sweep::sweep_git_dir(&git_dir).map_err(io("cleaning", &git_dir))?;
         self.write_git_dir(&git_dir, hash)?;
-        let mut index = tree_index(&repo, id, dest)?;
+        let mut index = tree_index(repo, id, dest)?;
         index.set_path(&index_path);
         let swept =
             crate::worktree_sweep::sweep(dest, &old, written, &mut index, repo.object_hash())
@@ -565,7 +565,7 @@ impl Mirror {
         let (files, bytes) = if todo.entries().is_empty() {
             (0, 0)
         } else {
-            let outcome = write_entries(&repo, &mut todo, dest, false)?;
+            let outcome = write_entries(repo, &mut todo, dest, false)?;
             (outcome.files_updated, outcome.bytes_written)
         };
         for entry in todo.entries() {
