@@ -89,35 +89,81 @@ impl Layout {
     }
 }
 
-/// The job dir each instance of a platform used last, by instance index:
-/// (fetch URL, VN). The next task of the instance with the same fetch URL
-/// takes it over; until then housekeeping keeps it ([`Self::vns`]).
+/// Identity and change times of a file, to tell whether anything but the
+/// builder wrote it since: `ctime` changes with every write, rename into
+/// place, chmod or chown and cannot be set back by a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of `path` now (not following a symlink).
+    #[cfg(unix)]
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Not tracked off Unix (job dirs are not reused there).
+    #[cfg(not(unix))]
+    pub fn of(_path: &Path) -> std::io::Result<Self> {
+        Err(std::io::Error::other("file stamps are Unix-only"))
+    }
+}
+
+/// A job dir kept for the instance's next task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastJobDir {
+    /// The fetch URL it is a checkout of.
+    pub fetch_url: String,
+    /// Its VN.
+    pub vn: String,
+    /// Its `src/.git/index` as the builder left it. The index tells the
+    /// reuse which files are unchanged, so an index a step rewrote (to make
+    /// a file it altered look unchanged, and so slip it into a later build)
+    /// must not be trusted: then the dir is not reused.
+    pub index: FileStamp,
+}
+
+/// The job dir each instance of a platform used last, by instance index.
+/// The next task of the instance with the same fetch URL takes it over;
+/// until then housekeeping keeps it ([`Self::vns`]).
 #[derive(Debug, Clone, Default)]
-pub struct LastJobDirs(Arc<Mutex<HashMap<u32, (String, String)>>>);
+pub struct LastJobDirs(Arc<Mutex<HashMap<u32, LastJobDir>>>);
 
 impl LastJobDirs {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (String, String)>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, LastJobDir>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Take instance `idx`'s last job dir if it was of `fetch_url`: its VN.
+    /// Take instance `idx`'s last job dir if it was of `fetch_url`.
     /// (A dir of another URL is forgotten, so housekeeping removes it.)
-    pub fn take(&self, idx: u32, fetch_url: &str) -> Option<String> {
-        match self.map().remove(&idx) {
-            Some((url, vn)) if url == fetch_url => Some(vn),
-            _ => None,
-        }
+    pub fn take(&self, idx: u32, fetch_url: &str) -> Option<LastJobDir> {
+        self.map()
+            .remove(&idx)
+            .filter(|last| last.fetch_url == fetch_url)
     }
 
-    /// Record that instance `idx` just used job dir `vn` for `fetch_url`.
-    pub fn set(&self, idx: u32, fetch_url: &str, vn: &str) {
-        self.map()
-            .insert(idx, (fetch_url.to_string(), vn.to_string()));
+    /// Record that instance `idx` just used `dir`.
+    pub fn set(&self, idx: u32, dir: LastJobDir) {
+        self.map().insert(idx, dir);
     }
 
     /// The VNs kept for reuse.
     pub fn vns(&self) -> Vec<String> {
-        self.map().values().map(|(_, vn)| vn.clone()).collect()
+        self.map().values().map(|d| d.vn.clone()).collect()
     }
 }
 

@@ -36,7 +36,7 @@ use crate::artifacts::{Artifact, scan};
 use crate::env::{StepEnvInput, build_env};
 use crate::git_mirror::Mirror;
 use crate::instances::InstancePool;
-use crate::jobdir::{LastJobDirs, Layout, chown_tree, vn};
+use crate::jobdir::{FileStamp, LastJobDir, LastJobDirs, Layout, chown_tree, vn};
 use crate::log::LogChunk;
 use crate::logproxy::LogProxy;
 use crate::step_runner::{
@@ -177,22 +177,31 @@ fn spawn_forwarder(
 }
 
 /// Check `hash` out into `src` (in `job_dir`), taking over the earlier job
-/// dir `reuse` when given and possible: (what was written, whether `reuse`
-/// was taken over). A job dir that cannot be updated in place is moved
-/// back to its old name (housekeeping removes it) and a fresh checkout made.
+/// dir `reuse` (its path and index stamp) when given and possible: (what
+/// was written, whether `reuse` was taken over). A job dir that cannot be
+/// updated in place is moved back to its old name (housekeeping removes it)
+/// and a fresh checkout made.
 fn check_out(
     mirror: &crate::git_mirror::OpenMirror<'_>,
     hash: &str,
     job_dir: &std::path::Path,
     src: &std::path::Path,
-    reuse: Option<&std::path::Path>,
+    reuse: Option<(std::path::PathBuf, FileStamp)>,
 ) -> Result<(crate::git_mirror::CheckoutStats, bool), crate::git_mirror::GitError> {
     #[cfg(unix)]
-    if let Some(prev) = reuse
+    if let Some((prev, stamp)) = &reuse
         && prev.is_dir()
     {
+        let prev = prev.as_path();
         let reused = crate::jobdir::reclaim_job_dir(prev, job_dir)
             .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let index = src.join(".git").join("index");
+                match FileStamp::of(&index) {
+                    Ok(now) if now == *stamp => Ok(()),
+                    _ => Err("its index was changed by a step".to_string()),
+                }
+            })
             .and_then(|()| {
                 mirror
                     .checkout_reusing(hash, src)
@@ -280,8 +289,8 @@ async fn run_inner(
     let reuse = ctx
         .last_job_dirs
         .take(instance.idx(), &offer.fetch_url)
-        .filter(|prev| *prev != vn)
-        .map(|prev| ctx.layout.job_dir(&prev));
+        .filter(|last| last.vn != vn)
+        .map(|last| (ctx.layout.job_dir(&last.vn), last.index));
     // One trip to the blocking pool: open the mirror, fetch, check out.
     let prepare = {
         let (home, url) = (ctx.layout.home().to_path_buf(), offer.fetch_url.clone());
@@ -292,10 +301,7 @@ async fn run_inner(
             let (ensured, stats) = {
                 let opened = mirror.opened()?;
                 let ensured = opened.ensure_commit(&git_ref, &hash)?;
-                (
-                    ensured,
-                    check_out(&opened, &hash, &job_dir, &dest, reuse.as_deref())?,
-                )
+                (ensured, check_out(&opened, &hash, &job_dir, &dest, reuse)?)
             };
             Ok::<_, crate::git_mirror::GitError>((mirror, ensured, stats))
         })
@@ -312,7 +318,6 @@ async fn run_inner(
     };
     let mirror = match prepared {
         Ok((mirror, ensured, (stats, reused))) => {
-            ctx.last_job_dirs.set(instance.idx(), &offer.fetch_url, &vn);
             let how = if reused {
                 "the previous job dir updated in place; "
             } else {
@@ -342,6 +347,17 @@ async fn run_inner(
             Ok(Err(e)) => return infra(format!("chown {}: {e}", job_dir.display())),
             Err(e) => return infra(format!("chown worker: {e}")),
         }
+    }
+    // Kept for the instance's next task, with its index as left now.
+    if let Ok(index) = FileStamp::of(&src.join(".git").join("index")) {
+        ctx.last_job_dirs.set(
+            instance.idx(),
+            LastJobDir {
+                fetch_url: offer.fetch_url.clone(),
+                vn: vn.clone(),
+                index,
+            },
+        );
     }
 
     // Log proxies and environment.

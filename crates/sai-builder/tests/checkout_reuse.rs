@@ -316,3 +316,39 @@ async fn the_next_task_of_an_instance_takes_over_its_job_dir_clean() {
         &tmp.path().join("fresh/src"),
     );
 }
+
+/// A step that alters a tracked file and rewrites the index so the file
+/// looks unchanged (same stat data, the commit's blob id) must not get the
+/// altered file into the instance's next task: an index the builder did
+/// not leave as it was is not trusted, and the next task checks out afresh.
+#[tokio::test]
+async fn an_index_rewritten_by_a_step_does_not_carry_a_file_into_the_next_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, _, second) = two_commits(tmp.path());
+    let ctx = TaskContext::new(
+        Layout::new(tmp.path().join("home")),
+        InstancePool::new(1),
+        1,
+    );
+    let first = offer(1, repo.path(), &second, &["echo evl > keep.txt"]);
+    let (r, _) = run(&ctx, &first).await;
+    assert_eq!(r, TaskResult::Success);
+
+    // What the step could have done as well: make the index agree with
+    // the altered file.
+    let src = ctx
+        .layout
+        .src_dir(&sai_builder::jobdir::vn(&first.task_id).unwrap());
+    let path = src.join(".git/index");
+    let mut index =
+        gix::index::File::at(&path, gix::hash::Kind::Sha1, false, Default::default()).unwrap();
+    let i = index
+        .entry_index_by_path(gix::bstr::BStr::new("keep.txt"))
+        .unwrap();
+    let meta = gix::index::fs::Metadata::from_path_no_follow(&src.join("keep.txt")).unwrap();
+    index.entries_mut()[i].stat = gix::index::entry::Stat::from_fs(&meta).unwrap();
+    index.write(Default::default()).unwrap();
+
+    let (r, out) = run(&ctx, &offer(2, repo.path(), &second, &["cat keep.txt"])).await;
+    assert_eq!((r, out.as_str()), (TaskResult::Success, "two\n"));
+}
