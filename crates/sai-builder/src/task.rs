@@ -221,7 +221,7 @@ fn check_out(
         }
     }
     #[cfg(not(unix))]
-    let _ = reuse;
+    let _ = (reuse, job_dir);
     Ok((mirror.checkout(hash, src)?, false))
 }
 
