@@ -59,6 +59,41 @@ fn cpu_ticks(pid: &str) -> (u64, u64) {
     (f[0] + f[1], f[2] + f[3])
 }
 
+/// `RssAnon` and `RssFile` of a process (heap, stacks and relocated data
+/// against mapped pages of the binary and libraries), in KiB.
+fn rss_split_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
+/// Resident KiB of the mappings of `path` (the builder binary itself).
+fn rss_of_mapping_kib(pid: u32, path: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let name = path.display().to_string();
+    let mut ours = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        if line.contains('-') && line.split_whitespace().count() >= 5 && !line.ends_with(" kB") {
+            ours = line.ends_with(&name);
+        } else if ours && let Some(v) = line.strip_prefix("Rss:") {
+            total += v
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -214,6 +249,8 @@ async fn main() -> Result<()> {
     let per_task = |ticks: u64| ticks as f64 * TICK_MS / task_runs as f64;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss_after, _) = rss_kib(pid);
+    let (anon_after, file_after) = rss_split_kib(pid);
+    let binary_after = rss_of_mapping_kib(pid, &std::fs::canonicalize(rig::builder_bin())?);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
@@ -258,6 +295,12 @@ async fn main() -> Result<()> {
         "| builder RSS idle: after one task / after the trivial tasks | {:.1} / {:.1} MiB |",
         mib(idle_rss),
         mib(idle_rss_after)
+    );
+    println!(
+        "| of which, after the trivial tasks: anonymous / file-backed (of which the sai-builder binary) | {:.1} / {:.1} ({:.1}) MiB |",
+        mib(anon_after),
+        mib(file_after),
+        mib(binary_after)
     );
     println!();
     if quick {

@@ -321,6 +321,15 @@ impl Mirror {
         gix::open(&self.path).map_err(gix_err("opening mirror", &self.path))
     }
 
+    /// The mirror opened once for several operations (each open reads the
+    /// system, global and mirror config files): what a task does.
+    pub fn opened(&self) -> Result<OpenMirror<'_>, GitError> {
+        Ok(OpenMirror {
+            mirror: self,
+            repo: self.repo()?,
+        })
+    }
+
     /// Whether the mirror holds commit `hash` (no network I/O).
     pub fn has_commit(&self, hash: &str) -> Result<bool, GitError> {
         let id = parse_hash(hash)?;
@@ -337,20 +346,28 @@ impl Mirror {
     /// Make sure commit `hash` (pushed as `git_ref`, which may be empty) is in
     /// the mirror, fetching it only if it is not there yet.
     pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
+        self.ensure_commit_in(&self.repo()?, git_ref, hash)
+    }
+
+    fn ensure_commit_in(
+        &self,
+        repo: &gix::Repository,
+        git_ref: &str,
+        hash: &str,
+    ) -> Result<Ensured, GitError> {
         let id = parse_hash(hash)?;
         check_ref(git_ref)?;
-        let repo = self.repo()?;
-        if self.has_id(&repo, &id)? {
+        if self.has_id(repo, &id)? {
             return Ok(Ensured::AlreadyPresent);
         }
         let _lock = self.lock()?;
         // Another task may have fetched it while we waited for the lock.
-        if self.has_id(&repo, &id)? {
+        if self.has_id(repo, &id)? {
             return Ok(Ensured::AlreadyPresent);
         }
         if let Some(origin) = local_origin(&self.url) {
             let started = Instant::now();
-            if self.copy_from_local(&repo, &origin, &id)? {
+            if self.copy_from_local(repo, &origin, &id)? {
                 crate::metrics::metrics().fetch(true, started.elapsed());
                 return Ok(Ensured::Fetched);
             }
@@ -360,7 +377,7 @@ impl Mirror {
             None
         } else {
             let r = self.fetch(&format!("+{git_ref}:{dest}"));
-            if self.has_id(&repo, &id)? {
+            if self.has_id(repo, &id)? {
                 return Ok(Ensured::Fetched);
             }
             Some(r)
@@ -368,7 +385,7 @@ impl Mirror {
         // The ref moved on (or none was given): ask for the commit itself.
         // Servers may refuse this; then the ref fetch's outcome is the useful one.
         let hash_result = self.fetch(&format!("+{hash}:{dest}"));
-        if self.has_id(&repo, &id)? {
+        if self.has_id(repo, &id)? {
             return Ok(Ensured::Fetched);
         }
         match ref_result.unwrap_or(hash_result) {
@@ -475,6 +492,15 @@ impl Mirror {
     /// alone (no transport; see the module doc). `dest` must not exist or be
     /// an empty directory.
     pub fn checkout(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.checkout_in(&self.repo()?, hash, dest)
+    }
+
+    fn checkout_in(
+        &self,
+        repo: &gix::Repository,
+        hash: &str,
+        dest: &Path,
+    ) -> Result<CheckoutStats, GitError> {
         let id = parse_hash(hash)?;
         if dest.exists() {
             let mut entries = std::fs::read_dir(dest).map_err(io("reading", dest))?;
@@ -482,48 +508,13 @@ impl Mirror {
                 return Err(GitError::DestNotEmpty(dest.to_path_buf()));
             }
         }
-        let what = "checking out";
         let git_dir = dest.join(".git");
         self.write_git_dir(&git_dir, hash)?;
         // The mirror's object database and config serve the checkout; the
         // index is written into the new repository.
-        let repo = self.repo()?;
-        let commit = repo.find_commit(id).map_err(gix_err(what, dest))?;
-        let tree = commit.tree_id().map_err(gix_err(what, dest))?;
-        let mut index = repo.index_from_tree(&tree).map_err(gix_err(what, dest))?;
+        let mut index = tree_index(repo, id, dest)?;
         index.set_path(git_dir.join("index"));
-        let mut opts = repo
-            .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
-            .map_err(gix_err(what, dest))?;
-        opts.destination_is_initially_empty = true;
-        let odb = repo
-            .objects
-            .clone()
-            .into_arc()
-            .map_err(gix_err(what, dest))?;
-        let outcome = gix::worktree::state::checkout(
-            &mut index,
-            dest,
-            odb,
-            &gix::progress::Discard,
-            &gix::progress::Discard,
-            &AtomicBool::new(false),
-            opts,
-        )
-        .map_err(gix_err(what, dest))?;
-        if !outcome.errors.is_empty() || !outcome.collisions.is_empty() {
-            let mut message = String::new();
-            for e in &outcome.errors {
-                message.push_str(&format!("{}: {}; ", e.path, e.error));
-            }
-            for c in &outcome.collisions {
-                message.push_str(&format!("{}: collision; ", c.path));
-            }
-            return Err(GitError::Checkout {
-                path: dest.to_path_buf(),
-                message,
-            });
-        }
+        let outcome = write_entries(repo, &mut index, dest, true)?;
         index
             .write(Default::default())
             .map_err(gix_err("writing index", dest))?;
@@ -531,6 +522,95 @@ impl Mirror {
             files: outcome.files_updated,
             bytes: outcome.bytes_written,
         })
+    }
+
+    /// Turn `dest`, a worktree an earlier [`checkout`](Self::checkout) (or
+    /// this) of this mirror made and a task's steps may have changed at
+    /// will, into exactly what a fresh checkout of `hash` would be, writing
+    /// only what differs (see [`crate::worktree_sweep`]). Fails without
+    /// harm to anything outside `dest` when `dest` is not such a worktree
+    /// (no readable index); the caller then starts over with a fresh one.
+    #[cfg(unix)]
+    pub fn checkout_reusing(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.checkout_reusing_in(&self.repo()?, hash, dest)
+    }
+
+    #[cfg(unix)]
+    fn checkout_reusing_in(
+        &self,
+        repo: &gix::Repository,
+        hash: &str,
+        dest: &Path,
+    ) -> Result<CheckoutStats, GitError> {
+        let id = parse_hash(hash)?;
+        let git_dir = dest.join(".git");
+        let index_path = git_dir.join("index");
+        let written = std::fs::symlink_metadata(&index_path)
+            .and_then(|m| m.modified())
+            .map_err(io("reading", &index_path))?;
+        let old = gix::index::File::at(&index_path, repo.object_hash(), false, Default::default())
+            .map_err(gix_err("reading the previous index", dest))?;
+        crate::worktree_sweep::sweep_git_dir(&git_dir).map_err(io("cleaning", &git_dir))?;
+        self.write_git_dir(&git_dir, hash)?;
+        let mut index = tree_index(repo, id, dest)?;
+        index.set_path(&index_path);
+        let swept =
+            crate::worktree_sweep::sweep(dest, &old, written, &mut index, repo.object_hash())
+                .map_err(io("cleaning", dest))?;
+        // Check out what the sweep did not keep, then give those entries
+        // their new stat data in the full index.
+        let mut todo = index.clone();
+        todo.remove_entries(|i, _, _| swept.keep[i]);
+        // (gix's checkout cannot take an index without entries.)
+        let (files, bytes) = if todo.entries().is_empty() {
+            (0, 0)
+        } else {
+            let outcome = write_entries(repo, &mut todo, dest, false)?;
+            (outcome.files_updated, outcome.bytes_written)
+        };
+        for entry in todo.entries() {
+            if let Ok(i) = index.entry_index_by_path(entry.path(&todo)) {
+                index.entries_mut()[i].stat = entry.stat;
+            }
+        }
+        index
+            .write(Default::default())
+            .map_err(gix_err("writing index", dest))?;
+        Ok(CheckoutStats { files, bytes })
+    }
+
+    /// Record the current stat data of every file of the checkout at
+    /// `dest` in its index. For the builder's own changes right after a
+    /// checkout (the chown to the step user changes every file's owner and
+    /// `ctime`), so that the next task reusing `dest` recognises the files
+    /// as unchanged instead of writing them all again.
+    pub fn restat_index(&self, dest: &Path) -> Result<(), GitError> {
+        let repo = self.repo()?;
+        let path = dest.join(".git").join("index");
+        let mut index = gix::index::File::at(&path, repo.object_hash(), false, Default::default())
+            .map_err(gix_err("reading index", dest))?;
+        for i in 0..index.entries().len() {
+            use gix::index::entry::Mode;
+            if !matches!(
+                index.entries()[i].mode,
+                Mode::FILE | Mode::FILE_EXECUTABLE | Mode::SYMLINK
+            ) {
+                continue;
+            }
+            let Ok(rel) = gix::path::from_bstr(index.entries()[i].path(&index)) else {
+                continue;
+            };
+            let file = dest.join(rel);
+            let Ok(meta) = gix::index::fs::Metadata::from_path_no_follow(&file) else {
+                continue;
+            };
+            if let Ok(stat) = gix::index::entry::Stat::from_fs(&meta) {
+                index.entries_mut()[i].stat = stat;
+            }
+        }
+        index
+            .write(Default::default())
+            .map_err(gix_err("writing index", dest))
     }
 
     /// Make `git_dir` a minimal non-bare repository borrowing the mirror's
@@ -557,6 +637,12 @@ impl Mirror {
             ),
         ] {
             let path = git_dir.join(name);
+            // A reused checkout's files are rewritten only when they differ
+            // (a step may have replaced them; sweep_git_dir removed links).
+            if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+                continue;
+            }
+            let _ = std::fs::remove_file(&path);
             std::fs::write(&path, text).map_err(io("writing", &path))?;
         }
         Ok(())
@@ -580,6 +666,89 @@ impl Mirror {
         .await
         .map_err(|e| GitError::Join(e.to_string()))?
     }
+}
+
+/// A [`Mirror`] with its repository open; see [`Mirror::opened`].
+pub struct OpenMirror<'a> {
+    mirror: &'a Mirror,
+    repo: gix::Repository,
+}
+
+impl OpenMirror<'_> {
+    /// [`Mirror::ensure_commit`].
+    pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
+        self.mirror.ensure_commit_in(&self.repo, git_ref, hash)
+    }
+
+    /// [`Mirror::checkout`].
+    pub fn checkout(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.mirror.checkout_in(&self.repo, hash, dest)
+    }
+
+    /// [`Mirror::checkout_reusing`].
+    #[cfg(unix)]
+    pub fn checkout_reusing(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
+        self.mirror.checkout_reusing_in(&self.repo, hash, dest)
+    }
+}
+
+/// The index of commit `id`'s tree, as a checkout of it writes it.
+fn tree_index(
+    repo: &gix::Repository,
+    id: ObjectId,
+    dest: &Path,
+) -> Result<gix::index::File, GitError> {
+    let what = "checking out";
+    let commit = repo.find_commit(id).map_err(gix_err(what, dest))?;
+    let tree = commit.tree_id().map_err(gix_err(what, dest))?;
+    repo.index_from_tree(&tree).map_err(gix_err(what, dest))
+}
+
+/// Write the files of `index`'s entries under `dest` with gix's worktree
+/// checkout (filters and the filesystem's capabilities from the mirror's
+/// config), setting their stat data in `index`. With `empty`, `dest` holds
+/// nothing yet; otherwise existing paths are replaced.
+fn write_entries(
+    repo: &gix::Repository,
+    index: &mut gix::index::State,
+    dest: &Path,
+    empty: bool,
+) -> Result<gix::worktree::state::checkout::Outcome, GitError> {
+    let what = "checking out";
+    let mut opts = repo
+        .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
+        .map_err(gix_err(what, dest))?;
+    opts.destination_is_initially_empty = empty;
+    opts.overwrite_existing = !empty;
+    let odb = repo
+        .objects
+        .clone()
+        .into_arc()
+        .map_err(gix_err(what, dest))?;
+    let outcome = gix::worktree::state::checkout(
+        index,
+        dest,
+        odb,
+        &gix::progress::Discard,
+        &gix::progress::Discard,
+        &AtomicBool::new(false),
+        opts,
+    )
+    .map_err(gix_err(what, dest))?;
+    if !outcome.errors.is_empty() || !outcome.collisions.is_empty() {
+        let mut message = String::new();
+        for e in &outcome.errors {
+            message.push_str(&format!("{}: {}; ", e.path, e.error));
+        }
+        for c in &outcome.collisions {
+            message.push_str(&format!("{}: collision; ", c.path));
+        }
+        return Err(GitError::Checkout {
+            path: dest.to_path_buf(),
+            message,
+        });
+    }
+    Ok(outcome)
 }
 
 /// The repository a fetch URL names on this machine: an absolute path or a
@@ -607,6 +776,13 @@ fn missing_objects(
 ) -> Option<Vec<CopiedObject>> {
     use gix::objs::Kind;
     let hash_kind = origin.object_hash();
+    // The lookups below mostly miss (that is what they are for); by default
+    // every miss makes gix re-scan the mirror's pack directory and
+    // alternates (~20 system calls each). The mirror lock is held, so
+    // nothing adds objects meanwhile.
+    let mut in_mirror = mirror.objects.clone();
+    in_mirror.refresh_never();
+    use gix::objs::Exists as _;
     let mut ordered: Vec<CopiedObject> = Vec::new();
     let mut seen: HashSet<ObjectId> = HashSet::new();
     // (id, the object once its references have been queued).
@@ -617,7 +793,7 @@ fn missing_objects(
             ordered.push((oid, kind, data));
             continue;
         }
-        if !seen.insert(oid) || mirror.has_object(oid) {
+        if !seen.insert(oid) || in_mirror.exists(&oid) {
             continue;
         }
         if seen.len() > LOCAL_COPY_MAX_OBJECTS {

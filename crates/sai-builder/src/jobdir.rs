@@ -7,8 +7,17 @@
 //! <home>/jobs/<VN>/src/                           checkout; build steps run here
 //! <home>/run/<VN>/logproxy.{sai,tty0,tty1}        log proxy sockets of the task
 //! ```
+//!
+//! The job dir of an instance's last task is kept (housekeeping leaves it
+//! alone, see [`LastJobDirs`]) and becomes the job dir of the instance's
+//! next task of the same fetch URL: renamed to the new VN and updated in
+//! place to exactly what a fresh checkout would be
+//! ([`crate::git_mirror::Mirror::checkout_reusing`]), so a task creates and
+//! deletes only the files that changed instead of a whole tree.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// A task id that cannot name a job directory.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +87,106 @@ impl Layout {
     pub fn run_dir(&self, vn: &str) -> PathBuf {
         self.home.join("run").join(vn)
     }
+}
+
+/// Identity and change times of a file, to tell whether anything but the
+/// builder wrote it since: `ctime` changes with every write, rename into
+/// place, chmod or chown and cannot be set back by a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of `path` now (not following a symlink).
+    #[cfg(unix)]
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Not tracked off Unix (job dirs are not reused there).
+    #[cfg(not(unix))]
+    pub fn of(_path: &Path) -> std::io::Result<Self> {
+        Err(std::io::Error::other("file stamps are Unix-only"))
+    }
+}
+
+/// A job dir kept for the instance's next task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastJobDir {
+    /// The fetch URL it is a checkout of.
+    pub fetch_url: String,
+    /// Its VN.
+    pub vn: String,
+    /// Its `src/.git/index` as the builder left it. The index tells the
+    /// reuse which files are unchanged, so an index a step rewrote (to make
+    /// a file it altered look unchanged, and so slip it into a later build)
+    /// must not be trusted: then the dir is not reused.
+    pub index: FileStamp,
+}
+
+/// The job dir each instance of a platform used last, by instance index.
+/// The next task of the instance with the same fetch URL takes it over;
+/// until then housekeeping keeps it ([`Self::vns`]).
+#[derive(Debug, Clone, Default)]
+pub struct LastJobDirs(Arc<Mutex<HashMap<u32, LastJobDir>>>);
+
+impl LastJobDirs {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u32, LastJobDir>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take instance `idx`'s last job dir if it was of `fetch_url`.
+    /// (A dir of another URL is forgotten, so housekeeping removes it.)
+    pub fn take(&self, idx: u32, fetch_url: &str) -> Option<LastJobDir> {
+        self.map()
+            .remove(&idx)
+            .filter(|last| last.fetch_url == fetch_url)
+    }
+
+    /// Record that instance `idx` just used `dir`.
+    pub fn set(&self, idx: u32, dir: LastJobDir) {
+        self.map().insert(idx, dir);
+    }
+
+    /// The VNs kept for reuse.
+    pub fn vns(&self) -> Vec<String> {
+        self.map().values().map(|d| d.vn.clone()).collect()
+    }
+}
+
+/// Make the job dir `prev` (an earlier task's) the job dir `job_dir` of a
+/// new task: rename it, remove everything in it but `src/` (whatever the
+/// steps left beside the checkout) and mark it modified now, so
+/// housekeeping counts its age from this task. The checkout in `src/` is
+/// the caller's to update.
+pub fn reclaim_job_dir(prev: &Path, job_dir: &Path) -> std::io::Result<()> {
+    std::fs::rename(prev, job_dir)?;
+    for entry in std::fs::read_dir(job_dir)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        if entry.file_name() == "src" && ft.is_dir() {
+            continue;
+        }
+        if ft.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::File::open(job_dir)?.set_modified(std::time::SystemTime::now())
 }
 
 /// Change the owner of `root` and everything below it to `uid`/`gid`

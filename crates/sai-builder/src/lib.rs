@@ -8,6 +8,7 @@
 //! | [`jobdir`] | on-disk layout under the builder home (`jobs/<VN>/src`, `run/<VN>`, `git-mirror/`) |
 //! | [`log`] | [`log::LogChunk`]: bytes on a log channel (1 stdout, 2 stderr, 3 notices, 4/5 tty) |
 //! | [`git_mirror`] | per-project bare mirror, fetch-once, network-free checkout |
+//! | `worktree_sweep` | (Unix) what of a previous task's checkout can stay when the instance's next task reuses it |
 //! | [`instances`] | `SAI_INSTANCE_IDX` allocation per platform |
 //! | [`env`](mod@env) | the environment of a build step |
 //! | [`step_runner`] | runs one step in its own process group with timeout, log cap and cancel |
@@ -42,3 +43,5 @@ pub mod spool;
 pub mod step_runner;
 pub mod task;
 pub mod tls;
+#[cfg(unix)]
+pub mod worktree_sweep;

@@ -162,9 +162,7 @@ impl Shared {
             .sum();
         BuilderLoad {
             load_avg_1m_centi: crate::platform::load::load_avg_1m_centi(),
-            cpus: std::thread::available_parallelism()
-                .ok()
-                .and_then(|n| u32::try_from(n.get()).ok()),
+            cpus: cpus(),
             mem_total_bytes: mem.map(|m| m.total),
             mem_available_bytes: mem.map(|m| m.available),
             disk_free_bytes: free_disk_bytes(&self.layout.jobs_dir()).ok().or_else(|| {
@@ -176,13 +174,31 @@ impl Shared {
         }
     }
 
-    /// The VNs of the running tasks.
+    /// The VNs housekeeping must keep: the running tasks' and each
+    /// instance's last job dir, which its next task takes over.
     pub fn active_vns(&self) -> HashSet<String> {
-        self.active
+        let mut vns = self
+            .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        for p in self.platforms.values() {
+            vns.extend(p.ctx.last_job_dirs.vns());
+        }
+        vns
     }
+}
+
+/// The CPUs this process may use, found once: std reads the cgroup's
+/// quota files each time it is asked, and load reports go out with every
+/// task.
+fn cpus() -> Option<u32> {
+    static CPUS: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .ok()
+            .and_then(|n| u32::try_from(n.get()).ok())
+    })
 }
 
 /// Where a server's token comes from.
@@ -884,15 +900,21 @@ async fn run_one(
             }
         }
     }
-    if let Some(v) = &task_vn {
-        shared
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(v);
-    }
+    let idle = {
+        let mut active = shared.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = &task_vn {
+            active.remove(v);
+        }
+        active.is_empty()
+    };
     drop(permit);
     shared.capacity_changed();
+    if idle {
+        // The last running task ended: hand what the task's buffers, git
+        // and checkout freed back to the kernel now (the periodic trimmer
+        // waits for 2 MiB), so the idle builder stays small.
+        sai_daemon::memory::trim();
+    }
 }
 
 #[cfg(test)]

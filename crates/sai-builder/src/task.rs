@@ -3,9 +3,12 @@
 //! [`run_task`] takes a [`TaskOffer`] and:
 //!
 //! 1. takes an instance index of the platform (none free: infra error);
-//! 2. makes a fresh `<home>/jobs/<VN>` (a leftover dir of the same VN, e.g.
+//! 2. makes `<home>/jobs/<VN>` (a leftover dir of the same VN, e.g.
 //!    from a reset task, is removed first), makes sure the commit is in the
-//!    project mirror and checks it out into `src/` ([`crate::git_mirror`]);
+//!    project mirror and checks it out into `src/` ([`crate::git_mirror`]):
+//!    on Unix, the job dir of the instance's previous task of the same fetch
+//!    URL is taken over and updated in place to what a fresh checkout would
+//!    be (see [`crate::jobdir`]), else a fresh one is made;
 //!    with a step user, chowns the job dir to it;
 //! 3. opens the task's log proxies ([`crate::logproxy`]) and builds the
 //!    environment ([`crate::env`]);
@@ -33,7 +36,7 @@ use crate::artifacts::{Artifact, scan};
 use crate::env::{StepEnvInput, build_env};
 use crate::git_mirror::Mirror;
 use crate::instances::InstancePool;
-use crate::jobdir::{Layout, chown_tree, vn};
+use crate::jobdir::{FileStamp, LastJobDir, LastJobDirs, Layout, chown_tree, vn};
 use crate::log::LogChunk;
 use crate::logproxy::LogProxy;
 use crate::step_runner::{
@@ -92,6 +95,8 @@ pub struct TaskContext {
     /// Where task cgroups are made (Linux, delegated cgroup v2).
     #[cfg(target_os = "linux")]
     pub cgroups: Option<Arc<crate::platform::cgroup::CgroupParent>>,
+    /// Each instance's last job dir, taken over by its next task.
+    pub last_job_dirs: LastJobDirs,
 }
 
 impl TaskContext {
@@ -109,6 +114,7 @@ impl TaskContext {
             isolate: false,
             #[cfg(target_os = "linux")]
             cgroups: None,
+            last_job_dirs: LastJobDirs::default(),
         }
     }
 }
@@ -168,6 +174,55 @@ fn spawn_forwarder(
             }
         }
     })
+}
+
+/// Check `hash` out into `src` (in `job_dir`), taking over the earlier job
+/// dir `reuse` (its path and index stamp) when given and possible: (what
+/// was written, whether `reuse` was taken over). A job dir that cannot be
+/// updated in place is moved back to its old name (housekeeping removes it)
+/// and a fresh checkout made.
+fn check_out(
+    mirror: &crate::git_mirror::OpenMirror<'_>,
+    hash: &str,
+    job_dir: &std::path::Path,
+    src: &std::path::Path,
+    reuse: Option<(std::path::PathBuf, FileStamp)>,
+) -> Result<(crate::git_mirror::CheckoutStats, bool), crate::git_mirror::GitError> {
+    #[cfg(unix)]
+    if let Some((prev, stamp)) = &reuse
+        && prev.is_dir()
+    {
+        let prev = prev.as_path();
+        let reused = crate::jobdir::reclaim_job_dir(prev, job_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let index = src.join(".git").join("index");
+                match FileStamp::of(&index) {
+                    Ok(now) if now == *stamp => Ok(()),
+                    _ => Err("its index was changed by a step".to_string()),
+                }
+            })
+            .and_then(|()| {
+                mirror
+                    .checkout_reusing(hash, src)
+                    .map_err(|e| e.to_string())
+            });
+        match reused {
+            Ok(stats) => return Ok((stats, true)),
+            Err(why) => {
+                tracing::warn!(
+                    "job dir {} not reusable ({why}): checking out afresh",
+                    prev.display()
+                );
+                if job_dir.exists() && std::fs::rename(job_dir, prev).is_err() {
+                    let _ = std::fs::remove_dir_all(job_dir);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (reuse, job_dir);
+    Ok((mirror.checkout(hash, src)?, false))
 }
 
 /// Run `offer` to the end; see the module doc.
@@ -231,14 +286,23 @@ async fn run_inner(
     {
         return infra(format!("removing old {}: {e}", job_dir.display()));
     }
+    let reuse = ctx
+        .last_job_dirs
+        .take(instance.idx(), &offer.fetch_url)
+        .filter(|last| last.vn != vn)
+        .map(|last| (ctx.layout.job_dir(&last.vn), last.index));
     // One trip to the blocking pool: open the mirror, fetch, check out.
     let prepare = {
         let (home, url) = (ctx.layout.home().to_path_buf(), offer.fetch_url.clone());
-        let (git_ref, hash, dest) = (offer.git_ref.clone(), offer.hash.clone(), src.clone());
+        let (git_ref, hash) = (offer.git_ref.clone(), offer.hash.clone());
+        let (job_dir, dest) = (job_dir.clone(), src.clone());
         tokio::task::spawn_blocking(move || {
             let mirror = Mirror::open(&home, &url)?;
-            let ensured = mirror.ensure_commit(&git_ref, &hash)?;
-            let stats = mirror.checkout(&hash, &dest)?;
+            let (ensured, stats) = {
+                let opened = mirror.opened()?;
+                let ensured = opened.ensure_commit(&git_ref, &hash)?;
+                (ensured, check_out(&opened, &hash, &job_dir, &dest, reuse)?)
+            };
             Ok::<_, crate::git_mirror::GitError>((mirror, ensured, stats))
         })
     };
@@ -253,9 +317,14 @@ async fn run_inner(
         }
     };
     let mirror = match prepared {
-        Ok((mirror, ensured, stats)) => {
+        Ok((mirror, ensured, (stats, reused))) => {
+            let how = if reused {
+                "the previous job dir updated in place; "
+            } else {
+                ""
+            };
             notice(format!(
-                "Checked out {} ({ensured}; {} files)",
+                "Checked out {} ({ensured}; {how}{} files written)",
                 offer.hash, stats.files
             ))
             .await;
@@ -266,11 +335,29 @@ async fn run_inner(
     tracing::debug!(task = %offer.task_id, mirror = %mirror.path().display(), "source ready");
     if let Some(user) = &ctx.run_as {
         let (dir, user) = (job_dir.clone(), user.clone());
-        match tokio::task::spawn_blocking(move || chown_tree(&dir, &user)).await {
+        let (m, checkout) = (mirror.clone(), src.clone());
+        let chowned = tokio::task::spawn_blocking(move || {
+            chown_tree(&dir, &user).map_err(|e| e.to_string())?;
+            // The owners (and so ctime) changed: keep the index in step,
+            // for the next task's reuse of this checkout.
+            m.restat_index(&checkout).map_err(|e| e.to_string())
+        });
+        match chowned.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return infra(format!("chown {}: {e}", job_dir.display())),
             Err(e) => return infra(format!("chown worker: {e}")),
         }
+    }
+    // Kept for the instance's next task, with its index as left now.
+    if let Ok(index) = FileStamp::of(&src.join(".git").join("index")) {
+        ctx.last_job_dirs.set(
+            instance.idx(),
+            LastJobDir {
+                fetch_url: offer.fetch_url.clone(),
+                vn: vn.clone(),
+                index,
+            },
+        );
     }
 
     // Log proxies and environment.

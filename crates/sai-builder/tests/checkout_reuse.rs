@@ -1,0 +1,354 @@
+//! A job dir taken over from an instance's previous task
+//! (`Mirror::checkout_reusing`) must be exactly what a fresh checkout
+//! would be, whatever the commits changed and whatever the previous steps
+//! did to it; and a task must see nothing of the previous task's steps.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sai_builder::git_mirror::Mirror;
+use sai_builder::instances::InstancePool;
+use sai_builder::jobdir::Layout;
+use sai_builder::log::CH_STDOUT;
+use sai_builder::task::{TaskContext, TaskEvent, run_task};
+use sai_core::protocol::{TaskOffer, TaskResult};
+use sai_testkit::git::{GitRepo, git};
+use tokio_util::sync::CancellationToken;
+
+/// Everything under `root` as (path, what it is): file type, permission
+/// bits and content or link target; `.git/index` as `git ls-files -s`
+/// (its stat data differs between any two checkouts).
+fn snapshot(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(p.clone());
+                format!("dir {mode:o}")
+            } else if rel == ".git/index" {
+                format!("index: {}", git(root, &["ls-files", "-s"]))
+            } else {
+                format!(
+                    "file {mode:o} {:?}",
+                    String::from_utf8_lossy(&std::fs::read(&p).unwrap())
+                )
+            };
+            out.push((rel, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Check out `hash` into a new dir and compare `reused` with it; also
+/// that `reused` is a clean worktree at `hash`.
+fn assert_same_as_fresh(mirror: &Mirror, hash: &str, reused: &Path, fresh: &Path) {
+    mirror.checkout(hash, fresh).unwrap();
+    assert_eq!(snapshot(reused), snapshot(fresh));
+    assert_eq!(git(reused, &["rev-parse", "HEAD"]), hash);
+    assert_eq!(git(reused, &["status", "--porcelain", "--ignored"]), "");
+    assert_eq!(
+        git(reused, &["ls-files", "-s"]),
+        git(fresh, &["ls-files", "-s"])
+    );
+}
+
+/// (origin, first commit, second commit): the second deletes, renames,
+/// changes modes, retargets a link, turns a file into a directory and a
+/// directory into a file, changes content and adds a submodule entry.
+fn two_commits(root: &Path) -> (GitRepo, String, String) {
+    let repo = GitRepo::init(root.join("origin"));
+    repo.write("README", "hello\n")
+        .write("sub/dir/file.txt", "nested content\n")
+        .write("old/name.txt", "moved\n")
+        .write("a.txt", "a\n")
+        .write("keep.txt", "one\n")
+        .write("becomes_dir", "file for now\n")
+        .write("becomes_file/x", "x\n")
+        .write_executable("build.sh", "#!/bin/sh\necho built\n");
+    std::os::unix::fs::symlink("a.txt", repo.path().join("link")).unwrap();
+    let first = repo.commit("first");
+    let o = repo.path();
+    std::fs::remove_file(o.join("README")).unwrap();
+    std::fs::create_dir_all(o.join("new")).unwrap();
+    std::fs::rename(o.join("old/name.txt"), o.join("new/name.txt")).unwrap();
+    std::fs::set_permissions(o.join("build.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(o.join("a.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(o.join("link")).unwrap();
+    std::os::unix::fs::symlink("sub/dir/file.txt", o.join("link")).unwrap();
+    std::fs::remove_file(o.join("becomes_dir")).unwrap();
+    repo.write("becomes_dir/inner.txt", "inner\n");
+    std::fs::remove_dir_all(o.join("becomes_file")).unwrap();
+    repo.write("becomes_file", "now a file\n")
+        .write("keep.txt", "two\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{first},vendor/lib"),
+    ]);
+    repo.git(&["commit", "-q", "-m", "second"]);
+    let second = repo.head();
+    (repo, first, second)
+}
+
+#[test]
+fn a_reused_checkout_equals_a_fresh_one_across_deletes_renames_and_mode_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, first, second) = two_commits(tmp.path());
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, repo.path().to_str().unwrap()).unwrap();
+    mirror.ensure_commit("refs/heads/main", &second).unwrap();
+    let src = home.join("jobs/REUSE001/src");
+    mirror.checkout(&first, &src).unwrap();
+    let untouched = std::fs::metadata(src.join("sub/dir/file.txt"))
+        .unwrap()
+        .ino();
+
+    // Forth, back and forth again: every change in both directions, and
+    // the same commit again (nothing to write).
+    for (n, hash) in [&second, &first, &second, &second].into_iter().enumerate() {
+        let stats = mirror.checkout_reusing(hash, &src).unwrap();
+        assert_same_as_fresh(
+            &mirror,
+            hash,
+            &src,
+            &home.join(format!("jobs/FRESH00{n}/src")),
+        );
+        assert!(
+            stats.files < 9,
+            "only what changed is written, not all 9 files: {stats:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(src.join("sub/dir/file.txt"))
+            .unwrap()
+            .ino(),
+        untouched,
+        "a file both commits share is left in place"
+    );
+    assert!(
+        src.join("vendor/lib").is_dir(),
+        "submodule entry as in a fresh checkout"
+    );
+}
+
+#[test]
+fn what_a_step_left_in_a_checkout_does_not_survive_its_reuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, first, second) = two_commits(tmp.path());
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, repo.path().to_str().unwrap()).unwrap();
+    mirror.ensure_commit("refs/heads/main", &second).unwrap();
+    let outside = tmp.path().join("outside.txt");
+    std::fs::write(&outside, "not the builder's to touch\n").unwrap();
+
+    for (n, target) in [&second, &first].into_iter().enumerate() {
+        let src = home.join(format!("jobs/DIRTY00{n}/src"));
+        mirror.checkout(&second, &src).unwrap();
+        let w = |rel: &str, text: &str| {
+            let p = src.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        // Untracked files and build output, at the top and nested.
+        w("untracked.txt", "left over\n");
+        w("build/out/obj.o", "object\n");
+        w("sub/dir/generated.h", "generated\n");
+        w("vendor/lib/cloned-submodule-file", "sub\n");
+        // A tracked file changed with the same size, its mtime put back.
+        let keep = src.join("keep.txt");
+        let mtime = std::fs::metadata(&keep).unwrap().modified().unwrap();
+        std::fs::write(&keep, "TWO\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&keep)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        // A tracked file replaced by a directory, another by a link out.
+        std::fs::remove_file(src.join("becomes_file")).unwrap();
+        w("becomes_file/nested", "dir now\n");
+        std::fs::remove_file(src.join("a.txt")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("a.txt")).unwrap();
+        // A mode change, a symlink in place of a directory of the tree.
+        std::fs::set_permissions(src.join("build.sh"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        std::fs::rename(src.join("new"), tmp.path().join(format!("moved-away-{n}"))).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), src.join("new")).unwrap();
+        // And in .git: a hook, a changed config, a link out for a ref dir.
+        w(".git/hooks/post-checkout", "#!/bin/sh\necho pwned\n");
+        let config = src.join(".git/config");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("[core]\n\tfsmonitor = echo pwned\n");
+        std::fs::write(&config, text).unwrap();
+        std::fs::remove_dir_all(src.join(".git/refs/tags")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), src.join(".git/refs/tags")).unwrap();
+
+        mirror.checkout_reusing(target, &src).unwrap();
+        assert_same_as_fresh(
+            &mirror,
+            target,
+            &src,
+            &home.join(format!("jobs/CLEAN00{n}/src")),
+        );
+        assert_eq!(
+            std::fs::read_to_string(&outside).unwrap(),
+            "not the builder's to touch\n",
+            "nothing outside the job dir is written through a link"
+        );
+        assert!(tmp.path().join(format!("moved-away-{n}/name.txt")).exists());
+    }
+}
+
+#[test]
+fn a_checkout_without_an_index_is_not_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, first, _) = two_commits(tmp.path());
+    let home = tmp.path().join("home");
+    let mirror = Mirror::open(&home, repo.path().to_str().unwrap()).unwrap();
+    mirror.ensure_commit("refs/heads/main", &first).unwrap();
+    let src = home.join("jobs/NOINDEX1/src");
+    std::fs::create_dir_all(src.join(".git")).unwrap();
+    std::fs::write(src.join("stray"), "x").unwrap();
+    assert!(mirror.checkout_reusing(&first, &src).is_err());
+    assert!(
+        src.join("stray").exists(),
+        "left for a fresh checkout elsewhere"
+    );
+}
+
+const EVENT: &str = "0123456789ABCDEF0123456789ABCDEF";
+
+fn offer(n: u32, origin: &Path, hash: &str, steps: &[&str]) -> TaskOffer {
+    TaskOffer {
+        task_id: format!("{EVENT}{n:032X}"),
+        event_id: EVENT.into(),
+        project: "demo".into(),
+        fetch_url: origin.to_str().unwrap().into(),
+        git_ref: "refs/heads/main".into(),
+        hash: hash.into(),
+        configuration: "default".into(),
+        platform: "linux".into(),
+        offer_platform: "linux".into(),
+        steps: steps.iter().map(|s| s.to_string()).collect(),
+        artifacts: vec![],
+        packages: vec![],
+        attempt: 1,
+        test_reports: vec![],
+    }
+}
+
+async fn run(ctx: &TaskContext, offer: &TaskOffer) -> (TaskResult, String) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let collector = tokio::spawn(async move {
+        let mut out = String::new();
+        while let Some(e) = rx.recv().await {
+            if let TaskEvent::Log(c) = e
+                && c.channel == CH_STDOUT
+            {
+                out.push_str(&String::from_utf8_lossy(&c.bytes));
+            }
+        }
+        out
+    });
+    let result = tokio::time::timeout(
+        Duration::from_secs(120),
+        run_task(ctx, offer, &tx, &CancellationToken::new()),
+    )
+    .await
+    .expect("task ends in time");
+    drop(tx);
+    (result, collector.await.unwrap())
+}
+
+/// The daemon's way: the second task of the instance takes over the first
+/// one's job dir (renamed to its own VN), and its step sees a clean
+/// checkout of its commit, nothing the first task's step left.
+#[tokio::test]
+async fn the_next_task_of_an_instance_takes_over_its_job_dir_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, first, second) = two_commits(tmp.path());
+    let ctx = TaskContext::new(
+        Layout::new(tmp.path().join("home")),
+        InstancePool::new(1),
+        1,
+    );
+    let dirty = "mkdir -p build && echo junk > build/out.o && echo changed > keep.txt \
+                 && echo beside > ../beside.txt && echo DIRTIED";
+    let (r, out) = run(&ctx, &offer(1, repo.path(), &first, &[dirty])).await;
+    assert_eq!((r, out.as_str()), (TaskResult::Success, "DIRTIED\n"));
+    let first_dir: PathBuf = ctx
+        .layout
+        .job_dir(&sai_builder::jobdir::vn(&offer(1, repo.path(), &first, &[]).task_id).unwrap());
+    let first_ino = std::fs::metadata(first_dir.join("src/sub/dir/file.txt"))
+        .unwrap()
+        .ino();
+
+    let check = "test ! -e build && test ! -e ../beside.txt && cat keep.txt \
+                 && git status --porcelain --ignored && echo CLEAN";
+    let (r, out) = run(&ctx, &offer(2, repo.path(), &second, &[check])).await;
+    assert_eq!((r, out.as_str()), (TaskResult::Success, "two\nCLEAN\n"));
+    let second_dir = ctx
+        .layout
+        .job_dir(&sai_builder::jobdir::vn(&offer(2, repo.path(), &second, &[]).task_id).unwrap());
+    assert!(!first_dir.exists(), "the first job dir was taken over");
+    assert_eq!(
+        std::fs::metadata(second_dir.join("src/sub/dir/file.txt"))
+            .unwrap()
+            .ino(),
+        first_ino,
+        "taken over, not checked out afresh"
+    );
+    assert_same_as_fresh(
+        &Mirror::open(ctx.layout.home(), repo.path().to_str().unwrap()).unwrap(),
+        &second,
+        &second_dir.join("src"),
+        &tmp.path().join("fresh/src"),
+    );
+}
+
+/// A step that alters a tracked file and rewrites the index so the file
+/// looks unchanged (same stat data, the commit's blob id) must not get the
+/// altered file into the instance's next task: an index the builder did
+/// not leave as it was is not trusted, and the next task checks out afresh.
+#[tokio::test]
+async fn an_index_rewritten_by_a_step_does_not_carry_a_file_into_the_next_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, _, second) = two_commits(tmp.path());
+    let ctx = TaskContext::new(
+        Layout::new(tmp.path().join("home")),
+        InstancePool::new(1),
+        1,
+    );
+    let first = offer(1, repo.path(), &second, &["echo evl > keep.txt"]);
+    let (r, _) = run(&ctx, &first).await;
+    assert_eq!(r, TaskResult::Success);
+
+    // What the step could have done as well: make the index agree with
+    // the altered file.
+    let src = ctx
+        .layout
+        .src_dir(&sai_builder::jobdir::vn(&first.task_id).unwrap());
+    let path = src.join(".git/index");
+    let mut index =
+        gix::index::File::at(&path, gix::hash::Kind::Sha1, false, Default::default()).unwrap();
+    let i = index
+        .entry_index_by_path(gix::bstr::BStr::new("keep.txt"))
+        .unwrap();
+    let meta = gix::index::fs::Metadata::from_path_no_follow(&src.join("keep.txt")).unwrap();
+    index.entries_mut()[i].stat = gix::index::entry::Stat::from_fs(&meta).unwrap();
+    index.write(Default::default()).unwrap();
+
+    let (r, out) = run(&ctx, &offer(2, repo.path(), &second, &["cat keep.txt"])).await;
+    assert_eq!((r, out.as_str()), (TaskResult::Success, "two\n"));
+}
