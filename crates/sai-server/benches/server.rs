@@ -24,7 +24,7 @@ mod support;
 use sai_core::protocol::TaskResult;
 use sai_testkit::FakeBuilder;
 use sai_testkit::hook::{HookRequest, Push};
-use support::{KEY, listing_only, pct, rss_fds, start_server};
+use support::{KEY, listing_only, pct, rss_anon_file, rss_fds, start_server};
 
 const T: Duration = Duration::from_secs(120);
 const ONE_TASK: &[u8] =
@@ -40,10 +40,12 @@ fn du(dir: &std::path::Path) -> u64 {
     total
 }
 
-/// Settle, then sample RSS and descriptors: what an idle server keeps.
-async fn idle_sample(pid: u32) -> (u64, usize) {
+/// Settle, then sample RSS, descriptors, and RSS as anonymous and
+/// file-backed: what an idle server keeps.
+async fn idle_sample(pid: u32) -> (u64, usize, (u64, u64)) {
     tokio::time::sleep(Duration::from_secs(3)).await;
-    rss_fds(pid)
+    let (rss, fds) = rss_fds(pid);
+    (rss, fds, rss_anon_file(pid))
 }
 
 fn quick() -> bool {
@@ -272,7 +274,10 @@ async fn main() -> anyhow::Result<()> {
     let log_mb = log_len as f64 / 1e6;
     let rows: Vec<(String, String, &str)> = vec![
         (
-            format!("hook POST -> offer on idle builder, p50 ({} pushes)", lat.len()),
+            format!(
+                "hook POST -> offer on idle builder, p50 ({} pushes)",
+                lat.len()
+            ),
             format!("{:.2} ms", ms(pct(&lat, 0.5))),
             "<= 5 ms",
         ),
@@ -307,18 +312,38 @@ async fn main() -> anyhow::Result<()> {
             ">= 100 builds/s",
         ),
         (
-            "server RSS / open fds, idle at start".into(),
-            format!("{:.1} MiB / {}", mib(idle.0), idle.1),
+            "server RSS (anonymous + file-backed) / open fds, idle at start".into(),
+            format!(
+                "{:.1} MiB ({:.1} + {:.1}) / {}",
+                mib(idle.0),
+                mib(idle.2.0),
+                mib(idle.2.1),
+                idle.1
+            ),
             "",
         ),
         (
-            format!("server RSS / open fds, idle after {n} events"),
-            format!("{:.1} MiB / {}", mib(after_events.0), after_events.1),
+            format!("server RSS (anonymous + file-backed) / open fds, idle after {n} events"),
+            format!(
+                "{:.1} MiB ({:.1} + {:.1}) / {}",
+                mib(after_events.0),
+                mib(after_events.2.0),
+                mib(after_events.2.1),
+                after_events.1
+            ),
             "<= 15 MiB, fds bounded",
         ),
         (
-            format!("server RSS / open fds, idle after a {log_mb:.0} MB log"),
-            format!("{:.1} MiB / {}", mib(after_log.0), after_log.1),
+            format!(
+                "server RSS (anonymous + file-backed) / open fds, idle after a {log_mb:.0} MB log"
+            ),
+            format!(
+                "{:.1} MiB ({:.1} + {:.1}) / {}",
+                mib(after_log.0),
+                mib(after_log.2.0),
+                mib(after_log.2.1),
+                after_log.1
+            ),
             "<= 15 MiB, fds bounded",
         ),
         (
@@ -337,14 +362,22 @@ async fn main() -> anyhow::Result<()> {
         ),
         (
             format!("{log_mb:.0} MB log: last 256 KB raw read, p50 / p95 (50 reads)"),
-            format!("{:.2} / {:.2} ms", ms(pct(&tail, 0.5)), ms(pct(&tail, 0.95))),
+            format!(
+                "{:.2} / {:.2} ms",
+                ms(pct(&tail, 0.5)),
+                ms(pct(&tail, 0.95))
+            ),
             "<= 20 ms",
         ),
     ];
     println!();
     println!(
         "sai-server benchmark ({cores} cores, release build, loopback, real sqlite{})",
-        if quick() { ", QUICK smoke parameters" } else { "" }
+        if quick() {
+            ", QUICK smoke parameters"
+        } else {
+            ""
+        }
     );
     println!("| measurement | value | goal (issue 10) |");
     println!("|---|---|---|");

@@ -15,9 +15,9 @@ use sai_core::protocol::{
     FrameKind, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, ServerMessage, TaskResult, decode_frame,
     hello_version,
 };
+use sai_https::websocket::{Message, Socket, Upgrade, close_message};
 use sha2::Digest;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-use sai_https::websocket::{Message, Socket, Upgrade, close_message};
 
 use crate::auth::{Identity, TokenKind, bearer, token_allows};
 use crate::error::Error;
@@ -64,9 +64,7 @@ async fn close(
     reason: &str,
 ) {
     tracing::info!(code, reason, "closing builder connection");
-    let _ = sink
-        .send(close_message(code, reason))
-        .await;
+    let _ = sink.send(close_message(code, reason)).await;
     let _ = sink.close().await;
 }
 

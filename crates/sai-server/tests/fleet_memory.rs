@@ -72,16 +72,18 @@ async fn a_connected_builder_costs_a_few_kib_and_a_departed_fleet_gives_its_memo
     let builders = connect(&s.builder_url(), fleet, 16).await;
     sai_testkit::wait_for("the fleet joined", Duration::from_secs(30), || async {
         let (_, b) = common::get(s, "/api/builders").await;
-        let online = b.as_array().map_or(0, |a| {
-            a.iter().filter(|b| b["online"] == true).count()
-        });
+        let online = b
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|b| b["online"] == true).count());
         (online == FLEET).then_some(())
     })
     .await
     .unwrap();
     let connected = rss_kib(pid);
     let per_builder = connected.saturating_sub(idle) * 1024 / FLEET as u64;
-    eprintln!("server RSS: {idle} KiB idle, {connected} KiB with {FLEET} builders ({per_builder} B each)");
+    eprintln!(
+        "server RSS: {idle} KiB idle, {connected} KiB with {FLEET} builders ({per_builder} B each)"
+    );
     assert!(
         per_builder < 64 * 1024,
         "a connected builder costs the server {per_builder} bytes \

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use sai_https::websocket::{Message, Socket};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
-use sai_https::websocket::{Message, Socket};
 
 use crate::App;
 use crate::logview::{Row, RowMaker};

@@ -340,7 +340,11 @@ impl EventDb {
                 sync_wal()?;
             }
             #[cfg(test)]
-            if let Some(hook) = &*self.mid_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(hook) = &*self
+                .mid_checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
                 hook();
             }
             if !copied_all {
@@ -448,8 +452,8 @@ impl Drop for EventDb {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::{channel, sync_channel};
     use std::sync::Mutex;
+    use std::sync::mpsc::{channel, sync_channel};
     use std::time::Duration;
 
     use sai_core::saifile::TaskSpec;
@@ -489,7 +493,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
-        let ev = Event::new(id.clone(), "p", "refs/heads/main", "abc", "https://x", None, false);
+        let ev = Event::new(
+            id.clone(),
+            "p",
+            "refs/heads/main",
+            "abc",
+            "https://x",
+            None,
+            false,
+        );
         let spec = TaskSpec {
             configuration: "c".into(),
             platform: "linux".into(),
