@@ -19,6 +19,7 @@
 //! (where their config types live) must not do I/O.
 
 pub mod accept;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@
 //!   builder left (sockets released).
 //!
 //! Goals from the issue: reconnects under 1 s, API p99 under 100 ms, memory
-//! flat.
+//! flat. `SAI_BENCH_QUICK=1`: a smoke run with 100 builders.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use sai_testkit::{FakeBuilder, TestServer};
 use support::{KEY, cpu_ms, listing_only, pct, rss_fds, start_server};
 
 const T: Duration = Duration::from_secs(300);
-const BUILDERS: usize = 1000;
+const FULL_FLEET: usize = 1000;
 const FLEET: &str = "linux-fleet/x86_64-amd/gcc";
 const RUN: &str = "linux-run/x86_64-amd/gcc";
 
@@ -89,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
     if listing_only() {
         return Ok(());
     }
+    let quick = std::env::var_os("SAI_BENCH_QUICK").is_some_and(|v| v != "0");
+    let builders = if quick { 100 } else { FULL_FLEET };
     let tmp = tempfile::tempdir()?;
     let s = start_server(tmp.path(), |cfg| cfg.limits.max_tasks_per_push = 50_000)?;
     let pid = s.guard.id();
@@ -118,10 +120,11 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.2} s", t0.elapsed().as_secs_f64()),
     ));
     mem("with the backlog", &mut rows);
+    let rss_backlog = rss_fds(pid).0;
 
     let keys = TokenKeys::load_or_create(&s.data_dir.join("token.key"))?;
     let hour = Duration::from_secs(3600);
-    let tokens: Vec<String> = (0..BUILDERS)
+    let tokens: Vec<String> = (0..builders)
         .map(|i| {
             keys.mint(
                 TokenKind::Builder,
@@ -135,14 +138,21 @@ async fn main() -> anyhow::Result<()> {
     let (fleet, connected) = connect_all(&s.builder_url(), &tokens).await?;
     let cpu_connect = sample(pid).2 - cpu_before;
     rows.push((
-        format!("{BUILDERS} builders connect (100 handshakes at a time)"),
+        format!("{builders} builders connect (100 handshakes at a time)"),
         format!(
             "{:.2} s (server CPU {:.2} s)",
             connected.as_secs_f64(),
             cpu_connect as f64 / 1e3
         ),
     ));
-    mem("1,000 builders + backlog", &mut rows);
+    mem(&format!("{builders} builders + backlog"), &mut rows);
+    rows.push((
+        "server RSS per connected builder".into(),
+        format!(
+            "{:.1} KiB",
+            rss_fds(pid).0.saturating_sub(rss_backlog) as f64 / builders as f64
+        ),
+    ));
 
     for path in ["/api/projects", "/api/builders"] {
         let lat = api_latency(&s, path, 200).await?;
@@ -164,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
     let (fleet, reconnected) = connect_all(&s.builder_url(), &tokens).await?;
     let cpu_reconnect = sample(pid).2 - cpu_before;
     rows.push((
-        format!("{BUILDERS} builders drop and reconnect"),
+        format!("{builders} builders drop and reconnect"),
         format!(
             "{:.2} s (server CPU {:.2} s)",
             reconnected.as_secs_f64(),

@@ -17,6 +17,7 @@
 //! | [`store`] | the main database, event databases, migrations, on-disk layout |
 //! | [`ws`] | the builder websocket: hello, messages, frames, artifacts |
 //! | [`link`] | the queues of live builder connections |
+//! | [`trim`] | heap memory returned soon after builders leave |
 //! | [`logw`] | the batched log writer (credit returned after commit) |
 //! | [`push_limits`] | what one push may cost: the caps on expanded tasks |
 //! | [`auth`] | PASETO tokens of builders and users |
@@ -51,6 +52,7 @@ pub mod test_reports;
 /// TLS termination, shared with sai-web: the `sai-https` crate.
 pub use sai_https as tls;
 pub mod token_cli;
+pub mod trim;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -258,13 +260,13 @@ pub fn routes(
             },
         );
     let s1 = server.clone();
-    let builder = warp::ws()
+    let builder = sai_https::websocket::upgrade()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
         .and(tls::remote_addr())
         .and(accept::conn_slot())
         .map(
-            move |ws: warp::ws::Ws,
+            move |ws: sai_https::websocket::Upgrade,
                   path: warp::path::FullPath,
                   authz: Option<String>,
                   peer: Option<SocketAddr>,

@@ -347,19 +347,48 @@ impl Pending {
     }
 }
 
+/// How often a database whose WAL could not be truncated (readers or
+/// writers were busy with it) is tried again, and how many times.
+const SYNC_RETRY: Duration = Duration::from_millis(500);
+const SYNC_TRIES: u32 = 20;
+
+/// The sync thread: [`EventDb::sync`] each database sent, and again later
+/// the ones whose WAL stayed big, so a finished log ends at its compressed
+/// size even when nothing writes to its event any more.
+fn sync_loop(to_sync: Receiver<Vec<Arc<EventDb>>>) {
+    let mut again: Vec<(Arc<EventDb>, u32)> = Vec::new();
+    loop {
+        let wait = if again.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            SYNC_RETRY
+        };
+        let sent = match to_sync.recv_timeout(wait) {
+            Ok(dbs) => dbs,
+            Err(RecvTimeoutError::Timeout) => Vec::new(),
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let retried = std::mem::take(&mut again);
+        let sent = sent.into_iter().map(|db| (db, 0));
+        for (db, tries) in retried.into_iter().chain(sent) {
+            if again.iter().any(|(d, _)| Arc::ptr_eq(d, &db)) {
+                continue;
+            }
+            match db.sync() {
+                Ok(true) => {}
+                Ok(false) if tries < SYNC_TRIES => again.push((db, tries + 1)),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(event = %db.id, cause = %e, "syncing event database"),
+            }
+        }
+    }
+}
+
 fn run(rx: Receiver<Cmd>, flush_every: Duration, feed: Arc<ChangeFeed>) {
     let (syncer, to_sync) = std::sync::mpsc::channel::<Vec<Arc<EventDb>>>();
     std::thread::Builder::new()
         .name("sai-log-sync".into())
-        .spawn(move || {
-            for dbs in to_sync {
-                for db in dbs {
-                    if let Err(e) = db.sync() {
-                        tracing::warn!(event = %db.id, cause = %e, "syncing event database");
-                    }
-                }
-            }
-        })
+        .spawn(move || sync_loop(to_sync))
         .expect("spawning log sync thread");
     let mut pending = Pending {
         syncer: Some(syncer),

@@ -15,10 +15,9 @@ use sai_core::protocol::{
     FrameKind, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, ServerMessage, TaskResult, decode_frame,
     hello_version,
 };
+use sai_https::websocket::{Message, Socket, Upgrade, close_message};
 use sha2::Digest;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-use warp::Reply;
-use warp::ws::{Message, WebSocket};
 
 use crate::auth::{Identity, TokenKind, bearer, token_allows};
 use crate::error::Error;
@@ -31,7 +30,7 @@ use sai_core::task::TaskState;
 /// Handle an upgrade request: authenticate, then upgrade.
 pub fn upgrade(
     server: Arc<Server>,
-    ws: warp::ws::Ws,
+    ws: Upgrade,
     path: &str,
     authz: Option<String>,
     peer: Option<SocketAddr>,
@@ -54,22 +53,18 @@ pub fn upgrade(
             return Error::Unauthorized(e.to_string()).into_response();
         }
     };
-    ws.max_message_size(MAX_FRAME_PAYLOAD + 4096)
-        .on_upgrade(move |socket| async move {
-            connection(server, ident, peer, socket).await;
-        })
-        .into_response()
+    ws.on_upgrade(MAX_FRAME_PAYLOAD + 4096, move |socket| async move {
+        connection(server, ident, peer, socket).await;
+    })
 }
 
 async fn close(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    sink: &mut futures_util::stream::SplitSink<Socket, Message>,
     code: u16,
     reason: &str,
 ) {
     tracing::info!(code, reason, "closing builder connection");
-    let _ = sink
-        .send(Message::close_with(code, reason.to_string()))
-        .await;
+    let _ = sink.send(close_message(code, reason)).await;
     let _ = sink.close().await;
 }
 
@@ -653,12 +648,12 @@ async fn connection(
     server: Arc<Server>,
     ident: Identity,
     peer: Option<SocketAddr>,
-    socket: WebSocket,
+    socket: Socket,
 ) {
     let (mut sink, mut stream) = socket.split();
     let first = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
     let text = match first {
-        Ok(Some(Ok(m))) if m.is_text() => m.to_str().unwrap_or_default().to_string(),
+        Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_string(),
         _ => {
             close(
                 &mut sink,
@@ -768,7 +763,7 @@ async fn connection(
                 break GoneCause::Silent { ms: dead_after.as_millis() as u64 };
             }
             _ = ping.tick() => {
-                if let Err(e) = sink.send(Message::ping(Vec::new())).await {
+                if let Err(e) = sink.send(Message::Ping(Default::default())).await {
                     break GoneCause::WriteFailed(e.to_string());
                 }
             }
@@ -803,15 +798,11 @@ async fn connection(
                     None => break GoneCause::Disconnected,
                 };
                 last_rx = Instant::now();
-                let res = if m.is_text() {
-                    let t = m.to_str().unwrap_or_default().to_string();
-                    st.text(&t).await
-                } else if m.is_binary() {
-                    st.binary(m.as_bytes())
-                } else if m.is_close() {
-                    break GoneCause::Disconnected;
-                } else {
-                    Ok(())
+                let res = match m {
+                    Message::Text(t) => st.text(t.as_str()).await,
+                    Message::Binary(b) => st.binary(&b),
+                    Message::Close(_) => break GoneCause::Disconnected,
+                    _ => Ok(()),
                 };
                 if let Err((code, reason)) = res {
                     close(&mut sink, code, &reason).await;
@@ -827,15 +818,13 @@ async fn connection(
         while let Ok(Some(Ok(m))) =
             tokio::time::timeout(Duration::from_secs(2), stream.next()).await
         {
-            let res = if m.is_text() {
-                let t = m.to_str().unwrap_or_default().to_string();
-                st.text(&t).await
-            } else if m.is_binary() {
-                st.binary(m.as_bytes())
-            } else {
-                Ok(())
+            let res = match &m {
+                Message::Text(t) => st.text(t.as_str()).await,
+                Message::Binary(b) => st.binary(b),
+                Message::Close(_) => break,
+                _ => Ok(()),
             };
-            if res.is_err() || m.is_close() {
+            if res.is_err() {
                 break;
             }
         }
@@ -843,6 +832,7 @@ async fn connection(
     st.abort_all_uploads("connection ended");
     tracing::info!(builder = %ident.name, conn = cid, reason = %why, "builder disconnected");
     server.sched_do(|s, now| s.builder_gone(now, cid, &why));
+    crate::trim::after_disconnect();
     server
         .changes
         .publish(crate::changes::Change::BuilderChanged {

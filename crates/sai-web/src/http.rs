@@ -52,20 +52,22 @@ pub fn routes(
     let a1 = app.clone();
     let ws = warp::path("ws")
         .and(warp::path::end())
-        .and(warp::ws())
+        .and(sai_https::websocket::upgrade())
         .and(warp::header::headers_cloned())
-        .map(move |ws: warp::ws::Ws, headers: HeaderMap| {
-            let app = a1.clone();
-            if !same_origin(&headers) {
-                return plain(StatusCode::FORBIDDEN, "cross-origin websocket refused");
-            }
-            let viewer = request_session(&app, &headers)
-                .map(|s| Viewer::User(s.user))
-                .unwrap_or(Viewer::Anonymous);
-            ws.max_message_size(64 * 1024)
-                .on_upgrade(move |socket| crate::live::serve_socket(app, viewer, socket))
-                .into_response()
-        });
+        .map(
+            move |ws: sai_https::websocket::Upgrade, headers: HeaderMap| {
+                let app = a1.clone();
+                if !same_origin(&headers) {
+                    return plain(StatusCode::FORBIDDEN, "cross-origin websocket refused");
+                }
+                let viewer = request_session(&app, &headers)
+                    .map(|s| Viewer::User(s.user))
+                    .unwrap_or(Viewer::Anonymous);
+                ws.on_upgrade(64 * 1024, move |socket| {
+                    crate::live::serve_socket(app, viewer, socket)
+                })
+            },
+        );
     let a2 = app;
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let http = warp::method()

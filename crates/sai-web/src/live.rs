@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use sai_https::websocket::{Message, Socket};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
-use warp::ws::{Message, WebSocket};
 
 use crate::App;
 use crate::logview::{Row, RowMaker};
@@ -446,12 +446,12 @@ struct Sent {
 }
 
 /// Serve one browser websocket.
-pub async fn serve_socket(app: Arc<App>, viewer: Viewer, ws: WebSocket) {
+pub async fn serve_socket(app: Arc<App>, viewer: Viewer, ws: Socket) {
     let (mut sink, mut stream) = ws.split();
     // The first message says what the page shows.
     let first = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
     let Ok(Some(Ok(msg))) = first else { return };
-    let Ok(text) = msg.to_str() else { return };
+    let Ok(text) = msg.to_text() else { return };
     let Ok(w) = serde_json::from_str::<Watch>(text) else {
         let _ = sink
             .send(Message::text(

@@ -35,6 +35,20 @@ pub fn rss_fds(pid: u32) -> (u64, usize) {
     (rss, fds)
 }
 
+/// Resident anonymous and file-backed memory (KiB) of a process: the
+/// file-backed part is mostly the binary's own pages.
+pub fn rss_anon_file(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
 /// CPU time (user+system, ms) a process has used.
 pub fn cpu_ms(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -18,6 +18,9 @@ pub struct EventDb {
     dir: PathBuf,
     conn: Mutex<Connection>,
     pub(super) doomed: AtomicBool,
+    /// Called by [`EventDb::sync`] between its two checkpoints (tests).
+    #[cfg(test)]
+    mid_checkpoint: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for EventDb {
@@ -44,6 +47,11 @@ use crate::logstore::{self, TaskLog};
 
 /// WAL size from which [`EventDb::sync`] checkpoints instead of syncing.
 pub const CHECKPOINT_WAL_BYTES: u64 = 32 * 1024;
+
+/// The busy timeout of event database connections (see
+/// [`super::migrations::open`]), put back after [`EventDb::sync`]'s
+/// truncation, which waits for nobody.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const TASK_COLS: &str = "id, idx, configuration, platform, steps, artifacts, packages, priority, state, builder, exit_code, failed_step, reason, attempt, infra_failures, build_step, created, started, ended, last_updated, instance, test_reports";
 
@@ -117,6 +125,8 @@ impl EventDb {
             dir,
             conn: Mutex::new(conn),
             doomed: AtomicBool::new(false),
+            #[cfg(test)]
+            mid_checkpoint: Mutex::new(None),
         }
     }
 
@@ -299,20 +309,60 @@ impl EventDb {
     /// Make what was committed survive power loss: a WAL of at least
     /// [`CHECKPOINT_WAL_BYTES`] is copied into the database file, synced
     /// and truncated (so a finished big log takes its compressed size); a
-    /// smaller one is only synced, without taking the connection's lock
-    /// (readers and the scheduler's writes do not wait for that fsync).
-    pub fn sync(&self) -> Result<(), StoreError> {
+    /// smaller one is only synced.
+    ///
+    /// The copy (and its fsyncs) runs without the connection's lock, on a
+    /// connection of its own: a passive checkpoint, which takes no lock
+    /// that writers need, so log writers, API readers and the scheduler's
+    /// writes of this event go on meanwhile. Only then, if the connection
+    /// is free at once, is the WAL truncated through it (what is left to
+    /// copy is at most what was written meanwhile). Truncating from the
+    /// other connection would hold sqlite's write lock, which makes a
+    /// transaction of this one that reads then writes fail at once with
+    /// SQLITE_BUSY. Returns whether the WAL is small now; if not, call
+    /// again a little later.
+    pub fn sync(&self) -> Result<bool, StoreError> {
         let wal = self.dir.join(format!("{}-wal", super::EVENT_DB));
         let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
-        if len >= CHECKPOINT_WAL_BYTES {
-            self.conn()
-                .pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
-        } else if len > 0 {
+        let sync_wal = || {
             std::fs::File::open(&wal)
                 .and_then(|f| f.sync_data())
-                .map_err(super::io("syncing", &wal))?;
+                .map_err(super::io("syncing", &wal))
+        };
+        if len >= CHECKPOINT_WAL_BYTES {
+            let copied_all = {
+                let own = Connection::open(self.dir.join(super::EVENT_DB))?;
+                checkpoint(&own, "PASSIVE")?
+            };
+            if !copied_all {
+                // A reader keeps frames in the WAL (or another checkpoint
+                // runs): the copy may not have synced the WAL, so sync it.
+                sync_wal()?;
+            }
+            #[cfg(test)]
+            if let Some(hook) = &*self
+                .mid_checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
+                hook();
+            }
+            if !copied_all {
+                return Ok(false);
+            }
+            let Ok(conn) = self.conn.try_lock() else {
+                return Ok(false);
+            };
+            conn.busy_timeout(std::time::Duration::ZERO)?;
+            let truncated = checkpoint(&conn, "TRUNCATE");
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            truncated
+        } else {
+            if len > 0 {
+                sync_wal()?;
+            }
+            Ok(true)
         }
-        Ok(())
     }
 
     /// Artifacts of a task.
@@ -373,6 +423,16 @@ impl EventDb {
     }
 }
 
+/// Run `PRAGMA wal_checkpoint(mode)`; whether it could run and every frame
+/// of the WAL is in the database file now.
+fn checkpoint(conn: &Connection, mode: &str) -> Result<bool, StoreError> {
+    let (busy, log, copied): (i64, i64, i64) =
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(busy == 0 && log == copied)
+}
+
 impl Drop for EventDb {
     fn drop(&mut self) {
         if self.doomed.load(Ordering::SeqCst) {
@@ -387,5 +447,140 @@ impl Drop for EventDb {
                 tracing::info!(event = %self.id, "event folder removed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{channel, sync_channel};
+    use std::time::Duration;
+
+    use sai_core::saifile::TaskSpec;
+    use sai_core::task::{Event, EventId};
+
+    use super::super::Store;
+    use super::*;
+
+    /// Bytes zstd cannot shrink, so the WAL grows by about what is logged.
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn wal_len(dir: &std::path::Path, id: &EventId) -> u64 {
+        let wal = dir
+            .join("events")
+            .join(id.as_str())
+            .join(format!("{}-wal", super::super::EVENT_DB));
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    /// The checkpoint of a big WAL runs on its own connection: while it is
+    /// held between its copy and its truncation, a log write and an API
+    /// read of the same event complete; and it completes while another
+    /// thread holds the event's connection. Afterwards the WAL is cut
+    /// back and holds nothing that was lost.
+    #[test]
+    fn a_checkpoint_blocks_neither_log_writers_nor_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let ev = Event::new(
+            id.clone(),
+            "p",
+            "refs/heads/main",
+            "abc",
+            "https://x",
+            None,
+            false,
+        );
+        let spec = TaskSpec {
+            configuration: "c".into(),
+            platform: "linux".into(),
+            steps: vec!["true".into()],
+            artifacts: vec![],
+            packages: vec![],
+            test_reports: vec![],
+        };
+        let task = id.task([0xAA; 16]);
+        let created = store
+            .create_event(ev, vec![(task.clone(), spec, false)], false)
+            .unwrap()
+            .unwrap();
+        let db = created.db.clone();
+        let task = task.as_str().to_string();
+        let mut log = db.resume_log(&task).unwrap();
+        let first = noise(512 * 1024, 1);
+        log.push(1, 0, &first);
+        db.write_logs([&mut log]).unwrap();
+        assert!(wal_len(dir.path(), &id) >= CHECKPOINT_WAL_BYTES);
+
+        // 1. The event's connection is held (a long read, say) the whole
+        // time: the copy does not need it, the truncation waits for later.
+        let held = db.conn();
+        let (done_tx, done_rx) = channel();
+        let syncing = {
+            let db = db.clone();
+            std::thread::spawn(move || done_tx.send(db.sync().map_err(|e| e.to_string())))
+        };
+        let synced = done_rx.recv_timeout(Duration::from_secs(60));
+        drop(held);
+        assert_eq!(
+            synced,
+            Ok(Ok(false)),
+            "sync copied the WAL while the connection was held, left it to truncate later"
+        );
+        syncing.join().unwrap().unwrap();
+        assert!(wal_len(dir.path(), &id) >= CHECKPOINT_WAL_BYTES);
+        assert!(db.sync().unwrap(), "truncated once the connection is free");
+        assert_eq!(wal_len(dir.path(), &id), 0, "copied and truncated");
+
+        // 2. Held between the copy and the truncation, a write and a read
+        // of this event go through.
+        let second = noise(512 * 1024, 2);
+        log.push(1, 1, &second);
+        db.write_logs([&mut log]).unwrap();
+        let (at_tx, at_rx) = sync_channel::<()>(0);
+        let (go_tx, go_rx) = sync_channel::<()>(0);
+        let go_rx = Mutex::new(go_rx);
+        *db.mid_checkpoint.lock().unwrap() = Some(Box::new(move || {
+            at_tx.send(()).unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+        }));
+        let syncing = {
+            let db = db.clone();
+            std::thread::spawn(move || db.sync().map_err(|e| e.to_string()))
+        };
+        at_rx.recv().unwrap();
+        let third = b"written while the checkpoint is held\n";
+        log.push(1, 2, third);
+        db.write_logs([&mut log]).unwrap();
+        let len = (first.len() + second.len() + third.len()) as i64;
+        assert_eq!(db.log_len(&task).unwrap(), len, "read meanwhile");
+        assert_eq!(
+            db.log_bytes(&task, len - third.len() as i64, third.len() as i64)
+                .unwrap(),
+            third
+        );
+        go_tx.send(()).unwrap();
+        assert_eq!(syncing.join().unwrap(), Ok(true));
+        assert_eq!(wal_len(dir.path(), &id), 0, "truncated when released");
+
+        // Nothing lost: a fresh connection (as after a restart) reads all.
+        drop((created, db));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.event_db(id.as_str()).unwrap().unwrap();
+        let all = db.log_bytes(&task, 0, len).unwrap();
+        assert_eq!(all.len() as i64, len);
+        assert!(all.starts_with(&first) && all.ends_with(third));
     }
 }
