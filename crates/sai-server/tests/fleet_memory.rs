@@ -14,13 +14,7 @@ const PLATFORM: &str = "linux-fleet/x86_64-amd/gcc";
 const FLEET: usize = 256;
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    sai_testkit::proc_status::kib(pid, "VmRSS").expect("the server's VmRSS")
 }
 
 async fn connect(url: &str, tokens: &[String], first: usize) -> Vec<FakeBuilder> {

@@ -27,6 +27,7 @@ pub mod hook;
 pub mod https_git;
 pub mod notify_socket;
 pub mod openmetrics;
+pub mod proc_status;
 pub mod recorder;
 pub mod text;
 pub mod tls;

@@ -26,6 +26,7 @@ use futures_util::SinkExt;
 use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::browser::Browser;
 use sai_testkit::hook::Push;
+use sai_testkit::proc_status::rss_kib;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -39,15 +40,6 @@ fn now_ms() -> f64 {
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn wait_js(b: &Browser, js: &str, timeout: Duration) -> Duration {

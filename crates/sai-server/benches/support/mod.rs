@@ -23,12 +23,7 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 /// Resident set size (KiB) and open descriptors of a process.
 pub fn rss_fds(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let rss = sai_testkit::proc_status::rss_kib(pid);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
