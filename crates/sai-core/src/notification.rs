@@ -556,24 +556,23 @@ mod tests {
             .unwrap()
         };
         assert!(ok().check().unwrap().ignored().unwrap().contains("_wip"));
-        let mut r = ok();
-        r.schema = None;
-        assert_eq!(r.check(), Err(FieldError::Schema));
-        let mut r = ok();
-        r.git_ref = Some("refs/../x".into());
-        assert_eq!(r.check(), Err(FieldError::Ref));
-        let mut r = ok();
-        r.hash = Some("xyz".into());
-        assert_eq!(r.check(), Err(FieldError::Hash));
-        let mut r = ok();
-        r.nonce = None;
-        assert_eq!(r.check(), Err(FieldError::Nonce));
-        let mut r = ok();
-        r.nonce = Some("short".into());
-        assert_eq!(r.check(), Err(FieldError::Nonce));
-        let mut r = ok();
-        r.timestamp = Some(serde_json::json!("yesterday"));
-        assert_eq!(r.check(), Err(FieldError::Timestamp));
+        type Spoil = fn(&mut Received);
+        let refused: [(Spoil, FieldError); 6] = [
+            (|r| r.schema = None, FieldError::Schema),
+            (|r| r.git_ref = Some("refs/../x".into()), FieldError::Ref),
+            (|r| r.hash = Some("xyz".into()), FieldError::Hash),
+            (|r| r.nonce = None, FieldError::Nonce),
+            (|r| r.nonce = Some("short".into()), FieldError::Nonce),
+            (
+                |r| r.timestamp = Some(serde_json::json!("yesterday")),
+                FieldError::Timestamp,
+            ),
+        ];
+        for (case, (spoil, want)) in refused.into_iter().enumerate() {
+            let mut r = ok();
+            spoil(&mut r);
+            assert_eq!(r.check(), Err(want), "case {case}");
+        }
         let mut r = ok();
         r.timestamp = Some(serde_json::json!(1_700_000_000));
         assert_eq!(r.check().unwrap().timestamp, Some(1_700_000_000));

@@ -1,12 +1,12 @@
 //! `BuilderConfig`: defaults, limits, tokens and every semantic rule.
 
 mod common;
-use common::assert_problems_start_with;
+use common::{assert_problems_start_with, builder_problems, only_diagnostic, parse_builder};
 
 use sai_core::config::builder::{
     BuilderConfig, DEFAULT_JOB_RETENTION_SECS, DEFAULT_LOG_LIMIT_BYTES, DEFAULT_STEP_TIMEOUT_SECS,
 };
-use sai_core::config::schema::{ConfigKind, validate_semantics};
+use sai_core::config::schema::ConfigKind;
 use sai_core::config::{Format, parse};
 
 const MINIMAL: &str = r#"{
@@ -20,21 +20,9 @@ const MINIMAL: &str = r#"{
   ]
 }"#;
 
-fn load(text: &str) -> BuilderConfig {
-    parse("builder.conf", text.as_bytes(), Format::Json).expect("parses")
-}
-
-fn problems_of(text: &str) -> Vec<String> {
-    load(text)
-        .validate()
-        .iter()
-        .map(ToString::to_string)
-        .collect()
-}
-
 #[test]
 fn minimal_config_gets_defaults_and_is_valid() {
-    let c = load(MINIMAL);
+    let c = parse_builder(MINIMAL);
     assert_eq!(c.step_timeout_secs, DEFAULT_STEP_TIMEOUT_SECS);
     assert_eq!(c.step_timeout_secs, 30 * 60);
     assert_eq!(c.log_limit_bytes, DEFAULT_LOG_LIMIT_BYTES);
@@ -51,12 +39,12 @@ fn per_platform_limits_override_builder_wide_ones() {
         "\"servers\"",
         "\"limits\": {\"step_timeout_secs\": 60, \"parallel\": 3}, \"servers\"",
     );
-    let c = load(&text);
+    let c = parse_builder(&text);
     let p = &c.platforms[0];
     assert_eq!(p.step_timeout_secs(&c), 60);
     assert_eq!(p.log_limit_bytes(&c), DEFAULT_LOG_LIMIT_BYTES);
     assert_eq!(p.parallel(&c, 16), 3);
-    let plain = load(MINIMAL);
+    let plain = parse_builder(MINIMAL);
     assert_eq!(
         plain.platforms[0].parallel(&plain, 16),
         16,
@@ -71,7 +59,7 @@ fn servers_are_deduplicated_by_url() {
                                               {"url": "wss://b/sai/builder", "token": "tok"}]},
         {"name": "linux/aarch64", "servers": [{"url": "wss://a/builder", "token_file": "/t"}]}
     ]}"#;
-    let c = load(text);
+    let c = parse_builder(text);
     assert!(c.validate().is_empty(), "{:?}", c.validate());
     let servers = c.servers();
     assert_eq!(servers.len(), 2);
@@ -112,7 +100,7 @@ fn every_problem_is_reported_with_its_path() {
     {"name": "linux/x86_64", "servers": []}
   ]
 }"#;
-    let problems = problems_of(text);
+    let problems = builder_problems(text);
     let expect = [
         "schema: expected \"sai-builder\"",
         "home: \"relative/home\" must be an absolute path",
@@ -144,7 +132,7 @@ fn every_problem_is_reported_with_its_path() {
 fn no_platforms_is_a_problem() {
     let text = r#"{"home": "/h", "host": "h", "platforms": []}"#;
     assert_eq!(
-        problems_of(text),
+        builder_problems(text),
         vec!["platforms: list at least one platform this builder offers"]
     );
 }
@@ -155,15 +143,12 @@ fn semantic_diagnostics_point_at_the_field_in_json_and_yaml() {
         "\"token_file\": \"/etc/t\"",
         "\"token_file\": \"/etc/t\", \"token\": \"x\"",
     );
-    let d = validate_semantics(ConfigKind::Builder, json.as_bytes(), "builder.conf");
-    assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!((d[0].line, d[0].column), (7, 87), "{}", d[0]);
+    let d = only_diagnostic(ConfigKind::Builder, &json, "builder.conf");
+    assert_eq!((d.line, d.column), (7, 87), "{d}");
 
     let yaml = "home: /h\nhost: h\nplatforms:\n  - name: linux/x86_64\n    servers:\n      - url: wss://a/builder\n        token: x\n        token_file: /t\n";
-    let d = validate_semantics(ConfigKind::Builder, yaml.as_bytes(), "builder.yaml");
-    assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(
-        d[0].to_string(),
+        only_diagnostic(ConfigKind::Builder, yaml, "builder.yaml").to_string(),
         "builder.yaml:7:9: platforms[0].servers[0].token: give token_file or token, not both (token_file is preferred)"
     );
 }

@@ -1,24 +1,22 @@
 //! Builder and server config rules for TLS: `ws://` only to loopback unless
 //! `insecure`, `ca_file` only with `wss://`, and the server's `tls` block.
 
+mod common;
+use common::builder_problems;
+
 use sai_core::config::builder::{BuilderConfig, is_loopback_host, url_host};
 use sai_core::config::server::ServerConfig;
 use sai_core::config::{Format, parse};
 
-fn builder_with_server(server: &str) -> BuilderConfig {
-    let text = format!(
+fn builder_with_server(server: &str) -> String {
+    format!(
         r#"{{"home": "/h", "host": "b", "platforms": [
             {{"name": "linux/x86_64", "servers": [{server}]}}]}}"#
-    );
-    parse("builder.conf", text.as_bytes(), Format::Json).expect("parses")
+    )
 }
 
 fn problems(server: &str) -> Vec<String> {
-    builder_with_server(server)
-        .validate()
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    builder_problems(&builder_with_server(server))
 }
 
 #[test]

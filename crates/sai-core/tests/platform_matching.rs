@@ -66,27 +66,16 @@ fn platform_type_wraps_the_same_rule() {
 
 #[test]
 fn platform_parse_errors() {
-    assert!(matches!(
-        Platform::parse("linux-ubuntu-20.04/x86_64/gcc"),
-        Err(PlatformError::Dot(15))
-    ));
-    assert!(matches!(
-        Platform::parse("a/b/c/d"),
-        Err(PlatformError::TooManyElements(4))
-    ));
-    assert!(matches!(
-        Platform::parse("linux//gcc"),
-        Err(PlatformError::EmptyElement(2))
-    ));
-    assert!(matches!(
-        Platform::parse("/x"),
-        Err(PlatformError::EmptyElement(1))
-    ));
-    assert!(matches!(
-        Platform::parse("linux,x"),
-        Err(PlatformError::BadChar { ch: ',', at: 5 })
-    ));
-    assert!(matches!(Platform::parse(""), Err(PlatformError::Empty)));
+    for (text, want) in [
+        ("linux-ubuntu-20.04/x86_64/gcc", PlatformError::Dot(15)),
+        ("a/b/c/d", PlatformError::TooManyElements(4)),
+        ("linux//gcc", PlatformError::EmptyElement(2)),
+        ("/x", PlatformError::EmptyElement(1)),
+        ("linux,x", PlatformError::BadChar { ch: ',', at: 5 }),
+        ("", PlatformError::Empty),
+    ] {
+        assert_eq!(Platform::parse(text), Err(want), "{text:?}");
+    }
     let msg = Platform::parse("ubuntu-20.04").unwrap_err().to_string();
     assert!(msg.contains("dots are not allowed"), "{msg}");
 }
