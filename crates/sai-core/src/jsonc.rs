@@ -459,19 +459,8 @@ impl<'a> Reader<'a> {
                 key_pos,
                 value,
             });
-            self.skip_ws()?;
-            match self.peek() {
-                Some(b',') => self.bump(),
-                Some(b'}') => {
-                    self.bump();
-                    return Ok(Value::Object(members));
-                }
-                _ => {
-                    return Err(self.error_here(format!(
-                        "expected ',' or '}}' after object member, found {}",
-                        self.describe_here()
-                    )));
-                }
+            if self.end_of_item(b'}', "object member")? {
+                return Ok(Value::Object(members));
             }
         }
     }
@@ -488,20 +477,30 @@ impl<'a> Reader<'a> {
         loop {
             self.skip_ws()?;
             items.push(self.value(depth)?);
-            self.skip_ws()?;
-            match self.peek() {
-                Some(b',') => self.bump(),
-                Some(b']') => {
-                    self.bump();
-                    return Ok(Value::Array(items));
-                }
-                _ => {
-                    return Err(self.error_here(format!(
-                        "expected ',' or ']' after array element, found {}",
-                        self.describe_here()
-                    )));
-                }
+            if self.end_of_item(b']', "array element")? {
+                return Ok(Value::Array(items));
             }
+        }
+    }
+
+    /// After an object member or array element: consume the `,` before the
+    /// next one (`false`) or the `close` bracket ending the container (`true`).
+    fn end_of_item(&mut self, close: u8, item: &str) -> Result<bool, JsonError> {
+        self.skip_ws()?;
+        match self.peek() {
+            Some(b',') => {
+                self.bump();
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.bump();
+                Ok(true)
+            }
+            _ => Err(self.error_here(format!(
+                "expected ',' or '{}' after {item}, found {}",
+                close as char,
+                self.describe_here()
+            ))),
         }
     }
 
