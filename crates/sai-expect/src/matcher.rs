@@ -89,18 +89,14 @@ pub fn compile(script: &ExpectScript) -> Result<Matcher, Vec<String>> {
             timeout: s.timeout,
         });
     }
-    let pass: Vec<Regex> = script
-        .pass_patterns()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| re(&format!("pass[{i}]"), p))
-        .collect();
-    let fail: Vec<Regex> = script
-        .fail_patterns()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| re(&format!("fail[{i}]"), p))
-        .collect();
+    let mut patterns = |field: &str, list: Vec<String>| -> Vec<Regex> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, p)| re(&format!("{field}[{i}]"), p))
+            .collect()
+    };
+    let pass = patterns("pass", script.pass_patterns());
+    let fail = patterns("fail", script.fail_patterns());
     if !errors.is_empty() {
         return Err(errors);
     }
