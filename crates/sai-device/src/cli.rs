@@ -52,14 +52,7 @@ pub fn main() {
         let argv: Vec<_> = std::env::args_os().skip(1).collect();
         std::process::exit(sai_device::shim_main(&parent, &argv));
     }
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { exit::CONFIG } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
-        }
-    };
+    let cli: Cli = sai_device::parse_args_or_exit(exit::CONFIG);
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -110,6 +110,18 @@ pub struct Request {
 /// An `ENVNAME=<ttyidx>` alias: variable name and tty index.
 pub type Alias = (String, usize);
 
+/// Parse the command line as `C` (the CLIs of `sai-device` and `sai-expect`).
+/// `--help` and `--version` print and exit 0; a usage error is printed and
+/// exits `usage_exit`, the tool's own code, instead of clap's 2, which could
+/// pass for the status of the program or test it runs.
+pub fn parse_args_or_exit<C: clap::Parser>(usage_exit: i32) -> C {
+    C::try_parse().unwrap_or_else(|e| {
+        let code = if e.use_stderr() { usage_exit } else { 0 };
+        let _ = e.print();
+        std::process::exit(code);
+    })
+}
+
 /// Split the words after the device type into aliases and the command:
 /// leading `NAME=<digits>` words are aliases, an optional `--` ends them.
 pub fn split_command(words: &[String]) -> Result<(Vec<Alias>, Vec<String>), Error> {

@@ -57,14 +57,7 @@ fn seconds(what: &str, v: f64) -> Duration {
 }
 
 pub fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
-        }
-    };
+    let cli: Cli = sai_device::parse_args_or_exit(exit::USAGE);
     let script = match &cli.script {
         None => ExpectScript::default(),
         Some(path) => {
