@@ -12,6 +12,14 @@ const CORPUS: &str = concat!(
     "/../../../shared/testdata/saifiles"
 );
 
+/// The warnings of `sf` whose message contains `text`.
+fn warnings_about<'a>(sf: &'a saifile::Saifile, text: &str) -> Vec<&'a saifile::Warning> {
+    sf.warnings()
+        .iter()
+        .filter(|w| w.message.contains(text))
+        .collect()
+}
+
 fn corpus_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -83,11 +91,7 @@ fn libwebsockets_20210817_gives_548_distinct_tasks() {
 
     // The duplicated platform key: a warning naming both lines; the later one
     // wins and takes the later position.
-    let dup: Vec<_> = sf
-        .warnings()
-        .iter()
-        .filter(|w| w.message.contains("duplicate key"))
-        .collect();
+    let dup = warnings_about(&sf, "duplicate key");
     assert_eq!(dup.len(), 1, "{:?}", sf.warnings());
     assert_eq!((dup[0].line, dup[0].column), (23, 3));
     assert_eq!(
@@ -140,11 +144,7 @@ fn libwebsockets_20210817_gives_548_distinct_tasks() {
 fn dotted_platform_names_in_the_corpus_are_warnings() {
     let path = format!("{CORPUS}/libwebsockets/20200605-e3df1eaa74.sai.json");
     let sf = saifile::parse("lws", &std::fs::read(path).unwrap()).unwrap();
-    let dots: Vec<_> = sf
-        .warnings()
-        .iter()
-        .filter(|w| w.message.contains("dots are not allowed"))
-        .collect();
+    let dots = warnings_about(&sf, "dots are not allowed");
     assert_eq!(dots.len(), 3, "{:?}", sf.warnings());
     assert!(
         sf.platform_names()
