@@ -426,14 +426,10 @@ impl<'a> Reader<'a> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
-        let depth = self.enter(depth)?;
-        self.bump(); // {
+        let Some(depth) = self.open(depth, b'}')? else {
+            return Ok(Value::Object(Vec::new()));
+        };
         let mut members = Vec::new();
-        self.skip_ws()?;
-        if self.peek() == Some(b'}') {
-            self.bump();
-            return Ok(Value::Object(members));
-        }
         loop {
             self.skip_ws()?;
             if self.peek() != Some(b'"') {
@@ -466,14 +462,10 @@ impl<'a> Reader<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
-        let depth = self.enter(depth)?;
-        self.bump(); // [
+        let Some(depth) = self.open(depth, b']')? else {
+            return Ok(Value::Array(Vec::new()));
+        };
         let mut items = Vec::new();
-        self.skip_ws()?;
-        if self.peek() == Some(b']') {
-            self.bump();
-            return Ok(Value::Array(items));
-        }
         loop {
             self.skip_ws()?;
             items.push(self.value(depth)?);
@@ -481,6 +473,19 @@ impl<'a> Reader<'a> {
                 return Ok(Value::Array(items));
             }
         }
+    }
+
+    /// At the opening bracket of an object or array: the depth inside it, or
+    /// `None` when `close` follows at once (an empty container, consumed).
+    fn open(&mut self, depth: usize, close: u8) -> Result<Option<usize>, JsonError> {
+        let depth = self.enter(depth)?;
+        self.bump();
+        self.skip_ws()?;
+        if self.peek() == Some(close) {
+            self.bump();
+            return Ok(None);
+        }
+        Ok(Some(depth))
     }
 
     /// After an object member or array element: consume the `,` before the
