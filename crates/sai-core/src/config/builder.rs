@@ -216,9 +216,7 @@ impl BuilderConfig {
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
-            .into_iter()
-            .collect();
+        let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |path: FieldPath, message: String| {
             problems.push(ConfigProblem::new(path, message));

@@ -150,9 +150,7 @@ impl DeviceConfig {
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
-            .into_iter()
-            .collect();
+        let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |at: FieldPath, message: String| {
             problems.push(ConfigProblem::new(at, message));

@@ -104,9 +104,7 @@ impl ExpectScript {
     /// each with the path of the field it concerns (empty means valid).
     /// Regular expressions are compiled by `sai-expect` itself.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut p: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
-            .into_iter()
-            .collect();
+        let mut p = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let positive = |at: FieldPath, v: Option<f64>, p: &mut Vec<ConfigProblem>| {
             if let Some(v) = v

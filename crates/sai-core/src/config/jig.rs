@@ -175,9 +175,7 @@ impl JigConfig {
     /// unknown gpio name in a sequence is an error here, never a silent
     /// delay as in the original.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut p: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
-            .into_iter()
-            .collect();
+        let mut p = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |at: FieldPath, message: String| p.push(ConfigProblem::new(at, message));
         if self.token.is_some() && self.token_file.is_some() {

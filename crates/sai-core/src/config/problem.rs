@@ -191,12 +191,17 @@ impl fmt::Display for Diagnostic {
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct InvalidConfig(pub Vec<Diagnostic>);
 
-/// The problem of a `schema` member that names another kind than `expected`.
-pub fn check_marker(found: Option<&str>, expected: &str) -> Option<ConfigProblem> {
-    found.filter(|f| *f != expected).map(|f| {
-        ConfigProblem::new(
-            FieldPath::root().key("schema"),
-            format!("expected \"{expected}\", found {f:?}"),
-        )
-    })
+/// The problems of the `schema` member, where every `validate()` starts:
+/// one when it names another kind than `expected`, else none.
+pub fn check_marker(found: Option<&str>, expected: &str) -> Vec<ConfigProblem> {
+    found
+        .filter(|f| *f != expected)
+        .map(|f| {
+            ConfigProblem::new(
+                FieldPath::root().key("schema"),
+                format!("expected \"{expected}\", found {f:?}"),
+            )
+        })
+        .into_iter()
+        .collect()
 }

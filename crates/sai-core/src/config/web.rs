@@ -118,9 +118,7 @@ impl WebConfig {
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems: Vec<ConfigProblem> = check_marker(self.schema.as_deref(), SCHEMA_MARKER)
-            .into_iter()
-            .collect();
+        let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         if let Err(why) = check_listen(&self.listen) {
             problems.push(ConfigProblem::new(root.key("listen"), why));
