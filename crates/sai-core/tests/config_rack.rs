@@ -1,6 +1,9 @@
 //! The `sai-rack` kind: the example loads, builder entries map onto builder
 //! configs field for field, and broken racks are refused at the right field.
 
+mod common;
+use common::only_diagnostic;
+
 use sai_core::config::rack::{RackConfig, Runs};
 use sai_core::config::schema::{ConfigKind, validate_semantics};
 use sai_core::config::{Format, parse};
@@ -139,9 +142,8 @@ fn broken_racks_are_refused_at_the_field() {
 #[test]
 fn unknown_fields_are_refused_with_position() {
     let text = EXAMPLE.replacen("\"arch\": \"x86_64\"", "\"arhc\": \"x86_64\"", 1);
-    let d = validate_semantics(ConfigKind::Rack, text.as_bytes(), "rack.json");
-    assert_eq!(d.len(), 1, "{d:?}");
+    let d = only_diagnostic(ConfigKind::Rack, &text, "rack.json");
     let line = text.lines().position(|l| l.contains("\"arhc\"")).unwrap() + 1;
-    assert_eq!(d[0].line, line, "{d:?}");
-    assert!(d[0].message.contains("arhc"), "{d:?}");
+    assert_eq!(d.line, line, "{d:?}");
+    assert!(d.message.contains("arhc"), "{d:?}");
 }
