@@ -264,12 +264,7 @@ fn a_local_origin_is_copied_in_process_completely() {
     std::os::unix::fs::symlink("a.txt", origin.join("link")).unwrap();
     repo.commit("delete, chmod, link");
     // A submodule entry (gitlink): not an object of this repository.
-    repo.git(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("160000,{first},vendor/lib"),
-    ]);
+    repo.stage_gitlink("vendor/lib", &first);
     repo.git(&["commit", "-q", "-m", "submodule"]);
     let tip = repo.head();
     assert_eq!(
