@@ -39,21 +39,39 @@ async fn accept(l: &TcpListener) -> WebSocketStream<TcpStream> {
         if auth == Some(&format!("Bearer {TOKEN}")) {
             Ok(resp)
         } else {
-            let mut e = ErrorResponse::new(Some("bad token".into()));
-            *e.status_mut() = StatusCode::UNAUTHORIZED;
-            Err(e)
+            Err(unauthorized())
         }
     })
     .await
     .unwrap()
 }
 
+/// The refusal of a bad token: 401.
+fn unauthorized() -> ErrorResponse {
+    let mut e = ErrorResponse::new(Some("bad token".into()));
+    *e.status_mut() = StatusCode::UNAUTHORIZED;
+    e
+}
+
+/// [`accept`] one builder and read its hello.
+async fn accept_hello(l: &TcpListener) -> WebSocketStream<TcpStream> {
+    let mut ws = accept(l).await;
+    next_text(&mut ws).await;
+    ws
+}
+
+/// The next message, within 30 s.
+async fn next_message(
+    ws: &mut WebSocketStream<TcpStream>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .unwrap()
+}
+
 async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> String {
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .unwrap()
-        {
+        match next_message(ws).await {
             Some(Ok(Message::Text(t))) => return t.to_string(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected text, got {other:?}"),
@@ -62,10 +80,7 @@ async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> String {
 }
 
 async fn next_binary(ws: &mut WebSocketStream<TcpStream>) -> Vec<u8> {
-    match tokio::time::timeout(Duration::from_secs(30), ws.next())
-        .await
-        .unwrap()
-    {
+    match next_message(ws).await {
         Some(Ok(Message::Binary(b))) => b.to_vec(),
         other => panic!("expected binary, got {other:?}"),
     }
@@ -201,16 +216,15 @@ async fn hello_welcome_credit_and_ordering() {
 #[tokio::test]
 async fn a_bad_token_is_refused() {
     let (l, url) = listener().await;
-    let server = tokio::spawn(async move {
-        let (tcp, _) = l.accept().await.unwrap();
-        let r = tokio_tungstenite::accept_hdr_async(tcp, |_: &Request, _: Response| {
-            let mut e = ErrorResponse::new(Some("bad token".into()));
-            *e.status_mut() = StatusCode::UNAUTHORIZED;
-            Err(e)
-        })
-        .await;
-        assert!(r.is_err());
-    });
+    let server =
+        tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let r = tokio_tungstenite::accept_hdr_async(tcp, |_: &Request, _: Response| {
+                Err(unauthorized())
+            })
+            .await;
+            assert!(r.is_err());
+        });
     match connect(&options(&url, "wrong")).await {
         Err(ConnectError::Refused { status, .. }) => assert_eq!(status, 401),
         other => panic!("expected Refused, got {other:?}"),
@@ -222,13 +236,9 @@ async fn a_bad_token_is_refused() {
 async fn another_protocol_version_is_rejected_with_4001() {
     let (l, url) = listener().await;
     let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        next_text(&mut ws).await;
+        let mut ws = accept_hello(&l).await;
         ws.send(welcome(PROTOCOL_VERSION + 1, 10, 4)).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .unwrap()
-        {
+        match next_message(&mut ws).await {
             Some(Ok(Message::Close(Some(f)))) => {
                 assert_eq!(u16::from(f.code), CLOSE_UNSUPPORTED_VERSION)
             }
@@ -249,8 +259,7 @@ async fn another_protocol_version_is_rejected_with_4001() {
 async fn a_server_closing_instead_of_welcoming_is_an_error() {
     let (l, url) = listener().await;
     let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        next_text(&mut ws).await;
+        let mut ws = accept_hello(&l).await;
         ws.close(None).await.unwrap();
     });
     assert!(matches!(
@@ -285,8 +294,7 @@ async fn artifacts_are_sent_as_begin_frames_end() {
     let (l, url) = listener().await;
     let expected = data.clone();
     let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        next_text(&mut ws).await;
+        let mut ws = accept_hello(&l).await;
         ws.send(welcome(PROTOCOL_VERSION, 1 << 20, 64 * 1024))
             .await
             .unwrap();
@@ -332,16 +340,12 @@ async fn pings_are_sent_and_a_silent_server_is_dropped() {
     let (l, url) = listener().await;
     let (seen_ping_tx, seen_ping_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        let _hello = next_text(&mut ws).await;
+        let mut ws = accept_hello(&l).await;
         ws.send(welcome(PROTOCOL_VERSION, 1024, 1024))
             .await
             .unwrap();
         // The builder's heartbeat arrives without any message from it.
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .unwrap()
-        {
+        match next_message(&mut ws).await {
             Some(Ok(Message::Ping(_))) => {}
             other => panic!("expected a ping, got {other:?}"),
         }
