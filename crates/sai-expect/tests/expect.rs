@@ -163,6 +163,14 @@ fn eventually_eq(proxy: &Proxy, want: &str) {
 
 /// Wait until the proxies have seen the final notice (the child has exited,
 /// but the listener threads may still be reading).
+/// Wait for `child` to exit with `code`, then for the notice saying how
+/// the run ended.
+fn assert_ends(rig: &Rig, child: Child, code: i32, notice: &str) {
+    let (got, stderr) = finish(child);
+    assert_eq!(got, code, "{stderr}");
+    settle(rig, notice);
+}
+
 fn settle(rig: &Rig, needle: &str) {
     wait_for(needle, Duration::from_secs(5), || {
         rig.notices.text().contains(needle)
@@ -175,9 +183,7 @@ fn passes_on_completed_pass_and_logs_on_channels_3_and_4() {
     let mut board = Board::new();
     let child = rig.cmd(&board.path, &[]).spawn().unwrap();
     board.say("U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(
         &rig.tty0,
         "U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n",
@@ -221,9 +227,7 @@ fn sigterm_flushes_pending_output_before_exiting() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let (code, _) = finish(child);
-    assert_eq!(code, 128 + 15);
-    settle(&rig, "stopped by signal 15");
+    assert_ends(&rig, child, 128 + 15, "stopped by signal 15");
     eventually_eq(&rig.tty0, "line\nno newline yet");
 }
 
@@ -240,9 +244,7 @@ fn fail_pattern_gives_exit_1() {
         .spawn()
         .unwrap();
     board.say("Kernel panic - not syncing: VFS\nCompleted: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 1, "{stderr}");
-    settle(&rig, "completed: FAIL");
+    assert_ends(&rig, child, 1, "completed: FAIL");
     assert!(
         rig.notices.text().contains("Kernel panic"),
         "{}",
@@ -316,9 +318,7 @@ fn second_tty_goes_to_channel_5() {
         rig.tty1.text().contains("second port")
     });
     b0.say("Completed: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty1, "aux: hello from the second port\n");
     eventually_eq(&rig.tty0, "Completed: PASS\n");
 }
@@ -351,9 +351,7 @@ fn tty_that_vanishes_and_comes_back_is_reopened() {
         rig.notices.text().contains("is back")
     });
     second.say("second boot\nCompleted: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty0, "first boot\nsecond boot\nCompleted: PASS\n");
 }
 
@@ -377,9 +375,7 @@ fn relinked_tty_is_reopened_even_while_the_old_one_lives() {
     });
     old.say("Completed: PASS\n"); // no longer watched
     new.say("Completed: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty0, "old\nCompleted: PASS\n");
 }
 
