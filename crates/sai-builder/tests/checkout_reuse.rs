@@ -230,6 +230,12 @@ fn offer(n: u32, origin: &Path, hash: &str, steps: &[&str]) -> TaskOffer {
     offer_on("linux", n, origin, hash, steps)
 }
 
+/// A task context with its home under `root` and one instance, so that
+/// every task takes over the previous one's job dir.
+fn one_instance_context(root: &Path) -> TaskContext {
+    TaskContext::new(Layout::new(root.join("home")), InstancePool::new(1), 1)
+}
+
 async fn run(ctx: &TaskContext, offer: &TaskOffer) -> (TaskResult, String) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let collector = tokio::spawn(async move {
@@ -260,11 +266,7 @@ async fn run(ctx: &TaskContext, offer: &TaskOffer) -> (TaskResult, String) {
 async fn the_next_task_of_an_instance_takes_over_its_job_dir_clean() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo, first, second) = two_commits(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::new(1),
-        1,
-    );
+    let ctx = one_instance_context(tmp.path());
     let dirty = "mkdir -p build && echo junk > build/out.o && echo changed > keep.txt \
                  && echo beside > ../beside.txt && echo DIRTIED";
     let (r, out) = run(&ctx, &offer(1, repo.path(), &first, &[dirty])).await;
@@ -307,11 +309,7 @@ async fn the_next_task_of_an_instance_takes_over_its_job_dir_clean() {
 async fn an_index_rewritten_by_a_step_does_not_carry_a_file_into_the_next_task() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo, _, second) = two_commits(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::new(1),
-        1,
-    );
+    let ctx = one_instance_context(tmp.path());
     let first = offer(1, repo.path(), &second, &["echo evl > keep.txt"]);
     let (r, _) = run(&ctx, &first).await;
     assert_eq!(r, TaskResult::Success);
