@@ -128,6 +128,13 @@ impl Rig {
         c
     }
 
+    /// Run sai-expect on `tty0` with the script `text` (written to
+    /// `name`: its ending says JSON or YAML).
+    fn spawn_with_script(&self, tty0: &Path, name: &str, text: &str) -> Child {
+        let script = self.script(name, text);
+        self.cmd(tty0, &["--script", &script]).spawn().unwrap()
+    }
+
     fn script(&self, name: &str, text: &str) -> String {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -235,14 +242,7 @@ fn sigterm_flushes_pending_output_before_exiting() {
 fn fail_pattern_gives_exit_1() {
     let rig = Rig::new();
     let mut board = Board::new();
-    let script = rig.script(
-        "s.json",
-        "# panics fail the run\n{\"schema\": \"sai-expect\", \"fail\": [\"Kernel panic\", \"Completed: FAIL\"]}",
-    );
-    let child = rig
-        .cmd(&board.path, &["--script", &script])
-        .spawn()
-        .unwrap();
+    let child = rig.spawn_with_script(&board.path, "s.json", "# panics fail the run\n{\"schema\": \"sai-expect\", \"fail\": [\"Kernel panic\", \"Completed: FAIL\"]}");
     board.say("Kernel panic - not syncing: VFS\nCompleted: PASS\n");
     assert_ends(&rig, child, 1, "completed: FAIL");
     assert!(
@@ -282,14 +282,7 @@ fn overall_and_step_timeouts_give_exit_2() {
 fn sends_input_after_expectations() {
     let rig = Rig::new();
     let mut board = Board::new();
-    let script = rig.script(
-        "login.yaml",
-        "schema: sai-expect\ntimeout: 20\nsteps:\n  - expect: 'login: $'\n    send: \"root\\n\"\n  - expect: 'Password:'\n    send: \"secret\\n\"\n",
-    );
-    let child = rig
-        .cmd(&board.path, &["--script", &script])
-        .spawn()
-        .unwrap();
+    let child = rig.spawn_with_script(&board.path, "login.yaml", "schema: sai-expect\ntimeout: 20\nsteps:\n  - expect: 'login: $'\n    send: \"root\\n\"\n  - expect: 'Password:'\n    send: \"secret\\n\"\n");
     board.say("\nbuildroot login: ");
     wait_for("user name", Duration::from_secs(5), || {
         board.heard() == "root\n"
@@ -422,16 +415,19 @@ fn missing_tty_is_an_infrastructure_error() {
 fn bad_scripts_and_usage_give_exit_4() {
     let rig = Rig::new();
     let board = Board::new();
-    let script = rig.script("bad.json", "{\n  \"steps\": [],\n  \"passs\": []\n}\n");
-    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    let (code, stderr) = finish(rig.spawn_with_script(
+        &board.path,
+        "bad.json",
+        "{\n  \"steps\": [],\n  \"passs\": []\n}\n",
+    ));
     assert_eq!(code, 4);
     assert!(stderr.contains("bad.json:3:"), "{stderr}");
-    let script = rig.script("re.yaml", "fail: ['(unclosed']\n");
-    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    let (code, stderr) =
+        finish(rig.spawn_with_script(&board.path, "re.yaml", "fail: ['(unclosed']\n"));
     assert_eq!(code, 4);
     assert!(stderr.contains("invalid regular expression"), "{stderr}");
-    let script = rig.script("tty1.yaml", "steps: [{expect: x, tty: 1}]\n");
-    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    let (code, stderr) =
+        finish(rig.spawn_with_script(&board.path, "tty1.yaml", "steps: [{expect: x, tty: 1}]\n"));
     assert_eq!(code, 4);
     assert!(stderr.contains("uses tty1"), "{stderr}");
     let (code, _) = finish(rig.cmd(&board.path, &["--bogus"]).spawn().unwrap());
