@@ -53,11 +53,20 @@ fn unauthorized() -> ErrorResponse {
     e
 }
 
-/// [`accept`] one builder and read its hello.
-async fn accept_hello(l: &TcpListener) -> WebSocketStream<TcpStream> {
-    let mut ws = accept(l).await;
-    next_text(&mut ws).await;
-    ws
+/// A fake server for one builder: it accepts the builder, reads its hello,
+/// and hands the socket to `then`. Its URL and its task.
+async fn fake_server<F, Fut>(then: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(WebSocketStream<TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (l, url) = listener().await;
+    let server = tokio::spawn(async move {
+        let mut ws = accept(&l).await;
+        next_text(&mut ws).await;
+        then(ws).await
+    });
+    (url, server)
 }
 
 /// The next message, within 30 s.
@@ -234,9 +243,7 @@ async fn a_bad_token_is_refused() {
 
 #[tokio::test]
 async fn another_protocol_version_is_rejected_with_4001() {
-    let (l, url) = listener().await;
-    let server = tokio::spawn(async move {
-        let mut ws = accept_hello(&l).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.send(welcome(PROTOCOL_VERSION + 1, 10, 4)).await.unwrap();
         match next_message(&mut ws).await {
             Some(Ok(Message::Close(Some(f)))) => {
@@ -244,7 +251,8 @@ async fn another_protocol_version_is_rejected_with_4001() {
             }
             other => panic!("expected close 4001, got {other:?}"),
         }
-    });
+    })
+    .await;
     match connect(&options(&url, TOKEN)).await {
         Err(ConnectError::UnsupportedVersion { ours, theirs, .. }) => {
             assert_eq!(ours, PROTOCOL_VERSION);
@@ -257,11 +265,10 @@ async fn another_protocol_version_is_rejected_with_4001() {
 
 #[tokio::test]
 async fn a_server_closing_instead_of_welcoming_is_an_error() {
-    let (l, url) = listener().await;
-    let server = tokio::spawn(async move {
-        let mut ws = accept_hello(&l).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.close(None).await.unwrap();
-    });
+    })
+    .await;
     assert!(matches!(
         connect(&options(&url, TOKEN)).await,
         Err(ConnectError::NoWelcome { .. })
@@ -291,10 +298,8 @@ async fn artifacts_are_sent_as_begin_frames_end() {
     let found = scan(tmp.path(), &["build/*.bin".to_string()]);
     let artifact = found.artifacts[0].clone();
 
-    let (l, url) = listener().await;
     let expected = data.clone();
-    let server = tokio::spawn(async move {
-        let mut ws = accept_hello(&l).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.send(welcome(PROTOCOL_VERSION, 1 << 20, 64 * 1024))
             .await
             .unwrap();
@@ -326,7 +331,8 @@ async fn artifacts_are_sent_as_begin_frames_end() {
         assert_eq!(sha, hex::encode(Sha256::digest(&body)));
         let end: BuilderMessage = serde_json::from_str(&next_text(&mut ws).await).unwrap();
         assert!(matches!(end, BuilderMessage::ArtifactEnd { .. }));
-    });
+    })
+    .await;
     let link = connect(&options(&url, TOKEN)).await.unwrap();
     link.sender.send_artifact(TID, &artifact).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), server)
@@ -337,10 +343,8 @@ async fn artifacts_are_sent_as_begin_frames_end() {
 
 #[tokio::test]
 async fn pings_are_sent_and_a_silent_server_is_dropped() {
-    let (l, url) = listener().await;
     let (seen_ping_tx, seen_ping_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(async move {
-        let mut ws = accept_hello(&l).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.send(welcome(PROTOCOL_VERSION, 1024, 1024))
             .await
             .unwrap();
@@ -354,7 +358,8 @@ async fn pings_are_sent_and_a_silent_server_is_dropped() {
         // (so it answers no further ping) until the builder gives up.
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(ws);
-    });
+    })
+    .await;
     let mut opts = options(&url, TOKEN);
     opts.keepalive = Duration::from_millis(100);
     opts.dead_after = Duration::from_millis(800);
