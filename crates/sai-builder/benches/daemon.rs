@@ -29,6 +29,7 @@ use anyhow::{Result, bail};
 use rig::{BIG, LINE, Rig, T, pct};
 use sai_builder::git_mirror::Mirror;
 use sai_testkit::git::GitRepo;
+use sai_testkit::proc_status::kib;
 
 const LATENCY_RUNS: usize = 20;
 /// Trivial tasks of new commits run through the daemon.
@@ -62,16 +63,8 @@ fn cpu_ticks(pid: &str) -> (u64, u64) {
 /// `RssAnon` and `RssFile` of a process (heap, stacks and relocated data
 /// against mapped pages of the binary and libraries), in KiB.
 fn rss_split_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("RssAnon:"), field("RssFile:"))
+    let field = |name| kib(pid, name).unwrap_or(0);
+    (field("RssAnon"), field("RssFile"))
 }
 
 /// Resident KiB of the mappings of `path` (the builder binary itself).
@@ -92,6 +85,15 @@ fn rss_of_mapping_kib(pid: u32, path: &std::path::Path) -> u64 {
         }
     }
     total
+}
+
+/// A table row of the median and 95th percentile of `sorted`, in ms.
+fn p50_p95_row(measure: &str, sorted: &[Duration]) {
+    println!(
+        "| {measure}, p50 / p95 | {:.2} / {:.2} ms |",
+        ms(pct(sorted, 0.5)),
+        ms(pct(sorted, 0.95))
+    );
 }
 
 fn ms(d: Duration) -> f64 {
@@ -142,16 +144,8 @@ fn now_ns() -> u128 {
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let field = |name| kib(pid, name).unwrap_or(0);
+    (field("VmRSS"), field("VmHWM"))
 }
 
 /// Follow a task's raw log from offset 0 until `MARK=<ns>` appears (the
@@ -265,21 +259,15 @@ async fn main() -> Result<()> {
     );
     println!("| measure | value |");
     println!("|---|---|");
-    println!(
-        "| fetch + checkout of a new commit, warm mirror, in process (n={git_runs}), p50 / p95 | {:.2} / {:.2} ms |",
-        ms(pct(&checkout, 0.5)),
-        ms(pct(&checkout, 0.95))
+    p50_p95_row(
+        &format!("fetch + checkout of a new commit, warm mirror, in process (n={git_runs})"),
+        &checkout,
     );
-    println!(
-        "| of which the fetch, p50 / p95 | {:.2} / {:.2} ms |",
-        ms(pct(&fetch, 0.5)),
-        ms(pct(&fetch, 0.95))
-    );
+    p50_p95_row("of which the fetch", &fetch);
     println!("| CPU per fetch + checkout (children included) | {git_cpu:.2} ms |");
-    println!(
-        "| hook POST -> first step running, new commit each (n={task_runs}), p50 / p95 | {:.2} / {:.2} ms |",
-        ms(pct(&hook_to_step, 0.5)),
-        ms(pct(&hook_to_step, 0.95))
+    p50_p95_row(
+        &format!("hook POST -> first step running, new commit each (n={task_runs})"),
+        &hook_to_step,
     );
     println!(
         "| builder CPU per trivial task, own + reaped children = total | {:.2} + {:.2} = {:.2} ms |",

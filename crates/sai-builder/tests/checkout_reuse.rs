@@ -7,6 +7,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod offer_common;
+
+use offer_common::offer_on;
 use sai_builder::git_mirror::Mirror;
 use sai_builder::instances::InstancePool;
 use sai_builder::jobdir::Layout;
@@ -90,24 +93,26 @@ fn two_commits(root: &Path) -> (GitRepo, String, String) {
     repo.write("becomes_file", "now a file\n")
         .write("keep.txt", "two\n");
     repo.git(&["add", "-A"]);
-    repo.git(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("160000,{first},vendor/lib"),
-    ]);
+    repo.stage_gitlink("vendor/lib", &first);
     repo.git(&["commit", "-q", "-m", "second"]);
     let second = repo.head();
     (repo, first, second)
 }
 
+/// [`two_commits`] under `root`, fetched into a mirror in `root/home`:
+/// (home, mirror, first commit, second commit).
+fn mirrored_two_commits(root: &Path) -> (PathBuf, Mirror, String, String) {
+    let (repo, first, second) = two_commits(root);
+    let home = root.join("home");
+    let mirror = Mirror::open(&home, repo.path().to_str().unwrap()).unwrap();
+    mirror.ensure_commit("refs/heads/main", &second).unwrap();
+    (home, mirror, first, second)
+}
+
 #[test]
 fn a_reused_checkout_equals_a_fresh_one_across_deletes_renames_and_mode_changes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (repo, first, second) = two_commits(tmp.path());
-    let home = tmp.path().join("home");
-    let mirror = Mirror::open(&home, repo.path().to_str().unwrap()).unwrap();
-    mirror.ensure_commit("refs/heads/main", &second).unwrap();
+    let (home, mirror, first, second) = mirrored_two_commits(tmp.path());
     let src = home.join("jobs/REUSE001/src");
     mirror.checkout(&first, &src).unwrap();
     let untouched = std::fs::metadata(src.join("sub/dir/file.txt"))
@@ -145,10 +150,7 @@ fn a_reused_checkout_equals_a_fresh_one_across_deletes_renames_and_mode_changes(
 #[test]
 fn what_a_step_left_in_a_checkout_does_not_survive_its_reuse() {
     let tmp = tempfile::tempdir().unwrap();
-    let (repo, first, second) = two_commits(tmp.path());
-    let home = tmp.path().join("home");
-    let mirror = Mirror::open(&home, repo.path().to_str().unwrap()).unwrap();
-    mirror.ensure_commit("refs/heads/main", &second).unwrap();
+    let (home, mirror, first, second) = mirrored_two_commits(tmp.path());
     let outside = tmp.path().join("outside.txt");
     std::fs::write(&outside, "not the builder's to touch\n").unwrap();
 
@@ -213,10 +215,7 @@ fn what_a_step_left_in_a_checkout_does_not_survive_its_reuse() {
 #[test]
 fn a_checkout_without_an_index_is_not_reused() {
     let tmp = tempfile::tempdir().unwrap();
-    let (repo, first, _) = two_commits(tmp.path());
-    let home = tmp.path().join("home");
-    let mirror = Mirror::open(&home, repo.path().to_str().unwrap()).unwrap();
-    mirror.ensure_commit("refs/heads/main", &first).unwrap();
+    let (home, mirror, first, _) = mirrored_two_commits(tmp.path());
     let src = home.join("jobs/NOINDEX1/src");
     std::fs::create_dir_all(src.join(".git")).unwrap();
     std::fs::write(src.join("stray"), "x").unwrap();
@@ -227,25 +226,14 @@ fn a_checkout_without_an_index_is_not_reused() {
     );
 }
 
-const EVENT: &str = "0123456789ABCDEF0123456789ABCDEF";
-
 fn offer(n: u32, origin: &Path, hash: &str, steps: &[&str]) -> TaskOffer {
-    TaskOffer {
-        task_id: format!("{EVENT}{n:032X}"),
-        event_id: EVENT.into(),
-        project: "demo".into(),
-        fetch_url: origin.to_str().unwrap().into(),
-        git_ref: "refs/heads/main".into(),
-        hash: hash.into(),
-        configuration: "default".into(),
-        platform: "linux".into(),
-        offer_platform: "linux".into(),
-        steps: steps.iter().map(|s| s.to_string()).collect(),
-        artifacts: vec![],
-        packages: vec![],
-        attempt: 1,
-        test_reports: vec![],
-    }
+    offer_on("linux", n, origin, hash, steps)
+}
+
+/// A task context with its home under `root` and one instance, so that
+/// every task takes over the previous one's job dir.
+fn one_instance_context(root: &Path) -> TaskContext {
+    TaskContext::new(Layout::new(root.join("home")), InstancePool::new(1), 1)
 }
 
 async fn run(ctx: &TaskContext, offer: &TaskOffer) -> (TaskResult, String) {
@@ -278,11 +266,7 @@ async fn run(ctx: &TaskContext, offer: &TaskOffer) -> (TaskResult, String) {
 async fn the_next_task_of_an_instance_takes_over_its_job_dir_clean() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo, first, second) = two_commits(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::new(1),
-        1,
-    );
+    let ctx = one_instance_context(tmp.path());
     let dirty = "mkdir -p build && echo junk > build/out.o && echo changed > keep.txt \
                  && echo beside > ../beside.txt && echo DIRTIED";
     let (r, out) = run(&ctx, &offer(1, repo.path(), &first, &[dirty])).await;
@@ -325,11 +309,7 @@ async fn the_next_task_of_an_instance_takes_over_its_job_dir_clean() {
 async fn an_index_rewritten_by_a_step_does_not_carry_a_file_into_the_next_task() {
     let tmp = tempfile::tempdir().unwrap();
     let (repo, _, second) = two_commits(tmp.path());
-    let ctx = TaskContext::new(
-        Layout::new(tmp.path().join("home")),
-        InstancePool::new(1),
-        1,
-    );
+    let ctx = one_instance_context(tmp.path());
     let first = offer(1, repo.path(), &second, &["echo evl > keep.txt"]);
     let (r, _) = run(&ctx, &first).await;
     assert_eq!(r, TaskResult::Success);

@@ -39,21 +39,48 @@ async fn accept(l: &TcpListener) -> WebSocketStream<TcpStream> {
         if auth == Some(&format!("Bearer {TOKEN}")) {
             Ok(resp)
         } else {
-            let mut e = ErrorResponse::new(Some("bad token".into()));
-            *e.status_mut() = StatusCode::UNAUTHORIZED;
-            Err(e)
+            Err(unauthorized())
         }
     })
     .await
     .unwrap()
 }
 
+/// The refusal of a bad token: 401.
+fn unauthorized() -> ErrorResponse {
+    let mut e = ErrorResponse::new(Some("bad token".into()));
+    *e.status_mut() = StatusCode::UNAUTHORIZED;
+    e
+}
+
+/// A fake server for one builder: it accepts the builder, reads its hello,
+/// and hands the socket to `then`. Its URL and its task.
+async fn fake_server<F, Fut>(then: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(WebSocketStream<TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (l, url) = listener().await;
+    let server = tokio::spawn(async move {
+        let mut ws = accept(&l).await;
+        next_text(&mut ws).await;
+        then(ws).await
+    });
+    (url, server)
+}
+
+/// The next message, within 30 s.
+async fn next_message(
+    ws: &mut WebSocketStream<TcpStream>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .unwrap()
+}
+
 async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> String {
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .unwrap()
-        {
+        match next_message(ws).await {
             Some(Ok(Message::Text(t))) => return t.to_string(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected text, got {other:?}"),
@@ -62,10 +89,7 @@ async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> String {
 }
 
 async fn next_binary(ws: &mut WebSocketStream<TcpStream>) -> Vec<u8> {
-    match tokio::time::timeout(Duration::from_secs(30), ws.next())
-        .await
-        .unwrap()
-    {
+    match next_message(ws).await {
         Some(Ok(Message::Binary(b))) => b.to_vec(),
         other => panic!("expected binary, got {other:?}"),
     }
@@ -201,16 +225,15 @@ async fn hello_welcome_credit_and_ordering() {
 #[tokio::test]
 async fn a_bad_token_is_refused() {
     let (l, url) = listener().await;
-    let server = tokio::spawn(async move {
-        let (tcp, _) = l.accept().await.unwrap();
-        let r = tokio_tungstenite::accept_hdr_async(tcp, |_: &Request, _: Response| {
-            let mut e = ErrorResponse::new(Some("bad token".into()));
-            *e.status_mut() = StatusCode::UNAUTHORIZED;
-            Err(e)
-        })
-        .await;
-        assert!(r.is_err());
-    });
+    let server =
+        tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let r = tokio_tungstenite::accept_hdr_async(tcp, |_: &Request, _: Response| {
+                Err(unauthorized())
+            })
+            .await;
+            assert!(r.is_err());
+        });
     match connect(&options(&url, "wrong")).await {
         Err(ConnectError::Refused { status, .. }) => assert_eq!(status, 401),
         other => panic!("expected Refused, got {other:?}"),
@@ -220,21 +243,16 @@ async fn a_bad_token_is_refused() {
 
 #[tokio::test]
 async fn another_protocol_version_is_rejected_with_4001() {
-    let (l, url) = listener().await;
-    let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        next_text(&mut ws).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.send(welcome(PROTOCOL_VERSION + 1, 10, 4)).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .unwrap()
-        {
+        match next_message(&mut ws).await {
             Some(Ok(Message::Close(Some(f)))) => {
                 assert_eq!(u16::from(f.code), CLOSE_UNSUPPORTED_VERSION)
             }
             other => panic!("expected close 4001, got {other:?}"),
         }
-    });
+    })
+    .await;
     match connect(&options(&url, TOKEN)).await {
         Err(ConnectError::UnsupportedVersion { ours, theirs, .. }) => {
             assert_eq!(ours, PROTOCOL_VERSION);
@@ -247,12 +265,10 @@ async fn another_protocol_version_is_rejected_with_4001() {
 
 #[tokio::test]
 async fn a_server_closing_instead_of_welcoming_is_an_error() {
-    let (l, url) = listener().await;
-    let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        next_text(&mut ws).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.close(None).await.unwrap();
-    });
+    })
+    .await;
     assert!(matches!(
         connect(&options(&url, TOKEN)).await,
         Err(ConnectError::NoWelcome { .. })
@@ -282,11 +298,8 @@ async fn artifacts_are_sent_as_begin_frames_end() {
     let found = scan(tmp.path(), &["build/*.bin".to_string()]);
     let artifact = found.artifacts[0].clone();
 
-    let (l, url) = listener().await;
     let expected = data.clone();
-    let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        next_text(&mut ws).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.send(welcome(PROTOCOL_VERSION, 1 << 20, 64 * 1024))
             .await
             .unwrap();
@@ -318,7 +331,8 @@ async fn artifacts_are_sent_as_begin_frames_end() {
         assert_eq!(sha, hex::encode(Sha256::digest(&body)));
         let end: BuilderMessage = serde_json::from_str(&next_text(&mut ws).await).unwrap();
         assert!(matches!(end, BuilderMessage::ArtifactEnd { .. }));
-    });
+    })
+    .await;
     let link = connect(&options(&url, TOKEN)).await.unwrap();
     link.sender.send_artifact(TID, &artifact).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), server)
@@ -329,19 +343,13 @@ async fn artifacts_are_sent_as_begin_frames_end() {
 
 #[tokio::test]
 async fn pings_are_sent_and_a_silent_server_is_dropped() {
-    let (l, url) = listener().await;
     let (seen_ping_tx, seen_ping_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(async move {
-        let mut ws = accept(&l).await;
-        let _hello = next_text(&mut ws).await;
+    let (url, server) = fake_server(|mut ws| async move {
         ws.send(welcome(PROTOCOL_VERSION, 1024, 1024))
             .await
             .unwrap();
         // The builder's heartbeat arrives without any message from it.
-        match tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .unwrap()
-        {
+        match next_message(&mut ws).await {
             Some(Ok(Message::Ping(_))) => {}
             other => panic!("expected a ping, got {other:?}"),
         }
@@ -350,7 +358,8 @@ async fn pings_are_sent_and_a_silent_server_is_dropped() {
         // (so it answers no further ping) until the builder gives up.
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(ws);
-    });
+    })
+    .await;
     let mut opts = options(&url, TOKEN);
     opts.keepalive = Duration::from_millis(100);
     opts.dead_after = Duration::from_millis(800);

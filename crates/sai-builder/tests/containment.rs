@@ -262,11 +262,9 @@ async fn a_sigkilled_builder_takes_its_isolated_steps_escaped_processes_with_it(
 
 async fn sigkilled_builder_case(isolated: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
-    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+    let (server, mut builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
         c["isolate_tasks"] = serde_json::json!(isolated);
     });
-    let mut builder = BuilderProc::start(&conf);
     let pids_dir = tmp.path().join("pids");
     std::fs::create_dir(&pids_dir).unwrap();
     let step = escapers(
@@ -734,14 +732,7 @@ async fn a_sigkilled_builders_v1_task_cgroups_are_swept_at_its_next_start() {
     // with it.
     let task = first_task(&server, &ev).await;
     let why = || logs(&builder, &server);
-    task_until(
-        &server,
-        &task,
-        "the task to succeed",
-        |t| t["state"] == "success",
-        &why,
-    )
-    .await;
+    task_in_state(&server, &task, "success", &why).await;
     for dir in &dirs {
         assert!(!dir.exists(), "{} removed after the task", dir.display());
     }
@@ -758,12 +749,10 @@ async fn a_sigkilled_builders_v1_task_cgroups_are_swept_at_its_next_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
     let memory = 64u64 << 20;
-    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+    let (server, builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
         c["task_limits"] = serde_json::json!({ "memory_max_bytes": memory, "pids_max": 100 });
     });
-    let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
     let pids_dir = tmp.path().join("pids");
     std::fs::create_dir(&pids_dir).unwrap();
@@ -773,8 +762,7 @@ async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_li
         &format!("echo $$ > {p}/shell.pid; exec 3<{p}/shell.pid; sleep 1000"),
     );
     let (repo, hash) = make_repo(tmp.path());
-    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&step)).await;
-    let task = first_task(&server, &ev).await;
+    let (_, task) = push_task(&server, &repo, &hash, &linux_saifile(&step)).await;
     let escaped = escaped_pids(&pids_dir).await;
     // The builder isolates steps: `$$` is the step's pid namespace's.
     let shell = sai_testkit::wait_for("shell pid", T, || async {
@@ -806,14 +794,7 @@ async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_li
         memory.to_string()
     );
 
-    let user = server.user_token("alice").unwrap();
-    let r = reqwest::Client::new()
-        .post(server.url(&format!("/api/tasks/{task}/cancel")))
-        .bearer_auth(&user)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", why());
+    cancel_task(&server, &task, &why).await;
     let all = [escaped[0], escaped[1], shell];
     let ended = sai_testkit::wait_for(
         "the cancelled step's processes and cgroups to go",
@@ -829,16 +810,8 @@ async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_li
 
     let hash = new_commit(&repo, "oom\n");
     let sf = linux_saifile("dd if=/dev/zero of=/dev/null bs=256M count=1");
-    let ev = push(&server, "proj", &repo, &hash, &sf).await;
-    let task = first_task(&server, &ev).await;
-    task_until(
-        &server,
-        &task,
-        "the task to fail",
-        |t| t["state"] == "failed",
-        &why,
-    )
-    .await;
+    let (_, task) = push_task(&server, &repo, &hash, &sf).await;
+    task_in_state(&server, &task, "failed", &why).await;
     log_contains(
         &server,
         &task,

@@ -10,9 +10,8 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn builder_runs_pushed_tasks_to_success_and_failure() {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, builder) = start_server_and_builder(tmp.path(), 2);
+    let (server, builder) = start_server_and_online_builder(tmp.path(), 2).await;
     let why = || logs(&builder, &server);
-    builder_online(&server, "b1", &why).await;
 
     let (repo, hash) = make_repo(tmp.path());
     let build = [
@@ -209,19 +208,13 @@ async fn as_root_steps_run_as_the_run_as_user() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let server = start_server(&tmp.path().join("data"));
-    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+    let (server, builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
         c["run_as"] = json!("nobody");
     });
-    let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
-    let (repo, hash) = make_repo(tmp.path());
-    let sf = linux_saifile("echo \"user=$(id -un)\"; cat README; touch made-by-step");
-    let ev = push(&server, "proj", &repo, &hash, &sf).await;
-    let e = event_done(&server, &ev, &why).await;
-    let task = e["tasks"][0]["id"].as_str().unwrap();
+    let build = "echo \"user=$(id -un)\"; cat README; touch made-by-step";
+    let (e, log) = run_build(&server, tmp.path(), build, &why).await;
     assert_eq!(e["tasks"][0]["state"], "success", "{e}\n{}", why());
-    let log = raw_log(&server, task).await;
     assert!(log.contains("user=nobody"), "{log}");
     assert!(log.contains("the readme of the test project"), "{log}");
     assert!(builder.log().contains("build steps run as this user"));

@@ -27,14 +27,7 @@ async fn operator_cancel_kills_the_step_and_the_builder_takes_more_work() {
     log_contains(&server, &task, "run 1 started", &why).await;
     let pid = step_pid(tmp.path()).await;
 
-    let user = server.user_token("alice").unwrap();
-    let r = reqwest::Client::new()
-        .post(server.url(&format!("/api/tasks/{task}/cancel")))
-        .bearer_auth(&user)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", why());
+    cancel_task(&server, &task, &why).await;
     gone(pid, &why).await;
     builder.wait_log("cancelled by the server").await;
     let t = server.get_json(&format!("/api/tasks/{task}")).await;
@@ -84,16 +77,13 @@ async fn a_crashed_server_restarted_without_grace_refuses_the_task_back_which_is
 #[tokio::test(flavor = "multi_thread")]
 async fn offers_are_declined_without_enough_free_disk() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
-    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+    let (server, builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
         c["min_free_disk_bytes"] = json!(u64::MAX / 2);
     });
-    let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
     let (repo, hash) = make_repo(tmp.path());
     let sf = linux_saifile("echo never");
-    let ev = push(&server, "proj", &repo, &hash, &sf).await;
-    let task = first_task(&server, &ev).await;
+    let (_, task) = push_task(&server, &repo, &hash, &sf).await;
     // Held back for disk either way: the server no longer offers work once
     // the builder's load report is below its floor (waiting detail), and an
     // offer made before the first report is declined by the builder itself.

@@ -26,12 +26,10 @@ async fn builder_with_load(server: &sai_testkit::TestServer, why: &dyn Fn() -> S
 #[tokio::test(flavor = "multi_thread")]
 async fn builder_load_shows_in_the_builders_api() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
     let metrics_addr = free_addr();
-    let conf = one_server_config_with(&server, tmp.path(), 2, |c| {
+    let (server, builder) = start_server_and_builder_with(tmp.path(), 2, |c| {
         c["metrics_listen"] = json!(metrics_addr.to_string());
     });
-    let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
     let b = builder_with_load(&server, &why).await;
     let l = &b["load"];
@@ -51,14 +49,7 @@ async fn builder_load_shows_in_the_builders_api() {
 
     // A running task is counted in the next report (sent when it starts).
     let (_repo, _ev, task) = push_waiting_build(&server, tmp.path()).await;
-    task_until(
-        &server,
-        &task,
-        "task running",
-        |t| t["state"] == "running",
-        &why,
-    )
-    .await;
+    task_in_state(&server, &task, "running", &why).await;
     sai_testkit::wait_for("running_tasks 1", T, || async {
         let bs = server.get_json("/api/builders").await;
         (bs[0]["load"]["running_tasks"] == 1).then_some(())
@@ -66,14 +57,7 @@ async fn builder_load_shows_in_the_builders_api() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", why()));
     std::fs::write(tmp.path().join("go"), b"").unwrap();
-    task_until(
-        &server,
-        &task,
-        "task done",
-        |t| t["state"] == "success",
-        &why,
-    )
-    .await;
+    task_in_state(&server, &task, "success", &why).await;
 
     // The builder's own metrics moved: one task, its step, one mirror fetch.
     let url = format!("http://{metrics_addr}/metrics");
@@ -109,20 +93,17 @@ async fn builder_load_shows_in_the_builders_api() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_builder_below_its_disk_floor_gets_no_offer_and_the_task_says_why() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
     // A floor no test machine reaches: 1 PiB.
-    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+    let (server, builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
         c["min_free_disk_bytes"] = json!(1u64 << 50);
     });
-    let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
     let b = builder_with_load(&server, &why).await;
     assert_eq!(b["load"]["below_disk_floor"], true, "{b}");
 
     let (repo, hash) = make_repo(tmp.path());
     let sf = saifile(LINUX, "true", json!({ "default": {} }));
-    let ev = push(&server, "proj", &repo, &hash, &sf).await;
-    let task = first_task(&server, &ev).await;
+    let (_, task) = push_task(&server, &repo, &hash, &sf).await;
     let t = task_until(
         &server,
         &task,

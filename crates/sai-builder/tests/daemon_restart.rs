@@ -64,14 +64,7 @@ async fn task_of_a_killed_builder_is_rerun_by_the_restarted_builder() {
     // Crash: no goodbye; the server sees the connection drop and requeues.
     b1.guard.kill();
     let why = || format!("server log:\n{}", server.log());
-    task_until(
-        &server,
-        &task,
-        "task requeued",
-        |t| t["state"] == "waiting",
-        &why,
-    )
-    .await;
+    task_in_state(&server, &task, "waiting", &why).await;
     // Let the orphaned first run end (it has nobody to report to).
     std::fs::write(tmp.path().join("go"), b"").unwrap();
 
@@ -123,8 +116,7 @@ async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
          echo \"run $n finished\""
     );
     let sf = linux_saifile(&build);
-    let ev = push(&server, "proj", &repo, &hash, &sf).await;
-    let task = first_task(&server, &ev).await;
+    let (ev, task) = push_task(&server, &repo, &hash, &sf).await;
 
     for n in 1..=4 {
         let mut b = BuilderProc::start(&conf);

@@ -126,14 +126,7 @@ async fn a_builder_not_back_within_the_grace_loses_the_task_to_the_queue_without
     let t = s2.get_json(&format!("/api/tasks/{task}")).await;
     assert_eq!(t["state"], "running", "kept for its builder: {t}");
     let why = || format!("server log:\n{}", s2.log());
-    let t = task_until(
-        &s2,
-        &task,
-        "requeued after the grace",
-        |t| t["state"] == "waiting",
-        &why,
-    )
-    .await;
+    let t = task_in_state(&s2, &task, "waiting", &why).await;
     let reason = t["reason"].as_str().unwrap_or("");
     assert!(reason.contains("did not claim it back within 3 s"), "{t}");
     assert_eq!(t["infra_failures"], 0, "{t}");
@@ -175,7 +168,7 @@ async fn a_claim_for_a_task_requeued_meanwhile_is_refused_and_the_builder_kills_
     s1.guard.kill();
     let s2 = start_at(&data, addr, 1);
     let why = || logs(&b, &s2);
-    task_until(&s2, &task, "requeued", |t| t["state"] == "waiting", &why).await;
+    task_in_state(&s2, &task, "waiting", &why).await;
     assert!(!process_gone(pid), "still running on the builder meanwhile");
     std::fs::write(dir.join("s.token"), token).unwrap();
 

@@ -19,6 +19,13 @@ fn make_origin(root: &Path) -> (PathBuf, String) {
     (origin.path().to_path_buf(), hash)
 }
 
+/// [`make_origin`] under `root`, and the builder home beside it:
+/// (origin path, commit hash, home).
+fn origin_and_home(root: &Path) -> (PathBuf, String, PathBuf) {
+    let (origin, hash) = make_origin(root);
+    (origin, hash, root.join("home"))
+}
+
 fn commit_more(origin: &Path, name: &str) -> String {
     let origin = GitRepo::open(origin);
     origin.write(name, name);
@@ -47,8 +54,7 @@ fn assert_checkout(src: &Path, hash: &str) {
 #[test]
 fn second_run_of_a_commit_needs_no_origin() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = make_origin(tmp.path());
-    let home = tmp.path().join("home");
+    let (origin, hash, home) = origin_and_home(tmp.path());
     let url = origin.to_str().unwrap().to_string();
 
     let mirror = Mirror::open(&home, &url).unwrap();
@@ -85,8 +91,7 @@ fn second_run_of_a_commit_needs_no_origin() {
 #[test]
 fn new_pushes_are_fetched_incrementally_over_file_url() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, first) = make_origin(tmp.path());
-    let home = tmp.path().join("home");
+    let (origin, first, home) = origin_and_home(tmp.path());
     let url = format!("file://{}", origin.display());
     let mirror = Mirror::open(&home, &url).unwrap();
     assert_eq!(
@@ -117,8 +122,7 @@ fn new_pushes_are_fetched_incrementally_over_file_url() {
 #[test]
 fn a_hash_not_in_the_fetch_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, _hash) = make_origin(tmp.path());
-    let home = tmp.path().join("home");
+    let (origin, _hash, home) = origin_and_home(tmp.path());
     let mirror = Mirror::open(&home, origin.to_str().unwrap()).unwrap();
     let bogus = "0123456789abcdef0123456789abcdef01234567";
     match mirror.ensure_commit("refs/heads/main", bogus) {
@@ -154,8 +158,7 @@ fn an_unreachable_origin_is_an_error() {
 #[test]
 fn checkout_refuses_a_non_empty_destination() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = make_origin(tmp.path());
-    let home = tmp.path().join("home");
+    let (origin, hash, home) = origin_and_home(tmp.path());
     let mirror = Mirror::open(&home, origin.to_str().unwrap()).unwrap();
     mirror.ensure_commit("refs/heads/main", &hash).unwrap();
     let src = home.join("jobs/CCCC0001/src");
@@ -170,8 +173,7 @@ fn checkout_refuses_a_non_empty_destination() {
 #[test]
 fn concurrent_tasks_share_the_mirror() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = make_origin(tmp.path());
-    let home = tmp.path().join("home");
+    let (origin, hash, home) = origin_and_home(tmp.path());
     let url = origin.to_str().unwrap().to_string();
     let n = 4;
     let barrier = Arc::new(Barrier::new(n));
@@ -203,8 +205,7 @@ fn concurrent_tasks_share_the_mirror() {
 #[tokio::test]
 async fn prepare_source_runs_off_the_runtime() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = make_origin(tmp.path());
-    let home = tmp.path().join("home");
+    let (origin, hash, home) = origin_and_home(tmp.path());
     let mirror = Mirror::open(&home, origin.to_str().unwrap()).unwrap();
     let src = home.join("jobs/EEEE0001/src");
     let (ensured, stats) = mirror
@@ -240,8 +241,7 @@ fn loose_object(repo: &Path, hash: &str) -> PathBuf {
 #[test]
 fn a_local_origin_is_copied_in_process_completely() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, first) = make_origin(tmp.path());
-    let home = tmp.path().join("home");
+    let (origin, first, home) = origin_and_home(tmp.path());
     let mirror = Mirror::open(&home, &format!("file://{}", origin.display())).unwrap();
     assert_eq!(
         mirror.ensure_commit("refs/heads/main", &first).unwrap(),
@@ -264,12 +264,7 @@ fn a_local_origin_is_copied_in_process_completely() {
     std::os::unix::fs::symlink("a.txt", origin.join("link")).unwrap();
     repo.commit("delete, chmod, link");
     // A submodule entry (gitlink): not an object of this repository.
-    repo.git(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("160000,{first},vendor/lib"),
-    ]);
+    repo.stage_gitlink("vendor/lib", &first);
     repo.git(&["commit", "-q", "-m", "submodule"]);
     let tip = repo.head();
     assert_eq!(

@@ -72,9 +72,8 @@ fn line<'a>(log: &'a str, prefix: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_of_two_projects_see_only_their_own_job_dir_and_mirror() {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, builder) = start_server_and_builder(tmp.path(), 2);
+    let (server, builder) = start_server_and_online_builder(tmp.path(), 2).await;
     let why = || logs(&builder, &server);
-    builder_online(&server, "b1", &why).await;
     let home = tmp.path().join("home");
     let go = tmp.path().join("go");
     std::fs::create_dir_all(&go).unwrap();
@@ -159,25 +158,19 @@ async fn tasks_of_two_projects_see_only_their_own_job_dir_and_mirror() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_isolation_off_steps_see_the_whole_jobs_root() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = start_server(&tmp.path().join("data"));
-    let conf = one_server_config_with(&server, tmp.path(), 1, |c| {
+    let (server, builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
         c["isolate_tasks"] = serde_json::json!(false);
     });
-    let builder = BuilderProc::start(&conf);
     let why = || logs(&builder, &server);
     builder_online(&server, "b1", &why).await;
     let home = tmp.path().join("home");
     let stray = home.join("jobs").join("STRAYDIR");
     std::fs::create_dir_all(&stray).unwrap();
-    let (repo, hash) = make_repo(tmp.path());
     let build = format!(
         "echo \"JOBS: $(ls -A {} | tr '\\n' ' ')\"",
         home.join("jobs").display()
     );
-    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&build)).await;
-    let e = event_done(&server, &ev, &why).await;
-    let task = e["tasks"][0]["id"].as_str().unwrap().to_string();
-    let log = raw_log(&server, &task).await;
+    let (_, log) = run_build(&server, tmp.path(), &build, &why).await;
     assert!(line(&log, "JOBS: ").contains("STRAYDIR"), "{log}");
 }
 
@@ -199,9 +192,8 @@ fn host_pid_with(marker: &str) -> Option<i32> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_step_cannot_see_another_tasks_processes_in_proc() {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, builder) = start_server_and_builder(tmp.path(), 2);
+    let (server, builder) = start_server_and_online_builder(tmp.path(), 2).await;
     let why = || logs(&builder, &server);
-    builder_online(&server, "b1", &why).await;
     let go = tmp.path().join("go");
     let done = tmp.path().join("done");
     // The marker is spelt whole only in beta's step; alpha's pattern (and
@@ -270,6 +262,28 @@ fn runner() -> Option<std::ffi::OsString> {
     std::env::var_os("SAI_TEST_RUNNER")
 }
 
+/// A command (to be given the program and its arguments) that runs them
+/// where no fresh `/proc` can be mounted, as a systemd unit with
+/// `ProtectKernelTunables=` and no `CAP_SYS_ADMIN` has it: in a mount
+/// namespace with `/proc/sys` overmounted read-only and the capability
+/// dropped (under [`runner`], as the tests themselves run).
+fn without_fresh_proc() -> std::process::Command {
+    let root = nix::unistd::geteuid().is_root();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        if root { "-m" } else { "-rm" },
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+         exec setpriv --bounding-set -sys_admin \"$@\"",
+        "sh",
+    ])
+    .args(runner());
+    cmd
+}
+
 /// Where no fresh `/proc` can be mounted (simulated as a systemd unit with
 /// `ProtectKernelTunables=` and no `CAP_SYS_ADMIN` has it: `/proc/sys`
 /// overmounted, the capability dropped), the start-up probe says why and
@@ -285,19 +299,7 @@ fn where_no_fresh_proc_can_be_mounted_the_probe_falls_back_to_a_shared_proc() {
         return;
     }
     assert_eq!(available(tmp.path()), Ok(Scope::Full));
-    let root = nix::unistd::geteuid().is_root();
-    let out = std::process::Command::new("unshare")
-        .args([
-            if root { "-m" } else { "-rm" },
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
-             exec setpriv --bounding-set -sys_admin \"$@\"",
-            "sh",
-        ])
-        .args(runner())
+    let out = without_fresh_proc()
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -328,19 +330,7 @@ async fn a_builder_that_cannot_mount_a_fresh_proc_warns_and_still_isolates_files
     let server = start_server(&tmp.path().join("data"));
     let conf = one_server_config(&server, tmp.path(), 1);
     let log_path = tmp.path().join("builder.confined.log");
-    let root = nix::unistd::geteuid().is_root();
-    let child = std::process::Command::new("unshare")
-        .args([
-            if root { "-m" } else { "-rm" },
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
-             exec setpriv --bounding-set -sys_admin \"$@\"",
-            "sh",
-        ])
-        .args(runner())
+    let child = without_fresh_proc()
         .arg(env!("CARGO_BIN_EXE_sai-builder"))
         .arg("-c")
         .arg(&conf)
@@ -365,15 +355,11 @@ async fn a_builder_that_cannot_mount_a_fresh_proc_warns_and_still_isolates_files
     );
     let home = tmp.path().join("home");
     std::fs::create_dir_all(home.join("jobs").join("STRAYDIR")).unwrap();
-    let (repo, hash) = make_repo(tmp.path());
     let build = format!(
         "echo \"JOBS: $(ls -A {} | tr '\\n' ' ')\"; echo \"MYPID: $$\"",
         home.join("jobs").display()
     );
-    let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&build)).await;
-    let e = event_done(&server, &ev, &why).await;
-    let task = e["tasks"][0]["id"].as_str().unwrap().to_string();
-    let log = raw_log(&server, &task).await;
+    let (e, log) = run_build(&server, tmp.path(), &build, &why).await;
     assert_eq!(e["tasks"][0]["state"], "success", "{log}\n{}", why());
     let jobs = line(&log, "JOBS: ");
     assert!(!jobs.contains("STRAYDIR"), "{log}");

@@ -46,6 +46,11 @@ impl Logs {
     }
 }
 
+/// Step `n` of `script` in `dir`, with instance 0's environment there.
+fn step_in(dir: &Path, n: u32, script: impl Into<String>) -> StepSpec {
+    StepSpec::new(n, script, dir, env_for(dir, 0))
+}
+
 /// Run `spec` while collecting its log; `on_chunk` may cancel.
 async fn run(
     spec: StepSpec,
@@ -96,12 +101,7 @@ fn pid_alive(pid: i32) -> bool {
 #[tokio::test]
 async fn streams_stdout_stderr_and_notices() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = StepSpec::new(
-        2,
-        "echo out; echo err >&2; exit 3",
-        tmp.path(),
-        env_for(tmp.path(), 0),
-    );
+    let spec = step_in(tmp.path(), 2, "echo out; echo err >&2; exit 3");
     let (report, logs) = run(spec, CancellationToken::new(), None).await;
     assert_eq!(report.outcome, StepOutcome::Exited(3));
     assert_eq!(logs.channel(CH_STDOUT), "out\n");
@@ -120,12 +120,7 @@ async fn streams_stdout_stderr_and_notices() {
 #[tokio::test]
 async fn set_e_stops_at_the_first_failure() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = StepSpec::new(
-        1,
-        "false\necho not-reached",
-        tmp.path(),
-        env_for(tmp.path(), 0),
-    );
+    let spec = step_in(tmp.path(), 1, "false\necho not-reached");
     let (report, logs) = run(spec, CancellationToken::new(), None).await;
     assert_eq!(report.outcome, StepOutcome::Exited(1));
     assert_eq!(logs.channel(CH_STDOUT), "");
@@ -174,7 +169,7 @@ echo pgid=$(ps -o pgid= $$ 2>/dev/null | tr -d ' ') pid=$$"#;
 #[tokio::test]
 async fn a_step_past_its_timeout_fails_with_a_notice() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(4, "echo $$; sleep 300", tmp.path(), env_for(tmp.path(), 0));
+    let mut spec = step_in(tmp.path(), 4, "echo $$; sleep 300");
     spec.timeout = Duration::from_secs(1);
     let (report, logs) = run(spec, CancellationToken::new(), None).await;
     assert_eq!(report.outcome, StepOutcome::TimedOut);
@@ -189,7 +184,7 @@ async fn a_step_past_its_timeout_fails_with_a_notice() {
 async fn cancel_leaves_no_process_of_the_group_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let script = "sleep 300 & echo $!; sleep 300 & echo $!; echo started; wait";
-    let spec = StepSpec::new(1, script, tmp.path(), env_for(tmp.path(), 0));
+    let spec = step_in(tmp.path(), 1, script);
     let (report, logs) = run(spec, CancellationToken::new(), Some("started")).await;
     assert_eq!(report.outcome, StepOutcome::Cancelled);
     assert!(logs.channel(CH_NOTICE).contains("Step 1 cancelled"));
@@ -210,7 +205,7 @@ async fn cancel_leaves_no_process_of_the_group_behind() {
 async fn processes_ignoring_sigterm_get_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let script = "trap '' TERM; sleep 300 & echo $!; echo started; wait";
-    let mut spec = StepSpec::new(1, script, tmp.path(), env_for(tmp.path(), 0));
+    let mut spec = step_in(tmp.path(), 1, script);
     spec.kill_grace = Duration::from_millis(200);
     let (report, logs) = run(spec, CancellationToken::new(), Some("started")).await;
     assert_eq!(report.outcome, StepOutcome::Cancelled);
@@ -229,7 +224,7 @@ async fn processes_ignoring_sigterm_get_sigkill() {
 async fn already_cancelled_step_does_not_start() {
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("ran");
-    let spec = StepSpec::new(1, "touch ran", tmp.path(), env_for(tmp.path(), 0));
+    let spec = step_in(tmp.path(), 1, "touch ran");
     let cancel = CancellationToken::new();
     cancel.cancel();
     let (report, _) = run(spec, cancel, None).await;
@@ -240,7 +235,7 @@ async fn already_cancelled_step_does_not_start() {
 #[tokio::test]
 async fn background_leftovers_are_killed_when_the_step_exits() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = StepSpec::new(1, "sleep 300 & echo $!", tmp.path(), env_for(tmp.path(), 0));
+    let spec = step_in(tmp.path(), 1, "sleep 300 & echo $!");
     let (report, logs) = run(spec, CancellationToken::new(), None).await;
     assert_eq!(report.outcome, StepOutcome::Exited(0));
     let pid: i32 = logs.channel(CH_STDOUT).trim().parse().unwrap();
@@ -251,12 +246,7 @@ async fn background_leftovers_are_killed_when_the_step_exits() {
 #[tokio::test]
 async fn log_limit_stops_a_spewing_step() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = StepSpec::new(
-        1,
-        "while :; do echo spam spam spam; done",
-        tmp.path(),
-        env_for(tmp.path(), 0),
-    );
+    let mut spec = step_in(tmp.path(), 1, "while :; do echo spam spam spam; done");
     spec.log_limit = 10_000;
     let (report, logs) = run(spec, CancellationToken::new(), None).await;
     assert_eq!(report.outcome, StepOutcome::LogLimitExceeded);
@@ -370,12 +360,7 @@ async fn runs_as_the_configured_user_when_root() {
 #[tokio::test]
 async fn dropping_a_running_step_kills_its_group() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = StepSpec::new(
-        1,
-        "sleep 300 & echo $!; wait",
-        tmp.path(),
-        env_for(tmp.path(), 0),
-    );
+    let spec = step_in(tmp.path(), 1, "sleep 300 & echo $!; wait");
     let (tx, mut rx) = mpsc::channel::<LogChunk>(16);
     let task = tokio::spawn(async move {
         let cancel = CancellationToken::new();

@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod offer_common;
+
+use offer_common::offer_on;
 use sai_builder::instances::InstancePool;
 use sai_builder::jobdir::Layout;
 use sai_builder::log::{CH_NOTICE, CH_STDOUT};
@@ -12,12 +15,6 @@ use sai_core::protocol::{TaskOffer, TaskResult};
 use sai_testkit::git::GitRepo;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-const EVENT: &str = "0123456789ABCDEF0123456789ABCDEF";
-
-fn task_id(n: u32) -> String {
-    format!("{EVENT}{:032X}", n)
-}
 
 fn origin(root: &Path) -> (PathBuf, String) {
     let origin = GitRepo::init(root.join("origin"));
@@ -42,22 +39,11 @@ fn context_and_offer(root: &Path, n: u32, steps: &[&str]) -> (TaskContext, TaskO
     (context(root), offer(n, &origin, &hash, steps))
 }
 
+/// Offer `n` of `steps`, uploading `build/*.bin` as artifacts.
 fn offer(n: u32, origin: &Path, hash: &str, steps: &[&str]) -> TaskOffer {
     TaskOffer {
-        task_id: task_id(n),
-        event_id: EVENT.into(),
-        project: "demo".into(),
-        fetch_url: origin.to_str().unwrap().into(),
-        git_ref: "refs/heads/main".into(),
-        hash: hash.into(),
-        configuration: "default".into(),
-        platform: "linux-debian-12/x86_64/gcc".into(),
-        offer_platform: "linux-debian-12/x86_64/gcc".into(),
-        steps: steps.iter().map(|s| s.to_string()).collect(),
         artifacts: vec!["build/*.bin".into()],
-        packages: vec![],
-        attempt: 1,
-        test_reports: vec![],
+        ..offer_on("linux-debian-12/x86_64/gcc", n, origin, hash, steps)
     }
 }
 
@@ -150,12 +136,9 @@ async fn a_successful_task_reports_steps_logs_and_artifacts_in_order() {
 #[tokio::test]
 async fn test_reports_are_uploaded_after_a_failing_step_and_artifacts_are_not() {
     let tmp = tempfile::tempdir().unwrap();
-    let (origin, hash) = origin(tmp.path());
-    let ctx = context(tmp.path());
-    let mut o = offer(
+    let (ctx, mut o) = context_and_offer(
+        tmp.path(),
         4,
-        &origin,
-        &hash,
         &[
             "./build.sh",
             "mkdir -p build/Testing/x && echo '<testsuite/>' > build/Testing/x/junit.xml && exit 3",

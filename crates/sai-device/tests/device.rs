@@ -4,7 +4,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sai-device");
@@ -120,8 +120,17 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Run the binary with `args` (and no device set-up): its exit code and
+/// stderr.
+fn run_bin(args: &[&str]) -> (i32, String) {
+    code_and_stderr(Command::new(BIN).args(args).output().unwrap())
+}
+
 fn output(child: Child) -> (i32, String) {
-    let out = child.wait_with_output().unwrap();
+    code_and_stderr(child.wait_with_output().unwrap())
+}
+
+fn code_and_stderr(out: Output) -> (i32, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -359,32 +368,21 @@ fn config_and_program_errors_have_distinct_codes() {
     // bad config: unknown field, reported with file:line:col
     let bad = s.path("bad.conf");
     std::fs::write(&bad, "{\n  \"devices\": [],\n  \"colour\": 1\n}\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", bad.to_str().unwrap(), "board", "--", "true"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(125));
+    let (code, stderr) = run_bin(&["--config", bad.to_str().unwrap(), "board", "--", "true"]);
+    assert_eq!(code, 125);
     assert!(stderr.contains("bad.conf:3:"), "{stderr}");
     assert!(stderr.contains("colour"), "{stderr}");
     // missing config
-    let out = Command::new(BIN)
-        .args(["--config", "/nonexistent/conf", "board", "--", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(125));
+    let (code, _) = run_bin(&["--config", "/nonexistent/conf", "board", "--", "true"]);
+    assert_eq!(code, 125);
     // semantically invalid config lists every problem
     std::fs::write(
         &bad,
         r#"{"devices": [{"name": "a", "type": "t", "ttys": []}, {"name": "a", "type": "t", "ttys": [{"name": "c", "tty": "rel"}]}]}"#,
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", bad.to_str().unwrap(), "--check-config"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(125));
+    let (code, stderr) = run_bin(&["--config", bad.to_str().unwrap(), "--check-config"]);
+    assert_eq!(code, 125);
     assert!(stderr.contains("needs at least one tty"), "{stderr}");
     assert!(stderr.contains("duplicate device name"), "{stderr}");
     assert!(stderr.contains("must be absolute"), "{stderr}");

@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use sai_core::config::device::DeviceConfig;
+use sai_core::config::expect::ExpectScript;
+use sai_core::config::jig::JigConfig;
 use sai_core::config::problem::ConfigProblem;
 use sai_core::config::{Format, parse};
+use serde::de::DeserializeOwned;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -45,33 +49,37 @@ fn examples(prefix: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Every `examples/<prefix>*`: it passes `schema_file`, parses as a `T`
+/// and `validate` finds no problem in it; returns them, by file name.
+fn valid_examples<T: DeserializeOwned>(
+    prefix: &str,
+    schema_file: &str,
+    validate: impl Fn(&T) -> Vec<ConfigProblem>,
+) -> Vec<(String, T)> {
+    examples(prefix)
+        .into_iter()
+        .map(|(name, bytes)| {
+            check_schema(schema_file, &name, &bytes);
+            let c: T = parse(&name, &bytes, Format::from_file_name(&name)).unwrap();
+            assert_eq!(validate(&c), Vec::<ConfigProblem>::new(), "{name}");
+            (name, c)
+        })
+        .collect()
+}
+
 #[test]
 fn device_example_is_valid() {
-    for (name, bytes) in examples("device") {
-        check_schema("device.schema.json", &name, &bytes);
-        let c: sai_core::config::device::DeviceConfig =
-            parse(&name, &bytes, Format::from_file_name(&name)).unwrap();
-        assert_eq!(c.validate(), Vec::<ConfigProblem>::new(), "{name}");
-    }
+    valid_examples("device", "device.schema.json", DeviceConfig::validate);
 }
 
 #[test]
 fn jig_example_is_valid() {
-    for (name, bytes) in examples("jig") {
-        check_schema("jig.schema.json", &name, &bytes);
-        let c: sai_core::config::jig::JigConfig =
-            parse(&name, &bytes, Format::from_file_name(&name)).unwrap();
-        assert_eq!(c.validate(), Vec::<ConfigProblem>::new(), "{name}");
-    }
+    valid_examples("jig", "jig.schema.json", JigConfig::validate);
 }
 
 #[test]
 fn expect_examples_are_valid() {
-    for (name, bytes) in examples("expect-") {
-        check_schema("expect.schema.json", &name, &bytes);
-        let s: sai_core::config::expect::ExpectScript =
-            parse(&name, &bytes, Format::from_file_name(&name)).unwrap();
-        assert_eq!(s.validate(), Vec::<ConfigProblem>::new(), "{name}");
+    for (name, s) in valid_examples("expect-", "expect.schema.json", ExpectScript::validate) {
         sai_expect::matcher::compile(&s).unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
 }

@@ -128,6 +128,13 @@ impl Rig {
         c
     }
 
+    /// Run sai-expect on `tty0` with the script `text` (written to
+    /// `name`: its ending says JSON or YAML).
+    fn spawn_with_script(&self, tty0: &Path, name: &str, text: &str) -> Child {
+        let script = self.script(name, text);
+        self.cmd(tty0, &["--script", &script]).spawn().unwrap()
+    }
+
     fn script(&self, name: &str, text: &str) -> String {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -163,6 +170,14 @@ fn eventually_eq(proxy: &Proxy, want: &str) {
 
 /// Wait until the proxies have seen the final notice (the child has exited,
 /// but the listener threads may still be reading).
+/// Wait for `child` to exit with `code`, then for the notice saying how
+/// the run ended.
+fn assert_ends(rig: &Rig, child: Child, code: i32, notice: &str) {
+    let (got, stderr) = finish(child);
+    assert_eq!(got, code, "{stderr}");
+    settle(rig, notice);
+}
+
 fn settle(rig: &Rig, needle: &str) {
     wait_for(needle, Duration::from_secs(5), || {
         rig.notices.text().contains(needle)
@@ -175,9 +190,7 @@ fn passes_on_completed_pass_and_logs_on_channels_3_and_4() {
     let mut board = Board::new();
     let child = rig.cmd(&board.path, &[]).spawn().unwrap();
     board.say("U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(
         &rig.tty0,
         "U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n",
@@ -221,9 +234,7 @@ fn sigterm_flushes_pending_output_before_exiting() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let (code, _) = finish(child);
-    assert_eq!(code, 128 + 15);
-    settle(&rig, "stopped by signal 15");
+    assert_ends(&rig, child, 128 + 15, "stopped by signal 15");
     eventually_eq(&rig.tty0, "line\nno newline yet");
 }
 
@@ -231,18 +242,9 @@ fn sigterm_flushes_pending_output_before_exiting() {
 fn fail_pattern_gives_exit_1() {
     let rig = Rig::new();
     let mut board = Board::new();
-    let script = rig.script(
-        "s.json",
-        "# panics fail the run\n{\"schema\": \"sai-expect\", \"fail\": [\"Kernel panic\", \"Completed: FAIL\"]}",
-    );
-    let child = rig
-        .cmd(&board.path, &["--script", &script])
-        .spawn()
-        .unwrap();
+    let child = rig.spawn_with_script(&board.path, "s.json", "# panics fail the run\n{\"schema\": \"sai-expect\", \"fail\": [\"Kernel panic\", \"Completed: FAIL\"]}");
     board.say("Kernel panic - not syncing: VFS\nCompleted: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 1, "{stderr}");
-    settle(&rig, "completed: FAIL");
+    assert_ends(&rig, child, 1, "completed: FAIL");
     assert!(
         rig.notices.text().contains("Kernel panic"),
         "{}",
@@ -280,14 +282,7 @@ fn overall_and_step_timeouts_give_exit_2() {
 fn sends_input_after_expectations() {
     let rig = Rig::new();
     let mut board = Board::new();
-    let script = rig.script(
-        "login.yaml",
-        "schema: sai-expect\ntimeout: 20\nsteps:\n  - expect: 'login: $'\n    send: \"root\\n\"\n  - expect: 'Password:'\n    send: \"secret\\n\"\n",
-    );
-    let child = rig
-        .cmd(&board.path, &["--script", &script])
-        .spawn()
-        .unwrap();
+    let child = rig.spawn_with_script(&board.path, "login.yaml", "schema: sai-expect\ntimeout: 20\nsteps:\n  - expect: 'login: $'\n    send: \"root\\n\"\n  - expect: 'Password:'\n    send: \"secret\\n\"\n");
     board.say("\nbuildroot login: ");
     wait_for("user name", Duration::from_secs(5), || {
         board.heard() == "root\n"
@@ -316,9 +311,7 @@ fn second_tty_goes_to_channel_5() {
         rig.tty1.text().contains("second port")
     });
     b0.say("Completed: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty1, "aux: hello from the second port\n");
     eventually_eq(&rig.tty0, "Completed: PASS\n");
 }
@@ -351,9 +344,7 @@ fn tty_that_vanishes_and_comes_back_is_reopened() {
         rig.notices.text().contains("is back")
     });
     second.say("second boot\nCompleted: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty0, "first boot\nsecond boot\nCompleted: PASS\n");
 }
 
@@ -377,9 +368,7 @@ fn relinked_tty_is_reopened_even_while_the_old_one_lives() {
     });
     old.say("Completed: PASS\n"); // no longer watched
     new.say("Completed: PASS\n");
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 0, "{stderr}");
-    settle(&rig, "completed: PASS");
+    assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty0, "old\nCompleted: PASS\n");
 }
 
@@ -426,16 +415,19 @@ fn missing_tty_is_an_infrastructure_error() {
 fn bad_scripts_and_usage_give_exit_4() {
     let rig = Rig::new();
     let board = Board::new();
-    let script = rig.script("bad.json", "{\n  \"steps\": [],\n  \"passs\": []\n}\n");
-    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    let (code, stderr) = finish(rig.spawn_with_script(
+        &board.path,
+        "bad.json",
+        "{\n  \"steps\": [],\n  \"passs\": []\n}\n",
+    ));
     assert_eq!(code, 4);
     assert!(stderr.contains("bad.json:3:"), "{stderr}");
-    let script = rig.script("re.yaml", "fail: ['(unclosed']\n");
-    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    let (code, stderr) =
+        finish(rig.spawn_with_script(&board.path, "re.yaml", "fail: ['(unclosed']\n"));
     assert_eq!(code, 4);
     assert!(stderr.contains("invalid regular expression"), "{stderr}");
-    let script = rig.script("tty1.yaml", "steps: [{expect: x, tty: 1}]\n");
-    let (code, stderr) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    let (code, stderr) =
+        finish(rig.spawn_with_script(&board.path, "tty1.yaml", "steps: [{expect: x, tty: 1}]\n"));
     assert_eq!(code, 4);
     assert!(stderr.contains("uses tty1"), "{stderr}");
     let (code, _) = finish(rig.cmd(&board.path, &["--bogus"]).spawn().unwrap());

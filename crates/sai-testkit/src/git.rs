@@ -124,6 +124,19 @@ impl GitRepo {
         self.head()
     }
 
+    /// Stage a submodule entry (a gitlink to commit `hash`) at `path`,
+    /// without a submodule checkout or `.gitmodules`; commit it with
+    /// `git commit` (not [`GitRepo::commit`], whose `add -A` drops it).
+    pub fn stage_gitlink(&self, path: &str, hash: &str) -> &Self {
+        self.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{hash},{path}"),
+        ]);
+        self
+    }
+
     /// The hash of `HEAD`.
     pub fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"])

@@ -288,8 +288,9 @@ impl Tree {
     }
 }
 
-/// `n` in decimal into `buf`; returns the length.
-fn decimal(n: pid_t, buf: &mut [u8; 12]) -> usize {
+/// `n` in decimal into `buf`, without allocating (safe between fork and
+/// exec); returns the length.
+pub(super) fn decimal(n: pid_t, buf: &mut [u8; 12]) -> usize {
     let mut n = n.max(0) as u32;
     let mut rev = [0u8; 12];
     let mut len = 0;

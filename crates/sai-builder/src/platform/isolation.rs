@@ -155,10 +155,21 @@ impl Isolation {
     /// Only async-signal-safe system calls on data prepared before the
     /// fork; call it only between fork and exec.
     pub unsafe fn enter_pid_namespace(&self) -> Result<()> {
+        // SAFETY: our caller's contract.
+        unsafe { self.unshare(libc::CLONE_NEWPID) }
+    }
+
+    /// `unshare(namespace)`: directly as root; otherwise, or where root
+    /// may not, together with a user namespace mapping the builder's own
+    /// uid and gid.
+    ///
+    /// # Safety
+    /// As [`Isolation::enter_pid_namespace`]: only between fork and exec.
+    unsafe fn unshare(&self, namespace: libc::c_int) -> Result<()> {
         // SAFETY: system calls on CStrings prepared before the fork.
         unsafe {
-            if libc::unshare(libc::CLONE_NEWPID) != 0 {
-                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) != 0 {
+            if libc::unshare(namespace) != 0 {
+                if libc::unshare(libc::CLONE_NEWUSER | namespace) != 0 {
                     return Err(Error::last_os_error());
                 }
                 write_file(c"/proc/self/setgroups", b"deny")?;
@@ -182,14 +193,7 @@ impl Isolation {
         unsafe {
             // Root, or inside the user namespace the shim made for the
             // pid namespace; otherwise a user namespace of our own.
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                    return Err(Error::last_os_error());
-                }
-                write_file(c"/proc/self/setgroups", b"deny")?;
-                write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
-                write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())?;
-            }
+            self.unshare(libc::CLONE_NEWNS)?;
             check(libc::mount(
                 std::ptr::null(),
                 c"/".as_ptr(),
@@ -312,22 +316,10 @@ unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<()> {
 fn proc_fd_path(fd: libc::c_int, buf: &mut [u8; 32]) -> &[u8] {
     const PREFIX: &[u8] = b"/proc/self/fd/";
     buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut digits = [0u8; 10];
-    let mut n = fd.max(0) as u32;
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut at = PREFIX.len();
-    for d in digits[..len].iter().rev() {
-        buf[at] = *d;
-        at += 1;
-    }
+    let mut digits = [0u8; 12];
+    let len = super::containment::decimal(fd, &mut digits);
+    let at = PREFIX.len() + len;
+    buf[PREFIX.len()..at].copy_from_slice(&digits[..len]);
     buf[at] = 0;
     &buf[..=at]
 }
@@ -353,6 +345,20 @@ pub fn available(home: &Path) -> std::result::Result<Scope, String> {
         .clone()
 }
 
+/// Run a probe's test process, then remove its scratch directory; an error
+/// unless the process succeeded.
+fn run_probe(mut cmd: std::process::Command, scratch: &Path) -> Result<()> {
+    let status = cmd.status()?;
+    let _ = std::fs::remove_dir_all(scratch);
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::other(format!(
+            "isolated test process ended {status}"
+        )))
+    }
+}
+
 /// Whether a step could be isolated here without a pid namespace: a child
 /// that enters the mount isolation of a scratch directory and exits.
 pub fn probe_shared_proc(scratch: &Path) -> Result<()> {
@@ -367,15 +373,7 @@ pub fn probe_shared_proc(scratch: &Path) -> Result<()> {
     unsafe {
         cmd.pre_exec(move || iso.enter());
     }
-    let status = cmd.status()?;
-    let _ = std::fs::remove_dir_all(scratch);
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::other(format!(
-            "isolated test process ended {status}"
-        )))
-    }
+    run_probe(cmd, scratch)
 }
 
 /// Whether a step could be isolated here: a child that makes a pid
@@ -416,15 +414,7 @@ pub fn probe(scratch: &Path) -> Result<()> {
             }
         });
     }
-    let status = cmd.status()?;
-    let _ = std::fs::remove_dir_all(scratch);
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::other(format!(
-            "isolated test process ended {status}"
-        )))
-    }
+    run_probe(cmd, scratch)
 }
 
 #[cfg(test)]

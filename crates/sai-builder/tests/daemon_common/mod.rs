@@ -135,6 +135,19 @@ pub async fn push(
     .await
 }
 
+/// [`push`] to project `proj`; returns the event id and the id of its
+/// first task.
+pub async fn push_task(
+    server: &TestServer,
+    repo: &Path,
+    hash: &str,
+    saifile: &[u8],
+) -> (String, String) {
+    let ev = push(server, "proj", repo, hash, saifile).await;
+    let task = first_task(server, &ev).await;
+    (ev, task)
+}
+
 /// Push `saifile` for commit `hash` fetched from `fetch_url`, with client
 /// `c`; returns the event id.
 pub async fn push_with(
@@ -188,17 +201,30 @@ pub async fn push_new_commit_to_success(
     (ev, e)
 }
 
+/// Push a [`LINUX`] task whose build is `build`, of a new [`make_repo`]
+/// under `dir`, and wait until it ended; returns the event and the task's
+/// raw log.
+pub async fn run_build(
+    server: &TestServer,
+    dir: &Path,
+    build: &str,
+    why: &dyn Fn() -> String,
+) -> (Value, String) {
+    let (repo, hash) = make_repo(dir);
+    let ev = push(server, "proj", &repo, &hash, &linux_saifile(build)).await;
+    let e = event_done(server, &ev, why).await;
+    let log = raw_log(server, e["tasks"][0]["id"].as_str().unwrap()).await;
+    (e, log)
+}
+
 pub async fn event_done(server: &TestServer, ev: &str, why: &dyn Fn() -> String) -> Value {
-    let r = wait_for(&format!("event {ev} done"), T, || async {
+    wait_for(&format!("event {ev} done"), T, || async {
         let e = server.get_json(&format!("/api/events/{ev}")).await;
         let tasks = e["tasks"].as_array()?;
         (!tasks.is_empty() && tasks.iter().all(|t| terminal(&t["state"]))).then_some(e)
     })
-    .await;
-    match r {
-        Ok(e) => e,
-        Err(err) => panic!("{err}\n{}", why()),
-    }
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", why()))
 }
 
 /// Wait until `cond` holds for the task's JSON; returns it.
@@ -209,15 +235,37 @@ pub async fn task_until(
     cond: impl Fn(&Value) -> bool,
     why: &dyn Fn() -> String,
 ) -> Value {
-    let r = wait_for(what, T, || async {
+    wait_for(what, T, || async {
         let t = server.get_json(&format!("/api/tasks/{task}")).await;
         cond(&t).then_some(t)
     })
-    .await;
-    match r {
-        Ok(t) => t,
-        Err(err) => panic!("{err}\n{}", why()),
-    }
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", why()))
+}
+
+/// Wait until the task is in `state` (`"running"`, `"success"`...); returns
+/// its JSON.
+pub async fn task_in_state(
+    server: &TestServer,
+    task: &str,
+    state: &str,
+    why: &dyn Fn() -> String,
+) -> Value {
+    let what = format!("task {task} to be {state}");
+    task_until(server, task, &what, |t| t["state"] == state, why).await
+}
+
+/// Cancel `task` as operator `alice` through the API; asserts the server
+/// took it (200).
+pub async fn cancel_task(server: &TestServer, task: &str, why: &dyn Fn() -> String) {
+    let user = server.user_token("alice").unwrap();
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/api/tasks/{task}/cancel")))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", why());
 }
 
 /// Wait until the task's raw log contains `needle`.
@@ -237,18 +285,15 @@ pub async fn log_contains(server: &TestServer, task: &str, needle: &str, why: &d
 
 /// Wait until the server lists builder `name` online; returns its entry.
 pub async fn builder_online(server: &TestServer, name: &str, why: &dyn Fn() -> String) -> Value {
-    let r = wait_for(&format!("builder {name} online"), T, || async {
+    wait_for(&format!("builder {name} online"), T, || async {
         let bs = server.get_json("/api/builders").await;
         bs.as_array()?
             .iter()
             .find(|b| b["name"] == name && b["online"] == true)
             .cloned()
     })
-    .await;
-    match r {
-        Ok(b) => b,
-        Err(err) => panic!("{err}\n{}", why()),
-    }
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", why()))
 }
 
 /// A builder token for `host` and `platforms` from `server`, written to
@@ -278,9 +323,29 @@ pub fn one_server_config(server: &TestServer, dir: &Path, instances: u32) -> Pat
 /// A server with its data in `dir/data` and a builder (config in `dir`)
 /// offering `instances` instances of [`LINUX`] to it.
 pub fn start_server_and_builder(dir: &Path, instances: u32) -> (TestServer, BuilderProc) {
+    start_server_and_builder_with(dir, instances, |_| {})
+}
+
+/// [`start_server_and_builder`], once the server lists the builder online.
+pub async fn start_server_and_online_builder(
+    dir: &Path,
+    instances: u32,
+) -> (TestServer, BuilderProc) {
+    let (server, builder) = start_server_and_builder(dir, instances);
+    builder_online(&server, "b1", &|| logs(&builder, &server)).await;
+    (server, builder)
+}
+
+/// [`start_server_and_builder`] with a last edit of the builder's config
+/// JSON.
+pub fn start_server_and_builder_with(
+    dir: &Path,
+    instances: u32,
+    edit: impl FnOnce(&mut Value),
+) -> (TestServer, BuilderProc) {
     let server = start_server(&dir.join("data"));
     // The token file is named relative to the config's folder.
-    let conf = one_server_config(&server, dir, instances);
+    let conf = one_server_config_with(&server, dir, instances, edit);
     let builder = BuilderProc::start(&conf);
     (server, builder)
 }
@@ -357,14 +422,7 @@ pub async fn push_waiting_build(server: &TestServer, dir: &Path) -> (PathBuf, St
 /// stopping builder); returns its JSON.
 pub async fn task_waiting_again(server: &TestServer, task: &str) -> Value {
     let why = || format!("server log:\n{}", server.log());
-    task_until(
-        server,
-        task,
-        "task handed back",
-        |t| t["state"] == "waiting",
-        &why,
-    )
-    .await
+    task_in_state(server, task, "waiting", &why).await
 }
 
 /// The host pid of the shell of [`waiting_build`] (with task isolation its
