@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_core::protocol::TaskResult;
 use sai_testkit::browser::Browser;
 use sai_testkit::hook::Push;
 use sai_testkit::wait_for;
@@ -79,11 +79,6 @@ async fn still_marked(b: &Browser) -> bool {
         == json!(true)
 }
 
-/// Wait until `script` returns something truthy on the page.
-async fn page_shows(b: &Browser, what: &str, script: &str) -> Value {
-    b.wait_for(what, T, script).await.unwrap()
-}
-
 async fn connected(b: &Browser) {
     page_shows(
         b,
@@ -136,25 +131,20 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
             .unwrap();
         offer = builder.offer(T).await.unwrap();
     }
-    builder
-        .send(&BuilderMessage::Accept {
-            task_id: offer.task_id.clone(),
-        })
-        .await
-        .unwrap();
+    builder.accept(&offer.task_id).await.unwrap();
     let cell = format!(
         "document.getElementById('c-{}').dataset.state",
         offer.task_id
     );
     page_shows(&b, "cell running", &format!("return {cell} === 'running';")).await;
     builder
-        .send(&BuilderMessage::TaskFinished {
-            task_id: offer.task_id.clone(),
-            result: TaskResult::Failed {
+        .finish(
+            &offer.task_id,
+            TaskResult::Failed {
                 exit_code: 1,
                 step: 0,
             },
-        })
+        )
         .await
         .unwrap();
     page_shows(&b, "cell failed", &format!("return {cell} === 'failed';")).await;
@@ -178,19 +168,8 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     let offer = builder.offer(T).await.unwrap();
     assert_eq!(offer.event_id, ev);
     let id = offer.task_id.clone();
-    builder
-        .send(&BuilderMessage::Accept {
-            task_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    builder
-        .send(&BuilderMessage::StepStarted {
-            task_id: id.clone(),
-            step: 0,
-        })
-        .await
-        .unwrap();
+    builder.accept(&id).await.unwrap();
+    builder.step_started(&id, 0).await.unwrap();
     builder
         .log(&id, 1, b"configuring\n\x1b[32mgreen\x1b[0m done\n")
         .await
@@ -236,22 +215,8 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     assert_eq!(row, json!(["row ch2", "3"]), "stderr channel, line 3");
     assert!(still_marked(&b).await);
     // The first step ends and the second starts: its duration appears live.
-    builder
-        .send(&BuilderMessage::StepFinished {
-            task_id: id.clone(),
-            step: 0,
-            exit_code: 0,
-            duration_ms: 1500,
-        })
-        .await
-        .unwrap();
-    builder
-        .send(&BuilderMessage::StepStarted {
-            task_id: id.clone(),
-            step: 1,
-        })
-        .await
-        .unwrap();
+    builder.step_finished(&id, 0, 0, 1500).await.unwrap();
+    builder.step_started(&id, 1).await.unwrap();
     let took = b
         .wait_for(
             "the first step's duration",
@@ -521,13 +486,12 @@ async fn an_event_of_more_than_one_page_of_tasks_shows_every_task_and_stays_live
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    b.wait_for(
+    page_shows(
+        &b,
         "the last task's cell turns cancelled",
-        T,
         &format!("return document.getElementById('c-{last}').dataset.state === 'cancelled';"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(still_marked(&b).await, "updated without a reload");
     b.close().await.unwrap();
 }
