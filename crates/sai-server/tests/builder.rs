@@ -526,6 +526,18 @@ fn connections_of(s: &sai_testkit::TestServer) -> usize {
     s.log().matches("builder connected").count()
 }
 
+/// A capacity report of `b`: `free` linux instances.
+async fn linux_free(b: &mut FakeBuilder, free: u32) {
+    b.send(&BuilderMessage::Capacity {
+        platforms: vec![PlatformCapacity {
+            name: LINUX.into(),
+            free,
+        }],
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_report_brings_declined_offers_back_on_the_same_connection() {
     let env = start(|_| {});
@@ -541,24 +553,10 @@ async fn capacity_report_brings_declined_offers_back_on_the_same_connection() {
     // Not offered again by itself.
     assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
     // Still no room: nothing happens.
-    b.send(&BuilderMessage::Capacity {
-        platforms: vec![PlatformCapacity {
-            name: LINUX.into(),
-            free: 0,
-        }],
-    })
-    .await
-    .unwrap();
+    linux_free(&mut b, 0).await;
     assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
     // Room again: the declined task comes back on the same connection.
-    b.send(&BuilderMessage::Capacity {
-        platforms: vec![PlatformCapacity {
-            name: LINUX.into(),
-            free: 1,
-        }],
-    })
-    .await
-    .unwrap();
+    linux_free(&mut b, 1).await;
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, o.task_id);
     assert_eq!(o2.attempt, 1);

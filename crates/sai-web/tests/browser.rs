@@ -55,14 +55,17 @@ async fn task_state_becomes(st: &Stack, task: &str, state: &str) {
     .unwrap();
 }
 
-fn screenshot_path(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
-    if std::env::var("SAI_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+/// Save the page as `name`, best effort: into `docs/screenshots/` when
+/// updating them, else into the test's temp dir.
+async fn screenshot(b: &Browser, tmp: &tempfile::TempDir, name: &str) {
+    let path = if std::env::var("SAI_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../docs/screenshots")
             .join(name)
     } else {
         tmp.path().join(name)
-    }
+    };
+    b.screenshot(&path).await.ok();
 }
 
 /// Mark the current document; a reload would lose the mark.
@@ -104,9 +107,7 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
     )
     .await;
     assert!(still_marked(&b).await, "no reload");
-    b.screenshot(&screenshot_path(&st.tmp, "overview.png"))
-        .await
-        .ok();
+    screenshot(&b, &st.tmp, "overview.png").await;
     assert!(
         b.eval(
             &format!("return !!document.getElementById('ev-{first}');"),
@@ -227,9 +228,7 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
         .unwrap_or_else(|e| panic!("{e}\nsai-web log:\n{}", st.web.log()));
     assert_eq!(took, json!("1.5s"));
     assert!(still_marked(&b).await, "updated without a reload");
-    b.screenshot(&screenshot_path(&st.tmp, "task-log.png"))
-        .await
-        .ok();
+    screenshot(&b, &st.tmp, "task-log.png").await;
     b.close().await.unwrap();
 }
 
@@ -328,9 +327,7 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
     );
     page_shows(&b, "four cells passed", &check).await;
     assert!(still_marked(&b).await);
-    b.screenshot(&screenshot_path(&st.tmp, "event-matrix.png"))
-        .await
-        .ok();
+    screenshot(&b, &st.tmp, "event-matrix.png").await;
     b.close().await.unwrap();
 }
 
