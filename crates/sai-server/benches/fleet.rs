@@ -37,6 +37,15 @@ fn sample(pid: u32) -> (u64, usize, u64) {
 }
 
 /// 200 platforms x 200 configurations = 40,000 tasks no fleet builder offers.
+/// A wall-clock time and the server CPU spent meanwhile (ms), for a row.
+fn with_server_cpu(wall: Duration, cpu_ms: u64) -> String {
+    format!(
+        "{:.2} s (server CPU {:.2} s)",
+        wall.as_secs_f64(),
+        cpu_ms as f64 / 1e3
+    )
+}
+
 fn backlog() -> Vec<u8> {
     let ps: Vec<String> = (0..200)
         .map(|i| format!("\"none-{i}/x86_64-amd/gcc\":{{\"build\":\"make\"}}"))
@@ -139,11 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu_connect = sample(pid).2 - cpu_before;
     rows.push((
         format!("{builders} builders connect (100 handshakes at a time)"),
-        format!(
-            "{:.2} s (server CPU {:.2} s)",
-            connected.as_secs_f64(),
-            cpu_connect as f64 / 1e3
-        ),
+        with_server_cpu(connected, cpu_connect),
     ));
     mem(&format!("{builders} builders + backlog"), &mut rows);
     rows.push((
@@ -175,11 +180,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu_reconnect = sample(pid).2 - cpu_before;
     rows.push((
         format!("{builders} builders drop and reconnect"),
-        format!(
-            "{:.2} s (server CPU {:.2} s)",
-            reconnected.as_secs_f64(),
-            cpu_reconnect as f64 / 1e3
-        ),
+        with_server_cpu(reconnected, cpu_reconnect),
     ));
 
     // A runnable push: offered to the one builder that can run it.

@@ -24,6 +24,17 @@ struct Inner<V> {
     recent: VecDeque<(String, Arc<V>)>,
 }
 
+impl<V> Inner<V> {
+    /// The kept-open handle of `key`, now the most recently used.
+    fn touch(&mut self, key: &str) -> Option<Arc<V>> {
+        let i = self.recent.iter().position(|(k, _)| k == key)?;
+        let entry = self.recent.remove(i).expect("position is in range");
+        let handle = entry.1.clone();
+        self.recent.push_back(entry);
+        Some(handle)
+    }
+}
+
 impl<V> HandleCache<V> {
     /// A cache keeping at most `capacity` handles open while unused.
     pub fn new(capacity: usize) -> HandleCache<V> {
@@ -43,10 +54,7 @@ impl<V> HandleCache<V> {
     /// The handle of `key` if it is open (kept or in use).
     pub fn get(&self, key: &str) -> Option<Arc<V>> {
         let mut inner = self.lock();
-        if let Some(i) = inner.recent.iter().position(|(k, _)| k == key) {
-            let entry = inner.recent.remove(i).expect("position is in range");
-            let handle = entry.1.clone();
-            inner.recent.push_back(entry);
+        if let Some(handle) = inner.touch(key) {
             return Some(handle);
         }
         inner.live.get(key).and_then(Weak::upgrade)
@@ -60,10 +68,7 @@ impl<V> HandleCache<V> {
         open: impl FnOnce() -> Result<V, E>,
     ) -> Result<Arc<V>, E> {
         let mut inner = self.lock();
-        if let Some(i) = inner.recent.iter().position(|(k, _)| k == key) {
-            let entry = inner.recent.remove(i).expect("position is in range");
-            let handle = entry.1.clone();
-            inner.recent.push_back(entry);
+        if let Some(handle) = inner.touch(key) {
             return Ok(handle);
         }
         let handle = match inner.live.get(key).and_then(Weak::upgrade) {

@@ -23,7 +23,7 @@ use crate::auth::{Identity, TokenKind, bearer, token_allows};
 use crate::error::Error;
 use crate::link::Outgoing;
 use crate::logw::LogChunk;
-use crate::sched::{ConnId, GoneCause, Lookup};
+use crate::sched::{ConnId, GoneCause, Hello, Lookup};
 use crate::state::Server;
 use sai_core::task::TaskState;
 
@@ -710,7 +710,13 @@ async fn connection(
     // Tasks the builder kept running across a restart are claimed before
     // its free slots are filled.
     let claims = server.sched_do(|s, now| {
-        let joined = s.join(now, cid, name, peer_s, software, platforms);
+        let hello = Hello {
+            name,
+            peer: peer_s,
+            software,
+            platforms,
+        };
+        let joined = s.join(now, cid, hello);
         let claims: Vec<_> = held
             .iter()
             .map(|h| (h, s.claim(now, cid, &h.task_id, &h.offer_platform)))

@@ -37,14 +37,13 @@ async fn listing_deleting_and_openapi() {
     let lower = e1.to_lowercase();
     assert_eq!(get(s, &format!("/api/events/{lower}")).await.0, 404);
 
-    let user = s.user_token("ops").unwrap();
     assert_eq!(
         post_auth(s, Method::DELETE, &format!("/api/events/{e1}"), None)
             .await
             .0,
         401
     );
-    let (st, v) = post_auth(s, Method::DELETE, &format!("/api/events/{e1}"), Some(&user)).await;
+    let (st, v) = as_ops(s, Method::DELETE, &format!("/api/events/{e1}")).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(get(s, &format!("/api/events/{e1}")).await.0, 404);
     wait_for("event folder removed", T, || async {
@@ -54,13 +53,7 @@ async fn listing_deleting_and_openapi() {
     .unwrap();
     assert_eq!(event_folders(s), vec![e2.clone()]);
 
-    let (st, v) = post_auth(
-        s,
-        Method::POST,
-        &format!("/api/events/{e2}/rebuild"),
-        Some(&user),
-    )
-    .await;
+    let (st, v) = as_ops(s, Method::POST, &format!("/api/events/{e2}/rebuild")).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["state"], "waiting");
 
@@ -100,8 +93,7 @@ async fn a_seen_commit_is_built_again_as_a_new_event_that_names_the_old_one() {
 
     let path = format!("/api/events/{old}/again");
     assert_eq!(post_auth(s, Method::POST, &path, None).await.0, 401);
-    let user = s.user_token("ops").unwrap();
-    let (st, new) = post_auth(s, Method::POST, &path, Some(&user)).await;
+    let (st, new) = as_ops(s, Method::POST, &path).await;
     assert_eq!(st, 200, "{new}");
     let new_id = new["id"].as_str().unwrap().to_string();
     assert_ne!(new_id, old);
@@ -140,11 +132,10 @@ async fn a_seen_commit_is_built_again_as_a_new_event_that_names_the_old_one() {
 async fn retention_keeps_the_newest_finished_events_and_never_active_ones() {
     let env = start(|c| c.retention.keep_events_per_project = Some(2));
     let s = &env.server;
-    let user = s.user_token("ops").unwrap();
     let e1 = push_ok(s, &Push::new("demo", SMALL)).await;
     for t in event(s, &e1).await["tasks"].as_array().unwrap() {
         let path = format!("/api/tasks/{}/cancel", t["id"].as_str().unwrap());
-        assert_eq!(post_auth(s, Method::POST, &path, Some(&user)).await.0, 200);
+        assert_eq!(as_ops(s, Method::POST, &path).await.0, 200);
     }
     assert_eq!(event(s, &e1).await["state"], "cancelled");
     let e2 = push_ok(s, &Push::new("demo", SMALL)).await;
@@ -191,8 +182,7 @@ async fn private_events_need_a_user_token() {
     assert_eq!(get(s, &format!("/api/events/{id}")).await.0, 404);
     // A project with private events only is not shown at all.
     assert_eq!(get(s, "/api/projects/secret/events").await.0, 404);
-    let user = s.user_token("ops").unwrap();
-    let (st, e) = post_auth(s, Method::GET, &format!("/api/events/{id}"), Some(&user)).await;
+    let (st, e) = as_ops(s, Method::GET, &format!("/api/events/{id}")).await;
     assert_eq!(st, 200);
     assert_eq!(e["sec"], true);
 }

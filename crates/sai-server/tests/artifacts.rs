@@ -84,12 +84,7 @@ async fn artifacts_of_four_tasks_finishing_together_all_arrive() {
         }
     }
     for id in &ids {
-        b.send(&BuilderMessage::TaskFinished {
-            task_id: id.clone(),
-            result: TaskResult::Success,
-        })
-        .await
-        .unwrap();
+        b.finish(id, TaskResult::Success).await.unwrap();
     }
     for (t, id) in ids.iter().enumerate() {
         let v = task_state(s, id, "success").await;
@@ -126,12 +121,7 @@ async fn an_artifact_that_does_not_arrive_fails_its_task_visibly() {
     b.artifact_bytes(&o1.task_id, &big[..20_000]).await.unwrap();
     b.artifact(&o2.task_id, "whole.bin", &big).await.unwrap();
     for id in [&o1.task_id, &o2.task_id] {
-        b.send(&BuilderMessage::TaskFinished {
-            task_id: id.clone(),
-            result: TaskResult::Success,
-        })
-        .await
-        .unwrap();
+        b.finish(id, TaskResult::Success).await.unwrap();
     }
     let t1 = task_state(s, &o1.task_id, "failed").await;
     let reason = t1["reason"].as_str().unwrap();

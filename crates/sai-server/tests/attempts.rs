@@ -11,9 +11,7 @@ use sai_testkit::hook::Push;
 async fn a_rerun_log_starts_with_a_notice_after_the_killed_attempts_log() {
     let env = start(|c| c.max_infra_attempts = 3);
     let s = &env.server;
-    push_ok(s, &Push::new("demo", SMALL)).await;
-    let mut b = host1(s, 1).await;
-    let o = accept_next(&mut b).await;
+    let (mut b, o) = host1_running(s, &Push::new("demo", SMALL)).await;
     b.log(&o.task_id, 1, b"first attempt, killed\n")
         .await
         .unwrap();

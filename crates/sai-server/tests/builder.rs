@@ -74,13 +74,13 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     assert_eq!(o2.platform, LINUX);
     assert_ne!(o2.task_id, o1.task_id);
     b.log(&o2.task_id, 2, b"compile error\n").await.unwrap();
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: o2.task_id.clone(),
-        result: TaskResult::Failed {
+    b.finish(
+        &o2.task_id,
+        TaskResult::Failed {
             exit_code: 2,
             step: 1,
         },
-    })
+    )
     .await
     .unwrap();
 
@@ -166,6 +166,33 @@ async fn fake_builder_gets_its_platforms_only_streams_logs_and_completes() {
     .unwrap();
 }
 
+/// The HTTP refusal of a builder connection with `token`.
+async fn refused(url: &str, token: Option<&str>) -> sai_testkit::builder::Refused {
+    FakeBuilder::connect(url, token)
+        .await
+        .unwrap()
+        .err()
+        .expect("refused")
+}
+
+/// The close code and reason a builder connection with `token` gets after
+/// saying hello in protocol `version` as `name`, offering one `platform`.
+async fn closed_after_hello(
+    url: &str,
+    token: &str,
+    version: u32,
+    name: &str,
+    platform: &str,
+) -> (u16, String) {
+    let mut b = FakeBuilder::connect(url, Some(token))
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    b.hello(version, name, &[(platform, 1)]).await.unwrap();
+    b.closed_by_server(T).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unauthenticated_and_mismatched_builders_are_refused() {
     let env = start(|c| c.revoked_builders = vec!["evil".into()]);
@@ -173,69 +200,30 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
     let ev = push_ok(s, &Push::new("demo", SMALL)).await;
     let url = s.builder_url();
 
-    let r = FakeBuilder::connect(&url, None)
-        .await
-        .unwrap()
-        .err()
-        .expect("refused");
+    let r = refused(&url, None).await;
     assert_eq!(r.status, 401);
-    let r = FakeBuilder::connect(&url, Some("v4.public.garbage"))
-        .await
-        .unwrap()
-        .err()
-        .expect("refused");
+    let r = refused(&url, Some("v4.public.garbage")).await;
     assert_eq!(r.status, 401);
     let user = s.user_token("host1").unwrap();
-    let r = FakeBuilder::connect(&url, Some(&user))
-        .await
-        .unwrap()
-        .err()
-        .expect("refused");
+    let r = refused(&url, Some(&user)).await;
     assert_eq!(r.status, 401);
     let revoked = s.builder_token("evil", &["linux"]).unwrap();
-    let r = FakeBuilder::connect(&url, Some(&revoked))
-        .await
-        .unwrap()
-        .err()
-        .expect("refused");
+    let r = refused(&url, Some(&revoked)).await;
     assert_eq!(r.status, 401);
     assert!(r.body.contains("revoked"), "{}", r.body);
 
     let token = s.builder_token("host1", &["linux"]).unwrap();
-    // Name not matching the token.
-    let mut b = FakeBuilder::connect(&url, Some(&token))
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    b.hello(PROTOCOL_VERSION, "host2", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let (code, reason) = b.closed_by_server(T).await.unwrap();
-    assert_eq!(code, CLOSE_POLICY);
-    assert!(reason.contains("token"), "{reason}");
-    // Platform not covered by the token.
-    let mut b = FakeBuilder::connect(&url, Some(&token))
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    b.hello(PROTOCOL_VERSION, "host1", &[(ESP32, 1)])
-        .await
-        .unwrap();
-    let (code, reason) = b.closed_by_server(T).await.unwrap();
-    assert_eq!(code, CLOSE_POLICY);
-    assert!(reason.contains(ESP32), "{reason}");
+    // A name not matching the token; a platform not covered by it.
+    for (name, platform, says) in [("host2", LINUX, "token"), ("host1", ESP32, ESP32)] {
+        let (code, reason) =
+            closed_after_hello(&url, &token, PROTOCOL_VERSION, name, platform).await;
+        assert_eq!(code, CLOSE_POLICY);
+        assert!(reason.contains(says), "{reason}");
+    }
     // Unknown protocol versions: a newer one, and version 1 (before
     // `capacity` and `handed_back`).
     for v in [PROTOCOL_VERSION + 1, 1] {
-        let mut b = FakeBuilder::connect(&url, Some(&token))
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
-        b.hello(v, "host1", &[(LINUX, 1)]).await.unwrap();
-        let (code, reason) = b.closed_by_server(T).await.unwrap();
+        let (code, reason) = closed_after_hello(&url, &token, v, "host1", LINUX).await;
         assert_eq!(code, CLOSE_UNSUPPORTED_VERSION);
         assert!(
             reason.contains(&format!("version {v};"))
@@ -257,11 +245,8 @@ async fn unauthenticated_and_mismatched_builders_are_refused() {
 async fn disconnect_mid_task_requeues_and_the_attempt_limit_fails_as_infrastructure() {
     let env = start(|c| c.max_infra_attempts = 2);
     let s = &env.server;
-    push_ok(s, &Push::new("demo", SMALL)).await;
-
     // Attempt 1: the builder drops the TCP connection mid-task.
-    let mut b = host1(s, 1).await;
-    let o = accept_next(&mut b).await;
+    let (mut b, o) = host1_running(s, &Push::new("demo", SMALL)).await;
     b.log(&o.task_id, 1, b"half a build\n").await.unwrap();
     b.drop_connection();
     let t = task_state(s, &o.task_id, "waiting").await;
@@ -299,24 +284,13 @@ async fn messages_about_other_connections_tasks_are_refused() {
     let env = start(|_| {});
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
-    let ta = s.builder_token("a", &["linux"]).unwrap();
-    let tb = s.builder_token("b", &["freertos"]).unwrap();
-    let mut a = FakeBuilder::start(&s.builder_url(), &ta, "a", &[(LINUX, 1)])
-        .await
-        .unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &tb, "b", &[(ESP32, 1)])
-        .await
-        .unwrap();
+    let mut a = fake_builder(s, "a", &["linux"], &[(LINUX, 1)]).await;
+    let mut b = fake_builder(s, "b", &["freertos"], &[(ESP32, 1)]).await;
     let oa = a.offer(T).await.unwrap();
     let ob = b.offer(T).await.unwrap();
     assert_eq!(ob.platform, ESP32);
 
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: oa.task_id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&oa.task_id, TaskResult::Success).await.unwrap();
     match b.next(T).await.unwrap() {
         ServerMessage::Error { task_id, message } => {
             assert_eq!(task_id.as_deref(), Some(oa.task_id.as_str()));
@@ -359,12 +333,7 @@ async fn messages_about_other_connections_tasks_are_refused() {
             m => panic!("{bad}: expected an error, got {m:?}"),
         }
     }
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: ob.task_id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&ob.task_id, TaskResult::Success).await.unwrap();
     let t = task_state(s, &ob.task_id, "waiting").await;
     assert_eq!(t["infra_failures"], 1, "{t}");
     assert!(
@@ -456,10 +425,7 @@ async fn exceeding_the_credit_window_closes_the_connection() {
     });
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
-    let tb = s.builder_token("b", &["freertos"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &tb, "b", &[(ESP32, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "b", &["freertos"], &[(ESP32, 1)]).await;
     let ob = b.offer(T).await.unwrap();
     let frame = encode_frame(
         &FrameHeader {
@@ -487,12 +453,7 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
     push_ok(s, &Push::new("demo", SMALL)).await;
     let mut a = host1(s, 1).await;
     let o = a.offer(T).await.unwrap();
-    a.send(&BuilderMessage::Reject {
-        task_id: o.task_id.clone(),
-        reason: "disk full".into(),
-    })
-    .await
-    .unwrap();
+    a.reject(&o.task_id, "disk full").await.unwrap();
     // The same connection gets the other linux task, not the rejected one.
     let o2 = a.offer(T).await.unwrap();
     assert_ne!(o2.task_id, o.task_id);
@@ -501,10 +462,7 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
     assert_eq!(t["attempt"], 0, "a reject is not an attempt");
     assert!(t["reason"].as_str().unwrap().contains("disk full"));
     // A second builder takes the rejected task.
-    let token2 = s.builder_token("host2", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token2, "host2", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "host2", &["linux"], &[(LINUX, 1)]).await;
     assert_eq!(b.offer(T).await.unwrap().task_id, o.task_id);
 
     // An artifact whose bytes do not match its announced sha256 is refused.
@@ -543,12 +501,7 @@ async fn rejected_offers_go_elsewhere_and_bad_artifacts_are_discarded() {
     }
     // The task reports success, but its artifact did not arrive: it says
     // so and does not end `success`.
-    a.send(&BuilderMessage::TaskFinished {
-        task_id: o2.task_id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    a.finish(&o2.task_id, TaskResult::Success).await.unwrap();
     let t = task_state(s, &o2.task_id, "waiting").await;
     assert_eq!(t["artifacts"].as_array().unwrap().len(), 0);
     assert_eq!(t["infra_failures"], 1);
@@ -573,6 +526,18 @@ fn connections_of(s: &sai_testkit::TestServer) -> usize {
     s.log().matches("builder connected").count()
 }
 
+/// A capacity report of `b`: `free` linux instances.
+async fn linux_free(b: &mut FakeBuilder, free: u32) {
+    b.send(&BuilderMessage::Capacity {
+        platforms: vec![PlatformCapacity {
+            name: LINUX.into(),
+            free,
+        }],
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_report_brings_declined_offers_back_on_the_same_connection() {
     let env = start(|_| {});
@@ -580,35 +545,18 @@ async fn capacity_report_brings_declined_offers_back_on_the_same_connection() {
     push_ok(s, &Push::new("demo", ONE_LINUX)).await;
     let mut b = host1(s, 1).await;
     let o = b.offer(T).await.unwrap();
-    b.send(&BuilderMessage::Reject {
-        task_id: o.task_id.clone(),
-        reason: "all 1 instances of platform linux are busy".into(),
-    })
-    .await
-    .unwrap();
+    b.reject(&o.task_id, "all 1 instances of platform linux are busy")
+        .await
+        .unwrap();
     let t = task_state(s, &o.task_id, "waiting").await;
     assert!(t["reason"].as_str().unwrap().contains("busy"), "{t}");
     // Not offered again by itself.
     assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
     // Still no room: nothing happens.
-    b.send(&BuilderMessage::Capacity {
-        platforms: vec![PlatformCapacity {
-            name: LINUX.into(),
-            free: 0,
-        }],
-    })
-    .await
-    .unwrap();
+    linux_free(&mut b, 0).await;
     assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
     // Room again: the declined task comes back on the same connection.
-    b.send(&BuilderMessage::Capacity {
-        platforms: vec![PlatformCapacity {
-            name: LINUX.into(),
-            free: 1,
-        }],
-    })
-    .await
-    .unwrap();
+    linux_free(&mut b, 1).await;
     let o2 = b.offer(T).await.unwrap();
     assert_eq!(o2.task_id, o.task_id);
     assert_eq!(o2.attempt, 1);
@@ -645,12 +593,12 @@ async fn handed_back_tasks_are_requeued_without_counting_an_attempt() {
         b.log(&o.task_id, 1, format!("run {n}\n").as_bytes())
             .await
             .unwrap();
-        b.send(&BuilderMessage::TaskFinished {
-            task_id: o.task_id.clone(),
-            result: TaskResult::HandedBack {
+        b.finish(
+            &o.task_id,
+            TaskResult::HandedBack {
                 reason: "sai-builder on host1 shut down during the task".into(),
             },
-        })
+        )
         .await
         .unwrap();
         let t = task_state(s, &o.task_id, "waiting").await;

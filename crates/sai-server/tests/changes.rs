@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use futures_util::StreamExt;
 use sai_core::protocol::TaskResult;
-use sai_testkit::FakeBuilder;
 use sai_testkit::hook::Push;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -75,10 +74,7 @@ async fn changes_arrive_typed_and_a_reconnecting_subscriber_misses_nothing() {
     assert_eq!(last["change"]["project"], "demo");
     let mut seq = last["seq"].as_u64().unwrap();
 
-    let token = s.builder_token("b1", &["linux-debian"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "b1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "b1", &["linux-debian"], &[(LINUX, 1)]).await;
     let seen = until(&mut ws, |v| v["change"]["kind"] == "builder_changed").await;
     assert_eq!(seen.last().unwrap()["change"]["online"], true);
     let o = b.offer(T).await.unwrap();
@@ -119,10 +115,7 @@ async fn event_states_deletion_and_a_departing_builder_are_announced() {
     assert_eq!(next(&mut ws).await["t"], "hello");
     let ev = push_ok(s, &Push::new("demo", SMALL)).await;
 
-    let token = s.builder_token("b1", &["linux-debian"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "b1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "b1", &["linux-debian"], &[(LINUX, 1)]).await;
     let o = b.offer(T).await.unwrap();
     b.run_task(&o, b"hi\n", TaskResult::Success).await.unwrap();
     let seen = until(&mut ws, |v| {
@@ -142,14 +135,7 @@ async fn event_states_deletion_and_a_departing_builder_are_announced() {
         serde_json::json!({"kind": "builder_changed", "builder": "b1", "online": false})
     );
 
-    let user = s.user_token("ops").unwrap();
-    let (st, _) = post_auth(
-        s,
-        reqwest::Method::DELETE,
-        &format!("/api/events/{ev}"),
-        Some(&user),
-    )
-    .await;
+    let (st, _) = as_ops(s, reqwest::Method::DELETE, &format!("/api/events/{ev}")).await;
     assert_eq!(st, 200);
     let seen = until(&mut ws, |v| {
         v["change"]["kind"] == "event_changed" && v["change"]["state"] == "deleted"

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use sai_core::protocol::{BuilderMessage, ServerMessage, TaskResult};
+use sai_core::protocol::{ServerMessage, TaskResult};
 use sai_testkit::hook::Push;
 use sai_testkit::{FakeBuilder, wait_for};
 
@@ -125,9 +125,7 @@ async fn log_credit_follows_stored_bytes_on_a_full_disk_and_nothing_is_lost() {
     c.log_window_bytes = 256 * 1024;
     c.log_flush_ms = 50;
     c.max_infra_attempts = 1;
-    // The fake builder reads (and answers pings) only when the test polls.
-    c.builder_ping_interval_ms = 10_000;
-    c.builder_dead_timeout_ms = 120_000;
+    patient_builders(&mut c);
     let s = sai_testkit::TestServer::start(&bin(), &c, &[]).unwrap();
     let ev = push_ok(&s, &Push::new("demo", ONE_LINUX)).await;
     let mut b = host1(&s, 1).await;
@@ -171,12 +169,7 @@ async fn log_credit_follows_stored_bytes_on_a_full_disk_and_nothing_is_lost() {
     // Full again when the task ends: it cannot end `success` with a hole.
     let filler = fill_disk(&data);
     log_until_refused(&mut b, &o.task_id, 3, &mut sent).await;
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: o.task_id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&o.task_id, TaskResult::Success).await.unwrap();
     // Nothing can be written now, the task state neither: it is not
     // `success`, and its end is stored once there is space again.
     tokio::time::sleep(Duration::from_secs(1)).await;

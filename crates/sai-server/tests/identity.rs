@@ -87,9 +87,7 @@ async fn a_newer_connection_of_a_builder_replaces_the_older_without_counting() {
     // not look dead (closed 1001) on a busy host before it is replaced.
     let env = start(|c| c.builder_dead_timeout_ms = 30_000);
     let s = &env.server;
-    push_ok(s, &Push::new("demo", SMALL)).await;
-    let mut old = host1(s, 1).await;
-    let o = accept_next(&mut old).await;
+    let (mut old, o) = host1_running(s, &Push::new("demo", SMALL)).await;
     task_state(s, &o.task_id, "running").await;
     sai_testkit::wait_for("accepted", T, || async {
         (task(s, &o.task_id).await["attempt"] == 1).then_some(())
@@ -131,10 +129,7 @@ async fn a_task_held_by_a_silent_builder_comes_back_at_its_deadline() {
     let env = start(|c| c.task_deadline_secs = 2);
     let s = &env.server;
     push_ok(s, &Push::new("demo", SMALL)).await;
-    let token = s.builder_token("silent", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "silent", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "silent", &["linux"], &[(LINUX, 1)]).await;
     let o = accept_next(&mut b).await;
     // The builder stays connected (answers pings while we poll) but never
     // reports on the task.
@@ -160,9 +155,6 @@ async fn a_task_held_by_a_silent_builder_comes_back_at_its_deadline() {
         "{t}"
     );
     // Another builder gets it.
-    let token2 = s.builder_token("other", &["linux"]).unwrap();
-    let mut other = FakeBuilder::start(&s.builder_url(), &token2, "other", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut other = fake_builder(s, "other", &["linux"], &[(LINUX, 1)]).await;
     assert_eq!(other.offer(T).await.unwrap().task_id, o.task_id);
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
+use sai_core::config::server::ServerConfig;
 use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::hook::Push;
 use sai_testkit::text::{line_of, start_of_line};
@@ -55,15 +56,11 @@ async fn raw(s: &TestServer, task: &str, range: Option<&str>) -> (u16, Option<St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kill_9() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config_in(tmp.path().join("data"));
     // The task is requeued at once after the restart, not kept for its
     // builder to claim back.
-    cfg.restart_grace_secs = 0;
-    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
-    push_ok(&s, &Push::new("logs", ONE_TASK)).await;
-    let mut b = host1(&s, 1).await;
-    let o = accept_next(&mut b).await;
+    let env = start(|c| c.restart_grace_secs = 0);
+    let (cfg, mut s) = (env.config, env.server);
+    let (mut b, o) = host1_running(&s, &Push::new("logs", ONE_TASK)).await;
     let id = o.task_id.clone();
     // ~6.7 MB: a sealed block (4 MiB raw) and pieces of the open one.
     let (mut all, mut recs) = lines(0, 4000);
@@ -91,12 +88,7 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     for (ch, line) in &more_recs {
         b.log(&id, *ch, line).await.unwrap();
     }
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&id, TaskResult::Success).await.unwrap();
     // The re-run starts with Sai's separator notice (channel 3).
     let notice = b"\nsai-server: ---- attempt 2 starts here on builder host1; \
         the log above is from earlier attempts ----\n"
@@ -175,12 +167,7 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
 
     // Once the task is done its event database is checkpointed: the WAL
     // is cut back and the folder holds the log compressed.
-    let ev_dir = std::fs::read_dir(cfg.data_dir.clone() + "/events")
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let ev_dir = the_event_dir(&cfg);
     let wal = ev_dir.join("event.sqlite3-wal");
     wait_for("event WAL truncated after the task ended", T, || async {
         (std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0).then_some(())
@@ -204,6 +191,16 @@ async fn compressed_log_reads_back_byte_identical_across_blocks_channels_and_kil
     assert!(blocks >= 2, "{blocks} blocks");
     assert_eq!(pieces, 0, "the finished task's last block is sealed");
     assert!((stored as usize) * 10 < n, "{stored} bytes stored for {n}");
+}
+
+/// The folder of the one event in the server's data dir.
+fn the_event_dir(cfg: &ServerConfig) -> std::path::PathBuf {
+    std::fs::read_dir(cfg.data_dir.clone() + "/events")
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
 }
 
 /// Event databases the server process has open now (not counting one
@@ -331,14 +328,7 @@ async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_write
         .as_str()
         .unwrap()
         .to_string();
-    let user = s.user_token("ops").unwrap();
-    let (st, v) = post_auth(
-        s,
-        reqwest::Method::DELETE,
-        &format!("/api/events/{ev}"),
-        Some(&user),
-    )
-    .await;
+    let (st, v) = as_ops(s, reqwest::Method::DELETE, &format!("/api/events/{ev}")).await;
     assert_eq!(st, 200, "{v}");
     wait_for("folder removed", T, || async {
         (event_folders(s).len() == before - 1).then_some(())
@@ -364,9 +354,7 @@ async fn completeness(s: &TestServer, task: &str, range: Option<&str>) -> String
 async fn raw_log_says_whether_it_is_complete_or_still_growing() {
     let env = start(|_| {});
     let s = &env.server;
-    push_ok(s, &Push::new("logs", ONE_TASK)).await;
-    let mut b = host1(s, 1).await;
-    let o = accept_next(&mut b).await;
+    let (mut b, o) = host1_running(s, &Push::new("logs", ONE_TASK)).await;
     let id = o.task_id.clone();
     b.log(&id, 1, b"first line\n").await.unwrap();
     b.acknowledged(T).await.unwrap();
@@ -375,12 +363,7 @@ async fn raw_log_says_whether_it_is_complete_or_still_growing() {
     assert_eq!(completeness(s, &id, Some("bytes=-5")).await, "growing");
 
     b.log(&id, 1, b"last line\n").await.unwrap();
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&id, TaskResult::Success).await.unwrap();
     task_state(s, &id, "success").await;
     assert_eq!(completeness(s, &id, None).await, "complete");
     assert_eq!(completeness(s, &id, Some("bytes=-5")).await, "complete");
@@ -464,14 +447,11 @@ async fn assert_line_numbers(s: &TestServer, id: &str, all: &[u8], when: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config_in(tmp.path().join("data"));
     // The killed server's running task goes straight back to the queue.
-    cfg.restart_grace_secs = 0;
-    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
-    push_ok(&s, &Push::new("lines", ONE_TASK)).await;
-    let mut b = host1(&s, 1).await;
-    let id = accept_next(&mut b).await.task_id;
+    let env = start(|c| c.restart_grace_secs = 0);
+    let (cfg, mut s) = (env.config, env.server);
+    let (mut b, o) = host1_running(&s, &Push::new("lines", ONE_TASK)).await;
+    let id = o.task_id;
     // ~6.7 MB on channels 1 and 2: a sealed block and pieces of the next.
     let (mut all, recs) = lines(0, 4000);
     send_logs(&mut b, &id, &recs).await;
@@ -489,12 +469,7 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
     b.log(&id, 2, b"the last line has no newline")
         .await
         .unwrap();
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&id, TaskResult::Success).await.unwrap();
     all.extend_from_slice(
         b"\nsai-server: ---- attempt 2 starts here on builder host1; \
         the log above is from earlier attempts ----\n",
@@ -514,12 +489,7 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
     // A store written before line counts were kept: the first reader
     // counts its rows once and stores the counts.
     assert!(s.guard.stop().unwrap().success());
-    let ev_dir = std::fs::read_dir(cfg.data_dir.clone() + "/events")
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let ev_dir = the_event_dir(&cfg);
     let db_path = ev_dir.join("event.sqlite3");
     let db = rusqlite::Connection::open(&db_path).unwrap();
     let rows = db

@@ -93,10 +93,7 @@ async fn metrics_parse_strictly_and_move_as_a_push_runs() {
     );
 
     // A builder runs both linux tasks: one passes, one fails, with logs.
-    let token = s.builder_token("host1", &["linux-debian"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 2)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "host1", &["linux-debian"], &[(LINUX, 2)]).await;
     let o1 = b.offer(T).await.unwrap();
     let o2 = b.offer(T).await.unwrap();
     let m2 = metrics(s).await;
@@ -252,10 +249,7 @@ async fn commit_status_reaches_each_forge_as_documented_then_the_webhook() {
     ];
     let server = TestServer::start(&bin(), &c, &[]).unwrap();
     let s = &server;
-    let token = s.builder_token("host1", &["linux-debian"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "host1", &["linux-debian"], &[(LINUX, 1)]).await;
 
     // (project, prefix, result, final forge state)
     let cases = [
@@ -413,10 +407,7 @@ async fn a_forge_that_is_down_gets_retries_and_the_scheduler_goes_on() {
     )];
     let server = TestServer::start(&bin(), &c, &[]).unwrap();
     let s = &server;
-    let token = s.builder_token("host1", &["linux-debian"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "host1", &["linux-debian"], &[(LINUX, 1)]).await;
 
     let first = Push::new("down", ONE);
     let ev1 = push_ok(s, &first).await;

@@ -6,17 +6,11 @@ mod common;
 
 use common::*;
 use reqwest::Method;
-use sai_testkit::FakeBuilder;
 use sai_testkit::hook::{HookRequest, Push};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
-    // The fake builder reads (and answers pings) only when asked to: keep it
-    // connected however slow the machine is.
-    let env = start(|c| {
-        c.builder_ping_interval_ms = 10_000;
-        c.builder_dead_timeout_ms = 120_000;
-    });
+    let env = start(patient_builders);
     let s = &env.server;
     let mut secret = Push::new("secret", SMALL);
     secret.fetch_url = "https://git.example.invalid/hidden-fetch-url".into();
@@ -25,10 +19,7 @@ async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let token = s.builder_token("host1", &["linux-debian"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &token, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "host1", &["linux-debian"], &[(LINUX, 1)]).await;
     let offer = b.offer(T).await.unwrap();
     assert_eq!(offer.project, "secret");
     b.accept(&offer.task_id).await.unwrap();

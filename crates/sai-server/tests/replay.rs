@@ -42,7 +42,6 @@ async fn send(s: &sai_testkit::TestServer, r: &HookRequest) -> (u16, serde_json:
 async fn a_replay_after_deletion_creates_no_event() {
     let env = start(|_| {});
     let s = &env.server;
-    let user = s.user_token("ops").unwrap();
     // With a timestamp (sai-notify, `sai notify`) and without (the original hook).
     for timestamp in [Some(unix_now()), None] {
         let req = captured(&Push::new("demo", SMALL), timestamp);
@@ -57,7 +56,7 @@ async fn a_replay_after_deletion_creates_no_event() {
             "{v}"
         );
 
-        let (st, _) = post_auth(s, Method::DELETE, &format!("/api/events/{id}"), Some(&user)).await;
+        let (st, _) = as_ops(s, Method::DELETE, &format!("/api/events/{id}")).await;
         assert_eq!(st, 200);
         let (st, v) = send(s, &req).await;
         assert_eq!(st, 409, "replay after deletion: {v}");
@@ -70,20 +69,13 @@ async fn a_replay_after_deletion_creates_no_event() {
 async fn a_replay_after_retention_creates_no_event() {
     let env = start(|c| c.retention.keep_events_per_project = Some(1));
     let s = &env.server;
-    let user = s.user_token("ops").unwrap();
     let first = captured(&Push::new("demo", SMALL), Some(unix_now()));
     let (st, v) = send(s, &first).await;
     assert_eq!(st, 200, "{v}");
     let id = v["event_id"].as_str().unwrap().to_string();
     for t in tasks_of(s, &id).await {
         let tid = t["id"].as_str().unwrap();
-        let (st, v) = post_auth(
-            s,
-            Method::POST,
-            &format!("/api/tasks/{tid}/cancel"),
-            Some(&user),
-        )
-        .await;
+        let (st, v) = as_ops(s, Method::POST, &format!("/api/tasks/{tid}/cancel")).await;
         assert_eq!(st, 200, "{v}");
     }
     push_ok(s, &Push::new("demo", SMALL)).await;

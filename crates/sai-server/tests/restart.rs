@@ -10,12 +10,10 @@ use sai_testkit::{TestServer, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_keeps_every_acknowledged_event_task_and_log() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config_in(tmp.path().join("data"));
     // Requeued at once (the graceful claim-back is tested with the real
     // builder in sai-builder/tests/daemon_server_restart.rs).
-    cfg.restart_grace_secs = 0;
-    let mut s = TestServer::start(&bin(), &cfg, &[]).unwrap();
+    let env = start(|c| c.restart_grace_secs = 0);
+    let (cfg, mut s) = (env.config, env.server);
     let ev = push_ok(&s, &Push::new("demo", SMALL)).await;
     let ev2 = push_ok(&s, &Push::new("other", SMALL)).await;
     let mut b = host1(&s, 1).await;

@@ -62,12 +62,7 @@ async fn a_builder_that_said_it_is_shutting_down_gets_no_offers_and_charges_noth
     let second = b.offer(T).await.unwrap();
     b.accept(&o.task_id).await.unwrap();
     b.send(&BuilderMessage::ShuttingDown).await.unwrap();
-    b.send(&BuilderMessage::Reject {
-        task_id: second.task_id.clone(),
-        reason: "shutting down".into(),
-    })
-    .await
-    .unwrap();
+    b.reject(&second.task_id, "shutting down").await.unwrap();
     // Declined, and nothing else is offered to a link that is going away.
     assert!(b.poll(Duration::from_millis(500)).await.unwrap().is_none());
     // The link ends before the running task's hand-back arrives.
@@ -127,10 +122,7 @@ async fn a_fleet_over_an_unrunnable_backlog_keeps_the_api_answering_and_leaves_n
     }
     no_builder_online(s).await;
     // A runnable push is still offered at once.
-    let runnable = s.builder_token("host1", &["linux"]).unwrap();
-    let mut b = FakeBuilder::start(&s.builder_url(), &runnable, "host1", &[(LINUX, 1)])
-        .await
-        .unwrap();
+    let mut b = fake_builder(s, "host1", &["linux"], &[(LINUX, 1)]).await;
     let ev = push_ok(s, &Push::new("demo", TWO_LINUX)).await;
     assert_eq!(b.offer(T).await.unwrap().event_id, ev);
 }

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_core::protocol::TaskResult;
 use sai_testkit::FakeBuilder;
 use sai_testkit::hook::{Push, random_hex};
 use sai_testkit::wait_for;
@@ -60,10 +60,7 @@ async fn conforms<T: serde::de::DeserializeOwned>(
 }
 
 async fn builder(server: &sai_testkit::TestServer) -> FakeBuilder {
-    let token = server.builder_token("b1", &[LINUX]).unwrap();
-    FakeBuilder::start(&server.builder_url(), &token, "b1", &[(LINUX, 1)])
-        .await
-        .unwrap()
+    fake_builder(server, "b1", &[LINUX], &[(LINUX, 1)]).await
 }
 
 fn push_of(hash: &str) -> Push {
@@ -85,8 +82,7 @@ async fn until_state(server: &sai_testkit::TestServer, task_id: &str, state: &st
 async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_is_lost() {
     let env = start(|c| {
         c.log_window_bytes = 32 << 20;
-        c.builder_ping_interval_ms = 10_000;
-        c.builder_dead_timeout_ms = 60_000;
+        patient_builders(c);
     });
     let s = &env.server;
     let ev = push_ok(s, &push_of(&random_hex(20))).await;
@@ -95,12 +91,7 @@ async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_
     assert_eq!(offer.test_reports, ["build/Testing/**/*.xml"], "offered");
     let id = offer.task_id.clone();
     b.accept(&id).await.unwrap();
-    b.send(&BuilderMessage::StepStarted {
-        task_id: id.clone(),
-        step: 0,
-    })
-    .await
-    .unwrap();
+    b.step_started(&id, 0).await.unwrap();
     b.log(&id, 1, b"line before the reports\n").await.unwrap();
     b.artifact(&id, "keep.bin", b"artifact bytes")
         .await
@@ -129,21 +120,14 @@ async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_
         b.test_report(&id, name, bytes).await.unwrap();
     }
     b.log(&id, 2, b"line after the reports\n").await.unwrap();
-    b.send(&BuilderMessage::StepFinished {
-        task_id: id.clone(),
-        step: 0,
-        exit_code: 8,
-        duration_ms: 5,
-    })
-    .await
-    .unwrap();
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: id.clone(),
-        result: TaskResult::Failed {
+    b.step_finished(&id, 0, 8, 5).await.unwrap();
+    b.finish(
+        &id,
+        TaskResult::Failed {
             exit_code: 8,
             step: 0,
         },
-    })
+    )
     .await
     .unwrap();
     let t = until_state(s, &id, "failed").await;
@@ -245,12 +229,7 @@ async fn hostile_reports_are_refused_with_a_reason_and_nothing_else_of_the_task_
 async fn run_for(b: &mut FakeBuilder, ms: u64) -> String {
     let offer = accept_next(b).await;
     tokio::time::sleep(Duration::from_millis(ms)).await;
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: offer.task_id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&offer.task_id, TaskResult::Success).await.unwrap();
     offer.task_id
 }
 
@@ -265,11 +244,7 @@ fn default_task(ev: &Value) -> &Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn estimates_come_from_recorded_history_within_its_spread_and_none_without() {
-    let env = start(|c| {
-        // The fake builder answers pings only while the test reads.
-        c.builder_ping_interval_ms = 10_000;
-        c.builder_dead_timeout_ms = 60_000;
-    });
+    let env = start(patient_builders);
     let s = &env.server;
     let mut b = builder(s).await;
 
@@ -279,12 +254,7 @@ async fn estimates_come_from_recorded_history_within_its_spread_and_none_without
     let e = event(s, &first).await;
     assert!(e.get("expected_finish").is_none(), "{e}");
     assert!(e["tasks"][0].get("estimate_ms").is_none(), "{e}");
-    b.send(&BuilderMessage::TaskFinished {
-        task_id: offer.task_id.clone(),
-        result: TaskResult::Success,
-    })
-    .await
-    .unwrap();
+    b.finish(&offer.task_id, TaskResult::Success).await.unwrap();
     run_for(&mut b, 10).await;
     let t = until_state(s, &offer.task_id, "success").await;
     let mut durations = vec![t["ended"].as_i64().unwrap() - t["started"].as_i64().unwrap()];

@@ -357,6 +357,50 @@ impl FakeBuilder {
         .await
     }
 
+    /// Decline an offered task, saying why.
+    pub async fn reject(&mut self, task_id: &str, reason: &str) -> Result<()> {
+        self.send(&BuilderMessage::Reject {
+            task_id: task_id.into(),
+            reason: reason.into(),
+        })
+        .await
+    }
+
+    /// Step `step` (0-based) of a task started.
+    pub async fn step_started(&mut self, task_id: &str, step: u32) -> Result<()> {
+        self.send(&BuilderMessage::StepStarted {
+            task_id: task_id.into(),
+            step,
+        })
+        .await
+    }
+
+    /// Step `step` of a task ended with `exit_code` after `duration_ms`.
+    pub async fn step_finished(
+        &mut self,
+        task_id: &str,
+        step: u32,
+        exit_code: i32,
+        duration_ms: u64,
+    ) -> Result<()> {
+        self.send(&BuilderMessage::StepFinished {
+            task_id: task_id.into(),
+            step,
+            exit_code,
+            duration_ms,
+        })
+        .await
+    }
+
+    /// A task ended with `result`.
+    pub async fn finish(&mut self, task_id: &str, result: TaskResult) -> Result<()> {
+        self.send(&BuilderMessage::TaskFinished {
+            task_id: task_id.into(),
+            result,
+        })
+        .await
+    }
+
     /// [`run_task`](Self::run_task) ending `failed` with `exit_code` in step 0.
     pub async fn fail_task(&mut self, offer: &TaskOffer, log: &[u8], exit_code: i32) -> Result<()> {
         let result = TaskResult::Failed { exit_code, step: 0 };
@@ -372,29 +416,16 @@ impl FakeBuilder {
     ) -> Result<()> {
         let id = offer.task_id.clone();
         self.accept(&id).await?;
-        self.send(&BuilderMessage::StepStarted {
-            task_id: id.clone(),
-            step: 0,
-        })
-        .await?;
+        self.step_started(&id, 0).await?;
         if !log.is_empty() {
             self.log(&id, 1, log).await?;
         }
-        self.send(&BuilderMessage::StepFinished {
-            task_id: id.clone(),
-            step: 0,
-            exit_code: match &result {
-                TaskResult::Failed { exit_code, .. } => *exit_code,
-                _ => 0,
-            },
-            duration_ms: 1,
-        })
-        .await?;
-        self.send(&BuilderMessage::TaskFinished {
-            task_id: id,
-            result,
-        })
-        .await
+        let exit_code = match &result {
+            TaskResult::Failed { exit_code, .. } => *exit_code,
+            _ => 0,
+        };
+        self.step_finished(&id, 0, exit_code, 1).await?;
+        self.finish(&id, result).await
     }
 
     /// Close the websocket politely.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::SinkExt;
-use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_core::protocol::TaskResult;
 use sai_testkit::browser::Browser;
 use sai_testkit::hook::Push;
 use sai_testkit::proc_status::rss_kib;
@@ -70,17 +70,8 @@ async fn main() -> anyhow::Result<()> {
     let mut builder = st.builder("b1", &[(LINUX, 1)]).await;
     let offer = builder.offer(T).await?;
     let id = offer.task_id.clone();
-    builder
-        .send(&BuilderMessage::Accept {
-            task_id: id.clone(),
-        })
-        .await?;
-    builder
-        .send(&BuilderMessage::StepStarted {
-            task_id: id.clone(),
-            step: 0,
-        })
-        .await?;
+    builder.accept(&id).await?;
+    builder.step_started(&id, 0).await?;
     builder.log(&id, 1, b"start\n").await?;
     b.goto(&st.url(&format!("/t/{id}"))).await?;
     b.wait_for(
@@ -122,12 +113,7 @@ async fn main() -> anyhow::Result<()> {
             lat[99]
         ),
     ));
-    builder
-        .send(&BuilderMessage::TaskFinished {
-            task_id: id.clone(),
-            result: TaskResult::Success,
-        })
-        .await?;
+    builder.finish(&id, TaskResult::Success).await?;
 
     // 2. 100 MB log.
     let o = builder.offer(T).await?;

@@ -156,10 +156,7 @@ pub async fn window(
         if range.records.is_empty() {
             break;
         }
-        for rec in &range.records {
-            if rec.offset.max(0) as u64 >= total {
-                break;
-            }
+        for rec in starting_before(&range.records, total) {
             out.extend(maker.feed(rec).into_iter().filter(|r| r.n <= end_line));
         }
         let pos = (range.next_offset.max(0) as u64).min(total);
@@ -178,6 +175,14 @@ pub async fn window(
         out.push(row);
     }
     Ok(out)
+}
+
+/// The records that start within the first `total` bytes: the log size the
+/// view was made for (more may have been written since).
+fn starting_before(records: &[LogRecord], total: u64) -> impl Iterator<Item = &LogRecord> {
+    records
+        .iter()
+        .take_while(move |r| (r.offset.max(0) as u64) < total)
 }
 
 /// What a log search looks for.
@@ -231,10 +236,7 @@ pub async fn search(
         if range.records.is_empty() {
             break;
         }
-        for rec in &range.records {
-            if rec.offset.max(0) as u64 >= total {
-                break;
-            }
+        for rec in starting_before(&range.records, total) {
             let first = maker.next_line();
             maker.feed(rec);
             for (i, text) in maker.texts.drain(..).enumerate() {

@@ -160,6 +160,22 @@ impl Upstream {
             .map_err(|e| UpstreamError::Decode(path.to_string(), e.to_string()))
     }
 
+    /// GET `/api/{collection}/{id}{rest}`, for `collection` [`TASKS`] or
+    /// [`EVENTS`]; what is not an id of it is not found, without asking.
+    async fn get_item<T: serde::de::DeserializeOwned>(
+        &self,
+        (collection, id_len): (&str, usize),
+        id: &str,
+        rest: &str,
+        viewer: &Viewer,
+    ) -> Result<T, UpstreamError> {
+        if !is_hex_id(id, id_len) {
+            return Err(UpstreamError::NotFound);
+        }
+        self.get(&format!("/api/{collection}/{id}{rest}"), viewer)
+            .await
+    }
+
     /// All projects.
     pub async fn projects(&self, viewer: &Viewer) -> Result<Vec<Project>, UpstreamError> {
         self.get("/api/projects", viewer).await
@@ -185,10 +201,7 @@ impl Upstream {
     /// One event with the first page of its tasks (the server's
     /// `limits.max_page`, 1,000 by default).
     pub async fn event(&self, id: &str, viewer: &Viewer) -> Result<EventDetail, UpstreamError> {
-        if !is_hex_id(id, 32) {
-            return Err(UpstreamError::NotFound);
-        }
-        self.get(&format!("/api/events/{id}"), viewer).await
+        self.get_item(EVENTS, id, "", viewer).await
     }
 
     /// One event with all its tasks, page after page, up to
@@ -220,10 +233,7 @@ impl Upstream {
         id: &str,
         viewer: &Viewer,
     ) -> Result<sai_core::api::TaskTests, UpstreamError> {
-        if !is_hex_id(id, 64) {
-            return Err(UpstreamError::NotFound);
-        }
-        self.get(&format!("/api/tasks/{id}/tests"), viewer).await
+        self.get_item(TASKS, id, "/tests", viewer).await
     }
 
     /// The tests that failed anywhere in an event.
@@ -232,18 +242,12 @@ impl Upstream {
         id: &str,
         viewer: &Viewer,
     ) -> Result<sai_core::api::EventTests, UpstreamError> {
-        if !is_hex_id(id, 32) {
-            return Err(UpstreamError::NotFound);
-        }
-        self.get(&format!("/api/events/{id}/tests"), viewer).await
+        self.get_item(EVENTS, id, "/tests", viewer).await
     }
 
     /// One task with steps and artifacts.
     pub async fn task(&self, id: &str, viewer: &Viewer) -> Result<Task, UpstreamError> {
-        if !is_hex_id(id, 64) {
-            return Err(UpstreamError::NotFound);
-        }
-        self.get(&format!("/api/tasks/{id}"), viewer).await
+        self.get_item(TASKS, id, "", viewer).await
     }
 
     /// Records of a task's log from `offset`, about `max` bytes.
@@ -254,11 +258,10 @@ impl Upstream {
         max: u64,
         viewer: &Viewer,
     ) -> Result<LogRange, UpstreamError> {
-        if !is_hex_id(id, 64) {
-            return Err(UpstreamError::NotFound);
-        }
-        self.get(
-            &format!("/api/tasks/{id}/log?offset={offset}&max={max}"),
+        self.get_item(
+            TASKS,
+            id,
+            &format!("/log?offset={offset}&max={max}"),
             viewer,
         )
         .await
@@ -273,15 +276,9 @@ impl Upstream {
         max: u64,
         viewer: &Viewer,
     ) -> Result<LogRange, UpstreamError> {
-        if !is_hex_id(id, 64) {
-            return Err(UpstreamError::NotFound);
-        }
         let line = line.min(i64::MAX as u64);
-        self.get(
-            &format!("/api/tasks/{id}/log?line={line}&max={max}"),
-            viewer,
-        )
-        .await
+        self.get_item(TASKS, id, &format!("/log?line={line}&max={max}"), viewer)
+            .await
     }
 
     /// The exact bytes of a task's log from `offset`, about `max` bytes.
@@ -360,6 +357,11 @@ pub enum Action {
     /// Delete an event.
     DeleteEvent(String),
 }
+
+/// The tasks of the operations API and the length of their hex ids.
+const TASKS: (&str, usize) = ("tasks", 64);
+/// The events of the operations API and the length of their hex ids.
+const EVENTS: (&str, usize) = ("events", 32);
 
 /// An id of exactly `len` uppercase hex digits.
 pub fn is_hex_id(s: &str, len: usize) -> bool {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use sai_core::protocol::{BuilderMessage, TaskResult};
+use sai_core::protocol::TaskResult;
 use sai_testkit::browser::Browser;
 use sai_testkit::hook::Push;
 use sai_testkit::wait_for;
@@ -55,14 +55,17 @@ async fn task_state_becomes(st: &Stack, task: &str, state: &str) {
     .unwrap();
 }
 
-fn screenshot_path(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
-    if std::env::var("SAI_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+/// Save the page as `name`, best effort: into `docs/screenshots/` when
+/// updating them, else into the test's temp dir.
+async fn screenshot(b: &Browser, tmp: &tempfile::TempDir, name: &str) {
+    let path = if std::env::var("SAI_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../docs/screenshots")
             .join(name)
     } else {
         tmp.path().join(name)
-    }
+    };
+    b.screenshot(&path).await.ok();
 }
 
 /// Mark the current document; a reload would lose the mark.
@@ -77,11 +80,6 @@ async fn still_marked(b: &Browser) -> bool {
         .await
         .unwrap()
         == json!(true)
-}
-
-/// Wait until `script` returns something truthy on the page.
-async fn page_shows(b: &Browser, what: &str, script: &str) -> Value {
-    b.wait_for(what, T, script).await.unwrap()
 }
 
 async fn connected(b: &Browser) {
@@ -109,9 +107,7 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
     )
     .await;
     assert!(still_marked(&b).await, "no reload");
-    b.screenshot(&screenshot_path(&st.tmp, "overview.png"))
-        .await
-        .ok();
+    screenshot(&b, &st.tmp, "overview.png").await;
     assert!(
         b.eval(
             &format!("return !!document.getElementById('ev-{first}');"),
@@ -136,25 +132,20 @@ async fn a_push_appears_on_the_overview_and_matrix_cells_change_live() {
             .unwrap();
         offer = builder.offer(T).await.unwrap();
     }
-    builder
-        .send(&BuilderMessage::Accept {
-            task_id: offer.task_id.clone(),
-        })
-        .await
-        .unwrap();
+    builder.accept(&offer.task_id).await.unwrap();
     let cell = format!(
         "document.getElementById('c-{}').dataset.state",
         offer.task_id
     );
     page_shows(&b, "cell running", &format!("return {cell} === 'running';")).await;
     builder
-        .send(&BuilderMessage::TaskFinished {
-            task_id: offer.task_id.clone(),
-            result: TaskResult::Failed {
+        .finish(
+            &offer.task_id,
+            TaskResult::Failed {
                 exit_code: 1,
                 step: 0,
             },
-        })
+        )
         .await
         .unwrap();
     page_shows(&b, "cell failed", &format!("return {cell} === 'failed';")).await;
@@ -178,19 +169,8 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     let offer = builder.offer(T).await.unwrap();
     assert_eq!(offer.event_id, ev);
     let id = offer.task_id.clone();
-    builder
-        .send(&BuilderMessage::Accept {
-            task_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    builder
-        .send(&BuilderMessage::StepStarted {
-            task_id: id.clone(),
-            step: 0,
-        })
-        .await
-        .unwrap();
+    builder.accept(&id).await.unwrap();
+    builder.step_started(&id, 0).await.unwrap();
     builder
         .log(&id, 1, b"configuring\n\x1b[32mgreen\x1b[0m done\n")
         .await
@@ -236,22 +216,8 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
     assert_eq!(row, json!(["row ch2", "3"]), "stderr channel, line 3");
     assert!(still_marked(&b).await);
     // The first step ends and the second starts: its duration appears live.
-    builder
-        .send(&BuilderMessage::StepFinished {
-            task_id: id.clone(),
-            step: 0,
-            exit_code: 0,
-            duration_ms: 1500,
-        })
-        .await
-        .unwrap();
-    builder
-        .send(&BuilderMessage::StepStarted {
-            task_id: id.clone(),
-            step: 1,
-        })
-        .await
-        .unwrap();
+    builder.step_finished(&id, 0, 0, 1500).await.unwrap();
+    builder.step_started(&id, 1).await.unwrap();
     let took = b
         .wait_for(
             "the first step's duration",
@@ -262,9 +228,7 @@ async fn a_line_printed_by_a_running_step_shows_in_the_open_task_page() {
         .unwrap_or_else(|e| panic!("{e}\nsai-web log:\n{}", st.web.log()));
     assert_eq!(took, json!("1.5s"));
     assert!(still_marked(&b).await, "updated without a reload");
-    b.screenshot(&screenshot_path(&st.tmp, "task-log.png"))
-        .await
-        .ok();
+    screenshot(&b, &st.tmp, "task-log.png").await;
     b.close().await.unwrap();
 }
 
@@ -363,9 +327,7 @@ async fn the_548_task_push_renders_its_full_matrix_and_stays_live() {
     );
     page_shows(&b, "four cells passed", &check).await;
     assert!(still_marked(&b).await);
-    b.screenshot(&screenshot_path(&st.tmp, "event-matrix.png"))
-        .await
-        .ok();
+    screenshot(&b, &st.tmp, "event-matrix.png").await;
     b.close().await.unwrap();
 }
 
@@ -521,13 +483,12 @@ async fn an_event_of_more_than_one_page_of_tasks_shows_every_task_and_stays_live
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    b.wait_for(
+    page_shows(
+        &b,
         "the last task's cell turns cancelled",
-        T,
         &format!("return document.getElementById('c-{last}').dataset.state === 'cancelled';"),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(still_marked(&b).await, "updated without a reload");
     b.close().await.unwrap();
 }

@@ -145,14 +145,7 @@ async fn a_failing_ctest_shows_in_the_api_and_pages_and_a_passing_rebuild_marks_
     // The pages, in a real browser.
     let b = Browser::start().await.unwrap();
     b.goto(&st.url(&format!("/t/{id}"))).await.unwrap();
-    let row = b
-        .wait_for(
-            "the failed test on the task page",
-            T,
-            "const r = document.querySelector('#tests tr.failed'); return r ? [r.querySelector('.name').textContent, r.querySelector('pre.msg').textContent] : null;",
-        )
-        .await
-        .unwrap();
+    let row = page_shows(&b, "the failed test on the task page", "const r = document.querySelector('#tests tr.failed'); return r ? [r.querySelector('.name').textContent, r.querySelector('pre.msg').textContent] : null;").await;
     assert_eq!(row[0], "divides_by_zero");
     assert!(
         row[1].as_str().unwrap().contains("expected 4 but got 5"),
@@ -167,14 +160,7 @@ async fn a_failing_ctest_shows_in_the_api_and_pages_and_a_passing_rebuild_marks_
         .unwrap();
     assert_eq!(counts, "1 passed, 1 failed, 0 skipped");
     b.goto(&st.url(&format!("/e/{ev}"))).await.unwrap();
-    let failed = b
-        .wait_for(
-            "the failed test on the event page",
-            T,
-            "const r = document.querySelector('#failed-tests tr.test'); return r ? [r.querySelector('.name').textContent, r.querySelector('.platforms').textContent.trim()] : null;",
-        )
-        .await
-        .unwrap();
+    let failed = page_shows(&b, "the failed test on the event page", "const r = document.querySelector('#failed-tests tr.test'); return r ? [r.querySelector('.name').textContent, r.querySelector('.platforms').textContent.trim()] : null;").await;
     assert_eq!(failed, json!(["divides_by_zero", LINUX]));
     b.close().await.unwrap();
 

@@ -243,12 +243,7 @@ async fn a_private_event_is_absent_for_anonymous_visitors_everywhere() {
             b.artifact(&o.task_id, "out/secret.bin", b"xyz")
                 .await
                 .unwrap();
-            b.send(&sai_core::protocol::BuilderMessage::TaskFinished {
-                task_id: o.task_id.clone(),
-                result: TaskResult::Success,
-            })
-            .await
-            .unwrap();
+            b.finish(&o.task_id, TaskResult::Success).await.unwrap();
         } else {
             b.run_task(&o, b"ok\n", TaskResult::Success).await.unwrap();
         }

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{PASSWORD, USER, csrf_of, page_as, password_hash, post_form_as, set_cookie};
+use common::{PASSWORD, USER, page_as, password_hash, sign_in_with};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -167,24 +167,10 @@ async fn web_serves_https_and_signs_in_with_secure_cookies() {
     assert!(pre_header.contains("Secure"), "{pre_header}");
 
     // Sign-in over TLS.
-    let form = c.get(web.url("/signin")).send().await.unwrap();
-    let pre = set_cookie(&form, "__Host-sai_pre").unwrap();
-    let csrf = csrf_of(&form.text().await.unwrap()).expect("csrf field");
-    let r = post_form_as(
-        &c,
-        web.url("/signin"),
-        &pre,
-        &format!("https://{}", web.addr),
-        &[
-            ("csrf", csrf.as_str()),
-            ("name", USER),
-            ("password", PASSWORD),
-            ("next", "/"),
-        ],
-    )
-    .await;
-    assert_eq!(r.status(), 303, "{}", web.log());
-    let session = set_cookie(&r, "__Host-sai_session").expect("session cookie");
+    let origin = format!("https://{}", web.addr);
+    let session = sign_in_with(&c, &web, &origin, USER, PASSWORD)
+        .await
+        .unwrap_or_else(|status| panic!("sign-in answered {status}\n{}", web.log()));
     let home = page_as(&c, web.url("/"), &session).await;
     assert!(home.contains(USER), "signed-in page names the user");
 }

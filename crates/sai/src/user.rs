@@ -67,12 +67,7 @@ pub fn run(args: UserArgs) -> Result<ExitCode> {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if !ok {
+    if sai_core::config::web::check_user_name(name).is_err() {
         bail!("user name {name:?}: use 1-64 letters, digits, '.', '_', '-' or '@'");
     }
     Ok(())

@@ -409,17 +409,22 @@ fn server_and_hook_secret(dir: &Path) -> (TestServer, PathBuf) {
     (server, secret)
 }
 
+/// A server, and the bare repository `<dir>/<name>` whose real `hook`
+/// notifies it.
+fn server_and_hooked_origin(dir: &Path, name: &str, hook: &str) -> (TestServer, PathBuf) {
+    let (server, secret) = server_and_hook_secret(dir);
+    let origin = dir.join(name);
+    bare_origin_with_hook(&origin, hook, &server.url(""), &secret);
+    (server, origin)
+}
+
 /// The `update` variant of the hook, and an annotated tag: the event names
 /// the tagged commit (what builders check out), not the tag object.
 #[tokio::test(flavor = "multi_thread")]
 async fn update_hook_and_annotated_tag_notify_with_the_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (server, secret) = server_and_hook_secret(dir);
-
-    let origin = dir.join("upd.git");
-    let server_url = server.url("");
-    bare_origin_with_hook(&origin, "update", &server_url, &secret);
+    let (server, origin) = server_and_hooked_origin(dir, "upd.git", "update");
     let work = one_task_work_repo(dir);
     let (first, _) = git(&work, &["rev-parse", "HEAD"]);
     let origin_s = origin.display().to_string();
@@ -525,10 +530,7 @@ async fn hook_without_openssl_uses_sai_notify() {
 async fn a_saifile_typo_is_printed_by_git_push() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (server, secret) = server_and_hook_secret(dir);
-
-    let origin = dir.join("typo.git");
-    bare_origin_with_hook(&origin, "post-receive", &server.url(""), &secret);
+    let (server, origin) = server_and_hooked_origin(dir, "typo.git", "post-receive");
     let saifile = json!({
         "schema": "sai-1",
         "platforms": {

@@ -103,13 +103,11 @@ fn assert_hardened(unit: &str, sc: &Value) {
 #[test]
 fn server_unit_is_hardened_and_gets_its_secrets_as_credentials() {
     let nix = Nix::new();
-    let config = nix
-        .eval_system(
-            "server unit",
-            FULL_HOST,
-            "{ inherit (config) systemd networking; etc = config.environment.etc; }",
-        )
-        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    let config = nix.system_value(
+        "server unit",
+        FULL_HOST,
+        "{ inherit (config) systemd networking; etc = config.environment.etc; }",
+    );
     let unit = service(&config, "sai-server");
     let sc = &unit["serviceConfig"];
     assert_hardened("sai-server", sc);
@@ -402,10 +400,8 @@ fn a_secret_in_the_nix_store_is_refused() {
 
 #[test]
 fn each_builder_instance_gets_its_own_unit_with_only_what_steps_need() {
-    let nix = Nix::new();
-    let config = nix
-        .eval_system("builder units", FULL_HOST, "{ inherit (config) systemd; }")
-        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    let config =
+        Nix::new().system_value("builder units", FULL_HOST, "{ inherit (config) systemd; }");
     for name in ["gcc", "plain"] {
         let unit = service(&config, &format!("sai-builder-{name}"));
         let sc = &unit["serviceConfig"];
@@ -458,14 +454,11 @@ fn each_builder_instance_gets_its_own_unit_with_only_what_steps_need() {
 
 #[test]
 fn boards_get_udev_rules_a_group_and_a_shared_queue() {
-    let nix = Nix::new();
-    let config = nix
-        .eval_system(
-            "device rules",
-            FULL_HOST,
-            "{ inherit (config) users systemd; udev = config.services.udev.extraRules; }",
-        )
-        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    let config = Nix::new().system_value(
+        "device rules",
+        FULL_HOST,
+        "{ inherit (config) users systemd; udev = config.services.udev.extraRules; }",
+    );
     let udev = config["udev"].as_str().unwrap();
     for rule in [
         r#"SUBSYSTEM=="tty", ATTRS{serial}=="FT4XYZ12", GROUP="sai-devices", MODE="0660", SYMLINK+="sai/esp32-1-console""#,
@@ -502,8 +495,7 @@ fn boards_get_udev_rules_a_group_and_a_shared_queue() {
 fn web_shows_the_local_server_unless_told_otherwise() {
     let nix = Nix::new();
     let url = |module: &str| {
-        nix.eval_system("web serverUrl", module, "config.services.sai.web.serverUrl")
-            .unwrap_or_else(|e| panic!("{}", e.stderr))
+        nix.system_value("web serverUrl", module, "config.services.sai.web.serverUrl")
     };
     assert_eq!(
         url(
@@ -517,13 +509,11 @@ fn web_shows_the_local_server_unless_told_otherwise() {
         ),
         "http://192.0.2.7:4444"
     );
-    let config = nix
-        .eval_system(
-            "web unit",
-            r#"{ services.sai.web = { enable = true; serverUrl = "https://ci.example.org/sai"; sessionKeyFile = "/run/keys/session"; }; }"#,
-            "config.systemd.services.sai-web",
-        )
-        .unwrap_or_else(|e| panic!("{}", e.stderr));
+    let config = nix.system_value(
+        "web unit",
+        r#"{ services.sai.web = { enable = true; serverUrl = "https://ci.example.org/sai"; sessionKeyFile = "/run/keys/session"; }; }"#,
+        "config.systemd.services.sai-web",
+    );
     let sc = &config["serviceConfig"];
     assert_hardened("sai-web", sc);
     assert_eq!(
@@ -544,8 +534,7 @@ fn web_shows_the_local_server_unless_told_otherwise() {
 #[test]
 fn tls_files_and_service_tokens_are_credentials_too() {
     let nix = Nix::new();
-    let config = nix
-        .eval_system(
+    let config = nix.system_value(
             "tls and service token options",
             r#"{
               services.sai.server = {
@@ -567,8 +556,7 @@ fn tls_files_and_service_tokens_are_credentials_too() {
               };
             }"#,
             "{ inherit (config.services.sai.server) settings; web = config.services.sai.web.settings; builder = config.services.sai.builder.instances.x.settings; units = config.systemd.services; }",
-        )
-        .unwrap_or_else(|e| panic!("{}", e.stderr));
+        );
     assert_eq!(
         config["settings"]["tls"],
         serde_json::json!({

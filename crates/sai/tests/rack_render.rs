@@ -59,28 +59,21 @@ fn validate_accepts_the_example_rack_and_refuses_broken_ones_with_positions() {
             + 1
     };
     let name = bad.display().to_string();
-    // The duplicate name is the second "name": "deb12-oci" of a builder.
-    let dup = format!("{name}:{}:", line_of("\"name\": \"deb12-oci\"", 1));
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with(&dup) && l.contains("builders[1].name")),
-        "{stderr}"
-    );
-    let arch = format!("{name}:{}:", line_of("\"arch\": \"xtensa\"", 0));
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with(&arch) && l.contains("qemu cannot emulate")),
-        "{stderr}"
-    );
-    let tty = format!("{name}:{}:", line_of("\"tty\": \"/dev/ttyUSB0\"", 1));
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with(&tty) && l.contains("already given")),
-        "{stderr}"
-    );
+    // Each problem at the line of the `nth` (0-based) line holding `needle`:
+    // the duplicate name is the second "name": "deb12-oci" of a builder.
+    for (needle, nth, says) in [
+        ("\"name\": \"deb12-oci\"", 1, "builders[1].name"),
+        ("\"arch\": \"xtensa\"", 0, "qemu cannot emulate"),
+        ("\"tty\": \"/dev/ttyUSB0\"", 1, "already given"),
+    ] {
+        let at = format!("{name}:{}:", line_of(needle, nth));
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&at) && l.contains(says)),
+            "{says} at {at}\n{stderr}"
+        );
+    }
 
     // A JSON syntax error and an unknown field are positioned too.
     let typo = tmp.path().join("typo-rack.json");

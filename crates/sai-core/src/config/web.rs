@@ -283,7 +283,9 @@ pub(crate) fn check_base_url(url: &str, schemes: &[&str], allow_unix: bool) -> R
     Ok(())
 }
 
-fn check_user_name(name: &str) -> Result<(), String> {
+/// The rule for a user name (1-64 letters, digits, '.', '_', '-' or '@'),
+/// shared by the web config, `sai user` and the server's acting-for header.
+pub fn check_user_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".to_string());
     }

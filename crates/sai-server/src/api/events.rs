@@ -11,7 +11,7 @@ use sai_core::task::{Event, EventId};
 use warp::http::HeaderMap;
 
 use super::estimates::Estimator;
-use super::{Query, Res, ok, query_int, require_user, visible_event};
+use super::{Query, Res, ok, query_int, require_user, visible_event, visible_event_db};
 use crate::error::Error;
 use crate::state::Server;
 
@@ -19,11 +19,7 @@ use crate::state::Server;
 /// `limits.max_page`; `cursor` from the previous page's `next_cursor`) and
 /// the count of every state.
 pub fn get(server: &Server, headers: &HeaderMap, id: &str, q: &Query) -> Res {
-    let e = visible_event(server, headers, id)?;
-    let db = server
-        .store
-        .event_db(id)?
-        .ok_or(Error::NotFound("no such event"))?;
+    let (e, db) = visible_event_db(server, headers, id)?;
     let max = i64::from(server.settings.config.limits.max_page);
     let limit = query_int(q, "limit", max).clamp(1, max);
     let after = match q.get("cursor") {
@@ -78,11 +74,7 @@ pub async fn rebuild(
     task: Option<&str>,
 ) -> Res {
     let who = require_user(server, headers)?;
-    let row = visible_event(server, headers, ev)?;
-    let db = server
-        .store
-        .event_db(ev)?
-        .ok_or(Error::NotFound("no such event"))?;
+    let (row, db) = visible_event_db(server, headers, ev)?;
     if let Some(t) = task
         && (!is_task_id(t) || db.task(t)?.is_none())
     {
@@ -124,11 +116,7 @@ pub async fn rebuild(
 /// push). The old event and its results stay as they are.
 pub async fn again(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
     let who = require_user(server, headers)?;
-    let old = visible_event(server, headers, id)?;
-    let db = server
-        .store
-        .event_db(id)?
-        .ok_or(Error::NotFound("no such event"))?;
+    let (old, db) = visible_event_db(server, headers, id)?;
     let tasks = db.tasks()?;
     let new_id = EventId::from_bytes(crate::hook::random16());
     let mut ev = Event::new(

@@ -134,12 +134,7 @@ fn on_behalf_of(server: &Server, tok: &str, for_user: &str) -> Result<String, Er
 /// `service` acts for `for_user`: a valid, unrevoked user name, recorded.
 fn act_for(server: &Server, for_user: &str, service: &str) -> Result<String, Error> {
     let revoked = &server.settings.config.revoked_users;
-    let valid_name = !for_user.is_empty()
-        && for_user.len() <= 64
-        && for_user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if !valid_name {
+    if sai_core::config::web::check_user_name(for_user).is_err() {
         return Err(Error::Unauthorized(
             "X-Sai-On-Behalf-Of is not a user name".into(),
         ));
@@ -165,6 +160,20 @@ pub fn visible_event(server: &Server, headers: &HeaderMap, id: &str) -> Result<E
         return Err(Error::NotFound("no such event"));
     }
     Ok(e)
+}
+
+/// A [`visible_event`] and its event database.
+pub fn visible_event_db(
+    server: &Server,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Event, Arc<crate::store::EventDb>), Error> {
+    let e = visible_event(server, headers, id)?;
+    let db = server
+        .store
+        .event_db(id)?
+        .ok_or(Error::NotFound("no such event"))?;
+    Ok((e, db))
 }
 
 /// The user of a required user token.

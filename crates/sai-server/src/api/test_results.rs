@@ -50,11 +50,7 @@ pub fn of_task(server: &Server, headers: &HeaderMap, id: &str) -> Res {
 
 /// The tests that failed in any task of an event, with their platforms.
 pub fn of_event(server: &Server, headers: &HeaderMap, id: &str) -> Res {
-    let e = super::visible_event(server, headers, id)?;
-    let db = server
-        .store
-        .event_db(id)?
-        .ok_or(Error::NotFound("no such event"))?;
+    let (e, db) = super::visible_event_db(server, headers, id)?;
     let tasks: HashMap<String, (String, String)> = db
         .tasks()?
         .into_iter()

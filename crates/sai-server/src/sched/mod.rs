@@ -168,6 +168,18 @@ pub enum Lookup<D> {
     Unknown,
 }
 
+/// What a builder connection says about itself when it joins.
+pub struct Hello {
+    /// The builder's name (from its token).
+    pub name: String,
+    /// Its address, as the server saw it.
+    pub peer: Option<String>,
+    /// Its software and version.
+    pub software: String,
+    /// What it offers.
+    pub platforms: Vec<PlatformOffer>,
+}
+
 /// A connection that said hello and is not offered work yet
 /// ([`Sched::join`]); holds the platforms of tasks requeued from the
 /// connection it replaced.
@@ -584,31 +596,21 @@ impl<D: Clone> Sched<D> {
     }
 
     /// A builder connection said hello.
-    pub fn builder_hello(
-        &mut self,
-        now: i64,
-        conn: ConnId,
-        name: String,
-        peer: Option<String>,
-        software: String,
-        platforms: Vec<PlatformOffer>,
-    ) {
-        let joined = self.join(now, conn, name, peer, software, platforms);
+    pub fn builder_hello(&mut self, now: i64, conn: ConnId, hello: Hello) {
+        let joined = self.join(now, conn, hello);
         self.joined(now, conn, joined);
     }
 
     /// The first half of [`Sched::builder_hello`]: the connection is known
     /// but offered nothing yet, so that the tasks its builder holds can be
     /// claimed ([`Sched::claim`]) before [`Sched::joined`] fills its free slots.
-    pub fn join(
-        &mut self,
-        now: i64,
-        conn: ConnId,
-        name: String,
-        peer: Option<String>,
-        software: String,
-        platforms: Vec<PlatformOffer>,
-    ) -> Joined {
+    pub fn join(&mut self, now: i64, conn: ConnId, hello: Hello) -> Joined {
+        let Hello {
+            name,
+            peer,
+            software,
+            platforms,
+        } = hello;
         let older: Vec<ConnId> = self
             .conns
             .iter()

@@ -24,6 +24,16 @@ fn offer(name: &str, instances: u32) -> PlatformOffer {
     }
 }
 
+/// The hello of builder `name` (no peer address) offering `platforms`.
+fn hello(name: &str, software: &str, platforms: Vec<PlatformOffer>) -> Hello {
+    Hello {
+        name: name.into(),
+        peer: None,
+        software: software.into(),
+        platforms,
+    }
+}
+
 fn task_bytes(i: usize) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
@@ -94,15 +104,19 @@ impl Fixture {
         ids
     }
 
+    /// An event of two linux tasks, both offered at time 0 to connection 1
+    /// (two linux instances).
+    fn both_offered_to_conn_1(&mut self) -> Vec<TaskId> {
+        let t = self.event(0, &[(LINUX, false), (LINUX, false)], 0);
+        self.hello(0, 1, &[(LINUX, 2)]);
+        assert_eq!(self.offers(1).len(), 2);
+        t
+    }
+
     fn hello(&mut self, now: i64, conn: ConnId, offers: &[(&str, u32)]) {
-        self.s.builder_hello(
-            now,
-            conn,
-            format!("b{conn}"),
-            None,
-            "test".into(),
-            offers.iter().map(|(n, i)| offer(n, *i)).collect(),
-        );
+        let platforms = offers.iter().map(|(n, i)| offer(n, *i)).collect();
+        self.s
+            .builder_hello(now, conn, hello(&format!("b{conn}"), "test", platforms));
     }
 
     /// Task ids offered to `conn` by the effects so far (and drain them).
@@ -209,9 +223,7 @@ fn a_declined_task_is_not_offered_again_until_a_task_ends_or_capacity_is_free() 
 #[test]
 fn a_task_end_lifts_the_connections_declines() {
     let mut f = Fixture::new(3);
-    let t = f.event(0, &[(LINUX, false), (LINUX, false)], 0);
-    f.hello(0, 1, &[(LINUX, 2)]);
-    assert_eq!(f.offers(1).len(), 2);
+    let t = f.both_offered_to_conn_1();
     assert!(f.s.reject(1, 1, &t[1], "no"));
     assert!(f.offers(1).is_empty(), "declined: not offered again");
     assert!(f.s.accept(1, &t[0]));
@@ -415,9 +427,7 @@ fn builder_events_visit_only_matching_platforms() {
 #[test]
 fn a_departed_builder_is_released_and_its_unaccepted_offers_cost_nothing() {
     let mut f = Fixture::new(3);
-    let t = f.event(0, &[(LINUX, false), (LINUX, false)], 0);
-    f.hello(0, 1, &[(LINUX, 2)]);
-    assert_eq!(f.offers(1).len(), 2);
+    let t = f.both_offered_to_conn_1();
     assert!(f.s.accept(1, &t[0]));
     f.s.builder_gone(1, 1, &GoneCause::Disconnected);
     let fx = f.s.take_effects();
@@ -612,14 +622,7 @@ fn a_task_left_running_is_claimed_back_by_its_builder_within_the_grace() {
     let e = f.s.claim(2_000, 2, &t, LINUX).unwrap_err();
     assert!(e.contains("not held for builder b2"), "{e}");
     // Its own builder claims it before being offered anything.
-    let joined = f.s.join(
-        3_000,
-        1,
-        "b1".into(),
-        None,
-        "t".into(),
-        vec![offer(LINUX, 1)],
-    );
+    let joined = f.s.join(3_000, 1, hello("b1", "t", vec![offer(LINUX, 1)]));
     f.s.claim(3_000, 1, &t, LINUX).unwrap();
     f.s.joined(3_000, 1, joined);
     assert!(
@@ -785,22 +788,15 @@ fn queue_stats_count_waiting_tasks_per_platform_with_the_oldest() {
 fn a_newer_connection_of_the_same_builder_replaces_the_older_without_counting() {
     let mut f = Fixture::new(3);
     let t = f.event(0, &[(LINUX, false), (LINUX, false)], 0);
-    let hello = |f: &mut Fixture, now, conn| {
-        f.s.builder_hello(
-            now,
-            conn,
-            "host1".into(),
-            None,
-            "test".into(),
-            vec![offer(LINUX, 2)],
-        )
+    let say_hello = |f: &mut Fixture, now, conn| {
+        f.s.builder_hello(now, conn, hello("host1", "test", vec![offer(LINUX, 2)]))
     };
-    hello(&mut f, 0, 1);
+    say_hello(&mut f, 0, 1);
     assert_eq!(f.offers(1).len(), 2);
     assert!(f.s.accept(1, &t[0]));
     assert_eq!(f.run(&t[0]).attempt, 1);
     // t[1] stays offered, not accepted. The same name connects again.
-    hello(&mut f, 10, 2);
+    say_hello(&mut f, 10, 2);
     let fx = f.s.take_effects();
     let close = fx.iter().position(|e| {
         matches!(e, Effect::Close { conn: 1, code, reason }

@@ -22,12 +22,8 @@ pub fn bin() -> PathBuf {
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub server: TestServer,
-}
-
-impl Env {
-    pub fn config(&self) -> ServerConfig {
-        config_in(self.tmp.path().join("data"))
-    }
+    /// The config the server was started with, to start it again.
+    pub config: ServerConfig,
 }
 
 pub fn config_in(data: PathBuf) -> ServerConfig {
@@ -42,7 +38,18 @@ pub fn start(edit: impl FnOnce(&mut ServerConfig)) -> Env {
     let mut c = config_in(tmp.path().join("data"));
     edit(&mut c);
     let server = TestServer::start(&bin(), &c, &[]).unwrap();
-    Env { tmp, server }
+    Env {
+        tmp,
+        server,
+        config: c,
+    }
+}
+
+/// For tests whose fake builder reads (and so answers pings) only when the
+/// test asks it to: keep it connected however slow the machine is.
+pub fn patient_builders(c: &mut ServerConfig) {
+    c.builder_ping_interval_ms = 10_000;
+    c.builder_dead_timeout_ms = 120_000;
 }
 
 pub async fn get(server: &TestServer, path: &str) -> (u16, Value) {
@@ -67,6 +74,12 @@ pub async fn post_auth(
 }
 
 /// Push with the hook's exact framing; returns status and body.
+/// `method path` as the operator user `ops`.
+pub async fn as_ops(server: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let user = server.user_token("ops").unwrap();
+    post_auth(server, method, path, Some(&user)).await
+}
+
 pub async fn push(server: &TestServer, p: &Push) -> (u16, Value) {
     let r = HookRequest::like_sai_sh(p, KEY)
         .send(&server.url("/sai/update-hook"))
@@ -163,15 +176,32 @@ pub async fn no_builder_online(server: &TestServer) {
 /// A fake builder named `host1` (token for `linux`) offering `instances`
 /// of [`LINUX`].
 pub async fn host1(server: &TestServer, instances: u32) -> sai_testkit::FakeBuilder {
-    let token = server.builder_token("host1", &["linux"]).unwrap();
-    sai_testkit::FakeBuilder::start(
-        &server.builder_url(),
-        &token,
-        "host1",
-        &[(LINUX, instances)],
-    )
-    .await
-    .unwrap()
+    fake_builder(server, "host1", &["linux"], &[(LINUX, instances)]).await
+}
+
+/// A fake builder `name` whose token allows `allowed` platforms, offering
+/// `offers` (platform, instances).
+pub async fn fake_builder(
+    server: &TestServer,
+    name: &str,
+    allowed: &[&str],
+    offers: &[(&str, u32)],
+) -> sai_testkit::FakeBuilder {
+    let token = server.builder_token(name, allowed).unwrap();
+    sai_testkit::FakeBuilder::start(&server.builder_url(), &token, name, offers)
+        .await
+        .unwrap()
+}
+
+/// Push `p` and let [`host1`] (one instance) accept the first task offered.
+pub async fn host1_running(
+    server: &TestServer,
+    p: &Push,
+) -> (sai_testkit::FakeBuilder, sai_core::protocol::TaskOffer) {
+    push_ok(server, p).await;
+    let mut b = host1(server, 1).await;
+    let o = accept_next(&mut b).await;
+    (b, o)
 }
 
 /// The builder's next offer, accepted.

@@ -155,16 +155,29 @@ pub fn csrf_of(html: &str) -> Option<String> {
 /// Sign in over HTTP like a browser on the same origin; returns the session
 /// cookie (`name=value`).
 pub async fn sign_in(web: &TestWeb, user: &str, password: &str) -> Result<String, u16> {
-    let c = raw_client();
+    let origin = format!("http://{}", web.addr);
+    sign_in_with(&raw_client(), web, &origin, user, password).await
+}
+
+/// Sign in with client `c` like a browser on `origin`; returns the session
+/// cookie (`name=value`), or the status when it is not a redirect (0: no
+/// session cookie).
+pub async fn sign_in_with(
+    c: &reqwest::Client,
+    web: &TestWeb,
+    origin: &str,
+    user: &str,
+    password: &str,
+) -> Result<String, u16> {
     let form_page = c.get(web.url("/signin")).send().await.unwrap();
     let pre = set_cookie(&form_page, "__Host-sai_pre").expect("pre-session cookie");
     let html = form_page.text().await.unwrap();
     let csrf = csrf_of(&html).expect("csrf field");
     let r = post_form_as(
-        &c,
+        c,
         web.url("/signin"),
         &pre,
-        &format!("http://{}", web.addr),
+        origin,
         &[
             ("csrf", csrf.as_str()),
             ("name", user),
@@ -222,4 +235,9 @@ pub async fn post_form_as(
         .send()
         .await
         .unwrap()
+}
+
+/// Wait until `script` returns something truthy on the page.
+pub async fn page_shows(b: &sai_testkit::browser::Browser, what: &str, script: &str) -> Value {
+    b.wait_for(what, T, script).await.unwrap()
 }

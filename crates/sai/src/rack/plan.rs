@@ -12,22 +12,15 @@ use super::spec::{describe, unit_name};
 pub fn plan(rack: &RackConfig, cache: &Cache) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "rack {}", rack.name);
-    if let Some(server) = &rack.server {
+    let daemons = [
+        (rack.server.as_ref()).map(|s| ("server", &s.name, s.runs, &s.config.listen)),
+        (rack.web.as_ref()).map(|w| ("web", &w.name, w.runs, &w.config.listen)),
+    ];
+    for (role, name, runs, listen) in daemons.into_iter().flatten() {
         let _ = writeln!(
             out,
-            "  server {} ({}): sai-server listening on {}",
-            server.name,
-            server.runs.name(),
-            server.config.listen
-        );
-    }
-    if let Some(web) = &rack.web {
-        let _ = writeln!(
-            out,
-            "  web {} ({}): sai-web listening on {}",
-            web.name,
-            web.runs.name(),
-            web.config.listen
+            "  {role} {name} ({}): sai-{role} listening on {listen}",
+            runs.name()
         );
     }
     for b in &rack.builders {

@@ -179,6 +179,13 @@ impl Nix {
         )
     }
 
+    /// [`eval_system`](Self::eval_system) that must succeed: a failure
+    /// panics with Nix's error output.
+    pub fn system_value(&self, what: &str, module: &str, expr: &str) -> Value {
+        self.eval_system(what, module, expr)
+            .unwrap_or_else(|e| panic!("{what}: {}", e.stderr))
+    }
+
     /// Build the checked config file of every unit of a system with
     /// `module` (each unit's first restart trigger), by unit name.
     pub fn build_unit_configs(
