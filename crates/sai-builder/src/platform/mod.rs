@@ -26,6 +26,12 @@ pub mod isolation;
 #[cfg(target_os = "linux")]
 mod pid_init;
 #[cfg(unix)]
+#[cfg_attr(
+    not(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static")),
+    allow(dead_code)
+)]
+mod files_db;
+#[cfg(unix)]
 mod unix;
 #[cfg(windows)]
 mod windows;
