@@ -100,7 +100,11 @@ fn rss_parts(pid: u32, exe: &std::path::Path) -> RssParts {
     let exe = exe.display().to_string();
     let mut parts = RssParts::default();
     let kib = |line: &str, name: &str| -> Option<u64> {
-        line.strip_prefix(name)?.split_whitespace().next()?.parse().ok()
+        line.strip_prefix(name)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     };
     // The mapping's name (empty for anonymous memory) and its Rss so far.
     let mut name = String::new();

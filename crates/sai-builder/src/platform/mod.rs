@@ -21,16 +21,16 @@ pub mod script;
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 pub mod containment;
-#[cfg(target_os = "linux")]
-pub mod isolation;
-#[cfg(target_os = "linux")]
-mod pid_init;
 #[cfg(unix)]
 #[cfg_attr(
     not(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static")),
     allow(dead_code)
 )]
 mod files_db;
+#[cfg(target_os = "linux")]
+pub mod isolation;
+#[cfg(target_os = "linux")]
+mod pid_init;
 #[cfg(unix)]
 mod unix;
 #[cfg(windows)]
