@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Statically linked Sai binaries (`-C target-feature=+crt-static`), checked
-# with `file` to be static and, with --smoke, run once (`--version`,
+# Statically linked, non-PIE Sai binaries (`-C target-feature=+crt-static
+# -C relocation-model=static`), checked with `file` to be static and not
+# position-independent and, with --smoke, run once (`--version`,
 # `--help`; through qemu-user for another architecture).
 #
 #   scripts/build-static.sh [--profile P] [--target TRIPLE] [--smoke] [-p CRATE]...
 #
-# --profile release-static (default): release, thin LTO, stripped: what the
-#     rack's real machines run (sizes in BENCHMARKS.md, issue 17).
+# --profile release-static (default): optimised for size with fat LTO,
+#     stripped: what the rack's real machines run (sizes in BENCHMARKS.md,
+#     issues 17 and 10).
 # --profile static: unoptimised, no debug info, quick to build: what CI puts
 #     in container and VM images (scripts/ci/stages/40-rack-rootfs.sh).
 # --target: default x86_64-unknown-linux-gnu; for another architecture the
@@ -43,7 +45,13 @@ x86_64) glibc_base=GLIBC_2.2.5 ;;
 aarch64) glibc_base=GLIBC_2.17 ;;
 *) glibc_base= ;;
 esac
-flags="-C target-feature=+crt-static"
+# Not position-independent (`relocation-model=static`): a static-pie
+# binary relocates its pointer tables (`.data.rel.ro`, ~0.7 MiB for
+# sai-builder) at start, which copies them into every process's private
+# memory; at fixed addresses they stay clean, shared page cache (issue 10,
+# the idle builder's RSS). The cost is no address randomisation of the
+# executable itself (stacks, heap and mmaps are still randomised).
+flags="-C target-feature=+crt-static -C relocation-model=static"
 if [ -n "$glibc_base" ]; then
 	for f in cfgetispeed cfgetospeed cfsetispeed cfsetospeed cfsetspeed; do
 		flags="$flags -C link-arg=-Wl,--defsym=\"$f@$glibc_base\"=$f"
@@ -75,8 +83,8 @@ for c in "${crates[@]}"; do
 	desc=$(file -b "$f")
 	printf 'build-static: %s %s bytes: %s\n' "$f" "$(stat -c %s "$f")" "$desc"
 	case $desc in
-	*"statically linked"* | *"static-pie linked"*) ;;
-	*) echo "build-static: $f is not statically linked" >&2; exit 1 ;;
+	*"LSB executable"*"statically linked"*) ;;
+	*) echo "build-static: $f is not a statically linked, non-PIE executable" >&2; exit 1 ;;
 	esac
 	if [ "$smoke" = 1 ]; then
 		run=()

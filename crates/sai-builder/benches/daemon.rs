@@ -18,8 +18,10 @@
 //!    linked into this bench (wall time and CPU, children included).
 //!
 //! `SAI_BENCH_BUILDER=<path>` measures another `sai-builder` binary (e.g.
-//! main's) with the same bench; `SAI_BENCH_QUICK=1` runs few samples and
-//! skips the 100 MB step (a smoke test).
+//! main's, or the deployed static build from `scripts/build-static.sh`)
+//! with the same bench, `SAI_BENCH_SERVER=<path>` another `sai-server`;
+//! `SAI_BENCH_QUICK=1` runs few samples and skips the 100 MB step (a smoke
+//! test).
 
 mod rig;
 
@@ -67,24 +69,71 @@ fn rss_split_kib(pid: u32) -> (u64, u64) {
     (field("RssAnon"), field("RssFile"))
 }
 
-/// Resident KiB of the mappings of `path` (the builder binary itself).
-fn rss_of_mapping_kib(pid: u32, path: &std::path::Path) -> u64 {
+/// Where a process's resident pages are, from `/proc/<pid>/smaps`, in KiB.
+#[derive(Default)]
+struct RssParts {
+    /// Clean pages of the executable file (code, read-only data).
+    binary_file: u64,
+    /// Private pages of the executable's mappings (relocated or written
+    /// data, `.bss`).
+    binary_anon: u64,
+    /// Pages of other files: shared libraries, the dynamic loader.
+    libraries: u64,
+    /// `[heap]`: glibc's main malloc arena.
+    heap: u64,
+    /// Other anonymous memory: further malloc arenas, thread stacks, the
+    /// main stack, mmap'd buffers.
+    other_anon: u64,
+    /// Threads of the process.
+    threads: u64,
+}
+
+fn rss_parts(pid: u32, exe: &std::path::Path) -> RssParts {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let name = path.display().to_string();
-    let mut ours = false;
-    let mut total = 0;
+    let exe = exe.display().to_string();
+    let mut parts = RssParts::default();
+    let kib = |line: &str, name: &str| -> Option<u64> {
+        line.strip_prefix(name)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    // The mapping's name (empty for anonymous memory) and its Rss so far.
+    let mut name = String::new();
+    let mut rss = 0;
+    let add = |name: &str, rss: u64, anon: u64, parts: &mut RssParts| {
+        if name == exe {
+            parts.binary_file += rss - anon;
+            parts.binary_anon += anon;
+        } else if name == "[heap]" {
+            parts.heap += rss;
+        } else if name.starts_with('/') {
+            parts.libraries += rss - anon;
+            parts.other_anon += anon;
+        } else {
+            parts.other_anon += anon;
+        }
+    };
     for line in smaps.lines() {
-        if line.contains('-') && line.split_whitespace().count() >= 5 && !line.ends_with(" kB") {
-            ours = line.ends_with(&name);
-        } else if ours && let Some(v) = line.strip_prefix("Rss:") {
-            total += v
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
+        let header = line.split_whitespace().next().is_some_and(|f| {
+            f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        });
+        if header {
+            name = line.split_whitespace().nth(5).unwrap_or("").to_string();
+        } else if let Some(v) = kib(line, "Rss:") {
+            rss = v;
+        } else if let Some(anon) = kib(line, "Anonymous:") {
+            add(&name, rss, anon, &mut parts);
         }
     }
-    total
+    parts.threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    parts
 }
 
 /// A table row of the median and 95th percentile of `sorted`, in ms.
@@ -203,9 +252,15 @@ async fn main() -> Result<()> {
     let quick = quick();
     let tmp = tempfile::tempdir()?;
     let git_runs = if quick { 5 } else { GIT_RUNS };
-    let (fetch, checkout, git_cpu) = {
+    // Built unoptimised (to measure other builder binaries without a
+    // release build of the bench), the in-process rows would time the
+    // bench's own debug code: left out.
+    let in_process = !cfg!(debug_assertions);
+    let (fetch, checkout, git_cpu) = if in_process {
         let dir = tmp.path().join("git");
         tokio::task::block_in_place(|| git_phase(&dir, git_runs))?
+    } else {
+        (Vec::new(), Vec::new(), 0.0)
     };
 
     let rig = Rig::start(tmp.path(), false).await?;
@@ -244,7 +299,7 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss_after, _) = rss_kib(pid);
     let (anon_after, file_after) = rss_split_kib(pid);
-    let binary_after = rss_of_mapping_kib(pid, &std::fs::canonicalize(rig::builder_bin())?);
+    let parts = rss_parts(pid, &std::fs::canonicalize(rig::builder_bin())?);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
@@ -259,12 +314,14 @@ async fn main() -> Result<()> {
     );
     println!("| measure | value |");
     println!("|---|---|");
-    p50_p95_row(
-        &format!("fetch + checkout of a new commit, warm mirror, in process (n={git_runs})"),
-        &checkout,
-    );
-    p50_p95_row("of which the fetch", &fetch);
-    println!("| CPU per fetch + checkout (children included) | {git_cpu:.2} ms |");
+    if in_process {
+        p50_p95_row(
+            &format!("fetch + checkout of a new commit, warm mirror, in process (n={git_runs})"),
+            &checkout,
+        );
+        p50_p95_row("of which the fetch", &fetch);
+        println!("| CPU per fetch + checkout (children included) | {git_cpu:.2} ms |");
+    }
     p50_p95_row(
         &format!("hook POST -> first step running, new commit each (n={task_runs})"),
         &hook_to_step,
@@ -285,10 +342,18 @@ async fn main() -> Result<()> {
         mib(idle_rss_after)
     );
     println!(
-        "| of which, after the trivial tasks: anonymous / file-backed (of which the sai-builder binary) | {:.1} / {:.1} ({:.1}) MiB |",
+        "| of which, after the trivial tasks: anonymous / file-backed | {:.1} / {:.1} MiB |",
         mib(anon_after),
         mib(file_after),
-        mib(binary_after)
+    );
+    println!(
+        "| by mapping: binary's file pages / binary's private pages / libraries / [heap] / other anonymous (arenas, stacks); threads | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} MiB; {} |",
+        mib(parts.binary_file),
+        mib(parts.binary_anon),
+        mib(parts.libraries),
+        mib(parts.heap),
+        mib(parts.other_anon),
+        parts.threads
     );
     println!();
     if quick {

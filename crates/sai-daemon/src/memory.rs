@@ -94,23 +94,22 @@ impl TrimPolicy {
 }
 
 /// Until `shutdown`: every `period`, [`trim`] when [`TrimPolicy`] says so.
-/// The check and the trim run on the blocking pool (they take the
-/// allocator's locks).
+/// The check (a walk of the free lists) runs in place: sending it to the
+/// blocking pool every period kept a pool thread, and the stack pages its
+/// earlier work touched, alive in an idle daemon. The trim, which may touch
+/// every free page, runs on the blocking pool.
 pub async fn trim_while_running(period: Duration, threshold: u64, shutdown: CancellationToken) {
     if held_free_bytes().is_none() {
         return;
     }
-    let policy = std::sync::Arc::new(std::sync::Mutex::new(TrimPolicy::new(threshold)));
+    let mut policy = TrimPolicy::new(threshold);
     let mut ticker = crate::ticker::Ticker::new(period, shutdown);
     while ticker.tick().await {
-        let policy = policy.clone();
-        let trimmed = tokio::task::spawn_blocking(move || {
-            let free = held_free_bytes().unwrap_or(0);
-            let due = policy.lock().is_ok_and(|mut p| p.should_trim(free));
-            due && trim()
-        })
-        .await;
-        if let Ok(true) = trimmed {
+        let free = held_free_bytes().unwrap_or(0);
+        if !policy.should_trim(free) {
+            continue;
+        }
+        if let Ok(true) = tokio::task::spawn_blocking(trim).await {
             tracing::trace!("returned free heap memory to the system");
         }
     }

@@ -14,8 +14,9 @@
 #    this way runs.
 # 2. The static release sai-builder the rack's aarch64 machines run
 #    (issue 17): built as they get it (scripts/build-static.sh: profile
-#    release-static, crt-static), checked with `file` to be static and run
-#    under qemu-aarch64 (`--version`, `--help`). Its own target dir
+#    release-static, crt-static, non-PIE), checked with `file` to be a
+#    static, non-PIE executable and run under qemu-aarch64 (`--version`,
+#    `--help`). Its own target dir
 #    (target/cross/static): the RUSTFLAGS differ from every other build.
 # 3. The sai-core and sai-builder suites built for aarch64 and for
 #    big-endian s390x Linux and run under qemu-user: protocol frames with

@@ -33,9 +33,13 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// The release `sai-server` next to the bench, which must have been built.
+/// The `sai-server` the builder talks to: `SAI_BENCH_SERVER` when set
+/// (e.g. the deployed static build), else the release one next to the
+/// bench, which must have been built.
 pub fn server_bin() -> Result<PathBuf> {
-    let server_bin = sai_testkit::bin_path("sai-server");
+    let server_bin = std::env::var_os("SAI_BENCH_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sai_testkit::bin_path("sai-server"));
     if !server_bin.exists() {
         bail!(
             "{} is missing: run `cargo build --release -p sai-server` first",

@@ -21,6 +21,12 @@ pub mod script;
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 pub mod containment;
+#[cfg(unix)]
+#[cfg_attr(
+    not(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static")),
+    allow(dead_code)
+)]
+mod files_db;
 #[cfg(target_os = "linux")]
 pub mod isolation;
 #[cfg(target_os = "linux")]

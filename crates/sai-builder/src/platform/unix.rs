@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Gid, Pid, Uid, User};
+use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::AsyncRead;
 
 use super::{ExitKind, StepCommand};
@@ -29,6 +29,7 @@ pub struct RunAs {
 }
 
 #[cfg(not(any(target_vendor = "apple", target_os = "illumos", target_os = "solaris")))]
+#[cfg_attr(target_feature = "crt-static", allow(dead_code))]
 fn supplementary_groups(name: &CString, gid: Gid) -> Result<Vec<Gid>, Errno> {
     nix::unistd::getgrouplist(name, gid)
 }
@@ -53,25 +54,74 @@ fn supplementary_groups(name: &CString, gid: Gid) -> Result<Vec<Gid>, Errno> {
     Ok(groups)
 }
 
+/// Statically linked glibc builds read `/etc/passwd` and `/etc/group`
+/// themselves (see [`super::files_db`] for why).
+#[cfg(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static"))]
+mod lookup {
+    use nix::unistd::{Gid, Uid};
+
+    use super::super::files_db::{self, PasswdEntry};
+
+    fn read(path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn ids(e: PasswdEntry) -> (String, Uid, Gid) {
+        (e.name, Uid::from_raw(e.uid), Gid::from_raw(e.gid))
+    }
+
+    pub fn user_named(name: &str) -> std::io::Result<Option<(String, Uid, Gid)>> {
+        Ok(files_db::user_by_name(&read("/etc/passwd")?, name).map(ids))
+    }
+
+    pub fn user_with_uid(uid: Uid) -> std::io::Result<Option<(String, Uid, Gid)>> {
+        Ok(files_db::user_by_uid(&read("/etc/passwd")?, uid.as_raw()).map(ids))
+    }
+
+    pub fn groups(name: &str, gid: Gid) -> std::io::Result<Vec<Gid>> {
+        let group = read("/etc/group")?;
+        Ok(files_db::groups_of(&group, name, gid.as_raw())
+            .into_iter()
+            .map(Gid::from_raw)
+            .collect())
+    }
+}
+
+/// Elsewhere: the C library's user and group databases (nsswitch).
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static")))]
+mod lookup {
+    use nix::unistd::{Gid, Uid, User};
+
+    pub fn user_named(name: &str) -> std::io::Result<Option<(String, Uid, Gid)>> {
+        Ok(User::from_name(name)?.map(|u| (u.name, u.uid, u.gid)))
+    }
+
+    pub fn user_with_uid(uid: Uid) -> std::io::Result<Option<(String, Uid, Gid)>> {
+        Ok(User::from_uid(uid)?.map(|u| (u.name, u.uid, u.gid)))
+    }
+
+    pub fn groups(name: &str, gid: Gid) -> std::io::Result<Vec<Gid>> {
+        let cname = std::ffi::CString::new(name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(super::supplementary_groups(&cname, gid)?)
+    }
+}
+
 impl RunAs {
     /// Look `name` up in the user and group databases.
     pub fn lookup(name: &str) -> Result<Self, StepError> {
-        let user = User::from_name(name)
-            .map_err(|source| StepError::UserLookup {
-                name: name.to_string(),
-                source: source.into(),
-            })?
+        let lookup_error = |source| StepError::UserLookup {
+            name: name.to_string(),
+            source,
+        };
+        let (_, uid, gid) = lookup::user_named(name)
+            .map_err(lookup_error)?
             .ok_or_else(|| StepError::NoSuchUser(name.to_string()))?;
-        let cname = CString::new(name).map_err(|_| StepError::NoSuchUser(name.to_string()))?;
-        let groups =
-            supplementary_groups(&cname, user.gid).map_err(|source| StepError::UserLookup {
-                name: name.to_string(),
-                source: source.into(),
-            })?;
+        let groups = lookup::groups(name, gid).map_err(lookup_error)?;
         Ok(Self {
             name: name.to_string(),
-            uid: user.uid,
-            gid: user.gid,
+            uid,
+            gid,
             groups,
         })
     }
@@ -86,13 +136,13 @@ impl RunAs {
                 source: e,
             })?
             .uid();
-        let user = User::from_uid(Uid::from_raw(uid))
+        let (name, _, _) = lookup::user_with_uid(Uid::from_raw(uid))
             .map_err(|source| StepError::UserLookup {
                 name: format!("uid {uid}"),
-                source: source.into(),
+                source,
             })?
             .ok_or_else(|| StepError::NoSuchUser(format!("uid {uid}")))?;
-        Self::lookup(&user.name)
+        Self::lookup(&name)
     }
 
     /// Whether steps can run as this user: the builder is root or is
