@@ -40,9 +40,14 @@ async fn raw_log(s: &TestServer, task: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_event_databases_are_closed_and_open_again_for_reads_and_writes() {
-    // The cache's bound is far above the events here: what closes them is
-    // that nobody uses them.
-    let env = start(|c| c.event_db_cache = 16);
+    let env = start(|c| {
+        // The cache's bound is far above the events here: what closes them
+        // is that nobody uses them.
+        c.event_db_cache = 16;
+        // Nobody answers pings while the test waits: keep the builder.
+        c.builder_ping_interval_ms = 600_000;
+        c.builder_dead_timeout_ms = 1_200_000;
+    });
     let s = &env.server;
     let pid = s.guard.id();
     let mut b = host1(s, 1).await;
