@@ -369,10 +369,10 @@ impl Store {
     /// keeps of its databases is then the main connection's schema.
     pub fn release_unused(&self, unused_for: std::time::Duration) -> usize {
         let closed = self.events.close_unused(unused_for);
-        if closed > 0 {
-            if let Err(e) = self.main().execute_batch("PRAGMA shrink_memory") {
-                tracing::warn!(cause = %e, "releasing the main database's cache");
-            }
+        if closed > 0
+            && let Err(e) = self.main().execute_batch("PRAGMA shrink_memory")
+        {
+            tracing::warn!(cause = %e, "releasing the main database's cache");
         }
         closed
     }
