@@ -36,6 +36,25 @@ pub fn limit_arenas(max: i32) {
     let _ = max;
 }
 
+/// Serve blocks of `bytes` and more with their own mappings (returned to
+/// the kernel when freed) and give the top of a heap back once `bytes` of
+/// it are free; call first thing in `main`. glibc's defaults adapt instead:
+/// after a big block was freed they raise both thresholds (up to 32 and 64
+/// MiB), so a daemon that once handled multi-MiB buffers (a server's 4 MiB
+/// log blocks and their compression) keeps them as resident free heap,
+/// which `malloc_trim` cannot return from the top of a thread's arena.
+#[allow(unsafe_code)]
+pub fn return_big_blocks(bytes: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, bytes);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = bytes;
+}
+
 /// Bytes the allocator holds free (not handed back to the kernel), where
 /// that can be known.
 #[allow(unsafe_code)]

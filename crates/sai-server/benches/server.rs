@@ -41,11 +41,21 @@ fn du(dir: &std::path::Path) -> u64 {
 }
 
 /// Settle, then sample RSS, descriptors, and RSS as anonymous and
-/// file-backed: what an idle server keeps.
-async fn idle_sample(pid: u32) -> (u64, usize, (u64, u64)) {
+/// file-backed: what an idle server keeps. `SAI_BENCH_IDLE_HOOK`, when
+/// set, is run as `<hook> <server pid> <label>` after each sample (to look
+/// into the idle server, e.g. its `/proc/<pid>/smaps` or the allocator's
+/// statistics through gdb).
+async fn idle_sample(pid: u32, label: &str) -> (u64, usize, (u64, u64)) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (rss, fds) = rss_fds(pid);
-    (rss, fds, rss_anon_file(pid))
+    let sample = (rss, fds, rss_anon_file(pid));
+    if let Some(hook) = std::env::var_os("SAI_BENCH_IDLE_HOOK") {
+        let _ = std::process::Command::new(hook)
+            .arg(pid.to_string())
+            .arg(label)
+            .status();
+    }
+    sample
 }
 
 fn quick() -> bool {
@@ -84,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let s = start_server(tmp.path(), |cfg| cfg.max_saifile_base64 = 65536)?;
     let url = s.url("/sai/update-hook");
     let pid = s.guard.id();
-    let idle = idle_sample(pid).await;
+    let idle = idle_sample(pid, "start").await;
 
     // 1. Hook to offer latency (250 events).
     let token = s.builder_token("lat", &["linux"])?;
@@ -113,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         b.run_task(&offer, b"ok\n", TaskResult::Success).await?;
     }
     lat.sort();
-    let after_events = idle_sample(pid).await;
+    let after_events = idle_sample(pid, "events").await;
 
     // 3. One 100 MB log.
     let log = build_log(if quick() { 100_000 } else { 1_000_000 });
@@ -155,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(body.len() == 262_144, "tail read {} bytes", body.len());
     }
     tail.sort();
-    let after_log = idle_sample(pid).await;
+    let after_log = idle_sample(pid, "log").await;
     b.close().await;
 
     // 4. 548 tasks over 30 platforms x 4 instances.

@@ -6,10 +6,14 @@
 //! it. Besides the handles in use, at most `capacity` idle handles are kept
 //! open, least recently used first out; so open handles (and their file
 //! descriptors) are bounded by `capacity` plus the handles in use, and an
-//! idle server keeps at most `capacity`.
+//! idle server keeps at most `capacity`. Kept handles nobody asked for
+//! during a while are closed by [`HandleCache::close_unused`], so a server
+//! that went idle keeps none (an event database's page cache, schema and
+//! statements are a few hundred KiB).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 /// Shared handles by key, keeping the `capacity` most recently used open.
 pub struct HandleCache<V> {
@@ -20,8 +24,19 @@ pub struct HandleCache<V> {
 struct Inner<V> {
     /// Every handle opened through the cache that may still be alive.
     live: HashMap<String, Weak<V>>,
-    /// Kept-open handles, least recently used first; at most `capacity`.
-    recent: VecDeque<(String, Arc<V>)>,
+    /// Kept-open handles with when they were last asked for, least
+    /// recently used first; at most `capacity`.
+    recent: VecDeque<(String, Arc<V>, Instant)>,
+}
+
+impl<V> Inner<V> {
+    /// The kept handle of `key`, now the most recently used.
+    fn touch(&mut self, key: &str) -> Option<Arc<V>> {
+        let i = self.recent.iter().position(|(k, _, _)| k == key)?;
+        let (key, handle, _) = self.recent.remove(i).expect("position is in range");
+        self.recent.push_back((key, handle.clone(), Instant::now()));
+        Some(handle)
+    }
 }
 
 impl<V> Inner<V> {
@@ -80,7 +95,9 @@ impl<V> HandleCache<V> {
                 h
             }
         };
-        inner.recent.push_back((key.to_string(), handle.clone()));
+        inner
+            .recent
+            .push_back((key.to_string(), handle.clone(), Instant::now()));
         while inner.recent.len() > self.capacity {
             // Dropping the cache's reference closes the handle unless a user
             // still holds it; then it closes when that user lets go.
@@ -95,17 +112,40 @@ impl<V> HandleCache<V> {
         let kept = inner
             .recent
             .iter()
-            .position(|(k, _)| k == key)
+            .position(|(k, _, _)| k == key)
             .and_then(|i| inner.recent.remove(i));
         let live = inner.live.remove(key).and_then(|w| w.upgrade());
-        live.or(kept.map(|(_, h)| h))
+        live.or(kept.map(|(_, h, _)| h))
     }
 
     /// Close every kept-open handle nobody else holds.
     pub fn close_idle(&self) {
         let mut inner = self.lock();
-        inner.recent.retain(|(_, h)| Arc::strong_count(h) > 1);
+        inner.recent.retain(|(_, h, _)| Arc::strong_count(h) > 1);
         inner.live.retain(|_, w| w.strong_count() > 0);
+    }
+
+    /// Close the kept-open handles that nobody holds and nobody asked for
+    /// during the last `unused_for`; how many were closed. They are closed
+    /// after the cache's lock is released (closing a database may
+    /// checkpoint it).
+    pub fn close_unused(&self, unused_for: Duration) -> usize {
+        let unused: Vec<Arc<V>> = {
+            let mut inner = self.lock();
+            let (unused, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut inner.recent)
+                .into_iter()
+                .partition(|(_, h, used)| {
+                    Arc::strong_count(h) == 1 && used.elapsed() >= unused_for
+                });
+            inner.recent = kept.into();
+            unused.into_iter().map(|(_, h, _)| h).collect()
+        };
+        let closed = unused.len();
+        drop(unused);
+        if closed > 0 {
+            self.lock().live.retain(|_, w| w.strong_count() > 0);
+        }
+        closed
     }
 
     /// Handles kept open by the cache (at most the capacity).
@@ -168,6 +208,39 @@ mod tests {
         assert!(reopened, "b had been closed");
         c.close_idle();
         assert_eq!((n.load(Ordering::SeqCst), c.kept(), c.open()), (0, 0, 0));
+    }
+
+    #[test]
+    fn handles_unused_for_a_while_are_closed_unless_held() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let c = HandleCache::new(8);
+        let held = c.get_or_open("held", || Counted::open(&n)).unwrap();
+        drop(c.get_or_open("old", || Counted::open(&n)).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        drop(c.get_or_open("fresh", || Counted::open(&n)).unwrap());
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+        assert_eq!(c.close_unused(Duration::from_millis(40)), 1, "only old");
+        assert_eq!((n.load(Ordering::SeqCst), c.kept()), (2, 2));
+        // Asking for a kept handle counts as a use.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(c.get("fresh").is_some());
+        assert_eq!(c.close_unused(Duration::from_millis(40)), 0, "held, used");
+        // A handle in use is never closed, however long it is held; once
+        // let go it is closed by the next sweep, and opened again on demand.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(c.close_unused(Duration::from_millis(40)), 1, "fresh");
+        assert!(c.get("held").is_some_and(|h| Arc::ptr_eq(&h, &held)));
+        drop(held);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(c.close_unused(Duration::from_millis(40)), 1, "held, let go");
+        assert_eq!((n.load(Ordering::SeqCst), c.kept(), c.open()), (0, 0, 0));
+        let mut reopened = false;
+        drop(c.get_or_open("old", || {
+            reopened = true;
+            Counted::open(&n)
+        }));
+        assert!(reopened);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 
     #[test]

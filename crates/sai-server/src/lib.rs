@@ -176,6 +176,7 @@ pub async fn serve(
         })
     };
     let outbox = tokio::spawn(delivery::run(server.clone()));
+    let idle = tokio::spawn(trim::keep_idle_small(server.clone()));
     let local = match &server.settings.config.local_socket {
         Some(path) => Some(serve_local_socket(server.clone(), Path::new(path))?),
         None => None,
@@ -198,6 +199,7 @@ pub async fn serve(
     server.logs.flush().await;
     retention.abort();
     figures.abort();
+    idle.abort();
     outbox.abort();
     settle.abort();
     tracing::info!("sai-server stopped");

@@ -49,6 +49,9 @@ fn main() -> Result<()> {
     // allows 8 per core, each keeping its peak); freed memory is handed back
     // by the trimmer spawned in `serve`.
     sai_daemon::memory::limit_arenas(2);
+    // Log blocks (4 MiB) and their zstd contexts get mappings of their own,
+    // unmapped when freed, instead of staying in the heap after a big log.
+    sai_daemon::memory::return_big_blocks(1 << 20);
     sai_daemon::logging::init();
     let cli = Cli::parse();
     match cli.cmd.unwrap_or(Cmd::Run) {

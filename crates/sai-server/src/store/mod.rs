@@ -362,6 +362,21 @@ impl Store {
         self.events.close_idle();
     }
 
+    /// Close the cached event databases nobody held or asked for during
+    /// the last `unused_for`, and when some were, let the main database's
+    /// page cache go too (it is read back from the page cache of the
+    /// system); how many event databases were closed. What an idle server
+    /// keeps of its databases is then the main connection's schema.
+    pub fn release_unused(&self, unused_for: std::time::Duration) -> usize {
+        let closed = self.events.close_unused(unused_for);
+        if closed > 0
+            && let Err(e) = self.main().execute_batch("PRAGMA shrink_memory")
+        {
+            tracing::warn!(cause = %e, "releasing the main database's cache");
+        }
+        closed
+    }
+
     /// Event databases open now (kept idle or in use).
     pub fn open_event_dbs(&self) -> usize {
         self.events.open()
