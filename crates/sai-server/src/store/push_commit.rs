@@ -155,8 +155,10 @@ impl Store {
         let mut conn = migrations::open(&path, migrations::EVENT)?;
         conn.pragma_update(None, "synchronous", "OFF")?;
         event_db::insert_tasks(&mut conn, tasks)?;
-        // One file; the checkpoint does not sync with `synchronous=OFF`.
-        conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        // The tasks stay in the WAL (synced by `settle_seeds`): a WAL that
+        // is empty or fully checkpointed is restarted by the next write,
+        // and with `synchronous=NORMAL` that write syncs the WAL's header
+        // and its folder, in the path of the push's first offer.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(conn)
     }
@@ -253,6 +255,12 @@ impl Store {
             }
             let db_path = dir.join(EVENT_DB);
             if db_path.exists() {
+                // The WAL first: a checkpoint that empties it after this
+                // has synced the database file before truncating it.
+                let wal = dir.join(format!("{EVENT_DB}-wal"));
+                if wal.exists() {
+                    sync(&wal)?;
+                }
                 sync(&db_path)?;
                 sync(&dir)?;
             }
@@ -371,6 +379,59 @@ mod tests {
         ]);
         expected.sort();
         assert_eq!(listing(dir.path()), expected, "template files left over");
+    }
+
+    #[test]
+    fn a_push_leaves_its_tasks_in_the_wal_for_the_offer_to_append_to_and_settling_to_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let ev = Event::new(
+            id.clone(),
+            "p",
+            "refs/heads/main",
+            "abc",
+            "https://x",
+            None,
+            false,
+        );
+        let spec = sai_core::saifile::TaskSpec {
+            configuration: "c".into(),
+            platform: "linux".into(),
+            steps: vec!["true".into()],
+            artifacts: vec![],
+            packages: vec![],
+            test_reports: vec![],
+        };
+        let created = store
+            .create_event(ev, vec![(id.task([1; 16]), spec, false)], false)
+            .unwrap()
+            .unwrap();
+        let wal = dir
+            .path()
+            .join("events")
+            .join(id.as_str())
+            .join(format!("{EVENT_DB}-wal"));
+        let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let pushed = wal_len();
+        // Not checkpointed: an empty WAL would be restarted by the next
+        // write, which syncs its header (and the folder) before the offer.
+        assert!(pushed > 0, "the tasks are not in the WAL");
+        let mut run = created.tasks[0].run.clone();
+        run.state = sai_core::task::TaskState::Running;
+        run.builder = Some("b".into());
+        created
+            .db
+            .update_task(created.tasks[0].id.as_str(), &run)
+            .unwrap();
+        assert!(wal_len() > pushed, "the offer's write restarted the WAL");
+        assert_eq!(store.settle_recent_pushes().unwrap(), 1);
+        let seeds: i64 = store
+            .main()
+            .query_row("SELECT COUNT(*) FROM event_seeds", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seeds, 0);
+        assert_eq!(created.db.tasks().unwrap()[0].run.state, run.state);
     }
 
     #[test]
