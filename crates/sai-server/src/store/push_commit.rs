@@ -257,9 +257,13 @@ impl Store {
             if db_path.exists() {
                 // The WAL first: a checkpoint that empties it after this
                 // has synced the database file before truncating it.
+                // Gone if the database was closed meanwhile: closing
+                // checkpointed it into the database file, synced below.
                 let wal = dir.join(format!("{EVENT_DB}-wal"));
-                if wal.exists() {
-                    sync(&wal)?;
+                match std::fs::File::open(&wal) {
+                    Ok(f) => f.sync_all().map_err(io("syncing", &wal))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("syncing", &wal)(e)),
                 }
                 sync(&db_path)?;
                 sync(&dir)?;
