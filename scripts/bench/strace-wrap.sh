@@ -3,7 +3,7 @@
 # writing the trace to $STRACE_OUT; its token subcommand runs untraced.
 # strace 6.1 has no --kill-on-exit, so the ids of strace and the server are
 # appended to $STRACE_OUT.pids for the caller to end them after the bench.
-case "$1" in token) exec "$REAL_SERVER" "$@";; esac
+case " $* " in *" token "*) exec "$REAL_SERVER" "$@";; esac
 out="${STRACE_OUT:-/tmp/srv.trace}"
 strace -f -ttt -T -y -o "$out" ${STRACE_ARGS} "$REAL_SERVER" "$@" &
 s=$!
