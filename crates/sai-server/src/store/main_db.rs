@@ -247,15 +247,18 @@ impl Store {
     /// forever); false when it was seen before (a replay). Expired nonces
     /// are forgotten first.
     pub fn remember_nonce(&self, nonce: &str, expires: Option<i64>) -> Result<bool, StoreError> {
-        let db = self.main();
-        db.execute(
+        // One transaction: one WAL commit per hook, not two.
+        let mut db = self.main();
+        let tx = db.transaction()?;
+        tx.execute(
             "DELETE FROM hook_nonces WHERE expires < ?1",
             params![now_ms()],
         )?;
-        let n = db.execute(
+        let n = tx.execute(
             "INSERT INTO hook_nonces(nonce, expires) VALUES (?1, ?2) ON CONFLICT(nonce) DO NOTHING",
             params![nonce, expires],
         )?;
+        tx.commit()?;
         Ok(n == 1)
     }
 

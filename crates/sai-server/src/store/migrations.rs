@@ -180,6 +180,10 @@ fn migrate(conn: &mut Connection, migrations: &[&str], db: &str) -> Result<(), S
             known,
         });
     }
+    if version == known {
+        // Nothing to do: no write (every push opens a database).
+        return Ok(());
+    }
     let tx = conn.transaction()?;
     for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql)
@@ -208,4 +212,29 @@ pub fn open(path: &Path, migrations: &[&str]) -> Result<Connection, StoreError> 
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn, migrations, &db)?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_an_up_to_date_database_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sqlite3");
+        drop(open(&path, EVENT).unwrap());
+        let wal = dir.path().join("e.sqlite3-wal");
+        let before = std::fs::read(&path).unwrap();
+        let conn = open(&path, EVENT).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, EVENT.len() as i64);
+        // A write (even of `user_version` alone) would have put frames in
+        // the WAL while the connection is open.
+        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(wal_len, 0, "opening wrote {wal_len} WAL bytes");
+        drop(conn);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
 }

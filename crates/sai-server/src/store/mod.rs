@@ -9,12 +9,13 @@
 //! ```
 //!
 //! A push is committed in two steps: the event folder is written completely
-//! under `events/<EVENTID>.tmp` and renamed into place, then the event row
-//! is inserted in the main database with the event's tasks (its seed), in
-//! one synced transaction shared with concurrent pushes ([`push_commit`]).
-//! That insert is the commit point: at startup every folder without an
-//! event row is removed (the orphan sweep), and a seeded event whose folder
-//! did not reach the disk is rebuilt from its seed.
+//! (a copy of an empty, migrated event database, then its tasks), then the
+//! event row is inserted in the main database with the event's tasks (its
+//! seed), in one synced transaction shared with concurrent pushes
+//! ([`push_commit`]). That insert is the commit point: at startup every
+//! folder without an event row is removed (the orphan sweep: a push
+//! interrupted before its commit), and a seeded event whose folder did not
+//! reach the disk is rebuilt from its seed.
 //!
 //! Event databases are shared through [`EventDb`] handles; deleting an event
 //! only marks its handle, and the folder is unlinked when the last handle is
@@ -242,7 +243,6 @@ impl Store {
         fault_abort: bool,
     ) -> Result<Option<CreatedEvent>, StoreError> {
         let final_dir = self.events_dir().join(ev.id.as_str());
-        let tmp_dir = self.events_dir().join(format!("{}.tmp", ev.id));
         let now = now_ms();
         let tasks: Vec<Task> = tasks
             .into_iter()
@@ -262,16 +262,18 @@ impl Store {
                 run: RunRecord::new(),
             })
             .collect();
-        std::fs::create_dir_all(&tmp_dir).map_err(io("creating", &tmp_dir))?;
-        let write = || -> Result<Vec<u8>, StoreError> {
-            push_commit::write_event_db(&tmp_dir, &tasks)?;
-            std::fs::rename(&tmp_dir, &final_dir).map_err(io("renaming", &tmp_dir))?;
-            push_commit::encode_seed(&tasks)
+        // Written in place: until the commit below no event row names this
+        // folder, so a crash before it leaves an orphan that the start-up
+        // sweep removes. The connection that wrote it is kept, not reopened.
+        std::fs::create_dir(&final_dir).map_err(io("creating", &final_dir))?;
+        let write = || -> Result<(Connection, Vec<u8>), StoreError> {
+            let conn = self.write_event_db(&final_dir, &tasks)?;
+            Ok((conn, push_commit::encode_seed(&tasks)?))
         };
-        let seed = match write() {
-            Ok(seed) => seed,
+        let (conn, seed) = match write() {
+            Ok(written) => written,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp_dir);
+                let _ = std::fs::remove_dir_all(&final_dir);
                 return Err(e);
             }
         };
@@ -290,15 +292,17 @@ impl Store {
         match self.commit_push(&ev, seed) {
             Ok(Some(seq)) => ev.seq = seq,
             Ok(None) => {
+                drop(conn);
                 let _ = std::fs::remove_dir_all(&final_dir);
                 return Ok(None);
             }
             Err(e) => {
+                drop(conn);
                 let _ = std::fs::remove_dir_all(&final_dir);
                 return Err(e);
             }
         }
-        let db = self.open_event_db(&ev.id)?;
+        let db = self.open_event_db_with(&ev.id, Some(conn))?;
         Ok(Some(CreatedEvent {
             event: ev,
             db,
@@ -307,9 +311,22 @@ impl Store {
     }
 
     fn open_event_db(&self, id: &EventId) -> Result<Arc<EventDb>, StoreError> {
+        self.open_event_db_with(id, None)
+    }
+
+    /// [`Store::open_event_db`], with the connection `opened` on it if the
+    /// caller has one (a push keeps the one that wrote the database).
+    fn open_event_db_with(
+        &self,
+        id: &EventId,
+        opened: Option<Connection>,
+    ) -> Result<Arc<EventDb>, StoreError> {
         let dir = self.events_dir().join(id.as_str());
         self.events.get_or_open(id.as_str(), || {
-            let mut conn = migrations::open(&dir.join(EVENT_DB), migrations::EVENT)?;
+            let mut conn = match opened {
+                Some(conn) => conn,
+                None => migrations::open(&dir.join(EVENT_DB), migrations::EVENT)?,
+            };
             // Many of these are open at once: a small page cache each, and a
             // WAL cut back after checkpoints so an idle event's folder is
             // about its compressed size.

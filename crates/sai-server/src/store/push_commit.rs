@@ -1,7 +1,10 @@
 //! The commit point of a push, with one fsync shared by concurrent pushes.
 //!
-//! The event folder is written without syncing (it is renamed into place
-//! before the commit, so a crash of the server never leaves half of it).
+//! The event folder is written without syncing, from a copy of an empty
+//! event database migrated once per server start (running the migrations
+//! for every push cost more than the rest of the push on tmpfs). Until the
+//! commit no event row names the folder, so a crash of the server before it
+//! leaves an orphan that the start-up sweep removes, never half an event.
 //! What makes the push durable is one transaction of the main database,
 //! committed with `synchronous=FULL` (one fsync of its WAL): the event row
 //! plus a *seed*, the event's tasks as written to its folder. Pushes that
@@ -18,12 +21,16 @@
 
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, params};
 use sai_core::task::{Event, RunRecord, Task};
 
 use super::{EVENT_DB, Store, StoreError, event_db, io, migrations};
+
+/// Where the empty event database is built, in the data dir (not under
+/// `events/`, which the orphan sweep owns).
+const TEMPLATE: &str = "event-template.sqlite3";
 
 /// A push waiting for its commit: its event row, its seed and where to send
 /// the result (`Some(seq)`, or `None` for a duplicate).
@@ -38,6 +45,9 @@ struct Queued {
 pub(super) struct PushQueue {
     queue: Mutex<Vec<Queued>>,
     commit: Mutex<()>,
+    /// The bytes of an empty event database at the current schema, built
+    /// by the first push.
+    template: Mutex<Option<Arc<[u8]>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,14 +116,52 @@ fn decode_seed(seed: &[u8]) -> Result<Vec<Task>, StoreError> {
         .collect()
 }
 
-/// Write a new event database in `dir` without syncing anything.
-pub(super) fn write_event_db(dir: &Path, tasks: &[Task]) -> Result<(), StoreError> {
-    let mut conn = migrations::open(&dir.join(EVENT_DB), migrations::EVENT)?;
+/// The bytes of an empty event database at the current schema (WAL mode),
+/// built in `data_dir` and removed again.
+fn build_template(data_dir: &Path) -> Result<Vec<u8>, StoreError> {
+    let path = data_dir.join(TEMPLATE);
+    let remove = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    };
+    remove();
+    let conn = migrations::open(&path, migrations::EVENT)?;
     conn.pragma_update(None, "synchronous", "OFF")?;
-    event_db::insert_tasks(&mut conn, tasks)?;
-    // One file; the checkpoint does not sync with `synchronous=OFF`.
     conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
-    Ok(())
+    drop(conn);
+    let bytes = std::fs::read(&path).map_err(io("reading", &path));
+    remove();
+    bytes
+}
+
+impl Store {
+    /// Write a new event database holding `tasks` in `dir` without syncing
+    /// anything; returns its connection (`synchronous=NORMAL`).
+    pub(super) fn write_event_db(
+        &self,
+        dir: &Path,
+        tasks: &[Task],
+    ) -> Result<Connection, StoreError> {
+        let template = {
+            let mut t = lock(&self.pushes.template);
+            match &*t {
+                Some(t) => t.clone(),
+                None => t.insert(build_template(&self.dir)?.into()).clone(),
+            }
+        };
+        let path = dir.join(EVENT_DB);
+        std::fs::write(&path, &template).map_err(io("writing", &path))?;
+        let mut conn = migrations::open(&path, migrations::EVENT)?;
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        event_db::insert_tasks(&mut conn, tasks)?;
+        // The tasks stay in the WAL (synced by `settle_seeds`): a WAL that
+        // is empty or fully checkpointed is restarted by the next write,
+        // and with `synchronous=NORMAL` that write syncs the WAL's header
+        // and its folder, in the path of the push's first offer.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(conn)
+    }
 }
 
 fn insert_batch(main: &mut Connection, batch: &[Queued]) -> Result<Vec<Option<i64>>, StoreError> {
@@ -198,7 +246,7 @@ impl Store {
                     let tmp = events.join(format!("{id}.seed"));
                     let _ = std::fs::remove_dir_all(&tmp);
                     std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
-                    write_event_db(&tmp, &tasks)?;
+                    drop(self.write_event_db(&tmp, &tasks)?);
                     if dir.exists() {
                         std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
                     }
@@ -207,6 +255,16 @@ impl Store {
             }
             let db_path = dir.join(EVENT_DB);
             if db_path.exists() {
+                // The WAL first: a checkpoint that empties it after this
+                // has synced the database file before truncating it.
+                // Gone if the database was closed meanwhile: closing
+                // checkpointed it into the database file, synced below.
+                let wal = dir.join(format!("{EVENT_DB}-wal"));
+                match std::fs::File::open(&wal) {
+                    Ok(f) => f.sync_all().map_err(io("syncing", &wal))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("syncing", &wal)(e)),
+                }
                 sync(&db_path)?;
                 sync(&dir)?;
             }
@@ -244,6 +302,141 @@ fn event_db_holds(dir: &Path, tasks: usize) -> bool {
 mod tests {
     use super::*;
     use sai_core::task::EventId;
+
+    /// `type, name, sql` of every schema object, and `user_version`.
+    fn schema(conn: &Connection) -> (Vec<(String, String, Option<String>)>, i64) {
+        let mut st = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap();
+        let objects = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let version = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        (objects, version)
+    }
+
+    #[test]
+    fn an_event_database_from_the_template_is_the_migrated_one_and_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let listing = |d: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let data_before = listing(dir.path());
+        let ev = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let tasks: Vec<Task> = (0..2)
+            .map(|i| Task {
+                id: ev.task([i; 16]),
+                idx: i as i64,
+                configuration: format!("c{i}"),
+                platform: "linux".into(),
+                steps: vec!["make".into()],
+                artifacts: vec![],
+                packages: vec![],
+                test_reports: vec![],
+                priority: false,
+                created: 1,
+                last_updated: 1,
+                run: RunRecord::new(),
+            })
+            .collect();
+        let mut written = Vec::new();
+        for n in 0..2 {
+            let folder = dir.path().join(format!("ev{n}"));
+            std::fs::create_dir(&folder).unwrap();
+            let conn = store.write_event_db(&folder, &tasks).unwrap();
+            let sync: i64 = conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap();
+            assert_eq!(sync, 1, "handed over with synchronous=NORMAL");
+            written.push(schema(&conn));
+            drop(conn);
+            let conn = Connection::open(folder.join(EVENT_DB)).unwrap();
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 2);
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        let migrated = migrations::open(&dir.path().join("m.sqlite3"), migrations::EVENT).unwrap();
+        assert_eq!(written[0], schema(&migrated));
+        assert_eq!(written[1], schema(&migrated));
+        assert!(written[0].0.len() > 5, "{:?}", written[0]);
+        drop(migrated);
+        let mut expected = data_before;
+        expected.extend([
+            "ev0".to_string(),
+            "ev1".to_string(),
+            "m.sqlite3".to_string(),
+        ]);
+        expected.sort();
+        assert_eq!(listing(dir.path()), expected, "template files left over");
+    }
+
+    #[test]
+    fn a_push_leaves_its_tasks_in_the_wal_for_the_offer_to_append_to_and_settling_to_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let ev = Event::new(
+            id.clone(),
+            "p",
+            "refs/heads/main",
+            "abc",
+            "https://x",
+            None,
+            false,
+        );
+        let spec = sai_core::saifile::TaskSpec {
+            configuration: "c".into(),
+            platform: "linux".into(),
+            steps: vec!["true".into()],
+            artifacts: vec![],
+            packages: vec![],
+            test_reports: vec![],
+        };
+        let created = store
+            .create_event(ev, vec![(id.task([1; 16]), spec, false)], false)
+            .unwrap()
+            .unwrap();
+        let wal = dir
+            .path()
+            .join("events")
+            .join(id.as_str())
+            .join(format!("{EVENT_DB}-wal"));
+        let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let pushed = wal_len();
+        // Not checkpointed: an empty WAL would be restarted by the next
+        // write, which syncs its header (and the folder) before the offer.
+        assert!(pushed > 0, "the tasks are not in the WAL");
+        let mut run = created.tasks[0].run.clone();
+        run.state = sai_core::task::TaskState::Running;
+        run.builder = Some("b".into());
+        created
+            .db
+            .update_task(created.tasks[0].id.as_str(), &run)
+            .unwrap();
+        assert!(wal_len() > pushed, "the offer's write restarted the WAL");
+        assert_eq!(store.settle_recent_pushes().unwrap(), 1);
+        let seeds: i64 = store
+            .main()
+            .query_row("SELECT COUNT(*) FROM event_seeds", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seeds, 0);
+        assert_eq!(created.db.tasks().unwrap()[0].run.state, run.state);
+    }
 
     #[test]
     fn a_seed_decodes_to_the_tasks_it_was_made_of() {
