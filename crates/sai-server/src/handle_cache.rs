@@ -39,17 +39,6 @@ impl<V> Inner<V> {
     }
 }
 
-impl<V> Inner<V> {
-    /// The kept-open handle of `key`, now the most recently used.
-    fn touch(&mut self, key: &str) -> Option<Arc<V>> {
-        let i = self.recent.iter().position(|(k, _)| k == key)?;
-        let entry = self.recent.remove(i).expect("position is in range");
-        let handle = entry.1.clone();
-        self.recent.push_back(entry);
-        Some(handle)
-    }
-}
-
 impl<V> HandleCache<V> {
     /// A cache keeping at most `capacity` handles open while unused.
     pub fn new(capacity: usize) -> HandleCache<V> {

@@ -456,10 +456,9 @@ mod tests {
     use std::sync::mpsc::{channel, sync_channel};
     use std::time::Duration;
 
-    use sai_core::saifile::TaskSpec;
-    use sai_core::task::{Event, EventId};
+    use sai_core::task::EventId;
 
-    use super::super::Store;
+    use super::super::{Store, fixtures};
     use super::*;
 
     /// Bytes zstd cannot shrink, so the WAL grows by about what is logged.
@@ -492,24 +491,9 @@ mod tests {
     fn a_checkpoint_blocks_neither_log_writers_nor_readers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
-        let ev = Event::new(
-            id.clone(),
-            "p",
-            "refs/heads/main",
-            "abc",
-            "https://x",
-            None,
-            false,
-        );
-        let spec = TaskSpec {
-            configuration: "c".into(),
-            platform: "linux".into(),
-            steps: vec!["true".into()],
-            artifacts: vec![],
-            packages: vec![],
-            test_reports: vec![],
-        };
+        let id = fixtures::event_id();
+        let ev = fixtures::event();
+        let spec = fixtures::spec("c");
         let task = id.task([0xAA; 16]);
         let created = store
             .create_event(ev, vec![(task.clone(), spec, false)], false)

@@ -26,6 +26,8 @@
 
 pub mod durations;
 pub mod event_db;
+#[cfg(test)]
+mod fixtures;
 pub mod main_db;
 pub mod migrations;
 mod push_commit;
@@ -419,31 +421,14 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn spec(c: &str) -> TaskSpec {
-        TaskSpec {
-            configuration: c.into(),
-            platform: "linux".into(),
-            steps: vec!["true".into()],
-            artifacts: vec![],
-            packages: vec![],
-            test_reports: vec![],
-        }
-    }
+    use super::fixtures::{self, spec};
 
     #[test]
     fn create_dedupe_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
-        let ev = Event::new(
-            id.clone(),
-            "p",
-            "refs/heads/main",
-            "abc",
-            "https://x",
-            None,
-            false,
-        );
+        let id = fixtures::event_id();
+        let ev = fixtures::event();
         let tasks = vec![(id.task([0xAA; 16]), spec("a"), false)];
         let created = store
             .create_event(ev.clone(), tasks, false)

@@ -300,8 +300,8 @@ fn event_db_holds(dir: &Path, tasks: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures;
     use super::*;
-    use sai_core::task::EventId;
 
     /// `type, name, sql` of every schema object, and `user_version`.
     fn schema(conn: &Connection) -> (Vec<(String, String, Option<String>)>, i64) {
@@ -332,7 +332,7 @@ mod tests {
             names
         };
         let data_before = listing(dir.path());
-        let ev = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let ev = fixtures::event_id();
         let tasks: Vec<Task> = (0..2)
             .map(|i| Task {
                 id: ev.task([i; 16]),
@@ -389,24 +389,9 @@ mod tests {
     fn a_push_leaves_its_tasks_in_the_wal_for_the_offer_to_append_to_and_settling_to_sync() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
-        let ev = Event::new(
-            id.clone(),
-            "p",
-            "refs/heads/main",
-            "abc",
-            "https://x",
-            None,
-            false,
-        );
-        let spec = sai_core::saifile::TaskSpec {
-            configuration: "c".into(),
-            platform: "linux".into(),
-            steps: vec!["true".into()],
-            artifacts: vec![],
-            packages: vec![],
-            test_reports: vec![],
-        };
+        let id = fixtures::event_id();
+        let ev = fixtures::event();
+        let spec = fixtures::spec("c");
         let created = store
             .create_event(ev, vec![(id.task([1; 16]), spec, false)], false)
             .unwrap()
@@ -440,7 +425,7 @@ mod tests {
 
     #[test]
     fn a_seed_decodes_to_the_tasks_it_was_made_of() {
-        let ev = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let ev = fixtures::event_id();
         let tasks: Vec<Task> = (0..3)
             .map(|i| Task {
                 id: ev.task([i; 16]),
