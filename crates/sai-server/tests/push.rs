@@ -57,7 +57,8 @@ async fn crash_between_event_db_and_event_row_leaves_nothing() {
         );
         let st = s.guard.wait_exit(T).expect("server aborted");
         assert!(!st.success());
-        // The event folder was written and renamed before the abort.
+        // The event folder was written (in place, not yet named by any
+        // event row) before the abort.
         assert_eq!(event_folders(&s).len(), 1, "{:?}", event_folders(&s));
     }
     let s = TestServer::start(&bin(), &cfg, &[]).unwrap();

@@ -77,8 +77,9 @@ pub struct ServerConfig {
     /// twentieth of it.
     #[serde(default = "default_log_flush_ms")]
     pub log_flush_ms: u64,
-    /// Event databases kept open while idle, least recently used closed
-    /// first (default 16). Databases in use stay open besides these.
+    /// Event databases kept open between uses, least recently used closed
+    /// first (default 16); one nobody asked for during a second is closed.
+    /// Databases in use stay open besides these.
     #[serde(default = "default_event_db_cache")]
     pub event_db_cache: usize,
     /// Largest accepted artifact in bytes (default 4 GiB).
