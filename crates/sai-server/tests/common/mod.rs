@@ -145,18 +145,26 @@ pub async fn tasks_of(server: &TestServer, event_id: &str) -> Vec<Value> {
         .clone()
 }
 
-/// Wait until task `id` is in state `want`; its JSON then.
+/// Wait until task `id` is in state `want`; its JSON then. On a timeout
+/// the panic shows the task as it last was and the server's log.
 pub async fn task_state(server: &TestServer, id: &str, want: &'static str) -> Value {
     let id = id.to_string();
-    sai_testkit::wait_for(&format!("task {id} {want}"), T, || {
+    let waited = sai_testkit::wait_for(&format!("task {id} {want}"), T, || {
         let id = id.clone();
         async move {
             let t = task(server, &id).await;
             (t["state"] == want).then_some(t)
         }
     })
-    .await
-    .unwrap()
+    .await;
+    match waited {
+        Ok(t) => t,
+        Err(e) => panic!(
+            "{e}\nthe task now: {}\nserver log:\n{}",
+            task(server, &id).await,
+            server.log()
+        ),
+    }
 }
 
 /// Wait until no builder is connected.
