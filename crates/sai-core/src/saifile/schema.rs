@@ -8,20 +8,22 @@
 
 use std::collections::BTreeMap;
 
-use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
+use schemars::transform::RecursiveTransform;
+use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// A `.sai.json` file: the build platforms a project supports and the
 /// configurations to build on them. Sai creates one task per configuration
 /// and selected platform on every push. `#` starts a comment (outside strings).
 /// Guide with examples: docs/saifile.md in the Sai repository.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Sai .sai.json")]
 pub struct SaifileDoc {
     /// Format marker, `"sai-1"`. Its value is not checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub schema: Option<String>,
     /// Build platforms, keyed by platform tuple
     /// `os[-distro[-ver]]/arch[-vendor...][/toolchain]` (e.g.
@@ -37,6 +39,7 @@ pub struct SaifileDoc {
 }
 
 /// How to build on one platform.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformDoc {
@@ -45,15 +48,11 @@ pub struct PlatformDoc {
     /// values; any other `${name}` is an error; `$VAR` is left to the shell.
     /// A platform without build steps is ignored. See docs/saifile.md,
     /// "Steps: one per line of build".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "BuildDoc")]
     pub build: Option<BuildDoc>,
     /// Whether configurations without an explicit `platforms` list build on
     /// this platform. Absent means yes; `false`, `0` or any string other than
     /// `on`/`yes`/`true` (or a non-zero number) means only when selected by name.
     /// See docs/saifile.md, "Platforms".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "DefaultDoc")]
     pub default: Option<DefaultDoc>,
 }
 
@@ -82,25 +81,18 @@ pub enum DefaultDoc {
 }
 
 /// One build configuration.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigurationDoc {
     /// Replaces `${prep}` in platform build scripts (commands run first).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub prep: Option<String>,
     /// Replaces `${cmake}` in platform build scripts (usually cmake options).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub cmake: Option<String>,
     /// Replaces `${cpack}` in platform build scripts (packaging commands or
     /// other per-configuration text).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub cpack: Option<String>,
     /// Comma-separated packages the build depends on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub deps: Option<String>,
     /// Platform selection, tokens separated by commas or spaces: `none` drops
     /// the default platforms, `not X` drops platforms matching `X`, `X` adds
@@ -108,41 +100,61 @@ pub struct ConfigurationDoc {
     /// matches `linux-fedora-32/x86_64-amd/gcc`; `linux//gcc` skips the arch).
     /// Without it, the default platforms are used; a list that does not start
     /// with `none` adds to them. See docs/saifile.md, "Choosing platforms".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub platforms: Option<String>,
     /// Comma-separated globs (relative to the source) of files to upload as
     /// artifacts after a successful build. See docs/saifile.md, "Artifacts".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub artifacts: Option<String>,
     /// Comma- or space-separated branch names: only pushes to these branches
     /// build this configuration. See docs/saifile.md, "Branches".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub branches: Option<String>,
     /// Idle-time scheduling value used by newer saifiles (e.g. `2`). Accepted
     /// and passed on; its meaning belongs to the scheduler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "u64")]
     pub idle: Option<u64>,
     /// Name of a builder/resource pool used by newer saifiles (e.g. `fuzz`).
     /// Accepted and passed on; its meaning belongs to the scheduler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub pool: Option<String>,
     /// Comma-separated globs (relative to the source, `**` crosses
     /// directories) of JUnit XML test reports, e.g.
     /// `build/Testing/**/*.xml` as written by `ctest --output-junit`. The
     /// builder uploads them after the steps, passed or failed; the server
     /// records each test case. See docs/saifile.md, "Test reports".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
     pub test_reports: Option<String>,
 }
 
 /// The JSON Schema of `.sai.json` files (written to
 /// `schemas/saifile.schema.json`).
 pub fn saifile_schema() -> schemars::Schema {
-    schemars::schema_for!(SaifileDoc)
+    SchemaSettings::draft2020_12()
+        .with_transform(RecursiveTransform(never_null))
+        .into_generator()
+        .into_root_schema_for::<SaifileDoc>()
+}
+
+/// A saifile has no `null` anywhere (the parser rejects it): an optional
+/// member may be absent, but when present it has its value's type. So the
+/// "or null" schemars adds to every `Option` is taken out again.
+fn never_null(schema: &mut Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(types)) = obj.get_mut("type") {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            let only = only.clone();
+            obj.insert("type".to_owned(), only);
+        }
+    }
+    let is_null = |s: &Value| s.get("type").is_some_and(|t| t == "null");
+    let Some(Value::Array(any_of)) = obj.get("anyOf") else {
+        return;
+    };
+    if let [value, null] = any_of.as_slice()
+        && is_null(null)
+        && let Value::Object(value) = value
+    {
+        let mut replaced = value.clone();
+        obj.remove("anyOf");
+        replaced.append(obj);
+        *obj = replaced;
+    }
 }
