@@ -34,10 +34,10 @@ fn missing_comma() {
 
 #[test]
 fn missing_colon_and_bad_literal() {
-    assert_err(b"{\"schema\" \"sai-1\"}", 1, 11, "expected ':'");
-    assert_err(b"{\"platforms\": tru}", 1, 15, "invalid literal");
+    assert_err(br#"{"schema" "sai-1"}"#, 1, 11, "expected ':'");
+    assert_err(br#"{"platforms": tru}"#, 1, 15, "invalid literal");
     assert_err(
-        b"{\"platforms\": {},}",
+        br#"{"platforms": {},}"#,
         1,
         18,
         "expected a string object key",
@@ -47,24 +47,24 @@ fn missing_colon_and_bad_literal() {
 #[test]
 fn platforms_of_the_wrong_type() {
     assert_err(
-        b"{\"platforms\": []}",
+        br#"{"platforms": []}"#,
         1,
         15,
-        "\"platforms\" must be an object, found an array",
+        r#""platforms" must be an object, found an array"#,
     );
     assert_err(
-        b"{\"platforms\": {\"linux/x86_64/gcc\": \"make\"}}",
+        br#"{"platforms": {"linux/x86_64/gcc": "make"}}"#,
         1,
         36,
-        "platform \"linux/x86_64/gcc\" must be an object, found a string",
+        r#"platform "linux/x86_64/gcc" must be an object, found a string"#,
     );
     assert_err(
-        b"{\"configurations\": {\"c\": {\"cmake\": 1}}}",
+        br#"{"configurations": {"c": {"cmake": 1}}}"#,
         1,
         36,
-        "configuration \"c\": \"cmake\" must be a string, found a number",
+        r#"configuration "c": "cmake" must be a string, found a number"#,
     );
-    assert_err(b"{\"schema\": 1}", 1, 12, "\"schema\" must be a string");
+    assert_err(br#"{"schema": 1}"#, 1, 12, r#""schema" must be a string"#);
     assert_err(b"[]", 1, 1, "must be an object, found an array");
 }
 
@@ -75,39 +75,39 @@ fn build_as_a_number() {
         src,
         3,
         36,
-        "\"build\" must be a string, an array of strings or an object of strings, found a number",
+        r#""build" must be a string, an array of strings or an object of strings, found a number"#,
     );
 }
 
 #[test]
 fn build_array_with_a_non_string() {
-    let src = b"{\"platforms\": {\"l/x/g\": {\"build\": [\"make\", [\"x\"]]}}}";
+    let src = br#"{"platforms": {"l/x/g": {"build": ["make", ["x"]]}}}"#;
     assert_err(
         src,
         1,
         44,
-        "\"build\" elements must be strings, found an array",
+        r#""build" elements must be strings, found an array"#,
     );
 }
 
 #[test]
 fn default_of_the_wrong_type_and_bad_idle() {
-    let src = b"{\"platforms\": {\"l/x/g\": {\"build\": \"make\", \"default\": null}}}";
+    let src = br#"{"platforms": {"l/x/g": {"build": "make", "default": null}}}"#;
     assert_err(
         src,
         1,
         54,
-        "\"default\" must be a boolean, number or string",
+        r#""default" must be a boolean, number or string"#,
     );
-    let src = b"{\"configurations\": {\"c\": {\"idle\": -1}}}";
-    assert_err(src, 1, 35, "\"idle\" must be a non-negative integer");
+    let src = br#"{"configurations": {"c": {"idle": -1}}}"#;
+    assert_err(src, 1, 35, r#""idle" must be a non-negative integer"#);
 }
 
 #[test]
 fn invalid_platform_name() {
     let src = b"{\"platforms\": {\n  \"linux x86\": {\"build\": \"make\"}}}";
-    assert_err(src, 2, 3, "invalid platform name \"linux x86\"");
-    let src = b"{\"platforms\": {\"a/b/c/d\": {\"build\": \"make\"}}}";
+    assert_err(src, 2, 3, r#"invalid platform name "linux x86""#);
+    let src = br#"{"platforms": {"a/b/c/d": {"build": "make"}}}"#;
     assert_err(src, 1, 16, "at most 3 are allowed");
 }
 
@@ -139,8 +139,8 @@ fn unknown_macro_names_configuration_platform_macro_and_position() {
     // `\t` in the JSON source is two characters before the macro.
     assert_eq!((e.line, e.column), (4, 44), "{e}");
     for needle in [
-        "configuration \"default\"",
-        "platform \"linux/x86_64/gcc\"",
+        r#"configuration "default""#,
+        r#"platform "linux/x86_64/gcc""#,
         "${foo}",
     ] {
         assert!(e.message.contains(needle), "{e} lacks {needle}");
@@ -173,8 +173,8 @@ fn duplicate_keys_are_warnings_and_the_later_wins() {
     assert_eq!(
         w,
         [
-            "5:5: duplicate key \"a/b/c\" (first defined at line 3); the later definition wins",
-            "5:33: duplicate key \"build\" (first defined at line 5); the later definition wins",
+            r#"5:5: duplicate key "a/b/c" (first defined at line 3); the later definition wins"#,
+            r#"5:33: duplicate key "build" (first defined at line 5); the later definition wins"#,
         ]
     );
     // Later definition, later position.
@@ -200,11 +200,11 @@ fn unknown_keys_are_positioned_warnings() {
     let w = positioned_warnings(src);
     assert_eq!(w.len(), 2, "{w:?}");
     assert_eq!((w[0].0, w[0].1), (1, 21));
-    assert!(w[0].2.contains("unknown key \"extra\""));
+    assert!(w[0].2.contains(r#"unknown key "extra""#));
     assert_eq!((w[1].0, w[1].1), (2, 40));
     assert!(
         w[1].2
-            .contains("unknown key \"colour\" in platform \"a/b/c\"")
+            .contains(r#"unknown key "colour" in platform "a/b/c""#)
     );
 }
 
@@ -221,7 +221,7 @@ fn platforms_tokens_that_match_no_platform_are_positioned_warnings() {
     assert_eq!((w[0].0, w[0].1), (3, 56), "{w:?}");
     assert!(
         w[0].2.contains(
-            "configuration \"a\": platforms token \"linux-debain-12\" matches no platform"
+            r#"configuration "a": platforms token "linux-debain-12" matches no platform"#
         ),
         "{w:?}"
     );
@@ -254,20 +254,20 @@ fn a_megabyte_of_garbage_fails_fast() {
     assert!(e.column <= before + 1, "{e}");
 
     // A huge unterminated string is one linear scan, reported at its start.
-    let mut big = b"{\"schema\": \"".to_vec();
+    let mut big = br#"{"schema": ""#.to_vec();
     big.resize(1 << 20, b'x');
     assert_err(&big, 1, 12, "unterminated string");
 
     // A megabyte on one line of many small values stays linear too.
-    let mut many = b"{\"platforms\": {\"a/b/c\": {\"build\": [".to_vec();
+    let mut many = br#"{"platforms": {"a/b/c": {"build": ["#.to_vec();
     while many.len() < 1 << 20 {
-        many.extend_from_slice(b"\"x\",");
+        many.extend_from_slice(br#""x","#);
     }
     many.extend_from_slice(b"1]}}}");
     let e = err(&many);
     assert!(
         e.message
-            .contains("\"build\" elements must be strings, found a number"),
+            .contains(r#""build" elements must be strings, found a number"#),
         "{e}"
     );
     assert_eq!(e.line, 1);
@@ -295,9 +295,9 @@ fn invalid_utf8() {
 
 #[test]
 fn unterminated_string_and_input() {
-    assert_err(b"{\"schema\": \"sai-1}", 1, 12, "unterminated string");
+    assert_err(br#"{"schema": "sai-1}"#, 1, 12, "unterminated string");
     assert_err(b"{\"schema\": \"sai-1\n\"}", 1, 12, "unterminated string");
-    assert_err(b"{\"schema\": \"sai-1\"", 1, 19, "found end of input");
+    assert_err(br#"{"schema": "sai-1""#, 1, 19, "found end of input");
     assert_err(b"", 1, 1, "empty input");
     assert_err(b"  # only a comment\n", 2, 1, "empty input");
 }
@@ -308,13 +308,13 @@ fn bad_escapes_and_numbers() {
     assert_err(b"{\"schema\": \"\\ud800x\"}", 1, 13, "unpaired surrogate");
     assert_err(b"{\"schema\": \"\\u12\"}", 1, 15, "4 hex digits");
     assert_err(
-        b"{\"configurations\": {\"c\": {\"idle\": 01}}}",
+        br#"{"configurations": {"c": {"idle": 01}}}"#,
         1,
         36,
         "expected ',' or '}'",
     );
     assert_err(
-        b"{\"configurations\": {\"c\": {\"idle\": -}}}",
+        br#"{"configurations": {"c": {"idle": -}}}"#,
         1,
         35,
         "invalid number",
@@ -323,14 +323,14 @@ fn bad_escapes_and_numbers() {
 
 #[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
-    let mut src = b"{\"platforms\": ".to_vec();
+    let mut src = br#"{"platforms": "#.to_vec();
     src.extend(std::iter::repeat_n(b'[', 100_000));
     // The object is level 1; the 64th '[' (column 15 + 63) would be level 65.
     assert_err(&src, 1, 78, "nesting deeper than 64 levels");
     let mut src = Vec::new();
     src.extend(std::iter::repeat_n(b'{', 100_000));
     assert_err(&src, 1, 2, "expected a string object key");
-    let mut src = b"{\"a\":".repeat(70);
+    let mut src = br#"{"a":"#.repeat(70);
     src.extend(b"1");
     assert_err(&src, 1, 5 * 64 + 1, "nesting deeper than 64 levels");
 }

@@ -29,17 +29,7 @@ impl Board {
         let path = nix::unistd::ttyname(&p.slave).unwrap();
         let master = File::from(p.master);
         let received = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = master.try_clone().unwrap();
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
+        collect(master.try_clone().unwrap(), received.clone());
         Board {
             master,
             _slave: p.slave,
@@ -55,6 +45,24 @@ impl Board {
     fn heard(&self) -> String {
         String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
     }
+
+    /// Wait until sai-expect has sent exactly `want` to the board.
+    fn wait_heard(&self, want: &str) {
+        wait_for(want, || self.heard() == want);
+    }
+}
+
+/// Append everything read from `from` to `sink`, on a thread of its own.
+fn collect(mut from: impl Read + Send + 'static, sink: Arc<Mutex<Vec<u8>>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
 }
 
 /// A log-proxy listener collecting everything written to it.
@@ -71,17 +79,8 @@ impl Proxy {
         let sink = got.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let sink = sink.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = conn.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        sink.lock().unwrap().extend_from_slice(&buf[..n]);
-                    }
-                });
+                let Ok(conn) = conn else { return };
+                collect(conn, sink.clone());
             }
         });
         Proxy { path, got }
@@ -89,6 +88,16 @@ impl Proxy {
 
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.got.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until this proxy has received `needle` (somewhere in its text).
+    fn wait_contains(&self, needle: &str) {
+        wait_for(needle, || self.text().contains(needle));
+    }
+
+    fn assert_contains(&self, needle: &str) {
+        let text = self.text();
+        assert!(text.contains(needle), "{needle:?} not in {text:?}");
     }
 }
 
@@ -113,6 +122,20 @@ impl Rig {
         }
     }
 
+    /// A board reached through the symlink `name` in the rig's folder (as
+    /// udev names a USB serial port), and the link's path.
+    fn board_behind_link(&self, name: &str) -> (Board, PathBuf) {
+        let board = Board::new();
+        let link = self.dir.path().join(name);
+        std::os::unix::fs::symlink(&board.path, &link).unwrap();
+        (board, link)
+    }
+
+    /// Run sai-expect on `tty0` with `args`.
+    fn spawn(&self, tty0: &Path, args: &[&str]) -> Child {
+        self.cmd(tty0, args).spawn().unwrap()
+    }
+
     fn cmd(&self, tty0: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args)
@@ -132,7 +155,7 @@ impl Rig {
     /// `name`: its ending says JSON or YAML).
     fn spawn_with_script(&self, tty0: &Path, name: &str, text: &str) -> Child {
         let script = self.script(name, text);
-        self.cmd(tty0, &["--script", &script]).spawn().unwrap()
+        self.spawn(tty0, &["--script", &script])
     }
 
     fn script(&self, name: &str, text: &str) -> String {
@@ -142,10 +165,13 @@ impl Rig {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -168,27 +194,20 @@ fn eventually_eq(proxy: &Proxy, want: &str) {
     assert_eq!(proxy.text(), want);
 }
 
-/// Wait until the proxies have seen the final notice (the child has exited,
-/// but the listener threads may still be reading).
 /// Wait for `child` to exit with `code`, then for the notice saying how
-/// the run ended.
+/// the run ended (the child has exited, but the listener threads may still
+/// be reading).
 fn assert_ends(rig: &Rig, child: Child, code: i32, notice: &str) {
     let (got, stderr) = finish(child);
     assert_eq!(got, code, "{stderr}");
-    settle(rig, notice);
-}
-
-fn settle(rig: &Rig, needle: &str) {
-    wait_for(needle, Duration::from_secs(5), || {
-        rig.notices.text().contains(needle)
-    });
+    rig.notices.wait_contains(notice);
 }
 
 #[test]
 fn passes_on_completed_pass_and_logs_on_channels_3_and_4() {
     let rig = Rig::new();
     let mut board = Board::new();
-    let child = rig.cmd(&board.path, &[]).spawn().unwrap();
+    let child = rig.spawn(&board.path, &[]);
     board.say("U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n");
     assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(
@@ -196,22 +215,16 @@ fn passes_on_completed_pass_and_logs_on_channels_3_and_4() {
         "U-Boot 2024.01\r\nbooting...\r\nrunning tests\r\nCompleted: PASS\r\n",
     );
     assert!(rig.tty1.text().is_empty());
-    assert!(
-        rig.notices.text().contains("watching tty0"),
-        "{}",
-        rig.notices.text()
-    );
+    rig.notices.assert_contains("watching tty0");
 }
 
 #[test]
 fn partial_line_reaches_the_proxy_without_a_newline() {
     let rig = Rig::new();
     let mut board = Board::new();
-    let mut child = rig.cmd(&board.path, &["--timeout", "20"]).spawn().unwrap();
+    let mut child = rig.spawn(&board.path, &["--timeout", "20"]);
     board.say("login: ");
-    wait_for("partial line flushed", Duration::from_secs(5), || {
-        rig.tty0.text() == "login: "
-    });
+    wait_for("partial line flushed", || rig.tty0.text() == "login: ");
     assert!(
         child.try_wait().unwrap().is_none(),
         "flushed by the age limit, not at exit"
@@ -224,11 +237,9 @@ fn partial_line_reaches_the_proxy_without_a_newline() {
 fn sigterm_flushes_pending_output_before_exiting() {
     let rig = Rig::new();
     let mut board = Board::new();
-    let child = rig.cmd(&board.path, &[]).spawn().unwrap();
+    let child = rig.spawn(&board.path, &[]);
     board.say("line\nno newline yet");
-    wait_for("first line", Duration::from_secs(5), || {
-        rig.tty0.text().starts_with("line\n")
-    });
+    wait_for("first line", || rig.tty0.text().starts_with("line\n"));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -245,11 +256,7 @@ fn fail_pattern_gives_exit_1() {
     let child = rig.spawn_with_script(&board.path, "s.json", "# panics fail the run\n{\"schema\": \"sai-expect\", \"fail\": [\"Kernel panic\", \"Completed: FAIL\"]}");
     board.say("Kernel panic - not syncing: VFS\nCompleted: PASS\n");
     assert_ends(&rig, child, 1, "completed: FAIL");
-    assert!(
-        rig.notices.text().contains("Kernel panic"),
-        "{}",
-        rig.notices.text()
-    );
+    rig.notices.assert_contains("Kernel panic");
 }
 
 #[test]
@@ -257,25 +264,21 @@ fn overall_and_step_timeouts_give_exit_2() {
     let rig = Rig::new();
     let board = Board::new();
     let start = Instant::now();
-    let (code, stderr) = finish(rig.cmd(&board.path, &["--timeout", "0.5"]).spawn().unwrap());
+    let (code, stderr) = finish(rig.spawn(&board.path, &["--timeout", "0.5"]));
     assert_eq!(code, 2, "{stderr}");
     assert!(start.elapsed() >= Duration::from_millis(500));
     assert!(start.elapsed() < Duration::from_secs(5));
-    settle(&rig, "TIMEOUT");
+    rig.notices.wait_contains("TIMEOUT");
 
     let rig = Rig::new();
     let script = rig.script(
         "s.yaml",
         "steps:\n  - expect: 'login:'\n    description: login prompt\n    timeout: 0.3\n",
     );
-    let (code, _) = finish(rig.cmd(&board.path, &["-s", &script]).spawn().unwrap());
+    let (code, _) = finish(rig.spawn(&board.path, &["-s", &script]));
     assert_eq!(code, 2);
-    settle(&rig, "TIMEOUT");
-    assert!(
-        rig.notices.text().contains("login prompt"),
-        "{}",
-        rig.notices.text()
-    );
+    rig.notices.wait_contains("TIMEOUT");
+    rig.notices.assert_contains("login prompt");
 }
 
 #[test]
@@ -284,13 +287,9 @@ fn sends_input_after_expectations() {
     let mut board = Board::new();
     let child = rig.spawn_with_script(&board.path, "login.yaml", "schema: sai-expect\ntimeout: 20\nsteps:\n  - expect: 'login: $'\n    send: \"root\\n\"\n  - expect: 'Password:'\n    send: \"secret\\n\"\n");
     board.say("\nbuildroot login: ");
-    wait_for("user name", Duration::from_secs(5), || {
-        board.heard() == "root\n"
-    });
+    board.wait_heard("root\n");
     board.say("root\nPassword: ");
-    wait_for("password", Duration::from_secs(5), || {
-        board.heard() == "root\nsecret\n"
-    });
+    board.wait_heard("root\nsecret\n");
     board.say("\n# run-tests\nCompleted: PASS\n");
     let (code, stderr) = finish(child);
     assert_eq!(code, 0, "{stderr}");
@@ -307,9 +306,7 @@ fn second_tty_goes_to_channel_5() {
         .spawn()
         .unwrap();
     b1.say("aux: hello from the second port\n");
-    wait_for("tty1 data", Duration::from_secs(5), || {
-        rig.tty1.text().contains("second port")
-    });
+    rig.tty1.wait_contains("second port");
     b0.say("Completed: PASS\n");
     assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty1, "aux: hello from the second port\n");
@@ -319,30 +316,19 @@ fn second_tty_goes_to_channel_5() {
 #[test]
 fn tty_that_vanishes_and_comes_back_is_reopened() {
     let rig = Rig::new();
-    let link = rig.dir.path().join("ttyUSB0");
-    let mut first = Board::new();
-    std::os::unix::fs::symlink(&first.path, &link).unwrap();
-    let child = rig
-        .cmd(&link, &["--reopen-window", "5", "--timeout", "30"])
-        .spawn()
-        .unwrap();
+    let (mut first, link) = rig.board_behind_link("ttyUSB0");
+    let child = rig.spawn(&link, &["--reopen-window", "5", "--timeout", "30"]);
     first.say("first boot\n");
-    wait_for("first output", Duration::from_secs(5), || {
-        rig.tty0.text().contains("first boot")
-    });
+    rig.tty0.wait_contains("first boot");
     // USB re-enumeration: the node goes away, the old descriptor hits EIO...
     std::fs::remove_file(&link).unwrap();
     drop(first);
-    wait_for("vanish notice", Duration::from_secs(5), || {
-        rig.notices.text().contains("vanished")
-    });
+    rig.notices.wait_contains("vanished");
     std::thread::sleep(Duration::from_millis(300));
     // ...and a new node appears under the same name.
     let mut second = Board::new();
     std::os::unix::fs::symlink(&second.path, &link).unwrap();
-    wait_for("reopen notice", Duration::from_secs(5), || {
-        rig.notices.text().contains("is back")
-    });
+    rig.notices.wait_contains("is back");
     second.say("second boot\nCompleted: PASS\n");
     assert_ends(&rig, child, 0, "completed: PASS");
     eventually_eq(&rig.tty0, "first boot\nsecond boot\nCompleted: PASS\n");
@@ -351,21 +337,15 @@ fn tty_that_vanishes_and_comes_back_is_reopened() {
 #[test]
 fn relinked_tty_is_reopened_even_while_the_old_one_lives() {
     let rig = Rig::new();
-    let link = rig.dir.path().join("ttyACM0");
-    let mut old = Board::new();
-    std::os::unix::fs::symlink(&old.path, &link).unwrap();
-    let child = rig.cmd(&link, &["--timeout", "30"]).spawn().unwrap();
+    let (mut old, link) = rig.board_behind_link("ttyACM0");
+    let child = rig.spawn(&link, &["--timeout", "30"]);
     old.say("old\n");
-    wait_for("old output", Duration::from_secs(5), || {
-        rig.tty0.text().contains("old")
-    });
+    rig.tty0.wait_contains("old");
     let mut new = Board::new();
     let tmp = rig.dir.path().join("ttyACM0.new");
     std::os::unix::fs::symlink(&new.path, &tmp).unwrap();
     std::fs::rename(&tmp, &link).unwrap();
-    wait_for("reopen notice", Duration::from_secs(5), || {
-        rig.notices.text().contains("is back")
-    });
+    rig.notices.wait_contains("is back");
     old.say("Completed: PASS\n"); // no longer watched
     new.say("Completed: PASS\n");
     assert_ends(&rig, child, 0, "completed: PASS");
@@ -375,13 +355,8 @@ fn relinked_tty_is_reopened_even_while_the_old_one_lives() {
 #[test]
 fn tty_gone_longer_than_the_window_is_an_infrastructure_error() {
     let rig = Rig::new();
-    let link = rig.dir.path().join("ttyUSB1");
-    let board = Board::new();
-    std::os::unix::fs::symlink(&board.path, &link).unwrap();
-    let child = rig
-        .cmd(&link, &["--reopen-window", "0.5", "--timeout", "30"])
-        .spawn()
-        .unwrap();
+    let (board, link) = rig.board_behind_link("ttyUSB1");
+    let child = rig.spawn(&link, &["--reopen-window", "0.5", "--timeout", "30"]);
     std::thread::sleep(Duration::from_millis(300));
     std::fs::remove_file(&link).unwrap();
     drop(board);
@@ -389,20 +364,16 @@ fn tty_gone_longer_than_the_window_is_an_infrastructure_error() {
     let (code, stderr) = finish(child);
     assert_eq!(code, 3, "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(5));
-    settle(&rig, "INFRASTRUCTURE ERROR");
-    assert!(
-        rig.notices.text().contains("did not come back"),
-        "{}",
-        rig.notices.text()
-    );
+    rig.notices.wait_contains("INFRASTRUCTURE ERROR");
+    rig.notices.assert_contains("did not come back");
 }
 
 #[test]
 fn missing_tty_is_an_infrastructure_error() {
     let rig = Rig::new();
-    let (code, _) = finish(rig.cmd(Path::new("/dev/no-such-tty"), &[]).spawn().unwrap());
+    let (code, _) = finish(rig.spawn(Path::new("/dev/no-such-tty"), &[]));
     assert_eq!(code, 3);
-    settle(&rig, "cannot open tty0");
+    rig.notices.wait_contains("cannot open tty0");
     let out = Command::new(BIN)
         .env_remove("SAI_DEVICE_TTY0")
         .output()
@@ -430,16 +401,12 @@ fn bad_scripts_and_usage_give_exit_4() {
         finish(rig.spawn_with_script(&board.path, "tty1.yaml", "steps: [{expect: x, tty: 1}]\n"));
     assert_eq!(code, 4);
     assert!(stderr.contains("uses tty1"), "{stderr}");
-    let (code, _) = finish(rig.cmd(&board.path, &["--bogus"]).spawn().unwrap());
+    let (code, _) = finish(rig.spawn(&board.path, &["--bogus"]));
     assert_eq!(code, 4);
-    let (code, _) = finish(rig.cmd(&board.path, &["--baud", "12345"]).spawn().unwrap());
+    let (code, _) = finish(rig.spawn(&board.path, &["--baud", "12345"]));
     assert_eq!(code, 4);
     let good = rig.script("ok.yaml", "steps: [{expect: x}]\npass: []\n");
-    let (code, _) = finish(
-        rig.cmd(&board.path, &["-s", &good, "--check"])
-            .spawn()
-            .unwrap(),
-    );
+    let (code, _) = finish(rig.spawn(&board.path, &["-s", &good, "--check"]));
     assert_eq!(code, 0);
 }
 
@@ -454,7 +421,7 @@ fn opens_a_tty_locked_by_sai_device() {
             "ttys": [{"name": "console", "tty": board.path}]}]}))
         .unwrap();
     let held = sai_device::try_acquire(&config.devices[0]).expect("device lock");
-    let child = rig.cmd(&board.path, &["--timeout", "10"]).spawn().unwrap();
+    let child = rig.spawn(&board.path, &["--timeout", "10"]);
     board.say("Completed: PASS\n");
     let (code, stderr) = finish(child);
     assert_eq!(code, 0, "{stderr}");
