@@ -37,7 +37,9 @@ pub struct Project {
     pub event_count: i64,
 }
 
-/// An event: one push of one commit.
+/// An event: one push of one commit. Its optional members are left out
+/// when absent, except `source_ip`, which is always sent (`null` when unknown).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
@@ -53,6 +55,7 @@ pub struct Event {
     /// Fetch URL.
     pub fetch_url: String,
     /// Address the push came from.
+    #[serialize_always]
     pub source_ip: Option<String>,
     /// Creation (unix ms).
     pub created: i64,
@@ -65,33 +68,26 @@ pub struct Event {
     /// Number of tasks.
     pub task_count: i64,
     /// Its tasks (`GET /api/events/{id}` only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
     /// Tasks per state (`GET /api/events/{id}` only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_states: Option<BTreeMap<TaskState, usize>>,
     /// When the event is expected to be done (unix ms; `GET /api/events/{id}`
     /// of an open event only): per platform, the estimated work queued up to
     /// it divided by the instances builders offer (docs/web.md, "Estimates").
     /// Absent when any of that work has no history or no builder offers one
     /// of its platforms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_finish: Option<i64>,
     /// The last commit status report to the forge, when the project has
     /// one configured (`GET /api/events/{id}` only; kept in memory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_status: Option<Delivery>,
     /// The last completion webhook call, when the project has one
     /// (`GET /api/events/{id}` only; kept in memory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Delivery>,
     /// `tasks` is one page: pass this as `cursor` for the next one
     /// (`GET /api/events/{id}` only, absent on the last page).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
     /// The event this one builds again (made by `POST
     /// /api/events/{id}/again`, e.g. `sai notify --rebuild`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild_of: Option<String>,
 }
 
