@@ -23,12 +23,10 @@ fn platform_name() -> impl Strategy<Value = String> {
 
 /// A `platforms` list: keywords, platform-ish tokens, separators.
 fn platform_list() -> impl Strategy<Value = String> {
+    let keyword = prop::sample::select(&["none", "no", "not", "n"][..]).prop_map(String::from);
     let token = prop_oneof![
-        Just("none".to_string()),
-        Just("no".to_string()),
-        Just("not".to_string()),
-        Just("n".to_string()),
-        "[a-z]{1,4}(/[a-z0-9_]{0,4}){0,3}",
+        4 => keyword,
+        1 => "[a-z]{1,4}(/[a-z0-9_]{0,4}){0,3}",
     ];
     prop::collection::vec(
         (
@@ -42,14 +40,20 @@ fn platform_list() -> impl Strategy<Value = String> {
 
 /// Build text with macros, known and unknown, and shell variables.
 fn build_text() -> impl Strategy<Value = String> {
+    let fixed = prop::sample::select(
+        &[
+            "${cmake}",
+            "${cpack}",
+            "${prep}",
+            "${foo}",
+            "$HOME ${A:-b} ${",
+            "\n",
+        ][..],
+    )
+    .prop_map(String::from);
     let piece = prop_oneof![
-        Just("${cmake}".to_string()),
-        Just("${cpack}".to_string()),
-        Just("${prep}".to_string()),
-        Just("${foo}".to_string()),
-        Just("$HOME ${A:-b} ${".to_string()),
-        Just("\n".to_string()),
-        "[a-z .;&-]{0,10}",
+        6 => fixed,
+        1 => "[a-z .;&-]{0,10}",
     ];
     prop::collection::vec(piece, 0..8).prop_map(|v| v.concat())
 }

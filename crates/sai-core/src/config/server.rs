@@ -16,7 +16,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, ConfigType, FieldPath};
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
+
+/// Value of the optional `schema` marker of a server config.
+pub const SCHEMA_MARKER: &str = "sai-server";
 
 /// Configuration of `sai-server`.
 #[serde_with::skip_serializing_none]
@@ -435,19 +438,11 @@ impl ServerConfig {
     /// Semantic checks serde cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
+        let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |path: FieldPath, message: String| {
             problems.push(ConfigProblem::new(path, message));
         };
-        if let Some(s) = &self.schema
-            && s != "sai-server"
-        {
-            push(
-                root.key("schema"),
-                format!("expected \"sai-server\", found {s:?}"),
-            );
-        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             push(
                 root.key("listen"),
