@@ -35,7 +35,7 @@ use super::builder::{
 };
 use super::device::{Device, DeviceConfig};
 use super::jig::JigConfig;
-use super::problem::{ConfigProblem, ConfigType, FieldPath, PathSegment};
+use super::problem::{ConfigProblem, ConfigType, FieldPath, PathSegment, check_marker};
 use super::server::ServerConfig;
 use super::web::WebConfig;
 
@@ -406,14 +406,8 @@ impl RackConfig {
     /// rules of the embedded server, web, builder, device and jig configs
     /// apply too, reported at their place in the rack.
     pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
+        let mut problems = check_marker(Some(&self.schema), SCHEMA_MARKER);
         let root = FieldPath::root();
-        if self.schema != SCHEMA_MARKER {
-            problems.push(ConfigProblem::new(
-                root.key("schema"),
-                format!("expected \"{SCHEMA_MARKER}\", found \"{}\"", self.schema),
-            ));
-        }
         if let Err(why) = check_name(&self.name) {
             problems.push(ConfigProblem::new(root.key("name"), why));
         }

@@ -109,28 +109,28 @@ impl ConfigKind {
             },
             ConfigKind::Server => KindSpec::config::<server::ServerConfig>(
                 "server",
-                "sai-server",
+                server::SCHEMA_MARKER,
                 "sai-server config",
             ),
             ConfigKind::Web => {
-                KindSpec::config::<web::WebConfig>("web", "sai-web", "sai-web config")
+                KindSpec::config::<web::WebConfig>("web", web::SCHEMA_MARKER, "sai-web config")
             }
             ConfigKind::Builder => KindSpec::config::<builder::BuilderConfig>(
                 "builder",
-                "sai-builder",
+                builder::SCHEMA_MARKER,
                 "sai-builder config",
             ),
             ConfigKind::Device => KindSpec::config::<device::DeviceConfig>(
                 "device",
-                "sai-device",
+                device::SCHEMA_MARKER,
                 "sai-device config",
             ),
             ConfigKind::Jig => {
-                KindSpec::config::<jig::JigConfig>("jig", "sai-jig", "sai-jig config")
+                KindSpec::config::<jig::JigConfig>("jig", jig::SCHEMA_MARKER, "sai-jig config")
             }
             ConfigKind::ExpectScript => KindSpec::config::<expect::ExpectScript>(
                 "expect",
-                "sai-expect",
+                expect::SCHEMA_MARKER,
                 "sai-expect script",
             ),
             ConfigKind::Rack => {
