@@ -215,39 +215,26 @@ pub struct RackBuilder {
 
 /// Size of a `qemu` builder's virtual machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VmSize {
     /// Guest memory in MiB. Default 1024.
-    #[serde(default = "default_memory_mib")]
     pub memory_mib: u32,
     /// Virtual CPUs. Default 1.
-    #[serde(default = "default_cpus")]
     pub cpus: u32,
     /// Size of the root disk image in MiB. Default 2048.
-    #[serde(default = "default_disk_mib")]
     pub disk_mib: u32,
 }
 
+/// The size of every member a rack leaves out (the struct is
+/// `#[serde(default)]`).
 impl Default for VmSize {
     fn default() -> Self {
         VmSize {
-            memory_mib: default_memory_mib(),
-            cpus: default_cpus(),
-            disk_mib: default_disk_mib(),
+            memory_mib: 1024,
+            cpus: 1,
+            disk_mib: 2048,
         }
     }
-}
-
-fn default_memory_mib() -> u32 {
-    1024
-}
-
-fn default_cpus() -> u32 {
-    1
-}
-
-fn default_disk_mib() -> u32 {
-    2048
 }
 
 /// What Sai knows about a CPU architecture named in a rack.

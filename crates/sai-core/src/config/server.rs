@@ -24,18 +24,16 @@ pub const SCHEMA_MARKER: &str = "sai-server";
 /// Configuration of `sai-server`.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Optional marker naming this config kind: `"sai-server"`.
     pub schema: Option<String>,
     /// Address and port to listen on for HTTP (hooks, operations API) and the
     /// builder websocket, e.g. `"0.0.0.0:4444"`. Port 0 picks a free port; the
     /// bound address is printed on stdout and written to `<data_dir>/server.addr`.
-    #[serde(default = "default_listen")]
     pub listen: String,
     /// Directory holding the main database, one folder per event (its
     /// database and artifacts) and the token signing key.
-    #[serde(default = "default_data_dir")]
     pub data_dir: String,
     /// Global HMAC secret shared with the git hooks (the ASCII bytes of this
     /// string are the key). Prefer `notification_key_file`.
@@ -46,60 +44,49 @@ pub struct ServerConfig {
     /// Projects accepted by the hook endpoint. When empty, any repository
     /// name is accepted with the global key; when not empty, pushes for other
     /// names are refused.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub projects: Vec<ProjectConfig>,
     /// Largest accepted hook request body in bytes (default 1 MiB).
-    #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
     /// Largest accepted base64 `saifile` member in characters (default 65536).
-    #[serde(default = "default_max_saifile_base64")]
     pub max_saifile_base64: u64,
     /// Delay in milliseconds between accepting a push and offering its tasks,
     /// for git servers that run the hook before the ref is visible (default 0).
-    #[serde(default)]
     pub dispatch_grace_ms: u64,
     /// Interval in milliseconds between websocket pings to builders (default 10000).
-    #[serde(default = "default_ping_ms")]
     pub builder_ping_interval_ms: u64,
     /// A builder that sends nothing (not even a pong) for this many
     /// milliseconds is considered dead and its running tasks are requeued
     /// (default 30000).
-    #[serde(default = "default_dead_ms")]
     pub builder_dead_timeout_ms: u64,
     /// Number of infrastructure failures (builder lost, builder-reported
     /// infrastructure error) after which a task fails instead of being
     /// requeued (default 3).
-    #[serde(default = "default_max_infra_attempts")]
     pub max_infra_attempts: u32,
     /// Log bytes a builder may send before the server grants more credit
     /// (flow-control window, default 1048576).
-    #[serde(default = "default_log_window")]
     pub log_window_bytes: u64,
     /// Pending log bytes are written to the event database at least this often,
     /// in milliseconds (default 100), and as soon as no more arrived for a
     /// twentieth of it.
-    #[serde(default = "default_log_flush_ms")]
     pub log_flush_ms: u64,
     /// Event databases kept open between uses, least recently used closed
     /// first (default 16); one nobody asked for during a second is closed.
     /// Databases in use stay open besides these.
-    #[serde(default = "default_event_db_cache")]
     pub event_db_cache: usize,
     /// Largest accepted artifact in bytes (default 4 GiB).
-    #[serde(default = "default_max_artifact_bytes")]
     pub max_artifact_bytes: u64,
     /// File holding the PASETO v4 secret key (64 raw bytes) that signs builder
     /// and user tokens. Default: `<data_dir>/token.key`, created on first start
     /// with mode 0600.
     pub token_key_file: Option<String>,
     /// Builder names whose tokens are refused.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub revoked_builders: Vec<String>,
     /// User names whose tokens are refused.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub revoked_users: Vec<String>,
     /// How many events are kept and for how long.
-    #[serde(default)]
     pub retention: RetentionConfig,
     /// Serve HTTPS and `wss://` on `listen` with this certificate. Leave it
     /// out to serve plain HTTP, e.g. behind a TLS-terminating reverse proxy.
@@ -108,7 +95,6 @@ pub struct ServerConfig {
     /// directories to be offered work (protocol message `load`); the larger
     /// of this and the builder's own `min_free_disk_bytes` applies. Default
     /// 0: only the builder's own floor.
-    #[serde(default)]
     pub builder_min_free_disk_bytes: u64,
     /// File holding a token that `GET /metrics` requires as
     /// `Authorization: Bearer <token>`. Without it `/metrics` is open.
@@ -121,11 +107,9 @@ pub struct ServerConfig {
     /// goes silent on it while its connection stays up loses it at this
     /// deadline: the task is cancelled there and counts an infrastructure
     /// failure (requeued, or failed at `max_infra_attempts`).
-    #[serde(default = "default_task_deadline_secs")]
     pub task_deadline_secs: u64,
     /// What one push, one request or one client may cost, and how long a
     /// hook notification stays valid.
-    #[serde(default)]
     pub limits: ServerLimits,
     /// Also serve the operations API and the change feed on this unix
     /// socket (an absolute path), for a sai-web on the same host. The
@@ -138,95 +122,61 @@ pub struct ServerConfig {
     /// going across the restart, to claim it back and report it once
     /// (default 120). A task not claimed in time is requeued without
     /// counting an infrastructure failure; 0 requeues at once.
-    #[serde(default = "default_restart_grace_secs")]
     pub restart_grace_secs: u64,
 }
 
 /// Caps and timeouts that keep one push, request or client from exhausting
 /// the server. The defaults are safe for a public server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerLimits {
     /// A hook notification carrying a `timestamp` is accepted only within
     /// this many seconds of the server's clock, and its `nonce` is
     /// remembered (in the main database) until then, so a captured
     /// notification cannot be replayed (default 300).
-    #[serde(default = "default_hook_window_secs")]
     pub hook_window_secs: u64,
     /// Refuse notifications without a `timestamp`. The original hook sends
     /// none; their nonces are remembered forever instead (default false).
-    #[serde(default)]
     pub hook_require_timestamp: bool,
     /// Most tasks one push may create after matrix expansion; more is
     /// refused with 422 (default 10000).
-    #[serde(default = "default_max_tasks_per_push")]
     pub max_tasks_per_push: u64,
     /// Largest step (one shell command line) after `${...}` substitution,
     /// in bytes; larger is refused with 422 (default 262144).
-    #[serde(default = "default_max_step_bytes")]
     pub max_step_bytes: u64,
     /// Largest saifile after expansion: the bytes of every task's steps,
     /// artifact globs and packages together; larger is refused with 422
     /// (default 33554432).
-    #[serde(default = "default_max_expanded_bytes")]
     pub max_expanded_bytes: u64,
     /// Most items one page of a listing returns (`limit` is clamped to it;
     /// the tasks of an event, the events of a project; default 1000).
-    #[serde(default = "default_max_page")]
     pub max_page: u32,
     /// A connection must send a request's headers within this many
     /// milliseconds of connecting or of its previous response, else it is
     /// closed (default 10000).
-    #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
     /// A request body (a hook notification) must arrive within this many
     /// milliseconds, else 408 (default 30000).
-    #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
     /// Most HTTP connections served for the API at once. Builder websockets
     /// and hook requests do not count and are served beyond it; other
     /// requests on connections over it get 503 (default 512).
-    #[serde(default = "default_max_api_connections")]
     pub max_api_connections: u32,
 }
 
-fn default_hook_window_secs() -> u64 {
-    300
-}
-fn default_max_tasks_per_push() -> u64 {
-    10_000
-}
-fn default_max_step_bytes() -> u64 {
-    256 * 1024
-}
-fn default_max_expanded_bytes() -> u64 {
-    32 * 1024 * 1024
-}
-fn default_max_page() -> u32 {
-    1000
-}
-fn default_header_timeout_ms() -> u64 {
-    10_000
-}
-fn default_body_timeout_ms() -> u64 {
-    30_000
-}
-fn default_max_api_connections() -> u32 {
-    512
-}
-
+/// The limits a config leaves out (the struct is `#[serde(default)]`).
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            hook_window_secs: default_hook_window_secs(),
+            hook_window_secs: 300,
             hook_require_timestamp: false,
-            max_tasks_per_push: default_max_tasks_per_push(),
-            max_step_bytes: default_max_step_bytes(),
-            max_expanded_bytes: default_max_expanded_bytes(),
-            max_page: default_max_page(),
-            header_timeout_ms: default_header_timeout_ms(),
-            body_timeout_ms: default_body_timeout_ms(),
-            max_api_connections: default_max_api_connections(),
+            max_tasks_per_push: 10_000,
+            max_step_bytes: 256 * 1024,
+            max_expanded_bytes: 32 * 1024 * 1024,
+            max_page: 1000,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_api_connections: 512,
         }
     }
 }
@@ -320,6 +270,10 @@ pub struct CommitStatusConfig {
     pub context: String,
 }
 
+fn default_status_context() -> String {
+    "sai".into()
+}
+
 /// A generic JSON webhook called when an event ends (chat bots).
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -330,10 +284,6 @@ pub struct WebhookConfig {
     /// File holding an HMAC secret: the request then carries
     /// `X-Sai-Signature: sha256=<hex HMAC-SHA256 of the body>`.
     pub secret_file: Option<String>,
-}
-
-fn default_status_context() -> String {
-    "sai".into()
 }
 
 /// Automatic deletion of old events. Events still referenced (open database)
@@ -348,65 +298,27 @@ pub struct RetentionConfig {
     pub max_age_days: Option<u32>,
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:4444".into()
-}
-fn default_data_dir() -> String {
-    "/var/lib/sai-server".into()
-}
-fn default_max_body_bytes() -> u64 {
-    1024 * 1024
-}
-fn default_max_saifile_base64() -> u64 {
-    65536
-}
-fn default_ping_ms() -> u64 {
-    10_000
-}
-fn default_dead_ms() -> u64 {
-    30_000
-}
-fn default_max_infra_attempts() -> u32 {
-    3
-}
-fn default_log_window() -> u64 {
-    1024 * 1024
-}
-fn default_log_flush_ms() -> u64 {
-    100
-}
-fn default_event_db_cache() -> usize {
-    16
-}
-fn default_max_artifact_bytes() -> u64 {
-    4 * 1024 * 1024 * 1024
-}
-fn default_task_deadline_secs() -> u64 {
-    86_400
-}
-fn default_restart_grace_secs() -> u64 {
-    120
-}
-
+/// The value of every member a config leaves out (the struct is
+/// `#[serde(default)]`): these are the documented defaults.
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             schema: None,
-            listen: default_listen(),
-            data_dir: default_data_dir(),
+            listen: "127.0.0.1:4444".into(),
+            data_dir: "/var/lib/sai-server".into(),
             notification_key: None,
             notification_key_file: None,
             projects: Vec::new(),
-            max_body_bytes: default_max_body_bytes(),
-            max_saifile_base64: default_max_saifile_base64(),
+            max_body_bytes: 1024 * 1024,
+            max_saifile_base64: 65536,
             dispatch_grace_ms: 0,
-            builder_ping_interval_ms: default_ping_ms(),
-            builder_dead_timeout_ms: default_dead_ms(),
-            max_infra_attempts: default_max_infra_attempts(),
-            log_window_bytes: default_log_window(),
-            log_flush_ms: default_log_flush_ms(),
-            event_db_cache: default_event_db_cache(),
-            max_artifact_bytes: default_max_artifact_bytes(),
+            builder_ping_interval_ms: 10_000,
+            builder_dead_timeout_ms: 30_000,
+            max_infra_attempts: 3,
+            log_window_bytes: 1024 * 1024,
+            log_flush_ms: 100,
+            event_db_cache: 16,
+            max_artifact_bytes: 4 * 1024 * 1024 * 1024,
             token_key_file: None,
             revoked_builders: Vec::new(),
             revoked_users: Vec::new(),
@@ -415,10 +327,10 @@ impl Default for ServerConfig {
             builder_min_free_disk_bytes: 0,
             metrics_token_file: None,
             web_url: None,
-            task_deadline_secs: default_task_deadline_secs(),
+            task_deadline_secs: 86_400,
             limits: ServerLimits::default(),
             local_socket: None,
-            restart_grace_secs: default_restart_grace_secs(),
+            restart_grace_secs: 120,
         }
     }
 }
