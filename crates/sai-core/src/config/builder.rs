@@ -25,7 +25,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::device::is_env_name;
-use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker, check_socket_addr};
 
 /// Value of the optional `schema` marker of a builder config.
 pub const SCHEMA_MARKER: &str = "sai-builder";
@@ -237,12 +237,9 @@ impl BuilderConfig {
             );
         }
         if let Some(addr) = &self.metrics_listen
-            && addr.parse::<std::net::SocketAddr>().is_err()
+            && let Err(why) = check_socket_addr(addr, "127.0.0.1:9101")
         {
-            push(
-                root.key("metrics_listen"),
-                format!("\"{addr}\" is not an address:port such as \"127.0.0.1:9101\""),
-            );
+            push(root.key("metrics_listen"), why);
         }
         if let Some(user) = &self.run_as
             && !is_user_name(user)

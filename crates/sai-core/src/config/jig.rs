@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker, check_socket_addr};
 
 /// Value of the optional `schema` marker of a jig config.
 pub const SCHEMA_MARKER: &str = "sai-jig";
@@ -190,12 +190,9 @@ impl JigConfig {
             }
         }
         if let Some(l) = &self.listen
-            && l.parse::<std::net::SocketAddr>().is_err()
+            && let Err(why) = check_socket_addr(l, DEFAULT_LISTEN)
         {
-            push(
-                root.key("listen"),
-                format!("\"{l}\" is not an address:port such as 0.0.0.0:44000 or [::1]:44000"),
-            );
+            push(root.key("listen"), why);
         }
         let url_safe = |s: &str| {
             !s.is_empty()

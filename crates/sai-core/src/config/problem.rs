@@ -205,3 +205,14 @@ pub fn check_marker(found: Option<&str>, expected: &str) -> Vec<ConfigProblem> {
         .into_iter()
         .collect()
 }
+
+/// Why `value` is not a socket address (`ip:port`, `[ipv6]:port`), as the
+/// daemons that bind one check it; `example` is a good value for the message.
+pub fn check_socket_addr(value: &str, example: &str) -> Result<(), String> {
+    match value.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "{value:?} is not an address:port such as \"{example}\""
+        )),
+    }
+}

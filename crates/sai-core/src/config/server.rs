@@ -16,7 +16,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker};
+use super::problem::{ConfigProblem, ConfigType, FieldPath, check_marker, check_socket_addr};
 
 /// Value of the optional `schema` marker of a server config.
 pub const SCHEMA_MARKER: &str = "sai-server";
@@ -355,14 +355,8 @@ impl ServerConfig {
         let mut push = |path: FieldPath, message: String| {
             problems.push(ConfigProblem::new(path, message));
         };
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            push(
-                root.key("listen"),
-                format!(
-                    "{:?} is not an address:port such as \"0.0.0.0:4444\"",
-                    self.listen
-                ),
-            );
+        if let Err(why) = check_socket_addr(&self.listen, "0.0.0.0:4444") {
+            push(root.key("listen"), why);
         }
         if self.data_dir.is_empty() {
             push(root.key("data_dir"), "must not be empty".into());
