@@ -4,7 +4,7 @@
 # position-independent and, with --smoke, run once (`--version`,
 # `--help`; through qemu-user for another architecture).
 #
-#   scripts/build-static.sh [--profile P] [--target TRIPLE] [--smoke] [-p CRATE]...
+#   scripts/build-static.sh [--profile P] [--target TRIPLE] [--smoke] [-p CRATE]... [-- RUSTC-ARG...]
 #
 # --profile release-static (default): optimised for size with fat LTO,
 #     stripped: what the rack's real machines run (sizes in BENCHMARKS.md,
@@ -15,6 +15,16 @@
 #     Debian cross toolchain (gcc-<arch>-linux-gnu, libc6-dev-<arch>-cross)
 #     links it.
 # -p: default sai-builder.
+# After --: arguments for the final rustc (e.g. `-C strip=none
+#     -C link-arg=-Wl,-Map=FILE`, as scripts/bench/hot-code.sh uses).
+#
+# With --profile release-static, a crate that has
+# scripts/static-link/<crate>-hot.ld is linked with it: the functions it ran
+# in a profile go first, together (`.text.hot`), so that an idle daemon keeps
+# few pages of code resident (issue 10; scripts/bench/hot_code.py says why).
+# The build fails if that section comes out at less than 40% of the code the
+# script lists: then the list has rotted (regenerate it with
+# scripts/bench/hot-code.sh).
 #
 # Output: ${CARGO_TARGET_DIR:-target}/<triple>/<profile>/<crate>; the build
 # time, each binary's size and `file` line are printed.
@@ -35,6 +45,7 @@ while [ $# -gt 0 ]; do
 	--target) triple=$2; shift 2 ;;
 	--smoke) smoke=1; shift ;;
 	-p) crates+=("$2"); shift 2 ;;
+	--) shift; break ;;
 	*) echo "build-static.sh: unknown argument $1 (see the comment at the top)" >&2; exit 2 ;;
 	esac
 done
@@ -71,11 +82,29 @@ if [ -n "$glibc_base" ]; then
 		link+=(-C "link-arg=-Wl,--undefined=$f")
 	done
 fi
+hot_script() {
+	local f=$PWD/scripts/static-link/$1-hot.ld
+	[ "$profile" = release-static ] && [ -f "$f" ] && echo "$f"
+	return 0
+}
+# Cargo does not track a linker script's content: linked under a name made
+# of its hash, a changed list is a changed argument, so the crate relinks.
+hashed_copy() {
+	local dir=${CARGO_TARGET_DIR:-$PWD/target}/static-link
+	local copy
+	copy=$dir/$(basename "$1" .ld)-$(sha256sum "$1" | cut -c1-16).ld
+	mkdir -p "$dir"
+	[ -f "$copy" ] || cp "$1" "$copy"
+	echo "$copy"
+}
 start=$SECONDS
 for c in "${crates[@]}"; do
+	hot=()
+	h=$(hot_script "$c")
+	[ -z "$h" ] || hot=(-C "link-arg=-Wl,-T,$(hashed_copy "$h")")
 	# --target keeps RUSTFLAGS away from build scripts and proc macros.
 	RUSTFLAGS=$flags cargo rustc --locked --profile "$profile" --target "$triple" \
-		-p "$c" --bin "$c" -- "${link[@]}"
+		-p "$c" --bin "$c" -- "${link[@]}" "${hot[@]}" "$@"
 done
 echo "build-static: $profile $triple ${crates[*]} built in $((SECONDS - start))s"
 for c in "${crates[@]}"; do
@@ -86,6 +115,17 @@ for c in "${crates[@]}"; do
 	*"LSB executable"*"statically linked"*) ;;
 	*) echo "build-static: $f is not a statically linked, non-PIE executable" >&2; exit 1 ;;
 	esac
+	h=$(hot_script "$c")
+	if [ -n "$h" ]; then
+		listed=$(sed -n 's/^ *[0-9]* input sections, \([0-9]*\) bytes.*/\1/p' "$h")
+		placed=$(readelf -SW "$f" | sed -n 's/.* \.text\.hot  *[A-Z]*  *[0-9a-f]*  *[0-9a-f]*  *\([0-9a-f]*\) .*/\1/p')
+		[ -z "$placed" ] || placed=$((16#$placed))
+		echo "build-static: $c: .text.hot ${placed:-0} bytes of the ${listed} listed in $h"
+		if [ -z "$placed" ] || [ $((placed * 100)) -lt $((listed * 40)) ]; then
+			echo "build-static: $c: the hot-code list matches under 40% of its code: regenerate it (scripts/bench/hot-code.sh)" >&2
+			exit 1
+		fi
+	fi
 	if [ "$smoke" = 1 ]; then
 		run=()
 		[ "$arch" = "$(uname -m)" ] || run=("qemu-$arch")

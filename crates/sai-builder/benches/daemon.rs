@@ -21,7 +21,8 @@
 //! main's, or the deployed static build from `scripts/build-static.sh`)
 //! with the same bench, `SAI_BENCH_SERVER=<path>` another `sai-server`;
 //! `SAI_BENCH_QUICK=1` runs few samples and skips the 100 MB step (a smoke
-//! test).
+//! test); `SAI_BENCH_TLS=1` connects the builder over TLS (`wss://`, as a
+//! deployed builder does; a CA made for the run).
 
 mod rig;
 
@@ -263,7 +264,8 @@ async fn main() -> Result<()> {
         (Vec::new(), Vec::new(), 0.0)
     };
 
-    let rig = Rig::start(tmp.path(), false).await?;
+    let tls = std::env::var_os("SAI_BENCH_TLS").is_some();
+    let rig = Rig::start(tmp.path(), tls).await?;
     let pid = rig.builder_pid;
 
     // A first task warms the mirror and the job dir code paths.
@@ -303,8 +305,9 @@ async fn main() -> Result<()> {
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "sai-builder per-task benchmark ({}; loopback; load average {})",
+        "sai-builder per-task benchmark ({}; loopback{}; load average {})",
         rig::builder_bin().display(),
+        if tls { ", TLS" } else { "" },
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()

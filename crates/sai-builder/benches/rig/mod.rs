@@ -117,6 +117,11 @@ impl Rig {
             .arg("-c")
             .arg(&conf)
             .env("RUST_LOG", "warn")
+            // As deployed (the systemd units and images set neither): with
+            // RUST_BACKTRACE set, every anyhow error captures a backtrace,
+            // which reads all of the binary's unwind tables into memory.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("builder.log"))?)
