@@ -68,6 +68,24 @@ fn only_log() -> bool {
     std::env::var_os("SAI_BENCH_ONLY").is_some_and(|v| v == "log")
 }
 
+/// What an event database holds: pages, free pages, and its log rows'
+/// compressed bytes (read after the measurements).
+fn db_summary(path: &std::path::Path) -> rusqlite::Result<String> {
+    let c =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(format!(
+        "event database: {} pages of {} bytes, {} free; log rows: {} ({} sealed), {} compressed bytes, {} raw",
+        q("PRAGMA page_count")?,
+        q("PRAGMA page_size")?,
+        q("PRAGMA freelist_count")?,
+        q("SELECT COUNT(*) FROM log_blocks")?,
+        q("SELECT COUNT(*) FROM log_blocks WHERE sealed = 1")?,
+        q("SELECT COALESCE(SUM(length(data)), 0) FROM log_blocks")?,
+        q("SELECT COALESCE(SUM(raw_len), 0) FROM log_blocks")?,
+    ))
+}
+
 /// Each file under `dir` with its size, for the table's notes.
 fn files_of(dir: &std::path::Path) -> String {
     let mut out = Vec::new();
@@ -233,6 +251,12 @@ async fn main() -> anyhow::Result<()> {
         print_table(&log_rows);
         println!();
         println!("event folder 1.5 s after the task (bytes): {log_files}");
+        let db = s
+            .data_dir
+            .join("events")
+            .join(&big_ev)
+            .join("event.sqlite3");
+        println!("{}", db_summary(&db).unwrap_or_else(|e| e.to_string()));
         return Ok(());
     }
     let after_log = idle_sample(pid, "log").await;
