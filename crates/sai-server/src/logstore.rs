@@ -1256,6 +1256,7 @@ mod tests {
         let files = files();
         assert!(durable(&files), "not all in the database file: {files:?}");
         let total: u64 = files.iter().map(|(_, len)| len).sum();
+        eprintln!("event folder of the 100 MB log: {total} bytes: {files:?}");
         assert!(total <= 3_000_000, "{total} bytes: {files:?}");
         assert_eq!(db.log_len(&task).unwrap(), 100_000_000);
         let tail = db
