@@ -13,6 +13,8 @@
 //!
 //! Issue 10's goals are printed beside the rows they apply to.
 //! `SAI_BENCH_QUICK=1`: a smoke run with fewer pushes and a 10 MB log.
+//! `SAI_BENCH_ONLY=log`: only the log rows (3), each file of the log's
+//! event folder listed, for quick before/after runs of the log store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +64,44 @@ fn quick() -> bool {
     std::env::var_os("SAI_BENCH_QUICK").is_some_and(|v| v != "0")
 }
 
+fn only_log() -> bool {
+    std::env::var_os("SAI_BENCH_ONLY").is_some_and(|v| v == "log")
+}
+
+/// What an event database holds: pages, free pages, and its log rows'
+/// compressed bytes (read after the measurements).
+fn db_summary(path: &std::path::Path) -> rusqlite::Result<String> {
+    let c =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(format!(
+        "event database: {} pages of {} bytes, {} free; log rows: {} ({} sealed), {} compressed bytes, {} raw",
+        q("PRAGMA page_count")?,
+        q("PRAGMA page_size")?,
+        q("PRAGMA freelist_count")?,
+        q("SELECT COUNT(*) FROM log_blocks")?,
+        q("SELECT COUNT(*) FROM log_blocks WHERE sealed = 1")?,
+        q("SELECT COALESCE(SUM(length(data)), 0) FROM log_blocks")?,
+        q("SELECT COALESCE(SUM(raw_len), 0) FROM log_blocks")?,
+    ))
+}
+
+/// Each file under `dir` with its size, for the table's notes.
+fn files_of(dir: &std::path::Path) -> String {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if m.is_dir() {
+            out.push(format!("{name}/ {}", du(&e.path())));
+        } else {
+            out.push(format!("{name} {}", m.len()));
+        }
+    }
+    out.sort();
+    out.join(", ")
+}
+
 /// `lines` lines of exactly 100 bytes, like a verbose build.
 fn build_log(lines: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(lines as usize * 100);
@@ -94,7 +134,11 @@ async fn main() -> anyhow::Result<()> {
     let s = start_server(tmp.path(), |cfg| cfg.max_saifile_base64 = 65536)?;
     let url = s.url("/sai/update-hook");
     let pid = s.guard.id();
-    let idle = idle_sample(pid, "start").await;
+    let idle = if only_log() {
+        Default::default()
+    } else {
+        idle_sample(pid, "start").await
+    };
 
     // 1. Hook to offer latency (250 events).
     let token = s.builder_token("lat", &["linux"])?;
@@ -105,7 +149,13 @@ async fn main() -> anyhow::Result<()> {
         &[("linux-debian-12/x86_64-amd/gcc", 1)],
     )
     .await?;
-    let n = if quick() { 40 } else { 250 };
+    let n = if only_log() {
+        0
+    } else if quick() {
+        40
+    } else {
+        250
+    };
     let mut lat = Vec::with_capacity(n);
     // One client, like a hook's keep-alive: building one per request loads
     // the system's root certificates each time, which is not the server's.
@@ -123,7 +173,11 @@ async fn main() -> anyhow::Result<()> {
         b.run_task(&offer, b"ok\n", TaskResult::Success).await?;
     }
     lat.sort();
-    let after_events = idle_sample(pid, "events").await;
+    let after_events = if only_log() {
+        Default::default()
+    } else {
+        idle_sample(pid, "events").await
+    };
 
     // 3. One 100 MB log.
     let log = build_log(if quick() { 100_000 } else { 1_000_000 });
@@ -150,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
     // The finished task's database is checkpointed within a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log_disk = du(&s.data_dir.join("events").join(&big_ev));
+    let log_files = files_of(&s.data_dir.join("events").join(&big_ev));
     let client = reqwest::Client::new();
     let tail_url = s.url(&format!(
         "/api/tasks/{}/log?format=raw&offset={}&max={}",
@@ -165,6 +220,45 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(body.len() == 262_144, "tail read {} bytes", body.len());
     }
     tail.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let log_mb = log_len as f64 / 1e6;
+    let log_rows: Vec<(String, String, &str)> = vec![
+        (
+            format!("{log_mb:.0} MB log (100 B lines): sent -> stored"),
+            format!("{:.2} s", log_done.as_secs_f64()),
+            "",
+        ),
+        (
+            format!("{log_mb:.0} MB log: event folder on disk at task end / 1.5 s later"),
+            format!(
+                "{:.3} / {:.3} MB",
+                log_disk_at_end as f64 / 1e6,
+                log_disk as f64 / 1e6
+            ),
+            "<= 3 MB (100 MB log)",
+        ),
+        (
+            format!("{log_mb:.0} MB log: last 256 KB raw read, p50 / p95 (50 reads)"),
+            format!(
+                "{:.2} / {:.2} ms",
+                ms(pct(&tail, 0.5)),
+                ms(pct(&tail, 0.95))
+            ),
+            "<= 20 ms",
+        ),
+    ];
+    if only_log() {
+        print_table(&log_rows);
+        println!();
+        println!("event folder 1.5 s after the task (bytes): {log_files}");
+        let db = s
+            .data_dir
+            .join("events")
+            .join(&big_ev)
+            .join("event.sqlite3");
+        println!("{}", db_summary(&db).unwrap_or_else(|e| e.to_string()));
+        return Ok(());
+    }
     let after_log = idle_sample(pid, "log").await;
     b.close().await;
 
@@ -278,14 +372,9 @@ async fn main() -> anyhow::Result<()> {
         h.await??;
     }
     let seq_all = t0.elapsed();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
 
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mib = |kib: u64| kib as f64 / 1024.0;
-    let log_mb = log_len as f64 / 1e6;
-    let rows: Vec<(String, String, &str)> = vec![
+    let mut rows: Vec<(String, String, &str)> = vec![
         (
             format!(
                 "hook POST -> offer on idle builder, p50 ({} pushes)",
@@ -359,43 +448,29 @@ async fn main() -> anyhow::Result<()> {
             ),
             "<= 15 MiB, fds bounded",
         ),
-        (
-            format!("{log_mb:.0} MB log (100 B lines): sent -> stored"),
-            format!("{:.2} s", log_done.as_secs_f64()),
-            "",
-        ),
-        (
-            format!("{log_mb:.0} MB log: event folder on disk at task end / 1.5 s later"),
-            format!(
-                "{:.2} / {:.2} MB",
-                log_disk_at_end as f64 / 1e6,
-                log_disk as f64 / 1e6
-            ),
-            "<= 3 MB (100 MB log)",
-        ),
-        (
-            format!("{log_mb:.0} MB log: last 256 KB raw read, p50 / p95 (50 reads)"),
-            format!(
-                "{:.2} / {:.2} ms",
-                ms(pct(&tail, 0.5)),
-                ms(pct(&tail, 0.95))
-            ),
-            "<= 20 ms",
-        ),
     ];
+    rows.extend(log_rows);
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[(String, String, &str)]) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!();
     println!(
-        "sai-server benchmark ({cores} cores, release build, loopback, real sqlite{})",
+        "sai-server benchmark ({cores} cores, release build, loopback, real sqlite{}{})",
         if quick() {
             ", QUICK smoke parameters"
         } else {
             ""
-        }
+        },
+        if only_log() { ", log rows only" } else { "" }
     );
     println!("| measurement | value | goal (issue 10) |");
     println!("|---|---|---|");
     for (k, v, goal) in rows {
         println!("| {k} | {v} | {goal} |");
     }
-    Ok(())
 }
