@@ -489,18 +489,10 @@ mod tests {
     /// back and holds nothing that was lost.
     #[test]
     fn a_checkpoint_blocks_neither_log_writers_nor_readers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store, created) = fixtures::store_with_one_task();
         let id = fixtures::event_id();
-        let ev = fixtures::event();
-        let spec = fixtures::spec("c");
-        let task = id.task([0xAA; 16]);
-        let created = store
-            .create_event(ev, vec![(task.clone(), spec, false)], false)
-            .unwrap()
-            .unwrap();
         let db = created.db.clone();
-        let task = task.as_str().to_string();
+        let task = created.tasks[0].id.as_str().to_string();
         let mut log = db.resume_log(&task).unwrap();
         let first = noise(512 * 1024, 1);
         log.push(1, 0, &first);

@@ -425,20 +425,13 @@ mod tests {
 
     #[test]
     fn create_dedupe_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store, created) = fixtures::store_with_one_task();
         let id = fixtures::event_id();
-        let ev = fixtures::event();
-        let tasks = vec![(id.task([0xAA; 16]), spec("a"), false)];
-        let created = store
-            .create_event(ev.clone(), tasks, false)
-            .unwrap()
-            .unwrap();
         // What the scheduler gets is what a reader finds.
         assert_eq!(created.tasks, created.db.tasks().unwrap());
         assert_eq!(Some(created.event.clone()), store.event(&id).unwrap());
         drop(created);
-        let mut ev2 = ev.clone();
+        let mut ev2 = fixtures::event();
         ev2.id = EventId::parse("1123456789ABCDEF0123456789ABCDEF").unwrap();
         assert!(
             store
