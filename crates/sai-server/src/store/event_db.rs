@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use sai_core::task::{EventId, RunRecord, Task};
 
-use super::{StoreError, now_ms, parsed};
+use super::{Rows, StoreError, now_ms, parsed};
 
 /// An open per-event database. Shared via `Arc`; when marked doomed its
 /// folder is removed once the last handle is dropped.
@@ -142,12 +142,11 @@ impl EventDb {
 
     /// All tasks in saifile order.
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {TASK_COLS} FROM tasks ORDER BY idx"))?;
-        let rows = st
-            .query_map([], task_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.conn().rows(
+            &format!("SELECT {TASK_COLS} FROM tasks ORDER BY idx"),
+            [],
+            task_from_row,
+        )
     }
 
     /// At most `limit` tasks after saifile position `after`, in saifile order.
@@ -190,14 +189,11 @@ impl EventDb {
 
     /// `(configuration, platform)` of the failed tasks.
     pub fn failed_pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare("SELECT configuration, platform FROM tasks WHERE state = ?1")?;
-        let rows = st
-            .query_map([sai_core::task::TaskState::Failed.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.conn().rows(
+            "SELECT configuration, platform FROM tasks WHERE state = ?1",
+            [sai_core::task::TaskState::Failed.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Write a task's run record.
@@ -367,21 +363,18 @@ impl EventDb {
 
     /// Artifacts of a task.
     pub fn artifacts(&self, task_id: &str) -> Result<Vec<ArtifactRow>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
+        self.conn().rows(
             "SELECT name, size, sha256, created FROM artifacts WHERE task_id = ?1 ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([task_id], |r| {
+            [task_id],
+            |r| {
                 Ok(ArtifactRow {
                     name: r.get(0)?,
                     size: r.get(1)?,
                     sha256: r.get(2)?,
                     created: r.get(3)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Record an uploaded artifact (replacing one of the same name).

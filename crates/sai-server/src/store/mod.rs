@@ -148,6 +148,32 @@ where
     })
 }
 
+/// Every row of a query, on the main or an event database's connection.
+trait Rows {
+    /// Every row of `sql`, each made by `row`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError>;
+}
+
+impl Rows for Connection {
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut st = self.prepare(sql)?;
+        let rows = st
+            .query_map(params, row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
