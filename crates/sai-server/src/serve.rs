@@ -229,50 +229,42 @@ pub fn routes(
             },
         );
     let s2 = server;
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    let http = warp::method()
-        .and(warp::path::full())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(sai_https::remote_addr())
-        .and(accept::conn_slot())
-        .and(warp::body::stream())
-        .then(
-            move |method,
-                  path: warp::path::FullPath,
-                  query,
-                  mut headers: warp::http::HeaderMap,
-                  peer,
-                  slot: Option<accept::ConnSlot>,
-                  body| {
-                let s = s2.clone();
-                let busy = slot.is_some_and(|c| !c.admits(path.as_str()));
-                if local {
-                    headers.insert(
-                        api::LOCAL_SOCKET_MARK,
-                        warp::http::HeaderValue::from_static("1"),
-                    );
-                } else {
-                    headers.remove(api::LOCAL_SOCKET_MARK);
+    let http = sai_https::request_parts().and(accept::conn_slot()).then(
+        move |method,
+              path: warp::path::FullPath,
+              query,
+              mut headers: warp::http::HeaderMap,
+              peer,
+              body,
+              slot: Option<accept::ConnSlot>| {
+            let s = s2.clone();
+            let busy = slot.is_some_and(|c| !c.admits(path.as_str()));
+            if local {
+                headers.insert(
+                    api::LOCAL_SOCKET_MARK,
+                    warp::http::HeaderValue::from_static("1"),
+                );
+            } else {
+                headers.remove(api::LOCAL_SOCKET_MARK);
+            }
+            async move {
+                if busy {
+                    return error::Error::Busy(s.settings.config.limits.max_api_connections)
+                        .into_response();
                 }
-                async move {
-                    if busy {
-                        return error::Error::Busy(s.settings.config.limits.max_api_connections)
-                            .into_response();
-                    }
-                    api::handle(
-                        s,
-                        method,
-                        path.as_str().to_string(),
-                        query,
-                        headers,
-                        peer,
-                        body,
-                    )
-                    .await
-                }
-            },
-        );
+                api::handle(
+                    s,
+                    method,
+                    path.as_str().to_string(),
+                    query,
+                    headers,
+                    peer,
+                    body,
+                )
+                .await
+            }
+        },
+    );
     changes
         .or(builder)
         .unify()
