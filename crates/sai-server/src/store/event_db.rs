@@ -451,21 +451,10 @@ mod tests {
 
     use sai_core::task::EventId;
 
+    use sai_testkit::fixtures::incompressible;
+
     use super::super::{Store, fixtures};
     use super::*;
-
-    /// Bytes zstd cannot shrink, so the WAL grows by about what is logged.
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn wal_len(dir: &std::path::Path, id: &EventId) -> u64 {
         let wal = dir
@@ -487,7 +476,7 @@ mod tests {
         let db = created.db.clone();
         let task = created.tasks[0].id.as_str().to_string();
         let mut log = db.resume_log(&task).unwrap();
-        let first = noise(512 * 1024, 1);
+        let first = incompressible(1, 512 * 1024);
         log.push(1, 0, &first);
         db.write_logs([&mut log]).unwrap();
         assert!(wal_len(dir.path(), &id) >= CHECKPOINT_WAL_BYTES);
@@ -514,7 +503,7 @@ mod tests {
 
         // 2. Held between the copy and the truncation, a write and a read
         // of this event go through.
-        let second = noise(512 * 1024, 2);
+        let second = incompressible(2, 512 * 1024);
         log.push(1, 1, &second);
         db.write_logs([&mut log]).unwrap();
         let (at_tx, at_rx) = sync_channel::<()>(0);
