@@ -262,10 +262,16 @@ mod tests {
     }
 
     /// Whether one notice holds all of `parts`.
-    fn noticed(scan: &Scan, parts: &[&str]) -> bool {
-        scan.notices
-            .iter()
-            .any(|n| parts.iter().all(|p| n.contains(p)))
+    /// Asserts that one of the scan's notices contains every one of `parts`.
+    #[track_caller]
+    fn assert_noticed(scan: &Scan, parts: &[&str]) {
+        assert!(
+            scan.notices
+                .iter()
+                .any(|n| parts.iter().all(|p| n.contains(p))),
+            "{parts:?} in none of {:?}",
+            scan.notices
+        );
     }
 
     #[test]
@@ -308,11 +314,7 @@ mod tests {
         write(&src.join(&long), b"l");
         let scan = scan(&src, &pats(&["out/deep/*.txt", "d*/e*/x.bin"]));
         assert_eq!(names(&scan), ["out/deep/result_file.txt"]);
-        assert!(
-            noticed(&scan, &["x.bin skipped", "longer than"]),
-            "{:?}",
-            scan.notices
-        );
+        assert_noticed(&scan, &["x.bin skipped", "longer than"]);
     }
 
     #[test]
@@ -321,11 +323,7 @@ mod tests {
         let scan = scan(tmp.path(), &pats(&["*.zip"]));
         assert!(scan.artifacts.is_empty());
         assert_eq!(scan.notices.len(), 1);
-        assert!(
-            scan.notices[0].contains("matched no file"),
-            "{:?}",
-            scan.notices
-        );
+        assert_noticed(&scan, &["matched no file"]);
     }
 
     #[test]
@@ -352,16 +350,8 @@ mod tests {
         let scan = scan(&src, &pats(&["*.txt", "up/*.txt"]));
         // alias.txt resolves to inside.txt: uploaded once.
         assert_eq!(names(&scan), ["alias.txt"]);
-        assert!(
-            noticed(&scan, &["leak.txt", "outside"]),
-            "{:?}",
-            scan.notices
-        );
-        assert!(
-            noticed(&scan, &["up/secret.txt", "outside"]),
-            "{:?}",
-            scan.notices
-        );
+        assert_noticed(&scan, &["leak.txt", "outside"]);
+        assert_noticed(&scan, &["up/secret.txt", "outside"]);
     }
 
     #[test]
@@ -373,11 +363,7 @@ mod tests {
         let scan = scan(&src, &pats(&["*.out"]));
         assert_eq!(scan.artifacts.len(), 1);
         assert_eq!(scan.artifacts[0].name, "we_ird_name.out");
-        assert!(
-            noticed(&scan, &["not a regular file"]),
-            "{:?}",
-            scan.notices
-        );
+        assert_noticed(&scan, &["not a regular file"]);
     }
 
     #[tokio::test]

@@ -333,69 +333,13 @@ impl Mirror {
     /// Whether the mirror holds commit `hash` (no network I/O).
     pub fn has_commit(&self, hash: &str) -> Result<bool, GitError> {
         let id = parse_hash(hash)?;
-        self.has_id(&self.repo()?, &id)
-    }
-
-    fn has_id(&self, repo: &gix::Repository, id: &ObjectId) -> Result<bool, GitError> {
-        let found = repo
-            .try_find_header(*id)
-            .map_err(gix_err("looking up commit", &self.path))?;
-        Ok(matches!(found, Some(h) if h.kind() == gix::objs::Kind::Commit))
+        self.opened()?.has_id(&id)
     }
 
     /// Make sure commit `hash` (pushed as `git_ref`, which may be empty) is in
     /// the mirror, fetching it only if it is not there yet.
     pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
-        self.ensure_commit_in(&self.repo()?, git_ref, hash)
-    }
-
-    fn ensure_commit_in(
-        &self,
-        repo: &gix::Repository,
-        git_ref: &str,
-        hash: &str,
-    ) -> Result<Ensured, GitError> {
-        let id = parse_hash(hash)?;
-        check_ref(git_ref)?;
-        if self.has_id(repo, &id)? {
-            return Ok(Ensured::AlreadyPresent);
-        }
-        let _lock = self.lock()?;
-        // Another task may have fetched it while we waited for the lock.
-        if self.has_id(repo, &id)? {
-            return Ok(Ensured::AlreadyPresent);
-        }
-        if let Some(origin) = local_origin(&self.url) {
-            let started = Instant::now();
-            if self.copy_from_local(repo, &origin, &id)? {
-                crate::metrics::metrics().fetch(true, started.elapsed());
-                return Ok(Ensured::Fetched);
-            }
-        }
-        let dest = format!("refs/sai/{hash}");
-        let ref_result = if git_ref.is_empty() {
-            None
-        } else {
-            let r = self.fetch(&format!("+{git_ref}:{dest}"));
-            if self.has_id(repo, &id)? {
-                return Ok(Ensured::Fetched);
-            }
-            Some(r)
-        };
-        // The ref moved on (or none was given): ask for the commit itself.
-        // Servers may refuse this; then the ref fetch's outcome is the useful one.
-        let hash_result = self.fetch(&format!("+{hash}:{dest}"));
-        if self.has_id(repo, &id)? {
-            return Ok(Ensured::Fetched);
-        }
-        match ref_result.unwrap_or(hash_result) {
-            Err(e) => Err(e),
-            Ok(()) => Err(GitError::NotFetched {
-                hash: hash.to_string(),
-                git_ref: git_ref.to_string(),
-                url: redact_url(&self.url),
-            }),
-        }
+        self.opened()?.ensure_commit(git_ref, hash)
     }
 
     /// Copy commit `id` and every object it needs that the mirror lacks from
@@ -492,36 +436,7 @@ impl Mirror {
     /// alone (no transport; see the module doc). `dest` must not exist or be
     /// an empty directory.
     pub fn checkout(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
-        self.checkout_in(&self.repo()?, hash, dest)
-    }
-
-    fn checkout_in(
-        &self,
-        repo: &gix::Repository,
-        hash: &str,
-        dest: &Path,
-    ) -> Result<CheckoutStats, GitError> {
-        let id = parse_hash(hash)?;
-        if dest.exists() {
-            let mut entries = std::fs::read_dir(dest).map_err(io("reading", dest))?;
-            if entries.next().is_some() {
-                return Err(GitError::DestNotEmpty(dest.to_path_buf()));
-            }
-        }
-        let git_dir = dest.join(".git");
-        self.write_git_dir(&git_dir, hash)?;
-        // The mirror's object database and config serve the checkout; the
-        // index is written into the new repository.
-        let mut index = tree_index(repo, id, dest)?;
-        index.set_path(git_dir.join("index"));
-        let outcome = write_entries(repo, &mut index, dest, true)?;
-        index
-            .write(Default::default())
-            .map_err(gix_err("writing index", dest))?;
-        Ok(CheckoutStats {
-            files: outcome.files_updated,
-            bytes: outcome.bytes_written,
-        })
+        self.opened()?.checkout(hash, dest)
     }
 
     /// Turn `dest`, a worktree an earlier [`checkout`](Self::checkout) (or
@@ -532,51 +447,7 @@ impl Mirror {
     /// (no readable index); the caller then starts over with a fresh one.
     #[cfg(unix)]
     pub fn checkout_reusing(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
-        self.checkout_reusing_in(&self.repo()?, hash, dest)
-    }
-
-    #[cfg(unix)]
-    fn checkout_reusing_in(
-        &self,
-        repo: &gix::Repository,
-        hash: &str,
-        dest: &Path,
-    ) -> Result<CheckoutStats, GitError> {
-        let id = parse_hash(hash)?;
-        let git_dir = dest.join(".git");
-        let index_path = git_dir.join("index");
-        let written = std::fs::symlink_metadata(&index_path)
-            .and_then(|m| m.modified())
-            .map_err(io("reading", &index_path))?;
-        let old = gix::index::File::at(&index_path, repo.object_hash(), false, Default::default())
-            .map_err(gix_err("reading the previous index", dest))?;
-        crate::worktree_sweep::sweep_git_dir(&git_dir).map_err(io("cleaning", &git_dir))?;
-        self.write_git_dir(&git_dir, hash)?;
-        let mut index = tree_index(repo, id, dest)?;
-        index.set_path(&index_path);
-        let swept =
-            crate::worktree_sweep::sweep(dest, &old, written, &mut index, repo.object_hash())
-                .map_err(io("cleaning", dest))?;
-        // Check out what the sweep did not keep, then give those entries
-        // their new stat data in the full index.
-        let mut todo = index.clone();
-        todo.remove_entries(|i, _, _| swept.keep[i]);
-        // (gix's checkout cannot take an index without entries.)
-        let (files, bytes) = if todo.entries().is_empty() {
-            (0, 0)
-        } else {
-            let outcome = write_entries(repo, &mut todo, dest, false)?;
-            (outcome.files_updated, outcome.bytes_written)
-        };
-        for entry in todo.entries() {
-            if let Ok(i) = index.entry_index_by_path(entry.path(&todo)) {
-                index.entries_mut()[i].stat = entry.stat;
-            }
-        }
-        index
-            .write(Default::default())
-            .map_err(gix_err("writing index", dest))?;
-        Ok(CheckoutStats { files, bytes })
+        self.opened()?.checkout_reusing(hash, dest)
     }
 
     /// Record the current stat data of every file of the checkout at
@@ -675,20 +546,127 @@ pub struct OpenMirror<'a> {
 }
 
 impl OpenMirror<'_> {
+    fn has_id(&self, id: &ObjectId) -> Result<bool, GitError> {
+        let found = self
+            .repo
+            .try_find_header(*id)
+            .map_err(gix_err("looking up commit", &self.mirror.path))?;
+        Ok(matches!(found, Some(h) if h.kind() == gix::objs::Kind::Commit))
+    }
+
     /// [`Mirror::ensure_commit`].
     pub fn ensure_commit(&self, git_ref: &str, hash: &str) -> Result<Ensured, GitError> {
-        self.mirror.ensure_commit_in(&self.repo, git_ref, hash)
+        let id = parse_hash(hash)?;
+        check_ref(git_ref)?;
+        if self.has_id(&id)? {
+            return Ok(Ensured::AlreadyPresent);
+        }
+        let _lock = self.mirror.lock()?;
+        // Another task may have fetched it while we waited for the lock.
+        if self.has_id(&id)? {
+            return Ok(Ensured::AlreadyPresent);
+        }
+        if let Some(origin) = local_origin(&self.mirror.url) {
+            let started = Instant::now();
+            if self.mirror.copy_from_local(&self.repo, &origin, &id)? {
+                crate::metrics::metrics().fetch(true, started.elapsed());
+                return Ok(Ensured::Fetched);
+            }
+        }
+        let dest = format!("refs/sai/{hash}");
+        let ref_result = if git_ref.is_empty() {
+            None
+        } else {
+            let r = self.mirror.fetch(&format!("+{git_ref}:{dest}"));
+            if self.has_id(&id)? {
+                return Ok(Ensured::Fetched);
+            }
+            Some(r)
+        };
+        // The ref moved on (or none was given): ask for the commit itself.
+        // Servers may refuse this; then the ref fetch's outcome is the useful one.
+        let hash_result = self.mirror.fetch(&format!("+{hash}:{dest}"));
+        if self.has_id(&id)? {
+            return Ok(Ensured::Fetched);
+        }
+        match ref_result.unwrap_or(hash_result) {
+            Err(e) => Err(e),
+            Ok(()) => Err(GitError::NotFetched {
+                hash: hash.to_string(),
+                git_ref: git_ref.to_string(),
+                url: redact_url(&self.mirror.url),
+            }),
+        }
     }
 
     /// [`Mirror::checkout`].
     pub fn checkout(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
-        self.mirror.checkout_in(&self.repo, hash, dest)
+        let id = parse_hash(hash)?;
+        if dest.exists() {
+            let mut entries = std::fs::read_dir(dest).map_err(io("reading", dest))?;
+            if entries.next().is_some() {
+                return Err(GitError::DestNotEmpty(dest.to_path_buf()));
+            }
+        }
+        let git_dir = dest.join(".git");
+        self.mirror.write_git_dir(&git_dir, hash)?;
+        // The mirror's object database and config serve the checkout; the
+        // index is written into the new repository.
+        let mut index = tree_index(&self.repo, id, dest)?;
+        index.set_path(git_dir.join("index"));
+        let outcome = write_entries(&self.repo, &mut index, dest, true)?;
+        index
+            .write(Default::default())
+            .map_err(gix_err("writing index", dest))?;
+        Ok(CheckoutStats {
+            files: outcome.files_updated,
+            bytes: outcome.bytes_written,
+        })
     }
 
     /// [`Mirror::checkout_reusing`].
     #[cfg(unix)]
     pub fn checkout_reusing(&self, hash: &str, dest: &Path) -> Result<CheckoutStats, GitError> {
-        self.mirror.checkout_reusing_in(&self.repo, hash, dest)
+        let id = parse_hash(hash)?;
+        let git_dir = dest.join(".git");
+        let index_path = git_dir.join("index");
+        let written = std::fs::symlink_metadata(&index_path)
+            .and_then(|m| m.modified())
+            .map_err(io("reading", &index_path))?;
+        let old = gix::index::File::at(
+            &index_path,
+            self.repo.object_hash(),
+            false,
+            Default::default(),
+        )
+        .map_err(gix_err("reading the previous index", dest))?;
+        crate::worktree_sweep::sweep_git_dir(&git_dir).map_err(io("cleaning", &git_dir))?;
+        self.mirror.write_git_dir(&git_dir, hash)?;
+        let mut index = tree_index(&self.repo, id, dest)?;
+        index.set_path(&index_path);
+        let swept =
+            crate::worktree_sweep::sweep(dest, &old, written, &mut index, self.repo.object_hash())
+                .map_err(io("cleaning", dest))?;
+        // Check out what the sweep did not keep, then give those entries
+        // their new stat data in the full index.
+        let mut todo = index.clone();
+        todo.remove_entries(|i, _, _| swept.keep[i]);
+        // (gix's checkout cannot take an index without entries.)
+        let (files, bytes) = if todo.entries().is_empty() {
+            (0, 0)
+        } else {
+            let outcome = write_entries(&self.repo, &mut todo, dest, false)?;
+            (outcome.files_updated, outcome.bytes_written)
+        };
+        for entry in todo.entries() {
+            if let Ok(i) = index.entry_index_by_path(entry.path(&todo)) {
+                index.entries_mut()[i].stat = entry.stat;
+            }
+        }
+        index
+            .write(Default::default())
+            .map_err(gix_err("writing index", dest))?;
+        Ok(CheckoutStats { files, bytes })
     }
 }
 

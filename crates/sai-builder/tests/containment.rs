@@ -16,13 +16,13 @@
 mod daemon_common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use daemon_common::*;
 use sai_builder::log::{CH_NOTICE, LogChunk};
-use sai_builder::platform::cgroup::{CgroupParent, TaskLimits, Version, own_cgroup};
+use sai_builder::platform::cgroup::{CgroupParent, TaskCgroup, TaskLimits, Version, own_cgroup};
 use sai_builder::platform::isolation::Isolation;
 use sai_builder::platform::process_gone;
 use sai_builder::step_runner::{StepOutcome, StepReport, StepSpec, run_step};
@@ -46,6 +46,20 @@ fn escapers(dir: &Path, rest: &str) -> String {
          while [ ! -s {d}/setsid.pid ] || [ ! -s {d}/daemon.pid ]; do sleep 0.05; done; \
          echo started; {rest}"
     )
+}
+
+/// A builder's step: the escapers, then the step's shell writes its pid
+/// to `shell.pid` (held open) and sleeps; the pid files go to the new
+/// folder `<tmp>/pids`, which is returned with the step text.
+fn escapers_and_shell(tmp: &Path) -> (PathBuf, String) {
+    let pids_dir = tmp.join("pids");
+    std::fs::create_dir(&pids_dir).unwrap();
+    let p = pids_dir.display();
+    let step = escapers(
+        &pids_dir,
+        &format!("echo $$ > {p}/shell.pid; exec 3<{p}/shell.pid; sleep 1000"),
+    );
+    (pids_dir, step)
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -93,6 +107,17 @@ async fn escaped_pids(dir: &Path) -> [i32; 2] {
     pids
 }
 
+/// Start `spec` (whose script starts the escapers in `dir`) and wait for
+/// the escapers' host pids.
+async fn spawn_escaping(
+    spec: StepSpec,
+    cancel: CancellationToken,
+    dir: &Path,
+) -> (tokio::task::JoinHandle<(StepReport, String)>, [i32; 2]) {
+    let step = tokio::spawn(run(spec, cancel));
+    (step, escaped_pids(dir).await)
+}
+
 fn env() -> BTreeMap<String, String> {
     [("PATH".to_string(), "/usr/bin:/bin".to_string())].into()
 }
@@ -121,103 +146,76 @@ fn assert_all_gone(pids: &[i32], why: &str) {
     }
 }
 
+/// With task isolation off, then on.
 #[tokio::test]
 async fn setsid_and_double_forked_processes_die_when_the_step_is_cancelled() {
-    cancel_case(false).await;
+    for isolated in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec(1, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
+        let cancel = CancellationToken::new();
+        let (step, pids) = spawn_escaping(spec, cancel.clone(), tmp.path()).await;
+        cancel.cancel();
+        let (report, notices) = step.await.unwrap();
+        assert_eq!(report.outcome, StepOutcome::Cancelled, "{notices}");
+        // Gone by the time run_step returns, not some time later.
+        assert_all_gone(&pids, "the cancel");
+        assert!(process_gone(report.pgid));
+    }
 }
 
-#[tokio::test]
-async fn setsid_and_double_forked_processes_die_when_an_isolated_step_is_cancelled() {
-    cancel_case(true).await;
-}
-
-async fn cancel_case(isolated: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = spec(1, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
-    let cancel = CancellationToken::new();
-    let step = tokio::spawn(run(spec, cancel.clone()));
-    let pids = escaped_pids(tmp.path()).await;
-    cancel.cancel();
-    let (report, notices) = step.await.unwrap();
-    assert_eq!(report.outcome, StepOutcome::Cancelled, "{notices}");
-    // Gone by the time run_step returns, not some time later.
-    assert_all_gone(&pids, "the cancel");
-    assert!(process_gone(report.pgid));
-}
-
+/// With task isolation off, then on.
 #[tokio::test]
 async fn setsid_and_double_forked_processes_die_when_the_step_times_out() {
-    timeout_case(false).await;
-}
-
-#[tokio::test]
-async fn setsid_and_double_forked_processes_die_when_an_isolated_step_times_out() {
-    timeout_case(true).await;
-}
-
-async fn timeout_case(isolated: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut spec = spec(2, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
-    spec.timeout = Duration::from_secs(3);
-    let step = tokio::spawn(run(spec, CancellationToken::new()));
-    let pids = escaped_pids(tmp.path()).await;
-    let (report, notices) = step.await.unwrap();
-    assert_eq!(report.outcome, StepOutcome::TimedOut, "{notices}");
-    assert_all_gone(&pids, "the timeout");
-}
-
-#[tokio::test]
-async fn processes_a_finished_step_left_behind_are_ended_even_after_setsid() {
-    left_behind_case(false).await;
-}
-
-#[tokio::test]
-async fn processes_an_isolated_step_left_behind_are_ended_even_after_setsid() {
-    left_behind_case(true).await;
+    for isolated in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = spec(2, escapers(tmp.path(), "sleep 1000"), tmp.path(), isolated);
+        spec.timeout = Duration::from_secs(3);
+        let (step, pids) = spawn_escaping(spec, CancellationToken::new(), tmp.path()).await;
+        let (report, notices) = step.await.unwrap();
+        assert_eq!(report.outcome, StepOutcome::TimedOut, "{notices}");
+        assert_all_gone(&pids, "the timeout");
+    }
 }
 
 /// The escapers' host pids are taken while the step waits for a go file.
-async fn left_behind_case(isolated: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let go = tmp.path().join("go");
-    let rest = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; exit 0",
-        go.display()
-    );
-    let spec = spec(3, escapers(tmp.path(), &rest), tmp.path(), isolated);
-    let step = tokio::spawn(run(spec, CancellationToken::new()));
-    let pids = escaped_pids(tmp.path()).await;
-    std::fs::write(&go, "").unwrap();
-    let (report, notices) = step.await.unwrap();
-    assert_eq!(report.outcome, StepOutcome::Exited(0), "{notices}");
-    assert!(notices.contains("left running"), "{notices}");
-    assert_all_gone(&pids, "the end of the step");
+/// With task isolation off, then on.
+#[tokio::test]
+async fn processes_a_finished_step_left_behind_are_ended_even_after_setsid() {
+    for isolated in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let go = tmp.path().join("go");
+        let rest = format!(
+            "while [ ! -e {} ]; do sleep 0.05; done; exit 0",
+            go.display()
+        );
+        let spec = spec(3, escapers(tmp.path(), &rest), tmp.path(), isolated);
+        let (step, pids) = spawn_escaping(spec, CancellationToken::new(), tmp.path()).await;
+        std::fs::write(&go, "").unwrap();
+        let (report, notices) = step.await.unwrap();
+        assert_eq!(report.outcome, StepOutcome::Exited(0), "{notices}");
+        assert!(notices.contains("left running"), "{notices}");
+        assert_all_gone(&pids, "the end of the step");
+    }
 }
 
+/// With task isolation off, then on.
 #[tokio::test]
 async fn a_step_keeps_its_exit_code_and_its_signal_through_the_shim() {
-    exit_case(false).await;
-}
-
-#[tokio::test]
-async fn an_isolated_step_keeps_its_exit_code_and_its_signal_through_the_shim() {
-    exit_case(true).await;
-}
-
-async fn exit_case(isolated: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (report, _) = run(
-        spec(1, "exit 7", tmp.path(), isolated),
-        CancellationToken::new(),
-    )
-    .await;
-    assert_eq!(report.outcome, StepOutcome::Exited(7));
-    let (report, _) = run(
-        spec(1, "kill -USR1 $$", tmp.path(), isolated),
-        CancellationToken::new(),
-    )
-    .await;
-    assert_eq!(report.outcome, StepOutcome::Signalled(10));
+    for isolated in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (report, _) = run(
+            spec(1, "exit 7", tmp.path(), isolated),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.outcome, StepOutcome::Exited(7));
+        let (report, _) = run(
+            spec(1, "kill -USR1 $$", tmp.path(), isolated),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.outcome, StepOutcome::Signalled(10));
+    }
 }
 
 /// In its pid namespace a step's `/proc` holds only its own processes:
@@ -250,47 +248,36 @@ async fn an_isolated_step_sees_only_its_own_processes() {
     assert!(pids.iter().all(|&p| p < 100), "{seen}");
 }
 
+/// With task isolation off, then on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_builder_takes_its_steps_escaped_processes_with_it() {
-    sigkilled_builder_case(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sigkilled_builder_takes_its_isolated_steps_escaped_processes_with_it() {
-    sigkilled_builder_case(true).await;
-}
-
-async fn sigkilled_builder_case(isolated: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (server, mut builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
-        c["isolate_tasks"] = serde_json::json!(isolated);
-    });
-    let pids_dir = tmp.path().join("pids");
-    std::fs::create_dir(&pids_dir).unwrap();
-    let step = escapers(
-        &pids_dir,
-        &format!(
-            "echo $$ > {d}/shell.pid; exec 3<{d}/shell.pid; sleep 1000",
-            d = pids_dir.display()
-        ),
-    );
-    let (repo, hash) = make_repo(tmp.path());
-    let sf = linux_saifile(&step);
-    push(&server, "proj", &repo, &hash, &sf).await;
-    let pids = escaped_pids(&pids_dir).await;
-    let shell = sai_testkit::wait_for("shell pid", T, || async {
-        host_pid(&pids_dir.join("shell.pid"))
-    })
-    .await
-    .unwrap();
-    builder.guard.kill();
-    let all = [pids[0], pids[1], shell];
-    let gone = sai_testkit::wait_for("the step's processes to go", T, || async {
-        all.iter().all(|&p| process_gone(p)).then_some(())
-    })
-    .await;
-    if let Err(e) = gone {
-        panic!("{e}: {all:?}\nbuilder log:\n{}", builder.log());
+    for isolated in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (server, mut builder) = start_server_and_builder_with(tmp.path(), 1, |c| {
+            c["isolate_tasks"] = serde_json::json!(isolated);
+        });
+        let (pids_dir, step) = escapers_and_shell(tmp.path());
+        let (repo, hash) = make_repo(tmp.path());
+        let sf = linux_saifile(&step);
+        push(&server, "proj", &repo, &hash, &sf).await;
+        let pids = escaped_pids(&pids_dir).await;
+        let shell = sai_testkit::wait_for("shell pid", T, || async {
+            host_pid(&pids_dir.join("shell.pid"))
+        })
+        .await
+        .unwrap();
+        builder.guard.kill();
+        let all = [pids[0], pids[1], shell];
+        let gone = sai_testkit::wait_for("the step's processes to go", T, || async {
+            all.iter().all(|&p| process_gone(p)).then_some(())
+        })
+        .await;
+        if let Err(e) = gone {
+            panic!(
+                "{e}: {all:?} (isolated: {isolated})\nbuilder log:\n{}",
+                builder.log()
+            );
+        }
     }
 }
 
@@ -319,8 +306,7 @@ async fn a_task_cgroup_holds_the_steps_processes_and_is_killed_and_removed() {
     spec.kill_grace = Duration::from_millis(300);
     spec.cgroup = Some(cg.clone());
     let cancel = CancellationToken::new();
-    let step = tokio::spawn(run(spec, cancel.clone()));
-    let pids = escaped_pids(tmp.path()).await;
+    let (step, pids) = spawn_escaping(spec, cancel.clone(), tmp.path()).await;
     let members = cg.pids();
     for pid in pids {
         assert!(members.contains(&pid), "{pid} not in {members:?}");
@@ -333,6 +319,14 @@ async fn a_task_cgroup_holds_the_steps_processes_and_is_killed_and_removed() {
     assert_all_gone(&pids, "the cancel");
 
     // A process outside the shim's tree, put into the cgroup directly.
+    dropping_kills_an_outsider(cg, &dir);
+    assert!(!dir.exists(), "{} removed", dir.display());
+}
+
+/// Put a process from outside the step's tree into `cg` through `dir`'s
+/// `cgroup.procs`, then drop the task cgroup (which the step released):
+/// the process is killed (`cgroup.kill`, or each of its pids on v1).
+fn dropping_kills_an_outsider(cg: Arc<TaskCgroup>, dir: &Path) {
     let mut outsider = std::process::Command::new("sleep")
         .arg("1000")
         .spawn()
@@ -343,7 +337,6 @@ async fn a_task_cgroup_holds_the_steps_processes_and_is_killed_and_removed() {
     drop(Arc::try_unwrap(cg).expect("the step released the cgroup"));
     let status = outsider.wait().unwrap();
     assert!(!status.success(), "killed, not exited: {status:?}");
-    assert!(!dir.exists(), "{} removed", dir.display());
 }
 
 /// Whether a cgroup v1 hierarchy with `controller` is mounted, read from
@@ -498,8 +491,7 @@ async fn v1_task_cgroups_hold_every_process_of_the_step_with_the_limits() {
     spec.kill_grace = Duration::from_millis(300);
     spec.cgroup = Some(cg.clone());
     let cancel = CancellationToken::new();
-    let step = tokio::spawn(run(spec, cancel.clone()));
-    let escaped = escaped_pids(tmp.path()).await;
+    let (step, escaped) = spawn_escaping(spec, cancel.clone(), tmp.path()).await;
     let shell = sai_testkit::wait_for("shell pid", T, || async {
         read_pid(&tmp.path().join("shell.pid"))
     })
@@ -538,16 +530,7 @@ async fn v1_task_cgroups_hold_every_process_of_the_step_with_the_limits() {
     assert_all_gone(&all, "the cancel");
 
     // A process outside the shim's tree, put into the pids cgroup only.
-    let mut outsider = std::process::Command::new("sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
-    let opid = outsider.id() as i32;
-    std::fs::write(dirs[1].join("cgroup.procs"), opid.to_string()).unwrap();
-    assert!(cg.pids().contains(&opid));
-    drop(Arc::try_unwrap(cg).expect("the step released the cgroup"));
-    let status = outsider.wait().unwrap();
-    assert!(!status.success(), "killed, not exited: {status:?}");
+    dropping_kills_an_outsider(cg, &dirs[1]);
     let left = still_there(&dirs);
     assert!(left.is_empty(), "not removed: {left:?}");
 }
@@ -654,13 +637,8 @@ async fn a_sigkilled_builders_v1_task_cgroups_are_swept_at_its_next_start() {
         });
     });
     let mut builder = BuilderProc::start(&conf);
-    let pids_dir = tmp.path().join("pids");
-    std::fs::create_dir(&pids_dir).unwrap();
+    let (pids_dir, step) = escapers_and_shell(tmp.path());
     let p = pids_dir.display();
-    let step = escapers(
-        &pids_dir,
-        &format!("echo $$ > {p}/shell.pid; exec 3<{p}/shell.pid; sleep 1000"),
-    );
     let step = format!("if [ -e {p}/ran ]; then exit 0; fi; touch {p}/ran; {step}");
     let (repo, hash) = make_repo(tmp.path());
     let ev = push(&server, "proj", &repo, &hash, &linux_saifile(&step)).await;
@@ -754,13 +732,7 @@ async fn a_builder_with_v1_task_limits_cancels_cleanly_and_reports_the_memory_li
         c["task_limits"] = serde_json::json!({ "memory_max_bytes": memory, "pids_max": 100 });
     });
     let why = || logs(&builder, &server);
-    let pids_dir = tmp.path().join("pids");
-    std::fs::create_dir(&pids_dir).unwrap();
-    let p = pids_dir.display();
-    let step = escapers(
-        &pids_dir,
-        &format!("echo $$ > {p}/shell.pid; exec 3<{p}/shell.pid; sleep 1000"),
-    );
+    let (pids_dir, step) = escapers_and_shell(tmp.path());
     let (repo, hash) = make_repo(tmp.path());
     let (_, task) = push_task(&server, &repo, &hash, &linux_saifile(&step)).await;
     let escaped = escaped_pids(&pids_dir).await;

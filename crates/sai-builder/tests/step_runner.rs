@@ -51,6 +51,17 @@ fn step_in(dir: &Path, n: u32, script: impl Into<String>) -> StepSpec {
     StepSpec::new(n, script, dir, env_for(dir, 0))
 }
 
+/// Run step `n` of `script` to its end in a new temporary folder.
+async fn run_script(n: u32, script: &str) -> (StepReport, Logs) {
+    let tmp = tempfile::tempdir().unwrap();
+    run(
+        step_in(tmp.path(), n, script),
+        CancellationToken::new(),
+        None,
+    )
+    .await
+}
+
 /// Run `spec` while collecting its log; `on_chunk` may cancel.
 async fn run(
     spec: StepSpec,
@@ -100,9 +111,7 @@ fn pid_alive(pid: i32) -> bool {
 
 #[tokio::test]
 async fn streams_stdout_stderr_and_notices() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = step_in(tmp.path(), 2, "echo out; echo err >&2; exit 3");
-    let (report, logs) = run(spec, CancellationToken::new(), None).await;
+    let (report, logs) = run_script(2, "echo out; echo err >&2; exit 3").await;
     assert_eq!(report.outcome, StepOutcome::Exited(3));
     assert_eq!(logs.channel(CH_STDOUT), "out\n");
     assert_eq!(logs.channel(CH_STDERR), "err\n");
@@ -119,9 +128,7 @@ async fn streams_stdout_stderr_and_notices() {
 
 #[tokio::test]
 async fn set_e_stops_at_the_first_failure() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = step_in(tmp.path(), 1, "false\necho not-reached");
-    let (report, logs) = run(spec, CancellationToken::new(), None).await;
+    let (report, logs) = run_script(1, "false\necho not-reached").await;
     assert_eq!(report.outcome, StepOutcome::Exited(1));
     assert_eq!(logs.channel(CH_STDOUT), "");
 }
@@ -234,9 +241,7 @@ async fn already_cancelled_step_does_not_start() {
 
 #[tokio::test]
 async fn background_leftovers_are_killed_when_the_step_exits() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = step_in(tmp.path(), 1, "sleep 300 & echo $!");
-    let (report, logs) = run(spec, CancellationToken::new(), None).await;
+    let (report, logs) = run_script(1, "sleep 300 & echo $!").await;
     assert_eq!(report.outcome, StepOutcome::Exited(0));
     let pid: i32 = logs.channel(CH_STDOUT).trim().parse().unwrap();
     assert!(!pid_alive(pid));

@@ -9,7 +9,9 @@
 //! | [`memory`] | handing freed heap memory back to the system |
 //! | [`logging`] | log lines on stderr, filtered by `RUST_LOG` |
 //! | [`private_file`] | a new secret file only its owner can read |
+//! | [`cli`] | the subcommands every serving daemon has (`run`, `check-config`) |
 
+pub mod cli;
 pub mod logging;
 pub mod memory;
 pub mod private_file;

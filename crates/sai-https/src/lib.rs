@@ -185,6 +185,29 @@ pub fn remote_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Inf
     )
 }
 
+/// Every part of a request, for a handler that routes by itself: the
+/// method, the whole path, the raw query (empty when there is none), the
+/// headers, the peer's address ([`remote_addr`]) and the body, unread.
+pub fn request_parts() -> impl Filter<
+    Extract = (
+        warp::http::Method,
+        warp::path::FullPath,
+        String,
+        warp::http::HeaderMap,
+        Option<SocketAddr>,
+        impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+    ),
+    Error = warp::Rejection,
+> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(remote_addr())
+        .and(warp::body::stream())
+}
+
 /// Reload `store` on every SIGHUP until `shutdown` fires. Without a store
 /// (plain HTTP) SIGHUP is only logged, so a reload never kills the server.
 pub fn reload_on_sighup(store: Option<Arc<CertificateStore>>, shutdown: CancellationToken) {

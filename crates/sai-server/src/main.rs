@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sai_daemon::cli::ServeCmd;
 use sai_server::auth::TokenKeys;
 use sai_server::token_cli::TokenCmd;
 use tokio_util::sync::CancellationToken;
@@ -23,10 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve (the default).
-    Run,
-    /// Load and validate the config, then exit.
-    CheckConfig,
+    #[command(flatten)]
+    Serve(ServeCmd),
     /// Mint a PASETO token signed by this server's key.
     Token {
         #[command(subcommand)]
@@ -54,8 +53,8 @@ fn main() -> Result<()> {
     sai_daemon::memory::return_big_blocks(1 << 20);
     sai_daemon::logging::init();
     let cli = Cli::parse();
-    match cli.cmd.unwrap_or(Cmd::Run) {
-        Cmd::CheckConfig => {
+    match cli.cmd.unwrap_or(Cmd::Serve(ServeCmd::Run)) {
+        Cmd::Serve(ServeCmd::CheckConfig) => {
             settings(cli.config.as_deref())?;
             println!("config ok");
             Ok(())
@@ -70,7 +69,7 @@ fn main() -> Result<()> {
             println!("{token}");
             Ok(())
         }
-        Cmd::Run => {
+        Cmd::Serve(ServeCmd::Run) => {
             let settings = settings(cli.config.as_deref())?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(settings))

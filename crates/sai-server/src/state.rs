@@ -19,7 +19,8 @@ use crate::logw::LogWriter;
 use crate::sched::{ConnId, Effect, Fleet, QueueStats, Sched};
 use crate::store::{EventDb, Store, now_ms};
 
-use crate::{auth, changes, metrics, outbox, store, tls};
+use crate::{auth, changes, metrics, outbox, store};
+use sai_https as tls;
 
 /// The scheduler as the server holds it: events carry their database handle.
 pub type Scheduler = Sched<Arc<EventDb>>;

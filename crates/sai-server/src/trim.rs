@@ -97,7 +97,7 @@ impl SweepPolicy {
 /// unused for [`UNUSED_DB`] and trim when [`SweepPolicy`] says so (on the
 /// blocking pool: closing a database may checkpoint it, trimming takes the
 /// allocator's locks).
-pub async fn keep_idle_small(server: Arc<crate::Server>) {
+pub async fn keep_idle_small(server: Arc<crate::state::Server>) {
     let policy = Arc::new(std::sync::Mutex::new(SweepPolicy::new(GREW)));
     let mut ticker = sai_daemon::ticker::Ticker::new(SWEEP_EVERY, server.shutdown.clone());
     while ticker.tick().await {

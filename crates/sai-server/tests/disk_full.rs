@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use sai_core::protocol::{ServerMessage, TaskResult};
+use sai_testkit::fixtures::incompressible;
 use sai_testkit::hook::Push;
 use sai_testkit::{FakeBuilder, wait_for};
 
@@ -61,19 +62,6 @@ fn fill_disk(dir: &Path) -> PathBuf {
     path
 }
 
-/// Incompressible bytes, so that zstd does not make them fit.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Credit received by `b` within `d`, other messages kept.
 async fn credit_within(b: &mut FakeBuilder, d: Duration) -> u64 {
     let before = b.credit_received;
@@ -104,7 +92,7 @@ async fn log_until_refused(b: &mut FakeBuilder, task_id: &str, seed: u64, sent: 
     for round in 0..60 {
         let n = b.credit as usize;
         if n > 0 {
-            let bytes = noise(seed * 1000 + round, n);
+            let bytes = incompressible(seed * 1000 + round, n);
             b.log(task_id, 2, &bytes).await.unwrap();
             sent.extend_from_slice(&bytes);
         }
@@ -132,7 +120,7 @@ async fn log_credit_follows_stored_bytes_on_a_full_disk_and_nothing_is_lost() {
     let o = accept_next(&mut b).await;
 
     // A healthy disk: credit comes back once stored.
-    let mut sent = noise(1, 100 * 1024);
+    let mut sent = incompressible(1, 100 * 1024);
     b.log(&o.task_id, 1, &sent).await.unwrap();
     b.acknowledged(T).await.unwrap();
     assert_eq!(task(&s, &o.task_id).await["log_bytes"], sent.len());

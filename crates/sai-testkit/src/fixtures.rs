@@ -53,3 +53,17 @@ pub fn numbered_log(lines: usize) -> Vec<u8> {
     }
     log
 }
+
+/// `len` pseudo-random bytes from `seed` (xorshift64), which zstd cannot
+/// shrink: logs that take their full size in a log store or a WAL.
+pub fn incompressible(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

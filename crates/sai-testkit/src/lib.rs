@@ -401,3 +401,20 @@ impl TestServer {
         self.token(&["service", "--name", name, "--ttl", "1h"])
     }
 }
+
+/// Serve one accepted connection (`io`: TCP, or TLS over it) with `svc`
+/// over HTTP/1.1 until the client is done; how it ends is of no interest
+/// to a test's helper server.
+async fn serve_http1<I, S>(io: I, svc: S)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
+}

@@ -69,37 +69,30 @@ pub fn routes(
             },
         );
     let a2 = app;
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    let http = warp::method()
-        .and(warp::path::full())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(sai_https::remote_addr())
-        .and(warp::body::stream())
-        .then(
-            move |method: Method,
-                  path: warp::path::FullPath,
-                  query: String,
-                  headers: HeaderMap,
-                  peer: Option<SocketAddr>,
-                  body| {
-                let app = a2.clone();
-                async move {
-                    let body = read_body(body, MAX_FORM).await;
-                    let req = Request {
-                        method,
-                        path: path.as_str().to_string(),
-                        query: query_map(&query),
-                        headers,
-                        peer,
-                        body,
-                    };
-                    let mut resp = handle(&app, req).await;
-                    secure_headers(resp.headers_mut());
-                    resp
-                }
-            },
-        );
+    let http = sai_https::request_parts().then(
+        move |method: Method,
+              path: warp::path::FullPath,
+              query: String,
+              headers: HeaderMap,
+              peer: Option<SocketAddr>,
+              body| {
+            let app = a2.clone();
+            async move {
+                let body = read_body(body, MAX_FORM).await;
+                let req = Request {
+                    method,
+                    path: path.as_str().to_string(),
+                    query: query_map(&query),
+                    headers,
+                    peer,
+                    body,
+                };
+                let mut resp = handle(&app, req).await;
+                secure_headers(resp.headers_mut());
+                resp
+            }
+        },
+    );
     ws.or(http)
         .unify()
         .recover(|_r: warp::Rejection| async {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use sai_daemon::cli::ServeCmd;
 use tokio_util::sync::CancellationToken;
 
 /// Sai web UI: overview, event matrix, task logs, builders, badges.
@@ -16,15 +17,7 @@ struct Cli {
     #[arg(short = 'c', long = "config", global = true, env = "SAI_WEB_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    cmd: Option<Cmd>,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Serve (the default).
-    Run,
-    /// Load and validate the config, then exit.
-    CheckConfig,
+    cmd: Option<ServeCmd>,
 }
 
 fn settings(config: Option<&Path>) -> Result<sai_web::settings::Settings> {
@@ -38,13 +31,13 @@ fn main() -> Result<()> {
     sai_daemon::logging::init();
     let cli = Cli::parse();
     let settings = settings(cli.config.as_deref())?;
-    match cli.cmd.unwrap_or(Cmd::Run) {
-        Cmd::CheckConfig => {
+    match cli.cmd.unwrap_or(ServeCmd::Run) {
+        ServeCmd::CheckConfig => {
             sai_web::users::Users::load(&settings.config, &settings.base_dir)?;
             println!("config ok");
             Ok(())
         }
-        Cmd::Run => tokio::runtime::Runtime::new()?.block_on(serve(settings)),
+        ServeCmd::Run => tokio::runtime::Runtime::new()?.block_on(serve(settings)),
     }
 }
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
 use sai_core::config::schema::ConfigKind;
 
 /// Operator tool of Sai, a distributed CI system.
@@ -24,14 +25,14 @@ pub enum Command {
         files: Vec<PathBuf>,
         /// Treat every file as this kind instead of detecting it from its
         /// `schema` member or its name.
-        #[arg(long, value_enum)]
-        kind: Option<KindArg>,
+        #[arg(long, value_parser = config_kind())]
+        kind: Option<ConfigKind>,
     },
     /// Print the JSON Schema of one kind, or write the schemas to a folder.
     Schema {
         /// Kind to print (or, with --write, to write; default all).
-        #[arg(value_enum, required_unless_present = "write")]
-        kind: Option<KindArg>,
+        #[arg(value_parser = config_kind(), required_unless_present = "write")]
+        kind: Option<ConfigKind>,
         /// Write `<kind>.schema.json` files into this folder.
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
@@ -74,49 +75,19 @@ pub enum SaifileCommand {
     },
 }
 
-/// A config kind as named on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KindArg {
-    /// A project's .sai.json.
-    Saifile,
-    /// sai-server config.
-    Server,
-    /// sai-web config.
-    Web,
-    /// sai-builder config.
-    Builder,
-    /// sai-device config.
-    Device,
-    /// sai-jig config.
-    Jig,
-    /// sai-expect script.
-    Expect,
-    /// A rack: server, web and builders in one file.
-    Rack,
-}
-
-impl From<KindArg> for ConfigKind {
-    fn from(k: KindArg) -> ConfigKind {
-        match k {
-            KindArg::Saifile => ConfigKind::Saifile,
-            KindArg::Server => ConfigKind::Server,
-            KindArg::Web => ConfigKind::Web,
-            KindArg::Builder => ConfigKind::Builder,
-            KindArg::Device => ConfigKind::Device,
-            KindArg::Jig => ConfigKind::Jig,
-            KindArg::Expect => ConfigKind::ExpectScript,
-            KindArg::Rack => ConfigKind::Rack,
-        }
-    }
+/// A config kind by its command-line name ([`ConfigKind::name`]); `--help`
+/// lists every name with its title.
+fn config_kind() -> impl clap::builder::TypedValueParser<Value = ConfigKind> {
+    let names = ConfigKind::ALL.map(|k| PossibleValue::new(k.name()).help(k.title()));
+    PossibleValuesParser::new(names)
+        .map(|name| ConfigKind::from_name(&name).expect("one of the names offered"))
 }
 
 /// Run a parsed command line; the exit code on success paths.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Validate { files, kind } => Ok(crate::validate::run(&files, kind.map(Into::into))),
-        Command::Schema { kind, write } => {
-            crate::schema::run(kind.map(Into::into), write.as_deref())
-        }
+        Command::Validate { files, kind } => Ok(crate::validate::run(&files, kind)),
+        Command::Schema { kind, write } => crate::schema::run(kind, write.as_deref()),
         Command::Saifile {
             command:
                 SaifileCommand::Expand {

@@ -88,6 +88,25 @@ fn validate_new(name: &str, text: impl AsRef<[u8]>) -> (Out, PathBuf, TempDir) {
     (validate(&path), path, dir)
 }
 
+/// Asserts that `text` (a command's output) contains each of `parts`.
+#[track_caller]
+fn assert_has(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} missing from:\n{text}");
+    }
+}
+
+/// Asserts that a line of `text` starts with `start` and contains each of
+/// `parts`.
+#[track_caller]
+fn assert_line_has(text: &str, start: &str, parts: &[&str]) {
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(start) && parts.iter().all(|p| l.contains(p))),
+        "no line starting {start:?} with {parts:?} in:\n{text}"
+    );
+}
+
 fn assert_ok(out: &Out, path: &Path, kind: &str) {
     assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
     assert!(
@@ -182,11 +201,7 @@ fn many_files_at_once_report_each() {
         out.stdout
             .contains(&format!("{}: ok (builder)", good.display()))
     );
-    assert!(
-        out.stderr.contains(&format!("{}:2:", bad.display())),
-        "{}",
-        out.stderr
-    );
+    assert_has(&out.stderr, &[&format!("{}:2:", bad.display())]);
 }
 
 #[test]
@@ -313,14 +328,8 @@ fn duplicate_keys_in_saifile_warn_but_pass() {
     );
     let (out, path, _dir) = validate_new("dup.sai.json", text);
     assert_ok(&out, &path, "saifile");
-    assert!(
-        out.stderr.lines().any(
-            |l| l.starts_with(&format!("{}:6:3: warning:", path.display()))
-                && l.contains("duplicate")
-        ),
-        "{}",
-        out.stderr
-    );
+    let at = format!("{}:6:3: warning:", path.display());
+    assert_line_has(&out.stderr, &at, &["duplicate"]);
 }
 
 #[test]
@@ -328,16 +337,8 @@ fn dotted_platform_name_in_saifile_warns() {
     let (out, path, _dir) =
         validate_new("x.sai.json", SAIFILE.replace("debian-12", "ubuntu-20.04"));
     assert_ok(&out, &path, "saifile");
-    assert!(
-        out.stderr.contains(&format!("{}:5:", path.display())),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("warning:") && out.stderr.contains("dots"),
-        "{}",
-        out.stderr
-    );
+    assert_has(&out.stderr, &[&format!("{}:5:", path.display())]);
+    assert_has(&out.stderr, &["warning:", "dots"]);
 }
 
 #[test]
@@ -365,11 +366,7 @@ fn empty_file() {
     let path = write(&dir, "web.yaml", "");
     let out = validate(&path);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains(&format!("{}:1:1:", path.display())),
-        "{}",
-        out.stderr
-    );
+    assert_has(&out.stderr, &[&format!("{}:1:1:", path.display())]);
 }
 
 #[test]
@@ -470,15 +467,9 @@ fn validate_warns_about_a_platforms_token_that_matches_no_platform() {
     );
     let (out, path, _dir) = validate_new("typo.sai.json", text);
     assert_ok(&out, &path, "saifile");
-    assert!(
-        out.stderr
-            .lines()
-            .any(|l| l.starts_with(&format!("{}:10:", path.display()))
-                && l.contains("warning:")
-                && l.contains("platforms token \"linux-fedora\" matches no platform")),
-        "{}",
-        out.stderr
-    );
+    let at = format!("{}:10:", path.display());
+    let warning = "platforms token \"linux-fedora\" matches no platform";
+    assert_line_has(&out.stderr, &at, &["warning:", warning]);
 }
 
 #[test]
@@ -516,11 +507,7 @@ fn notify_without_url_says_where_it_looks() {
     assert!(out.status.success());
     let out = sai(["notify".as_ref(), "--repo".as_ref(), dir.path().as_os_str()]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("--url") && out.stderr.contains("config sai.url"),
-        "{}",
-        out.stderr
-    );
+    assert_has(&out.stderr, &["--url", "config sai.url"]);
 }
 
 #[test]
@@ -584,11 +571,7 @@ fn saifile_expand_json_has_exactly_four_keys() {
         }
     }
     // The duplicated platform key is reported, with its position.
-    assert!(
-        out.stderr.contains("warning:") && out.stderr.contains("duplicate"),
-        "{}",
-        out.stderr
-    );
+    assert_has(&out.stderr, &["warning:", "duplicate"]);
 }
 
 #[test]
@@ -601,17 +584,11 @@ fn saifile_expand_human_output_and_ref() {
     let path = write(&dir, ".sai.json", text);
     let out = sai([Path::new("saifile"), Path::new("expand"), &path]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains("default  on  linux-debian-12/x86_64-amd/gcc"),
-        "{}",
-        out.stdout
+    assert_has(
+        &out.stdout,
+        &["default  on  linux-debian-12/x86_64-amd/gcc"],
     );
-    assert!(
-        out.stdout.contains("cd build && cmake .. -DX=1"),
-        "{}",
-        out.stdout
-    );
+    assert_has(&out.stdout, &["cd build && cmake .. -DX=1"]);
     assert!(out.stdout.contains("2 tasks"), "{}", out.stdout);
 
     let out = sai([

@@ -54,6 +54,14 @@ struct Up {
     err: PathBuf,
 }
 
+/// `sai up` arguments: data in `data`, the server on an ephemeral loopback
+/// port, then `more`.
+fn serving<'a>(data: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--data", data, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(more);
+    args
+}
+
 impl Up {
     fn start(args: &[&str], err: PathBuf) -> Up {
         Up::start_in(None, args, err)
@@ -172,21 +180,20 @@ async fn sai_up_builds_this_repository() {
     let data = tmp.path().join("data");
     let data_s = data.display().to_string();
     let clone_s = clone.display().to_string();
-    let args = [
-        "--data",
+    let args = serving(
         &data_s,
-        "--listen",
-        "127.0.0.1:0",
-        "--no-install-hook",
-        "--repo",
-        &clone_s,
-        "--platform",
-        PLATFORM,
-        "--instances",
-        "1",
-        "--web",
-        "127.0.0.1:0",
-    ];
+        &[
+            "--no-install-hook",
+            "--repo",
+            &clone_s,
+            "--platform",
+            PLATFORM,
+            "--instances",
+            "1",
+            "--web",
+            "127.0.0.1:0",
+        ],
+    );
     let mut up = Up::start(&args, tmp.path().join("up1.err"));
     let url = up.line_after("sai up: server listening on ").await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
@@ -341,16 +348,7 @@ async fn sai_up_builds_this_repository() {
 async fn demo_runs_to_a_result(cwd: &Path, tmp: &Path, name: &str, extra: &[&str]) -> Up {
     let data = tmp.join(format!("{name}-data"));
     let data_s = data.display().to_string();
-    let mut args = vec![
-        "--data",
-        &data_s,
-        "--listen",
-        "127.0.0.1:0",
-        "--platform",
-        PLATFORM,
-        "--instances",
-        "2",
-    ];
+    let mut args = serving(&data_s, &["--platform", PLATFORM, "--instances", "2"]);
     args.extend_from_slice(extra);
     let up = Up::start_in(Some(cwd), &args, tmp.join(format!("{name}.err")));
     let url = up.line_after("sai up: server listening on ").await;
@@ -548,14 +546,7 @@ async fn sai_up_typed_in_a_repository_with_a_saifile_builds_that_repository() {
     let data_s = data.display().to_string();
     let mut up = Up::start_in(
         Some(&repo.join("sub")),
-        &[
-            "--data",
-            &data_s,
-            "--listen",
-            "127.0.0.1:0",
-            "--platform",
-            PLATFORM,
-        ],
+        &serving(&data_s, &["--platform", PLATFORM]),
         tmp.path().join("up.err"),
     );
     let url = up.line_after("sai up: server listening on ").await;
@@ -626,17 +617,16 @@ async fn sai_up_says_within_a_second_why_an_outside_saifile_cannot_run_here() {
     let data = tmp.path().join("data");
     let (data_s, repo_s) = (data.display().to_string(), repo.display().to_string());
     let mut up = Up::start(
-        &[
-            "--data",
+        &serving(
             &data_s,
-            "--listen",
-            "127.0.0.1:0",
-            "--repo",
-            &repo_s,
-            "--no-install-hook",
-            "--platform",
-            PLATFORM,
-        ],
+            &[
+                "--repo",
+                &repo_s,
+                "--no-install-hook",
+                "--platform",
+                PLATFORM,
+            ],
+        ),
         tmp.path().join("up.err"),
     );
     up.line_after(" as event ").await;

@@ -94,7 +94,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Header the server itself sets on requests that came through its local
-/// unix socket ([`crate::serve`]) and strips from every other request.
+/// unix socket ([`crate::serve::serve`]) and strips from every other request.
 pub const LOCAL_SOCKET_MARK: &str = "x-sai-internal-local-socket";
 
 /// The user of a valid user token in `Authorization: Bearer`, or the user a

@@ -7,7 +7,7 @@
 //! and [`Sched::tick`]. Its outputs are [`Effect`]s, collected with
 //! [`Sched::take_effects`]: persist a run record, set an event's state, send
 //! a message to a connection, close or release a connection. The server
-//! applies them in order (`crate::Server::sched_do`); nothing here does I/O,
+//! applies them in order (`crate::state::Server::sched_do`); nothing here does I/O,
 //! reads a clock or knows the store. `D` is the server's handle on an
 //! event's database, carried so that effects name where to write.
 //!

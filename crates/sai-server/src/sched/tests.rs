@@ -119,6 +119,14 @@ impl Fixture {
             .builder_hello(now, conn, hello(&format!("b{conn}"), "test", platforms));
     }
 
+    /// Builder `conn` (one linux slot) says hello at `now`, is offered
+    /// `task` and accepts it.
+    fn running_on(&mut self, now: i64, conn: ConnId, task: &TaskId) {
+        self.hello(now, conn, &[(LINUX, 1)]);
+        self.offers(conn);
+        assert!(self.s.accept(conn, task));
+    }
+
     /// Task ids offered to `conn` by the effects so far (and drain them).
     fn offers(&mut self, conn: ConnId) -> Vec<String> {
         self.s
@@ -235,9 +243,7 @@ fn a_task_end_lifts_the_connections_declines() {
 fn a_dead_builder_requeues_its_accepted_task_and_counts_an_infrastructure_failure() {
     let mut f = Fixture::new(3);
     let t = f.event(0, &[(LINUX, false)], 0);
-    f.hello(0, 1, &[(LINUX, 1)]);
-    f.offers(1);
-    assert!(f.s.accept(1, &t[0]));
+    f.running_on(0, 1, &t[0]);
     f.s.builder_gone(5, 1, &GoneCause::Silent { ms: 30000 });
     let fx = f.s.take_effects();
     assert!(fx.contains(&Effect::Release { conn: 1 }), "{fx:?}");
@@ -490,9 +496,7 @@ fn a_running_task_of_a_closing_link_comes_back_without_counting() {
     // ends; a link that said it is shutting down is treated as handing back.
     let mut f = Fixture::new(3);
     let t = f.event(0, &[(LINUX, false)], 0);
-    f.hello(0, 1, &[(LINUX, 1)]);
-    f.offers(1);
-    assert!(f.s.accept(1, &t[0]));
+    f.running_on(0, 1, &t[0]);
     f.s.shutting_down(1);
     f.s.builder_gone(1, 1, &GoneCause::Disconnected);
     let r = f.run(&t[0]);
@@ -500,9 +504,7 @@ fn a_running_task_of_a_closing_link_comes_back_without_counting() {
     assert_eq!((r.attempt, r.infra_failures), (0, 0));
     assert!(r.reason.unwrap().contains("shutting down"));
     // Same when the server itself closes the links on shutdown.
-    f.hello(2, 2, &[(LINUX, 1)]);
-    f.offers(2);
-    assert!(f.s.accept(2, &t[0]));
+    f.running_on(2, 2, &t[0]);
     f.s.stop(1001, "bye");
     f.s.builder_gone(3, 2, &GoneCause::ServerShutdown);
     let r = f.run(&t[0]);
@@ -514,9 +516,7 @@ fn a_running_task_of_a_closing_link_comes_back_without_counting() {
 fn operator_cancel_stops_the_builder_and_conflicts_when_over() {
     let mut f = Fixture::new(3);
     let t = f.event(0, &[(LINUX, false), (LINUX, false)], 0);
-    f.hello(0, 1, &[(LINUX, 1)]);
-    f.offers(1);
-    assert!(f.s.accept(1, &t[0]));
+    f.running_on(0, 1, &t[0]);
     assert_eq!(f.s.cancel_task(5, &t[0], "ops"), Ok(()));
     let fx = f.s.take_effects();
     assert!(
@@ -537,9 +537,7 @@ fn operator_cancel_stops_the_builder_and_conflicts_when_over() {
 fn rebuild_resets_the_run_record_and_offers_again() {
     let mut f = Fixture::new(3);
     let t = f.event(0, &[(LINUX, false)], 0);
-    f.hello(0, 1, &[(LINUX, 1)]);
-    f.offers(1);
-    assert!(f.s.accept(1, &t[0]));
+    f.running_on(0, 1, &t[0]);
     let failed = TaskResult::Failed {
         exit_code: 2,
         step: 0,

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use sai_core::task::TaskState;
 
-use super::{Store, StoreError};
+use super::{Rows, Store, StoreError};
 
 /// What a finished task is known by in the duration history.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,7 @@ impl Store {
         key: DurationKey<'_>,
         limit: usize,
     ) -> Result<Vec<i64>, StoreError> {
-        self.rows(
+        self.main().rows(
             "SELECT duration_ms FROM task_durations
              WHERE project = ?1 AND configuration = ?2 AND platform = ?3 AND state = 'success'
              ORDER BY ended DESC, id DESC LIMIT ?4",

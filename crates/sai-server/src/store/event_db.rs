@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use sai_core::task::{EventId, RunRecord, Task};
 
-use super::{StoreError, now_ms, parsed};
+use super::{Rows, StoreError, now_ms, parsed};
 
 /// An open per-event database. Shared via `Arc`; when marked doomed its
 /// folder is removed once the last handle is dropped.
@@ -142,12 +142,11 @@ impl EventDb {
 
     /// All tasks in saifile order.
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {TASK_COLS} FROM tasks ORDER BY idx"))?;
-        let rows = st
-            .query_map([], task_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.conn().rows(
+            &format!("SELECT {TASK_COLS} FROM tasks ORDER BY idx"),
+            [],
+            task_from_row,
+        )
     }
 
     /// At most `limit` tasks after saifile position `after`, in saifile order.
@@ -190,14 +189,11 @@ impl EventDb {
 
     /// `(configuration, platform)` of the failed tasks.
     pub fn failed_pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare("SELECT configuration, platform FROM tasks WHERE state = ?1")?;
-        let rows = st
-            .query_map([sai_core::task::TaskState::Failed.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.conn().rows(
+            "SELECT configuration, platform FROM tasks WHERE state = ?1",
+            [sai_core::task::TaskState::Failed.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Write a task's run record.
@@ -367,21 +363,18 @@ impl EventDb {
 
     /// Artifacts of a task.
     pub fn artifacts(&self, task_id: &str) -> Result<Vec<ArtifactRow>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
+        self.conn().rows(
             "SELECT name, size, sha256, created FROM artifacts WHERE task_id = ?1 ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([task_id], |r| {
+            [task_id],
+            |r| {
                 Ok(ArtifactRow {
                     name: r.get(0)?,
                     size: r.get(1)?,
                     sha256: r.get(2)?,
                     created: r.get(3)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Record an uploaded artifact (replacing one of the same name).
@@ -458,21 +451,10 @@ mod tests {
 
     use sai_core::task::EventId;
 
+    use sai_testkit::fixtures::incompressible;
+
     use super::super::{Store, fixtures};
     use super::*;
-
-    /// Bytes zstd cannot shrink, so the WAL grows by about what is logged.
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn wal_len(dir: &std::path::Path, id: &EventId) -> u64 {
         let wal = dir
@@ -489,20 +471,12 @@ mod tests {
     /// back and holds nothing that was lost.
     #[test]
     fn a_checkpoint_blocks_neither_log_writers_nor_readers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store, created) = fixtures::store_with_one_task();
         let id = fixtures::event_id();
-        let ev = fixtures::event();
-        let spec = fixtures::spec("c");
-        let task = id.task([0xAA; 16]);
-        let created = store
-            .create_event(ev, vec![(task.clone(), spec, false)], false)
-            .unwrap()
-            .unwrap();
         let db = created.db.clone();
-        let task = task.as_str().to_string();
+        let task = created.tasks[0].id.as_str().to_string();
         let mut log = db.resume_log(&task).unwrap();
-        let first = noise(512 * 1024, 1);
+        let first = incompressible(1, 512 * 1024);
         log.push(1, 0, &first);
         db.write_logs([&mut log]).unwrap();
         assert!(wal_len(dir.path(), &id) >= CHECKPOINT_WAL_BYTES);
@@ -529,7 +503,7 @@ mod tests {
 
         // 2. Held between the copy and the truncation, a write and a read
         // of this event go through.
-        let second = noise(512 * 1024, 2);
+        let second = incompressible(2, 512 * 1024);
         log.push(1, 1, &second);
         db.write_logs([&mut log]).unwrap();
         let (at_tx, at_rx) = sync_channel::<()>(0);

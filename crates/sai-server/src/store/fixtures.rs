@@ -1,7 +1,9 @@
 //! The event and task spec the store's unit tests push.
 
 use sai_core::saifile::TaskSpec;
-use sai_core::task::{Event, EventId};
+use sai_core::task::{Event, EventId, RunRecord, Task};
+
+use super::{CreatedEvent, Store};
 
 /// The id of [`event`].
 pub(super) fn event_id() -> EventId {
@@ -31,4 +33,36 @@ pub(super) fn spec(configuration: &str) -> TaskSpec {
         packages: vec![],
         test_reports: vec![],
     }
+}
+
+/// Task `i` of [`event`] as the store keeps it: configuration `c<i>` on
+/// `linux`, one step `make`, created at 1, never run.
+pub(super) fn task(i: u8) -> Task {
+    Task {
+        id: event_id().task([i; 16]),
+        idx: i64::from(i),
+        configuration: format!("c{i}"),
+        platform: "linux".into(),
+        steps: vec!["make".into()],
+        artifacts: vec![],
+        packages: vec![],
+        test_reports: vec![],
+        priority: false,
+        created: 1,
+        last_updated: 1,
+        run: RunRecord::new(),
+    }
+}
+
+/// A store in a new temporary folder holding [`event`] with one task: id
+/// `event_id().task([0xAA; 16])`, [`spec`] `c`.
+pub(super) fn store_with_one_task() -> (tempfile::TempDir, Store, CreatedEvent) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let task = event_id().task([0xAA; 16]);
+    let created = store
+        .create_event(event(), vec![(task, spec("c"), false)], false)
+        .unwrap()
+        .unwrap();
+    (dir, store, created)
 }

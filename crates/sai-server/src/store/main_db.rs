@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use sai_core::api::StepTime;
 use sai_core::task::{Event, EventState};
 
-use super::{Store, StoreError, now_ms, parsed};
+use super::{Rows, Store, StoreError, now_ms, parsed};
 
 /// A builder row of the main database.
 #[derive(Debug, Clone)]
@@ -59,21 +59,6 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 }
 
 impl Store {
-    /// Every row of a query of the main database.
-    pub(super) fn rows<T>(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
-        let db = self.main();
-        let mut st = db.prepare(sql)?;
-        let rows = st
-            .query_map(params, row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
-    }
-
     /// The event of this commit pushed to this ref of this project, if any.
     pub fn event_by_hash(
         &self,
@@ -136,7 +121,7 @@ impl Store {
         before: i64,
         private: bool,
     ) -> Result<Vec<Event>, StoreError> {
-        self.rows(
+        self.main().rows(
             &format!(
                 "SELECT {EVENT_COLS} FROM events WHERE project = ?1 AND rowid < ?3 AND (?4 OR sec = 0)
                  ORDER BY rowid DESC LIMIT ?2"
@@ -153,7 +138,7 @@ impl Store {
             .filter(|s| !s.is_terminal())
             .map(|s| format!("'{s}'"))
             .collect();
-        self.rows(
+        self.main().rows(
             &format!(
                 "SELECT {EVENT_COLS} FROM events WHERE state IN ({}) ORDER BY rowid",
                 active.join(", ")
@@ -165,7 +150,7 @@ impl Store {
 
     /// Every event row, oldest first (for retention).
     pub fn all_events(&self) -> Result<Vec<Event>, StoreError> {
-        self.rows(
+        self.main().rows(
             &format!("SELECT {EVENT_COLS} FROM events ORDER BY rowid"),
             [],
             event_from_row,
@@ -174,7 +159,7 @@ impl Store {
 
     /// Number of events per state.
     pub fn event_state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.rows(
+        self.main().rows(
             "SELECT state, count(*) FROM events GROUP BY state",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -192,7 +177,7 @@ impl Store {
 
     /// Projects with their event counts.
     pub fn projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
-        self.rows(
+        self.main().rows(
             "SELECT p.name, p.fetch_url, p.created, (SELECT COUNT(*) FROM events e WHERE e.project = p.name)
              FROM projects p ORDER BY p.name",
             [],
@@ -203,7 +188,7 @@ impl Store {
     /// Projects with at least one public event, as an anonymous caller may
     /// see them: counts, first push and fetch URL of their public events only.
     pub fn public_projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
-        self.rows(
+        self.main().rows(
             "SELECT project,
                     (SELECT fetch_url FROM events l WHERE l.project = e.project AND l.sec = 0
                      ORDER BY l.rowid DESC LIMIT 1),
@@ -291,7 +276,7 @@ impl Store {
 
     /// Every builder ever seen.
     pub fn builders(&self) -> Result<Vec<BuilderRow>, StoreError> {
-        self.rows(
+        self.main().rows(
             "SELECT name, platforms, software, peer, last_seen FROM builders ORDER BY name",
             [],
             |r| {
@@ -320,7 +305,7 @@ impl Store {
     /// The steps of `task_id` that ended at or after `since` (unix ms; the
     /// start of its current attempt), in the order they ended.
     pub fn step_times(&self, task_id: &str, since: i64) -> Result<Vec<StepTime>, StoreError> {
-        self.rows(
+        self.main().rows(
             "SELECT step, exit_code, duration_ms, created FROM metrics
              WHERE task_id = ?1 AND created >= ?2 ORDER BY id",
             params![task_id, since],

@@ -148,6 +148,32 @@ where
     })
 }
 
+/// Every row of a query, on the main or an event database's connection.
+trait Rows {
+    /// Every row of `sql`, each made by `row`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError>;
+}
+
+impl Rows for Connection {
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut st = self.prepare(sql)?;
+        let rows = st
+            .query_map(params, row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -425,20 +451,13 @@ mod tests {
 
     #[test]
     fn create_dedupe_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store, created) = fixtures::store_with_one_task();
         let id = fixtures::event_id();
-        let ev = fixtures::event();
-        let tasks = vec![(id.task([0xAA; 16]), spec("a"), false)];
-        let created = store
-            .create_event(ev.clone(), tasks, false)
-            .unwrap()
-            .unwrap();
         // What the scheduler gets is what a reader finds.
         assert_eq!(created.tasks, created.db.tasks().unwrap());
         assert_eq!(Some(created.event.clone()), store.event(&id).unwrap());
         drop(created);
-        let mut ev2 = ev.clone();
+        let mut ev2 = fixtures::event();
         ev2.id = EventId::parse("1123456789ABCDEF0123456789ABCDEF").unwrap();
         assert!(
             store

@@ -332,23 +332,7 @@ mod tests {
             names
         };
         let data_before = listing(dir.path());
-        let ev = fixtures::event_id();
-        let tasks: Vec<Task> = (0..2)
-            .map(|i| Task {
-                id: ev.task([i; 16]),
-                idx: i as i64,
-                configuration: format!("c{i}"),
-                platform: "linux".into(),
-                steps: vec!["make".into()],
-                artifacts: vec![],
-                packages: vec![],
-                test_reports: vec![],
-                priority: false,
-                created: 1,
-                last_updated: 1,
-                run: RunRecord::new(),
-            })
-            .collect();
+        let tasks: Vec<Task> = (0..2).map(fixtures::task).collect();
         let mut written = Vec::new();
         for n in 0..2 {
             let folder = dir.path().join(format!("ev{n}"));
@@ -387,15 +371,8 @@ mod tests {
 
     #[test]
     fn a_push_leaves_its_tasks_in_the_wal_for_the_offer_to_append_to_and_settling_to_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store, created) = fixtures::store_with_one_task();
         let id = fixtures::event_id();
-        let ev = fixtures::event();
-        let spec = fixtures::spec("c");
-        let created = store
-            .create_event(ev, vec![(id.task([1; 16]), spec, false)], false)
-            .unwrap()
-            .unwrap();
         let wal = dir
             .path()
             .join("events")
@@ -425,21 +402,15 @@ mod tests {
 
     #[test]
     fn a_seed_decodes_to_the_tasks_it_was_made_of() {
-        let ev = fixtures::event_id();
         let tasks: Vec<Task> = (0..3)
             .map(|i| Task {
-                id: ev.task([i; 16]),
-                idx: i as i64,
-                configuration: format!("c{i}"),
-                platform: "linux".into(),
                 steps: vec!["make".into(), "make test".into()],
                 artifacts: vec!["*.deb".into()],
-                packages: vec![],
                 test_reports: vec![format!("build/t{i}.xml")],
                 priority: i == 1,
                 created: 42,
                 last_updated: 42,
-                run: RunRecord::new(),
+                ..fixtures::task(i)
             })
             .collect();
         assert_eq!(decode_seed(&encode_seed(&tasks).unwrap()).unwrap(), tasks);

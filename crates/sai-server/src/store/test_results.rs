@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{Transaction, params};
 use sai_core::junit::{TestCase, TestOutcome};
 
-use super::{EventDb, Store, StoreError, now_ms};
+use super::{EventDb, Rows, Store, StoreError, now_ms};
 
 /// One uploaded report of a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,59 +156,52 @@ impl EventDb {
 
     /// The reports of a task, in upload order.
     pub fn test_reports(&self, task_id: &str) -> Result<Vec<ReportRow>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
+        self.conn().rows(
             "SELECT name, cases, refused, created FROM test_reports WHERE task_id = ?1 ORDER BY id",
-        )?;
-        let rows = st
-            .query_map([task_id], |r| {
+            [task_id],
+            |r| {
                 Ok(ReportRow {
                     name: r.get(0)?,
                     cases: r.get(1)?,
                     refused: r.get(2)?,
                     created: r.get(3)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// The test cases of a task, failed first.
     pub fn test_cases(&self, task_id: &str) -> Result<Vec<CaseRow>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!(
-            "SELECT task_id, report, suite, name, result, duration_ms, message FROM test_cases
-             WHERE task_id = ?1 ORDER BY {CASE_ORDER}"
-        ))?;
-        let rows = st
-            .query_map([task_id], case_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.conn().rows(
+            &format!(
+                "SELECT task_id, report, suite, name, result, duration_ms, message FROM test_cases
+                 WHERE task_id = ?1 ORDER BY {CASE_ORDER}"
+            ),
+            [task_id],
+            case_from_row,
+        )
     }
 
     /// Failed or errored test cases of every task of the event.
     pub fn failed_test_cases(&self) -> Result<Vec<CaseRow>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!(
-            "SELECT task_id, report, suite, name, result, duration_ms, message FROM test_cases
-             WHERE result IN ('fail', 'error') ORDER BY suite, name, {CASE_ORDER}"
-        ))?;
-        let rows = st
-            .query_map([], case_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.conn().rows(
+            &format!(
+                "SELECT task_id, report, suite, name, result, duration_ms, message FROM test_cases
+                 WHERE result IN ('fail', 'error') ORDER BY suite, name, {CASE_ORDER}"
+            ),
+            [],
+            case_from_row,
+        )
     }
 
     /// Test cases per result over the event's tasks.
     pub fn test_counts(&self) -> Result<BTreeMap<TestOutcome, usize>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn.prepare("SELECT result, count(*) FROM test_cases GROUP BY result")?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((parsed_outcome(r, 0)?, r.get::<_, i64>(1)? as usize))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        let rows = self.conn().rows(
+            "SELECT result, count(*) FROM test_cases GROUP BY result",
+            [],
+            |r| Ok((parsed_outcome(r, 0)?, r.get::<_, i64>(1)? as usize)),
+        )?;
+        Ok(rows.into_iter().collect())
     }
 }
 
@@ -252,7 +245,7 @@ impl Store {
         name: &str,
         limit: i64,
     ) -> Result<Vec<TestRunRow>, StoreError> {
-        self.rows(
+        self.main().rows(
             "SELECT project, event_id, task_id, hash, ref, configuration, platform, result, duration_ms, recorded
              FROM test_runs WHERE project = ?1 AND suite = ?2 AND name = ?3 ORDER BY id DESC LIMIT ?4",
             params![project, suite, name, limit],
