@@ -18,13 +18,13 @@
 # After --: arguments for the final rustc (e.g. `-C strip=none
 #     -C link-arg=-Wl,-Map=FILE`, as scripts/bench/hot-code.sh uses).
 #
-# With --profile release-static, a crate that has
-# scripts/static-link/<crate>-hot.ld is linked with it: the functions it ran
-# in a profile go first, together (`.text.hot`), so that an idle daemon keeps
-# few pages of code resident (issue 10; scripts/bench/hot_code.py says why).
-# The build fails if that section comes out at less than 40% of the code the
-# script lists: then the list has rotted (regenerate it with
-# scripts/bench/hot-code.sh).
+# A crate with crates/<crate>/link/hot.ld (sai-builder) links its optimised
+# binary with it (its build.rs): the functions it ran in a profile go first,
+# together (`.text.hot`), so that an idle daemon keeps few pages of code
+# resident (issue 10; scripts/bench/hot_code.py says why). For
+# release-static this script fails if that section comes out at less than
+# 40% of the code the list names: then the list has rotted (regenerate it
+# with scripts/bench/hot-code.sh).
 #
 # Output: ${CARGO_TARGET_DIR:-target}/<triple>/<profile>/<crate>; the build
 # time, each binary's size and `file` line are printed.
@@ -83,28 +83,15 @@ if [ -n "$glibc_base" ]; then
 	done
 fi
 hot_script() {
-	local f=$PWD/scripts/static-link/$1-hot.ld
+	local f=$PWD/crates/$1/link/hot.ld
 	[ "$profile" = release-static ] && [ -f "$f" ] && echo "$f"
 	return 0
 }
-# Cargo does not track a linker script's content: linked under a name made
-# of its hash, a changed list is a changed argument, so the crate relinks.
-hashed_copy() {
-	local dir=${CARGO_TARGET_DIR:-$PWD/target}/static-link
-	local copy
-	copy=$dir/$(basename "$1" .ld)-$(sha256sum "$1" | cut -c1-16).ld
-	mkdir -p "$dir"
-	[ -f "$copy" ] || cp "$1" "$copy"
-	echo "$copy"
-}
 start=$SECONDS
 for c in "${crates[@]}"; do
-	hot=()
-	h=$(hot_script "$c")
-	[ -z "$h" ] || hot=(-C "link-arg=-Wl,-T,$(hashed_copy "$h")")
 	# --target keeps RUSTFLAGS away from build scripts and proc macros.
 	RUSTFLAGS=$flags cargo rustc --locked --profile "$profile" --target "$triple" \
-		-p "$c" --bin "$c" -- "${link[@]}" "${hot[@]}" "$@"
+		-p "$c" --bin "$c" -- "${link[@]}" "$@"
 done
 echo "build-static: $profile $triple ${crates[*]} built in $((SECONDS - start))s"
 for c in "${crates[@]}"; do

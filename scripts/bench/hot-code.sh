@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate scripts/static-link/sai-builder-hot.ld: the code a deployed
+# Regenerate crates/sai-builder/link/hot.ld: the code a deployed
 # builder runs, found by running it through the daemon bench (plain and
 # TLS, quick, and a full run with the 100 MB step) twice: under callgrind,
 # which sees every instruction, and natively under `perf record`, which
@@ -55,5 +55,5 @@ for p in "$work"/perf.*; do
 	perf script -i "$p" -F ip 2>/dev/null | awk '{ print "0x" $1 }' >"$work/profile.${p##*.}.perf"
 done
 python3 scripts/bench/hot_code.py "$work/map" "$work"/profile.* >"$work/hot.ld"
-mv "$work/hot.ld" scripts/static-link/sai-builder-hot.ld
-echo "hot-code: wrote scripts/static-link/sai-builder-hot.ld; rebuild with scripts/build-static.sh"
+mv "$work/hot.ld" crates/sai-builder/link/hot.ld
+echo "hot-code: wrote crates/sai-builder/link/hot.ld; rebuild with scripts/build-static.sh"

@@ -1,5 +1,5 @@
-//! The hot-code list of the deployed builder (`scripts/static-link/
-//! sai-builder-hot.ld`, made by `scripts/bench/hot_code.py`): the generator
+//! The hot-code list of the builder (`crates/sai-builder/link/hot.ld`, made
+//! by `scripts/bench/hot_code.py`, linked by `build.rs`): the generator
 //! turns executed addresses into the patterns of the input sections that
 //! hold them, and the checked-in list is one the linker takes. That the
 //! list still matches the code is checked where the binary is linked:
@@ -80,7 +80,7 @@ fn executed_sections_become_patterns_that_outlive_hashes_but_not_other_functions
 #[test]
 fn the_checked_in_list_says_how_much_code_it_lists_and_places_it_before_text() {
     let script =
-        std::fs::read_to_string(repo().join("scripts/static-link/sai-builder-hot.ld")).unwrap();
+        std::fs::read_to_string(repo().join("crates/sai-builder/link/hot.ld")).unwrap();
     let header = script
         .lines()
         .find(|l| l.contains("input sections,"))
