@@ -79,8 +79,7 @@ fn executed_sections_become_patterns_that_outlive_hashes_but_not_other_functions
 
 #[test]
 fn the_checked_in_list_says_how_much_code_it_lists_and_places_it_before_text() {
-    let script =
-        std::fs::read_to_string(repo().join("crates/sai-builder/link/hot.ld")).unwrap();
+    let script = std::fs::read_to_string(repo().join("crates/sai-builder/link/hot.ld")).unwrap();
     let header = script
         .lines()
         .find(|l| l.contains("input sections,"))

@@ -1157,31 +1157,16 @@ mod tests {
     #[test]
     fn a_100_mb_build_log_event_folder_takes_at_most_3_mb_once_durable() {
         use crate::logw::{LogChunk, LogWriter};
-        use sai_core::task::{Event, EventId, TaskState};
+        use sai_core::task::TaskState;
         use std::sync::Arc;
         use std::time::Duration;
 
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
-        let id = EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap();
+        let id = crate::store::fixtures::event_id();
         let task = id.task([0xAA; 16]).to_string();
-        let spec = sai_core::saifile::TaskSpec {
-            configuration: "default".into(),
-            platform: "linux".into(),
-            steps: vec!["make".into()],
-            artifacts: vec![],
-            packages: vec![],
-            test_reports: vec![],
-        };
-        let ev = Event::new(
-            id.clone(),
-            "p",
-            "refs/heads/main",
-            "abc",
-            "https://x",
-            None,
-            false,
-        );
+        let spec = crate::store::fixtures::spec("default");
+        let ev = crate::store::fixtures::event();
         let created = store
             .create_event(ev, vec![(id.task([0xAA; 16]), spec, false)], false)
             .unwrap()

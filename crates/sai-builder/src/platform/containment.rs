@@ -224,7 +224,7 @@ struct Tree {
 impl Tree {
     fn new(shell: pid_t, init: pid_t) -> Self {
         let mut buf = [0u8; 12];
-        let len = decimal(init, &mut buf);
+        let len = super::isolation::decimal(init, &mut buf);
         let digits = &buf[..len];
         let mut init_children = [0u8; 64];
         let mut at = 0;
@@ -286,26 +286,6 @@ impl Tree {
     fn has_children(&self) -> bool {
         self.for_each_child(|_| {}) > 0
     }
-}
-
-/// `n` in decimal into `buf`, without allocating (safe between fork and
-/// exec); returns the length.
-pub(super) fn decimal(n: pid_t, buf: &mut [u8; 12]) -> usize {
-    let mut n = n.max(0) as u32;
-    let mut rev = [0u8; 12];
-    let mut len = 0;
-    loop {
-        rev[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for i in 0..len {
-        buf[i] = rev[len - 1 - i];
-    }
-    len
 }
 
 /// Call `f` with each pid listed in the /proc file `path`; returns how many.

@@ -317,7 +317,7 @@ fn proc_fd_path(fd: libc::c_int, buf: &mut [u8; 32]) -> &[u8] {
     const PREFIX: &[u8] = b"/proc/self/fd/";
     buf[..PREFIX.len()].copy_from_slice(PREFIX);
     let mut digits = [0u8; 12];
-    let len = super::containment::decimal(fd, &mut digits);
+    let len = decimal(fd, &mut digits);
     let at = PREFIX.len() + len;
     buf[PREFIX.len()..at].copy_from_slice(&digits[..len]);
     buf[at] = 0;
@@ -415,6 +415,26 @@ pub fn probe(scratch: &Path) -> Result<()> {
         });
     }
     run_probe(cmd, scratch)
+}
+
+/// `n` in decimal into `buf`, without allocating (safe between fork and
+/// exec); returns the length.
+pub(super) fn decimal(n: libc::pid_t, buf: &mut [u8; 12]) -> usize {
+    let mut n = n.max(0) as u32;
+    let mut rev = [0u8; 12];
+    let mut len = 0;
+    loop {
+        rev[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[i] = rev[len - 1 - i];
+    }
+    len
 }
 
 #[cfg(test)]

@@ -6,12 +6,12 @@ use sai_core::task::{Event, EventId, RunRecord, Task};
 use super::{CreatedEvent, Store};
 
 /// The id of [`event`].
-pub(super) fn event_id() -> EventId {
+pub(crate) fn event_id() -> EventId {
     EventId::parse("0123456789ABCDEF0123456789ABCDEF").unwrap()
 }
 
 /// A push of project `p`, commit `abc`, with the id [`event_id`].
-pub(super) fn event() -> Event {
+pub(crate) fn event() -> Event {
     Event::new(
         event_id(),
         "p",
@@ -24,7 +24,7 @@ pub(super) fn event() -> Event {
 }
 
 /// A one-step task of configuration `configuration` on `linux`.
-pub(super) fn spec(configuration: &str) -> TaskSpec {
+pub(crate) fn spec(configuration: &str) -> TaskSpec {
     TaskSpec {
         configuration: configuration.into(),
         platform: "linux".into(),

@@ -27,7 +27,7 @@
 pub mod durations;
 pub mod event_db;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod main_db;
 pub mod migrations;
 mod push_commit;
