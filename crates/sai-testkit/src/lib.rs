@@ -131,6 +131,19 @@ where
     }
 }
 
+/// Send `request` and read its body as text, whatever the status; panics
+/// when sending or reading fails, as a test should.
+pub async fn body_text(request: reqwest::RequestBuilder) -> String {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    response
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("reading the body: {e}"))
+}
+
 /// The string `key` of every object in a JSON list (an API answer), in
 /// order; panics on anything else, as a test should.
 pub fn field_of_each<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
