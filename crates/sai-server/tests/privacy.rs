@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use reqwest::Method;
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_callers_see_no_private_project_task_or_builder_address() {

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use common::*;
 use sai_core::config::web::WebUser;
 use sai_testkit::TestServer;
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 use sai_testkit::web::{TestWeb, test_web_config};
 
 /// The next JSON message of a websocket.
