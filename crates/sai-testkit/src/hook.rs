@@ -12,7 +12,7 @@ pub use sai_core::notification::Push;
 pub trait TestPush {
     /// A push of `saifile` to `refs/heads/main` of a made-up repository,
     /// with a random hash.
-    fn new(project: &str, saifile: &[u8]) -> Push;
+    fn new(project: &str, saifile: &[u8]) -> Self;
     /// The hook's file content: the notification JSON and a newline.
     fn file_bytes(&self) -> Vec<u8>;
     /// The file content of a push marked private (`"sec": 1`) when `sec`.
