@@ -29,6 +29,12 @@ rec {
     type: default: description:
     lib.mkOption { inherit type default description; };
 
+  # An option without a default (it must be set), of `type`, shown with
+  # `example`, described by `description`.
+  requiredOption =
+    type: example: description:
+    lib.mkOption { inherit type example description; };
+
   # `enable` and `package`: what every daemon's options start with.
   daemonOptions = pkgs: what: {
     enable = lib.mkEnableOption what;

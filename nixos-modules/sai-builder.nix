@@ -13,11 +13,7 @@ let
 
   serverType = types.submodule {
     options = {
-      url = mkOption {
-        type = types.str;
-        example = "wss://ci.example.org/sai/builder";
-        description = "Websocket URL of the server's builder endpoint.";
-      };
+      url = sai.requiredOption types.str "wss://ci.example.org/sai/builder" "Websocket URL of the server's builder endpoint.";
       tokenFile = sai.secretOption "File holding the token this builder presents to the server (`sai-server token builder ...`).";
       caFile = sai.option (types.nullOr types.path) null "PEM file of the CA that signed a `wss://` server's certificate (a private CA); null trusts the system roots.";
       insecure = sai.option types.bool false "Allow a plain `ws://` URL to a host that is not loopback (token and logs cross the network unencrypted).";

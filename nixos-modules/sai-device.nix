@@ -11,11 +11,7 @@ let
 
   ttyType = types.submodule {
     options = {
-      name = mkOption {
-        type = types.str;
-        example = "console";
-        description = "Name of the tty; build steps see it as `SAI_DEVICE_<NAME>`.";
-      };
+      name = sai.requiredOption types.str "console" "Name of the tty; build steps see it as `SAI_DEVICE_<NAME>`.";
       udevMatch = mkOption {
         type = types.attrsOf types.str;
         default = { };
@@ -48,11 +44,7 @@ let
 
   deviceType = types.submodule {
     options = {
-      type = mkOption {
-        type = types.str;
-        example = "esp32-wrover";
-        description = "The board's type; `sai-device <type>` asks for it.";
-      };
+      type = sai.requiredOption types.str "esp32-wrover" "The board's type; `sai-device <type>` asks for it.";
       compatible = sai.option (types.listOf types.str) [ ] "Further types this board can stand in for.";
       description = sai.option (types.nullOr types.str) null "Free text for humans.";
       ttys = sai.option (types.listOf ttyType) [ ] "The board's ttys, in order: the n-th is `SAI_DEVICE_TTY<n>`.";

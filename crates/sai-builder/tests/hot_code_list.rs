@@ -38,17 +38,12 @@ fn executed_sections_become_patterns_that_outlive_hashes_but_not_other_functions
     let (map, profile) = (dir.path().join("map"), dir.path().join("profile.1"));
     std::fs::write(&map, MAP).unwrap();
     std::fs::write(&profile, PROFILE).unwrap();
-    let out = Command::new("python3")
-        .arg(repo().join("scripts/bench/hot_code.py"))
-        .args([&map, &profile])
-        .output()
-        .expect("python3 runs scripts/bench/hot_code.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let script = sai_testkit::run_ok(
+        "scripts/bench/hot_code.py",
+        Command::new("python3")
+            .arg(repo().join("scripts/bench/hot_code.py"))
+            .args([&map, &profile]),
     );
-    let script = String::from_utf8(out.stdout).unwrap();
     let patterns: Vec<&str> = script
         .lines()
         .map(str::trim)

@@ -102,6 +102,39 @@ impl Notification {
     }
 }
 
+/// What a notification reports: one commit of a project and its
+/// `.sai.json`. `sai notify` and the test kit each make one and send
+/// [`Push::notification`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// `repository.name`.
+    pub project: String,
+    /// `repository.fetchurl`.
+    pub fetch_url: String,
+    /// `ref`.
+    pub git_ref: String,
+    /// `hash` (the commit).
+    pub hash: String,
+    /// The `.sai.json` of that commit.
+    pub saifile: Vec<u8>,
+}
+
+impl Push {
+    /// Its notification, made at `unix_secs` (the sender's clock) with
+    /// `nonce` (random bytes from the caller).
+    pub fn notification(&self, nonce: [u8; 16], unix_secs: i64) -> Notification {
+        Notification::new(
+            &self.project,
+            &self.fetch_url,
+            &self.git_ref,
+            &self.hash,
+            &self.saifile,
+            nonce,
+        )
+        .at(unix_secs)
+    }
+}
+
 /// A notification as received: every field optional, so that each missing
 /// or wrong one gets its own error ([`Received::check`]).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -523,6 +556,27 @@ mod tests {
         assert_eq!(got.saifile(100).unwrap(), b"{}");
         assert!(got.ignored().is_none());
         assert!(!got.sec);
+    }
+
+    #[test]
+    fn a_push_becomes_its_notification_at_the_given_time() {
+        let push = Push {
+            project: "demo".into(),
+            fetch_url: "https://x/demo".into(),
+            git_ref: "refs/heads/main".into(),
+            hash: "0123abcd".into(),
+            saifile: b"{}".to_vec(),
+        };
+        let n = push.notification([7; 16], 1_700_000_000);
+        assert_eq!(n.timestamp, Some(1_700_000_000));
+        assert_eq!(n.nonce, "07".repeat(16));
+        assert_eq!(n.repository.name, "demo");
+        assert_eq!(n.repository.fetchurl, "https://x/demo");
+        assert_eq!(
+            (n.git_ref.as_str(), n.hash.as_str()),
+            ("refs/heads/main", "0123abcd")
+        );
+        assert_eq!((n.saifile.as_str(), n.saifile_len), ("e30=", 4));
     }
 
     #[test]

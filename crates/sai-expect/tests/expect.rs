@@ -1,13 +1,15 @@
 //! Runs the real `sai-expect` binary against pty "boards" held by the test.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use sai_testkit::copy_in_background;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sai-expect");
 
@@ -29,7 +31,7 @@ impl Board {
         let path = nix::unistd::ttyname(&p.slave).unwrap();
         let master = File::from(p.master);
         let received = Arc::new(Mutex::new(Vec::new()));
-        collect(master.try_clone().unwrap(), received.clone());
+        copy_in_background(master.try_clone().unwrap(), received.clone());
         Board {
             master,
             _slave: p.slave,
@@ -52,19 +54,6 @@ impl Board {
     }
 }
 
-/// Append everything read from `from` to `sink`, on a thread of its own.
-fn collect(mut from: impl Read + Send + 'static, sink: Arc<Mutex<Vec<u8>>>) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-}
-
 /// A log-proxy listener collecting everything written to it.
 struct Proxy {
     path: PathBuf,
@@ -80,7 +69,7 @@ impl Proxy {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                collect(conn, sink.clone());
+                copy_in_background(conn, sink.clone());
             }
         });
         Proxy { path, got }

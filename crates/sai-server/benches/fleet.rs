@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use sai_server::auth::{TokenKeys, TokenKind};
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 use sai_testkit::{FakeBuilder, TestServer};
 use support::{KEY, cpu_ms, listing_only, pct, rss_fds, start_server};
 

@@ -25,7 +25,7 @@ mod support;
 
 use sai_core::protocol::TaskResult;
 use sai_testkit::FakeBuilder;
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 use support::{KEY, listing_only, pct, rss_anon_file, rss_fds, start_server};
 
 const T: Duration = Duration::from_secs(120);

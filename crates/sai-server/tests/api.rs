@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use reqwest::Method;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::wait_for;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::FakeBuilder;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sha2::Digest;
 
 /// Four configurations on one linux platform: four tasks.

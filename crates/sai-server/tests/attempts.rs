@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use sai_core::protocol::TaskResult;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rerun_log_starts_with_a_notice_after_the_killed_attempts_log() {

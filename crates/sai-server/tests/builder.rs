@@ -12,7 +12,7 @@ use sai_core::protocol::{
     BuilderMessage, CLOSE_POLICY, CLOSE_UNSUPPORTED_VERSION, FrameHeader, FrameKind,
     PROTOCOL_VERSION, PlatformCapacity, ServerMessage, TaskResult, encode_frame,
 };
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::{FakeBuilder, wait_for};
 use sha2::Digest;
 

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use futures_util::StreamExt;
 use sai_core::protocol::TaskResult;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

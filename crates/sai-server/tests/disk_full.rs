@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::protocol::{ServerMessage, TaskResult};
 use sai_testkit::fixtures::incompressible;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::{FakeBuilder, wait_for};
 
 /// One linux task only.

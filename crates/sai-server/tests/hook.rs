@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use sai_testkit::hook::{HookRequest, Push, signature};
+use sai_testkit::hook::{HookRequest, Push, TestPush, signature};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sai_sh_request_is_accepted_and_bad_requests_store_nothing() {

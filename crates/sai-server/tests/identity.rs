@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::protocol::{CLOSE_POLICY, CLOSE_REPLACED, PROTOCOL_VERSION, ServerMessage};
 use sai_testkit::FakeBuilder;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 
 const EVIL: &[u8] = br#"{
   "schema": "sai-1",

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use sai_core::protocol::TaskResult;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::{TestServer, wait_for};
 
 const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 
 /// A saifile of `platforms` x `configurations` tasks.
 fn matrix(platforms: usize, configurations: usize) -> Vec<u8> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::config::server::ServerConfig;
 use sai_core::protocol::{BuilderMessage, TaskResult};
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::text::{line_of, start_of_line};
 use sai_testkit::{TestServer, wait_for};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::config::server::{CommitStatusConfig, Forge, ProjectConfig, WebhookConfig};
 use sai_core::protocol::TaskResult;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::openmetrics::{self, Exposition};
 use sai_testkit::recorder::{Recorded, Recorder};
 use sai_testkit::{FakeBuilder, TestServer, wait_for};

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use reqwest::Method;
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
@@ -62,16 +62,13 @@ async fn anonymous_callers_see_no_private_project_task_or_builder_address() {
     assert!(text.contains(&offer.task_id), "{text}");
     assert!(text.contains("127.0.0.1"), "{text}");
     let service = s.service_token("sai-web").unwrap();
-    let p = reqwest::Client::new()
-        .get(s.url("/api/projects"))
-        .bearer_auth(&service)
-        .header("x-sai-on-behalf-of", "alice")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let p = sai_testkit::body_text(
+        reqwest::Client::new()
+            .get(s.url("/api/projects"))
+            .bearer_auth(&service)
+            .header("x-sai-on-behalf-of", "alice"),
+    )
+    .await;
     assert!(p.contains("hidden-fetch-url"), "{p}");
     let (st, evs) = post_auth(s, Method::GET, "/api/projects/secret/events", Some(&user)).await;
     assert_eq!(st, 200);

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use sai_testkit::TestServer;
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn libwebsockets_20210817_push_creates_548_distinct_tasks() {

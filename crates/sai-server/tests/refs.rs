@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refs_git_forbids_are_refused_with_the_rule() {

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use sai_core::notification::Notification;
-use sai_testkit::hook::{HookRequest, Push, curl_multipart, signature, unix_now};
+use sai_testkit::hook::{HookRequest, Push, TestPush, curl_multipart, signature, unix_now};
 use sai_testkit::wait_for;
 
 /// The request `hooks/sai-notify` sends for `p`, made at `timestamp`.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use sai_core::protocol::BuilderMessage;
 use sai_testkit::FakeBuilder;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 
 const TWO_LINUX: &[u8] = br#"{
   "schema": "sai-1",

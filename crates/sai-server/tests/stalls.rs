@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sai_testkit::FakeBuilder;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::protocol::TaskResult;
 use sai_testkit::FakeBuilder;
-use sai_testkit::hook::{Push, random_hex};
+use sai_testkit::hook::{Push, TestPush, random_hex};
 use sai_testkit::wait_for;
 use serde_json::Value;
 

@@ -5,26 +5,22 @@
 //! `curl -F "file=@<tmp>;type=application/json"` (multipart/form-data with
 //! curl's boundary style) and user agent `sai-notifier`.
 
-use sai_core::notification::Notification;
+pub use sai_core::notification::Push;
 
-/// One push.
-#[derive(Debug, Clone)]
-pub struct Push {
-    /// `repository.name`.
-    pub project: String,
-    /// `repository.fetchurl`.
-    pub fetch_url: String,
-    /// `ref`.
-    pub git_ref: String,
-    /// `hash`.
-    pub hash: String,
-    /// The `.sai.json` bytes.
-    pub saifile: Vec<u8>,
+/// What tests do with a [`Push`] beyond sending it (import it beside
+/// `Push`): make one, and write the hook's file for it.
+pub trait TestPush {
+    /// A push of `saifile` to `refs/heads/main` of a made-up repository,
+    /// with a random hash.
+    fn new(project: &str, saifile: &[u8]) -> Self;
+    /// The hook's file content: the notification JSON and a newline.
+    fn file_bytes(&self) -> Vec<u8>;
+    /// The file content of a push marked private (`"sec": 1`) when `sec`.
+    fn file_bytes_with_sec(&self, sec: bool) -> Vec<u8>;
 }
 
-impl Push {
-    /// A push of `saifile` to `refs/heads/main` with a random hash.
-    pub fn new(project: &str, saifile: &[u8]) -> Push {
+impl TestPush for Push {
+    fn new(project: &str, saifile: &[u8]) -> Push {
         Push {
             project: project.into(),
             fetch_url: format!("https://git.example.invalid/{project}"),
@@ -34,24 +30,14 @@ impl Push {
         }
     }
 
-    /// The hook's file content: the notification JSON and a newline.
-    pub fn file_bytes(&self) -> Vec<u8> {
+    fn file_bytes(&self) -> Vec<u8> {
         self.file_bytes_with_sec(false)
     }
 
-    /// The file content of a push marked private (`"sec": 1`) when `sec`.
-    pub fn file_bytes_with_sec(&self, sec: bool) -> Vec<u8> {
+    fn file_bytes_with_sec(&self, sec: bool) -> Vec<u8> {
         let mut nonce = [0u8; 16];
         rand::fill(&mut nonce[..]);
-        let n = Notification::new(
-            &self.project,
-            &self.fetch_url,
-            &self.git_ref,
-            &self.hash,
-            &self.saifile,
-            nonce,
-        )
-        .at(unix_now());
+        let n = self.notification(nonce, unix_now());
         if !sec {
             return n.file_bytes();
         }

@@ -131,6 +131,36 @@ where
     }
 }
 
+/// Append everything read from `from` to `sink` until end of file or an
+/// error, on a thread of its own (a pty's output, a socket's bytes).
+pub fn copy_in_background(
+    mut from: impl std::io::Read + Send + 'static,
+    sink: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+}
+
+/// Send `request` and read its body as text, whatever the status; panics
+/// when sending or reading fails, as a test should.
+pub async fn body_text(request: reqwest::RequestBuilder) -> String {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    response
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("reading the body: {e}"))
+}
+
 /// The string `key` of every object in a JSON list (an API answer), in
 /// order; panics on anything else, as a test should.
 pub fn field_of_each<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {

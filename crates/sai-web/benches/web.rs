@@ -25,7 +25,7 @@ use common::*;
 use futures_util::SinkExt;
 use sai_core::protocol::TaskResult;
 use sai_testkit::browser::Browser;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::proc_status::rss_kib;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use sai_core::protocol::TaskResult;
 use sai_testkit::browser::Browser;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::wait_for;
 use serde_json::{Value, json};
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use common::*;
 use sai_core::config::web::WebUser;
 use sai_testkit::TestServer;
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 use sai_testkit::web::{TestWeb, test_web_config};
 
 /// The next JSON message of a websocket.
@@ -64,14 +64,7 @@ async fn sai_web_works_through_the_local_socket_without_a_token() {
     )
     .await;
     let c = raw_client();
-    let overview = c
-        .get(web.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let overview = sai_testkit::body_text(c.get(web.url("/"))).await;
     assert!(overview.contains(&ev), "{overview}\n{}", web.log());
 
     // The change feed over the socket: sai-web follows it without a token,

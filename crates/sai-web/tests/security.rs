@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use sai_core::protocol::TaskResult;
-use sai_testkit::hook::Push;
+use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::wait_for;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,13 +1,14 @@
 //! `sai notify`: tell a sai-server about a commit of a local repository,
 //! with the same signed notification the git hooks send (`hooks/sai-notify`).
 //!
-//! `sai up` queues the repository's HEAD through [`Notification::from_repo`]
-//! and [`Notification::send`], the same code path.
+//! `sai up` queues the repository's HEAD through [`push_of_repo`] and
+//! [`send`], the same code path.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+use sai_core::notification::Push;
 use serde_json::Value;
 
 /// Flags of `sai notify`.
@@ -53,21 +54,6 @@ pub struct NotifyArgs {
     /// (or the file named by SSL_CERT_FILE).
     #[arg(long, env = "SAI_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-}
-
-/// One notification, ready to sign and send.
-#[derive(Debug, Clone)]
-pub struct Notification {
-    /// `repository.name`.
-    pub project: String,
-    /// `repository.fetchurl`.
-    pub fetch_url: String,
-    /// `ref`.
-    pub git_ref: String,
-    /// `hash` (the commit).
-    pub hash: String,
-    /// The `.sai.json` of that commit.
-    pub saifile: Vec<u8>,
 }
 
 /// Run `git -C dir args...`; its trimmed stdout.
@@ -178,89 +164,74 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>> {
     )?)
 }
 
-impl Notification {
-    /// Build the notification for a commit of `repo`. `Ok(None)` when that
-    /// commit has no `.sai.json` (nothing to build).
-    pub fn from_repo(
-        repo: &Repo,
-        git_ref: Option<&str>,
-        rev: Option<&str>,
-        project: Option<&str>,
-        fetch_url: Option<&str>,
-    ) -> Result<Option<Notification>> {
-        let git_ref = match git_ref {
-            Some(r) if r.starts_with("refs/") => r.to_string(),
-            Some(r) => format!("refs/heads/{r}"),
-            None => repo
-                .current_ref()
-                .context("HEAD is not on a branch (detached): give the ref to report with --ref")?,
-        };
-        let rev = match rev {
-            Some(r) => r.to_string(),
-            None => {
-                let spec = format!("{git_ref}^{{commit}}");
-                if git(&repo.root, &["rev-parse", "-q", "--verify", &spec]).is_ok() {
-                    git_ref.clone()
-                } else {
-                    "HEAD".to_string()
-                }
+/// The push to report for a commit of `repo`. `Ok(None)` when that commit
+/// has no `.sai.json` (nothing to build).
+pub fn push_of_repo(
+    repo: &Repo,
+    git_ref: Option<&str>,
+    rev: Option<&str>,
+    project: Option<&str>,
+    fetch_url: Option<&str>,
+) -> Result<Option<Push>> {
+    let git_ref = match git_ref {
+        Some(r) if r.starts_with("refs/") => r.to_string(),
+        Some(r) => format!("refs/heads/{r}"),
+        None => repo
+            .current_ref()
+            .context("HEAD is not on a branch (detached): give the ref to report with --ref")?,
+    };
+    let rev = match rev {
+        Some(r) => r.to_string(),
+        None => {
+            let spec = format!("{git_ref}^{{commit}}");
+            if git(&repo.root, &["rev-parse", "-q", "--verify", &spec]).is_ok() {
+                git_ref.clone()
+            } else {
+                "HEAD".to_string()
             }
-        };
-        let spec = format!("{rev}^{{commit}}");
-        let hash = git(&repo.root, &["rev-parse", "--verify", &spec])?;
-        let Some(saifile) = repo.saifile_at(&hash)? else {
-            return Ok(None);
-        };
-        Ok(Some(Notification {
-            project: project
-                .map(str::to_string)
-                .unwrap_or_else(|| repo.default_project()),
-            fetch_url: fetch_url
-                .map(str::to_string)
-                .unwrap_or_else(|| repo.root.display().to_string()),
-            git_ref,
-            hash,
-            saifile,
-        }))
-    }
+        }
+    };
+    let spec = format!("{rev}^{{commit}}");
+    let hash = git(&repo.root, &["rev-parse", "--verify", &spec])?;
+    let Some(saifile) = repo.saifile_at(&hash)? else {
+        return Ok(None);
+    };
+    Ok(Some(Push {
+        project: project
+            .map(str::to_string)
+            .unwrap_or_else(|| repo.default_project()),
+        fetch_url: fetch_url
+            .map(str::to_string)
+            .unwrap_or_else(|| repo.root.display().to_string()),
+        git_ref,
+        hash,
+        saifile,
+    }))
+}
 
-    /// The notification file: JSON plus a newline, as `hooks/sai-notify` makes it.
-    pub fn body(&self) -> Vec<u8> {
-        let mut nonce = [0u8; 16];
-        rand::fill(&mut nonce[..]);
-        sai_core::notification::Notification::new(
-            &self.project,
-            &self.fetch_url,
-            &self.git_ref,
-            &self.hash,
-            &self.saifile,
-            nonce,
-        )
-        .at(unix_now())
-        .file_bytes()
-    }
+/// The notification file of `push`: JSON plus a newline, as
+/// `hooks/sai-notify` makes it.
+fn notification_file(push: &Push) -> Vec<u8> {
+    let mut nonce = [0u8; 16];
+    rand::fill(&mut nonce[..]);
+    push.notification(nonce, unix_now()).file_bytes()
+}
 
-    /// Sign with `key` and POST to `<url>/update-hook` with `client` (see
-    /// [`http_client`]); the server's JSON reply, or an error naming its
-    /// status and message.
-    pub async fn send_with(
-        &self,
-        client: &reqwest::Client,
-        url: &str,
-        key: &[u8],
-    ) -> Result<Value> {
-        let body = self.body();
-        let auth = sai_core::notification::sign(key, &body);
-        let endpoint = format!("{}/update-hook", url.trim_end_matches('/'));
-        let req = client
-            .post(&endpoint)
-            .header("user-agent", "sai-notifier")
-            .header("content-type", "application/json")
-            .header("authorization", auth)
-            .body(body);
-        let text = post_text(req, &endpoint).await?;
-        serde_json::from_str(&text).with_context(|| format!("{endpoint}: reply is not JSON"))
-    }
+/// Sign the notification of `push` with `key` and POST it to
+/// `<url>/update-hook` with `client` (see [`http_client`]); the server's
+/// JSON reply, or an error naming its status and message.
+pub async fn send(push: &Push, client: &reqwest::Client, url: &str, key: &[u8]) -> Result<Value> {
+    let body = notification_file(push);
+    let auth = sai_core::notification::sign(key, &body);
+    let endpoint = format!("{}/update-hook", url.trim_end_matches('/'));
+    let req = client
+        .post(&endpoint)
+        .header("user-agent", "sai-notifier")
+        .header("content-type", "application/json")
+        .header("authorization", auth)
+        .body(body);
+    let text = post_text(req, &endpoint).await?;
+    serde_json::from_str(&text).with_context(|| format!("{endpoint}: reply is not JSON"))
 }
 
 /// Send a POST to `endpoint`; the reply's text when its status is a
@@ -334,7 +305,7 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client> {
 }
 
 /// What a reply means, in one line.
-pub fn describe_reply(n: &Notification, url: &str, reply: &Value) -> String {
+pub fn describe_reply(n: &Push, url: &str, reply: &Value) -> String {
     let url = url.trim_end_matches('/');
     if let Some(id) = reply["event_id"].as_str() {
         if reply["duplicate"].as_bool() == Some(true) {
@@ -405,7 +376,7 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
         .fetch_url
         .clone()
         .or_else(|| repo.config("sai.fetchUrl"));
-    let Some(n) = Notification::from_repo(
+    let Some(n) = push_of_repo(
         &repo,
         args.git_ref.as_deref(),
         args.rev.as_deref(),
@@ -423,7 +394,7 @@ pub fn run(args: NotifyArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let client = http_client(args.ca_file.as_deref())?;
-    let reply = rt.block_on(n.send_with(&client, &url, &key))?;
+    let reply = rt.block_on(send(&n, &client, &url, &key))?;
     for w in reply_warnings(&reply) {
         println!("sai notify: warning: {w}");
     }

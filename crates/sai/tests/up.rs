@@ -663,7 +663,6 @@ async fn sai_up_says_within_a_second_why_an_outside_saifile_cannot_run_here() {
 /// erase line), and the result lines still come through.
 #[tokio::test(flavor = "multi_thread")]
 async fn sai_up_on_a_terminal_redraws_one_progress_line_per_event() {
-    use std::io::Read;
     let tmp = tempfile::tempdir().unwrap();
     let pty = nix::pty::openpty(None, None).unwrap();
     let data = tmp.path().join("data");
@@ -681,17 +680,7 @@ async fn sai_up_on_a_terminal_redraws_one_progress_line_per_event() {
         .unwrap();
     let mut guard = ProcessGuard::new(child, Duration::from_secs(30));
     let out = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let o = out.clone();
-    let mut master = std::fs::File::from(pty.master);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            o.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    sai_testkit::copy_in_background(std::fs::File::from(pty.master), out.clone());
     let text = || String::from_utf8_lossy(&out.lock().unwrap()).to_string();
     let r = wait_for("the demo's result", Duration::from_secs(120), || async {
         text()

@@ -11,17 +11,6 @@ use crate::error::Error;
 use crate::state::Server;
 use crate::store::test_results::{CaseRow, flaky_commits};
 
-fn case(c: CaseRow) -> api::TestCase {
-    api::TestCase {
-        suite: c.suite,
-        name: c.name,
-        result: c.result,
-        duration_ms: c.duration_ms,
-        message: c.message,
-        report: c.report,
-    }
-}
-
 /// A task's test cases, failed first, and its reports.
 pub fn of_task(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     let (db, _) = super::tasks::load(server, headers, id)?;
@@ -30,21 +19,11 @@ pub fn of_task(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     for c in &cases {
         *counts.entry(c.result).or_default() += 1;
     }
-    let reports = db
-        .test_reports(id)?
-        .into_iter()
-        .map(|r| api::TestReport {
-            name: r.name,
-            cases: r.cases,
-            refused: r.refused,
-            created: r.created,
-        })
-        .collect();
     ok(&api::TaskTests {
         task_id: id.to_string(),
         counts,
-        reports,
-        cases: cases.into_iter().map(case).collect(),
+        reports: db.test_reports(id)?,
+        cases,
     })
 }
 
@@ -57,8 +36,8 @@ pub fn of_event(server: &Server, headers: &HeaderMap, id: &str) -> Res {
         .map(|t| (t.id.to_string(), (t.configuration, t.platform)))
         .collect();
     let mut failed: BTreeMap<(String, String), api::FailedTest> = BTreeMap::new();
-    for c in db.failed_test_cases()? {
-        let (configuration, platform) = tasks.get(&c.task_id).cloned().unwrap_or_default();
+    for CaseRow { task_id, case: c } in db.failed_test_cases()? {
+        let (configuration, platform) = tasks.get(&task_id).cloned().unwrap_or_default();
         let entry = failed
             .entry((c.suite.clone(), c.name.clone()))
             .or_insert_with(|| api::FailedTest {
@@ -69,7 +48,7 @@ pub fn of_event(server: &Server, headers: &HeaderMap, id: &str) -> Res {
                 failures: Vec::new(),
             });
         entry.failures.push(api::TestFailure {
-            task_id: c.task_id,
+            task_id,
             configuration,
             platform,
             result: c.result,

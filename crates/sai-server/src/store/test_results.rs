@@ -7,40 +7,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Transaction, params};
+use sai_core::api::{self, TestReport};
 use sai_core::junit::{TestCase, TestOutcome};
 
 use super::{EventDb, Rows, Store, StoreError, now_ms};
 
-/// One uploaded report of a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportRow {
-    /// Its file name (as stored among the artifacts).
-    pub name: String,
-    /// Test cases recorded from it.
-    pub cases: i64,
-    /// Why it was refused, if it was.
-    pub refused: Option<String>,
-    /// When it arrived (unix ms).
-    pub created: i64,
-}
-
-/// One stored test case of a task.
+/// A stored test case and the task it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseRow {
     /// The task.
     pub task_id: String,
-    /// The report it came from.
-    pub report: String,
-    /// Suite.
-    pub suite: String,
-    /// Name.
-    pub name: String,
-    /// Result.
-    pub result: TestOutcome,
-    /// Duration.
-    pub duration_ms: Option<i64>,
-    /// Failure message.
-    pub message: Option<String>,
+    /// The case, as the API shows it.
+    pub case: api::TestCase,
 }
 
 /// Where a recorded test run happened.
@@ -90,12 +68,14 @@ const CASE_ORDER: &str =
 fn case_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CaseRow> {
     Ok(CaseRow {
         task_id: r.get(0)?,
-        report: r.get(1)?,
-        suite: r.get(2)?,
-        name: r.get(3)?,
-        result: parsed_outcome(r, 4)?,
-        duration_ms: r.get(5)?,
-        message: r.get(6)?,
+        case: api::TestCase {
+            report: r.get(1)?,
+            suite: r.get(2)?,
+            name: r.get(3)?,
+            result: parsed_outcome(r, 4)?,
+            duration_ms: r.get(5)?,
+            message: r.get(6)?,
+        },
     })
 }
 
@@ -155,12 +135,12 @@ impl EventDb {
     }
 
     /// The reports of a task, in upload order.
-    pub fn test_reports(&self, task_id: &str) -> Result<Vec<ReportRow>, StoreError> {
+    pub fn test_reports(&self, task_id: &str) -> Result<Vec<TestReport>, StoreError> {
         self.conn().rows(
             "SELECT name, cases, refused, created FROM test_reports WHERE task_id = ?1 ORDER BY id",
             [task_id],
             |r| {
-                Ok(ReportRow {
+                Ok(TestReport {
                     name: r.get(0)?,
                     cases: r.get(1)?,
                     refused: r.get(2)?,
@@ -171,14 +151,14 @@ impl EventDb {
     }
 
     /// The test cases of a task, failed first.
-    pub fn test_cases(&self, task_id: &str) -> Result<Vec<CaseRow>, StoreError> {
+    pub fn test_cases(&self, task_id: &str) -> Result<Vec<api::TestCase>, StoreError> {
         self.conn().rows(
             &format!(
                 "SELECT task_id, report, suite, name, result, duration_ms, message FROM test_cases
                  WHERE task_id = ?1 ORDER BY {CASE_ORDER}"
             ),
             [task_id],
-            case_from_row,
+            |r| case_from_row(r).map(|row| row.case),
         )
     }
 

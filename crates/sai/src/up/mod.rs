@@ -53,7 +53,7 @@ use sai_core::platform::{Platform, tuple_matches};
 use sai_server::auth::{TokenKeys, TokenKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::notify::{Notification, Repo, describe_reply, read_secret, rebuild_event};
+use crate::notify::{Repo, describe_reply, push_of_repo, read_secret, rebuild_event, send};
 pub use output::say;
 use processes::{Daemons, dialable};
 
@@ -347,8 +347,7 @@ async fn queue(
     secret: &Path,
     rebuild_token: Option<&str>,
 ) {
-    let n = match Notification::from_repo(repo, args.git_ref.as_deref(), None, Some(project), None)
-    {
+    let n = match push_of_repo(repo, args.git_ref.as_deref(), None, Some(project), None) {
         Ok(Some(n)) => n,
         Ok(None) => {
             say(&format!(
@@ -373,7 +372,7 @@ async fn queue(
         Ok(client) => client,
         Err(e) => return say(&format!("queueing {} failed: {e:#}", n.git_ref)),
     };
-    let reply = match n.send_with(&client, url, &key).await {
+    let reply = match send(&n, &client, url, &key).await {
         Ok(reply) => reply,
         Err(e) => return say(&format!("queueing {} failed: {e:#}", n.git_ref)),
     };
