@@ -53,11 +53,12 @@ impl LogListener {
         self.0.accept().await.map(|(s, _)| s)
     }
 
-    /// Connections still in the backlog (a client that wrote and exited
-    /// just before the stop), taken with plain non-blocking accept(2) calls.
-    pub fn drain_backlog(self) -> Vec<LogStream> {
+    /// Connections waiting in the backlog (a client that wrote and exited
+    /// just before the stop), taken with plain non-blocking accept(2) calls
+    /// on a duplicate of the listening socket, which stays bound.
+    pub fn drain_backlog(&self) -> Vec<LogStream> {
         let mut out = Vec::new();
-        if let Ok(std_listener) = self.0.into_std() {
+        if let Ok(std_listener) = self.try_clone_std() {
             while let Ok((stream, _)) = std_listener.accept() {
                 if let Ok(stream) = stream
                     .set_nonblocking(true)

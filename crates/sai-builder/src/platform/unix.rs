@@ -488,4 +488,10 @@ impl LogListener {
     pub fn remove(endpoint: &Path) {
         let _ = std::fs::remove_file(endpoint);
     }
+
+    /// A std listener on a duplicate of the (non-blocking) socket.
+    pub(super) fn try_clone_std(&self) -> std::io::Result<std::os::unix::net::UnixListener> {
+        use std::os::fd::AsFd;
+        Ok(self.0.as_fd().try_clone_to_owned()?.into())
+    }
 }
