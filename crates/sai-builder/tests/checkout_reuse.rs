@@ -118,6 +118,7 @@ fn a_reused_checkout_equals_a_fresh_one_across_deletes_renames_and_mode_changes(
     let untouched = std::fs::metadata(src.join("sub/dir/file.txt"))
         .unwrap()
         .ino();
+    let head = std::fs::metadata(src.join(".git/HEAD")).unwrap().ino();
 
     // Forth, back and forth again: every change in both directions, and
     // the same commit again (nothing to write).
@@ -140,6 +141,11 @@ fn a_reused_checkout_equals_a_fresh_one_across_deletes_renames_and_mode_changes(
             .ino(),
         untouched,
         "a file both commits share is left in place"
+    );
+    assert_eq!(
+        std::fs::metadata(src.join(".git/HEAD")).unwrap().ino(),
+        head,
+        "HEAD is rewritten in place, not replaced by a new file"
     );
     assert!(
         src.join("vendor/lib").is_dir(),
@@ -195,6 +201,8 @@ fn what_a_step_left_in_a_checkout_does_not_survive_its_reuse() {
         std::fs::write(&config, text).unwrap();
         std::fs::remove_dir_all(src.join(".git/refs/tags")).unwrap();
         std::os::unix::fs::symlink(tmp.path(), src.join(".git/refs/tags")).unwrap();
+        std::fs::remove_file(src.join(".git/HEAD")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join(".git/HEAD")).unwrap();
 
         mirror.checkout_reusing(target, &src).unwrap();
         assert_same_as_fresh(
