@@ -12,8 +12,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::AsyncRead;
 
+use super::StepError;
 use super::{ExitKind, StepCommand};
-use crate::step_runner::StepError;
 
 /// The unprivileged user steps run as when the builder runs as root.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use std::process::Stdio;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, JobObject, KillOnDrop};
 use tokio::io::AsyncRead;
 
+use super::StepError;
 use super::{ExitKind, StepCommand, script};
-use crate::step_runner::StepError;
 
 /// Windows variables `cmd` and most tools need; copied from the builder's
 /// own environment unless the step's environment sets them.
