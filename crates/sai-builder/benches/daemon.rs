@@ -21,7 +21,8 @@
 //! main's, or the deployed static build from `scripts/build-static.sh`)
 //! with the same bench, `SAI_BENCH_SERVER=<path>` another `sai-server`;
 //! `SAI_BENCH_QUICK=1` runs few samples and skips the 100 MB step (a smoke
-//! test); `SAI_BENCH_TLS=1` connects the builder over TLS (`wss://`, as a
+//! test); `SAI_BENCH_TASKS=<n>` runs n trivial tasks (e.g. with `QUICK`, to
+//! profile the per-task path alone); `SAI_BENCH_TLS=1` connects the builder over TLS (`wss://`, as a
 //! deployed builder does; a CA made for the run).
 
 mod rig;
@@ -275,7 +276,10 @@ async fn main() -> Result<()> {
     let (idle_rss, _) = rss_kib(pid);
 
     // Trivial tasks of new commits: hook -> first step, CPU per task.
-    let task_runs = if quick { 5 } else { TASK_RUNS };
+    let task_runs = std::env::var("SAI_BENCH_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 5 } else { TASK_RUNS });
     let pid_text = pid.to_string();
     let step = "echo \"MA\"\"RK=${EPOCHREALTIME/./}000\"";
     let mut hook_to_step = Vec::new();

@@ -513,8 +513,7 @@ impl Mirror {
             if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
                 continue;
             }
-            let _ = std::fs::remove_file(&path);
-            std::fs::write(&path, text).map_err(io("writing", &path))?;
+            write_in_place(&path, text.as_bytes()).map_err(io("writing", &path))?;
         }
         Ok(())
     }
@@ -668,6 +667,22 @@ impl OpenMirror<'_> {
             .map_err(gix_err("writing index", dest))?;
         Ok(CheckoutStats { files, bytes })
     }
+}
+
+/// Write `path`'s whole content into the file itself (truncating it, or
+/// creating it): rewriting a reused checkout's `HEAD` then takes no new
+/// inode. Never through a link: `sweep_git_dir` removed symlinks and
+/// hard-linked files a step may have left, and a symlink made since fails.
+fn write_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+    }
+    options.open(path)?.write_all(bytes)
 }
 
 /// The index of commit `id`'s tree, as a checkout of it writes it.

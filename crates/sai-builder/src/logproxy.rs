@@ -1,4 +1,4 @@
-//! Log proxy sockets of one task.
+//! Log proxy sockets of a task.
 //!
 //! Three unix stream listeners at `<home>/run/<VN>/logproxy.sai` (channel 3),
 //! `logproxy.tty0` (channel 4) and `logproxy.tty1` (channel 5). They are
@@ -9,11 +9,20 @@
 //! to each, concurrently or one after another; every byte they write becomes a
 //! [`LogChunk`] on that socket's channel (raw bytes, in reads of up to 2048).
 //!
-//! The sockets exist while the [`LogProxy`] lives: dropping it (or
-//! [`LogProxy::shutdown`]) stops the forwarding tasks and deletes the socket
+//! A [`LogProxy`] (the directory and its bound sockets) outlives its task:
+//! [`LogProxy::serve`] forwards to one task's log and [`Serving::shutdown`]
+//! ends that, and [`LogProxies`] keeps each instance's proxy for its next
+//! task, whose run dir it becomes by a rename ([`LogProxy::move_to`]; a
+//! bound unix socket is found through its inode, so clients connect by the
+//! new path). A task thus creates and deletes no files for its proxies:
+//! on a filesystem that allocates inodes slowly (ext4 without a journal
+//! scans past every inode freed in the last minutes) that was a third of
+//! the builder's CPU per trivial task. Dropping the proxy deletes the socket
 //! files and the run directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,58 +66,109 @@ impl LogProxyPaths {
     }
 }
 
-/// Running log proxies of one task; see the module doc.
+/// A task's log proxy directory and its bound sockets; see the module doc.
 #[derive(Debug)]
 pub struct LogProxy {
     dir: PathBuf,
     paths: LogProxyPaths,
+    listeners: [(Arc<LogListener>, u8); 3],
+}
+
+/// A [`LogProxy`] forwarding to one task's log.
+#[derive(Debug)]
+pub struct Serving {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl LogProxy {
-    /// Create `run_dir` and bind the three sockets in it, forwarding to `tx`.
-    /// With `owner`, the directory and sockets are chowned to that user so a
-    /// step running as it can connect. Must be called inside a tokio runtime.
-    pub fn bind(run_dir: &Path, tx: LogSender, owner: Option<&RunAs>) -> std::io::Result<Self> {
+    /// Create `run_dir` and bind the three sockets in it. With `owner`, the
+    /// directory and sockets are chowned to that user so a step running as
+    /// it can connect. Must be called inside a tokio runtime.
+    pub fn bind(run_dir: &Path, owner: Option<&RunAs>) -> std::io::Result<Self> {
         std::fs::create_dir_all(run_dir)?;
+        // Until every socket is bound, this guard removes what was made.
+        let mut made = Made {
+            dir: run_dir,
+            paths: Vec::new(),
+            kept: false,
+        };
         make_private(run_dir)?;
         if let Some(user) = owner {
             crate::platform::chown_to(run_dir, user)?;
         }
         let wanted = LogProxyPaths::in_dir(run_dir);
-        let mut proxy = Self {
-            dir: run_dir.to_path_buf(),
-            paths: wanted.clone(),
-            stop: CancellationToken::new(),
-            tasks: Vec::new(),
-        };
-        let mut endpoints = Vec::new();
+        let mut bound = Vec::new();
         for (path, channel) in wanted.with_channels() {
-            // On error `proxy` drops here and removes what was made so far.
             let (listener, endpoint) = LogListener::bind(path, owner)?;
-            endpoints.push(endpoint);
-            let task = tokio::spawn(accept_loop(
-                listener,
-                channel,
-                tx.clone(),
-                proxy.stop.clone(),
-            ));
-            proxy.tasks.push(task);
+            made.paths.push(path.to_path_buf());
+            bound.push((Arc::new(listener), channel, endpoint));
         }
-        let [sai, tty0, tty1] = <[PathBuf; 3]>::try_from(endpoints).expect("three proxies");
-        proxy.paths = LogProxyPaths { sai, tty0, tty1 };
-        Ok(proxy)
+        made.kept = true;
+        let [sai, tty0, tty1] = <[_; 3]>::try_from(bound).expect("three proxies");
+        Ok(Self {
+            dir: run_dir.to_path_buf(),
+            paths: LogProxyPaths {
+                sai: sai.2,
+                tty0: tty0.2,
+                tty1: tty1.2,
+            },
+            listeners: [(sai.0, sai.1), (tty0.0, tty0.1), (tty1.0, tty1.1)],
+        })
     }
 
-    /// The socket paths.
+    /// What steps are told to connect to.
     pub fn paths(&self) -> &LogProxyPaths {
         &self.paths
     }
 
+    /// Make `run_dir` (a new path on the same filesystem) the proxy's
+    /// directory by renaming it; the sockets stay bound.
+    pub fn move_to(&mut self, run_dir: &Path) -> std::io::Result<()> {
+        if run_dir == self.dir {
+            return Ok(());
+        }
+        std::fs::rename(&self.dir, run_dir)?;
+        let moved = |p: &PathBuf| match p.strip_prefix(&self.dir) {
+            Ok(name) => run_dir.join(name),
+            // An endpoint that is not a path (a TCP address) stays.
+            Err(_) => p.clone(),
+        };
+        self.paths = LogProxyPaths {
+            sai: moved(&self.paths.sai),
+            tty0: moved(&self.paths.tty0),
+            tty1: moved(&self.paths.tty1),
+        };
+        self.dir = run_dir.to_path_buf();
+        Ok(())
+    }
+
+    /// Forward what clients write to `tx` until [`Serving::shutdown`].
+    /// Connections made since the last task ended are closed unread: they
+    /// are not this task's. Must be called inside a tokio runtime.
+    pub fn serve(&self, tx: LogSender) -> Serving {
+        let stop = CancellationToken::new();
+        let tasks = self
+            .listeners
+            .iter()
+            .map(|(listener, channel)| {
+                drop(listener.drain_backlog());
+                tokio::spawn(accept_loop(
+                    listener.clone(),
+                    *channel,
+                    tx.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Serving { stop, tasks }
+    }
+}
+
+impl Serving {
     /// Stop accepting, give open connections up to `grace` to reach
     /// end-of-file (so bytes written just before a step exited still arrive),
-    /// then remove everything.
+    /// then close them.
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop.cancel();
         let tasks = std::mem::take(&mut self.tasks);
@@ -124,16 +184,20 @@ impl LogProxy {
                 a.abort();
             }
         }
-        // Drop removes the files.
     }
 }
 
-impl Drop for LogProxy {
+impl Drop for Serving {
     fn drop(&mut self) {
         self.stop.cancel();
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+impl Drop for LogProxy {
+    fn drop(&mut self) {
         for (path, _) in self.paths.with_channels() {
             LogListener::remove(path);
         }
@@ -141,7 +205,67 @@ impl Drop for LogProxy {
     }
 }
 
-async fn accept_loop(listener: LogListener, channel: u8, tx: LogSender, stop: CancellationToken) {
+/// What [`LogProxy::bind`] made so far, removed on drop unless `kept`.
+struct Made<'a> {
+    dir: &'a Path,
+    paths: Vec<PathBuf>,
+    kept: bool,
+}
+
+impl Drop for Made<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for path in &self.paths {
+            LogListener::remove(path);
+        }
+        let _ = std::fs::remove_dir(self.dir);
+    }
+}
+
+/// Each instance's proxy between its tasks (shared by the clones of a
+/// task context).
+#[derive(Debug, Clone, Default)]
+pub struct LogProxies(Arc<Mutex<HashMap<u32, LogProxy>>>);
+
+impl LogProxies {
+    /// Instance `idx`'s proxy moved to `run_dir`, or a new one bound there.
+    pub fn take_or_bind(
+        &self,
+        idx: u32,
+        run_dir: &Path,
+        owner: Option<&RunAs>,
+    ) -> std::io::Result<LogProxy> {
+        let kept = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&idx);
+        if let Some(mut proxy) = kept {
+            match proxy.move_to(run_dir) {
+                Ok(()) => return Ok(proxy),
+                Err(e) => tracing::warn!(error = %e, "log proxy not reused"),
+            }
+        }
+        LogProxy::bind(run_dir, owner)
+    }
+
+    /// Keep `proxy` for instance `idx`'s next task.
+    pub fn keep(&self, idx: u32, proxy: LogProxy) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(idx, proxy);
+    }
+}
+
+async fn accept_loop(
+    listener: Arc<LogListener>,
+    channel: u8,
+    tx: LogSender,
+    stop: CancellationToken,
+) {
     // Dropping the JoinSet (when this task is aborted) aborts the connections.
     let mut conns = JoinSet::new();
     loop {
@@ -186,7 +310,7 @@ async fn forward(mut stream: LogStream, channel: u8, tx: LogSender) {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use tokio::io::AsyncWriteExt;
     use tokio::net::UnixStream;
 
@@ -212,7 +336,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = tmp.path().join("run").join("ABCDWXYZ");
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let proxy = LogProxy::bind(&run, tx, None).unwrap();
+        let proxy = LogProxy::bind(&run, None).unwrap();
+        let serving = proxy.serve(tx);
         let paths = proxy.paths().clone();
         assert_eq!(paths, LogProxyPaths::in_dir(&run));
         let mode = std::fs::metadata(&paths.sai).unwrap().permissions().mode();
@@ -237,6 +362,7 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, b"aabb");
 
+        drop(serving);
         drop(proxy);
         for (path, _) in paths.with_channels() {
             assert!(!path.exists(), "{} removed", path.display());
@@ -250,13 +376,71 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = tmp.path().join("r");
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let proxy = LogProxy::bind(&run, tx, None).unwrap();
+        let proxy = LogProxy::bind(&run, None).unwrap();
+        let serving = proxy.serve(tx);
         let mut s = UnixStream::connect(&proxy.paths().sai).await.unwrap();
         s.write_all(b"last words").await.unwrap();
         drop(s);
-        proxy.shutdown(Duration::from_secs(30)).await;
-        assert!(!run.exists());
+        serving.shutdown(Duration::from_secs(30)).await;
         assert_eq!(collect(&mut rx, CH_NOTICE, 10).await, b"last words");
+        drop(proxy);
+        assert!(!run.exists());
+    }
+
+    #[tokio::test]
+    async fn the_next_task_gets_the_sockets_renamed_into_its_run_dir_and_only_its_own_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let proxies = LogProxies::default();
+        let first_dir = tmp.path().join("run").join("AAAA1111");
+        let (tx1, mut rx1) = tokio::sync::mpsc::channel(16);
+        let first = proxies.take_or_bind(0, &first_dir, None).unwrap();
+        let serving = first.serve(tx1);
+        let mut s = UnixStream::connect(&first.paths().tty1).await.unwrap();
+        s.write_all(b"first").await.unwrap();
+        drop(s);
+        serving.shutdown(Duration::from_secs(30)).await;
+        assert_eq!(collect(&mut rx1, CH_TTY1, 5).await, b"first");
+        let socket_inode = std::fs::metadata(&first.paths().tty1).unwrap().ino();
+        proxies.keep(0, first);
+
+        // Between tasks: a connection nobody may read for the next task.
+        let mut late = UnixStream::connect(first_dir.join("logproxy.tty1"))
+            .await
+            .unwrap();
+        late.write_all(b"stray").await.unwrap();
+        drop(late);
+
+        let second_dir = tmp.path().join("run").join("BBBB2222");
+        let second = proxies.take_or_bind(0, &second_dir, None).unwrap();
+        assert_eq!(second.paths(), &LogProxyPaths::in_dir(&second_dir));
+        assert!(!first_dir.exists(), "the run dir was renamed, not copied");
+        assert_eq!(
+            std::fs::metadata(&second.paths().tty1).unwrap().ino(),
+            socket_inode,
+            "the same bound socket, no new file"
+        );
+        let (tx2, mut rx2) = tokio::sync::mpsc::channel(16);
+        let serving = second.serve(tx2);
+        let mut s = UnixStream::connect(&second.paths().tty1).await.unwrap();
+        s.write_all(b"second").await.unwrap();
+        drop(s);
+        serving.shutdown(Duration::from_secs(30)).await;
+        assert_eq!(collect(&mut rx2, CH_TTY1, 6).await, b"second");
+        assert!(
+            rx2.try_recv().is_err(),
+            "the stray bytes were not forwarded"
+        );
+
+        // Another instance gets its own sockets.
+        let other = proxies
+            .take_or_bind(1, &tmp.path().join("run").join("CCCC3333"), None)
+            .unwrap();
+        assert_ne!(
+            std::fs::metadata(&other.paths().tty1).unwrap().ino(),
+            socket_inode
+        );
+        drop(second);
+        assert!(!second_dir.exists());
     }
 
     #[tokio::test]
@@ -265,8 +449,7 @@ mod tests {
         let run = tmp.path().join("r");
         std::fs::create_dir_all(&run).unwrap();
         std::fs::write(run.join("logproxy.sai"), b"stale").unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::channel(1);
-        let proxy = LogProxy::bind(&run, tx, None).unwrap();
+        let proxy = LogProxy::bind(&run, None).unwrap();
         UnixStream::connect(&proxy.paths().sai).await.unwrap();
     }
 }

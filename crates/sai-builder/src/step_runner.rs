@@ -47,8 +47,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{CH_STDERR, CH_STDOUT, LogChunk, LogSender};
-pub use crate::platform::RunAs;
 use crate::platform::{ExitKind, StepCommand, StepProcess};
+pub use crate::platform::{RunAs, StepError};
 #[cfg(unix)]
 pub use crate::platform::{group_alive, kill_group, shell};
 
@@ -63,54 +63,6 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Read size for stdout/stderr.
 const READ_SIZE: usize = 4096;
-
-/// A step that could not be run at all.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// The configured user does not exist.
-    #[error("step user {0:?} does not exist")]
-    NoSuchUser(String),
-    /// Looking the user up failed.
-    #[error("looking up step user {name:?}: {source}")]
-    UserLookup {
-        /// The user name.
-        name: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The owner of a path could not be read.
-    #[error("reading the owner of {path}: {source}")]
-    Owner {
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A step user is configured but the builder is not root.
-    #[error("cannot run steps as {0:?}: the builder is not running as root")]
-    NotRoot(String),
-    /// A step user is configured on a platform without user switching.
-    #[error(
-        "cannot run steps as {0:?}: run_as is only supported on Unix; on this platform steps run as the builder's own account (remove run_as from the builder config)"
-    )]
-    RunAsUnsupported(String),
-    /// The step cannot be written as a script for this platform.
-    #[error("writing the step script: {0}")]
-    Script(#[from] crate::platform::script::ScriptError),
-    /// The shell could not be started.
-    #[error("starting {shell} in {cwd}: {source}")]
-    Spawn {
-        /// The shell.
-        shell: PathBuf,
-        /// The working directory.
-        cwd: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Waiting for the step failed.
-    #[error("waiting for the step: {0}")]
-    Wait(std::io::Error),
-}
 
 /// One step to run.
 #[derive(Debug, Clone)]

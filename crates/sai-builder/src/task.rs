@@ -38,7 +38,7 @@ use crate::git_mirror::Mirror;
 use crate::instances::InstancePool;
 use crate::jobdir::{FileStamp, LastJobDir, LastJobDirs, Layout, chown_tree, vn};
 use crate::log::LogChunk;
-use crate::logproxy::LogProxy;
+use crate::logproxy::LogProxies;
 use crate::step_runner::{
     DEFAULT_KILL_GRACE, DEFAULT_LOG_LIMIT, DEFAULT_TIMEOUT, RunAs, StepOutcome, StepSpec, run_step,
 };
@@ -97,6 +97,8 @@ pub struct TaskContext {
     pub cgroups: Option<Arc<crate::platform::cgroup::CgroupParent>>,
     /// Each instance's last job dir, taken over by its next task.
     pub last_job_dirs: LastJobDirs,
+    /// Each instance's log proxy, taken over by its next task.
+    pub log_proxies: LogProxies,
 }
 
 impl TaskContext {
@@ -115,6 +117,7 @@ impl TaskContext {
             #[cfg(target_os = "linux")]
             cgroups: None,
             last_job_dirs: LastJobDirs::default(),
+            log_proxies: LogProxies::default(),
         }
     }
 }
@@ -364,10 +367,14 @@ async fn run_inner(
     let owner = ctx.run_as.as_ref();
     let (proxy_tx, proxy_rx) = mpsc::channel::<LogChunk>(64);
     let proxy_forwarder = spawn_forwarder(proxy_rx, events.clone());
-    let proxy = match LogProxy::bind(&ctx.layout.run_dir(&vn), proxy_tx, owner) {
+    let proxy = match ctx
+        .log_proxies
+        .take_or_bind(instance.idx(), &ctx.layout.run_dir(&vn), owner)
+    {
         Ok(p) => p,
         Err(e) => return infra(format!("log proxy sockets: {e}")),
     };
+    let serving = proxy.serve(proxy_tx);
     let env = match build_env(&StepEnvInput {
         project: &offer.project,
         git_ref: &offer.git_ref,
@@ -485,8 +492,9 @@ async fn run_inner(
             }
         }
     }
-    proxy.shutdown(PROXY_DRAIN).await;
+    serving.shutdown(PROXY_DRAIN).await;
     let _ = proxy_forwarder.await;
+    ctx.log_proxies.keep(instance.idx(), proxy);
     drop(instance);
 
     // Test reports: also (above all) when a step failed.

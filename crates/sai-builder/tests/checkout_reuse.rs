@@ -118,6 +118,7 @@ fn a_reused_checkout_equals_a_fresh_one_across_deletes_renames_and_mode_changes(
     let untouched = std::fs::metadata(src.join("sub/dir/file.txt"))
         .unwrap()
         .ino();
+    let head = std::fs::metadata(src.join(".git/HEAD")).unwrap().ino();
 
     // Forth, back and forth again: every change in both directions, and
     // the same commit again (nothing to write).
@@ -140,6 +141,11 @@ fn a_reused_checkout_equals_a_fresh_one_across_deletes_renames_and_mode_changes(
             .ino(),
         untouched,
         "a file both commits share is left in place"
+    );
+    assert_eq!(
+        std::fs::metadata(src.join(".git/HEAD")).unwrap().ino(),
+        head,
+        "HEAD is rewritten in place, not replaced by a new file"
     );
     assert!(
         src.join("vendor/lib").is_dir(),
@@ -195,6 +201,8 @@ fn what_a_step_left_in_a_checkout_does_not_survive_its_reuse() {
         std::fs::write(&config, text).unwrap();
         std::fs::remove_dir_all(src.join(".git/refs/tags")).unwrap();
         std::os::unix::fs::symlink(tmp.path(), src.join(".git/refs/tags")).unwrap();
+        std::fs::remove_file(src.join(".git/HEAD")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join(".git/HEAD")).unwrap();
 
         mirror.checkout_reusing(target, &src).unwrap();
         assert_same_as_fresh(
@@ -331,4 +339,77 @@ async fn an_index_rewritten_by_a_step_does_not_carry_a_file_into_the_next_task()
 
     let (r, out) = run(&ctx, &offer(2, repo.path(), &second, &["cat keep.txt"])).await;
     assert_eq!((r, out.as_str()), (TaskResult::Success, "two\n"));
+}
+
+/// Every file and directory under `root` (links not followed) with its inode.
+fn inodes(root: &Path) -> std::collections::BTreeMap<PathBuf, u64> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            }
+            found.insert(entry.path(), meta.ino());
+        }
+    }
+    found
+}
+
+/// What an instance's next task of a one-file push creates in the builder
+/// home: the push's new objects in the mirror (commit, tree, blob) and the
+/// ref that keeps them, the changed file and the checkout's new index. The job dir, `HEAD` and the
+/// log proxy sockets carry over (renamed to the new task's VN): on ext4
+/// without a journal every new inode costs a scan past each inode freed in
+/// the last minutes (BENCHMARKS.md, issue 10).
+#[tokio::test]
+async fn an_instances_next_task_creates_only_the_pushed_objects_the_changed_file_and_an_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, _, second) = two_commits(tmp.path());
+    let ctx = one_instance_context(tmp.path());
+    for n in [1, 2] {
+        let (r, _) = run(&ctx, &offer(n, repo.path(), &second, &["true"])).await;
+        assert_eq!(r, TaskResult::Success);
+    }
+    let before = inodes(ctx.layout.home());
+    repo.write("keep.txt", "three\n");
+    let third = repo.commit("three");
+    let (r, _) = run(&ctx, &offer(3, repo.path(), &third, &["true"])).await;
+    assert_eq!(r, TaskResult::Success);
+
+    // A file is carried over when it has the inode it had before at its
+    // path there (with the second task's VN where the third's stands).
+    let vn = |n| sai_builder::jobdir::vn(&offer(n, repo.path(), &third, &[]).task_id).unwrap();
+    let (vn2, vn3) = (vn(2), vn(3));
+    let (mirror, others): (Vec<PathBuf>, Vec<PathBuf>) = inodes(ctx.layout.home())
+        .into_iter()
+        .filter(|(path, ino)| {
+            let then = PathBuf::from(path.to_string_lossy().replace(&vn3, &vn2));
+            !path.is_dir() && before.get(&then) != Some(ino)
+        })
+        .map(|(path, _)| path)
+        .partition(|p| p.starts_with(ctx.layout.mirrors_dir()));
+    let objects = mirror
+        .iter()
+        .filter(|p| p.parent().unwrap().parent().unwrap().ends_with("objects"))
+        .count();
+    assert_eq!(objects, 3, "the push's commit, tree and blob: {mirror:#?}");
+    assert_eq!(mirror.len(), 4, "and refs/sai/<commit>: {mirror:#?}");
+    assert!(
+        mirror
+            .iter()
+            .any(|p| p.ends_with(format!("refs/sai/{third}")))
+    );
+    let names: Vec<_> = others
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"index".to_string()), "{others:#?}");
+    // keep.txt may get its old inode number back from the filesystem.
+    assert!(
+        names.iter().all(|n| n == "index" || n == "keep.txt"),
+        "nothing but the index and the changed file is new in the job and run dirs: {others:#?}"
+    );
 }

@@ -60,7 +60,8 @@ async fn a_task_from_push_to_artifacts() {
 
     // Log proxies and environment.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<LogChunk>(8);
-    let proxy = LogProxy::bind(&layout.run_dir(&vn), tx.clone(), None).unwrap();
+    let proxy = LogProxy::bind(&layout.run_dir(&vn), None).unwrap();
+    let serving = proxy.serve(tx.clone());
     let pool = InstancePool::default();
     let instance = pool.acquire().unwrap();
     let platform_env = BTreeMap::new();
@@ -92,7 +93,8 @@ async fn a_task_from_push_to_artifacts() {
     assert_eq!(report.outcome, StepOutcome::Exited(0));
     drop(instance);
     let sockets = proxy.paths().clone();
-    proxy.shutdown(Duration::from_secs(30)).await;
+    serving.shutdown(Duration::from_secs(30)).await;
+    drop(proxy);
     assert!(!sockets.sai.exists());
     drop(tx);
     let chunks = collector.await.unwrap();

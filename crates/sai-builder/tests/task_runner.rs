@@ -124,13 +124,16 @@ async fn a_successful_task_reports_steps_logs_and_artifacts_in_order() {
     assert_eq!(ctx.instances.in_use(), 0, "instance released");
     let vn = sai_builder::jobdir::vn(&o.task_id).unwrap();
     assert!(
-        !ctx.layout.run_dir(&vn).exists(),
-        "log proxy sockets removed"
-    );
-    assert!(
         ctx.layout.src_dir(&vn).join("build/out.bin").exists(),
         "job dir kept"
     );
+    // The instance keeps its log proxy sockets for its next task (they are
+    // renamed into that task's run dir); dropping the builder's context
+    // removes them.
+    let run_dir = ctx.layout.run_dir(&vn);
+    assert!(run_dir.join("logproxy.sai").exists(), "sockets kept");
+    drop(ctx);
+    assert!(!run_dir.exists(), "log proxy sockets removed");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | [`StepCommand`] (the shell of a step) | `<sh> -e -c <text>` | the text as a `.bat` script run by `cmd /D /C` ([`script::windows_batch`]) |
 //! | [`StepProcess`] (a step's whole process tree) | its own process group; on Linux also a subreaper shim ([`containment`]) and a task cgroup, v2 where delegated, else v1 when limits are set ([`cgroup`]) | a job object (process-wrap) |
-//! | [`RunAs`] (user switching) | uid, gid and supplementary groups, set in the child | refused with [`crate::step_runner::StepError::RunAsUnsupported`] |
+//! | [`RunAs`] (user switching) | uid, gid and supplementary groups, set in the child | refused with [`StepError::RunAsUnsupported`] |
 //! | log proxy endpoints | unix sockets (mode 0600) | loopback TCP listeners |
 //! | [`free_disk_bytes`] | `statvfs(2)` | `GetDiskFreeSpaceExW` (fs4) |
 //! | [`load`] (load average, memory) | `/proc/loadavg`, `/proc/meminfo` (Linux; `None` elsewhere) | `None` |
@@ -45,6 +45,54 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A step that could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The configured user does not exist.
+    #[error("step user {0:?} does not exist")]
+    NoSuchUser(String),
+    /// Looking the user up failed.
+    #[error("looking up step user {name:?}: {source}")]
+    UserLookup {
+        /// The user name.
+        name: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The owner of a path could not be read.
+    #[error("reading the owner of {path}: {source}")]
+    Owner {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A step user is configured but the builder is not root.
+    #[error("cannot run steps as {0:?}: the builder is not running as root")]
+    NotRoot(String),
+    /// A step user is configured on a platform without user switching.
+    #[error(
+        "cannot run steps as {0:?}: run_as is only supported on Unix; on this platform steps run as the builder's own account (remove run_as from the builder config)"
+    )]
+    RunAsUnsupported(String),
+    /// The step cannot be written as a script for this platform.
+    #[error("writing the step script: {0}")]
+    Script(#[from] script::ScriptError),
+    /// The shell could not be started.
+    #[error("starting {shell} in {cwd}: {source}")]
+    Spawn {
+        /// The shell.
+        shell: PathBuf,
+        /// The working directory.
+        cwd: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Waiting for the step failed.
+    #[error("waiting for the step: {0}")]
+    Wait(std::io::Error),
+}
+
 /// What a log proxy listener does the same way on every platform (its
 /// socket type and `bind`/`remove` are per platform).
 impl LogListener {
@@ -53,11 +101,12 @@ impl LogListener {
         self.0.accept().await.map(|(s, _)| s)
     }
 
-    /// Connections still in the backlog (a client that wrote and exited
-    /// just before the stop), taken with plain non-blocking accept(2) calls.
-    pub fn drain_backlog(self) -> Vec<LogStream> {
+    /// Connections waiting in the backlog (a client that wrote and exited
+    /// just before the stop), taken with plain non-blocking accept(2) calls
+    /// on a duplicate of the listening socket, which stays bound.
+    pub fn drain_backlog(&self) -> Vec<LogStream> {
         let mut out = Vec::new();
-        if let Ok(std_listener) = self.0.into_std() {
+        if let Ok(std_listener) = self.try_clone_std() {
             while let Ok((stream, _)) = std_listener.accept() {
                 if let Ok(stream) = stream
                     .set_nonblocking(true)

@@ -12,8 +12,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Pid, Uid};
 use tokio::io::AsyncRead;
 
+use super::StepError;
 use super::{ExitKind, StepCommand};
-use crate::step_runner::StepError;
 
 /// The unprivileged user steps run as when the builder runs as root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,5 +487,11 @@ impl LogListener {
     /// Remove what [`LogListener::bind`] made at `endpoint`.
     pub fn remove(endpoint: &Path) {
         let _ = std::fs::remove_file(endpoint);
+    }
+
+    /// A std listener on a duplicate of the (non-blocking) socket.
+    pub(super) fn try_clone_std(&self) -> std::io::Result<std::os::unix::net::UnixListener> {
+        use std::os::fd::AsFd;
+        Ok(self.0.as_fd().try_clone_to_owned()?.into())
     }
 }

@@ -6,8 +6,8 @@ use std::process::Stdio;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, JobObject, KillOnDrop};
 use tokio::io::AsyncRead;
 
+use super::StepError;
 use super::{ExitKind, StepCommand, script};
-use crate::step_runner::StepError;
 
 /// Windows variables `cmd` and most tools need; copied from the builder's
 /// own environment unless the step's environment sets them.
@@ -167,4 +167,10 @@ impl LogListener {
 
     /// Nothing to remove for a TCP listener.
     pub fn remove(_endpoint: &Path) {}
+
+    /// A std listener on a duplicate of the (non-blocking) socket.
+    pub(super) fn try_clone_std(&self) -> std::io::Result<std::net::TcpListener> {
+        use std::os::windows::io::AsSocket;
+        Ok(self.0.as_socket().try_clone_to_owned()?.into())
+    }
 }
