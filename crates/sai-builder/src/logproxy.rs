@@ -331,6 +331,12 @@ mod tests {
         got
     }
 
+    /// One client: connect to `path`, write `bytes`, close.
+    async fn write_once(path: impl AsRef<Path>, bytes: &[u8]) {
+        let mut s = UnixStream::connect(path).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+    }
+
     #[tokio::test]
     async fn forwards_each_socket_on_its_channel_and_cleans_up() {
         let tmp = tempfile::tempdir().unwrap();
@@ -346,9 +352,7 @@ mod tests {
         for (path, channel) in paths.with_channels() {
             // Two connections one after another on the same socket.
             for msg in [&b"hello "[..], &b"world\n"[..]] {
-                let mut s = UnixStream::connect(path).await.unwrap();
-                s.write_all(msg).await.unwrap();
-                drop(s);
+                write_once(path, msg).await;
                 assert_eq!(collect(&mut rx, channel, msg.len()).await, msg);
             }
         }
@@ -378,9 +382,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let proxy = LogProxy::bind(&run, None).unwrap();
         let serving = proxy.serve(tx);
-        let mut s = UnixStream::connect(&proxy.paths().sai).await.unwrap();
-        s.write_all(b"last words").await.unwrap();
-        drop(s);
+        write_once(&proxy.paths().sai, b"last words").await;
         serving.shutdown(Duration::from_secs(30)).await;
         assert_eq!(collect(&mut rx, CH_NOTICE, 10).await, b"last words");
         drop(proxy);
@@ -395,20 +397,14 @@ mod tests {
         let (tx1, mut rx1) = tokio::sync::mpsc::channel(16);
         let first = proxies.take_or_bind(0, &first_dir, None).unwrap();
         let serving = first.serve(tx1);
-        let mut s = UnixStream::connect(&first.paths().tty1).await.unwrap();
-        s.write_all(b"first").await.unwrap();
-        drop(s);
+        write_once(&first.paths().tty1, b"first").await;
         serving.shutdown(Duration::from_secs(30)).await;
         assert_eq!(collect(&mut rx1, CH_TTY1, 5).await, b"first");
         let socket_inode = std::fs::metadata(&first.paths().tty1).unwrap().ino();
         proxies.keep(0, first);
 
         // Between tasks: a connection nobody may read for the next task.
-        let mut late = UnixStream::connect(first_dir.join("logproxy.tty1"))
-            .await
-            .unwrap();
-        late.write_all(b"stray").await.unwrap();
-        drop(late);
+        write_once(first_dir.join("logproxy.tty1"), b"stray").await;
 
         let second_dir = tmp.path().join("run").join("BBBB2222");
         let second = proxies.take_or_bind(0, &second_dir, None).unwrap();
@@ -421,9 +417,7 @@ mod tests {
         );
         let (tx2, mut rx2) = tokio::sync::mpsc::channel(16);
         let serving = second.serve(tx2);
-        let mut s = UnixStream::connect(&second.paths().tty1).await.unwrap();
-        s.write_all(b"second").await.unwrap();
-        drop(s);
+        write_once(&second.paths().tty1, b"second").await;
         serving.shutdown(Duration::from_secs(30)).await;
         assert_eq!(collect(&mut rx2, CH_TTY1, 6).await, b"second");
         assert!(
