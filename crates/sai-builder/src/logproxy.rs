@@ -14,7 +14,9 @@
 //! ends that, and [`LogProxies`] keeps each instance's proxy for its next
 //! task, whose run dir it becomes by a rename ([`LogProxy::move_to`]; a
 //! bound unix socket is found through its inode, so clients connect by the
-//! new path). A task thus creates and deletes no files for its proxies:
+//! new path) unless a step changed what is in it (then the next task gets
+//! new sockets, as every task did before). A task thus creates and deletes
+//! no files for its proxies:
 //! on a filesystem that allocates inodes slowly (ext4 without a journal
 //! scans past every inode freed in the last minutes) that was a third of
 //! the builder's CPU per trivial task. Dropping the proxy deletes the socket
@@ -31,7 +33,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::log::{CH_NOTICE, CH_TTY0, CH_TTY1, LogChunk, LogSender};
-use crate::platform::{LogListener, LogStream, RunAs, make_private};
+use crate::platform::{LogListener, LogStream, RunAs, file_identity, make_private};
 
 /// Read size of one forwarded chunk.
 pub const READ_SIZE: usize = 2048;
@@ -72,6 +74,8 @@ pub struct LogProxy {
     dir: PathBuf,
     paths: LogProxyPaths,
     listeners: [(Arc<LogListener>, u8); 3],
+    /// The socket files as bound (none for TCP endpoints).
+    files: Vec<(PathBuf, (u64, u64))>,
 }
 
 /// A [`LogProxy`] forwarding to one task's log.
@@ -105,6 +109,10 @@ impl LogProxy {
             bound.push((Arc::new(listener), channel, endpoint));
         }
         made.kept = true;
+        let files = bound
+            .iter()
+            .filter_map(|(_, _, endpoint)| Some((endpoint.clone(), file_identity(endpoint)?)))
+            .collect();
         let [sai, tty0, tty1] = <[_; 3]>::try_from(bound).expect("three proxies");
         Ok(Self {
             dir: run_dir.to_path_buf(),
@@ -114,7 +122,19 @@ impl LogProxy {
                 tty1: tty1.2,
             },
             listeners: [(sai.0, sai.1), (tty0.0, tty0.1), (tty1.0, tty1.1)],
+            files,
         })
+    }
+
+    /// Whether the directory holds just the sockets as they were bound: a
+    /// step may have removed, replaced or added files (it can write there).
+    fn untouched(&self) -> bool {
+        let held = std::fs::read_dir(&self.dir).map(|entries| entries.count());
+        held.is_ok_and(|n| n == self.files.len())
+            && self
+                .files
+                .iter()
+                .all(|(path, id)| file_identity(path) == Some(*id))
     }
 
     /// What steps are told to connect to.
@@ -139,6 +159,9 @@ impl LogProxy {
             tty0: moved(&self.paths.tty0),
             tty1: moved(&self.paths.tty1),
         };
+        for (path, _) in &mut self.files {
+            *path = moved(path);
+        }
         self.dir = run_dir.to_path_buf();
         Ok(())
     }
@@ -243,9 +266,13 @@ impl LogProxies {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&idx);
         if let Some(mut proxy) = kept {
-            match proxy.move_to(run_dir) {
-                Ok(()) => return Ok(proxy),
-                Err(e) => tracing::warn!(error = %e, "log proxy not reused"),
+            if !proxy.untouched() {
+                tracing::info!(dir = %proxy.dir.display(), "a step changed the log proxy dir: new sockets");
+            } else {
+                match proxy.move_to(run_dir) {
+                    Ok(()) => return Ok(proxy),
+                    Err(e) => tracing::warn!(error = %e, "log proxy not reused"),
+                }
             }
         }
         LogProxy::bind(run_dir, owner)
@@ -435,6 +462,56 @@ mod tests {
         );
         drop(second);
         assert!(!second_dir.exists());
+    }
+
+    /// A step can write in its run dir: what it changed there must not
+    /// reach the instance's next task, which then gets new sockets.
+    #[tokio::test]
+    async fn a_run_dir_a_step_changed_is_not_handed_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |vn: &str| tmp.path().join("run").join(vn);
+        let proxies = LogProxies::default();
+        type Step = fn(&Path);
+        let steps: [(&str, Step); 3] = [
+            ("a file left beside the sockets", |dir| {
+                std::fs::write(dir.join("note"), b"for the next task").unwrap();
+            }),
+            ("a socket removed", |dir| {
+                std::fs::remove_file(dir.join("logproxy.tty0")).unwrap();
+            }),
+            ("a socket replaced by a file", |dir| {
+                std::fs::remove_file(dir.join("logproxy.sai")).unwrap();
+                std::fs::write(dir.join("logproxy.sai"), b"not a socket").unwrap();
+            }),
+        ];
+        for (n, (what, step)) in steps.into_iter().enumerate() {
+            let (used, next) = (run(&format!("USED000{n}")), run(&format!("NEXT000{n}")));
+            let proxy = proxies.take_or_bind(0, &used, None).unwrap();
+            step(&used);
+            proxies.keep(0, proxy);
+
+            let fresh = proxies.take_or_bind(0, &next, None).unwrap();
+            let mut names: Vec<_> = std::fs::read_dir(&next)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(
+                names,
+                ["logproxy.sai", "logproxy.tty0", "logproxy.tty1"],
+                "{what}"
+            );
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            let serving = fresh.serve(tx);
+            for (path, channel) in fresh.paths().with_channels() {
+                write_once(path, what.as_bytes()).await;
+                assert_eq!(collect(&mut rx, channel, what.len()).await, what.as_bytes());
+            }
+            serving.shutdown(Duration::from_secs(30)).await;
+            proxies.keep(0, fresh);
+            // The next round's first task binds anew: its dir is another.
+            drop(proxies.0.lock().unwrap().remove(&0));
+        }
     }
 
     #[tokio::test]

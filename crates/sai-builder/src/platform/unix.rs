@@ -166,6 +166,13 @@ pub fn chown_to(path: &Path, user: &RunAs) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
 }
 
+/// The (device, inode) of `path` itself (a link is not followed).
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
 /// Make `path` private to its owner (`0700` for directories, `0600` else).
 pub fn make_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

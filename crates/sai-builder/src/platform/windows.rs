@@ -55,6 +55,11 @@ pub fn chown_to(_path: &Path, _user: &RunAs) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Not needed on Windows, whose log proxies are TCP listeners, not files.
+pub fn file_identity(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
+
 /// The default ACLs of the builder's home apply on Windows.
 pub fn make_private(_path: &Path) -> std::io::Result<()> {
     Ok(())
