@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sai_core::config::rack::{RackBuilder, RackConfig, Runs, arch};
 use sai_core::config::schema::{ConfigKind, validate_semantics};
+use sai_core::config::{server, web};
 use serde::Serialize;
 
 use super::cache::{Cache, base_image, rootfs_key};
@@ -42,30 +43,51 @@ fn json<T: Serialize>(value: &T) -> String {
 pub fn render(rack: &RackConfig) -> Result<Files> {
     let mut files = Files::new();
     if let Some(server) = &rack.server {
-        let dir = PathBuf::from(&server.name);
         let mut config = server.config.clone();
-        config.schema = Some("sai-server".to_string());
-        files.insert(dir.join("server.conf"), json(&config));
-        if server.runs == Runs::Oci {
-            let spec = daemon_container(rack, &server.name, "sai-server", &config.data_dir);
-            add_daemon_image(&mut files, rack, &dir, &spec, "sai-server");
-        }
+        config.schema = Some(server::SCHEMA_MARKER.to_string());
+        let daemon = Daemon::new(rack, &server.name, server.runs, server::SCHEMA_MARKER);
+        daemon.add(&mut files, "server.conf", json(&config), &config.data_dir);
     }
     if let Some(web) = &rack.web {
-        let dir = PathBuf::from(&web.name);
         let mut config = web.config.clone();
-        config.schema = Some("sai-web".to_string());
-        files.insert(dir.join("web.conf"), json(&config));
-        if web.runs == Runs::Oci {
-            let spec = daemon_container(rack, &web.name, "sai-web", "/var/lib/sai-web");
-            add_daemon_image(&mut files, rack, &dir, &spec, "sai-web");
-        }
+        config.schema = Some(web::SCHEMA_MARKER.to_string());
+        let daemon = Daemon::new(rack, &web.name, web.runs, web::SCHEMA_MARKER);
+        daemon.add(&mut files, "web.conf", json(&config), "/var/lib/sai-web");
     }
     for builder in &rack.builders {
         render_builder(rack, builder, &mut files);
     }
     check_configs(&files)?;
     Ok(files)
+}
+
+/// The server or the web daemon of a rack: its member folder holds its
+/// config, and for an OCI member also its image and units.
+struct Daemon<'a> {
+    rack: &'a RackConfig,
+    name: &'a str,
+    runs: Runs,
+    binary: &'static str,
+}
+
+impl<'a> Daemon<'a> {
+    fn new(rack: &'a RackConfig, name: &'a str, runs: Runs, binary: &'static str) -> Self {
+        Daemon {
+            rack,
+            name,
+            runs,
+            binary,
+        }
+    }
+
+    fn add(&self, files: &mut Files, config_file: &str, config: String, data_dir: &str) {
+        let dir = PathBuf::from(self.name);
+        files.insert(dir.join(config_file), config);
+        if self.runs == Runs::Oci {
+            let spec = daemon_container(self.rack, self.name, self.binary, data_dir);
+            add_daemon_image(files, self.rack, &dir, &spec, self.binary);
+        }
+    }
 }
 
 fn add_daemon_image(

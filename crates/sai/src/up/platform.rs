@@ -275,9 +275,13 @@ mod tests {
 
     #[test]
     fn os_release_values_are_cleaned() {
-        assert_eq!(clean("\"12\""), "12");
-        assert_eq!(clean("22.04"), "2204");
-        assert_eq!(clean("'opensuse-leap'"), "opensuse-leap");
-        assert_eq!(clean("Fedora Linux"), "fedoralinux");
+        for (value, cleaned) in [
+            ("\"12\"", "12"),
+            ("22.04", "2204"),
+            ("'opensuse-leap'", "opensuse-leap"),
+            ("Fedora Linux", "fedoralinux"),
+        ] {
+            assert_eq!(clean(value), cleaned, "{value:?}");
+        }
     }
 }
