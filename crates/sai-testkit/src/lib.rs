@@ -387,6 +387,29 @@ impl TestServer {
             .await
     }
 
+    /// Every record of task `id`'s log, read through the paged JSON log API
+    /// `page_bytes` at a time; checks that each page makes progress and that
+    /// the last one says the log is complete.
+    pub async fn log_records(&self, id: &str, page_bytes: usize) -> Vec<serde_json::Value> {
+        let mut records = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let page = self
+                .get_json(&format!(
+                    "/api/tasks/{id}/log?offset={offset}&max={page_bytes}"
+                ))
+                .await;
+            records.extend(page["records"].as_array().unwrap().iter().cloned());
+            let next = page["next_offset"].as_u64().unwrap();
+            if next >= page["total"].as_u64().unwrap() {
+                assert_eq!(page["complete"], true, "{page}");
+                return records;
+            }
+            assert!(next > offset, "no progress at {offset}: {page}");
+            offset = next;
+        }
+    }
+
     /// The server's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

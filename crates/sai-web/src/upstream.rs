@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 pub use sai_core::api::{
-    Artifact, Builder, BuilderPlatform, Event, Log as LogRange, LogRecord, Project, StepTime, Task,
+    Artifact, Builder, BuilderPlatform, Event, EventTests, Log as LogRange, LogRecord, Project,
+    StepTime, Task, TaskTests,
 };
 pub use sai_core::task::{EventState, TaskState};
 
@@ -228,11 +229,7 @@ impl Upstream {
     }
 
     /// A task's test results, failed first.
-    pub async fn task_tests(
-        &self,
-        id: &str,
-        viewer: &Viewer,
-    ) -> Result<sai_core::api::TaskTests, UpstreamError> {
+    pub async fn task_tests(&self, id: &str, viewer: &Viewer) -> Result<TaskTests, UpstreamError> {
         self.get_item(TASKS, id, "/tests", viewer).await
     }
 
@@ -241,7 +238,7 @@ impl Upstream {
         &self,
         id: &str,
         viewer: &Viewer,
-    ) -> Result<sai_core::api::EventTests, UpstreamError> {
+    ) -> Result<EventTests, UpstreamError> {
         self.get_item(EVENTS, id, "/tests", viewer).await
     }
 

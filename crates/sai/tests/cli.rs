@@ -45,6 +45,13 @@ fn write(dir: &TempDir, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// Writes `bytes` as `name` in a new temp dir; the dir lives as long as the
+/// returned guard.
+fn write_new(name: &str, bytes: impl AsRef<[u8]>) -> (PathBuf, TempDir) {
+    let dir = TempDir::new().unwrap();
+    (write(&dir, name, bytes), dir)
+}
+
 fn validate(path: &Path) -> Out {
     sai([Path::new("validate"), path])
 }
@@ -83,8 +90,7 @@ fn validate_fails_at(
 
 /// Writes `text` as `name` in a new temp dir and runs `sai validate` on it.
 fn validate_new(name: &str, text: impl AsRef<[u8]>) -> (Out, PathBuf, TempDir) {
-    let dir = TempDir::new().unwrap();
-    let path = write(&dir, name, text);
+    let (path, dir) = write_new(name, text);
     (validate(&path), path, dir)
 }
 
@@ -105,6 +111,16 @@ fn assert_line_has(text: &str, start: &str, parts: &[&str]) {
             .any(|l| l.starts_with(start) && parts.iter().all(|p| l.contains(p))),
         "no line starting {start:?} with {parts:?} in:\n{text}"
     );
+}
+
+/// Writes `text` as the saifile `name` and checks that `sai validate` passes
+/// it and prints a line starting `<file>:<at>` that contains `parts` (a
+/// warning).
+#[track_caller]
+fn saifile_passes_with_a_line(name: &str, text: String, at: &str, parts: &[&str]) {
+    let (out, path, _dir) = validate_new(name, text);
+    assert_ok(&out, &path, "saifile");
+    assert_line_has(&out.stderr, &format!("{}:{at}", path.display()), parts);
 }
 
 fn assert_ok(out: &Out, path: &Path, kind: &str) {
@@ -275,12 +291,11 @@ fn every_schema_error_is_reported() {
 
 #[test]
 fn semantic_problem_points_at_the_key() {
-    let dir = TempDir::new().unwrap();
     let text = BUILDER.replace(
         "\"token_file\": \"/etc/t\"",
         "\"token_file\": \"/etc/t\",\n                  \"token\": \"x\"",
     );
-    let path = write(&dir, "b.json", text);
+    let (path, _dir) = write_new("b.json", text);
     let out = sai([
         Path::new("validate"),
         &path,
@@ -326,19 +341,13 @@ fn duplicate_keys_in_saifile_warn_but_pass() {
         "\t\t\"linux-debian-12/x86_64-amd/gcc\": {",
         "\t\t\"linux-debian-12/x86_64-amd/gcc\": { \"build\": \"true\" },\n\t\t\"linux-debian-12/x86_64-amd/gcc\": {",
     );
-    let (out, path, _dir) = validate_new("dup.sai.json", text);
-    assert_ok(&out, &path, "saifile");
-    let at = format!("{}:6:3: warning:", path.display());
-    assert_line_has(&out.stderr, &at, &["duplicate"]);
+    saifile_passes_with_a_line("dup.sai.json", text, "6:3: warning:", &["duplicate"]);
 }
 
 #[test]
 fn dotted_platform_name_in_saifile_warns() {
-    let (out, path, _dir) =
-        validate_new("x.sai.json", SAIFILE.replace("debian-12", "ubuntu-20.04"));
-    assert_ok(&out, &path, "saifile");
-    assert_has(&out.stderr, &[&format!("{}:5:", path.display())]);
-    assert_has(&out.stderr, &["warning:", "dots"]);
+    let text = SAIFILE.replace("debian-12", "ubuntu-20.04");
+    saifile_passes_with_a_line("x.sai.json", text, "5:", &["warning:", "dots"]);
 }
 
 #[test]
@@ -465,11 +474,8 @@ fn validate_warns_about_a_platforms_token_that_matches_no_platform() {
         "\"artifacts\": \"build/*.deb\"",
         "\"artifacts\": \"build/*.deb\", \"platforms\": \"linux-fedora\"",
     );
-    let (out, path, _dir) = validate_new("typo.sai.json", text);
-    assert_ok(&out, &path, "saifile");
-    let at = format!("{}:10:", path.display());
     let warning = "platforms token \"linux-fedora\" matches no platform";
-    assert_line_has(&out.stderr, &at, &["warning:", warning]);
+    saifile_passes_with_a_line("typo.sai.json", text, "10:", &["warning:", warning]);
 }
 
 #[test]
@@ -576,12 +582,11 @@ fn saifile_expand_json_has_exactly_four_keys() {
 
 #[test]
 fn saifile_expand_human_output_and_ref() {
-    let dir = TempDir::new().unwrap();
     let text = SAIFILE.replace(
         "\"default\": { \"cmake\": \"-DX=1\", \"artifacts\": \"build/*.deb\" }",
         "\"default\": { \"cmake\": \"-DX=1\", \"artifacts\": \"build/*.deb\" },\n\t\t\"release\": { \"branches\": \"release\" }",
     );
-    let path = write(&dir, ".sai.json", text);
+    let (path, _dir) = write_new(".sai.json", text);
     let out = sai([Path::new("saifile"), Path::new("expand"), &path]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_has(

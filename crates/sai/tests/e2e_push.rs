@@ -161,28 +161,6 @@ fn terminal(state: &Value) -> bool {
     matches!(state.as_str(), Some("success" | "failed" | "cancelled"))
 }
 
-/// The whole log of a task through the paged JSON log API (small pages).
-async fn log_records(server: &TestServer, task: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    loop {
-        let page = server
-            .get_json(&format!("/api/tasks/{task}/log?offset={offset}&max=4096"))
-            .await;
-        let recs = page["records"].as_array().unwrap().clone();
-        let next = page["next_offset"].as_u64().unwrap();
-        let total = page["total"].as_u64().unwrap();
-        out.extend(recs);
-        if next >= total {
-            assert_eq!(page["complete"], true, "{page}");
-            break;
-        }
-        assert!(next > offset, "no progress at {offset}: {page}");
-        offset = next;
-    }
-    out
-}
-
 /// The bytes of one channel, checking records are contiguous byte ranges.
 fn channel_text(records: &[Value], channel: u64) -> String {
     let mut expect_offset = None;
@@ -340,7 +318,7 @@ async fn push_through_the_real_hook_runs_every_task_on_two_builders() {
             "{conf} on {platform} ran on {builder:?}"
         );
         let id = t["id"].as_str().unwrap();
-        let records = log_records(&server, id).await;
+        let records = server.log_records(id, 4096).await;
         let stdout = channel_text(&records, 1);
         match conf {
             "plain" => {

@@ -377,24 +377,8 @@ impl Lab {
 
     /// Text of channels 1 and 2 of a task's log.
     pub async fn log_text(&self, task: &str) -> String {
-        let mut text = String::new();
-        let mut offset = 0u64;
-        loop {
-            let page = self
-                .get(&format!("/api/tasks/{task}/log?offset={offset}&max=65536"))
-                .await;
-            for r in page["records"].as_array().unwrap() {
-                if let Some(t) = r["text"].as_str() {
-                    text.push_str(t);
-                }
-            }
-            let next = page["next_offset"].as_u64().unwrap();
-            if next >= page["total"].as_u64().unwrap() || next == offset {
-                break;
-            }
-            offset = next;
-        }
-        text
+        let records = self.server.log_records(task, 65536).await;
+        records.iter().filter_map(|r| r["text"].as_str()).collect()
     }
 }
 
