@@ -11,6 +11,7 @@ use common::*;
 use sai_core::config::server::ServerConfig;
 use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::hook::{Push, TestPush};
+use sai_testkit::sqlite::count;
 use sai_testkit::text::{line_of, start_of_line};
 use sai_testkit::{TestServer, wait_for};
 
@@ -503,13 +504,10 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
     let s = TestServer::start(&bin(), &cfg, &[]).unwrap();
     assert_line_numbers(&s, &id, &all, "old store").await;
     let db = rusqlite::Connection::open(&db_path).unwrap();
-    let unknown: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let unknown = count(
+        &db,
+        "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL",
+    );
     assert_eq!(unknown, 0, "counted once and remembered");
 }
 
