@@ -13,7 +13,7 @@ use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::sqlite::count;
 use sai_testkit::text::{line_of, start_of_line};
-use sai_testkit::{TestServer, wait_for};
+use sai_testkit::{TestServer, field_of_each, wait_for};
 
 const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
 
@@ -432,12 +432,7 @@ async fn assert_line_numbers(s: &TestServer, id: &str, all: &[u8], when: &str) {
             (Some(start as u64), Some((line as u64).min(newlines))),
             "{when}: start of line {line}"
         );
-        let text: String = page["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["text"].as_str().unwrap())
-            .collect();
+        let text = field_of_each(&page["records"], "text").concat();
         assert!(
             all[start..].starts_with(text.as_bytes()),
             "{when}: text of line {line}"
