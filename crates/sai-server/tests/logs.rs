@@ -15,8 +15,6 @@ use sai_testkit::sqlite::count;
 use sai_testkit::text::{line_of, start_of_line};
 use sai_testkit::{TestServer, field_of_each, wait_for};
 
-const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
-
 /// Records of 32 lines (~1.6 KB) on alternating channels: the expected
 /// bytes and (channel, record).
 fn lines(from: usize, n: usize) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
@@ -226,16 +224,8 @@ async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_write
     let mut b = host1(s, 1).await;
     let mut tasks = Vec::new();
     for i in 0..10 {
-        push_ok(s, &Push::new(&format!("p{i}"), ONE_TASK)).await;
-        let o = b.offer(T).await.unwrap();
-        b.run_task(
-            &o,
-            format!("log of task {i}\n").as_bytes(),
-            TaskResult::Success,
-        )
-        .await
-        .unwrap();
-        tasks.push(o.task_id);
+        let log = format!("log of task {i}\n");
+        tasks.push(push_and_run(s, &mut b, &format!("p{i}"), log.as_bytes()).await);
     }
     wait_for("ten events done", T, || async {
         let t = task(s, tasks.last().unwrap()).await;
@@ -293,12 +283,10 @@ async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_write
         })
         .collect();
     for i in 0..5 {
-        push_ok(s, &Push::new(&format!("w{i}"), ONE_TASK)).await;
-        let o = b.offer(T).await.unwrap();
         let log: Vec<u8> = (0..2000)
             .flat_map(|j| format!("line {j}\n").into_bytes())
             .collect();
-        b.run_task(&o, &log, TaskResult::Success).await.unwrap();
+        push_and_run(s, &mut b, &format!("w{i}"), &log).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
