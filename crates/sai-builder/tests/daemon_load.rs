@@ -100,9 +100,8 @@ async fn a_builder_below_its_disk_floor_gets_no_offer_and_the_task_says_why() {
     let b = builder_with_load(&server, &why).await;
     assert_eq!(b["load"]["below_disk_floor"], true, "{b}");
 
-    let (repo, hash) = make_repo(tmp.path());
     let sf = saifile(LINUX, "true", json!({ "default": {} }));
-    let (_, task) = push_task(&server, &repo, &hash, &sf).await;
+    let (_, task) = push_new_repo(&server, tmp.path(), &sf).await;
     let t = task_until(
         &server,
         &task,

@@ -148,6 +148,12 @@ pub async fn push_task(
     (ev, task)
 }
 
+/// [`push_task`] for the first commit of a new [`make_repo`] under `dir`.
+pub async fn push_new_repo(server: &TestServer, dir: &Path, saifile: &[u8]) -> (String, String) {
+    let (repo, hash) = make_repo(dir);
+    push_task(server, &repo, &hash, saifile).await
+}
+
 /// Push `saifile` for commit `hash` fetched from `fetch_url`, with client
 /// `c`; returns the event id.
 pub async fn push_with(
