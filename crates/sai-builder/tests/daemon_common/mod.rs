@@ -487,7 +487,7 @@ pub struct ServerRef {
     pub token_file: String,
 }
 
-/// Write a builder config under `dir` (home `dir/home`, host `host`);
+/// Write a builder config under `dir` (home [`builder_home`], host `host`);
 /// `platforms` lists (name, instances, servers).
 pub fn write_builder_config(
     dir: &Path,
@@ -497,6 +497,12 @@ pub fn write_builder_config(
     write_builder_config_with(dir, host, platforms, |_| {})
 }
 
+/// The home of the builder whose config [`write_builder_config`] wrote
+/// under `dir`.
+pub fn builder_home(dir: &Path) -> PathBuf {
+    dir.join("home")
+}
+
 /// [`write_builder_config`] with a last edit of the JSON.
 pub fn write_builder_config_with(
     dir: &Path,
@@ -504,7 +510,7 @@ pub fn write_builder_config_with(
     platforms: &[(&str, u32, &[&ServerRef])],
     edit: impl FnOnce(&mut Value),
 ) -> PathBuf {
-    let home = dir.join("home");
+    let home = builder_home(dir);
     std::fs::create_dir_all(&home).unwrap();
     let plats: Vec<Value> = platforms
         .iter()
