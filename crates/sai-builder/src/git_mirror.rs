@@ -846,17 +846,21 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_names_and_messages() {
-        assert_eq!(
-            redact_url("https://bot:s3cret@git.example.com/a.git"),
-            "https://bot:***@git.example.com/a.git"
-        );
-        assert_eq!(
-            redact_url("https://tok3n@git.example.com/a.git"),
-            "https://***@git.example.com/a.git"
-        );
-        assert_eq!(redact_url("ssh://git@host/x@y"), "ssh://***@host/x@y");
-        assert_eq!(redact_url("/srv/git/a.git"), "/srv/git/a.git");
-        assert_eq!(redact_url("git@host:a.git"), "git@host:a.git");
+        for (url, shown) in [
+            (
+                "https://bot:s3cret@git.example.com/a.git",
+                "https://bot:***@git.example.com/a.git",
+            ),
+            (
+                "https://tok3n@git.example.com/a.git",
+                "https://***@git.example.com/a.git",
+            ),
+            ("ssh://git@host/x@y", "ssh://***@host/x@y"),
+            ("/srv/git/a.git", "/srv/git/a.git"),
+            ("git@host:a.git", "git@host:a.git"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
         let name = mirror_dir_name("https://bot:s3cret@git.example.com/a.git");
         assert!(!name.contains("s3cret"), "{name}");
         assert_ne!(
