@@ -252,6 +252,15 @@ mod tests {
         std::fs::write(path, data).unwrap();
     }
 
+    /// `dir/src` holding `inside.txt`, with `dir/secret.txt` beside it,
+    /// outside the dir that is scanned; returns `dir/src`.
+    fn src_beside_a_secret(dir: &Path) -> PathBuf {
+        let src = dir.join("src");
+        write(&src.join("inside.txt"), b"in");
+        write(&dir.join("secret.txt"), b"s");
+        src
+    }
+
     fn pats(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()
     }
@@ -329,10 +338,11 @@ mod tests {
     #[test]
     fn absolute_and_parent_patterns_are_rejected() {
         let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        write(&src.join("a"), b"a");
-        write(&tmp.path().join("secret"), b"s");
-        let scan = scan(&src, &pats(&["/etc/passwd", "../secret", "x/../../secret"]));
+        let src = src_beside_a_secret(tmp.path());
+        let scan = scan(
+            &src,
+            &pats(&["/etc/passwd", "../secret.txt", "x/../../secret.txt"]),
+        );
         assert!(scan.artifacts.is_empty());
         assert_eq!(scan.notices.len(), 3, "{:?}", scan.notices);
         assert!(scan.notices.iter().all(|n| n.contains("ignored")));
@@ -341,9 +351,7 @@ mod tests {
     #[test]
     fn symlinks_out_of_src_are_skipped() {
         let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        write(&src.join("inside.txt"), b"in");
-        write(&tmp.path().join("secret.txt"), b"s");
+        let src = src_beside_a_secret(tmp.path());
         std::os::unix::fs::symlink(tmp.path().join("secret.txt"), src.join("leak.txt")).unwrap();
         std::os::unix::fs::symlink(src.join("inside.txt"), src.join("alias.txt")).unwrap();
         std::os::unix::fs::symlink(tmp.path(), src.join("up")).unwrap();

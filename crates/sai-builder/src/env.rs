@@ -140,11 +140,15 @@ mod tests {
 
     #[test]
     fn remote_ref_strips_heads_and_tags_only() {
-        assert_eq!(remote_ref("refs/heads/main"), "main");
-        assert_eq!(remote_ref("refs/tags/v1.2"), "v1.2");
-        assert_eq!(remote_ref("refs/heads/feature/x"), "feature/x");
-        assert_eq!(remote_ref("refs/pull/1/head"), "refs/pull/1/head");
-        assert_eq!(remote_ref("main"), "main");
+        for (git_ref, want) in [
+            ("refs/heads/main", "main"),
+            ("refs/tags/v1.2", "v1.2"),
+            ("refs/heads/feature/x", "feature/x"),
+            ("refs/pull/1/head", "refs/pull/1/head"),
+            ("main", "main"),
+        ] {
+            assert_eq!(remote_ref(git_ref), want, "{git_ref}");
+        }
     }
 
     #[test]

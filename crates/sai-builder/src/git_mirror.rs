@@ -846,17 +846,21 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_names_and_messages() {
-        assert_eq!(
-            redact_url("https://bot:s3cret@git.example.com/a.git"),
-            "https://bot:***@git.example.com/a.git"
-        );
-        assert_eq!(
-            redact_url("https://tok3n@git.example.com/a.git"),
-            "https://***@git.example.com/a.git"
-        );
-        assert_eq!(redact_url("ssh://git@host/x@y"), "ssh://***@host/x@y");
-        assert_eq!(redact_url("/srv/git/a.git"), "/srv/git/a.git");
-        assert_eq!(redact_url("git@host:a.git"), "git@host:a.git");
+        for (url, shown) in [
+            (
+                "https://bot:s3cret@git.example.com/a.git",
+                "https://bot:***@git.example.com/a.git",
+            ),
+            (
+                "https://tok3n@git.example.com/a.git",
+                "https://***@git.example.com/a.git",
+            ),
+            ("ssh://git@host/x@y", "ssh://***@host/x@y"),
+            ("/srv/git/a.git", "/srv/git/a.git"),
+            ("git@host:a.git", "git@host:a.git"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
         let name = mirror_dir_name("https://bot:s3cret@git.example.com/a.git");
         assert!(!name.contains("s3cret"), "{name}");
         assert_ne!(
@@ -868,13 +872,19 @@ mod tests {
     #[test]
     fn hashes_and_refs_are_validated() {
         assert!(parse_hash("0123456789abcdef0123456789abcdef01234567").is_ok());
-        assert!(parse_hash("0123").is_err());
-        assert!(parse_hash("g123456789abcdef0123456789abcdef01234567").is_err());
-        assert!(check_ref("refs/heads/main").is_ok());
-        assert!(check_ref("").is_ok());
-        assert!(check_ref("refs/heads/a:refs/heads/b").is_err());
-        assert!(check_ref("--upload-pack=x").is_err());
-        assert!(check_ref("+refs/heads/x").is_err());
-        assert!(check_ref("refs/heads/*").is_err());
+        for bad in ["0123", "g123456789abcdef0123456789abcdef01234567"] {
+            assert!(parse_hash(bad).is_err(), "hash {bad:?} accepted");
+        }
+        for good in ["refs/heads/main", ""] {
+            assert!(check_ref(good).is_ok(), "ref {good:?} refused");
+        }
+        for bad in [
+            "refs/heads/a:refs/heads/b",
+            "--upload-pack=x",
+            "+refs/heads/x",
+            "refs/heads/*",
+        ] {
+            assert!(check_ref(bad).is_err(), "ref {bad:?} accepted");
+        }
     }
 }

@@ -218,10 +218,9 @@ mod tests {
 
     #[test]
     fn vn_rejects_short_or_unsafe_ids() {
-        assert!(vn("abc").is_err());
-        assert!(vn("../../etc/passwd").is_err());
-        assert!(vn("abcd/efgh").is_err());
-        assert!(vn("").is_err());
+        for bad in ["abc", "../../etc/passwd", "abcd/efgh", ""] {
+            assert!(vn(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -81,9 +81,7 @@ async fn offers_are_declined_without_enough_free_disk() {
         c["min_free_disk_bytes"] = json!(u64::MAX / 2);
     });
     let why = || logs(&builder, &server);
-    let (repo, hash) = make_repo(tmp.path());
-    let sf = linux_saifile("echo never");
-    let (_, task) = push_task(&server, &repo, &hash, &sf).await;
+    let (_, task) = push_new_repo(&server, tmp.path(), &linux_saifile("echo never")).await;
     // Held back for disk either way: the server no longer offers work once
     // the builder's load report is below its floor (waiting detail), and an
     // offer made before the first report is declined by the builder itself.

@@ -50,12 +50,11 @@ async fn builder_load_shows_in_the_builders_api() {
     // A running task is counted in the next report (sent when it starts).
     let (_repo, _ev, task) = push_waiting_build(&server, tmp.path()).await;
     task_in_state(&server, &task, "running", &why).await;
-    sai_testkit::wait_for("running_tasks 1", T, || async {
+    wait_until("running_tasks 1", &why, || async {
         let bs = server.get_json("/api/builders").await;
         (bs[0]["load"]["running_tasks"] == 1).then_some(())
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    .await;
     std::fs::write(tmp.path().join("go"), b"").unwrap();
     task_in_state(&server, &task, "success", &why).await;
 
@@ -101,9 +100,8 @@ async fn a_builder_below_its_disk_floor_gets_no_offer_and_the_task_says_why() {
     let b = builder_with_load(&server, &why).await;
     assert_eq!(b["load"]["below_disk_floor"], true, "{b}");
 
-    let (repo, hash) = make_repo(tmp.path());
     let sf = saifile(LINUX, "true", json!({ "default": {} }));
-    let (_, task) = push_task(&server, &repo, &hash, &sf).await;
+    let (_, task) = push_new_repo(&server, tmp.path(), &sf).await;
     let t = task_until(
         &server,
         &task,

@@ -7,6 +7,14 @@ mod daemon_common;
 use daemon_common::*;
 use serde_json::{Value, json};
 
+/// Servers A and B, with their data in `dir/data-a` and `dir/data-b`.
+fn servers_a_and_b(dir: &std::path::Path) -> (sai_testkit::TestServer, sai_testkit::TestServer) {
+    (
+        start_server(&dir.join("data-a")),
+        start_server(&dir.join("data-b")),
+    )
+}
+
 fn platform_names(builder: &Value) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = builder["platforms"]
         .as_array()
@@ -77,8 +85,7 @@ async fn builder_started_first_connects_when_the_server_comes_up_and_after_its_r
 #[tokio::test(flavor = "multi_thread")]
 async fn each_server_is_offered_only_its_platforms() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = start_server(&tmp.path().join("data-a"));
-    let b = start_server(&tmp.path().join("data-b"));
+    let (a, b) = servers_a_and_b(tmp.path());
     // Server A's token does not even allow the esp32 platform: offering it
     // there would get the link refused.
     let sa = server_ref(&a, tmp.path(), "a.token", "b1", &["linux"]);
@@ -123,8 +130,7 @@ async fn each_server_is_offered_only_its_platforms() {
 #[tokio::test(flavor = "multi_thread")]
 async fn instances_are_shared_by_servers_and_declined_offers_come_back_without_reconnecting() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = start_server(&tmp.path().join("data-a"));
-    let b = start_server(&tmp.path().join("data-b"));
+    let (a, b) = servers_a_and_b(tmp.path());
     let sa = server_ref(&a, tmp.path(), "a.token", "b1", &["linux"]);
     let sb = server_ref(&b, tmp.path(), "b.token", "b1", &["linux"]);
     // One instance, taken from both servers.

@@ -9,11 +9,24 @@ use std::path::Path;
 use daemon_common::*;
 use serde_json::json;
 
-async fn setup(tmp: &Path) -> (sai_testkit::TestServer, std::path::PathBuf, String, String) {
+/// A server, a one-instance builder config for it, a [`waiting_build`]
+/// pushed, and a builder running it (its first run started): the server,
+/// the config, the event, the task and the builder.
+async fn first_run_started(
+    tmp: &Path,
+) -> (
+    sai_testkit::TestServer,
+    std::path::PathBuf,
+    String,
+    String,
+    BuilderProc,
+) {
     let server = start_server(&tmp.join("data"));
     let conf = one_server_config(&server, tmp, 1);
     let (_repo, ev, task) = push_waiting_build(&server, tmp).await;
-    (server, conf, ev, task)
+    let b = BuilderProc::start(&conf);
+    log_contains(&server, &task, "run 1 started", &|| logs(&b, &server)).await;
+    (server, conf, ev, task, b)
 }
 
 /// A server allowing 3 infrastructure attempts, a one-instance builder
@@ -30,6 +43,39 @@ fn setup_three_infra_attempts(
     let server = sai_testkit::TestServer::start(&server_bin(), &config, &[]).unwrap();
     let conf = one_server_config(&server, dir, 1);
     (server, conf, make_repo(dir))
+}
+
+/// A build that counts its runs (in `dir/count`, or `dir/count-<runs_of>`
+/// where `runs_of` names a shell word such as `${cmake}` to count runs of
+/// each separately) and says `run $n started` (`run $n of <runs_of>
+/// started`); while the shell test `stalls` holds it then waits (at most
+/// 60 s) for nothing; last it says `run $n finished`.
+fn stalling_build(dir: &Path, runs_of: &str, stalls: &str) -> String {
+    let cnt = dir.join("count").display().to_string();
+    let (cnt, of) = match runs_of {
+        "" => (cnt, String::new()),
+        _ => (format!("{cnt}-{runs_of}"), format!(" of {runs_of}")),
+    };
+    format!(
+        "n=$(cat {cnt} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {cnt}; echo \"run $n{of} started\"; \
+         if {stalls}; then i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
+         echo \"run $n{of} finished\""
+    )
+}
+
+/// Start a builder, wait until the task's log says `started`, stop the
+/// builder cleanly and wait until the task is waiting again; returns the
+/// task.
+async fn stopped_mid_run(
+    server: &sai_testkit::TestServer,
+    conf: &Path,
+    task: &str,
+    started: &str,
+) -> serde_json::Value {
+    let mut b = BuilderProc::start(conf);
+    log_contains(server, task, started, &|| logs(&b, server)).await;
+    stop_cleanly(&mut b);
+    task_waiting_again(server, task).await
 }
 
 /// SIGTERM the builder; it must exit with status 0.
@@ -54,10 +100,7 @@ async fn done_by_a_new_builder(
 #[tokio::test(flavor = "multi_thread")]
 async fn task_of_a_killed_builder_is_rerun_by_the_restarted_builder() {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, conf, ev, task) = setup(tmp.path()).await;
-    let mut b1 = BuilderProc::start(&conf);
-    let why1 = || logs(&b1, &server);
-    log_contains(&server, &task, "run 1 started", &why1).await;
+    let (server, conf, ev, task, mut b1) = first_run_started(tmp.path()).await;
     let t = server.get_json(&format!("/api/tasks/{task}")).await;
     assert_eq!(t["state"], "running", "{t}");
 
@@ -80,10 +123,7 @@ async fn task_of_a_killed_builder_is_rerun_by_the_restarted_builder() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_kills_the_running_step_hands_the_task_back_and_exits() {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, conf, ev, task) = setup(tmp.path()).await;
-    let mut b1 = BuilderProc::start(&conf);
-    let why1 = || logs(&b1, &server);
-    log_contains(&server, &task, "run 1 started", &why1).await;
+    let (server, conf, ev, task, mut b1) = first_run_started(tmp.path()).await;
     let pid = step_pid(tmp.path()).await;
     assert!(!process_gone(pid));
 
@@ -108,22 +148,12 @@ async fn four_sigterms_in_a_row_do_not_use_up_the_infra_attempts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (server, conf, (repo, hash)) = setup_three_infra_attempts(dir);
-    // Runs 1 to 4 wait (at most 60 s) for a file nobody creates; run 5 passes.
-    let cnt = dir.join("count").display().to_string();
-    let build = format!(
-        "n=$(cat {cnt} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {cnt}; echo \"run $n started\"; \
-         if [ $n -le 4 ]; then i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
-         echo \"run $n finished\""
-    );
-    let sf = linux_saifile(&build);
+    // Runs 1 to 4 stall; run 5 passes.
+    let sf = linux_saifile(&stalling_build(dir, "", "[ $n -le 4 ]"));
     let (ev, task) = push_task(&server, &repo, &hash, &sf).await;
 
     for n in 1..=4 {
-        let mut b = BuilderProc::start(&conf);
-        let why = || logs(&b, &server);
-        log_contains(&server, &task, &format!("run {n} started"), &why).await;
-        stop_cleanly(&mut b);
-        let t = task_waiting_again(&server, &task).await;
+        let t = stopped_mid_run(&server, &conf, &task, &format!("run {n} started")).await;
         assert_eq!(t["infra_failures"], 0, "{t}");
         assert!(
             t["reason"].as_str().unwrap_or("").contains("handed back"),
@@ -151,18 +181,10 @@ async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (server, conf, (repo, hash)) = setup_three_infra_attempts(dir);
-    // Runs 1 to 5 of configuration "a" wait (at most 60 s) for a file
-    // nobody creates; "b" passes at once.
-    let cnt = dir.join("count").display().to_string();
-    let build = format!(
-        "n=$(cat {cnt}-${{cmake}} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {cnt}-${{cmake}}; \
-         echo \"run $n of ${{cmake}} started\"; \
-         if [ ${{cmake}} = a ] && [ $n -le 5 ]; then i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; fi; \
-         echo \"run $n of ${{cmake}} finished\""
-    );
+    // Runs 1 to 5 of configuration "a" stall; "b" passes at once.
     let sf = saifile(
         LINUX,
-        &build,
+        &stalling_build(dir, "${cmake}", "[ ${cmake} = a ] && [ $n -le 5 ]"),
         json!({ "a": { "cmake": "a" }, "b": { "cmake": "b" } }),
     );
     let ev = push(&server, "proj", &repo, &hash, &sf).await;
@@ -181,11 +203,7 @@ async fn five_builder_restarts_neither_fail_nor_charge_the_waiting_task() {
     let (a, b) = (id_of("a"), id_of("b"));
 
     for n in 1..=5 {
-        let mut bp = BuilderProc::start(&conf);
-        let why = || logs(&bp, &server);
-        log_contains(&server, &a, &format!("run {n} of a started"), &why).await;
-        stop_cleanly(&mut bp);
-        let ta = task_waiting_again(&server, &a).await;
+        let ta = stopped_mid_run(&server, &conf, &a, &format!("run {n} of a started")).await;
         assert_eq!(ta["infra_failures"], 0, "{ta}");
         let tb = server.get_json(&format!("/api/tasks/{b}")).await;
         assert_eq!(tb["state"], "waiting", "{tb}");

@@ -154,9 +154,7 @@ async fn a_claim_for_a_task_requeued_meanwhile_is_refused_and_the_builder_kills_
         r = runs_f.display(),
         p = pid_f.display()
     );
-    let (repo, hash) = make_repo(dir);
-    let ev = push(&s1, "proj", &repo, &hash, &linux_saifile(&build)).await;
-    let task = first_task(&s1, &ev).await;
+    let (ev, task) = push_new_repo(&s1, dir, &linux_saifile(&build)).await;
     let why = || logs(&b, &s1);
     log_contains(&s1, &task, "first\n", &why).await;
     let pid = step_pid(dir).await;

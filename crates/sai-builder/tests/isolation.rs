@@ -74,7 +74,7 @@ async fn tasks_of_two_projects_see_only_their_own_job_dir_and_mirror() {
     let tmp = tempfile::tempdir().unwrap();
     let (server, builder) = start_server_and_online_builder(tmp.path(), 2).await;
     let why = || logs(&builder, &server);
-    let home = tmp.path().join("home");
+    let home = builder_home(tmp.path());
     let go = tmp.path().join("go");
     std::fs::create_dir_all(&go).unwrap();
     let saifile = linux_saifile(&steps(&home, &go));
@@ -163,7 +163,7 @@ async fn with_isolation_off_steps_see_the_whole_jobs_root() {
     });
     let why = || logs(&builder, &server);
     builder_online(&server, "b1", &why).await;
-    let home = tmp.path().join("home");
+    let home = builder_home(tmp.path());
     let stray = home.join("jobs").join("STRAYDIR");
     std::fs::create_dir_all(&stray).unwrap();
     let build = format!(
@@ -353,7 +353,7 @@ async fn a_builder_that_cannot_mount_a_fresh_proc_warns_and_still_isolates_files
         "{}",
         why()
     );
-    let home = tmp.path().join("home");
+    let home = builder_home(tmp.path());
     std::fs::create_dir_all(home.join("jobs").join("STRAYDIR")).unwrap();
     let build = format!(
         "echo \"JOBS: $(ls -A {} | tr '\\n' ' ')\"; echo \"MYPID: $$\"",

@@ -771,6 +771,7 @@ pub fn migrate_legacy(conn: &mut Connection) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sai_testkit::sqlite::count;
 
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
@@ -1314,13 +1315,10 @@ mod tests {
         )
         .unwrap();
         check(&c);
-        let unknown: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL OR ends_line IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let unknown = count(
+            &c,
+            "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL OR ends_line IS NULL",
+        );
         assert_eq!(unknown, 0, "counts stored by the first reader");
         // The counts come from the covering index: with every blob before
         // the one holding the last newline destroyed, the tail's line
@@ -1398,10 +1396,7 @@ mod tests {
         }
         assert_eq!(migrate_legacy(&mut c).unwrap(), 1);
         assert_eq!(migrate_legacy(&mut c).unwrap(), 0, "idempotent");
-        let left: i64 = c
-            .query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(left, 0);
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM logs"), 0);
         assert_eq!(read_bytes(&c, "t1", 0, i64::MAX).unwrap(), all);
         let recs = read(&c, "t1", 0, i64::MAX).unwrap();
         assert_eq!(recs.len(), 3000);

@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use sai_core::task::TaskState;
 
 use crate::sched::{Fleet, QueueStats};
@@ -42,6 +42,12 @@ type HistogramFamily = Family<Label, Histogram, fn() -> Histogram>;
 /// Buckets from 1 s to about 4.5 h, doubling.
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+/// `metric` (a handle sharing its value) once registered in `r` as `name`.
+fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
 }
 
 fn l(k: &'static str, v: impl Into<String>) -> Label {
@@ -92,86 +98,82 @@ impl Metrics {
     /// Every metric registered, all at zero.
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("sai_server");
-        let hooks = Family::<Label, Counter>::default();
-        r.register(
-            "hooks",
-            "Hook requests by result (accepted, duplicate, ignored, refused)",
-            hooks.clone(),
-        );
-        let log_bytes = Counter::default();
-        r.register(
-            "log_bytes_received",
-            "Log bytes received from builders",
-            log_bytes.clone(),
-        );
-        let tasks_ended = Family::<Label, Counter>::default();
-        r.register(
-            "tasks_ended",
-            "Tasks that ended, by result",
-            tasks_ended.clone(),
-        );
-        let task_seconds: HistogramFamily = Family::new_with_constructor(duration_histogram);
-        r.register(
-            "task_duration_seconds",
-            "Run time of ended tasks (last attempt), by result",
-            task_seconds.clone(),
-        );
-        let deliveries = Family::<Labels2, Counter>::default();
-        r.register(
-            "forge_deliveries",
-            "Commit status and webhook delivery attempts by kind and outcome",
-            deliveries.clone(),
-        );
-        let events = Family::<Label, Gauge>::default();
-        r.register("events", "Stored events by state", events.clone());
-        let tasks = Family::<Label, Gauge>::default();
-        r.register(
-            "tasks",
-            "Tasks of the events not yet ended, by state",
-            tasks.clone(),
-        );
-        let queue_depth = Family::<Label, Gauge>::default();
-        r.register(
-            "queue_depth",
-            "Waiting tasks by requested platform",
-            queue_depth.clone(),
-        );
-        let oldest_waiting = Family::<Label, Gauge<f64, AtomicU64>>::default();
-        r.register(
-            "oldest_waiting_seconds",
-            "Age of the oldest waiting task by requested platform",
-            oldest_waiting.clone(),
-        );
-        let builders = Gauge::default();
-        r.register("builders_connected", "Connected builders", builders.clone());
-        let instances = Family::<Labels2, Gauge>::default();
-        r.register(
-            "instances",
-            "Instances of connected builders by offered platform and state (busy, free)",
-            instances.clone(),
-        );
-        let store_bytes = Gauge::default();
-        r.register(
-            "store_bytes",
-            "Bytes under the data directory (databases, logs, artifacts)",
-            store_bytes.clone(),
-        );
         Metrics {
-            registry: r,
-            hooks,
-            log_bytes,
-            tasks_ended,
-            task_seconds,
-            deliveries,
-            events,
-            tasks,
-            queue_depth,
-            oldest_waiting,
-            builders,
-            instances,
-            store_bytes,
+            hooks: registered(
+                &mut r,
+                "hooks",
+                "Hook requests by result (accepted, duplicate, ignored, refused)",
+                Family::default(),
+            ),
+            log_bytes: registered(
+                &mut r,
+                "log_bytes_received",
+                "Log bytes received from builders",
+                Counter::default(),
+            ),
+            tasks_ended: registered(
+                &mut r,
+                "tasks_ended",
+                "Tasks that ended, by result",
+                Family::default(),
+            ),
+            task_seconds: registered(
+                &mut r,
+                "task_duration_seconds",
+                "Run time of ended tasks (last attempt), by result",
+                Family::new_with_constructor(duration_histogram),
+            ),
+            deliveries: registered(
+                &mut r,
+                "forge_deliveries",
+                "Commit status and webhook delivery attempts by kind and outcome",
+                Family::default(),
+            ),
+            events: registered(
+                &mut r,
+                "events",
+                "Stored events by state",
+                Family::default(),
+            ),
+            tasks: registered(
+                &mut r,
+                "tasks",
+                "Tasks of the events not yet ended, by state",
+                Family::default(),
+            ),
+            queue_depth: registered(
+                &mut r,
+                "queue_depth",
+                "Waiting tasks by requested platform",
+                Family::default(),
+            ),
+            oldest_waiting: registered(
+                &mut r,
+                "oldest_waiting_seconds",
+                "Age of the oldest waiting task by requested platform",
+                Family::default(),
+            ),
+            builders: registered(
+                &mut r,
+                "builders_connected",
+                "Connected builders",
+                Gauge::default(),
+            ),
+            instances: registered(
+                &mut r,
+                "instances",
+                "Instances of connected builders by offered platform and state (busy, free)",
+                Family::default(),
+            ),
+            store_bytes: registered(
+                &mut r,
+                "store_bytes",
+                "Bytes under the data directory (databases, logs, artifacts)",
+                Gauge::default(),
+            ),
             figures: RwLock::new(StoreFigures::default()),
             scrape: Mutex::new(()),
+            registry: r,
         }
     }
 

@@ -8,10 +8,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use sai_core::protocol::TaskResult;
-use sai_testkit::hook::{Push, TestPush};
 use sai_testkit::{TestServer, wait_for};
-
-const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
 
 /// Event databases the server process has open (by their descriptors).
 fn open_event_dbs(pid: u32) -> usize {
@@ -53,12 +50,10 @@ async fn idle_event_databases_are_closed_and_open_again_for_reads_and_writes() {
     let mut b = host1(s, 1).await;
     let mut done = Vec::new();
     for i in 0..3 {
-        push_ok(s, &Push::new(&format!("idle{i}"), ONE_TASK)).await;
-        let o = b.offer(T).await.unwrap();
         // The last log spans more than one 4 MiB block.
         let log = log_of(&format!("ev{i}"), if i == 2 { 120_000 } else { 500 });
-        b.run_task(&o, &log, TaskResult::Success).await.unwrap();
-        done.push((o.task_id, log));
+        let task = push_and_run(s, &mut b, &format!("idle{i}"), &log).await;
+        done.push((task, log));
     }
     for (t, log) in &done {
         wait_for("task stored", T, || async {

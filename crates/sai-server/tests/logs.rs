@@ -11,10 +11,9 @@ use common::*;
 use sai_core::config::server::ServerConfig;
 use sai_core::protocol::{BuilderMessage, TaskResult};
 use sai_testkit::hook::{Push, TestPush};
+use sai_testkit::sqlite::count;
 use sai_testkit::text::{line_of, start_of_line};
-use sai_testkit::{TestServer, wait_for};
-
-const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
+use sai_testkit::{TestServer, field_of_each, wait_for};
 
 /// Records of 32 lines (~1.6 KB) on alternating channels: the expected
 /// bytes and (channel, record).
@@ -225,16 +224,8 @@ async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_write
     let mut b = host1(s, 1).await;
     let mut tasks = Vec::new();
     for i in 0..10 {
-        push_ok(s, &Push::new(&format!("p{i}"), ONE_TASK)).await;
-        let o = b.offer(T).await.unwrap();
-        b.run_task(
-            &o,
-            format!("log of task {i}\n").as_bytes(),
-            TaskResult::Success,
-        )
-        .await
-        .unwrap();
-        tasks.push(o.task_id);
+        let log = format!("log of task {i}\n");
+        tasks.push(push_and_run(s, &mut b, &format!("p{i}"), log.as_bytes()).await);
     }
     wait_for("ten events done", T, || async {
         let t = task(s, tasks.last().unwrap()).await;
@@ -292,12 +283,10 @@ async fn event_db_cache_stays_bounded_under_concurrent_api_readers_and_log_write
         })
         .collect();
     for i in 0..5 {
-        push_ok(s, &Push::new(&format!("w{i}"), ONE_TASK)).await;
-        let o = b.offer(T).await.unwrap();
         let log: Vec<u8> = (0..2000)
             .flat_map(|j| format!("line {j}\n").into_bytes())
             .collect();
-        b.run_task(&o, &log, TaskResult::Success).await.unwrap();
+        push_and_run(s, &mut b, &format!("w{i}"), &log).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
@@ -431,12 +420,7 @@ async fn assert_line_numbers(s: &TestServer, id: &str, all: &[u8], when: &str) {
             (Some(start as u64), Some((line as u64).min(newlines))),
             "{when}: start of line {line}"
         );
-        let text: String = page["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["text"].as_str().unwrap())
-            .collect();
+        let text = field_of_each(&page["records"], "text").concat();
         assert!(
             all[start..].starts_with(text.as_bytes()),
             "{when}: text of line {line}"
@@ -503,13 +487,10 @@ async fn line_numbers_of_a_multi_block_log_are_exact_across_channels_and_a_resta
     let s = TestServer::start(&bin(), &cfg, &[]).unwrap();
     assert_line_numbers(&s, &id, &all, "old store").await;
     let db = rusqlite::Connection::open(&db_path).unwrap();
-    let unknown: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let unknown = count(
+        &db,
+        "SELECT COUNT(*) FROM log_blocks WHERE newlines IS NULL",
+    );
     assert_eq!(unknown, 0, "counted once and remembered");
 }
 

@@ -18,6 +18,7 @@
 //! * [`openmetrics`]: a strict parser of `/metrics` text expositions.
 //! * [`recorder`]: an HTTP server recording requests (forges, webhooks).
 //! * [`text`]: line numbers and line starts of a log's bytes.
+//! * [`sqlite`]: reading a store's sqlite files directly.
 
 pub mod browser;
 pub mod builder;
@@ -29,6 +30,7 @@ pub mod notify_socket;
 pub mod openmetrics;
 pub mod proc_status;
 pub mod recorder;
+pub mod sqlite;
 pub mod text;
 pub mod tls;
 pub mod web;

@@ -148,6 +148,12 @@ pub async fn push_task(
     (ev, task)
 }
 
+/// [`push_task`] for the first commit of a new [`make_repo`] under `dir`.
+pub async fn push_new_repo(server: &TestServer, dir: &Path, saifile: &[u8]) -> (String, String) {
+    let (repo, hash) = make_repo(dir);
+    push_task(server, &repo, &hash, saifile).await
+}
+
 /// Push `saifile` for commit `hash` fetched from `fetch_url`, with client
 /// `c`; returns the event id.
 pub async fn push_with(
@@ -218,13 +224,27 @@ pub async fn run_build(
 }
 
 pub async fn event_done(server: &TestServer, ev: &str, why: &dyn Fn() -> String) -> Value {
-    wait_for(&format!("event {ev} done"), T, || async {
+    wait_until(&format!("event {ev} done"), why, || async {
         let e = server.get_json(&format!("/api/events/{ev}")).await;
         let tasks = e["tasks"].as_array()?;
         (!tasks.is_empty() && tasks.iter().all(|t| terminal(&t["state"]))).then_some(e)
     })
     .await
-    .unwrap_or_else(|err| panic!("{err}\n{}", why()))
+}
+
+/// [`wait_for`] `cond` for at most [`T`]; on a time-out, panics with the
+/// error and `why()`.
+pub async fn wait_until<V, Fut>(
+    what: &str,
+    why: &dyn Fn() -> String,
+    cond: impl FnMut() -> Fut,
+) -> V
+where
+    Fut: std::future::Future<Output = Option<V>>,
+{
+    wait_for(what, T, cond)
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", why()))
 }
 
 /// Wait until `cond` holds for the task's JSON; returns it.
@@ -235,12 +255,11 @@ pub async fn task_until(
     cond: impl Fn(&Value) -> bool,
     why: &dyn Fn() -> String,
 ) -> Value {
-    wait_for(what, T, || async {
+    wait_until(what, why, || async {
         let t = server.get_json(&format!("/api/tasks/{task}")).await;
         cond(&t).then_some(t)
     })
     .await
-    .unwrap_or_else(|err| panic!("{err}\n{}", why()))
 }
 
 /// Wait until the task is in `state` (`"running"`, `"success"`...); returns
@@ -285,7 +304,7 @@ pub async fn log_contains(server: &TestServer, task: &str, needle: &str, why: &d
 
 /// Wait until the server lists builder `name` online; returns its entry.
 pub async fn builder_online(server: &TestServer, name: &str, why: &dyn Fn() -> String) -> Value {
-    wait_for(&format!("builder {name} online"), T, || async {
+    wait_until(&format!("builder {name} online"), why, || async {
         let bs = server.get_json("/api/builders").await;
         bs.as_array()?
             .iter()
@@ -293,7 +312,6 @@ pub async fn builder_online(server: &TestServer, name: &str, why: &dyn Fn() -> S
             .cloned()
     })
     .await
-    .unwrap_or_else(|err| panic!("{err}\n{}", why()))
 }
 
 /// A builder token for `host` and `platforms` from `server`, written to
@@ -469,7 +487,7 @@ pub struct ServerRef {
     pub token_file: String,
 }
 
-/// Write a builder config under `dir` (home `dir/home`, host `host`);
+/// Write a builder config under `dir` (home [`builder_home`], host `host`);
 /// `platforms` lists (name, instances, servers).
 pub fn write_builder_config(
     dir: &Path,
@@ -479,6 +497,12 @@ pub fn write_builder_config(
     write_builder_config_with(dir, host, platforms, |_| {})
 }
 
+/// The home of the builder whose config [`write_builder_config`] wrote
+/// under `dir`.
+pub fn builder_home(dir: &Path) -> PathBuf {
+    dir.join("home")
+}
+
 /// [`write_builder_config`] with a last edit of the JSON.
 pub fn write_builder_config_with(
     dir: &Path,
@@ -486,7 +510,7 @@ pub fn write_builder_config_with(
     platforms: &[(&str, u32, &[&ServerRef])],
     edit: impl FnOnce(&mut Value),
 ) -> PathBuf {
-    let home = dir.join("home");
+    let home = builder_home(dir);
     std::fs::create_dir_all(&home).unwrap();
     let plats: Vec<Value> = platforms
         .iter()

@@ -448,6 +448,7 @@ mod tests {
     use super::*;
 
     use super::fixtures::{self, spec};
+    use sai_testkit::sqlite::count;
 
     #[test]
     fn create_dedupe_delete() {
@@ -565,11 +566,7 @@ mod tests {
             .unwrap();
         assert_eq!(got, want);
         // Once settled the seed is gone.
-        let seeds: i64 = store
-            .main()
-            .query_row("SELECT COUNT(*) FROM event_seeds", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(seeds, 0);
+        assert_eq!(count(&store.main(), "SELECT COUNT(*) FROM event_seeds"), 0);
     }
 
     #[test]

@@ -302,6 +302,7 @@ fn event_db_holds(dir: &Path, tasks: usize) -> bool {
 mod tests {
     use super::super::fixtures;
     use super::*;
+    use sai_testkit::sqlite::count;
 
     /// `type, name, sql` of every schema object, and `user_version`.
     fn schema(conn: &Connection) -> (Vec<(String, String, Option<String>)>, i64) {
@@ -345,10 +346,7 @@ mod tests {
             written.push(schema(&conn));
             drop(conn);
             let conn = Connection::open(folder.join(EVENT_DB)).unwrap();
-            let n: i64 = conn
-                .query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(n, 2);
+            assert_eq!(count(&conn, "SELECT COUNT(*) FROM tasks"), 2);
             let mode: String = conn
                 .pragma_query_value(None, "journal_mode", |r| r.get(0))
                 .unwrap();
@@ -392,11 +390,7 @@ mod tests {
             .unwrap();
         assert!(wal_len() > pushed, "the offer's write restarted the WAL");
         assert_eq!(store.settle_recent_pushes().unwrap(), 1);
-        let seeds: i64 = store
-            .main()
-            .query_row("SELECT COUNT(*) FROM event_seeds", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(seeds, 0);
+        assert_eq!(count(&store.main(), "SELECT COUNT(*) FROM event_seeds"), 0);
         assert_eq!(created.db.tasks().unwrap()[0].run.state, run.state);
     }
 

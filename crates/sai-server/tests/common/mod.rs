@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use sai_core::config::server::ServerConfig;
 use sai_testkit::TestServer;
-use sai_testkit::hook::{HookRequest, Push};
+use sai_testkit::hook::{HookRequest, Push, TestPush};
 use serde_json::Value;
 
 pub use sai_testkit::fixtures::{ESP32, KEY, LINUX, SMALL, lws_saifile};
 
 pub const T: Duration = Duration::from_secs(30);
+
+/// A saifile with one task, on [`LINUX`], whose build is `true`.
+pub const ONE_TASK: &[u8] = br#"{"schema":"sai-1","platforms":{"linux-debian-12/x86_64-amd/gcc":{"build":"true"}},"configurations":{"default":{"cmake":""}}}"#;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sai-server"))
@@ -210,6 +213,22 @@ pub async fn host1_running(
     let mut b = host1(server, 1).await;
     let o = accept_next(&mut b).await;
     (b, o)
+}
+
+/// Push one task ([`ONE_TASK`]) to project `project` and let `b` run it to
+/// success with `log`; returns the task's id.
+pub async fn push_and_run(
+    server: &TestServer,
+    b: &mut sai_testkit::FakeBuilder,
+    project: &str,
+    log: &[u8],
+) -> String {
+    push_ok(server, &Push::new(project, ONE_TASK)).await;
+    let o = b.offer(T).await.unwrap();
+    b.run_task(&o, log, sai_core::protocol::TaskResult::Success)
+        .await
+        .unwrap();
+    o.task_id
 }
 
 /// The builder's next offer, accepted.
