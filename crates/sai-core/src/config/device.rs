@@ -255,6 +255,8 @@ impl DeviceConfig {
 }
 
 impl ConfigType for DeviceConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }

@@ -290,6 +290,8 @@ impl JigConfig {
 }
 
 impl ConfigType for JigConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }

@@ -13,6 +13,9 @@ use super::ConfigError;
 /// A config type of one kind: read with serde, described by schemars,
 /// checked by its `validate()`.
 pub trait ConfigType: DeserializeOwned + JsonSchema {
+    /// Value of the `schema` member that marks a file of this kind.
+    const MARKER: &'static str;
+
     /// Every semantic problem (the type's `validate()`); empty means valid.
     fn problems(&self) -> Vec<ConfigProblem>;
 }
