@@ -219,3 +219,15 @@ pub fn check_socket_addr(value: &str, example: &str) -> Result<(), String> {
         )),
     }
 }
+
+/// The problems as text, after checking that each of `wanted` is part of
+/// one of them (the failure names the missing text and lists them all).
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_mentions(problems: &[ConfigProblem], wanted: &[&str]) -> Vec<String> {
+    let p: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    for want in wanted {
+        assert!(p.iter().any(|m| m.contains(want)), "{want:?} not in {p:?}");
+    }
+    p
+}
