@@ -426,66 +426,66 @@ impl<'a> Reader<'a> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
-        let Some(depth) = self.open(depth, b'}')? else {
-            return Ok(Value::Object(Vec::new()));
-        };
-        let mut members = Vec::new();
-        loop {
-            self.skip_ws()?;
-            if self.peek() != Some(b'"') {
-                return Err(self.error_here(format!(
-                    "expected a string object key, found {}",
-                    self.describe_here()
-                )));
-            }
-            let key_pos = self.pos();
-            let key = self.string()?;
-            self.skip_ws()?;
-            if self.peek() != Some(b':') {
-                return Err(self.error_here(format!(
-                    "expected ':' after object key \"{key}\", found {}",
-                    self.describe_here()
-                )));
-            }
-            self.bump();
-            self.skip_ws()?;
-            let value = self.value(depth)?;
-            members.push(Member {
-                key,
-                key_pos,
-                value,
-            });
-            if self.end_of_item(b'}', "object member")? {
-                return Ok(Value::Object(members));
-            }
+        let members = self.items(depth, b'}', "object member", Self::member)?;
+        Ok(Value::Object(members))
+    }
+
+    fn member(&mut self, depth: usize) -> Result<Member, JsonError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error_here(format!(
+                "expected a string object key, found {}",
+                self.describe_here()
+            )));
         }
+        let key_pos = self.pos();
+        let key = self.string()?;
+        self.skip_ws()?;
+        if self.peek() != Some(b':') {
+            return Err(self.error_here(format!(
+                "expected ':' after object key \"{key}\", found {}",
+                self.describe_here()
+            )));
+        }
+        self.bump();
+        self.skip_ws()?;
+        let value = self.value(depth)?;
+        Ok(Member {
+            key,
+            key_pos,
+            value,
+        })
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
-        let Some(depth) = self.open(depth, b']')? else {
-            return Ok(Value::Array(Vec::new()));
-        };
-        let mut items = Vec::new();
-        loop {
-            self.skip_ws()?;
-            items.push(self.value(depth)?);
-            if self.end_of_item(b']', "array element")? {
-                return Ok(Value::Array(items));
-            }
-        }
+        let items = self.items(depth, b']', "array element", Self::value)?;
+        Ok(Value::Array(items))
     }
 
-    /// At the opening bracket of an object or array: the depth inside it, or
-    /// `None` when `close` follows at once (an empty container, consumed).
-    fn open(&mut self, depth: usize, close: u8) -> Result<Option<usize>, JsonError> {
+    /// At the opening bracket of an object or array: read its items with
+    /// `item` (called at the first byte of each, with the depth inside the
+    /// container) up to and including the `close` bracket.
+    fn items<T>(
+        &mut self,
+        depth: usize,
+        close: u8,
+        what: &str,
+        mut item: impl FnMut(&mut Self, usize) -> Result<T, JsonError>,
+    ) -> Result<Vec<T>, JsonError> {
         let depth = self.enter(depth)?;
         self.bump();
         self.skip_ws()?;
+        let mut items = Vec::new();
         if self.peek() == Some(close) {
             self.bump();
-            return Ok(None);
+            return Ok(items);
         }
-        Ok(Some(depth))
+        loop {
+            self.skip_ws()?;
+            items.push(item(self, depth)?);
+            if self.end_of_item(close, what)? {
+                return Ok(items);
+            }
+        }
     }
 
     /// After an object member or array element: consume the `,` before the

@@ -462,6 +462,11 @@ mod tests {
         parse(xml.as_bytes(), &Limits::default()).unwrap()
     }
 
+    /// A report of one `<testsuite>` holding `body`.
+    fn suite_of(body: &str) -> String {
+        format!("<testsuite>{body}</testsuite>")
+    }
+
     /// What `ctest --output-junit` (CMake 3.25) writes for one passing and
     /// one failing test.
     const CTEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -562,41 +567,33 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused() {
-        let xml = format!(
-            "<testsuite>{}{}</testsuite>",
-            "<a>".repeat(100),
-            "</a>".repeat(100)
-        );
+        let xml = suite_of(&("<a>".repeat(100) + &"</a>".repeat(100)));
         let e = parse(xml.as_bytes(), &Limits::default()).unwrap_err();
         assert!(matches!(e, ReportError::TooDeep { max: 32, .. }), "{e:?}");
     }
 
     #[test]
     fn size_and_case_count_are_bounded() {
-        let limits = Limits {
+        let big = suite_of(&" ".repeat(200));
+        let many = suite_of(&"<testcase name=\"t\"/>".repeat(4));
+        let by_size = Limits {
             max_bytes: 100,
             ..Limits::default()
         };
-        let big = format!("<testsuite>{}</testsuite>", " ".repeat(200));
-        assert_eq!(
-            parse(big.as_bytes(), &limits).unwrap_err(),
-            ReportError::TooLarge {
-                size: big.len(),
-                max: 100
-            }
-        );
-        let limits = Limits {
+        let by_count = Limits {
             max_cases: 3,
             ..Limits::default()
         };
-        let many = format!(
-            "<testsuite>{}</testsuite>",
-            "<testcase name=\"t\"/>".repeat(4)
-        );
-        assert_eq!(
-            parse(many.as_bytes(), &limits).unwrap_err(),
-            ReportError::TooManyCases { max: 3 }
-        );
+        let too_large = ReportError::TooLarge {
+            size: big.len(),
+            max: 100,
+        };
+        for (report, limits, refusal) in [
+            (&big, by_size, too_large),
+            (&many, by_count, ReportError::TooManyCases { max: 3 }),
+        ] {
+            assert_eq!(parse(report.as_bytes(), &limits).unwrap_err(), refusal);
+        }
     }
 
     #[test]
@@ -605,10 +602,10 @@ mod tests {
             max_message_bytes: 16,
             ..Limits::default()
         };
-        let xml = format!(
-            "<testsuite><testcase name=\"t\"><failure>{}assert é==1</failure></testcase></testsuite>",
+        let xml = suite_of(&format!(
+            "<testcase name=\"t\"><failure>{}assert é==1</failure></testcase>",
             "x".repeat(5000)
-        );
+        ));
         let cases = parse(xml.as_bytes(), &limits).unwrap();
         let m = cases[0].message.as_deref().unwrap();
         assert!(m.starts_with('…') && m.ends_with("assert é==1"), "{m}");

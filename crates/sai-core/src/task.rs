@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::saifile::TaskSpec;
+
 /// Length of an event id: 32 uppercase hex characters.
 pub const EVENT_ID_LEN: usize = 32;
 /// Length of a task id: its event id followed by 32 more uppercase hex characters.
@@ -386,16 +388,9 @@ pub struct Task {
     pub id: TaskId,
     /// Position in saifile order.
     pub idx: i64,
-    /// Configuration name.
-    pub configuration: String,
-    /// Platform requested.
-    pub platform: String,
-    /// Shell steps.
-    pub steps: Vec<String>,
-    /// Artifact globs.
-    pub artifacts: Vec<String>,
-    /// Packages.
-    pub packages: Vec<String>,
+    /// What the saifile asked for: configuration, platform, steps,
+    /// artifact globs, packages and test report globs.
+    pub spec: TaskSpec,
     /// Failed on this platform in the previous event of the same ref.
     pub priority: bool,
     /// Creation time (unix ms).
@@ -404,8 +399,6 @@ pub struct Task {
     pub last_updated: i64,
     /// What happened so far.
     pub run: RunRecord,
-    /// JUnit XML report globs (the saifile's `test_reports`).
-    pub test_reports: Vec<String>,
 }
 
 impl Task {

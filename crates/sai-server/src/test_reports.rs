@@ -114,8 +114,8 @@ fn record_history(
         task_id: task_id.to_string(),
         hash: ev.hash,
         git_ref: ev.git_ref,
-        configuration: task.configuration,
-        platform: task.platform,
+        configuration: task.spec.configuration,
+        platform: task.spec.platform,
     };
     server.store.record_test_runs(&place, cases)
 }

@@ -633,8 +633,8 @@ fn record_duration(server: &Server, db: &crate::store::EventDb, project: &str, t
     }
     let key = crate::store::durations::DurationKey {
         project,
-        configuration: &task.configuration,
-        platform: &task.platform,
+        configuration: &task.spec.configuration,
+        platform: &task.spec.platform,
     };
     if let Err(e) = server
         .store

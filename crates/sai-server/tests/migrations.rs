@@ -207,11 +207,14 @@ fn assert_rows_survive(store: &Store, dir: &Path, version: usize, old: &[OldEven
         );
         for (i, t) in tasks.iter().enumerate() {
             assert_eq!(t.id.as_str(), task_id(&was.id, i as u8));
-            assert_eq!(t.configuration, format!("conf{i}"));
-            assert_eq!(t.steps, ["make", "make test"]);
-            assert_eq!(t.artifacts, ["out/*"]);
+            assert_eq!(t.spec.configuration, format!("conf{i}"));
+            assert_eq!(t.spec.steps, ["make", "make test"]);
+            assert_eq!(t.spec.artifacts, ["out/*"]);
             assert_eq!(t.run.instance, None, "event db column 2's default");
-            assert!(t.test_reports.is_empty(), "event db column 4's default");
+            assert!(
+                t.spec.test_reports.is_empty(),
+                "event db column 4's default"
+            );
         }
         assert_eq!(tasks[0].run.state, TaskState::Success);
         assert_eq!(tasks[0].run.exit_code, Some(0));

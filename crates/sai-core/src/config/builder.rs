@@ -417,6 +417,8 @@ impl BuilderConfig {
 }
 
 impl ConfigType for BuilderConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }

@@ -255,6 +255,8 @@ impl DeviceConfig {
 }
 
 impl ConfigType for DeviceConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }
@@ -263,6 +265,7 @@ impl ConfigType for DeviceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::problem::assert_mentions;
     use crate::config::{Format, parse};
 
     const EXAMPLE: &str = r#"
@@ -355,17 +358,20 @@ mod tests {
                 },
             ],
         };
-        let p: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
-        let has = |s: &str| p.iter().any(|m| m.contains(s));
-        assert!(has("schema: expected"), "{p:?}");
-        assert!(has("compatible token"), "{p:?}");
-        assert!(has("ttys[0].rate: must be positive"), "{p:?}");
-        assert!(has("clashes"), "{p:?}");
-        assert!(has("must be absolute"), "{p:?}");
-        assert!(has("SAI_DEVICE_TTY0"), "{p:?}");
-        assert!(has("duplicate device name"), "{p:?}");
-        assert!(has("devices[1].type: must not be empty"), "{p:?}");
-        assert!(has("also used by device"), "{p:?}");
+        let p = assert_mentions(
+            &c.validate(),
+            &[
+                "schema: expected",
+                "compatible token",
+                "ttys[0].rate: must be positive",
+                "clashes",
+                "must be absolute",
+                "SAI_DEVICE_TTY0",
+                "duplicate device name",
+                "devices[1].type: must not be empty",
+                "also used by device",
+            ],
+        );
         assert_eq!(p.len(), 9, "{p:?}");
     }
 

@@ -176,6 +176,8 @@ impl ExpectScript {
 }
 
 impl ConfigType for ExpectScript {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }

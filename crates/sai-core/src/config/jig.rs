@@ -290,6 +290,8 @@ impl JigConfig {
 }
 
 impl ConfigType for JigConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }
@@ -298,6 +300,7 @@ impl ConfigType for JigConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::problem::assert_mentions;
     use crate::config::{Format, parse};
 
     #[test]
@@ -344,22 +347,22 @@ token_file: /y
 listen: nonsense
 "#;
         let c: JigConfig = parse("conf.yaml", text.as_bytes(), Format::Yaml).unwrap();
-        let p: Vec<String> = c.validate().iter().map(ToString::to_string).collect();
-        let has = |s: &str| p.iter().any(|m| m.contains(s));
-        assert!(has("unknown gpio 'b'"), "{p:?}");
-        assert!(has("\"value\" without \"gpio\""), "{p:?}");
-        assert!(has("not both"), "{p:?}");
-        assert!(has("value must be 0 or 1"), "{p:?}");
-        assert!(has("duplicate gpio name"), "{p:?}");
-        assert!(has("targets[0].gpios[1].safe: must be 0 or 1"), "{p:?}");
-        assert!(
-            has("targets[0].sequences[0].seq[0].gpio: unknown gpio"),
-            "{p:?}"
+        assert_mentions(
+            &c.validate(),
+            &[
+                "unknown gpio 'b'",
+                "\"value\" without \"gpio\"",
+                "not both",
+                "value must be 0 or 1",
+                "duplicate gpio name",
+                "targets[0].gpios[1].safe: must be 0 or 1",
+                "targets[0].sequences[0].seq[0].gpio: unknown gpio",
+                "also used by",
+                "duplicate sequence name",
+                "reserved",
+                "either token_file or token",
+                "listen:",
+            ],
         );
-        assert!(has("also used by"), "{p:?}");
-        assert!(has("duplicate sequence name"), "{p:?}");
-        assert!(has("reserved"), "{p:?}");
-        assert!(has("either token_file or token"), "{p:?}");
-        assert!(has("listen:"), "{p:?}");
     }
 }

@@ -13,6 +13,9 @@ use super::ConfigError;
 /// A config type of one kind: read with serde, described by schemars,
 /// checked by its `validate()`.
 pub trait ConfigType: DeserializeOwned + JsonSchema {
+    /// Value of the `schema` member that marks a file of this kind.
+    const MARKER: &'static str;
+
     /// Every semantic problem (the type's `validate()`); empty means valid.
     fn problems(&self) -> Vec<ConfigProblem>;
 }
@@ -215,4 +218,16 @@ pub fn check_socket_addr(value: &str, example: &str) -> Result<(), String> {
             "{value:?} is not an address:port such as \"{example}\""
         )),
     }
+}
+
+/// The problems as text, after checking that each of `wanted` is part of
+/// one of them (the failure names the missing text and lists them all).
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_mentions(problems: &[ConfigProblem], wanted: &[&str]) -> Vec<String> {
+    let p: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    for want in wanted {
+        assert!(p.iter().any(|m| m.contains(want)), "{want:?} not in {p:?}");
+    }
+    p
 }

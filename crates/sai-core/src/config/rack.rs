@@ -756,6 +756,8 @@ fn is_debian_package_name(name: &str) -> bool {
 }
 
 impl ConfigType for RackConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }

@@ -43,15 +43,11 @@ pub struct KindSpec {
 }
 
 impl KindSpec {
-    /// The spec of a config kind whose type is `T`.
-    fn config<T: ConfigType>(
-        name: &'static str,
-        marker: &'static str,
-        title: &'static str,
-    ) -> KindSpec {
+    /// The spec of a config kind whose type is `T` (its marker is `T`'s).
+    fn config<T: ConfigType>(name: &'static str, title: &'static str) -> KindSpec {
         KindSpec {
             name,
-            marker,
+            marker: T::MARKER,
             title,
             schema: root_schema::<T>,
             check: |bytes, source_name, format| match super::load::<T>(source_name, bytes, format) {
@@ -98,7 +94,10 @@ impl ConfigKind {
 
     /// The one registry entry of this kind.
     pub fn spec(self) -> KindSpec {
-        use super::{builder, device, expect, jig, rack, server, web};
+        use super::{
+            builder::BuilderConfig, device::DeviceConfig, expect::ExpectScript, jig::JigConfig,
+            rack::RackConfig, server::ServerConfig, web::WebConfig,
+        };
         match self {
             ConfigKind::Saifile => KindSpec {
                 name: "saifile",
@@ -107,35 +106,17 @@ impl ConfigKind {
                 schema: || crate::saifile::saifile_schema().to_value(),
                 check: |bytes, source_name, _| saifile_diagnostics(bytes, source_name),
             },
-            ConfigKind::Server => KindSpec::config::<server::ServerConfig>(
-                "server",
-                server::SCHEMA_MARKER,
-                "sai-server config",
-            ),
-            ConfigKind::Web => {
-                KindSpec::config::<web::WebConfig>("web", web::SCHEMA_MARKER, "sai-web config")
+            ConfigKind::Server => KindSpec::config::<ServerConfig>("server", "sai-server config"),
+            ConfigKind::Web => KindSpec::config::<WebConfig>("web", "sai-web config"),
+            ConfigKind::Builder => {
+                KindSpec::config::<BuilderConfig>("builder", "sai-builder config")
             }
-            ConfigKind::Builder => KindSpec::config::<builder::BuilderConfig>(
-                "builder",
-                builder::SCHEMA_MARKER,
-                "sai-builder config",
-            ),
-            ConfigKind::Device => KindSpec::config::<device::DeviceConfig>(
-                "device",
-                device::SCHEMA_MARKER,
-                "sai-device config",
-            ),
-            ConfigKind::Jig => {
-                KindSpec::config::<jig::JigConfig>("jig", jig::SCHEMA_MARKER, "sai-jig config")
+            ConfigKind::Device => KindSpec::config::<DeviceConfig>("device", "sai-device config"),
+            ConfigKind::Jig => KindSpec::config::<JigConfig>("jig", "sai-jig config"),
+            ConfigKind::ExpectScript => {
+                KindSpec::config::<ExpectScript>("expect", "sai-expect script")
             }
-            ConfigKind::ExpectScript => KindSpec::config::<expect::ExpectScript>(
-                "expect",
-                expect::SCHEMA_MARKER,
-                "sai-expect script",
-            ),
-            ConfigKind::Rack => {
-                KindSpec::config::<rack::RackConfig>("rack", rack::SCHEMA_MARKER, "Sai rack")
-            }
+            ConfigKind::Rack => KindSpec::config::<RackConfig>("rack", "Sai rack"),
         }
     }
 

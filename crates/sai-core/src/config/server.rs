@@ -502,6 +502,8 @@ fn is_http_url(u: &str) -> bool {
 const BOTH_KEYS: &str = "notification_key and notification_key_file are both set; keep only one";
 
 impl ConfigType for ServerConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }

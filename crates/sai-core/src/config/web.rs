@@ -206,6 +206,8 @@ impl WebConfig {
 }
 
 impl ConfigType for WebConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     fn problems(&self) -> Vec<ConfigProblem> {
         self.validate()
     }

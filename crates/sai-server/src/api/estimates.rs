@@ -59,7 +59,7 @@ impl<'a> Estimator<'a> {
         if !matches!(t.run.state, TaskState::Waiting | TaskState::Running) {
             return Ok(None);
         }
-        self.duration(project, &t.configuration, &t.platform)
+        self.duration(project, &t.spec.configuration, &t.spec.platform)
     }
 
     /// When the open event `event_id` is expected to finish.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use sai_core::api;
 use sai_core::protocol::is_task_id;
-use sai_core::saifile::TaskSpec;
 use sai_core::task::{Event, EventId};
 use warp::http::HeaderMap;
 
@@ -135,16 +134,8 @@ pub async fn again(server: &Arc<Server>, headers: &HeaderMap, id: &str) -> Res {
         let specs = tasks
             .into_iter()
             .map(|t| {
-                let prio = prev.contains(&(t.configuration.clone(), t.platform.clone()));
-                let spec = TaskSpec {
-                    configuration: t.configuration,
-                    platform: t.platform,
-                    steps: t.steps,
-                    artifacts: t.artifacts,
-                    packages: t.packages,
-                    test_reports: t.test_reports,
-                };
-                (ev.id.task(crate::hook::random16()), spec, prio)
+                let prio = prev.contains(&(t.spec.configuration.clone(), t.spec.platform.clone()));
+                (ev.id.task(crate::hook::random16()), t.spec, prio)
             })
             .collect();
         srv.store.create_event(ev, specs, false)

@@ -32,7 +32,7 @@ fn waiting_detail(t: &Task, fleet: &Fleet, max_infra: u32) -> Option<String> {
             if n == 1 { "" } else { "s" }
         )
     });
-    match (retry, fleet.waiting_detail(&t.platform)) {
+    match (retry, fleet.waiting_detail(&t.spec.platform)) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
         (a, b) => a.or(b),
     }
@@ -45,8 +45,8 @@ pub fn view(t: &Task, fleet: &Fleet, max_infra: u32) -> api::Task {
     api::Task {
         id: t.id.to_string(),
         event_id: t.event_id().to_string(),
-        configuration: t.configuration.clone(),
-        platform: t.platform.clone(),
+        configuration: t.spec.configuration.clone(),
+        platform: t.spec.platform.clone(),
         state: r.state,
         detail: (r.state == TaskState::Waiting)
             .then(|| waiting_detail(t, fleet, max_infra))
@@ -61,7 +61,7 @@ pub fn view(t: &Task, fleet: &Fleet, max_infra: u32) -> api::Task {
         attempt: r.attempt,
         infra_failures: r.infra_failures,
         build_step: r.build_step,
-        step_count: t.steps.len(),
+        step_count: t.spec.steps.len(),
         priority: t.priority,
         created: t.created,
         started: r.started,
@@ -108,9 +108,9 @@ pub fn get(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     if let Some(ev) = server.store.event(db.id.as_str())? {
         v.estimate_ms = super::estimates::Estimator::new(server).task(&ev.project, &t)?;
     }
-    v.steps = Some(t.steps);
-    v.artifact_globs = Some(t.artifacts);
-    v.packages = Some(t.packages);
+    v.steps = Some(t.spec.steps);
+    v.artifact_globs = Some(t.spec.artifacts);
+    v.packages = Some(t.spec.packages);
     v.artifacts = Some(db.artifacts(id)?.into_iter().map(artifact).collect());
     v.log_bytes = Some(db.log_len(id)?);
     v.log_stored_bytes = Some(db.task_log_bytes_stored(id)?);

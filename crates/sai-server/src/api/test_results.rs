@@ -33,7 +33,7 @@ pub fn of_event(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     let tasks: HashMap<String, (String, String)> = db
         .tasks()?
         .into_iter()
-        .map(|t| (t.id.to_string(), (t.configuration, t.platform)))
+        .map(|t| (t.id.to_string(), (t.spec.configuration, t.spec.platform)))
         .collect();
     let mut failed: BTreeMap<(String, String), api::FailedTest> = BTreeMap::new();
     for CaseRow { task_id, case: c } in db.failed_test_cases()? {

@@ -568,7 +568,7 @@ impl<D: Clone> Sched<D> {
             rt.counts.add(task.run.state);
             if task.run.state == TaskState::Waiting {
                 self.waiting
-                    .entry(task.platform.clone())
+                    .entry(task.spec.platform.clone())
                     .or_default()
                     .insert((seq, !task.priority, i));
             }
@@ -584,7 +584,7 @@ impl<D: Clone> Sched<D> {
             .tasks
             .iter()
             .filter(|t| t.task.run.state == TaskState::Waiting)
-            .map(|t| t.task.platform.clone())
+            .map(|t| t.task.spec.platform.clone())
             .collect();
         self.by_id.insert(rt.event.id.clone(), seq);
         self.events.insert(seq, rt);
@@ -681,7 +681,7 @@ impl<D: Clone> Sched<D> {
             }
             self.persist(seq, i);
             touched.insert(seq);
-            requeued.insert(self.events[&seq].tasks[i].task.platform.clone());
+            requeued.insert(self.events[&seq].tasks[i].task.spec.platform.clone());
         }
         for seq in touched {
             self.refresh(seq);
@@ -777,7 +777,7 @@ impl<D: Clone> Sched<D> {
         ));
         self.persist(seq, i);
         self.refresh(seq);
-        let platform = self.events[&seq].tasks[i].task.platform.clone();
+        let platform = self.events[&seq].tasks[i].task.spec.platform.clone();
         self.dispatch_platforms(now, &BTreeSet::from([platform]));
         true
     }
@@ -849,7 +849,7 @@ impl<D: Clone> Sched<D> {
         if run.state.is_terminal() {
             run.ended = Some(now);
         }
-        let platform = self.events[&seq].tasks[i].task.platform.clone();
+        let platform = self.events[&seq].tasks[i].task.spec.platform.clone();
         self.persist(seq, i);
         self.refresh(seq);
         self.dispatch_conn(now, conn);
@@ -901,7 +901,7 @@ impl<D: Clone> Sched<D> {
             touched.push(seq);
             let t = &self.events[&seq].tasks[i].task;
             if t.run.state == TaskState::Waiting {
-                requeued.insert(t.platform.clone());
+                requeued.insert(t.spec.platform.clone());
             }
         }
         touched.sort();
@@ -960,7 +960,7 @@ impl<D: Clone> Sched<D> {
             ));
             self.persist(seq, i);
             touched.insert(seq);
-            platforms.insert(self.events[&seq].tasks[i].task.platform.clone());
+            platforms.insert(self.events[&seq].tasks[i].task.spec.platform.clone());
         }
         for seq in touched {
             self.refresh(seq);
@@ -1105,7 +1105,7 @@ impl<D: Clone> Sched<D> {
                 ..RunRecord::new()
             };
             self.persist(seq, i);
-            platforms.insert(self.events[&seq].tasks[i].task.platform.clone());
+            platforms.insert(self.events[&seq].tasks[i].task.spec.platform.clone());
             out.push(id);
         }
         self.refresh(seq);
@@ -1167,8 +1167,8 @@ impl<D: Clone> Sched<D> {
                 if matches!(run.state, TaskState::Waiting | TaskState::Running) {
                     out.push(OpenWork {
                         project: e.event.project.clone(),
-                        configuration: t.task.configuration.clone(),
-                        platform: t.task.platform.clone(),
+                        configuration: t.task.spec.configuration.clone(),
+                        platform: t.task.spec.platform.clone(),
                         started: (run.state == TaskState::Running)
                             .then_some(run.started)
                             .flatten(),
@@ -1223,16 +1223,16 @@ impl<D: Clone> Sched<D> {
             e.counts.moved(from, to);
             let key = (seq, !t.task.priority, i);
             if from == TaskState::Waiting
-                && let Some(set) = self.waiting.get_mut(&t.task.platform)
+                && let Some(set) = self.waiting.get_mut(&t.task.spec.platform)
             {
                 set.remove(&key);
                 if set.is_empty() {
-                    self.waiting.remove(&t.task.platform);
+                    self.waiting.remove(&t.task.spec.platform);
                 }
             }
             if to == TaskState::Waiting {
                 self.waiting
-                    .entry(t.task.platform.clone())
+                    .entry(t.task.spec.platform.clone())
                     .or_default()
                     .insert(key);
             }
@@ -1447,14 +1447,14 @@ impl<D: Clone> Sched<D> {
             fetch_url: e.event.fetch_url.clone(),
             git_ref: e.event.git_ref.clone(),
             hash: e.event.hash.clone(),
-            configuration: t.configuration.clone(),
-            platform: t.platform.clone(),
+            configuration: t.spec.configuration.clone(),
+            platform: t.spec.platform.clone(),
             offer_platform: offer_name,
-            steps: t.steps.clone(),
-            artifacts: t.artifacts.clone(),
-            packages: t.packages.clone(),
+            steps: t.spec.steps.clone(),
+            artifacts: t.spec.artifacts.clone(),
+            packages: t.spec.packages.clone(),
             attempt: t.run.attempt as u32 + 1,
-            test_reports: t.test_reports.clone(),
+            test_reports: t.spec.test_reports.clone(),
         };
         self.persist(seq, i);
         self.out.push(Effect::Send {

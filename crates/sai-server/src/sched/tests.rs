@@ -2,6 +2,7 @@
 //! fake clock: the time is whatever each call is given.
 
 use super::*;
+use sai_core::saifile::TaskSpec;
 use sai_core::task::EventId;
 
 /// The fake event database handle: the event's number.
@@ -64,16 +65,18 @@ impl Fixture {
             .map(|(i, (p, prio))| Task {
                 id: id.task(task_bytes(i)),
                 idx: i as i64,
-                configuration: format!("c{i}"),
-                platform: p.to_string(),
-                steps: vec!["true".into()],
-                artifacts: vec![],
-                packages: vec![],
+                spec: TaskSpec {
+                    configuration: format!("c{i}"),
+                    platform: p.to_string(),
+                    steps: vec!["true".into()],
+                    artifacts: vec![],
+                    packages: vec![],
+                    test_reports: vec![],
+                },
                 priority: *prio,
                 created: now,
                 last_updated: now,
                 run: RunRecord::new(),
-                test_reports: vec![],
             })
             .collect();
         let event = Event {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use sai_core::saifile::TaskSpec;
 use sai_core::task::{EventId, RunRecord, Task};
 
 use super::{Rows, StoreError, now_ms, parsed};
@@ -65,12 +66,14 @@ fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
         id: parsed(r, 0)?,
         idx: r.get(1)?,
-        configuration: r.get(2)?,
-        platform: r.get(3)?,
-        steps: list(4)?,
-        artifacts: list(5)?,
-        packages: list(6)?,
-        test_reports: list(21)?,
+        spec: TaskSpec {
+            configuration: r.get(2)?,
+            platform: r.get(3)?,
+            steps: list(4)?,
+            artifacts: list(5)?,
+            packages: list(6)?,
+            test_reports: list(21)?,
+        },
         priority: r.get::<_, i64>(7)? != 0,
         created: r.get(16)?,
         last_updated: r.get(19)?,
@@ -102,15 +105,15 @@ pub(super) fn insert_tasks(conn: &mut Connection, tasks: &[Task]) -> Result<(), 
             st.execute(params![
                 t.id.as_str(),
                 t.idx,
-                t.configuration,
-                t.platform,
-                serde_json::to_string(&t.steps)?,
-                serde_json::to_string(&t.artifacts)?,
-                serde_json::to_string(&t.packages)?,
+                t.spec.configuration,
+                t.spec.platform,
+                serde_json::to_string(&t.spec.steps)?,
+                serde_json::to_string(&t.spec.artifacts)?,
+                serde_json::to_string(&t.spec.packages)?,
                 t.priority as i64,
                 t.run.state.as_str(),
                 t.created,
-                serde_json::to_string(&t.test_reports)?
+                serde_json::to_string(&t.spec.test_reports)?
             ])?;
         }
     }

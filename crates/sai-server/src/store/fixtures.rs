@@ -41,12 +41,10 @@ pub(super) fn task(i: u8) -> Task {
     Task {
         id: event_id().task([i; 16]),
         idx: i64::from(i),
-        configuration: format!("c{i}"),
-        platform: "linux".into(),
-        steps: vec!["make".into()],
-        artifacts: vec![],
-        packages: vec![],
-        test_reports: vec![],
+        spec: TaskSpec {
+            steps: vec!["make".into()],
+            ..spec(&format!("c{i}"))
+        },
         priority: false,
         created: 1,
         last_updated: 1,

@@ -278,12 +278,7 @@ impl Store {
             .map(|(i, (id, spec, priority))| Task {
                 id,
                 idx: i as i64,
-                configuration: spec.configuration,
-                platform: spec.platform,
-                steps: spec.steps,
-                artifacts: spec.artifacts,
-                packages: spec.packages,
-                test_reports: spec.test_reports,
+                spec,
                 priority,
                 created: now,
                 last_updated: now,

@@ -24,6 +24,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, params};
+use sai_core::saifile::TaskSpec;
 use sai_core::task::{Event, RunRecord, Task};
 
 use super::{EVENT_DB, Store, StoreError, event_db, io, migrations};
@@ -62,14 +63,14 @@ pub(super) fn encode_seed(tasks: &[Task]) -> Result<Vec<u8>, StoreError> {
         .map(|t| {
             serde_json::json!([
                 t.id.as_str(),
-                t.configuration,
-                t.platform,
-                t.steps,
-                t.artifacts,
-                t.packages,
+                t.spec.configuration,
+                t.spec.platform,
+                t.spec.steps,
+                t.spec.artifacts,
+                t.spec.packages,
                 t.priority,
                 t.created,
-                t.test_reports
+                t.spec.test_reports
             ])
         })
         .collect();
@@ -101,15 +102,17 @@ fn decode_seed(seed: &[u8]) -> Result<Vec<Task>, StoreError> {
                     .parse()
                     .map_err(|e| bad(format!("task id {}: {e}", r.0)))?,
                 idx: i as i64,
-                configuration: r.1,
-                platform: r.2,
-                steps: r.3,
-                artifacts: r.4,
-                packages: r.5,
+                spec: TaskSpec {
+                    configuration: r.1,
+                    platform: r.2,
+                    steps: r.3,
+                    artifacts: r.4,
+                    packages: r.5,
+                    test_reports: r.8,
+                },
                 priority: r.6,
                 created: r.7,
                 last_updated: r.7,
-                test_reports: r.8,
                 run: RunRecord::new(),
             })
         })
@@ -397,14 +400,20 @@ mod tests {
     #[test]
     fn a_seed_decodes_to_the_tasks_it_was_made_of() {
         let tasks: Vec<Task> = (0..3)
-            .map(|i| Task {
-                steps: vec!["make".into(), "make test".into()],
-                artifacts: vec!["*.deb".into()],
-                test_reports: vec![format!("build/t{i}.xml")],
-                priority: i == 1,
-                created: 42,
-                last_updated: 42,
-                ..fixtures::task(i)
+            .map(|i| {
+                let base = fixtures::task(i);
+                Task {
+                    spec: TaskSpec {
+                        steps: vec!["make".into(), "make test".into()],
+                        artifacts: vec!["*.deb".into()],
+                        test_reports: vec![format!("build/t{i}.xml")],
+                        ..base.spec
+                    },
+                    priority: i == 1,
+                    created: 42,
+                    last_updated: 42,
+                    ..base
+                }
             })
             .collect();
         assert_eq!(decode_seed(&encode_seed(&tasks).unwrap()).unwrap(), tasks);
