@@ -7,6 +7,7 @@ use sai_core::config::builder::{
     BuilderConfig, DEFAULT_JOB_RETENTION_SECS, DEFAULT_LOG_LIMIT_BYTES, DEFAULT_STEP_TIMEOUT_SECS,
 };
 use sai_core::config::schema::ConfigKind;
+use sai_core::config::schema::ConfigType;
 use sai_core::config::{Format, parse};
 
 const MINIMAL: &str = r#"{

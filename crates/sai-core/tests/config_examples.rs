@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use sai_core::config::schema::ConfigType;
 use sai_core::config::schema::{ConfigKind, validate_semantics};
 use sai_core::config::{Format, parse};
 use serde_json::Value;

@@ -5,6 +5,7 @@ mod common;
 use common::only_diagnostic;
 
 use sai_core::config::rack::{RackConfig, Runs};
+use sai_core::config::schema::ConfigType;
 use sai_core::config::schema::{ConfigKind, validate_semantics};
 use sai_core::config::{Format, parse};
 use serde_json::Value;

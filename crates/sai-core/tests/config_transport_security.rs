@@ -5,6 +5,7 @@ mod common;
 use common::builder_problems;
 
 use sai_core::config::builder::{BuilderConfig, is_loopback_host, url_host};
+use sai_core::config::schema::ConfigType;
 use sai_core::config::server::ServerConfig;
 use sai_core::config::{Format, parse};
 

@@ -4,6 +4,7 @@ mod common;
 use common::{assert_problems_start_with, only_diagnostic};
 
 use sai_core::config::schema::ConfigKind;
+use sai_core::config::schema::ConfigType;
 use sai_core::config::web::{DEFAULT_SESSION_LIFETIME_SECS, WebConfig, check_argon2_phc};
 use sai_core::config::{Format, parse};
 

@@ -230,6 +230,7 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sai_core::config::schema::ConfigType;
     use sai_core::config::{Format, parse};
 
     fn script(yaml: &str) -> Matcher {

@@ -7,6 +7,7 @@ use sai_core::config::device::DeviceConfig;
 use sai_core::config::expect::ExpectScript;
 use sai_core::config::jig::JigConfig;
 use sai_core::config::problem::ConfigProblem;
+use sai_core::config::schema::ConfigType;
 use sai_core::config::{Format, parse};
 use serde::de::DeserializeOwned;
 

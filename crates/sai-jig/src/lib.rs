@@ -107,7 +107,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 impl Jig {
     /// Set up the jig and drive every line to its safe value. `token` is the
     /// bearer token to require, if any. The config must be valid
-    /// ([`JigConfig::validate`]).
+    /// ([`ConfigType::validate`](sai_core::config::schema::ConfigType::validate)).
     pub fn new(
         config: &JigConfig,
         backend: Arc<dyn GpioBackend>,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sai_core::config::jig::JigConfig;
+use sai_core::config::schema::ConfigType;
 use sai_jig::{GpioBackend, GpioError, Jig, LineId, SimChip};
 
 fn config(token: Option<&str>) -> JigConfig {

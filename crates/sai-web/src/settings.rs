@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use sai_core::config::schema::ConfigType;
 use sai_core::config::web::WebConfig;
 
 /// Resolved settings.

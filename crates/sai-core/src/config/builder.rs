@@ -213,9 +213,28 @@ fn default_instances() -> u32 {
 const RESERVED_ENV: &[&str] = &["HOME"];
 
 impl BuilderConfig {
+    /// The distinct server URLs, in first-seen order, with the platforms
+    /// that take work from each.
+    pub fn servers(&self) -> Vec<(&BuilderServer, Vec<&str>)> {
+        let mut out: Vec<(&BuilderServer, Vec<&str>)> = Vec::new();
+        for platform in &self.platforms {
+            for server in &platform.servers {
+                match out.iter_mut().find(|(s, _)| s.url == server.url) {
+                    Some((_, names)) => names.push(&platform.name),
+                    None => out.push((server, vec![platform.name.as_str()])),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ConfigType for BuilderConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |path: FieldPath, message: String| {
@@ -398,29 +417,6 @@ impl BuilderConfig {
             }
         }
         problems
-    }
-
-    /// The distinct server URLs, in first-seen order, with the platforms
-    /// that take work from each.
-    pub fn servers(&self) -> Vec<(&BuilderServer, Vec<&str>)> {
-        let mut out: Vec<(&BuilderServer, Vec<&str>)> = Vec::new();
-        for platform in &self.platforms {
-            for server in &platform.servers {
-                match out.iter_mut().find(|(s, _)| s.url == server.url) {
-                    Some((_, names)) => names.push(&platform.name),
-                    None => out.push((server, vec![platform.name.as_str()])),
-                }
-            }
-        }
-        out
-    }
-}
-
-impl ConfigType for BuilderConfig {
-    const MARKER: &'static str = SCHEMA_MARKER;
-
-    fn problems(&self) -> Vec<ConfigProblem> {
-        self.validate()
     }
 }
 

@@ -146,10 +146,14 @@ impl DeviceConfig {
             .filter(|d| d.is_compatible(devtype))
             .collect()
     }
+}
+
+impl ConfigType for DeviceConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
 
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |at: FieldPath, message: String| {
@@ -251,14 +255,6 @@ impl DeviceConfig {
             }
         }
         problems
-    }
-}
-
-impl ConfigType for DeviceConfig {
-    const MARKER: &'static str = SCHEMA_MARKER;
-
-    fn problems(&self) -> Vec<ConfigProblem> {
-        self.validate()
     }
 }
 

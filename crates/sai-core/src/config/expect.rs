@@ -99,11 +99,15 @@ impl ExpectScript {
             .clone()
             .unwrap_or_else(|| vec![DEFAULT_FAIL.to_string()])
     }
+}
+
+impl ConfigType for ExpectScript {
+    const MARKER: &'static str = SCHEMA_MARKER;
 
     /// Check what the schema cannot express; returns every problem found,
     /// each with the path of the field it concerns (empty means valid).
     /// Regular expressions are compiled by `sai-expect` itself.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let positive = |at: FieldPath, v: Option<f64>, p: &mut Vec<ConfigProblem>| {
@@ -172,14 +176,6 @@ impl ExpectScript {
             ));
         }
         p
-    }
-}
-
-impl ConfigType for ExpectScript {
-    const MARKER: &'static str = SCHEMA_MARKER;
-
-    fn problems(&self) -> Vec<ConfigProblem> {
-        self.validate()
     }
 }
 

@@ -114,7 +114,7 @@ pub struct JigStep {
     pub wait_ms: Option<u64>,
 }
 
-/// A step checked by [`JigConfig::validate`].
+/// A step checked by `JigConfig`'s [`ConfigType::validate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepAction<'a> {
     /// Drive GPIO `name` to `value`.
@@ -169,12 +169,16 @@ impl JigConfig {
     pub fn target(&self, name: &str) -> Option<&JigTarget> {
         self.targets.iter().find(|t| t.name == name)
     }
+}
+
+impl ConfigType for JigConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
 
     /// Check what the schema cannot express; returns every problem found,
     /// each with the path of the field it concerns (empty means valid). An
     /// unknown gpio name in a sequence is an error here, never a silent
     /// delay as in the original.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |at: FieldPath, message: String| p.push(ConfigProblem::new(at, message));
@@ -286,14 +290,6 @@ impl JigConfig {
             }
         }
         p
-    }
-}
-
-impl ConfigType for JigConfig {
-    const MARKER: &'static str = SCHEMA_MARKER;
-
-    fn problems(&self) -> Vec<ConfigProblem> {
-        self.validate()
     }
 }
 

@@ -104,7 +104,7 @@ pub fn load<T: ConfigType>(
     format: Format,
 ) -> Result<T, InvalidConfig> {
     let config: T = parse(source_name, bytes, format).map_err(|e| InvalidConfig(vec![e.into()]))?;
-    let problems = config.problems();
+    let problems = config.validate();
     if problems.is_empty() {
         return Ok(config);
     }

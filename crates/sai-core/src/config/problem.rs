@@ -16,8 +16,9 @@ pub trait ConfigType: DeserializeOwned + JsonSchema {
     /// Value of the `schema` member that marks a file of this kind.
     const MARKER: &'static str;
 
-    /// Every semantic problem (the type's `validate()`); empty means valid.
-    fn problems(&self) -> Vec<ConfigProblem>;
+    /// Check what the schema cannot express: every problem found, each
+    /// with the path of the field it concerns; empty means valid.
+    fn validate(&self) -> Vec<ConfigProblem>;
 }
 
 /// One step of a path into a config document.

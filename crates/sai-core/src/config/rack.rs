@@ -387,53 +387,6 @@ impl RackConfig {
     pub fn builder(&self, name: &str) -> Option<&RackBuilder> {
         self.builders.iter().find(|b| b.name == name)
     }
-
-    /// Check what the schema cannot express. Returns every problem found,
-    /// each with the path of the field it concerns; empty means valid. The
-    /// rules of the embedded server, web, builder, device and jig configs
-    /// apply too, reported at their place in the rack.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
-        let mut problems = check_marker(Some(&self.schema), SCHEMA_MARKER);
-        let root = FieldPath::root();
-        if let Err(why) = check_name(&self.name) {
-            problems.push(ConfigProblem::new(root.key("name"), why));
-        }
-        // Names of containers, units and machines share one namespace.
-        let mut names: BTreeMap<&str, FieldPath> = BTreeMap::new();
-        if let Some(server) = &self.server {
-            let at = root.key("server");
-            check_member(&at, &server.name, server.runs, &mut names, &mut problems);
-            problems.extend(
-                server
-                    .config
-                    .validate()
-                    .into_iter()
-                    .map(|p| p.nest(&at.key("config"))),
-            );
-        }
-        if let Some(web) = &self.web {
-            let at = root.key("web");
-            check_member(&at, &web.name, web.runs, &mut names, &mut problems);
-            problems.extend(
-                web.config
-                    .validate()
-                    .into_iter()
-                    .map(|p| p.nest(&at.key("config"))),
-            );
-        }
-        if self.builders.is_empty() {
-            problems.push(ConfigProblem::new(
-                root.key("builders"),
-                "list at least one builder",
-            ));
-        }
-        let mut ttys: BTreeMap<&str, (usize, FieldPath)> = BTreeMap::new();
-        for (bi, builder) in self.builders.iter().enumerate() {
-            let at = root.key("builders").index(bi);
-            check_builder(bi, &at, builder, &mut names, &mut ttys, &mut problems);
-        }
-        problems
-    }
 }
 
 /// Checks common to server and web: a unique name and a way to run them.
@@ -758,7 +711,50 @@ fn is_debian_package_name(name: &str) -> bool {
 impl ConfigType for RackConfig {
     const MARKER: &'static str = SCHEMA_MARKER;
 
-    fn problems(&self) -> Vec<ConfigProblem> {
-        self.validate()
+    /// Check what the schema cannot express. Returns every problem found,
+    /// each with the path of the field it concerns; empty means valid. The
+    /// rules of the embedded server, web, builder, device and jig configs
+    /// apply too, reported at their place in the rack.
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = check_marker(Some(&self.schema), SCHEMA_MARKER);
+        let root = FieldPath::root();
+        if let Err(why) = check_name(&self.name) {
+            problems.push(ConfigProblem::new(root.key("name"), why));
+        }
+        // Names of containers, units and machines share one namespace.
+        let mut names: BTreeMap<&str, FieldPath> = BTreeMap::new();
+        if let Some(server) = &self.server {
+            let at = root.key("server");
+            check_member(&at, &server.name, server.runs, &mut names, &mut problems);
+            problems.extend(
+                server
+                    .config
+                    .validate()
+                    .into_iter()
+                    .map(|p| p.nest(&at.key("config"))),
+            );
+        }
+        if let Some(web) = &self.web {
+            let at = root.key("web");
+            check_member(&at, &web.name, web.runs, &mut names, &mut problems);
+            problems.extend(
+                web.config
+                    .validate()
+                    .into_iter()
+                    .map(|p| p.nest(&at.key("config"))),
+            );
+        }
+        if self.builders.is_empty() {
+            problems.push(ConfigProblem::new(
+                root.key("builders"),
+                "list at least one builder",
+            ));
+        }
+        let mut ttys: BTreeMap<&str, (usize, FieldPath)> = BTreeMap::new();
+        for (bi, builder) in self.builders.iter().enumerate() {
+            let at = root.key("builders").index(bi);
+            check_builder(bi, &at, builder, &mut names, &mut ttys, &mut problems);
+        }
+        problems
     }
 }

@@ -346,10 +346,20 @@ pub fn valid_project_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-impl ServerConfig {
+fn is_http_url(u: &str) -> bool {
+    ["http://", "https://"]
+        .iter()
+        .any(|p| u.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
+}
+
+const BOTH_KEYS: &str = "notification_key and notification_key_file are both set; keep only one";
+
+impl ConfigType for ServerConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     /// Semantic checks serde cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         let mut push = |path: FieldPath, message: String| {
@@ -490,22 +500,6 @@ impl ServerConfig {
             problems.extend(tls.validate(&root.key("tls")));
         }
         problems
-    }
-}
-
-fn is_http_url(u: &str) -> bool {
-    ["http://", "https://"]
-        .iter()
-        .any(|p| u.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
-}
-
-const BOTH_KEYS: &str = "notification_key and notification_key_file are both set; keep only one";
-
-impl ConfigType for ServerConfig {
-    const MARKER: &'static str = SCHEMA_MARKER;
-
-    fn problems(&self) -> Vec<ConfigProblem> {
-        self.validate()
     }
 }
 

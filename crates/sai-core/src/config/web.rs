@@ -114,10 +114,12 @@ fn default_forwarded_header() -> String {
     "X-Forwarded-For".to_string()
 }
 
-impl WebConfig {
+impl ConfigType for WebConfig {
+    const MARKER: &'static str = SCHEMA_MARKER;
+
     /// Check what the schema cannot express. Returns every problem found,
     /// each with the path of the field it concerns; empty means valid.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = check_marker(self.schema.as_deref(), SCHEMA_MARKER);
         let root = FieldPath::root();
         if let Err(why) = check_listen(&self.listen) {
@@ -202,14 +204,6 @@ impl WebConfig {
             }
         }
         problems
-    }
-}
-
-impl ConfigType for WebConfig {
-    const MARKER: &'static str = SCHEMA_MARKER;
-
-    fn problems(&self) -> Vec<ConfigProblem> {
-        self.validate()
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use sai_core::config::builder::BuilderConfig;
+use sai_core::config::schema::ConfigType;
 use sai_core::config::schema::{ConfigKind, Diagnostic, validate_semantics};
 use sai_core::config::{Format, parse};
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use sai_core::config::builder::{BuilderConfig, BuilderPlatform, BuilderServer};
+use sai_core::config::schema::ConfigType;
 use sai_core::config::server::ServerConfig;
 
 use super::BUILDER_NAME;

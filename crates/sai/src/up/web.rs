@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
+use sai_core::config::schema::ConfigType;
 use sai_core::config::web::WebConfig;
 use tokio_util::sync::CancellationToken;
 
