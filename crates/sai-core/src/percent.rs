@@ -1,4 +1,5 @@
-//! Percent-encoding of text that goes into a URL.
+//! Percent-encoding of text that goes into a URL, and decoding of what
+//! comes out of one.
 
 /// `s` with every byte other than ASCII letters, digits and the bytes in
 /// `keep` written as `%XX`.
@@ -14,9 +15,34 @@ pub fn encode(s: &str, keep: &[u8]) -> String {
     out
 }
 
+/// `s` with every `%XX` escape replaced by its byte; a `%` not followed by
+/// two hex digits stays as it is, and bytes that are not UTF-8 become U+FFFD.
+pub fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::encode;
+    use super::{decode, encode};
 
     #[test]
     fn only_letters_digits_and_the_kept_bytes_stay() {
@@ -25,5 +51,19 @@ mod tests {
             "group%2Fsub%20project~1"
         );
         assert_eq!(encode("/e/ä?x=1", b"/-_."), "/e/%C3%A4%3Fx%3D1");
+    }
+
+    #[test]
+    fn escapes_decode_and_anything_else_stays() {
+        for (raw, decoded) in [
+            ("a%20b", "a b"),
+            ("abc%2", "abc%2"),
+            ("plain", "plain"),
+            ("%e2%82", "\u{fffd}"),
+            ("é%", "é%"),
+        ] {
+            assert_eq!(decode(raw), decoded, "{raw:?}");
+        }
+        assert_eq!(decode(&encode("/e/ä?x=1", b"/-_.")), "/e/ä?x=1");
     }
 }

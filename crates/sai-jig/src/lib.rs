@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sai_core::config::jig::{JigConfig, JigTarget, StepAction};
+use sai_core::percent;
 use serde::Serialize;
 use warp::Filter;
 use warp::http::StatusCode;
@@ -337,8 +338,8 @@ async fn handle(
     match segs.as_slice() {
         ["api", "status"] if is_get => Ok(Box::new(warp::reply::json(&jig.status()))),
         [target, sequence] => {
-            let target = percent_decode(target);
-            let sequence = percent_decode(sequence);
+            let target = percent::decode(target);
+            let sequence = percent::decode(sequence);
             match jig.run(&target, &sequence).await {
                 Ok(_) if is_get => Ok(Box::new(warp::reply::html(""))),
                 Ok(took) => Ok(Box::new(warp::reply::json(&serde_json::json!({
@@ -349,43 +350,19 @@ async fn handle(
                 Err(e) => Ok(text(e.status(), e.to_string())),
             }
         }
-        [target] if jig.target(&percent_decode(target)).is_some() => Ok(text(
+        [target] if jig.target(&percent::decode(target)).is_some() => Ok(text(
             StatusCode::BAD_REQUEST,
             "missing sequence: use /<target>/<sequence>".into(),
         )),
         [target] => Ok(text(
             StatusCode::NOT_FOUND,
-            format!("unknown target '{}'", percent_decode(target)),
+            format!("unknown target '{}'", percent::decode(target)),
         )),
         _ => Ok(text(
             StatusCode::NOT_FOUND,
             "use /<target>/<sequence> or /api/status".into(),
         )),
     }
-}
-
-/// Minimal percent-decoding for path segments (names are URL-safe anyway).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// The warp filter serving the API.
@@ -446,19 +423,6 @@ pub fn load_token(config: &JigConfig) -> std::io::Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decodes_percent_escapes() {
-        for (raw, decoded) in [
-            ("a%20b", "a b"),
-            ("abc%2", "abc%2"),
-            ("plain", "plain"),
-            ("%e2%82", "\u{fffd}"),
-            ("é%", "é%"),
-        ] {
-            assert_eq!(percent_decode(raw), decoded, "{raw:?}");
-        }
-    }
 
     #[test]
     fn token_file_follows_the_secret_file_rule() {
