@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run Sai's whole test suite: formatting, clippy, doc tests, the extra stages
+# Run Sai's whole test suite: formatting, clippy, doc tests, rustdoc warnings, the extra stages
 # (cross-target checks, image builds, Nix evaluation...), then every test with
 # cargo-nextest (last, so its summary is the final line CI prints).
 #
@@ -122,6 +122,9 @@ step rust-tools install_rust_tools
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step doc-tests cargo test --doc --workspace --locked
+# Broken intra-doc links and stray HTML in doc comments (they become
+# schema descriptions and --help text too) fail here, not in a reader's browser.
+step rustdoc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
 for stage in scripts/ci/stages/*.sh; do
 	[ -e "$stage" ] || continue
 	name=$(basename "$stage" .sh)

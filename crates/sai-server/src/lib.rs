@@ -3,12 +3,12 @@
 //!
 //! `main.rs` (and `sai up`) resolve the config ([`load_config`],
 //! [`Settings::resolve`]), [`bind`] the listener, [`Server::open`] the
-//! store and keys, then [`serve`] until the shutdown token fires. See
+//! store and keys, then [`serve()`] until the shutdown token fires. See
 //! `docs/server.md` and `docs/protocol.md`.
 //!
 //! | module | job |
 //! |---|---|
-//! | [`serve`] | binding the listener, assembling the routes, serving TCP/TLS and the local socket, the background jobs |
+//! | [`mod@serve`] | binding the listener, assembling the routes, serving TCP/TLS and the local socket, the background jobs |
 //! | [`accept`] | the accept loop (plain and TLS): header timeout, API connection cap |
 //! | [`state`] | the running server's shared state and settings; where scheduler effects are applied |
 //! | [`hook`] | `POST /update-hook`: the notification ([`sai_core::notification`]) to a stored event |

@@ -15,7 +15,7 @@ use serde_json::Value;
 #[derive(Debug, clap::Args)]
 pub struct NotifyArgs {
     /// Server base URL, e.g. http://127.0.0.1:4400 (the notification is
-    /// POSTed to <URL>/update-hook). Default: the repository's `sai.url`
+    /// POSTed to the path /update-hook under it). Default: the repository's `sai.url`
     /// git config (which `sai up` writes).
     #[arg(long, env = "SAI_URL", value_name = "URL")]
     pub url: Option<String>,

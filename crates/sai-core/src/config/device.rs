@@ -47,7 +47,7 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
-    /// Unique name of this device, shown in logs ("acquired device '<name>'").
+    /// Unique name of this device, shown in logs ("acquired device 'dev0'" for a device named dev0).
     pub name: String,
     /// The device's own type; a request for this type matches it.
     #[serde(rename = "type")]

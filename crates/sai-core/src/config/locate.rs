@@ -1,7 +1,7 @@
 //! Where something is in a config text, read from the parse tree of its
 //! format: JSON with `#` comments through [`crate::jsonc`] (the one JSON
 //! reader that keeps positions), YAML through the real YAML parser
-//! ([`super::yaml_walk`]). Nothing here searches the text for words.
+//! (`yaml_walk`). Nothing here searches the text for words.
 
 use super::Format;
 use super::problem::{FieldPath, PathSegment};

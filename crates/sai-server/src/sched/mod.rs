@@ -200,10 +200,10 @@ pub struct Fleet {
 
 impl Fleet {
     /// Why a task asking for `platform` waits, as far as the builders tell:
-    /// "no builder offers <platform>" when no connected builder offers a
+    /// "no builder offers `<platform>`" when no connected builder offers a
     /// matching platform; when every one that does is below its disk floor,
     /// which builders and how much they have and need; "all N instances of
-    /// <platform> busy" when every matching instance runs a task; `None`
+    /// `<platform>` busy" when every matching instance runs a task; `None`
     /// when one is free (the task is about to be offered).
     pub fn waiting_detail(&self, platform: &str) -> Option<String> {
         let offering: Vec<&Builder> = self

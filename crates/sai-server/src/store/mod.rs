@@ -12,7 +12,7 @@
 //! (a copy of an empty, migrated event database, then its tasks), then the
 //! event row is inserted in the main database with the event's tasks (its
 //! seed), in one synced transaction shared with concurrent pushes
-//! ([`push_commit`]). That insert is the commit point: at startup every
+//! (`push_commit`). That insert is the commit point: at startup every
 //! folder without an event row is removed (the orphan sweep: a push
 //! interrupted before its commit), and a seeded event whose folder did not
 //! reach the disk is rebuilt from its seed.
@@ -385,7 +385,7 @@ impl Store {
     }
 
     /// Settle the seeds of recent pushes if there are any (see
-    /// [`push_commit`]); run in the background about once a second.
+    /// `push_commit`); run in the background about once a second.
     pub fn settle_recent_pushes(&self) -> Result<usize, StoreError> {
         if !self.unsettled.swap(false, Ordering::SeqCst) {
             return Ok(0);
