@@ -2,8 +2,9 @@
 //! fake clock: the time is whatever each call is given.
 
 use super::*;
+use sai_core::protocol::{CLOSE_REPLACED, PlatformCapacity, ServerMessage, TaskResult};
 use sai_core::saifile::TaskSpec;
-use sai_core::task::EventId;
+use sai_core::task::{EventId, EventState, RunRecord};
 
 /// The fake event database handle: the event's number.
 type Db = u32;
