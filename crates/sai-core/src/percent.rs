@@ -36,13 +36,19 @@ pub fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A query or form value (`application/x-www-form-urlencoded`): `+` is a
+/// space, then [`decode`]; `%2B` stays a `+`.
+pub fn decode_form(s: &str) -> String {
+    decode(&s.replace('+', " "))
+}
+
 fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{decode, encode};
+    use super::{decode, decode_form, encode};
 
     #[test]
     fn only_letters_digits_and_the_kept_bytes_stay() {
@@ -65,5 +71,18 @@ mod tests {
             assert_eq!(decode(raw), decoded, "{raw:?}");
         }
         assert_eq!(decode(&encode("/e/ä?x=1", b"/-_.")), "/e/ä?x=1");
+    }
+
+    #[test]
+    fn form_values_read_plus_as_a_space_and_escapes_as_their_bytes() {
+        for (raw, decoded) in [
+            ("a+b%2Fc%zz%4", "a b/c%zz%4"),
+            ("x%3A%3Ay", "x::y"),
+            ("1%2B1+%3D+2", "1+1 = 2"),
+            ("%+5", "% 5"),
+        ] {
+            assert_eq!(decode_form(raw), decoded, "{raw:?}");
+        }
+        assert_eq!(decode("a+b"), "a+b", "outside forms a + is a +");
     }
 }

@@ -71,35 +71,12 @@ pub fn of_event(server: &Server, headers: &HeaderMap, id: &str) -> Res {
     })
 }
 
-/// `%XX` and `+` decoding of a query value.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A test's recent runs in a project, and whether it is flaky.
 pub fn history(server: &Server, headers: &HeaderMap, project: &str, q: &Query) -> Res {
     if !server.store.project_exists(project)? {
         return Err(Error::NotFound("no such project"));
     }
-    let param = |k: &str| q.get(k).map(|v| percent_decode(v));
+    let param = |k: &str| q.get(k).map(|v| sai_core::percent::decode_form(v));
     let (Some(suite), Some(name)) = (param("suite"), param("name")) else {
         return Err(Error::bad_request(
             "suite and name are required",
@@ -149,13 +126,4 @@ pub fn history(server: &Server, headers: &HeaderMap, project: &str, q: &Query) -
             })
             .collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(super::percent_decode("a+b%2Fc%zz%4"), "a b/c%zz%4");
-        assert_eq!(super::percent_decode("x%3A%3Ay"), "x::y");
-    }
 }

@@ -60,7 +60,7 @@ use crate::session;
 use crate::upstream::{Action, UpstreamError, Viewer, is_hex_id};
 
 pub use self::logs::{Unsatisfiable, parse_range};
-pub use self::request::{Request, percent_decode};
+pub use self::request::Request;
 pub use self::respond::CSP;
 pub use self::signin::safe_next;
 

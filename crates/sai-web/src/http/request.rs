@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use sai_core::percent::decode_form;
 use warp::http::{HeaderMap, Method};
 
 pub(super) async fn read_body<S, B>(body: S, limit: usize) -> Option<Bytes>
@@ -52,41 +53,9 @@ pub(super) fn query_map(q: &str) -> HashMap<String, String> {
         .filter(|s| !s.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
+            (decode_form(k), decode_form(v))
         })
         .collect()
-}
-
-/// Decode `application/x-www-form-urlencoded` text.
-///
-/// Not [`sai_core::percent::decode`] on purpose: here `+` decodes to a space,
-/// as form and query encoding wants, where the shared one (for paths) keeps
-/// it. Invalid escapes stay as they are and bytes that are not UTF-8 become
-/// U+FFFD in both. One more difference, by accident of `u8::from_str_radix`
-/// accepting a sign: `%+5` here decodes to the byte 0x05; the shared one
-/// keeps it as text.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(super) fn form(req: &Request) -> HashMap<String, String> {
@@ -102,6 +71,10 @@ mod tests {
 
     #[test]
     fn form_decoding() {
-        assert_eq!(percent_decode("a+b%2Fc%zz%4"), "a b/c%zz%4");
+        let m = query_map("q=a+b%2Fc%zz%4&&next=%2Fe%2F1&flag");
+        assert_eq!(m["q"], "a b/c%zz%4");
+        assert_eq!(m["next"], "/e/1");
+        assert_eq!(m["flag"], "");
+        assert_eq!(m.len(), 3);
     }
 }
