@@ -4,11 +4,11 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | this file | the route table: reading each request and dispatching it by method and path; the HTML pages, assets and sign-out answered here |
+//! | this file | the route table: reading each request and dispatching it by method and path; the HTML pages and assets answered here |
 //! | `request` | the request as read: its body (size-limited), query and form fields |
 //! | `client` | who sent a request and how far to trust it: client address behind trusted proxies, secure context, session cookie, same origin |
 //! | `respond` | response builders (text, HTML, JSON, redirect) and the security headers of every response |
-//! | `signin` | the sign-in form and its POST; where to go after signing in |
+//! | `signin` | the sign-in form and its POST, where to go after signing in, and signing out |
 //! | `actions` | privileged POSTs forwarded to sai-server (rebuild, cancel, delete) |
 //! | `logs` | log endpoints: rendered lines, search, raw log with `Range` |
 //! | `artifacts` | artifact downloads streamed from sai-server |
@@ -49,14 +49,13 @@ use warp::reply::Response;
 use self::actions::privileged;
 use self::artifacts::artifact;
 use self::badges::status_badge;
-use self::client::{cookie_names, request_session, same_origin, secure_context};
+use self::client::{request_session, same_origin};
 use self::logs::{lines, raw_log, search};
-use self::request::{form, query_map, read_body};
-use self::respond::{page, plain, redirect, secure_headers};
-use self::signin::{signin, signin_form};
+use self::request::{query_map, read_body};
+use self::respond::{page, plain, secure_headers};
+use self::signin::{signin, signin_form, signout};
 use crate::App;
 use crate::pages::{self, PageCtx};
-use crate::session;
 use crate::upstream::{Action, UpstreamError, Viewer, is_hex_id};
 
 pub use self::logs::{Unsatisfiable, parse_range};
@@ -207,26 +206,7 @@ async fn handle(app: &Arc<App>, req: Request) -> Response {
         },
         (Method::GET, ["signin"]) => signin_form(app, &req, &ctx, None),
         (Method::POST, ["signin"]) => signin(app, &req, &ctx).await,
-        (Method::POST, ["signout"]) => {
-            let Some(s) = session.as_ref() else {
-                return redirect("/");
-            };
-            if !same_origin(&req.headers)
-                || !session::same_token(
-                    form(&req).get("csrf").map(String::as_str).unwrap_or(""),
-                    &s.csrf,
-                )
-            {
-                return plain(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
-            }
-            let secure = secure_context(app, &req.headers, req.peer);
-            let (name, _) = cookie_names(secure);
-            let mut r = redirect("/");
-            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(name, "", secure, 0)) {
-                r.headers_mut().append("set-cookie", v);
-            }
-            r
-        }
+        (Method::POST, ["signout"]) => signout(app, &req, session.as_ref()),
         (Method::POST, [kind @ ("t" | "e"), id, op]) => {
             let action = match (*kind, *op) {
                 ("t", "rebuild") if is_hex_id(id, 64) => Action::RebuildTask(id.to_string()),

@@ -1,6 +1,7 @@
 //! Sign-in: the form (with its pre-session CSRF cookie), the POST that
 //! checks the password under the failed-attempt limiter and issues the
-//! session cookie, and the safe local path to go to afterwards.
+//! session cookie, the safe local path to go to afterwards, and signing
+//! out.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use super::request::form;
 use super::respond::{page, plain, redirect};
 use crate::App;
 use crate::pages::{self, PageCtx};
-use crate::session;
+use crate::session::{self, Session};
 
 /// A safe local path to go to after sign-in: absolute, one leading slash,
 /// no scheme or backslash tricks. Anything else goes to `/`.
@@ -110,6 +111,29 @@ pub(super) async fn signin(app: &Arc<App>, req: &Request, ctx: &PageCtx<'_>) -> 
         if let Ok(v) = HeaderValue::from_str(&c) {
             r.headers_mut().append("set-cookie", v);
         }
+    }
+    r
+}
+
+/// End the session: its cookie is cleared (a POST with the session's CSRF
+/// token, from this origin).
+pub(super) fn signout(app: &App, req: &Request, session: Option<&Session>) -> Response {
+    let Some(s) = session else {
+        return redirect("/");
+    };
+    if !same_origin(&req.headers)
+        || !session::same_token(
+            form(req).get("csrf").map(String::as_str).unwrap_or(""),
+            &s.csrf,
+        )
+    {
+        return plain(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+    }
+    let secure = secure_context(app, &req.headers, req.peer);
+    let (name, _) = cookie_names(secure);
+    let mut r = redirect("/");
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(name, "", secure, 0)) {
+        r.headers_mut().append("set-cookie", v);
     }
     r
 }
