@@ -34,7 +34,8 @@
 //! | `write` | the appending side: records packed into pieces and sealed blocks ([`TaskLog`]) |
 //! | `read` | records and bytes of a byte range, the channels in it, the size on disk |
 //! | `lines` | line numbers and line starts from the rows' newline counts ([`locate`]) |
-//! | `schema` | the tables, the builder byte counts, clearing a log, packing legacy rows |
+//! | `schema` | the tables, the builder byte counts, clearing a log |
+//! | `legacy` | packing the uncompressed rows of older stores into blocks |
 //! | `frame` | one row as a zstd frame: compressing it, reading it back as a stream |
 //! | `fixtures` | test-only: the databases and logs the unit tests write |
 //! | `alloc_probe` | test-only: what a closure allocates |
@@ -44,14 +45,16 @@ mod alloc_probe;
 #[cfg(test)]
 mod fixtures;
 mod frame;
+mod legacy;
 mod lines;
 mod read;
 mod schema;
 mod write;
 
+pub use legacy::migrate_legacy;
 pub use lines::{LinePosition, LogStart, locate};
 pub use read::{channels, len, read, read_bytes, stored_bytes};
-pub use schema::{LINES_SCHEMA, RECEIVED_SCHEMA, SCHEMA, clear, migrate_legacy, received};
+pub use schema::{LINES_SCHEMA, RECEIVED_SCHEMA, SCHEMA, clear, received};
 pub use write::TaskLog;
 
 /// Raw size at which the open block is sealed. Measured on the 100 MB

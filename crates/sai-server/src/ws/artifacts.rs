@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sha2::Digest;
 
-use super::messages::ConnState;
+use super::ConnState;
 use crate::sched::Lookup;
 
 /// An artifact being received: written to a `.part` file beside the

@@ -1,7 +1,6 @@
 //! One builder connection's messages (text) and frames (binary): what each
 //! does to the scheduler, the task logs and the store.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sai_core::protocol::{
@@ -9,28 +8,12 @@ use sai_core::protocol::{
     TaskResult, decode_frame,
 };
 use sai_core::task::TaskState;
-use tokio::sync::mpsc::UnboundedSender;
 
-use super::artifacts::Upload;
+use super::ConnState;
 use crate::link::Outgoing;
 use crate::logw::LogChunk;
-use crate::sched::{ConnId, Lookup};
+use crate::sched::Lookup;
 use crate::state::Server;
-
-/// One connected builder, as its messages and frames need it.
-pub(super) struct ConnState {
-    pub(super) server: Arc<Server>,
-    pub(super) cid: ConnId,
-    pub(super) name: String,
-    pub(super) tx: UnboundedSender<Outgoing>,
-    /// Frame bytes the builder may still send (flow control); refilled as
-    /// the server stores what arrived.
-    pub(super) credit: i64,
-    /// Open artifact uploads by task: one per task, any number of tasks.
-    pub(super) uploads: HashMap<String, Upload>,
-    /// Artifacts of running tasks that did not arrive, with why.
-    pub(super) lost: HashMap<String, Vec<String>>,
-}
 
 impl ConnState {
     fn send(&self, m: ServerMessage) {

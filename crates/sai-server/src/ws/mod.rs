@@ -3,7 +3,7 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | this file | authenticating the upgrade; one connection's loop: hello, welcome, claims, pings, the dead timeout, outgoing messages and credit, the end |
+//! | this file | authenticating the upgrade; one connection's state (`ConnState`) and loop: hello, welcome, claims, pings, the dead timeout, outgoing messages and credit, the end |
 //! | `hello` | checking the hello against the token; answering the tasks claimed back in it |
 //! | `messages` | what each builder message and frame does (scheduler, logs, store) |
 //! | `artifacts` | artifact and test report uploads: announced, streamed, checked, stored |
@@ -22,15 +22,30 @@ use sai_core::protocol::{
     BuilderMessage, CLOSE_PROTOCOL_ERROR, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, ServerMessage,
 };
 use sai_https::websocket::{Message, Socket, Upgrade, close_message};
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
+use self::artifacts::Upload;
 use self::hello::{check_hello, resume_answer};
-use self::messages::ConnState;
 use crate::auth::{Identity, TokenKind, bearer};
 use crate::error::Error;
 use crate::link::Outgoing;
-use crate::sched::{GoneCause, Hello};
+use crate::sched::{ConnId, GoneCause, Hello};
 use crate::state::Server;
+
+/// One connected builder, as its messages and frames need it.
+struct ConnState {
+    server: Arc<Server>,
+    cid: ConnId,
+    name: String,
+    tx: UnboundedSender<Outgoing>,
+    /// Frame bytes the builder may still send (flow control); refilled as
+    /// the server stores what arrived.
+    credit: i64,
+    /// Open artifact uploads by task: one per task, any number of tasks.
+    uploads: HashMap<String, Upload>,
+    /// Artifacts of running tasks that did not arrive, with why.
+    lost: HashMap<String, Vec<String>>,
+}
 
 /// Handle an upgrade request: authenticate, then upgrade.
 pub fn upgrade(
