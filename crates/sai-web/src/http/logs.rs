@@ -1,7 +1,6 @@
 //! The log endpoints of a task: rendered lines and search (JSON, for the
 //! log viewer) and the raw log with HTTP `Range` support.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,12 +10,13 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use super::Request;
+use super::request::Query;
 use super::respond::{json_reply, plain};
 use crate::App;
 use crate::logview::{self, Needle};
 use crate::upstream::{UpstreamError, Viewer};
 
-fn num(q: &HashMap<String, String>, k: &str) -> Option<u64> {
+fn num(q: &Query, k: &str) -> Option<u64> {
     q.get(k).and_then(|v| v.parse().ok())
 }
 
@@ -41,12 +41,7 @@ fn upstream_json_error(e: UpstreamError) -> Response {
     }
 }
 
-pub(super) async fn lines(
-    app: &Arc<App>,
-    viewer: &Viewer,
-    id: &str,
-    q: &HashMap<String, String>,
-) -> Response {
+pub(super) async fn lines(app: &Arc<App>, viewer: &Viewer, id: &str, q: &Query) -> Response {
     let (t, size) = match sized(app, viewer, id).await {
         Ok(x) => x,
         Err(e) => return upstream_json_error(e),
@@ -69,12 +64,7 @@ pub(super) async fn lines(
     }
 }
 
-pub(super) async fn search(
-    app: &Arc<App>,
-    viewer: &Viewer,
-    id: &str,
-    q: &HashMap<String, String>,
-) -> Response {
+pub(super) async fn search(app: &Arc<App>, viewer: &Viewer, id: &str, q: &Query) -> Response {
     let needle = if q.contains_key("error") {
         Needle::Error
     } else {

@@ -48,7 +48,10 @@ impl Request {
     }
 }
 
-pub(super) fn query_map(q: &str) -> HashMap<String, String> {
+/// Query or form fields by name, decoded.
+pub(super) type Query = HashMap<String, String>;
+
+pub(super) fn query_map(q: &str) -> Query {
     q.split('&')
         .filter(|s| !s.is_empty())
         .map(|kv| {
@@ -58,7 +61,7 @@ pub(super) fn query_map(q: &str) -> HashMap<String, String> {
         .collect()
 }
 
-pub(super) fn form(req: &Request) -> HashMap<String, String> {
+pub(super) fn form(req: &Request) -> Query {
     req.body
         .as_ref()
         .map(|b| query_map(&String::from_utf8_lossy(b)))
