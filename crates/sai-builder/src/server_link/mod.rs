@@ -32,10 +32,10 @@
 //!    nobody). A finished task's result waits at most [`HOLD_RESULT`] for
 //!    the server to come back;
 //! 5. on shutdown, the link first says `shutting_down` (the server offers
-//!    it nothing more), offers still in flight are rejected, running tasks are killed and
-//!    reported as `handed_back` (the server requeues them at once, without
-//!    counting an attempt or an infrastructure failure), and the websocket
-//!    is closed cleanly.
+//!    it nothing more), offers still in flight are rejected, running tasks
+//!    are killed and reported as `handed_back` (the server requeues them at
+//!    once, without counting an attempt or an infrastructure failure), and
+//!    the websocket is closed cleanly.
 //!
 //! Declined offers: the server does not offer a task this link declined
 //! again until one of the link's tasks finishes or the link reports free

@@ -7,6 +7,7 @@ use rusqlite::{Connection, params};
 use super::frame::{self, RowReader};
 use super::{LogError, Result};
 
+/// Newlines in `bytes`: what a row's `newlines` column stores.
 pub(super) fn count_newlines(bytes: &[u8]) -> i64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as i64
 }
